@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/pullpass/v1/credential_service.proto",
         "proto/pullpass/v1/registry_auth_service.proto",
         "proto/pullpass/v1/audit_service.proto",
+        // Not imported by the contract, but compiled so reflection can
+        // describe the error details pullpass attaches to statuses.
+        "proto/google/rpc/error_details.proto",
     ];
     let well_known = protoc_bin_vendored::include_path()?;
     let includes = [PathBuf::from("proto"), well_known];
@@ -30,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("pullpass_descriptor.bin"))
-        .extern_path(".google.rpc.Status", "::tonic_types::Status")
+        .extern_path(".google.rpc", "::tonic_types::pb")
         .skip_debug(REDACTED_DEBUG.iter().copied())
         .build_client(true)
         .build_server(true)

@@ -11,11 +11,7 @@ struct Redacted<'a>(&'a str);
 
 impl fmt::Debug for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("\"\"")
-        } else {
-            f.write_str("<redacted>")
-        }
+        if self.0.is_empty() { f.write_str("\"\"") } else { f.write_str("<redacted>") }
     }
 }
 
@@ -105,7 +101,10 @@ mod tests {
             format!("{token:?}"),
             format!("{auth:?}"),
             format!("{import:?}"),
-            format!("{:?}", crate::v1::CreateCredentialRequest { credential: Some(credential.clone()), ..Default::default() }),
+            format!(
+                "{:?}",
+                crate::v1::CreateCredentialRequest { credential: Some(credential.clone()), ..Default::default() }
+            ),
         ] {
             assert!(!text.contains(canary), "{text}");
             assert!(text.contains("<redacted>"), "{text}");

@@ -9,12 +9,8 @@
 use std::fmt;
 
 /// The host names that all mean Docker Hub; they fold to [`DOCKER_HUB_HOST`].
-pub const DOCKER_HUB_ALIASES: &[&str] = &[
-    "docker.io",
-    "index.docker.io",
-    "registry-1.docker.io",
-    "registry.hub.docker.com",
-];
+pub const DOCKER_HUB_ALIASES: &[&str] =
+    &["docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"];
 
 /// The canonical host of Docker Hub in references and credentials.
 pub const DOCKER_HUB_HOST: &str = "docker.io";
@@ -48,8 +44,7 @@ impl RegistryHost {
 
     /// The explicit port, if any.
     pub fn port(&self) -> Option<u16> {
-        self.port_separator()
-            .and_then(|at| self.0[at + 1..].parse().ok())
+        self.port_separator().and_then(|at| self.0[at + 1..].parse().ok())
     }
 
     /// Is this Docker Hub (`docker.io` after folding)?
@@ -197,9 +192,9 @@ impl fmt::Display for RegistryServerError {
             Self::UnsupportedScheme(s) => {
                 write!(f, "has scheme `{s}://`; only https:// or http:// may be given (and are removed)")
             }
-            Self::UserInfo => f.write_str(
-                "contains user-info (`user@`); put the user name in `username` and the secret in `secret`",
-            ),
+            Self::UserInfo => {
+                f.write_str("contains user-info (`user@`); put the user name in `username` and the secret in `secret`")
+            }
             Self::Query => f.write_str("contains a query (`?`)"),
             Self::Fragment => f.write_str("contains a fragment (`#`)"),
             Self::EmptyHost => f.write_str("has no host"),
@@ -291,9 +286,7 @@ fn strip_api_version(path: &str) -> Option<(&str, &'static str)> {
         if path == version {
             Some(("", version))
         } else {
-            path.strip_suffix(version)
-                .and_then(|rest| rest.strip_suffix('/'))
-                .map(|rest| (rest, version))
+            path.strip_suffix(version).and_then(|rest| rest.strip_suffix('/')).map(|rest| (rest, version))
         }
     })
 }

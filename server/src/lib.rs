@@ -1,1 +1,82 @@
-//! x
+//! `pullpass-server`: the pullpass registry-credential broker behind the
+//! `pullpassd` binary.
+//!
+//! Dependencies point one way (see ARCHITECTURE.md):
+//! `api` → `access`, `credentials`, `workspaces` → `seal`, `store` → `domain`.
+//! `api` is the only module that knows gRPC; `store` the only one that knows
+//! SQL; `seal` the only one that sees key material.
+
+pub mod access;
+pub mod api;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod credentials;
+pub mod domain;
+pub mod error;
+pub mod logging;
+pub mod paging;
+pub mod seal;
+pub mod secret;
+pub mod server;
+pub mod startup;
+pub mod store;
+pub mod workspaces;
+
+use cli::{Cli, Command, KeysCommand, TokensCommand};
+use config::Settings;
+use startup::StartupError;
+
+/// Runs the command line; returns the process exit code.
+pub fn main_with(cli: Cli) -> i32 {
+    let settings = match Settings::resolve(&cli.common, &cli.serve) {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("pullpassd: {message}");
+            return 2;
+        }
+    };
+    logging::init(settings.log_format, &settings.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pullpassd: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command, settings));
+    match result {
+        Ok(()) => 0,
+        Err(StartupError(message)) => {
+            tracing::error!(error = %message, "pullpassd stopped");
+            eprintln!("pullpassd: {message}");
+            1
+        }
+    }
+}
+
+async fn dispatch(command: Option<Command>, settings: Settings) -> Result<(), StartupError> {
+    match command {
+        None => server::run(settings).await,
+        Some(Command::Keys(KeysCommand::Generate)) => match &settings.keys {
+            config::KeySource::File(path) => commands::keys_generate(path),
+            _ => Err(StartupError("`keys generate` needs --key-file FILE".into())),
+        },
+        Some(Command::Keys(KeysCommand::Add)) => commands::keys_add(&settings).map(|_| ()),
+        Some(Command::Keys(KeysCommand::Rotate { new_key, batch_size, fault_abort_after_batches })) => {
+            if new_key {
+                commands::keys_add(&settings)?;
+            }
+            let options = commands::RotateOptions {
+                batch_size: usize::from(batch_size),
+                abort_after_batches: fault_abort_after_batches,
+            };
+            commands::keys_rotate(&settings, options).await
+        }
+        Some(Command::Keys(KeysCommand::List)) => commands::keys_list(&settings).await,
+        Some(Command::Backup { to, force }) => commands::backup(&settings, &to, force),
+        Some(Command::Tokens(TokensCommand::CreateRoot { description })) => {
+            commands::tokens_create_root(&settings, &description).await
+        }
+    }
+}

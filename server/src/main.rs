@@ -1,1 +1,8 @@
-fn main(){}
+//! `pullpassd`: see `pullpassd --help`.
+
+use clap::Parser;
+
+fn main() {
+    let cli = pullpass_server::cli::Cli::parse();
+    std::process::exit(pullpass_server::main_with(cli));
+}

@@ -1,0 +1,139 @@
+//! Authentication: `authorization: Bearer pp_…` → [`Principal`].
+//!
+//! Tokens are looked up by the SHA-256 of the presented string (memory first,
+//! then the database) and the stored hash is compared in constant time.
+//! Expiry and revocation are checked on every call, against the cached record
+//! too, and revocation through this server updates the cache at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use subtle::ConstantTimeEq;
+
+use super::Principal;
+use super::token::{hash_token, is_well_formed};
+use crate::domain::{AccessTokenRecord, Timestamp};
+use crate::error::Error;
+use crate::store::{self, Store};
+
+/// Checks bearer tokens.
+#[derive(Clone)]
+pub struct Authenticator {
+    store: Store,
+    cache: Arc<RwLock<HashMap<[u8; 32], Arc<AccessTokenRecord>>>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").finish_non_exhaustive()
+    }
+}
+
+const NO_TOKEN: &str = "missing `authorization: Bearer <token>` metadata";
+
+impl Authenticator {
+    /// An authenticator over the token table of `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store, cache: Arc::default() }
+    }
+
+    /// The principal of an `authorization` header value.
+    pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, Error> {
+        let header = header.ok_or_else(|| Error::Unauthenticated(NO_TOKEN.into()))?;
+        let token = bearer_token(header)?;
+        let hash = hash_token(token);
+        let record = match self.cached(&hash) {
+            Some(record) => record,
+            None => {
+                let found = self.store.read(move |conn| Ok(store::tokens::find_by_hash(conn, &hash)?)).await?;
+                let record = Arc::new(found.ok_or_else(|| Error::Unauthenticated("unknown access token".into()))?);
+                self.cache.write().unwrap_or_else(|p| p.into_inner()).insert(hash, Arc::clone(&record));
+                record
+            }
+        };
+        if !bool::from(record.token_hash.ct_eq(&hash)) {
+            return Err(Error::Unauthenticated("unknown access token".into()));
+        }
+        let now = Timestamp::now();
+        if record.revoke_time.is_some() {
+            return Err(Error::Unauthenticated(format!("access token {} was revoked", record.resource_name())));
+        }
+        if record.expire_time.is_some_and(|expiry| expiry <= now) {
+            return Err(Error::Unauthenticated(format!("access token {} has expired", record.resource_name())));
+        }
+        Ok(Principal::of(&record))
+    }
+
+    /// Replaces (or drops) the cached record of a token after a change.
+    pub fn refresh(&self, record: &AccessTokenRecord) {
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if cache.contains_key(&record.token_hash) {
+            cache.insert(record.token_hash, Arc::new(record.clone()));
+        }
+    }
+
+    /// Drops every cached record (after a workspace deletion).
+    pub fn clear(&self) {
+        self.cache.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn cached(&self, hash: &[u8; 32]) -> Option<Arc<AccessTokenRecord>> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive), if well formed.
+fn bearer_token(header: &str) -> Result<&str, Error> {
+    let (scheme, token) = header.trim().split_once(' ').ok_or_else(|| Error::Unauthenticated(NO_TOKEN.into()))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Error::Unauthenticated("the authorization scheme must be `Bearer`".into()));
+    }
+    let token = token.trim();
+    if !is_well_formed(token) {
+        return Err(Error::Unauthenticated("malformed access token: expected `pp_` and 43 letters and digits".into()));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::create_root_token;
+    use crate::store::test_support::temp_store;
+
+    #[tokio::test]
+    async fn a_valid_root_token_authenticates_and_others_do_not() {
+        let (_dir, store) = temp_store();
+        let (record, token) = create_root_token(&store, "test").await.unwrap();
+        let authn = Authenticator::new(store);
+        let header = format!("Bearer {}", token.expose());
+        let principal = authn.authenticate(Some(&header)).await.unwrap();
+        assert_eq!(principal.token_id, record.id);
+        // Second call is served from the cache.
+        assert_eq!(authn.authenticate(Some(&format!("bearer {}", token.expose()))).await.unwrap(), principal);
+        let other = crate::access::TokenString::generate().unwrap();
+        for bad in [
+            None,
+            Some("Bearer".to_owned()),
+            Some(format!("Basic {}", token.expose())),
+            Some("Bearer pp_short".to_owned()),
+            Some(format!("Bearer {}", other.expose())),
+        ] {
+            let error = authn.authenticate(bad.as_deref()).await.unwrap_err();
+            assert!(matches!(error, Error::Unauthenticated(_)), "{bad:?}: {error:?}");
+            assert!(!error.message().contains(token.expose()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revoked_cached_token_is_refused_on_the_next_call() {
+        let (_dir, store) = temp_store();
+        let (mut record, token) = create_root_token(&store, "test").await.unwrap();
+        let authn = Authenticator::new(store);
+        let header = format!("Bearer {}", token.expose());
+        authn.authenticate(Some(&header)).await.unwrap();
+        record.revoke_time = Some(Timestamp::now());
+        authn.refresh(&record);
+        assert!(matches!(authn.authenticate(Some(&header)).await, Err(Error::Unauthenticated(_))));
+    }
+}

@@ -1,0 +1,72 @@
+//! Who is calling: access-token strings, their hashes, and the principal a
+//! valid bearer token stands for.
+//!
+//! * [`token`]: minting `pp_…` token strings and hashing them.
+//! * [`authn`]: turning an `authorization` header into a [`Principal`].
+//!
+//! Token strings exist only in the response that created them; the store
+//! and every cache hold SHA-256 hashes.
+
+pub mod authn;
+pub mod policy;
+pub mod token;
+
+use crate::domain::{AccessTokenId, AccessTokenRecord, ProjectName, Role, Timestamp, WorkspaceId};
+use crate::error::Error;
+use crate::store::{self, Store};
+pub use authn::Authenticator;
+pub use token::TokenString;
+
+/// The caller of an RPC, as established by its bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's id.
+    pub token_id: AccessTokenId,
+    /// The token's resource name (what logs and audit events show).
+    pub resource_name: String,
+    /// What it may do.
+    pub role: Role,
+    /// Its workspace; `None` for ROOT.
+    pub workspace: Option<WorkspaceId>,
+    /// Projects a LAUNCHER is limited to (empty = all).
+    pub projects: Vec<ProjectName>,
+}
+
+impl Principal {
+    /// The principal a token record stands for.
+    pub fn of(record: &AccessTokenRecord) -> Self {
+        Self {
+            token_id: record.id.clone(),
+            resource_name: record.resource_name(),
+            role: record.role,
+            workspace: record.workspace.clone(),
+            projects: record.projects.clone(),
+        }
+    }
+}
+
+/// Mints a root token and stores its hash. The returned string must be shown
+/// once and never stored.
+pub async fn create_root_token(store: &Store, description: &str) -> Result<(AccessTokenRecord, TokenString), Error> {
+    let token = TokenString::generate()?;
+    let record = AccessTokenRecord {
+        id: token::new_token_id()?,
+        workspace: None,
+        role: Role::Root,
+        projects: Vec::new(),
+        token_hash: token.hash(),
+        description: description.to_owned(),
+        create_time: Timestamp::now(),
+        expire_time: None,
+        revoke_time: None,
+        last_used_time: None,
+    };
+    let stored = record.clone();
+    store.write(move |conn| Ok(store::tokens::insert(conn, &stored)?)).await?;
+    Ok((record, token))
+}
+
+/// Does the database hold any root token?
+pub async fn has_root_token(store: &Store) -> Result<bool, Error> {
+    store.read(|conn| Ok(store::tokens::any_root(conn)?)).await
+}

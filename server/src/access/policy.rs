@@ -1,0 +1,105 @@
+//! Authorization: what each role may do, decided in one table-like function.
+//!
+//! A principal of workspace A asking about workspace B gets NOT_FOUND, never
+//! PERMISSION_DENIED, so tokens cannot probe which workspaces exist.
+
+use super::Principal;
+use crate::domain::{ProjectName, Role, WorkspaceId};
+use crate::error::Error;
+
+/// Something a call needs to be allowed.
+#[derive(Debug, Clone, Copy)]
+pub enum Permission<'a> {
+    /// Create, list or delete workspaces (ROOT).
+    ManageWorkspaces,
+    /// Read one workspace.
+    ReadWorkspace(&'a WorkspaceId),
+    /// Create, update, delete, test or import credentials (ADMIN).
+    ManageCredentials(&'a WorkspaceId),
+    /// Read credential metadata (ADMIN, VIEWER).
+    ReadCredentials(&'a WorkspaceId),
+    /// Issue registry auth for a project (ADMIN, LAUNCHER within its projects).
+    IssueRegistryAuth(&'a WorkspaceId, Option<&'a ProjectName>),
+    /// Mint or revoke tokens of a role (ADMIN for LAUNCHER/VIEWER, ROOT for
+    /// ADMIN).
+    ManageTokens(&'a WorkspaceId, Role),
+    /// Read token metadata (ADMIN).
+    ReadTokens(&'a WorkspaceId),
+    /// Read audit events of a workspace (ADMIN, VIEWER), or of all (ROOT).
+    ReadAudit(Option<&'a WorkspaceId>),
+}
+
+impl Permission<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Self::ManageWorkspaces => "managing workspaces needs a ROOT token".into(),
+            Self::ReadWorkspace(_) => "reading this workspace needs a token of it".into(),
+            Self::ManageCredentials(_) => "managing credentials needs an ADMIN token".into(),
+            Self::ReadCredentials(_) => "reading credentials needs an ADMIN or VIEWER token".into(),
+            Self::IssueRegistryAuth(_, Some(project)) => {
+                format!("issuing registry auth for project `{project}` needs a LAUNCHER token allowed that project, or an ADMIN token")
+            }
+            Self::IssueRegistryAuth(_, None) => {
+                "issuing registry auth without a project needs a LAUNCHER token not limited to projects, or an ADMIN token".into()
+            }
+            Self::ManageTokens(_, Role::Admin) => "minting or revoking ADMIN tokens needs a ROOT token".into(),
+            Self::ManageTokens(..) => "managing access tokens needs an ADMIN token".into(),
+            Self::ReadTokens(_) => "reading access tokens needs an ADMIN token".into(),
+            Self::ReadAudit(Some(_)) => "reading audit events needs an ADMIN or VIEWER token".into(),
+            Self::ReadAudit(None) => "reading the audit events of every workspace needs a ROOT token".into(),
+        }
+    }
+
+    fn workspace(&self) -> Option<&WorkspaceId> {
+        match *self {
+            Self::ManageWorkspaces | Self::ReadAudit(None) => None,
+            Self::ReadWorkspace(w)
+            | Self::ManageCredentials(w)
+            | Self::ReadCredentials(w)
+            | Self::IssueRegistryAuth(w, _)
+            | Self::ManageTokens(w, _)
+            | Self::ReadTokens(w)
+            | Self::ReadAudit(Some(w)) => Some(w),
+        }
+    }
+}
+
+/// Allows or refuses `permission` for `principal`.
+pub fn authorize(principal: &Principal, permission: Permission<'_>) -> Result<(), Error> {
+    if principal.role == Role::Root {
+        return Ok(());
+    }
+    let target = permission.workspace();
+    if let Some(target) = target
+        && principal.workspace.as_ref() != Some(target)
+    {
+        // Do not reveal whether another workspace exists.
+        return Err(Error::not_found(target.name()));
+    }
+    let allowed = match (principal.role, permission) {
+        (_, Permission::ReadWorkspace(_)) => true,
+        (Role::Admin, Permission::ManageCredentials(_) | Permission::ReadCredentials(_)) => true,
+        (Role::Viewer, Permission::ReadCredentials(_)) => true,
+        (Role::Admin, Permission::IssueRegistryAuth(..)) => true,
+        (Role::Launcher, Permission::IssueRegistryAuth(_, project)) => {
+            principal.projects.is_empty() || project.is_some_and(|p| principal.projects.contains(p))
+        }
+        (Role::Admin, Permission::ManageTokens(_, role)) => role != Role::Admin && role != Role::Root,
+        (Role::Admin, Permission::ReadTokens(_)) => true,
+        (Role::Admin | Role::Viewer, Permission::ReadAudit(Some(_))) => true,
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied {
+            reason: pullpass::reason::ROLE_DENIED,
+            message: format!(
+                "{} has role {}: {}",
+                principal.resource_name,
+                principal.role.wire_name(),
+                permission.describe()
+            ),
+        })
+    }
+}

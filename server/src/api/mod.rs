@@ -1,0 +1,100 @@
+//! The gRPC edge: thin tonic handlers that parse requests into domain types,
+//! check the caller's permission, call a domain service, and map the result
+//! back. No SQL, no key material and no business rules live here.
+//!
+//! * [`rpc_layer`]: authentication, request ids and the per-RPC log line.
+//! * [`status`]: domain errors → gRPC statuses (the only place that knows
+//!   gRPC codes).
+//! * [`convert`]: domain ⇄ proto field mapping.
+//! * one module per service.
+
+mod access_service;
+mod audit_service;
+pub mod convert;
+mod credential_service;
+mod registry_auth_service;
+pub mod rpc_layer;
+pub mod status;
+
+use std::sync::Arc;
+
+use pullpass::v1::access_service_server::AccessServiceServer;
+use pullpass::v1::audit_service_server::AuditServiceServer;
+use pullpass::v1::credential_service_server::CredentialServiceServer;
+use pullpass::v1::registry_auth_service_server::RegistryAuthServiceServer;
+use tonic::{Request, Status};
+
+use crate::access::Principal;
+use crate::access::policy::{Permission, authorize};
+use crate::credentials::Credentials;
+use crate::error::Error;
+use crate::workspaces::Workspaces;
+
+/// Largest request message accepted, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// The domain services the handlers call.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// Credential management.
+    pub credentials: Credentials,
+    /// Workspace management.
+    pub workspaces: Workspaces,
+}
+
+/// The four pullpass.v1 services, ready to add to a tonic router.
+#[derive(Debug)]
+pub struct PullpassServices {
+    /// `pullpass.v1.CredentialService`.
+    pub credentials: CredentialServiceServer<credential_service::CredentialApi>,
+    /// `pullpass.v1.AccessService`.
+    pub access: AccessServiceServer<access_service::AccessApi>,
+    /// `pullpass.v1.RegistryAuthService`.
+    pub registry_auth: RegistryAuthServiceServer<registry_auth_service::RegistryAuthApi>,
+    /// `pullpass.v1.AuditService`.
+    pub audit: AuditServiceServer<audit_service::AuditApi>,
+}
+
+/// Builds the services over `state`.
+pub fn services(state: ApiState) -> PullpassServices {
+    let state = Arc::new(state);
+    PullpassServices {
+        credentials: CredentialServiceServer::new(credential_service::CredentialApi(Arc::clone(&state)))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        access: AccessServiceServer::new(access_service::AccessApi(Arc::clone(&state)))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        registry_auth: RegistryAuthServiceServer::new(registry_auth_service::RegistryAuthApi(Arc::clone(&state)))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        audit: AuditServiceServer::new(audit_service::AuditApi(state)).max_decoding_message_size(MAX_REQUEST_BYTES),
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        status::to_status(&error)
+    }
+}
+
+/// The authenticated caller (put there by [`rpc_layer`]).
+fn caller<T>(request: &Request<T>) -> Result<Principal, Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` metadata"))
+}
+
+/// Checks that `principal` has `permission`.
+fn allow(principal: &Principal, permission: Permission<'_>) -> Result<(), Status> {
+    authorize(principal, permission).map_err(Status::from)
+}
+
+/// Attaches a request field to a parse error.
+fn field<T>(name: &str, parsed: Result<T, String>) -> Result<T, Status> {
+    parsed.map_err(|description| Error::invalid(name, description).into())
+}
+
+/// INVALID_ARGUMENT for a required message field left unset.
+fn required(name: &str) -> Status {
+    Error::invalid(name, "is required").into()
+}

@@ -1,0 +1,263 @@
+//! The tower layer every RPC passes through: request id, caller
+//! authentication, and one structured log line per RPC.
+//!
+//! Health checks and reflection need no token. Everything else needs
+//! `authorization: Bearer <token>`; the [`Principal`] it stands for is put in
+//! the request extensions for the handlers. The log line is written when the
+//! response body ends, with the final `grpc-status` (from the trailers),
+//! the latency, the principal and the request id — never a header value or
+//! a message body, so never a secret.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use ring::rand::{SecureRandom, SystemRandom};
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use super::status::to_status;
+use crate::access::{Authenticator, Principal};
+
+/// Per-call facts handlers and audit use.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The caller's `x-request-id`, or one made up here.
+    pub request_id: String,
+    /// The peer address, when known.
+    pub client_address: String,
+}
+
+/// Layer adding authentication and RPC logging.
+#[derive(Debug, Clone)]
+pub struct RpcLayer {
+    authn: Authenticator,
+}
+
+impl RpcLayer {
+    /// A layer authenticating with `authn`.
+    pub fn new(authn: Authenticator) -> Self {
+        Self { authn }
+    }
+}
+
+impl<S> Layer<S> for RpcLayer {
+    type Service = RpcService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcService { inner, authn: self.authn.clone() }
+    }
+}
+
+/// The service produced by [`RpcLayer`].
+#[derive(Debug, Clone)]
+pub struct RpcService<S> {
+    inner: S,
+    authn: Authenticator,
+}
+
+/// Paths served without a token.
+fn is_public(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
+}
+
+impl<S> Service<Request<Body>> for RpcService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let authn = self.authn.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let method = request.uri().path().to_owned();
+            let public = is_public(&method);
+            let request_id = request_id(&request);
+            let client_address = request
+                .extensions()
+                .get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(|info| info.remote_addr())
+                .map(|addr| addr.to_string())
+                .unwrap_or_default();
+            request.extensions_mut().insert(CallContext { request_id: request_id.clone(), client_address });
+            let mut principal = String::new();
+            if !public {
+                let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                match authn.authenticate(header).await {
+                    Ok(caller) => {
+                        principal = caller.resource_name.clone();
+                        request.extensions_mut().insert::<Principal>(caller);
+                    }
+                    Err(error) => {
+                        let status = to_status(&error);
+                        let mut response = status.into_http::<Body>();
+                        set_request_id(&mut response, &request_id);
+                        let log = RpcLog { method, principal, request_id, started, public, done: false };
+                        log.finish(Some(&response_status(response.headers())));
+                        return Ok(response);
+                    }
+                }
+            }
+            let response = inner.call(request).await?;
+            let (mut parts, body) = response.into_parts();
+            set_request_id_headers(&mut parts.headers, &request_id);
+            let log = RpcLog { method, principal, request_id, started, public, done: false };
+            if parts.headers.contains_key("grpc-status") {
+                // Trailers-only response (an error): the outcome is known now.
+                log.finish(Some(&response_status(&parts.headers)));
+                return Ok(Response::from_parts(parts, body));
+            }
+            let body = LoggedBody { inner: body, log: Some(log) };
+            Ok(Response::from_parts(parts, Body::new(body)))
+        })
+    }
+}
+
+/// `x-request-id` from the caller when sane, else 16 random hex digits.
+fn request_id(request: &Request<Body>) -> String {
+    let given = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|id| {
+        (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    });
+    match given {
+        Some(id) => id.to_owned(),
+        None => {
+            let mut bytes = [0u8; 8];
+            let _ = SystemRandom::new().fill(&mut bytes);
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    }
+}
+
+fn set_request_id(response: &mut Response<Body>, request_id: &str) {
+    set_request_id_headers(response.headers_mut(), request_id);
+}
+
+fn set_request_id_headers(headers: &mut http::HeaderMap, request_id: &str) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", value);
+    }
+}
+
+/// The final outcome of an RPC as logged.
+#[derive(Debug, Clone)]
+struct Outcome {
+    code: tonic::Code,
+    message: String,
+}
+
+fn response_status(headers: &http::HeaderMap) -> Outcome {
+    let status = tonic::Status::from_header_map(headers);
+    match status {
+        Some(status) => Outcome { code: status.code(), message: status.message().to_owned() },
+        None => Outcome { code: tonic::Code::Unknown, message: "response without grpc-status".into() },
+    }
+}
+
+struct RpcLog {
+    method: String,
+    principal: String,
+    request_id: String,
+    started: Instant,
+    public: bool,
+    done: bool,
+}
+
+impl RpcLog {
+    fn finish(mut self, outcome: Option<&Outcome>) {
+        self.emit(outcome);
+    }
+
+    fn emit(&mut self, outcome: Option<&Outcome>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let (code, message) = match outcome {
+            Some(o) => (o.code, o.message.as_str()),
+            None => (tonic::Code::Cancelled, "the client went away before the response ended"),
+        };
+        let code_name = format!("{code:?}");
+        if code == tonic::Code::Ok {
+            if self.public {
+                tracing::debug!(target: "pullpass::rpc", method = %self.method, code = %code_name, latency_ms, request_id = %self.request_id, "rpc");
+            } else {
+                tracing::info!(target: "pullpass::rpc", method = %self.method, code = %code_name, latency_ms, principal = %self.principal, request_id = %self.request_id, "rpc");
+            }
+        } else {
+            tracing::warn!(target: "pullpass::rpc", method = %self.method, code = %code_name, latency_ms, principal = %self.principal, request_id = %self.request_id, error = %message, "rpc");
+        }
+    }
+}
+
+impl Drop for RpcLog {
+    fn drop(&mut self) {
+        self.emit(None);
+    }
+}
+
+/// A response body that writes the RPC's log line when it ends.
+struct LoggedBody {
+    inner: Body,
+    log: Option<RpcLog>,
+}
+
+impl HttpBody for LoggedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let outcome = response_status(trailers);
+                    if let Some(log) = self.log.take() {
+                        log.finish(Some(&outcome));
+                    }
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(log) = self.log.take() {
+                    log.finish(Some(&Outcome {
+                        code: tonic::Code::Unknown,
+                        message: "the response ended without grpc-status".into(),
+                    }));
+                }
+            }
+            Poll::Ready(Some(Err(status))) => {
+                let outcome = Outcome { code: status.code(), message: status.message().to_owned() };
+                if let Some(log) = self.log.take() {
+                    log.finish(Some(&outcome));
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

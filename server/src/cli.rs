@@ -1,0 +1,90 @@
+//! The `pullpassd` command line (clap). Without a subcommand it serves.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{CommonArgs, ServeArgs};
+
+/// pullpassd: the pullpass registry-credential broker.
+///
+/// Stores container-registry credentials sealed in SQLite and hands callers
+/// short-lived, repository-scoped registry auth over gRPC. Without a
+/// subcommand, it serves. Every option can also come from a PULLPASS_*
+/// environment variable or a TOML file given with --config (flags win over
+/// the environment, which wins over the file).
+///
+/// Quick start: `pullpassd --dev` creates ./pullpass-data with a key file and
+/// a database, prints a root token once, and listens on 127.0.0.1:50051.
+#[derive(Debug, Parser)]
+#[command(name = "pullpassd", version, max_term_width = 100)]
+pub struct Cli {
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Options of the server.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// A maintenance command instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Maintenance commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage master keys (key-encryption keys).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Write a consistent copy of the live database (SQLite online backup).
+    /// Safe while the server runs. The master key is not included.
+    Backup {
+        /// Destination file.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Overwrite the destination if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Manage root tokens offline.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+/// `pullpassd keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a new key file (mode 0600) holding one fresh key.
+    Generate,
+    /// Append a fresh key to the key file; it becomes the active key for new
+    /// secrets. Restart the server to load it, then run `keys rotate`.
+    Add,
+    /// Rewrap every stored data key under the active (last) master key, in
+    /// batches, one transaction each. Interrupted? Run it again: it resumes.
+    /// Safe while a server that has loaded the same keys runs.
+    Rotate {
+        /// Append a fresh key first (same as `keys add`).
+        #[arg(long)]
+        new_key: bool,
+        /// Data keys per transaction.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+        batch_size: u16,
+        /// Testing hook: abort after this many batches (simulates a crash).
+        #[arg(long, hide = true)]
+        fault_abort_after_batches: Option<usize>,
+    },
+    /// List loaded keys, the active one, and how many data keys each wraps.
+    List,
+}
+
+/// `pullpassd tokens …`
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Mint a root token (manages workspaces, mints ADMIN tokens) and print it
+    /// once. For production set-ups where --dev is not used.
+    CreateRoot {
+        /// A note on who or what the token is for.
+        #[arg(long, default_value = "created by pullpassd tokens create-root")]
+        description: String,
+    },
+}

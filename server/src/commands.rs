@@ -1,0 +1,170 @@
+//! Maintenance commands of `pullpassd`: master keys, key rotation, backups
+//! and root tokens. Each prints its result on standard output.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::access;
+use crate::config::{KeySource, Settings};
+use crate::credentials::unreadable;
+use crate::seal::keyring::{append_key, create_key_file};
+use crate::seal::{Sealer, SecretContext};
+use crate::startup::{self, StartupError};
+use crate::store::{self, Store};
+
+/// `keys generate`: a new key file with one key.
+pub fn keys_generate(path: &Path) -> Result<(), StartupError> {
+    let id = create_key_file(path)?;
+    println!("created master key file {} (mode 0600) with active key `{id}`", path.display());
+    println!("back it up apart from the database: without it, stored secrets cannot be opened");
+    Ok(())
+}
+
+/// `keys add`: appends a key that becomes the active one.
+pub fn keys_add(settings: &Settings) -> Result<String, StartupError> {
+    let KeySource::File(path) = &settings.keys else {
+        return Err(StartupError(
+            "`keys add` needs a key file (--key-file); with PULLPASS_MASTER_KEY, append a new `<id>:<key>` entry yourself".into(),
+        ));
+    };
+    let id = append_key(path)?;
+    println!("added master key `{id}` to {}; it is now the active key", path.display());
+    Ok(id)
+}
+
+/// Options of `keys rotate`.
+#[derive(Debug, Clone, Copy)]
+pub struct RotateOptions {
+    /// Data keys rewrapped per transaction.
+    pub batch_size: usize,
+    /// Testing hook: abort the process after this many committed batches.
+    pub abort_after_batches: Option<usize>,
+}
+
+/// `keys rotate`: rewraps every data key under the active master key, one
+/// transaction per batch. Safe to interrupt and run again: it continues
+/// with what is not yet under the active key.
+pub async fn keys_rotate(settings: &Settings, options: RotateOptions) -> Result<(), StartupError> {
+    let keyring = startup::load_keys(settings)?;
+    let opened = startup::open_database(settings, keyring).await?;
+    let active = opened.sealer.active_key_id().to_owned();
+    let store = opened.store.clone();
+    let count_active = active.clone();
+    let pending = store
+        .read(move |conn| Ok(store::credentials::count_not_under_key(conn, &count_active)?))
+        .await
+        .map_err(|e| StartupError(e.to_string()))?;
+    println!("rotating {pending} data key(s) to master key `{active}` in batches of {}", options.batch_size);
+    let mut done = 0u64;
+    let mut batches = 0usize;
+    loop {
+        let sealer = Arc::clone(&opened.sealer);
+        let batch_active = active.clone();
+        let size = options.batch_size;
+        let rewrapped = store
+            .write(move |conn| rewrap_batch(conn, &sealer, &batch_active, size))
+            .await
+            .map_err(|e| StartupError(format!("rotation stopped after {done} data key(s): {e}")))?;
+        if rewrapped == 0 {
+            break;
+        }
+        done += rewrapped as u64;
+        batches += 1;
+        println!("rotated {done}/{pending}");
+        if options.abort_after_batches == Some(batches) {
+            eprintln!("fault hook: aborting after {batches} batch(es)");
+            std::process::abort();
+        }
+    }
+    let retired: Vec<String> = opened.sealer.keyring().ids().filter(|id| *id != active).map(str::to_owned).collect();
+    store.close().await;
+    println!("done: every data key is wrapped under `{active}`");
+    if !retired.is_empty() {
+        println!(
+            "keys no longer used by this database: {} (remove them from the key file once no backup you keep needs them)",
+            retired.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn rewrap_batch(
+    conn: &rusqlite::Connection,
+    sealer: &Sealer,
+    active: &str,
+    size: usize,
+) -> Result<usize, crate::error::Error> {
+    let rows = store::credentials::not_under_key(conn, active, size)?;
+    for row in &rows {
+        let c = &row.credential;
+        let context = SecretContext { name: &c.name, uid: &c.uid, version: c.secret_version };
+        let rewrapped = sealer.rewrap(context, &row.sealed).map_err(|e| unreadable(&c.name, &e))?;
+        store::credentials::set_wrapped_key(conn, c, &rewrapped)?;
+    }
+    Ok(rows.len())
+}
+
+/// `keys list`: the loaded keys and how many data keys each wraps.
+pub async fn keys_list(settings: &Settings) -> Result<(), StartupError> {
+    let keyring = startup::load_keys(settings)?;
+    let facts = store::inspect(&settings.database_path())?.unwrap_or_default();
+    let active = keyring.active().id().to_owned();
+    let counts: Vec<(String, u64)> = if facts.schema_version > 0 {
+        let conn =
+            rusqlite::Connection::open_with_flags(settings.database_path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| StartupError(e.to_string()))?;
+        let mut statement = conn
+            .prepare("SELECT secret_kek_id, count(*) FROM credentials GROUP BY 1")
+            .map_err(|e| StartupError(e.to_string()))?;
+        statement
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| StartupError(e.to_string()))?
+    } else {
+        Vec::new()
+    };
+    println!("{:<32} {:>8} {:>12}", "KEY ID", "ACTIVE", "DATA KEYS");
+    for id in keyring.ids() {
+        let used = counts.iter().find(|(k, _)| k == id).map_or(0, |(_, n)| *n);
+        println!("{id:<32} {:>8} {used:>12}", if id == active { "yes" } else { "" });
+    }
+    for (id, n) in counts.iter().filter(|(k, _)| keyring.get(k).is_none()) {
+        println!("{id:<32} {:>8} {n:>12}  <- NOT LOADED: these secrets cannot be opened", "");
+    }
+    Ok(())
+}
+
+/// `backup --to FILE`: an online, consistent copy of the database.
+pub fn backup(settings: &Settings, destination: &Path, overwrite: bool) -> Result<(), StartupError> {
+    let source = settings.database_path();
+    if !source.exists() {
+        return Err(StartupError(format!("no database at {}", source.display())));
+    }
+    if destination.exists() && !overwrite {
+        return Err(StartupError(format!("{} exists; pass --force to overwrite it", destination.display())));
+    }
+    if overwrite {
+        let _ = std::fs::remove_file(destination);
+    }
+    Store::backup_to(&source, destination)?;
+    let bytes = std::fs::metadata(destination).map(|m| m.len()).unwrap_or_default();
+    println!(
+        "backed up {} to {} ({bytes} bytes); the master key is not in it: keep the key file backed up separately",
+        source.display(),
+        destination.display()
+    );
+    Ok(())
+}
+
+/// `tokens create-root`: a root token for production set-ups.
+pub async fn tokens_create_root(settings: &Settings, description: &str) -> Result<(), StartupError> {
+    startup::ensure_data_dir(&settings.data_dir)?;
+    let store = Store::open(&settings.database_path())?;
+    let (record, token) = access::create_root_token(&store, description)
+        .await
+        .map_err(|e| StartupError(format!("cannot create the root token: {e}")))?;
+    store.close().await;
+    println!("root token {} (shown once, store it now):", record.resource_name());
+    println!("PULLPASS_TOKEN={}", token.expose());
+    Ok(())
+}

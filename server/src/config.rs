@@ -1,0 +1,193 @@
+//! Settings from flags, `PULLPASS_*` environment variables and an optional
+//! TOML file, in that order of precedence, then the built-in defaults.
+//!
+//! clap reads flags and environment variables (every field is an `Option`,
+//! so "not given" is visible); the TOML file fills what they leave unset;
+//! [`Settings::resolve`] applies defaults and checks the combination.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// Default data directory (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "./pullpass-data";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Environment variable holding master keys inline.
+pub const MASTER_KEY_ENV: &str = "PULLPASS_MASTER_KEY";
+/// Database file name inside the data directory.
+pub const DATABASE_FILE: &str = "pullpass.db";
+/// Key file name inside the data directory (`--dev` only).
+pub const DEV_KEY_FILE: &str = "master.key";
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options every command shares.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CommonArgs {
+    /// TOML file with settings (keys as the long flags, with `_` for `-`;
+    /// flags and environment variables win over it).
+    #[arg(long, env = "PULLPASS_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding the database (and, with --dev, the key file).
+    /// [default: ./pullpass-data]
+    #[arg(long, env = "PULLPASS_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Master key file (mode 0600): one `<key-id>:<base64url 32 bytes>` per
+    /// line, the last one active. Alternatively put the same text in the
+    /// PULLPASS_MASTER_KEY environment variable. [default with --dev:
+    /// DATA_DIR/master.key, created if absent]
+    #[arg(long, env = "PULLPASS_KEY_FILE", global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Log format. [default: text]
+    #[arg(long, env = "PULLPASS_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, such as `info` or `pullpass_server=debug,info`.
+    /// [default: info]
+    #[arg(long, env = "PULLPASS_LOG", global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// Options of the server itself.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Development mode: creates the data directory and a key file if they
+    /// are missing, and prints a root token on first start.
+    #[arg(long, env = "PULLPASS_DEV")]
+    pub dev: bool,
+
+    /// Address to listen on. [default: 127.0.0.1:50051]
+    #[arg(long, env = "PULLPASS_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    data_dir: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    dev: Option<bool>,
+    listen: Option<SocketAddr>,
+}
+
+/// Settings after precedence and defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Where master keys come from.
+    pub keys: KeySource,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+    /// Development mode.
+    pub dev: bool,
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+/// Where master keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A key file.
+    File(PathBuf),
+    /// The PULLPASS_MASTER_KEY variable.
+    Environment,
+    /// Nothing configured.
+    None,
+}
+
+impl Settings {
+    /// Merges flags/env with the config file and defaults.
+    pub fn resolve(common: &CommonArgs, serve: &ServeArgs) -> Result<Self, String> {
+        let file = match &common.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let dev = serve.dev || file.dev.unwrap_or(false);
+        let data_dir = common.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let key_file = common.key_file.clone().or(file.key_file);
+        let env_keys = std::env::var_os(MASTER_KEY_ENV).is_some_and(|v| !v.is_empty());
+        let keys = match (key_file, env_keys) {
+            (Some(_), true) => {
+                return Err(format!("master keys are configured twice (a key file and {MASTER_KEY_ENV}); keep one"));
+            }
+            (Some(path), false) => KeySource::File(path),
+            (None, true) => KeySource::Environment,
+            (None, false) if dev => KeySource::File(data_dir.join(DEV_KEY_FILE)),
+            (None, false) => KeySource::None,
+        };
+        Ok(Self {
+            keys,
+            log_format: common.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            log_level: common.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".into()),
+            dev,
+            listen: serve
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default listen address parses")),
+            data_dir,
+        })
+    }
+
+    /// The database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join(DATABASE_FILE)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pullpass.toml");
+        std::fs::write(&path, "data_dir = \"/from/file\"\nlisten = \"127.0.0.1:6000\"\nlog_format = \"json\"\n")
+            .unwrap();
+        let common =
+            CommonArgs { config: Some(path.clone()), data_dir: Some("/from/flag".into()), ..Default::default() };
+        let settings = Settings::resolve(&common, &ServeArgs::default()).unwrap();
+        assert_eq!(settings.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(settings.listen.port(), 6000);
+        assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(settings.keys, KeySource::None);
+        let dev = ServeArgs { dev: true, ..Default::default() };
+        let settings = Settings::resolve(&CommonArgs::default(), &dev).unwrap();
+        assert_eq!(settings.keys, KeySource::File(PathBuf::from(DEFAULT_DATA_DIR).join(DEV_KEY_FILE)));
+        assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pullpass.toml");
+        std::fs::write(&path, "data-dir = \"x\"\n").unwrap();
+        let common = CommonArgs { config: Some(path), ..Default::default() };
+        assert!(Settings::resolve(&common, &ServeArgs::default()).unwrap_err().contains("unknown field"));
+    }
+}

@@ -1,0 +1,471 @@
+//! Credential management: create, read, list, update, delete and import,
+//! with every rule applied before anything is sealed or stored.
+//!
+//! * [`spec`]: per-field and per-provider rules.
+//! * [`google_key`]: service-account JSON keys.
+//! * [`filter`]: the `ListCredentials` filter grammar.
+//! * [`docker_config`]: reading a docker `config.json`.
+//!
+//! Secrets arrive as [`SecretBytes`], are sealed at once, and are stored
+//! only sealed. Nothing here returns a secret; [`Credentials::open_secret`]
+//! is for the broker alone.
+
+pub mod docker_config;
+pub mod filter;
+pub mod google_key;
+pub mod spec;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::domain::credential::StoredCredential;
+use crate::domain::{Credential, CredentialId, CredentialName, CredentialUid, Timestamp, WorkspaceId};
+use crate::error::Error;
+use crate::paging::{Page, PageTokens, page_size};
+use crate::seal::{SealError, Sealer, SecretContext};
+use crate::secret::SecretBytes;
+use crate::store::{self, Store, StoreError};
+pub use spec::{CredentialInput, CredentialSpec};
+
+/// A credential as saved, with the rewrites made to the input.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    /// The stored metadata.
+    pub credential: Credential,
+    /// Human-readable notes on how the input was normalized.
+    pub normalizations: Vec<String>,
+}
+
+/// The outcome of one docker-config entry.
+#[derive(Debug)]
+pub struct ImportResult {
+    /// The entry's key as written.
+    pub config_key: String,
+    /// What was created, or why not.
+    pub outcome: Result<Saved, Error>,
+}
+
+/// Fields `UpdateCredential` may change.
+pub const UPDATABLE_FIELDS: &[&str] = &[
+    "registry_server",
+    "username",
+    "secret",
+    "allowed_projects",
+    "allow_passthrough",
+    "description",
+    "token_realm_allowlist",
+    "ca_bundle_pem",
+];
+
+/// Called with the credential's name after every change, so caches can drop
+/// what they derived from the old version.
+pub type ChangeListener = Arc<dyn Fn(&CredentialName) + Send + Sync>;
+
+/// The credential service.
+#[derive(Clone)]
+pub struct Credentials {
+    store: Store,
+    sealer: Arc<Sealer>,
+    pages: Arc<PageTokens>,
+    listeners: Arc<std::sync::RwLock<Vec<ChangeListener>>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The service over `store`, sealing with `sealer`.
+    pub fn new(store: Store, sealer: Arc<Sealer>, pages: Arc<PageTokens>) -> Self {
+        Self { store, sealer, pages, listeners: Arc::default() }
+    }
+
+    /// Registers a listener for credential changes.
+    pub fn on_change(&self, listener: ChangeListener) {
+        self.listeners.write().unwrap_or_else(|p| p.into_inner()).push(listener);
+    }
+
+    fn changed(&self, name: &CredentialName) {
+        for listener in self.listeners.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            listener(name);
+        }
+    }
+
+    /// Validates, seals and stores a new credential.
+    pub async fn create(
+        &self,
+        workspace: WorkspaceId,
+        id: CredentialId,
+        input: CredentialInput,
+    ) -> Result<Saved, Error> {
+        let spec = spec::validate(input, "credential")?;
+        let name = CredentialName { workspace, credential: id };
+        let stored = self.seal_new(name, &spec)?;
+        let credential = stored.credential.clone();
+        self.store.write(move |conn| insert_new(conn, &stored)).await?;
+        Ok(Saved { credential, normalizations: spec.normalizations })
+    }
+
+    /// One credential's metadata.
+    pub async fn get(&self, name: CredentialName) -> Result<Credential, Error> {
+        self.store
+            .read(move |conn| {
+                store::credentials::get(conn, &name)?
+                    .map(|stored| stored.credential)
+                    .ok_or_else(|| not_found(conn, &name))
+            })
+            .await
+    }
+
+    /// A page of a workspace's credentials.
+    pub async fn list(
+        &self,
+        workspace: WorkspaceId,
+        requested_page_size: i32,
+        page_token: &str,
+        filter: &str,
+    ) -> Result<Page<Credential>, Error> {
+        let size = page_size(requested_page_size)?;
+        let filter = filter::parse(filter)?;
+        let query = format!("credentials|{}|{}", workspace.name(), filter::canonical(&filter));
+        let after = self.pages.decode(&query, page_token)?;
+        let pages = Arc::clone(&self.pages);
+        self.store
+            .read(move |conn| {
+                if !store::workspaces::exists(conn, &workspace)? {
+                    return Err(Error::not_found(workspace.name()));
+                }
+                let fetched = store::credentials::list(conn, &workspace, &filter, after.as_deref(), size + 1)?;
+                Ok(Page::from_fetched(fetched, size, &pages, &query, |c| c.name.credential.to_string()))
+            })
+            .await
+    }
+
+    /// Applies the fields named in `mask` (or, without a mask, every field
+    /// given a non-default value). Replacing the secret bumps its version.
+    pub async fn update(
+        &self,
+        name: CredentialName,
+        input: CredentialInput,
+        mask: Option<Vec<String>>,
+    ) -> Result<Saved, Error> {
+        let fields = update_fields(&input, mask)?;
+        let sealer = Arc::clone(&self.sealer);
+        let changed_name = name.clone();
+        let saved = self
+            .store
+            .write(move |conn| {
+                let current = store::credentials::get(conn, &name)?.ok_or_else(|| not_found(conn, &name))?;
+                if current.credential.provider == crate::domain::Provider::Google
+                    && fields.contains("username")
+                    && !fields.contains("secret")
+                {
+                    return Err(Error::invalid(
+                        "update_mask",
+                        "the user name of a GOOGLE credential comes from its key's `client_email`; replace the secret instead",
+                    ));
+                }
+                let merged = merge(&current.credential, input, &fields);
+                let replaces_secret = merged.secret.is_some();
+                let spec = spec::validate(merged, "credential")?;
+                let now = Timestamp::now();
+                let mut credential = apply(&current.credential, &spec, now);
+                let sealed = if replaces_secret {
+                    credential.secret_version = current.credential.secret_version + 1;
+                    seal(&sealer, &credential, spec.secret.as_ref())?
+                } else {
+                    current.sealed
+                };
+                let stored = StoredCredential { credential, sealed };
+                if !store::credentials::replace(conn, &stored)? {
+                    return Err(Error::not_found(name.to_string()));
+                }
+                Ok(Saved { credential: stored.credential, normalizations: spec.normalizations })
+            })
+            .await?;
+        self.changed(&changed_name);
+        Ok(saved)
+    }
+
+    /// Deletes a credential and its sealed secret.
+    pub async fn delete(&self, name: CredentialName) -> Result<(), Error> {
+        let deleted_name = name.clone();
+        self.store
+            .write(
+                move |conn| {
+                    if store::credentials::delete(conn, &name)? { Ok(()) } else { Err(not_found(conn, &name)) }
+                },
+            )
+            .await?;
+        self.changed(&deleted_name);
+        Ok(())
+    }
+
+    /// Creates one credential per usable entry of a docker `config.json`, in
+    /// one transaction; reports every entry.
+    pub async fn import_docker_config(
+        &self,
+        workspace: WorkspaceId,
+        config_json: &str,
+        name_prefix: &str,
+        validate_only: bool,
+    ) -> Result<Vec<ImportResult>, Error> {
+        check_name_prefix(name_prefix)?;
+        let mut results = Vec::new();
+        let mut to_store = Vec::new();
+        let mut seen_ids = HashSet::new();
+        for entry in docker_config::read(config_json)? {
+            let outcome = entry.outcome.and_then(|(server, input)| {
+                let id = CredentialId::parse(&docker_config::credential_id_for(name_prefix, &server))
+                    .map_err(|e| Error::invalid("name_prefix", e))?;
+                if !seen_ids.insert(id.clone()) {
+                    return Err(Error::already_exists(format!(
+                        "{}/credentials/{id} (another entry of this document has the same registry)",
+                        workspace.name()
+                    )));
+                }
+                let spec = spec::validate(input, "config_json")?;
+                let name = CredentialName { workspace: workspace.clone(), credential: id };
+                let stored = self.seal_new(name, &spec)?;
+                Ok((stored, spec.normalizations))
+            });
+            match outcome {
+                Ok((stored, normalizations)) => {
+                    results.push(ImportResult {
+                        config_key: entry.config_key,
+                        outcome: Ok(Saved { credential: stored.credential.clone(), normalizations }),
+                    });
+                    to_store.push((results.len() - 1, stored));
+                }
+                Err(error) => results.push(ImportResult { config_key: entry.config_key, outcome: Err(error) }),
+            }
+        }
+        let conflicts = if validate_only {
+            self.store.read(move |conn| find_conflicts(conn, &workspace, &to_store, false)).await?
+        } else {
+            self.store.write(move |conn| find_conflicts(conn, &workspace, &to_store, true)).await?
+        };
+        for (index, name) in conflicts {
+            results[index].outcome = Err(Error::already_exists(name));
+        }
+        Ok(results)
+    }
+
+    /// Opens the sealed secret of a stored credential. For the broker only.
+    pub fn open_secret(&self, stored: &StoredCredential) -> Result<SecretBytes, Error> {
+        let c = &stored.credential;
+        self.sealer
+            .open(SecretContext { name: &c.name, uid: &c.uid, version: c.secret_version }, &stored.sealed)
+            .map_err(|e| unreadable(&c.name, &e))
+    }
+
+    fn seal_new(&self, name: CredentialName, spec: &CredentialSpec) -> Result<StoredCredential, Error> {
+        let now = Timestamp::now();
+        let mut uid = [0u8; 16];
+        SystemRandom::new().fill(&mut uid).map_err(|_| Error::internal("the system random generator failed"))?;
+        let template = Credential {
+            name,
+            uid: CredentialUid(uid),
+            provider: spec.provider,
+            registry: spec.registry.clone(),
+            username: String::new(),
+            secret_version: 1,
+            allowed_projects: Vec::new(),
+            allow_passthrough: false,
+            token_realm_allowlist: Vec::new(),
+            ca_bundle_pem: String::new(),
+            description: String::new(),
+            create_time: now,
+            update_time: now,
+        };
+        let credential = apply(&template, spec, now);
+        let sealed = seal(&self.sealer, &credential, spec.secret.as_ref())?;
+        Ok(StoredCredential { credential, sealed })
+    }
+}
+
+/// Inserts the import's credentials (when `insert`) or only looks them up,
+/// returning the indexes of those whose name is taken.
+fn find_conflicts(
+    conn: &rusqlite::Connection,
+    workspace: &WorkspaceId,
+    to_store: &[(usize, StoredCredential)],
+    insert: bool,
+) -> Result<Vec<(usize, String)>, Error> {
+    if !store::workspaces::exists(conn, workspace)? {
+        return Err(Error::not_found(workspace.name()));
+    }
+    let mut conflicts = Vec::new();
+    for (index, stored) in to_store {
+        let taken = if insert {
+            match store::credentials::insert(conn, stored) {
+                Ok(()) => false,
+                Err(StoreError::Conflict) => true,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            store::credentials::get(conn, &stored.credential.name)?.is_some()
+        };
+        if taken {
+            conflicts.push((*index, stored.credential.name.to_string()));
+        }
+    }
+    Ok(conflicts)
+}
+
+fn insert_new(conn: &rusqlite::Connection, stored: &StoredCredential) -> Result<(), Error> {
+    let workspace = &stored.credential.name.workspace;
+    if !store::workspaces::exists(conn, workspace)? {
+        return Err(Error::not_found(workspace.name()));
+    }
+    match store::credentials::insert(conn, stored) {
+        Ok(()) => Ok(()),
+        Err(StoreError::Conflict) => Err(Error::already_exists(stored.credential.name.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// NOT_FOUND naming the workspace when it is the workspace that is missing.
+fn not_found(conn: &rusqlite::Connection, name: &CredentialName) -> Error {
+    match store::workspaces::exists(conn, &name.workspace) {
+        Ok(false) => Error::not_found(name.workspace.name()),
+        _ => Error::not_found(name.to_string()),
+    }
+}
+
+fn seal(
+    sealer: &Sealer,
+    credential: &Credential,
+    secret: Option<&SecretBytes>,
+) -> Result<crate::domain::SealedSecret, Error> {
+    let secret = secret.ok_or_else(|| Error::invalid("credential.secret", "is required"))?;
+    let context = SecretContext { name: &credential.name, uid: &credential.uid, version: credential.secret_version };
+    sealer.seal(context, secret).map_err(|e| Error::internal(format!("sealing failed: {e}")))
+}
+
+/// A sealed secret that does not open: INTERNAL naming the credential.
+pub fn unreadable(name: &CredentialName, error: &SealError) -> Error {
+    Error::FailedPrecondition {
+        reason: pullpass::reason::SEALED_SECRET_UNREADABLE,
+        message: format!("the stored secret of {name} cannot be opened: it {error}; replace it with UpdateCredential"),
+    }
+}
+
+/// Copies `spec` onto `base`, keeping identity and creation time.
+fn apply(base: &Credential, spec: &CredentialSpec, now: Timestamp) -> Credential {
+    Credential {
+        name: base.name.clone(),
+        uid: base.uid,
+        provider: spec.provider,
+        registry: spec.registry.clone(),
+        username: spec.username.clone(),
+        secret_version: base.secret_version,
+        allowed_projects: spec.allowed_projects.clone(),
+        allow_passthrough: spec.allow_passthrough,
+        token_realm_allowlist: spec.token_realm_allowlist.clone(),
+        ca_bundle_pem: spec.ca_bundle_pem.clone(),
+        description: spec.description.clone(),
+        create_time: base.create_time,
+        update_time: now,
+    }
+}
+
+/// The set of fields an update changes: the mask's, or (without one) every
+/// field the input sets to a non-default value. An empty secret in the input
+/// counts as not given.
+fn update_fields(input: &CredentialInput, mask: Option<Vec<String>>) -> Result<HashSet<&'static str>, Error> {
+    let Some(paths) = mask.filter(|paths| !paths.is_empty()) else {
+        let mut implied = HashSet::new();
+        let given = [
+            ("registry_server", !input.registry_server.is_empty()),
+            ("username", !input.username.is_empty()),
+            ("secret", input.secret.as_ref().is_some_and(|s| !s.is_empty())),
+            ("allowed_projects", !input.allowed_projects.is_empty()),
+            ("allow_passthrough", input.allow_passthrough),
+            ("description", !input.description.is_empty()),
+            ("token_realm_allowlist", !input.token_realm_allowlist.is_empty()),
+            ("ca_bundle_pem", !input.ca_bundle_pem.is_empty()),
+        ];
+        implied.extend(given.into_iter().filter(|(_, set)| *set).map(|(field, _)| field));
+        if implied.is_empty() {
+            return Err(Error::invalid("update_mask", "nothing to update: set fields or name them in update_mask"));
+        }
+        return Ok(implied);
+    };
+    let mut fields = HashSet::new();
+    for path in &paths {
+        let path = path.strip_prefix("credential.").unwrap_or(path);
+        if path == "*" {
+            fields.extend(
+                UPDATABLE_FIELDS
+                    .iter()
+                    .copied()
+                    .filter(|f| *f != "secret" || input.secret.as_ref().is_some_and(|s| !s.is_empty())),
+            );
+        } else if let Some(field) = UPDATABLE_FIELDS.iter().find(|f| **f == path) {
+            fields.insert(*field);
+        } else if path == "provider" || path == "name" {
+            return Err(Error::invalid(
+                "update_mask",
+                format!("`{path}` cannot be changed; create a new credential instead"),
+            ));
+        } else {
+            return Err(Error::invalid(
+                "update_mask",
+                format!(
+                    "unknown or read-only field `{}`; updatable: {}",
+                    crate::domain::ids::shorten(path),
+                    UPDATABLE_FIELDS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(fields)
+}
+
+/// The input the merged credential would have: masked fields from the
+/// request, the rest from the current credential. The secret is present only
+/// when it is being replaced.
+fn merge(current: &Credential, mut input: CredentialInput, fields: &HashSet<&'static str>) -> CredentialInput {
+    let keep = |field: &str| !fields.contains(field);
+    if keep("registry_server") {
+        input.registry_server = current.registry.to_string();
+    }
+    if keep("username") {
+        // A GOOGLE user name comes from the key: derive it again from a new one.
+        let rederive = current.provider == crate::domain::Provider::Google && !keep("secret");
+        input.username = if rederive { String::new() } else { current.username.clone() };
+    }
+    if keep("secret") {
+        input.secret = None;
+    } else if input.secret.is_none() {
+        input.secret = Some(SecretBytes::new(Vec::new()));
+    }
+    if keep("allowed_projects") {
+        input.allowed_projects = current.allowed_projects.iter().map(ToString::to_string).collect();
+    }
+    if keep("allow_passthrough") {
+        input.allow_passthrough = current.allow_passthrough;
+    }
+    if keep("description") {
+        input.description = current.description.clone();
+    }
+    if keep("token_realm_allowlist") {
+        input.token_realm_allowlist = current.token_realm_allowlist.iter().map(ToString::to_string).collect();
+    }
+    if keep("ca_bundle_pem") {
+        input.ca_bundle_pem = current.ca_bundle_pem.clone();
+    }
+    input.provider = current.provider.code();
+    input
+}
+
+/// Checks an import's `name_prefix`.
+fn check_name_prefix(prefix: &str) -> Result<(), Error> {
+    let ok = prefix.len() <= 32 && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok { Ok(()) } else { Err(Error::invalid("name_prefix", "use at most 32 letters, digits, `-` and `_`")) }
+}

@@ -1,0 +1,398 @@
+//! The rules a credential must satisfy, per field and per provider.
+//!
+//! [`CredentialInput`] is what a request says (plain strings); [`validate`]
+//! turns it into a [`CredentialSpec`] of typed values or reports every
+//! violation at once, naming each field (`credential.registry_server`).
+
+use pullpass::registry::{DOCKER_HUB_HOST, RegistryServer};
+
+use super::google_key::GoogleServiceAccountKey;
+use crate::domain::credential::RealmOrigin;
+use crate::domain::{ProjectName, Provider};
+use crate::error::{Error, Violations};
+use crate::secret::SecretBytes;
+
+/// Longest description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+/// Longest user name, in bytes.
+pub const MAX_USERNAME_LEN: usize = 256;
+/// Largest secret, in bytes (service-account keys are about 2.3 KiB).
+pub const MAX_SECRET_LEN: usize = 64 * 1024;
+/// Most entries in `allowed_projects`.
+pub const MAX_PROJECTS: usize = 200;
+/// Most entries in `token_realm_allowlist`.
+pub const MAX_REALMS: usize = 20;
+/// Largest CA bundle, in bytes.
+pub const MAX_CA_BUNDLE_LEN: usize = 256 * 1024;
+
+/// A credential as a request describes it.
+#[derive(Debug, Default)]
+pub struct CredentialInput {
+    /// `pullpass.v1.Provider` number (0 = unset).
+    pub provider: i32,
+    /// As typed by the user.
+    pub registry_server: String,
+    /// As typed.
+    pub username: String,
+    /// Empty when not given.
+    pub secret: Option<SecretBytes>,
+    /// As typed.
+    pub allowed_projects: Vec<String>,
+    /// As given.
+    pub allow_passthrough: bool,
+    /// As typed.
+    pub description: String,
+    /// As typed.
+    pub token_realm_allowlist: Vec<String>,
+    /// As given.
+    pub ca_bundle_pem: String,
+}
+
+/// A credential that passed every rule.
+#[derive(Debug)]
+pub struct CredentialSpec {
+    /// The provider.
+    pub provider: Provider,
+    /// The normalized registry.
+    pub registry: RegistryServer,
+    /// The user name (derived for GOOGLE).
+    pub username: String,
+    /// The secret, when the input had one.
+    pub secret: Option<SecretBytes>,
+    /// Sorted, without duplicates.
+    pub allowed_projects: Vec<ProjectName>,
+    /// As given.
+    pub allow_passthrough: bool,
+    /// As given.
+    pub description: String,
+    /// Parsed origins, without duplicates.
+    pub token_realm_allowlist: Vec<RealmOrigin>,
+    /// As given.
+    pub ca_bundle_pem: String,
+    /// Rewrites made to the input, for the response.
+    pub normalizations: Vec<String>,
+}
+
+/// Checks `input`; `field` prefixes violation paths (`credential`). When the
+/// secret is absent (an update that keeps it), secret rules are skipped and
+/// `username` must already be right.
+pub fn validate(input: CredentialInput, field: &str) -> Result<CredentialSpec, Error> {
+    let path = |name: &str| format!("{field}.{name}");
+    let mut violations = Violations::default();
+
+    let provider = Provider::from_code(input.provider);
+    if provider.is_none() {
+        violations.add(path("provider"), "is required: one of DOCKER_HUB, GHCR, GITLAB, GOOGLE, ECR, QUAY, GENERIC");
+    }
+
+    let mut normalizations = Vec::new();
+    let registry = if input.registry_server.is_empty() {
+        match provider.and_then(default_registry) {
+            Some(default) => {
+                normalizations.push(format!("registry_server: defaulted to `{default}`"));
+                RegistryServer::parse(default).ok().map(|parsed| parsed.server)
+            }
+            None => {
+                violations.add(path("registry_server"), "is required: host[:port][/namespace]");
+                None
+            }
+        }
+    } else {
+        match RegistryServer::parse(&input.registry_server) {
+            Ok(parsed) => {
+                normalizations.extend(parsed.normalizations.into_iter().map(|n| format!("registry_server: {n}")));
+                Some(parsed.server)
+            }
+            Err(e) => {
+                // The input is not echoed: a pasted `user:password@host` would leak.
+                violations.add(path("registry_server"), e.to_string());
+                None
+            }
+        }
+    };
+    if let (Some(p), Some(r)) = (provider, &registry)
+        && let Err(problem) = check_registry_for_provider(p, r)
+    {
+        violations.add(path("registry_server"), problem);
+    }
+
+    if let Some(secret) = &input.secret {
+        if secret.is_empty() {
+            violations.add(path("secret"), "is required (a secret cannot be emptied)");
+        } else if secret.len() > MAX_SECRET_LEN {
+            violations.add(path("secret"), format!("is longer than {MAX_SECRET_LEN} bytes"));
+        }
+    }
+
+    let mut username = input.username;
+    match provider {
+        Some(Provider::Google) => match &input.secret {
+            Some(secret) if !secret.is_empty() => match GoogleServiceAccountKey::parse(secret) {
+                Ok(key) => {
+                    if username.is_empty() || username == "_json_key" {
+                        username = key.client_email;
+                    } else if username != key.client_email {
+                        violations.add(
+                            path("username"),
+                            "for GOOGLE must be empty or the key's `client_email` (it is derived from the key)",
+                        );
+                    }
+                }
+                Err(problem) => violations.add(path("secret"), problem),
+            },
+            _ => {}
+        },
+        Some(Provider::Ecr) => {
+            if let Err(problem) = check_aws_access_key_id(&username) {
+                violations.add(path("username"), problem);
+            }
+        }
+        _ => {
+            if username.is_empty() {
+                violations.add(path("username"), "is required");
+            }
+        }
+    }
+    if username.len() > MAX_USERNAME_LEN {
+        violations.add(path("username"), format!("is longer than {MAX_USERNAME_LEN} bytes"));
+    } else if username.contains(':') || username.chars().any(char::is_control) {
+        violations.add(path("username"), "must not contain `:` or control characters (HTTP Basic forbids them)");
+    }
+
+    let mut allowed_projects = Vec::new();
+    if input.allowed_projects.len() > MAX_PROJECTS {
+        violations.add(path("allowed_projects"), format!("has more than {MAX_PROJECTS} entries"));
+    }
+    for project in &input.allowed_projects {
+        if let Some(p) = violations.check(&path("allowed_projects"), ProjectName::parse(project)) {
+            allowed_projects.push(p);
+        }
+    }
+    allowed_projects.sort();
+    allowed_projects.dedup();
+
+    let mut token_realm_allowlist: Vec<RealmOrigin> = Vec::new();
+    if input.token_realm_allowlist.len() > MAX_REALMS {
+        violations.add(path("token_realm_allowlist"), format!("has more than {MAX_REALMS} entries"));
+    }
+    for (index, realm) in input.token_realm_allowlist.iter().enumerate() {
+        let parsed = RealmOrigin::parse(realm).map_err(|problem| format!("entry {}: {problem}", index + 1));
+        if let Some(origin) = violations.check(&path("token_realm_allowlist"), parsed)
+            && !token_realm_allowlist.contains(&origin)
+        {
+            token_realm_allowlist.push(origin);
+        }
+    }
+
+    if input.description.chars().count() > MAX_DESCRIPTION_CHARS {
+        violations.add(path("description"), format!("is longer than {MAX_DESCRIPTION_CHARS} characters"));
+    }
+    if let Err(problem) = check_ca_bundle(&input.ca_bundle_pem) {
+        violations.add(path("ca_bundle_pem"), problem);
+    }
+
+    violations.finish()?;
+    match (provider, registry) {
+        (Some(provider), Some(registry)) => Ok(CredentialSpec {
+            provider,
+            registry,
+            username,
+            secret: input.secret,
+            allowed_projects,
+            allow_passthrough: input.allow_passthrough,
+            description: input.description,
+            token_realm_allowlist,
+            ca_bundle_pem: input.ca_bundle_pem,
+            normalizations,
+        }),
+        _ => Err(Error::invalid(path("registry_server"), "is required")),
+    }
+}
+
+/// The registry a provider serves when none is given.
+pub fn default_registry(provider: Provider) -> Option<&'static str> {
+    match provider {
+        Provider::DockerHub => Some(DOCKER_HUB_HOST),
+        Provider::Ghcr => Some("ghcr.io"),
+        Provider::Quay => Some("quay.io"),
+        Provider::Gitlab => Some("registry.gitlab.com"),
+        Provider::Google | Provider::Ecr | Provider::Generic => None,
+    }
+}
+
+fn check_registry_for_provider(provider: Provider, registry: &RegistryServer) -> Result<(), String> {
+    let host = registry.host().as_str();
+    match provider {
+        Provider::DockerHub if !registry.host().is_docker_hub() => {
+            Err(format!("DOCKER_HUB credentials serve `docker.io`, not `{host}`; use GENERIC for other registries"))
+        }
+        Provider::Ghcr if host != "ghcr.io" => {
+            Err(format!("GHCR credentials serve `ghcr.io`, not `{host}`; use GENERIC for other registries"))
+        }
+        Provider::Ecr => ecr_region(registry.host().as_str()).map(|_| ()).ok_or_else(|| {
+            format!("`{host}` is not an ECR registry; expected `<account>.dkr.ecr.<region>.amazonaws.com`")
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The AWS region of an ECR registry host
+/// (`<12-digit account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`).
+pub fn ecr_region(host: &str) -> Option<&str> {
+    let rest = host.strip_suffix(".amazonaws.com").or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    let (account, rest) = rest.split_once('.')?;
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let region = rest.strip_prefix("dkr.ecr.").or_else(|| rest.strip_prefix("dkr.ecr-fips."))?;
+    let valid = !region.is_empty()
+        && !region.contains('.')
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    valid.then_some(region)
+}
+
+fn check_aws_access_key_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("is required for ECR: the AWS access key id (AKIA...)".into());
+    }
+    if id.starts_with("ASIA") {
+        return Err(
+            "is a temporary (ASIA...) access key id, which needs a session token pullpass does not store; use an IAM user's access key (AKIA...)"
+                .into(),
+        );
+    }
+    let ok = (16..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    if ok { Ok(()) } else { Err("is not an AWS access key id (16-128 uppercase letters and digits, AKIA...)".into()) }
+}
+
+fn check_ca_bundle(pem: &str) -> Result<(), String> {
+    if pem.is_empty() {
+        return Ok(());
+    }
+    if pem.len() > MAX_CA_BUNDLE_LEN {
+        return Err(format!("is longer than {MAX_CA_BUNDLE_LEN} bytes"));
+    }
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let end = "-----END CERTIFICATE-----";
+    let mut rest = pem;
+    let mut count = 0;
+    while let Some(start) = rest.find(begin) {
+        let after = &rest[start + begin.len()..];
+        let stop = after.find(end).ok_or("has a certificate without `-----END CERTIFICATE-----`")?;
+        let body: String = after[..stop].chars().filter(|c| !c.is_whitespace()).collect();
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|_| format!("certificate {} is not valid base64", count + 1))?;
+        count += 1;
+        rest = &after[stop + end.len()..];
+    }
+    if count == 0 { Err("holds no `-----BEGIN CERTIFICATE-----` block".into()) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::google_key::tests::key_json;
+
+    fn input(provider: Provider, registry: &str, username: &str, secret: &str) -> CredentialInput {
+        CredentialInput {
+            provider: provider.code(),
+            registry_server: registry.into(),
+            username: username.into(),
+            secret: Some(SecretBytes::from_string(secret.into())),
+            ..Default::default()
+        }
+    }
+
+    fn fields(error: Error) -> Vec<String> {
+        match error {
+            Error::InvalidArgument(v) => v.into_iter().map(|v| v.field).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn public_providers_default_their_registry_and_say_so() {
+        let spec = validate(input(Provider::Ghcr, "", "octo", "ghp_x"), "credential").unwrap();
+        assert_eq!(spec.registry.to_string(), "ghcr.io");
+        assert_eq!(spec.normalizations.len(), 1);
+        let spec = validate(input(Provider::DockerHub, "https://index.docker.io/v1/", "u", "p"), "credential").unwrap();
+        assert_eq!(spec.registry.to_string(), "docker.io");
+        assert!(spec.normalizations.iter().all(|n| n.starts_with("registry_server:")));
+    }
+
+    #[test]
+    fn generic_without_registry_or_username_names_both_fields() {
+        let got = fields(validate(input(Provider::Generic, "", "", "s"), "credential").unwrap_err());
+        assert_eq!(got, vec!["credential.registry_server", "credential.username"]);
+    }
+
+    #[test]
+    fn malformed_registry_names_registry_server() {
+        for bad in ["ghcr .io", "u:p@ghcr.io", "ghcr.io/?q", "ghcr.io#f", "ghcr.io:99999", "a..b"] {
+            let got = fields(validate(input(Provider::Generic, bad, "u", "s"), "credential").unwrap_err());
+            assert_eq!(got, vec!["credential.registry_server"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn provider_host_mismatch_is_rejected() {
+        assert!(validate(input(Provider::Ghcr, "quay.io", "u", "s"), "credential").is_err());
+        assert!(validate(input(Provider::DockerHub, "registry-1.docker.io", "u", "s"), "credential").is_ok());
+    }
+
+    #[test]
+    fn google_secret_must_be_a_service_account_key_and_sets_the_username() {
+        let spec =
+            validate(input(Provider::Google, "europe-docker.pkg.dev/p", "", &key_json("ci@p.iam")), "credential")
+                .unwrap();
+        assert_eq!(spec.username, "ci@p.iam");
+        let got = fields(validate(input(Provider::Google, "gcr.io", "", "{}"), "credential").unwrap_err());
+        assert_eq!(got, vec!["credential.secret"]);
+        let got = fields(
+            validate(input(Provider::Google, "gcr.io", "other@x", &key_json("ci@p.iam")), "credential").unwrap_err(),
+        );
+        assert_eq!(got, vec!["credential.username"]);
+    }
+
+    #[test]
+    fn ecr_needs_an_ecr_host_and_an_access_key_id() {
+        let host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+        assert_eq!(ecr_region(host), Some("eu-west-1"));
+        assert_eq!(ecr_region("123456789012.dkr.ecr-fips.us-east-1.amazonaws.com"), Some("us-east-1"));
+        assert_eq!(ecr_region("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"), Some("cn-north-1"));
+        assert_eq!(ecr_region("12345.dkr.ecr.eu-west-1.amazonaws.com"), None);
+        assert!(validate(input(Provider::Ecr, host, "AKIAIOSFODNN7EXAMPLE", "wJalr"), "credential").is_ok());
+        let got = fields(validate(input(Provider::Ecr, "ecr.example.com", "akia", "s"), "credential").unwrap_err());
+        assert_eq!(got, vec!["credential.registry_server", "credential.username"]);
+        let got = fields(validate(input(Provider::Ecr, host, "ASIAIOSFODNN7EXAMPLE", "s"), "credential").unwrap_err());
+        assert_eq!(got, vec!["credential.username"]);
+    }
+
+    #[test]
+    fn empty_secret_projects_realms_and_ca_are_checked() {
+        let mut bad = input(Provider::Generic, "r.example.com", "u", "");
+        bad.allowed_projects = vec!["ok".into(), "not ok".into()];
+        bad.token_realm_allowlist = vec!["auth.example.com".into()];
+        bad.ca_bundle_pem = "garbage".into();
+        bad.description = "x".repeat(501);
+        let got = fields(validate(bad, "credential").unwrap_err());
+        assert_eq!(
+            got,
+            vec![
+                "credential.secret",
+                "credential.allowed_projects",
+                "credential.token_realm_allowlist",
+                "credential.description",
+                "credential.ca_bundle_pem"
+            ]
+        );
+    }
+
+    #[test]
+    fn usernames_with_colons_are_rejected() {
+        let got = fields(validate(input(Provider::Generic, "r.io", "a:b", "s"), "credential").unwrap_err());
+        assert_eq!(got, vec!["credential.username"]);
+    }
+}

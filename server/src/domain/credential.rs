@@ -1,0 +1,225 @@
+//! A stored registry credential: its metadata, and its secret as sealed bytes.
+//!
+//! The plaintext secret never appears in these types; it exists only briefly
+//! as a [`crate::secret::SecretBytes`] inside `credentials` and `seal`.
+
+use std::fmt;
+
+use pullpass::registry::{RegistryHost, RegistryServer};
+
+use super::{CredentialName, ProjectName, Timestamp};
+
+/// The kind of registry, deciding how the secret becomes short-lived auth.
+/// The numbers are the `pullpass.v1.Provider` values and are what the
+/// database stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    /// Docker Hub.
+    DockerHub = 1,
+    /// GitHub Container Registry.
+    Ghcr = 2,
+    /// GitLab (gitlab.com or self-hosted).
+    Gitlab = 3,
+    /// Google Artifact Registry / Container Registry (service-account key).
+    Google = 4,
+    /// Amazon ECR (access key id + secret access key).
+    Ecr = 5,
+    /// Quay (quay.io or self-hosted).
+    Quay = 6,
+    /// Any distribution-protocol registry.
+    Generic = 7,
+}
+
+impl Provider {
+    /// Every provider, in wire order.
+    pub const ALL: [Provider; 7] = [
+        Provider::DockerHub,
+        Provider::Ghcr,
+        Provider::Gitlab,
+        Provider::Google,
+        Provider::Ecr,
+        Provider::Quay,
+        Provider::Generic,
+    ];
+
+    /// From the wire / database number.
+    pub fn from_code(code: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| *p as i32 == code)
+    }
+
+    /// The wire / database number.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The enum value name used on the wire and in filters (`GHCR`).
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            Provider::DockerHub => "DOCKER_HUB",
+            Provider::Ghcr => "GHCR",
+            Provider::Gitlab => "GITLAB",
+            Provider::Google => "GOOGLE",
+            Provider::Ecr => "ECR",
+            Provider::Quay => "QUAY",
+            Provider::Generic => "GENERIC",
+        }
+    }
+
+    /// Parses a wire name (`GHCR`), case-insensitively.
+    pub fn from_wire_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.wire_name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// A random id that identifies one credential for its whole life. Unlike the
+/// name, it is never reused: a credential deleted and created again under
+/// the same name gets a new uid, so cached tokens and sealed blobs of the old
+/// one can never serve the new one.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CredentialUid(pub [u8; 16]);
+
+impl fmt::Display for CredentialUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for CredentialUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CredentialUid({self})")
+    }
+}
+
+/// An origin a credential's secret may be sent to as a token realm:
+/// `https://host[:port]` (or `http://` for registries on the server's
+/// insecure list).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RealmOrigin {
+    /// `https` or `http`.
+    pub secure: bool,
+    /// Host and optional port.
+    pub host: RegistryHost,
+}
+
+impl RealmOrigin {
+    /// Parses `https://host[:port]` with an optional trailing `/`.
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let (secure, rest) = if let Some(rest) = input.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = input.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err("is not an origin: expected `https://host[:port]`".to_owned());
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        // The input is not echoed: a pasted `user:password@host` would leak.
+        let host = RegistryHost::parse(authority).map_err(|e| format!("origin {e}"))?;
+        Ok(Self { secure, host })
+    }
+}
+
+impl fmt::Display for RealmOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.secure { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.host)
+    }
+}
+
+impl fmt::Debug for RealmOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RealmOrigin({self})")
+    }
+}
+
+/// The metadata of a credential: everything but the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// `workspaces/{w}/credentials/{c}`.
+    pub name: CredentialName,
+    /// Never-reused identity; see [`CredentialUid`].
+    pub uid: CredentialUid,
+    /// How the secret is exchanged.
+    pub provider: Provider,
+    /// The registry (and namespace) served.
+    pub registry: RegistryServer,
+    /// User name presented to the registry.
+    pub username: String,
+    /// 1 at creation, +1 per secret rotation.
+    pub secret_version: u64,
+    /// Projects served; empty = all.
+    pub allowed_projects: Vec<ProjectName>,
+    /// May the raw secret be handed out to basic-only registries?
+    pub allow_passthrough: bool,
+    /// Extra realm origins the secret may be sent to.
+    pub token_realm_allowlist: Vec<RealmOrigin>,
+    /// PEM CA bundle for a private registry, or empty.
+    pub ca_bundle_pem: String,
+    /// Free text.
+    pub description: String,
+    /// Creation time.
+    pub create_time: Timestamp,
+    /// Last change.
+    pub update_time: Timestamp,
+}
+
+impl Credential {
+    /// May this credential serve `project` (None = a caller without project)?
+    pub fn allows_project(&self, project: Option<&ProjectName>) -> bool {
+        self.allowed_projects.is_empty() || project.is_some_and(|p| self.allowed_projects.contains(p))
+    }
+}
+
+/// A secret sealed by `seal`: a data key wrapped by a master key, and the
+/// secret encrypted under the data key. Opaque bytes to everyone but `seal`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    /// Id of the master key (KEK) that wrapped the data key.
+    pub kek_id: String,
+    /// The data key, encrypted under the KEK.
+    pub wrapped_dek: Vec<u8>,
+    /// The secret, encrypted under the data key.
+    pub ciphertext: Vec<u8>,
+}
+
+impl fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedSecret")
+            .field("kek_id", &self.kek_id)
+            .field("wrapped_dek_len", &self.wrapped_dek.len())
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish()
+    }
+}
+
+/// A credential as stored: metadata plus sealed secret.
+#[derive(Debug, Clone)]
+pub struct StoredCredential {
+    /// The metadata.
+    pub credential: Credential,
+    /// The sealed secret of `credential.secret_version`.
+    pub sealed: SealedSecret,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_codes_and_names_round_trip() {
+        for p in Provider::ALL {
+            assert_eq!(Provider::from_code(p.code()), Some(p));
+            assert_eq!(Provider::from_wire_name(p.wire_name()), Some(p));
+        }
+        assert_eq!(Provider::from_code(0), None);
+        assert_eq!(Provider::from_wire_name("ghcr"), Some(Provider::Ghcr));
+    }
+
+    #[test]
+    fn realm_origins_accept_only_scheme_and_authority() {
+        assert_eq!(RealmOrigin::parse("https://auth.example.com/").unwrap().to_string(), "https://auth.example.com");
+        assert!(!RealmOrigin::parse("http://127.0.0.1:8080").unwrap().secure);
+        for bad in ["auth.example.com", "https://auth.example.com/token", "https://u@h", "ftp://h"] {
+            assert!(RealmOrigin::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The vocabulary of the server: typed ids, resource names, credentials,
+//! workspaces and access tokens, each parsed once at the edge.
+//!
+//! This module is data and validation only. It knows nothing of SQL, gRPC or
+//! key material, so every other module can depend on it.
+
+pub mod credential;
+pub mod ids;
+pub mod time;
+pub mod token;
+pub mod workspace;
+
+pub use credential::{Credential, CredentialUid, Provider, SealedSecret};
+pub use ids::{AccessTokenId, CredentialId, CredentialName, ProjectName, WorkspaceId};
+pub use time::Timestamp;
+pub use token::{AccessTokenRecord, Role};
+pub use workspace::{Workspace, WorkspaceKind};

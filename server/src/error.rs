@@ -1,0 +1,148 @@
+//! The one error type of the domain modules. Each variant says which gRPC
+//! status it becomes, but only `api::status` knows gRPC: this module is plain
+//! data so domain code and its tests stay transport-free.
+//!
+//! Messages are written for the caller and must never include a secret.
+
+use std::time::Duration;
+
+/// One invalid request field (becomes a `google.rpc.BadRequest` violation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The request field path, such as `credential.registry_server`.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// `INVALID_ARGUMENT`: one or more request fields are wrong.
+    InvalidArgument(Vec<FieldViolation>),
+    /// `NOT_FOUND`: the named resource does not exist (or is not visible).
+    NotFound {
+        /// The resource name that was looked up.
+        resource: String,
+    },
+    /// `ALREADY_EXISTS`.
+    AlreadyExists {
+        /// The resource name that is taken.
+        resource: String,
+    },
+    /// `FAILED_PRECONDITION` with an `ErrorInfo` reason.
+    FailedPrecondition {
+        /// Stable reason (see `pullpass::reason`).
+        reason: &'static str,
+        /// What to do about it.
+        message: String,
+    },
+    /// `PERMISSION_DENIED` with an `ErrorInfo` reason.
+    PermissionDenied {
+        /// Stable reason.
+        reason: &'static str,
+        /// What was denied and why.
+        message: String,
+    },
+    /// `UNAUTHENTICATED`: no, or no valid, bearer token.
+    Unauthenticated(String),
+    /// `UNAVAILABLE` with an `ErrorInfo` reason.
+    Unavailable {
+        /// Stable reason.
+        reason: &'static str,
+        /// What could not be reached.
+        message: String,
+    },
+    /// `RESOURCE_EXHAUSTED` with `RetryInfo`.
+    ResourceExhausted {
+        /// Stable reason.
+        reason: &'static str,
+        /// Who is limiting.
+        message: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// `DEADLINE_EXCEEDED`.
+    DeadlineExceeded(String),
+    /// `UNIMPLEMENTED`: names what is missing.
+    Unimplemented(String),
+    /// `INTERNAL`: a bug or a broken installation. The message is safe to
+    /// show (no secrets) but says little; details go to the log.
+    Internal(String),
+}
+
+impl Error {
+    /// One invalid field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation { field: field.into(), description: description.into() }])
+    }
+
+    /// `resource` does not exist.
+    pub fn not_found(resource: impl Into<String>) -> Self {
+        Self::NotFound { resource: resource.into() }
+    }
+
+    /// `resource` exists already.
+    pub fn already_exists(resource: impl Into<String>) -> Self {
+        Self::AlreadyExists { resource: resource.into() }
+    }
+
+    /// An internal error; `context` must not contain secrets.
+    pub fn internal(context: impl Into<String>) -> Self {
+        Self::Internal(context.into())
+    }
+
+    /// A short description for logs and messages.
+    pub fn message(&self) -> String {
+        match self {
+            Self::InvalidArgument(violations) => {
+                violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
+            }
+            Self::NotFound { resource } => format!("{resource} not found"),
+            Self::AlreadyExists { resource } => format!("{resource} already exists"),
+            Self::FailedPrecondition { message, .. }
+            | Self::PermissionDenied { message, .. }
+            | Self::Unavailable { message, .. }
+            | Self::ResourceExhausted { message, .. } => message.clone(),
+            Self::Unauthenticated(m) | Self::DeadlineExceeded(m) | Self::Unimplemented(m) | Self::Internal(m) => {
+                m.clone()
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Collects field violations so a request reports all of them at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Records a violation of `field`.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation { field: field.into(), description: description.into() });
+    }
+
+    /// Runs a parse, keeping its value or recording its error under `field`.
+    pub fn check<T>(&mut self, field: &str, parsed: Result<T, String>) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(description) => {
+                self.add(field, description);
+                None
+            }
+        }
+    }
+
+    /// Ok when nothing was recorded, else `INVALID_ARGUMENT` with all of it.
+    pub fn finish(self) -> Result<(), Error> {
+        if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0)) }
+    }
+}

@@ -1,0 +1,113 @@
+//! Versioned schema migrations. Version N of the schema is reached by running
+//! `MIGRATIONS[0..N]`, each in its own transaction together with the bump of
+//! `PRAGMA user_version`, so a crash leaves the database at a whole version.
+//! Append new migrations; never edit a released one.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: workspaces, sealed credentials, access-token hashes, key checks.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE key_checks (
+        kek_id      TEXT PRIMARY KEY,
+        check_value BLOB NOT NULL,
+        create_time INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE workspaces (
+        id           TEXT PRIMARY KEY,
+        kind         INTEGER NOT NULL,
+        display_name TEXT NOT NULL,
+        create_time  INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE credentials (
+        workspace_id          TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+        credential_id         TEXT NOT NULL,
+        uid                   BLOB NOT NULL UNIQUE,
+        provider              INTEGER NOT NULL,
+        registry_host         TEXT NOT NULL,
+        registry_namespace    TEXT NOT NULL,
+        username              TEXT NOT NULL,
+        secret_version        INTEGER NOT NULL,
+        secret_kek_id         TEXT NOT NULL,
+        secret_wrapped_dek    BLOB NOT NULL,
+        secret_ciphertext     BLOB NOT NULL,
+        allowed_projects      TEXT NOT NULL,
+        allow_passthrough     INTEGER NOT NULL,
+        token_realm_allowlist TEXT NOT NULL,
+        ca_bundle_pem         TEXT NOT NULL,
+        description           TEXT NOT NULL,
+        create_time           INTEGER NOT NULL,
+        update_time           INTEGER NOT NULL,
+        PRIMARY KEY (workspace_id, credential_id)
+    ) STRICT;
+    CREATE INDEX credentials_by_registry ON credentials (workspace_id, registry_host);
+    CREATE INDEX credentials_by_kek ON credentials (secret_kek_id);
+
+    CREATE TABLE access_tokens (
+        id             TEXT PRIMARY KEY,
+        workspace_id   TEXT REFERENCES workspaces(id) ON DELETE CASCADE,
+        role           INTEGER NOT NULL,
+        projects       TEXT NOT NULL,
+        token_hash     BLOB NOT NULL UNIQUE,
+        description    TEXT NOT NULL,
+        create_time    INTEGER NOT NULL,
+        expire_time    INTEGER,
+        revoke_time    INTEGER,
+        last_used_time INTEGER
+    ) STRICT;
+    CREATE INDEX access_tokens_by_workspace ON access_tokens (workspace_id, id);
+    "#,
+];
+
+/// The schema version this binary creates and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn current_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Fails, without writing, if the database is newer than this binary.
+pub fn refuse_newer(conn: &Connection) -> Result<(), StoreError> {
+    let found = current_version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew { found, supported: SCHEMA_VERSION });
+    }
+    Ok(())
+}
+
+/// Brings the database to [`SCHEMA_VERSION`], one transaction per version.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    refuse_newer(conn)?;
+    let mut version = current_version(conn)?;
+    while version < SCHEMA_VERSION {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        version += 1;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(schema_version = version, "database migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_a_no_op_and_reaches_the_latest_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(current_version(&conn).unwrap(), SCHEMA_VERSION);
+    }
+}

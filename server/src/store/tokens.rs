@@ -1,0 +1,133 @@
+//! Queries on the `access_tokens` table. Only SHA-256 hashes of token strings
+//! are stored.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{StoreError, decode_list, encode_list};
+use crate::domain::{AccessTokenId, AccessTokenRecord, ProjectName, Role, Timestamp, WorkspaceId};
+
+const COLUMNS: &str =
+    "id, workspace_id, role, projects, token_hash, description, create_time, expire_time, revoke_time, last_used_time";
+
+fn from_row(row: &Row<'_>) -> Result<AccessTokenRecord, StoreError> {
+    let corrupt = |what: String| StoreError::Corrupt(what);
+    let id: String = row.get(0)?;
+    let workspace: Option<String> = row.get(1)?;
+    let role: i32 = row.get(2)?;
+    let projects: String = row.get(3)?;
+    let hash: Vec<u8> = row.get(4)?;
+    Ok(AccessTokenRecord {
+        id: AccessTokenId::parse(&id).map_err(corrupt)?,
+        workspace: workspace.map(|w| WorkspaceId::parse(&w)).transpose().map_err(corrupt)?,
+        role: Role::from_code(role).ok_or_else(|| corrupt(format!("role {role}")))?,
+        projects: decode_list(&projects)?
+            .iter()
+            .map(|p| ProjectName::parse(p).map_err(corrupt))
+            .collect::<Result<_, _>>()?,
+        token_hash: hash.try_into().map_err(|_| corrupt("token hash length".into()))?,
+        description: row.get(5)?,
+        create_time: Timestamp::from_micros(row.get(6)?),
+        expire_time: row.get::<_, Option<i64>>(7)?.map(Timestamp::from_micros),
+        revoke_time: row.get::<_, Option<i64>>(8)?.map(Timestamp::from_micros),
+        last_used_time: row.get::<_, Option<i64>>(9)?.map(Timestamp::from_micros),
+    })
+}
+
+fn query_one(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<AccessTokenRecord>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    match rows.next()? {
+        Some(row) => Ok(Some(from_row(row)?)),
+        None => Ok(None),
+    }
+}
+
+/// Inserts a token record.
+pub fn insert(conn: &Connection, token: &AccessTokenRecord) -> Result<(), StoreError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO access_tokens ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))?
+    .execute(params![
+        token.id.as_str(),
+        token.workspace.as_ref().map(WorkspaceId::as_str),
+        token.role.code(),
+        encode_list(&token.projects.iter().map(ProjectName::as_str).collect::<Vec<_>>()),
+        token.token_hash.as_slice(),
+        token.description,
+        token.create_time.as_micros(),
+        token.expire_time.map(Timestamp::as_micros),
+        token.revoke_time.map(Timestamp::as_micros),
+        token.last_used_time.map(Timestamp::as_micros),
+    ])?;
+    Ok(())
+}
+
+/// The token whose string hashes to `hash`.
+pub fn find_by_hash(conn: &Connection, hash: &[u8; 32]) -> Result<Option<AccessTokenRecord>, StoreError> {
+    query_one(conn, &format!("SELECT {COLUMNS} FROM access_tokens WHERE token_hash = ?1"), [hash.as_slice()])
+}
+
+/// One token of a workspace.
+pub fn get(
+    conn: &Connection,
+    workspace: &WorkspaceId,
+    id: &AccessTokenId,
+) -> Result<Option<AccessTokenRecord>, StoreError> {
+    query_one(
+        conn,
+        &format!("SELECT {COLUMNS} FROM access_tokens WHERE workspace_id = ?1 AND id = ?2"),
+        params![workspace.as_str(), id.as_str()],
+    )
+}
+
+/// Up to `limit` tokens of a workspace with ids after `after`.
+pub fn list(
+    conn: &Connection,
+    workspace: &WorkspaceId,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<AccessTokenRecord>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM access_tokens WHERE workspace_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+    ))?;
+    let mut rows = statement.query(params![workspace.as_str(), after.unwrap_or(""), limit as i64])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(from_row(row)?);
+    }
+    Ok(out)
+}
+
+/// Marks a token revoked (keeps the first revocation time). False if absent.
+pub fn revoke(
+    conn: &Connection,
+    workspace: &WorkspaceId,
+    id: &AccessTokenId,
+    at: Timestamp,
+) -> Result<bool, StoreError> {
+    Ok(conn.execute(
+        "UPDATE access_tokens SET revoke_time = coalesce(revoke_time, ?3) WHERE workspace_id = ?1 AND id = ?2",
+        params![workspace.as_str(), id.as_str(), at.as_micros()],
+    )? > 0)
+}
+
+/// Records when tokens were last used.
+pub fn set_last_used(conn: &Connection, uses: &[(AccessTokenId, Timestamp)]) -> Result<(), StoreError> {
+    let mut statement = conn.prepare_cached("UPDATE access_tokens SET last_used_time = ?2 WHERE id = ?1")?;
+    for (id, at) in uses {
+        statement.execute(params![id.as_str(), at.as_micros()])?;
+    }
+    Ok(())
+}
+
+/// Is there any root token (revoked or not)?
+pub fn any_root(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn
+        .query_row("SELECT 1 FROM access_tokens WHERE workspace_id IS NULL LIMIT 1", [], |_| Ok(()))
+        .optional()?
+        .is_some())
+}

@@ -1,0 +1,99 @@
+//! Workspace management: the tenants everything else belongs to.
+
+use std::sync::Arc;
+
+use crate::domain::workspace::MAX_DISPLAY_NAME_CHARS;
+use crate::domain::{Timestamp, Workspace, WorkspaceId, WorkspaceKind};
+use crate::error::{Error, Violations};
+use crate::paging::{Page, PageTokens, page_size};
+use crate::store::{self, Store, StoreError};
+
+/// The workspace service.
+#[derive(Clone)]
+pub struct Workspaces {
+    store: Store,
+    pages: Arc<PageTokens>,
+}
+
+impl std::fmt::Debug for Workspaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspaces").finish_non_exhaustive()
+    }
+}
+
+impl Workspaces {
+    /// The service over `store`.
+    pub fn new(store: Store, pages: Arc<PageTokens>) -> Self {
+        Self { store, pages }
+    }
+
+    /// Creates a workspace.
+    pub async fn create(&self, id: &str, kind: i32, display_name: String) -> Result<Workspace, Error> {
+        let mut violations = Violations::default();
+        let id = violations.check("workspace_id", WorkspaceId::parse(id));
+        let kind = WorkspaceKind::from_code(kind);
+        if kind.is_none() {
+            violations.add("workspace.kind", "is required: ORGANIZATION or PERSONAL");
+        }
+        if display_name.chars().count() > MAX_DISPLAY_NAME_CHARS {
+            violations.add("workspace.display_name", format!("is longer than {MAX_DISPLAY_NAME_CHARS} characters"));
+        }
+        if display_name.chars().any(char::is_control) {
+            violations.add("workspace.display_name", "must not contain control characters");
+        }
+        violations.finish()?;
+        let (Some(id), Some(kind)) = (id, kind) else { return Err(Error::internal("validated fields missing")) };
+        let workspace = Workspace { id, kind, display_name, create_time: Timestamp::now() };
+        let stored = workspace.clone();
+        self.store
+            .write(move |conn| match store::workspaces::insert(conn, &stored) {
+                Ok(()) => Ok(()),
+                Err(StoreError::Conflict) => Err(Error::already_exists(stored.id.name())),
+                Err(e) => Err(e.into()),
+            })
+            .await?;
+        Ok(workspace)
+    }
+
+    /// One workspace.
+    pub async fn get(&self, id: WorkspaceId) -> Result<Workspace, Error> {
+        self.store.read(move |conn| store::workspaces::get(conn, &id)?.ok_or_else(|| Error::not_found(id.name()))).await
+    }
+
+    /// A page of workspaces, ordered by id.
+    pub async fn list(&self, requested_page_size: i32, page_token: &str) -> Result<Page<Workspace>, Error> {
+        let size = page_size(requested_page_size)?;
+        let query = "workspaces|";
+        let after = self.pages.decode(query, page_token)?;
+        let pages = Arc::clone(&self.pages);
+        self.store
+            .read(move |conn| {
+                let fetched = store::workspaces::list(conn, after.as_deref(), size + 1)?;
+                Ok(Page::from_fetched(fetched, size, &pages, query, |w| w.id.to_string()))
+            })
+            .await
+    }
+
+    /// Deletes a workspace; with `force`, everything in it too.
+    pub async fn delete(&self, id: WorkspaceId, force: bool) -> Result<(), Error> {
+        self.store
+            .write(move |conn| {
+                if !store::workspaces::exists(conn, &id)? {
+                    return Err(Error::not_found(id.name()));
+                }
+                let (credentials, tokens) = store::workspaces::count_children(conn, &id)?;
+                if !force && credentials + tokens > 0 {
+                    return Err(Error::FailedPrecondition {
+                        reason: pullpass::reason::WORKSPACE_NOT_EMPTY,
+                        message: format!(
+                            "{} still holds {credentials} credential(s) and {tokens} access token(s); delete them first or set `force`",
+                            id.name()
+                        ),
+                    });
+                }
+                store::workspaces::delete(conn, &id)?;
+                Ok(())
+            })
+            .await
+    }
+}
