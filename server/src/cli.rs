@@ -75,6 +75,9 @@ pub enum KeysCommand {
     },
     /// List loaded keys, the active one, and how many data keys each wraps.
     List,
+    /// Open every stored secret and report those that cannot be opened
+    /// (altered or moved ciphertext, missing key). Changes nothing.
+    Verify,
 }
 
 /// `pullpassd tokens …`

@@ -10,6 +10,7 @@ use crate::credentials::unreadable;
 use crate::seal::keyring::{append_key, create_key_file};
 use crate::seal::{Sealer, SecretContext};
 use crate::startup::{self, StartupError};
+use crate::store::credentials::RowCursor;
 use crate::store::{self, Store};
 
 /// `keys generate`: a new key file with one key.
@@ -57,19 +58,25 @@ pub async fn keys_rotate(settings: &Settings, options: RotateOptions) -> Result<
     println!("rotating {pending} data key(s) to master key `{active}` in batches of {}", options.batch_size);
     let mut done = 0u64;
     let mut batches = 0usize;
+    let mut cursor: RowCursor = None;
+    let mut unreadable_names: Vec<String> = Vec::new();
     loop {
         let sealer = Arc::clone(&opened.sealer);
         let batch_active = active.clone();
         let size = options.batch_size;
-        let rewrapped = store
-            .write(move |conn| rewrap_batch(conn, &sealer, &batch_active, size))
+        let batch_cursor = cursor.clone();
+        let batch = store
+            .write(move |conn| rewrap_batch(conn, &sealer, &batch_active, &batch_cursor, size))
             .await
             .map_err(|e| StartupError(format!("rotation stopped after {done} data key(s): {e}")))?;
-        if rewrapped == 0 {
-            break;
-        }
-        done += rewrapped as u64;
+        let Some(next) = batch.cursor else { break };
+        cursor = Some(next);
+        done += batch.rewrapped;
         batches += 1;
+        for (name, error) in batch.unreadable {
+            eprintln!("pullpassd: skipped {name}: {error}");
+            unreadable_names.push(name);
+        }
         println!("rotated {done}/{pending}");
         if options.abort_after_batches == Some(batches) {
             eprintln!("fault hook: aborting after {batches} batch(es)");
@@ -78,6 +85,13 @@ pub async fn keys_rotate(settings: &Settings, options: RotateOptions) -> Result<
     }
     let retired: Vec<String> = opened.sealer.keyring().ids().filter(|id| *id != active).map(str::to_owned).collect();
     store.close().await;
+    if !unreadable_names.is_empty() {
+        return Err(StartupError(format!(
+            "{} secret(s) could not be opened and stay under their old key: {}; replace them with UpdateCredential, then run `keys rotate` again",
+            unreadable_names.len(),
+            unreadable_names.join(", ")
+        )));
+    }
     println!("done: every data key is wrapped under `{active}`");
     if !retired.is_empty() {
         println!(
@@ -88,20 +102,84 @@ pub async fn keys_rotate(settings: &Settings, options: RotateOptions) -> Result<
     Ok(())
 }
 
+/// What one rotation batch did.
+struct RotationBatch {
+    /// Last row visited; `None` when there was nothing left.
+    cursor: RowCursor,
+    rewrapped: u64,
+    /// Credentials whose secret did not open, with why.
+    unreadable: Vec<(String, String)>,
+}
+
 fn rewrap_batch(
     conn: &rusqlite::Connection,
     sealer: &Sealer,
     active: &str,
+    cursor: &RowCursor,
     size: usize,
-) -> Result<usize, crate::error::Error> {
-    let rows = store::credentials::not_under_key(conn, active, size)?;
+) -> Result<RotationBatch, crate::error::Error> {
+    let rows = store::credentials::walk(conn, Some(active), cursor, size)?;
+    let mut batch = RotationBatch { cursor: None, rewrapped: 0, unreadable: Vec::new() };
     for row in &rows {
         let c = &row.credential;
         let context = SecretContext { name: &c.name, uid: &c.uid, version: c.secret_version };
-        let rewrapped = sealer.rewrap(context, &row.sealed).map_err(|e| unreadable(&c.name, &e))?;
-        store::credentials::set_wrapped_key(conn, c, &rewrapped)?;
+        match sealer.rewrap(context, &row.sealed) {
+            Ok(rewrapped) => {
+                if store::credentials::set_wrapped_key(conn, c, &rewrapped)? {
+                    batch.rewrapped += 1;
+                }
+            }
+            Err(error) => batch.unreadable.push((c.name.to_string(), unreadable(&c.name, &error).message())),
+        }
+        batch.cursor = Some((c.name.workspace.to_string(), c.name.credential.to_string()));
     }
-    Ok(rows.len())
+    Ok(batch)
+}
+
+/// `keys verify`: opens every stored secret and reports those that do not
+/// open (moved or altered ciphertext, missing key). Reads only.
+pub async fn keys_verify(settings: &Settings) -> Result<(), StartupError> {
+    let keyring = startup::load_keys(settings)?;
+    let opened = startup::open_database(settings, keyring).await?;
+    let mut cursor: RowCursor = None;
+    let (mut good, mut bad) = (0u64, Vec::new());
+    loop {
+        let sealer = Arc::clone(&opened.sealer);
+        let page_cursor = cursor.clone();
+        let (next, ok, failed) = opened
+            .store
+            .read(move |conn| {
+                let rows = store::credentials::walk(conn, None, &page_cursor, 500)?;
+                let mut ok = 0u64;
+                let mut failed = Vec::new();
+                for row in &rows {
+                    let c = &row.credential;
+                    let context = SecretContext { name: &c.name, uid: &c.uid, version: c.secret_version };
+                    match sealer.open(context, &row.sealed) {
+                        Ok(_) => ok += 1,
+                        Err(error) => failed.push(unreadable(&c.name, &error).message()),
+                    }
+                }
+                let next = rows
+                    .last()
+                    .map(|r| (r.credential.name.workspace.to_string(), r.credential.name.credential.to_string()));
+                Ok((next, ok, failed))
+            })
+            .await
+            .map_err(|e| StartupError(e.to_string()))?;
+        good += ok;
+        bad.extend(failed);
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    opened.store.close().await;
+    for line in &bad {
+        println!("UNREADABLE: {line}");
+    }
+    println!("{good} secret(s) open, {} do not", bad.len());
+    if bad.is_empty() { Ok(()) } else { Err(StartupError(format!("{} stored secret(s) cannot be opened", bad.len()))) }
 }
 
 /// `keys list`: the loaded keys and how many data keys each wraps.

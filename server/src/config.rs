@@ -73,6 +73,11 @@ pub struct ServeArgs {
     /// Address to listen on. [default: 127.0.0.1:50051]
     #[arg(long, env = "PULLPASS_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+
+    /// Seconds to let in-flight RPCs finish after SIGTERM/SIGINT before
+    /// closing the remaining connections. [default: 30]
+    #[arg(long, env = "PULLPASS_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    pub shutdown_grace: Option<u64>,
 }
 
 /// The TOML file.
@@ -85,6 +90,7 @@ pub struct FileSettings {
     log_level: Option<String>,
     dev: Option<bool>,
     listen: Option<SocketAddr>,
+    shutdown_grace: Option<u64>,
 }
 
 /// Settings after precedence and defaults.
@@ -102,6 +108,8 @@ pub struct Settings {
     pub dev: bool,
     /// Listen address.
     pub listen: SocketAddr,
+    /// How long in-flight RPCs may take to finish at shutdown.
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// Where master keys come from.
@@ -144,6 +152,7 @@ impl Settings {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default listen address parses")),
+            shutdown_grace: std::time::Duration::from_secs(serve.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
             data_dir,
         })
     }

@@ -74,6 +74,7 @@ async fn dispatch(command: Option<Command>, settings: Settings) -> Result<(), St
             commands::keys_rotate(&settings, options).await
         }
         Some(Command::Keys(KeysCommand::List)) => commands::keys_list(&settings).await,
+        Some(Command::Keys(KeysCommand::Verify)) => commands::keys_verify(&settings).await,
         Some(Command::Backup { to, force }) => commands::backup(&settings, &to, force),
         Some(Command::Tokens(TokensCommand::CreateRoot { description })) => {
             commands::tokens_create_root(&settings, &description).await

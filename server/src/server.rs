@@ -39,7 +39,7 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         .map_err(|e| StartupError(format!("cannot listen on {}: {e}", settings.listen)))?;
     let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
     refuse_exposed_plaintext(address)?;
-    serve(opened, listener, address, started).await
+    serve(opened, listener, address, started, settings.shutdown_grace).await
 }
 
 /// In dev mode, mints a root token on first start and prints it once.
@@ -70,6 +70,7 @@ async fn serve(
     listener: TcpListener,
     address: SocketAddr,
     started: Instant,
+    grace: std::time::Duration,
 ) -> Result<(), StartupError> {
     let pages = Arc::new(PageTokens::new(opened.sealer.derive_mac_key("page-tokens")));
     let credentials = Credentials::new(opened.store.clone(), Arc::clone(&opened.sealer), Arc::clone(&pages));
@@ -97,17 +98,31 @@ async fn serve(
     tracing::info!(%address, startup_ms = started.elapsed().as_millis() as u64, "serving");
     println!("pullpassd: serving on {address}");
 
+    let stopping = Arc::new(tokio::sync::Notify::new());
     let shutdown = {
         let health = health_reporter.clone();
+        let stopping = Arc::clone(&stopping);
         async move {
             wait_for_signal().await;
-            tracing::info!("shutting down: no new connections, draining in-flight RPCs");
+            tracing::info!(grace_s = grace.as_secs(), "shutting down: no new connections, draining in-flight RPCs");
             for name in SERVICE_NAMES.into_iter().chain([""]) {
                 health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
             }
+            stopping.notify_one();
         }
     };
-    let served = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await;
+    let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    let grace_over = async {
+        stopping.notified().await;
+        tokio::time::sleep(grace).await;
+    };
+    let served = tokio::select! {
+        served = serving => served,
+        () = grace_over => {
+            tracing::warn!("grace period over: closing connections that are still open");
+            Ok(())
+        }
+    };
     opened.store.close().await;
     tracing::info!("database closed; goodbye");
     served.map_err(|e| StartupError(format!("server failed: {e}")))

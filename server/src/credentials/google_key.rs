@@ -91,7 +91,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A 2048-bit RSA key made for these tests only.
-    pub(crate) const TEST_RSA_PKCS8_PEM: &str = include_str!("testdata/test-rsa-2048.pem");
+    pub(crate) const TEST_RSA_PKCS8_PEM: &str = include_str!("../../../tests/fixtures/test-rsa-2048.pem");
 
     pub(crate) fn key_json(email: &str) -> String {
         serde_json::json!({

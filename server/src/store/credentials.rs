@@ -224,14 +224,26 @@ pub fn count_not_under_key(conn: &Connection, kek_id: &str) -> Result<u64, Store
     Ok(n as u64)
 }
 
-/// Up to `limit` credentials whose data key is wrapped under another key
-/// than `kek_id`, with their sealed secrets: the next rotation batch.
-pub fn not_under_key(conn: &Connection, kek_id: &str, limit: usize) -> Result<Vec<StoredCredential>, StoreError> {
+/// Where a walk over every credential of the database stands:
+/// `(workspace id, credential id)` of the last row seen.
+pub type RowCursor = Option<(String, String)>;
+
+/// Up to `limit` credentials after `cursor` (in workspace, id order), with
+/// sealed secrets; only those wrapped under another key than `kek_id` when
+/// one is given. For key rotation and verification.
+pub fn walk(
+    conn: &Connection,
+    not_under_key: Option<&str>,
+    cursor: &RowCursor,
+    limit: usize,
+) -> Result<Vec<StoredCredential>, StoreError> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {META_COLUMNS}, {SEALED_COLUMNS} FROM credentials WHERE secret_kek_id <> ?1 \
-         ORDER BY workspace_id, credential_id LIMIT ?2"
+        "SELECT {META_COLUMNS}, {SEALED_COLUMNS} FROM credentials \
+         WHERE (?1 IS NULL OR secret_kek_id <> ?1) AND (workspace_id, credential_id) > (?2, ?3) \
+         ORDER BY workspace_id, credential_id LIMIT ?4"
     ))?;
-    let mut rows = statement.query(params![kek_id, limit as i64])?;
+    let (workspace, credential) = cursor.clone().unwrap_or_default();
+    let mut rows = statement.query(params![not_under_key, workspace, credential, limit as i64])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
         out.push(stored_from_row(row)?);

@@ -122,6 +122,27 @@ pub fn inspect(path: &Path) -> Result<Option<DatabaseFacts>, StoreError> {
     if !path.exists() {
         return Ok(None);
     }
+    let sidecars = [sidecar(path, "-wal"), sidecar(path, "-shm")];
+    let existed = sidecars.iter().map(|p| p.exists()).collect::<Vec<_>>();
+    let facts = read_facts(path);
+    // Reading a WAL database creates empty -wal/-shm files; remove the ones
+    // this call created so a refused start-up leaves the directory as it was.
+    let wal_is_empty = std::fs::metadata(&sidecars[0]).map(|m| m.len() == 0).unwrap_or(true);
+    if !existed[0] && !existed[1] && wal_is_empty {
+        for file in &sidecars {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    facts
+}
+
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn read_facts(path: &Path) -> Result<Option<DatabaseFacts>, StoreError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     let schema_version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if schema_version > SCHEMA_VERSION {

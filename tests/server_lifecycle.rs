@@ -1,0 +1,216 @@
+//! The server's life: restarts keep everything, acknowledged writes survive
+//! a kill, SIGTERM drains in-flight RPCs and closes the database, online
+//! backups restore to a working server, one log line per RPC.
+
+use std::time::Duration;
+
+use pullpass::v1::{CreateCredentialRequest, Credential, ListCredentialsRequest, Provider};
+use pullpass_client::Client;
+use pullpass_tests::fixtures::credential;
+use pullpass_tests::{Options, Pullpassd, create_workspace};
+
+async fn create(client: &Client, id: &str, c: Credential) -> Result<Credential, tonic::Status> {
+    client
+        .credentials()
+        .create_credential(CreateCredentialRequest {
+            parent: "workspaces/acme".into(),
+            credential_id: id.into(),
+            credential: Some(c),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn list(client: &Client) -> Vec<Credential> {
+    client
+        .credentials()
+        .list_credentials(ListCredentialsRequest {
+            parent: "workspaces/acme".into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .credentials
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_workspaces_credentials_versions_and_the_root_token() {
+    let server = Pullpassd::start();
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    for provider in [Provider::Ghcr, Provider::Quay, Provider::Generic] {
+        create(&client, provider.as_str_name(), credential(provider, "pw")).await.unwrap();
+    }
+    let before = list(&client).await;
+    let server = server.restart();
+    assert!(server.stdout().matches("PULLPASS_TOKEN=").count() == 1, "the root token is printed on first start only");
+    let client = server.client().await;
+    assert_eq!(list(&client).await, before);
+    let verify = server.command(&["keys", "verify"]);
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("3 secret(s) open"), "{verify:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_acknowledged_before_a_kill_survives_it() {
+    let mut server = Pullpassd::start();
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    for i in 0..20 {
+        create(&client, &format!("c{i}"), credential(Provider::Generic, "pw")).await.unwrap();
+    }
+    server.kill();
+    let server = server.restart();
+    assert_eq!(list(&server.client().await).await.len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_rpcs_and_closes_the_database_cleanly() {
+    let mut server = Pullpassd::start();
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            (i, create(&client, &format!("c{i:03}"), credential(Provider::Generic, "pw")).await)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(server.pid().to_string()).status();
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        let (i, result) = task.await.unwrap();
+        if result.is_ok() {
+            acknowledged.push(format!("workspaces/acme/credentials/c{i:03}"));
+        }
+    }
+    assert!(server.stop(), "exit status 0 after SIGTERM");
+    let logs = server.current_logs();
+    let after_signal =
+        logs.split("SIGTERM received").nth(1).map(|rest| rest.matches(r#""code":"Ok""#).count()).unwrap_or_default();
+    assert!(after_signal > 0, "RPCs in flight at SIGTERM completed: {logs}");
+    assert!(logs.contains("draining in-flight RPCs"), "{logs}");
+    assert!(logs.contains("database closed"), "{logs}");
+    let wal = server.data_dir.join("pullpass.db-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "the WAL is checkpointed on close");
+    let server = server.restart();
+    let stored: Vec<String> = list(&server.client().await).await.into_iter().map(|c| c.name).collect();
+    for name in &acknowledged {
+        assert!(stored.contains(name), "{name} was acknowledged but is missing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_backup_under_concurrent_writes_restores_to_a_working_server() {
+    let server = Pullpassd::start();
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    for i in 0..50 {
+        create(&client, &format!("before{i:02}"), credential(Provider::Generic, "pw")).await.unwrap();
+    }
+    let writer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                create(&client, &format!("during{i:03}"), credential(Provider::Generic, "pw")).await.unwrap();
+            }
+        })
+    };
+    let backup_dir = tempfile::tempdir().unwrap();
+    let backup = backup_dir.path().join("pullpass-backup.db");
+    let output = server.command(&["backup", "--to", backup.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("the master key is not in it"));
+    writer.await.unwrap();
+    let refused = server.command(&["backup", "--to", backup.to_str().unwrap()]);
+    assert!(!refused.status.success(), "an existing file is not overwritten without --force");
+
+    let conn = rusqlite::Connection::open(&backup).unwrap();
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    drop(conn);
+
+    // Restore: the backup plus the key file in a fresh data directory.
+    let restored_home = tempfile::tempdir().unwrap();
+    let data = restored_home.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(&backup, data.join("pullpass.db")).unwrap();
+    std::fs::copy(server.data_dir.join("master.key"), data.join("master.key")).unwrap();
+    let restored = Pullpassd::start_with(Options { home: Some(restored_home.path().to_owned()), ..Default::default() })
+        .expect("restored server starts");
+    let token = server.root_token.clone();
+    let names: Vec<String> =
+        list(&restored.client_with(Some(&token)).await).await.into_iter().map(|c| c.name).collect();
+    for i in 0..50 {
+        assert!(names.contains(&format!("workspaces/acme/credentials/before{i:02}")));
+    }
+    let verify = restored.command(&["keys", "verify"]);
+    assert!(verify.status.success(), "{verify:?}");
+    create(&restored.client_with(Some(&token)).await, "after-restore", credential(Provider::Generic, "pw"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_rpc_writes_one_json_log_line_with_method_code_latency_and_principal() {
+    let mut server = Pullpassd::start();
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    create(&client, "ok", credential(Provider::Generic, "pw")).await.unwrap();
+    let _ = create(&client, "bad id", credential(Provider::Generic, "pw")).await.unwrap_err();
+    let anonymous = server.client_with(None).await;
+    let _ = list(&client).await;
+    let _ = anonymous
+        .credentials()
+        .list_credentials(ListCredentialsRequest { parent: "workspaces/acme".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    server.stop();
+    let lines: Vec<serde_json::Value> = server
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["target"] == "pullpass::rpc")
+        .collect();
+    let rpc = |method: &str, code: &str| {
+        lines.iter().filter(|l| l["method"].as_str().is_some_and(|m| m.ends_with(method)) && l["code"] == code).count()
+    };
+    assert_eq!(rpc("/CreateWorkspace", "Ok"), 1, "{lines:#?}");
+    assert_eq!(rpc("/CreateCredential", "Ok"), 1);
+    assert_eq!(rpc("/CreateCredential", "InvalidArgument"), 1);
+    assert_eq!(rpc("/ListCredentials", "Ok"), 1);
+    assert_eq!(rpc("/ListCredentials", "Unauthenticated"), 1);
+    for line in &lines {
+        assert!(line["latency_ms"].as_f64().is_some(), "{line}");
+        assert!(line["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{line}");
+    }
+    let authed = lines
+        .iter()
+        .find(|l| l["code"] == "Ok" && l["method"].as_str().unwrap().ends_with("/CreateCredential"))
+        .unwrap();
+    assert!(authed["principal"].as_str().unwrap().starts_with("rootTokens/"), "{authed}");
+}
+
+#[test]
+fn help_documents_every_flag_and_command() {
+    let output = std::process::Command::new(pullpass_tests::binary("pullpassd")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "--dev",
+        "--data-dir",
+        "--listen",
+        "--key-file",
+        "--config",
+        "--log-format",
+        "PULLPASS_DATA_DIR",
+        "PULLPASS_LISTEN",
+        "PULLPASS_MASTER_KEY",
+        "keys",
+        "backup",
+        "tokens",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
