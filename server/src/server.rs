@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 use crate::access::{self, Authenticator};
 use crate::api::rpc_layer::RpcLayer;
@@ -111,7 +111,7 @@ async fn serve(
             stopping.notify_one();
         }
     };
-    let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    let serving = router.serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown);
     let grace_over = async {
         stopping.notified().await;
         tokio::time::sleep(grace).await;

@@ -95,34 +95,53 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Job>) {
 }
 
 fn commit_batch(conn: &Connection, batch: Vec<Job>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = execute_cached(conn, "BEGIN IMMEDIATE") {
         // Dropping the jobs drops their reply channels: each submitter gets
         // "write abandoned" instead of waiting forever.
-        tracing::error!(error = %StoreError::from(e), jobs = batch.len(), "could not begin a write transaction");
+        tracing::error!(error = %e, jobs = batch.len(), "could not begin a write transaction");
         return;
     }
+    // A lone job needs no savepoint: if it fails, the whole transaction is
+    // rolled back instead (saving the savepoint's page copies).
+    let alone = batch.len() == 1;
     let mut completions = Vec::with_capacity(batch.len());
+    let mut failed_alone = false;
     for job in batch {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            tracing::error!(error = %StoreError::from(e), "could not open a savepoint; write abandoned");
+        if !alone && let Err(e) = execute_cached(conn, "SAVEPOINT job") {
+            tracing::error!(error = %e, "could not open a savepoint; write abandoned");
             continue;
         }
         let (failed, completion) = job(conn);
-        if failed {
-            let _ = conn.execute_batch("ROLLBACK TO job");
+        if alone {
+            failed_alone = failed;
+        } else {
+            if failed {
+                let _ = execute_cached(conn, "ROLLBACK TO job");
+            }
+            let _ = execute_cached(conn, "RELEASE job");
         }
-        let _ = conn.execute_batch("RELEASE job");
         completions.push(completion);
     }
-    let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
-    if let Err(e) = &commit {
-        tracing::error!(error = %e, "commit failed; the batch is rolled back");
-        let _ = conn.execute_batch("ROLLBACK");
-    }
+    let commit = if failed_alone {
+        execute_cached(conn, "ROLLBACK")
+    } else {
+        let commit = execute_cached(conn, "COMMIT");
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, "commit failed; the batch is rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        commit
+    };
     for completion in completions {
         completion(match &commit {
             Ok(()) => Ok(()),
             Err(e) => Err(StoreError::NotDurable(format!("commit failed: {e}"))),
         });
     }
+}
+
+/// Runs a parameterless statement through the statement cache.
+fn execute_cached(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
