@@ -3,6 +3,8 @@
 //! * [`v1`]: the generated `pullpass.v1` gRPC API (messages, clients, servers).
 //! * [`FILE_DESCRIPTOR_SET`]: the encoded descriptors served by reflection.
 //! * [`registry`]: the registry-server grammar (`host[:port][/path]`).
+//! * [`reference`]: image references (`ubuntu` → `docker.io/library/ubuntu:latest`).
+//! * [`scope`]: registry token scopes (`repository:team/app:pull`).
 //! * [`reason`]: the stable `google.rpc.ErrorInfo` reasons pullpass emits.
 //!
 //! This crate does no I/O: it is pure parsing and generated code, so the
@@ -10,7 +12,9 @@
 
 pub mod reason;
 mod redact;
+pub mod reference;
 pub mod registry;
+pub mod scope;
 
 /// The generated `pullpass.v1` API. Messages that carry secrets
 /// (`Credential`, `AccessToken`, `RegistryAuth`, `ImportDockerConfigRequest`)
