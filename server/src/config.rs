@@ -78,6 +78,41 @@ pub struct ServeArgs {
     /// closing the remaining connections. [default: 30]
     #[arg(long, env = "PULLPASS_SHUTDOWN_GRACE", value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
+
+    /// A registry (host[:port]) to reach over plain http, and whose token
+    /// realm may be plain http too. Repeat for several; for local registries
+    /// and tests only.
+    #[arg(
+        long = "insecure-registry",
+        env = "PULLPASS_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
+    pub insecure_registries: Vec<String>,
+
+    /// A token URI Google service-account keys may name (where their signed
+    /// JWT is sent). Repeat for several. [default: https://oauth2.googleapis.com/token]
+    #[arg(long = "google-token-uri", env = "PULLPASS_GOOGLE_TOKEN_URIS", value_delimiter = ',', value_name = "URL")]
+    pub google_token_uris: Vec<String>,
+
+    /// ECR API endpoint; `{region}` is replaced by the registry's region
+    /// (for VPC endpoints). [default: https://api.ecr.{region}.amazonaws.com/]
+    #[arg(long, env = "PULLPASS_ECR_ENDPOINT", value_name = "URL")]
+    pub ecr_endpoint: Option<String>,
+
+    /// Lifetime announced for passthrough leases (the stored secret handed
+    /// out where a registry has no token exchange). [default: 300]
+    #[arg(long, env = "PULLPASS_PASSTHROUGH_TTL", value_name = "SECONDS")]
+    pub passthrough_ttl: Option<u64>,
+
+    /// Most leases kept in the cache. [default: 10000]
+    #[arg(long, env = "PULLPASS_LEASE_CACHE_SIZE", value_name = "N")]
+    pub lease_cache_size: Option<usize>,
+
+    /// Longest an upstream exchange may take when the caller sets no
+    /// deadline (gRPC timeout). [default: 30]
+    #[arg(long, env = "PULLPASS_UPSTREAM_TIMEOUT", value_name = "SECONDS")]
+    pub upstream_timeout: Option<u64>,
 }
 
 /// The TOML file.
@@ -91,6 +126,12 @@ pub struct FileSettings {
     dev: Option<bool>,
     listen: Option<SocketAddr>,
     shutdown_grace: Option<u64>,
+    insecure_registries: Option<Vec<String>>,
+    google_token_uris: Option<Vec<String>>,
+    ecr_endpoint: Option<String>,
+    passthrough_ttl: Option<u64>,
+    lease_cache_size: Option<usize>,
+    upstream_timeout: Option<u64>,
 }
 
 /// Settings after precedence and defaults.
@@ -110,6 +151,12 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// How long in-flight RPCs may take to finish at shutdown.
     pub shutdown_grace: std::time::Duration,
+    /// Upstream settings of the broker.
+    pub upstream: crate::upstream::UpstreamConfig,
+    /// Lease cache capacity.
+    pub lease_cache_size: usize,
+    /// Upstream time budget without a caller deadline.
+    pub upstream_timeout: std::time::Duration,
 }
 
 /// Where master keys come from.
@@ -131,6 +178,7 @@ impl Settings {
             None => FileSettings::default(),
         };
         let dev = serve.dev || file.dev.unwrap_or(false);
+        let upstream = upstream_config(serve, &file)?;
         let data_dir = common.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let key_file = common.key_file.clone().or(file.key_file);
         let env_keys = std::env::var_os(MASTER_KEY_ENV).is_some_and(|v| !v.is_empty());
@@ -153,6 +201,11 @@ impl Settings {
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default listen address parses")),
             shutdown_grace: std::time::Duration::from_secs(serve.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
+            upstream,
+            lease_cache_size: serve.lease_cache_size.or(file.lease_cache_size).unwrap_or(10_000),
+            upstream_timeout: std::time::Duration::from_secs(
+                serve.upstream_timeout.or(file.upstream_timeout).unwrap_or(30).clamp(1, 600),
+            ),
             data_dir,
         })
     }
@@ -161,6 +214,29 @@ impl Settings {
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join(DATABASE_FILE)
     }
+}
+
+fn upstream_config(serve: &ServeArgs, file: &FileSettings) -> Result<crate::upstream::UpstreamConfig, String> {
+    use pullpass::registry::RegistryHost;
+    let pick = |flag: &Vec<String>, from_file: &Option<Vec<String>>| {
+        if flag.is_empty() { from_file.clone().unwrap_or_default() } else { flag.clone() }
+    };
+    let insecure = pick(&serve.insecure_registries, &file.insecure_registries)
+        .iter()
+        .map(|h| h.trim())
+        .filter(|h| !h.is_empty())
+        .map(|h| RegistryHost::parse(h).map_err(|e| format!("--insecure-registry `{h}` {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut google_token_uris = pick(&serve.google_token_uris, &file.google_token_uris);
+    if google_token_uris.is_empty() {
+        google_token_uris.push(crate::upstream::google::DEFAULT_TOKEN_URI.to_owned());
+    }
+    Ok(crate::upstream::UpstreamConfig {
+        realm: crate::upstream::realm::RealmPolicy { insecure },
+        google_token_uris,
+        ecr_endpoint: serve.ecr_endpoint.clone().or(file.ecr_endpoint.clone()),
+        passthrough_ttl: std::time::Duration::from_secs(serve.passthrough_ttl.or(file.passthrough_ttl).unwrap_or(300)),
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, String> {

@@ -26,6 +26,13 @@ pub enum Error {
         /// The resource name that was looked up.
         resource: String,
     },
+    /// `NOT_FOUND` with an `ErrorInfo` reason (nothing matched a query).
+    NoMatch {
+        /// Stable reason.
+        reason: &'static str,
+        /// What was looked for, and where.
+        message: String,
+    },
     /// `ALREADY_EXISTS`.
     AlreadyExists {
         /// The resource name that is taken.
@@ -102,6 +109,7 @@ impl Error {
             Self::NotFound { resource } => format!("{resource} not found"),
             Self::AlreadyExists { resource } => format!("{resource} already exists"),
             Self::FailedPrecondition { message, .. }
+            | Self::NoMatch { message, .. }
             | Self::PermissionDenied { message, .. }
             | Self::Unavailable { message, .. }
             | Self::ResourceExhausted { message, .. } => message.clone(),

@@ -2,12 +2,15 @@
 //! `pullpassd` binary.
 //!
 //! Dependencies point one way (see ARCHITECTURE.md):
-//! `api` → `access`, `credentials`, `workspaces` → `seal`, `store` → `domain`.
+//! `api` → `access`, `broker`, `credentials`, `workspaces` → `upstream`,
+//! `seal`, `store` → `domain`.
 //! `api` is the only module that knows gRPC; `store` the only one that knows
 //! SQL; `seal` the only one that sees key material.
 
 pub mod access;
 pub mod api;
+pub mod broker;
+pub mod changes;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -21,6 +24,7 @@ pub mod secret;
 pub mod server;
 pub mod startup;
 pub mod store;
+pub mod upstream;
 pub mod workspaces;
 
 use cli::{Cli, Command, KeysCommand, TokensCommand};

@@ -12,10 +12,13 @@ use tonic::transport::server::TcpIncoming;
 use crate::access::{self, Authenticator};
 use crate::api::rpc_layer::RpcLayer;
 use crate::api::{self, ApiState};
+use crate::broker::Broker;
+use crate::changes::ChangeFeed;
 use crate::config::Settings;
 use crate::credentials::Credentials;
 use crate::paging::PageTokens;
 use crate::startup::{self, Opened, StartupError};
+use crate::upstream::Upstream;
 use crate::workspaces::Workspaces;
 
 /// gRPC service names, as reported by health checks.
@@ -39,7 +42,7 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         .map_err(|e| StartupError(format!("cannot listen on {}: {e}", settings.listen)))?;
     let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
     refuse_exposed_plaintext(address)?;
-    serve(opened, listener, address, started, settings.shutdown_grace).await
+    serve(opened, listener, address, started, &settings).await
 }
 
 /// In dev mode, mints a root token on first start and prints it once.
@@ -70,13 +73,19 @@ async fn serve(
     listener: TcpListener,
     address: SocketAddr,
     started: Instant,
-    grace: std::time::Duration,
+    settings: &Settings,
 ) -> Result<(), StartupError> {
+    let grace = settings.shutdown_grace;
     let pages = Arc::new(PageTokens::new(opened.sealer.derive_mac_key("page-tokens")));
-    let credentials = Credentials::new(opened.store.clone(), Arc::clone(&opened.sealer), Arc::clone(&pages));
-    let workspaces = Workspaces::new(opened.store.clone(), pages);
+    let changes = ChangeFeed::default();
+    let credentials =
+        Credentials::new(opened.store.clone(), Arc::clone(&opened.sealer), Arc::clone(&pages), changes.clone());
+    let workspaces = Workspaces::new(opened.store.clone(), pages, changes.clone());
     let authn = Authenticator::new(opened.store.clone());
-    let services = api::services(ApiState { credentials, workspaces });
+    let upstream = Upstream::new(settings.upstream.clone()).map_err(StartupError)?;
+    let broker = Broker::new(credentials.clone(), upstream, settings.lease_cache_size, &changes);
+    let services =
+        api::services(ApiState { credentials, workspaces, broker, upstream_timeout: settings.upstream_timeout });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = reflection().build_v1().map_err(|e| StartupError(format!("reflection: {e}")))?;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::changes::{Change, ChangeFeed};
 use crate::domain::workspace::MAX_DISPLAY_NAME_CHARS;
 use crate::domain::{Timestamp, Workspace, WorkspaceId, WorkspaceKind};
 use crate::error::{Error, Violations};
@@ -13,6 +14,7 @@ use crate::store::{self, Store, StoreError};
 pub struct Workspaces {
     store: Store,
     pages: Arc<PageTokens>,
+    changes: ChangeFeed,
 }
 
 impl std::fmt::Debug for Workspaces {
@@ -22,9 +24,9 @@ impl std::fmt::Debug for Workspaces {
 }
 
 impl Workspaces {
-    /// The service over `store`.
-    pub fn new(store: Store, pages: Arc<PageTokens>) -> Self {
-        Self { store, pages }
+    /// The service over `store`, announcing deletions on `changes`.
+    pub fn new(store: Store, pages: Arc<PageTokens>, changes: ChangeFeed) -> Self {
+        Self { store, pages, changes }
     }
 
     /// Creates a workspace.
@@ -76,6 +78,7 @@ impl Workspaces {
 
     /// Deletes a workspace; with `force`, everything in it too.
     pub async fn delete(&self, id: WorkspaceId, force: bool) -> Result<(), Error> {
+        let deleted = id.clone();
         self.store
             .write(move |conn| {
                 if !store::workspaces::exists(conn, &id)? {
@@ -94,6 +97,8 @@ impl Workspaces {
                 store::workspaces::delete(conn, &id)?;
                 Ok(())
             })
-            .await
+            .await?;
+        self.changes.publish(Change::Workspace(&deleted));
+        Ok(())
     }
 }

@@ -163,11 +163,12 @@ async fn store_creates(callers: usize, writes: usize) -> Figures {
     let keys = pullpass_server::seal::Keyring::parse(&format!("bench:{}", "A".repeat(43)), "bench").unwrap();
     let sealer = std::sync::Arc::new(pullpass_server::seal::Sealer::new(keys));
     let pages = std::sync::Arc::new(pullpass_server::paging::PageTokens::new(sealer.derive_mac_key("pages")));
-    pullpass_server::workspaces::Workspaces::new(store.clone(), pages.clone())
+    let changes = pullpass_server::changes::ChangeFeed::default();
+    pullpass_server::workspaces::Workspaces::new(store.clone(), pages.clone(), changes.clone())
         .create("acme", 1, String::new())
         .await
         .unwrap();
-    let credentials = Credentials::new(store.clone(), sealer, pages);
+    let credentials = Credentials::new(store.clone(), sealer, pages, changes);
     let figures = measure(callers, writes, |c, i| {
         let credentials = credentials.clone();
         async move {

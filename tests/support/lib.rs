@@ -9,6 +9,7 @@
 //! skipped silently.
 
 pub mod fixtures;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use pullpass::v1::AuthKind;
 use pullpass::v1::credential_service_server::CredentialService;
 use pullpass::v1::{
     CreateCredentialRequest, Credential, DeleteCredentialRequest, GetCredentialRequest, ImportDockerConfigRequest,
@@ -11,10 +12,9 @@ use pullpass::v1::{
 use tonic::{Request, Response, Status};
 
 use super::status::{ok_rpc_status, to_rpc_status};
-use super::{ApiState, allow, caller, convert, field, required};
+use super::{ApiState, allow, caller, convert, deadline, field, required};
 use crate::access::policy::Permission;
-use crate::domain::{CredentialId, CredentialName, WorkspaceId};
-use crate::error::Error;
+use crate::domain::{CredentialId, CredentialName, Grant, WorkspaceId};
 
 /// Handler state.
 #[derive(Debug)]
@@ -86,13 +86,34 @@ impl CredentialService for CredentialApi {
         request: Request<TestCredentialRequest>,
     ) -> Result<Response<TestCredentialResponse>, Status> {
         let principal = caller(&request)?;
-        let name = field("name", CredentialName::parse(&request.get_ref().name))?;
+        let deadline = deadline(&request, self.0.upstream_timeout);
+        let request = request.into_inner();
+        let name = field("name", CredentialName::parse(&request.name))?;
         allow(&principal, Permission::ManageCredentials(&name.workspace))?;
-        Err(Error::Unimplemented(
-            "TestCredential needs the token broker (registry token exchange), which this server does not have yet"
-                .into(),
-        )
-        .into())
+        if request.repository.is_empty() {
+            return Err(required("repository"));
+        }
+        let actions = super::registry_auth_service::actions(&request.actions)?;
+        let report = self.0.broker.test(name, &request.repository, &actions, deadline).await?;
+        let mut response = TestCredentialResponse {
+            requested_scope: report.requested.to_string(),
+            registry: report.registry,
+            ..Default::default()
+        };
+        match report.outcome {
+            Ok(lease) => {
+                response.success = true;
+                response.status = Some(ok_rpc_status());
+                response.kind = match lease.grant {
+                    Grant::Bearer { .. } => AuthKind::Bearer as i32,
+                    Grant::Basic { .. } => AuthKind::Basic as i32,
+                };
+                response.granted_scope = lease.granted.map(|g| g.to_string()).unwrap_or_default();
+                response.expire_time = Some(convert::timestamp(lease.expire_time));
+            }
+            Err(error) => response.status = Some(to_rpc_status(&error)),
+        }
+        Ok(Response::new(response))
     }
 
     async fn import_docker_config(

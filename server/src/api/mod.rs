@@ -26,6 +26,7 @@ use tonic::{Request, Status};
 
 use crate::access::Principal;
 use crate::access::policy::{Permission, authorize};
+use crate::broker::Broker;
 use crate::credentials::Credentials;
 use crate::error::Error;
 use crate::workspaces::Workspaces;
@@ -40,6 +41,10 @@ pub struct ApiState {
     pub credentials: Credentials,
     /// Workspace management.
     pub workspaces: Workspaces,
+    /// Lease issuance.
+    pub broker: Broker,
+    /// Upstream time budget when the caller sets no deadline.
+    pub upstream_timeout: std::time::Duration,
 }
 
 /// The four pullpass.v1 services, ready to add to a tonic router.
@@ -92,6 +97,35 @@ fn allow(principal: &Principal, permission: Permission<'_>) -> Result<(), Status
 /// Attaches a request field to a parse error.
 fn field<T>(name: &str, parsed: Result<T, String>) -> Result<T, Status> {
     parsed.map_err(|description| Error::invalid(name, description).into())
+}
+
+/// When upstream work must stop: a little before the caller's
+/// `grpc-timeout` (so the answer still reaches it), at most `budget`.
+fn deadline<T>(request: &Request<T>, budget: std::time::Duration) -> std::time::Instant {
+    let given = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map(|timeout| timeout.saturating_sub((timeout / 10).min(std::time::Duration::from_millis(250))))
+        .unwrap_or(budget);
+    std::time::Instant::now() + given.min(budget)
+}
+
+/// `grpc-timeout` values: digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
 /// INVALID_ARGUMENT for a required message field left unset.

@@ -1,17 +1,28 @@
 //! `pullpass.v1.RegistryAuthService` handlers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use pullpass::scope::Action;
 use pullpass::v1::registry_auth_service_server::RegistryAuthService;
-use pullpass::v1::{IssueRegistryAuthRequest, IssueRegistryAuthResponse};
+use pullpass::v1::{AuthKind, IssueRegistryAuthRequest, IssueRegistryAuthResponse, RegistryAuth};
 use tonic::{Request, Response, Status};
 
-use super::{ApiState, caller};
+use super::status::to_rpc_status;
+use super::{ApiState, allow, caller, convert, deadline, field};
+use crate::access::policy::Permission;
+use crate::broker::{Issued, LeaseRequest};
+use crate::domain::{Accept, Grant, ProjectName, WorkspaceId};
 use crate::error::Error;
 
 /// Handler state.
 #[derive(Debug)]
 pub struct RegistryAuthApi(pub(super) Arc<ApiState>);
+
+/// `min_ttl` when the request gives none.
+const DEFAULT_MIN_TTL: Duration = Duration::from_secs(30);
+/// Largest `min_ttl` accepted.
+const MAX_MIN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[tonic::async_trait]
 impl RegistryAuthService for RegistryAuthApi {
@@ -19,11 +30,122 @@ impl RegistryAuthService for RegistryAuthApi {
         &self,
         request: Request<IssueRegistryAuthRequest>,
     ) -> Result<Response<IssueRegistryAuthResponse>, Status> {
-        caller(&request)?;
-        let _ = &self.0;
-        Err(Error::Unimplemented(
-            "IssueRegistryAuth needs the token broker (registry challenge and token exchange), which this server does not have yet".into(),
-        )
-        .into())
+        let principal = caller(&request)?;
+        let deadline = deadline(&request, self.0.upstream_timeout);
+        let request = request.into_inner();
+        let workspace = field("workspace", WorkspaceId::from_name(&request.workspace))?;
+        let project = match request.project.as_str() {
+            "" => None,
+            project => Some(field("project", ProjectName::parse(project))?),
+        };
+        allow(&principal, Permission::IssueRegistryAuth(&workspace, project.as_ref()))?;
+        let lease_request = LeaseRequest {
+            workspace,
+            project,
+            images: request.images.clone(),
+            actions: actions(&request.actions)?,
+            min_ttl: min_ttl(request.min_ttl)?,
+            accept: accept(&request.accept)?,
+            deadline,
+        };
+        let outcomes = self.0.broker.issue(&lease_request).await?;
+        let auths = request
+            .images
+            .into_iter()
+            .zip(outcomes)
+            .map(|(image, outcome)| match outcome {
+                Ok(issued) => registry_auth(image, issued),
+                Err(error) => RegistryAuth {
+                    normalized_image: pullpass::reference::ImageRef::parse(&image)
+                        .map(|i| i.to_string())
+                        .unwrap_or_default(),
+                    image,
+                    status: Some(to_rpc_status(&error)),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Ok(Response::new(IssueRegistryAuthResponse { auths }))
     }
+}
+
+/// Request actions; PULL when empty.
+pub(super) fn actions(values: &[i32]) -> Result<Vec<Action>, Status> {
+    values
+        .iter()
+        .map(|value| match pullpass::v1::Action::try_from(*value) {
+            Ok(pullpass::v1::Action::Pull | pullpass::v1::Action::Unspecified) => Ok(Action::Pull),
+            Ok(pullpass::v1::Action::Push) => Ok(Action::Push),
+            Err(_) => Err(Error::invalid("actions", format!("unknown action {value}; use PULL or PUSH")).into()),
+        })
+        .collect()
+}
+
+fn min_ttl(value: Option<prost_types::Duration>) -> Result<Duration, Status> {
+    let Some(value) = value else { return Ok(DEFAULT_MIN_TTL) };
+    if value.seconds < 0 || value.nanos < 0 {
+        return Err(Error::invalid("min_ttl", "must not be negative").into());
+    }
+    let duration = Duration::new(value.seconds as u64, value.nanos as u32);
+    if duration > MAX_MIN_TTL {
+        return Err(Error::invalid("min_ttl", "must be at most 24 hours").into());
+    }
+    Ok(duration)
+}
+
+fn accept(values: &[i32]) -> Result<Accept, Status> {
+    let mut bearer = false;
+    let mut basic = false;
+    for value in values {
+        match AuthKind::try_from(*value) {
+            Ok(AuthKind::Bearer) => bearer = true,
+            Ok(AuthKind::Basic) => basic = true,
+            _ => return Err(Error::invalid("accept", format!("unknown auth kind {value}; use BEARER or BASIC")).into()),
+        }
+    }
+    Ok(match (bearer, basic) {
+        (true, false) => Accept::BearerOnly,
+        (false, true) => Accept::BasicOnly,
+        _ => Accept::Any,
+    })
+}
+
+fn registry_auth(image: String, issued: Issued) -> RegistryAuth {
+    let lease = &issued.lease;
+    let granted = lease.granted.as_ref().map(ToString::to_string).unwrap_or_default();
+    let narrower = lease.granted.as_ref().is_some_and(|g| *g != lease.requested);
+    let status = tonic_types::Status {
+        code: 0,
+        message: if narrower {
+            format!("the registry granted less than asked: {granted} of {}", lease.requested)
+        } else {
+            String::new()
+        },
+        details: vec![],
+    };
+    let mut auth = RegistryAuth {
+        image,
+        normalized_image: issued.image.to_string(),
+        status: Some(status),
+        expire_time: Some(convert::timestamp(lease.expire_time)),
+        issue_time: Some(convert::timestamp(lease.issue_time)),
+        registry: lease.registry.clone(),
+        granted_scope: granted,
+        requested_scope: lease.requested.to_string(),
+        credential: lease.credential.to_string(),
+        cached: issued.cached,
+        ..Default::default()
+    };
+    match &lease.grant {
+        Grant::Bearer { token } => {
+            auth.kind = AuthKind::Bearer as i32;
+            auth.token = token.expose().to_owned();
+        }
+        Grant::Basic { username, password } => {
+            auth.kind = AuthKind::Basic as i32;
+            auth.username = username.clone();
+            auth.password = password.expose().to_owned();
+        }
+    }
+    auth
 }

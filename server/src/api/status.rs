@@ -32,6 +32,7 @@ pub fn to_status(error: &Error) -> Status {
             message,
             ErrorDetails::with_resource_info(resource_type(resource), resource, "", "already exists"),
         ),
+        Error::NoMatch { reason, .. } => Status::with_error_details(Code::NotFound, message, info(reason)),
         Error::FailedPrecondition { reason, .. } => {
             Status::with_error_details(Code::FailedPrecondition, message, info(reason))
         }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::changes::{Change, ChangeFeed};
 use crate::domain::credential::StoredCredential;
 use crate::domain::{Credential, CredentialId, CredentialName, CredentialUid, Timestamp, WorkspaceId};
 use crate::error::Error;
@@ -59,17 +60,13 @@ pub const UPDATABLE_FIELDS: &[&str] = &[
     "ca_bundle_pem",
 ];
 
-/// Called with the credential's name after every change, so caches can drop
-/// what they derived from the old version.
-pub type ChangeListener = Arc<dyn Fn(&CredentialName) + Send + Sync>;
-
 /// The credential service.
 #[derive(Clone)]
 pub struct Credentials {
     store: Store,
     sealer: Arc<Sealer>,
     pages: Arc<PageTokens>,
-    listeners: Arc<std::sync::RwLock<Vec<ChangeListener>>>,
+    changes: ChangeFeed,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -79,20 +76,14 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// The service over `store`, sealing with `sealer`.
-    pub fn new(store: Store, sealer: Arc<Sealer>, pages: Arc<PageTokens>) -> Self {
-        Self { store, sealer, pages, listeners: Arc::default() }
-    }
-
-    /// Registers a listener for credential changes.
-    pub fn on_change(&self, listener: ChangeListener) {
-        self.listeners.write().unwrap_or_else(|p| p.into_inner()).push(listener);
+    /// The service over `store`, sealing with `sealer`, announcing changes
+    /// on `changes`.
+    pub fn new(store: Store, sealer: Arc<Sealer>, pages: Arc<PageTokens>, changes: ChangeFeed) -> Self {
+        Self { store, sealer, pages, changes }
     }
 
     fn changed(&self, name: &CredentialName) {
-        for listener in self.listeners.read().unwrap_or_else(|p| p.into_inner()).iter() {
-            listener(name);
-        }
+        self.changes.publish(Change::Credential(name));
     }
 
     /// Validates, seals and stores a new credential.
@@ -108,6 +99,16 @@ impl Credentials {
         let credential = stored.credential.clone();
         self.store.write(move |conn| insert_new(conn, &stored)).await?;
         Ok(Saved { credential, normalizations: spec.normalizations })
+    }
+
+    /// The store (for the broker's index).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// One credential with its sealed secret (for the broker).
+    pub async fn get_stored(&self, name: CredentialName) -> Result<StoredCredential, Error> {
+        self.store.read(move |conn| store::credentials::get(conn, &name)?.ok_or_else(|| not_found(conn, &name))).await
     }
 
     /// One credential's metadata.

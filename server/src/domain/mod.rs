@@ -6,12 +6,14 @@
 
 pub mod credential;
 pub mod ids;
+pub mod lease;
 pub mod time;
 pub mod token;
 pub mod workspace;
 
 pub use credential::{Credential, CredentialUid, Provider, SealedSecret};
 pub use ids::{AccessTokenId, CredentialId, CredentialName, ProjectName, WorkspaceId};
+pub use lease::{Accept, Grant, Lease, LeaseSecret};
 pub use time::Timestamp;
 pub use token::{AccessTokenRecord, Role};
 pub use workspace::{Workspace, WorkspaceKind};

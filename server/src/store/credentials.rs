@@ -183,18 +183,13 @@ pub fn list(
     Ok(out)
 }
 
-/// Every credential of a workspace on `host`, with sealed secrets: the
-/// candidates when choosing a credential for an image.
-pub fn on_host(
-    conn: &Connection,
-    workspace: &WorkspaceId,
-    host: &RegistryHost,
-) -> Result<Vec<StoredCredential>, StoreError> {
+/// Every credential of a workspace, with sealed secrets: what the broker
+/// indexes in memory to choose a credential for an image.
+pub fn in_workspace(conn: &Connection, workspace: &WorkspaceId) -> Result<Vec<StoredCredential>, StoreError> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {META_COLUMNS}, {SEALED_COLUMNS} FROM credentials WHERE workspace_id = ?1 AND registry_host = ?2 \
-         ORDER BY credential_id"
+        "SELECT {META_COLUMNS}, {SEALED_COLUMNS} FROM credentials WHERE workspace_id = ?1 ORDER BY credential_id"
     ))?;
-    let mut rows = statement.query(params![workspace.as_str(), host.as_str()])?;
+    let mut rows = statement.query(params![workspace.as_str()])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
         out.push(stored_from_row(row)?);

@@ -1,0 +1,263 @@
+//! The lease cache: the hot path.
+//!
+//! Keyed by (credential uid, secret version, scope, accepted form). A lease
+//! is served while its remaining life is at least the caller's `min_ttl`.
+//! Misses for one key share a single upstream exchange (singleflight), so a
+//! burst of identical requests costs the registry one token request. Errors
+//! are not cached. Bounded: past its capacity, expired leases go first, then
+//! those expiring soonest.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use crate::domain::{Accept, CredentialName, CredentialUid, Lease, Timestamp};
+use crate::error::Error;
+
+/// What a lease is cached under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    /// The credential's never-reused id.
+    pub uid: CredentialUid,
+    /// Its secret version (a rotation makes old leases unreachable).
+    pub secret_version: u64,
+    /// The requested scope, as text.
+    pub scope: String,
+    /// The form the caller accepts.
+    pub accept: Accept,
+}
+
+type Flight = Arc<OnceCell<Result<Arc<Lease>, Error>>>;
+
+enum Slot {
+    Ready(Arc<Lease>),
+    InFlight(Flight),
+}
+
+/// The cache.
+pub struct LeaseCache {
+    slots: Mutex<HashMap<CacheKey, Slot>>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for LeaseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseCache").field("capacity", &self.capacity).finish_non_exhaustive()
+    }
+}
+
+impl LeaseCache {
+    /// A cache holding at most `capacity` leases.
+    pub fn new(capacity: usize) -> Self {
+        Self { slots: Mutex::default(), capacity: capacity.max(1) }
+    }
+
+    /// A lease for `key` with at least `min_ttl` left: cached, or from
+    /// `fetch` (run once for all concurrent callers of the key). The flag is
+    /// true when this call did not wait for an upstream exchange.
+    pub async fn get_or_fetch<F, Fut>(
+        &self,
+        key: CacheKey,
+        min_ttl: Duration,
+        fetch: F,
+    ) -> Result<(Arc<Lease>, bool), Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Lease, Error>>,
+    {
+        let flight = {
+            let mut slots = self.lock();
+            match slots.get(&key) {
+                Some(Slot::Ready(lease)) if remaining(lease) >= min_ttl => return Ok((Arc::clone(lease), true)),
+                Some(Slot::InFlight(flight)) => Arc::clone(flight),
+                _ => {
+                    let flight: Flight = Arc::new(OnceCell::new());
+                    slots.insert(key.clone(), Slot::InFlight(Arc::clone(&flight)));
+                    flight
+                }
+            }
+        };
+        let outcome = flight.get_or_init(|| async { fetch().await.map(Arc::new) }).await.clone();
+        let mut slots = self.lock();
+        if let Some(Slot::InFlight(current)) = slots.get(&key)
+            && Arc::ptr_eq(current, &flight)
+        {
+            match &outcome {
+                Ok(lease) => {
+                    slots.insert(key, Slot::Ready(Arc::clone(lease)));
+                    if slots.len() > self.capacity {
+                        evict(&mut slots, self.capacity);
+                    }
+                }
+                Err(_) => {
+                    slots.remove(&key);
+                }
+            }
+        }
+        outcome.map(|lease| (lease, false))
+    }
+
+    /// Drops every lease a credential issued (after it changed).
+    pub fn evict_credential(&self, name: &CredentialName) {
+        self.lock().retain(|_, slot| match slot {
+            Slot::Ready(lease) => &lease.credential != name,
+            Slot::InFlight(_) => true,
+        });
+    }
+
+    /// Drops every lease of a workspace.
+    pub fn evict_workspace(&self, workspace: &crate::domain::WorkspaceId) {
+        self.lock().retain(|_, slot| match slot {
+            Slot::Ready(lease) => &lease.credential.workspace != workspace,
+            Slot::InFlight(_) => true,
+        });
+    }
+
+    /// Number of entries (ready and in flight).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Is it empty?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn remaining(lease: &Lease) -> Duration {
+    lease.expire_time.saturating_since(Timestamp::now())
+}
+
+/// Shrinks to 90 % of capacity: expired first, then soonest to expire.
+fn evict(slots: &mut HashMap<CacheKey, Slot>, capacity: usize) {
+    let now = Timestamp::now();
+    slots.retain(|_, slot| match slot {
+        Slot::Ready(lease) => lease.expire_time > now,
+        Slot::InFlight(_) => true,
+    });
+    let target = capacity - capacity / 10;
+    if slots.len() <= target {
+        return;
+    }
+    let mut ready: Vec<(Timestamp, CacheKey)> = slots
+        .iter()
+        .filter_map(|(key, slot)| match slot {
+            Slot::Ready(lease) => Some((lease.expire_time, key.clone())),
+            Slot::InFlight(_) => None,
+        })
+        .collect();
+    ready.sort_by_key(|(expiry, _)| *expiry);
+    let excess = slots.len() - target;
+    for (_, key) in ready.into_iter().take(excess) {
+        slots.remove(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use pullpass::scope::Scope;
+
+    use super::*;
+    use crate::domain::{CredentialId, Grant, LeaseSecret, WorkspaceId};
+
+    fn lease(ttl: Duration, credential: &str) -> Lease {
+        let now = Timestamp::now();
+        Lease {
+            grant: Grant::Bearer { token: LeaseSecret::new("t".into()) },
+            registry: "r".into(),
+            requested: Scope::request("a", &[]),
+            granted: None,
+            issue_time: now,
+            expire_time: now.plus(ttl),
+            credential: CredentialName {
+                workspace: WorkspaceId::parse("acme").unwrap(),
+                credential: CredentialId::parse(credential).unwrap(),
+            },
+        }
+    }
+
+    fn key(scope: &str) -> CacheKey {
+        CacheKey { uid: CredentialUid([1; 16]), secret_version: 1, scope: scope.into(), accept: Accept::Any }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_share_one_fetch() {
+        let cache = Arc::new(LeaseCache::new(100));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let (cache, fetches) = (Arc::clone(&cache), Arc::clone(&fetches));
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_fetch(key("s"), Duration::from_secs(30), || async {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(lease(Duration::from_secs(300), "c"))
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut cached = 0;
+        for task in tasks {
+            if task.await.unwrap().1 {
+                cached += 1;
+            }
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        assert!(cached <= 199);
+        let (_, hit) =
+            cache.get_or_fetch(key("s"), Duration::from_secs(30), || async { unreachable!() }).await.unwrap();
+        assert!(hit);
+    }
+
+    #[tokio::test]
+    async fn too_short_remaining_life_fetches_again_and_errors_are_not_cached() {
+        let cache = LeaseCache::new(100);
+        cache
+            .get_or_fetch(key("s"), Duration::ZERO, || async { Ok(lease(Duration::from_secs(20), "c")) })
+            .await
+            .unwrap();
+        let (_, hit) = cache
+            .get_or_fetch(key("s"), Duration::from_secs(30), || async { Ok(lease(Duration::from_secs(300), "c")) })
+            .await
+            .unwrap();
+        assert!(!hit, "20 s left is less than min_ttl 30 s");
+        let failed = cache.get_or_fetch(key("e"), Duration::ZERO, || async { Err(Error::internal("boom")) }).await;
+        assert!(failed.is_err());
+        let (_, hit) = cache
+            .get_or_fetch(key("e"), Duration::ZERO, || async { Ok(lease(Duration::from_secs(300), "c")) })
+            .await
+            .unwrap();
+        assert!(!hit);
+    }
+
+    #[tokio::test]
+    async fn eviction_by_credential_and_by_capacity() {
+        let cache = LeaseCache::new(10);
+        for i in 0..30 {
+            let ttl = Duration::from_secs(100 + i);
+            cache
+                .get_or_fetch(key(&format!("s{i}")), Duration::ZERO, || async move { Ok(lease(ttl, "c")) })
+                .await
+                .unwrap();
+        }
+        assert!(cache.len() <= 10, "{}", cache.len());
+        let (_, hit) = cache.get_or_fetch(key("s29"), Duration::ZERO, || async { unreachable!() }).await.unwrap();
+        assert!(hit, "the longest-lived lease is kept");
+        cache.evict_credential(&CredentialName {
+            workspace: WorkspaceId::parse("acme").unwrap(),
+            credential: CredentialId::parse("c").unwrap(),
+        });
+        assert!(cache.is_empty());
+    }
+}

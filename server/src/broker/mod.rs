@@ -1,0 +1,208 @@
+//! Lease issuance: "give me auth for (workspace, project, image, actions)".
+//!
+//! For each image: parse the reference, choose the credential ([`choose`])
+//! from the in-memory [`index`], serve a cached lease with enough life left
+//! or run one upstream exchange per key ([`cache`]), opening the sealed
+//! secret only for that exchange.
+//!
+//! Nothing here depends on gRPC types, so other front ends (the planned pull
+//! gateway) can call [`Broker::issue`] as well.
+
+pub mod cache;
+pub mod choose;
+pub mod index;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use pullpass::reference::ImageRef;
+use pullpass::scope::{Action, Scope};
+
+use crate::changes::{Change, ChangeFeed};
+use crate::credentials::Credentials;
+use crate::domain::{Accept, CredentialName, Lease, ProjectName, WorkspaceId};
+use crate::error::Error;
+use crate::upstream::{Exchange, Upstream};
+use cache::{CacheKey, LeaseCache};
+use index::CredentialIndex;
+
+/// Most images in one request.
+pub const MAX_IMAGES: usize = 100;
+
+/// A request for leases.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    /// The workspace whose credentials serve.
+    pub workspace: WorkspaceId,
+    /// The caller's project, if any.
+    pub project: Option<ProjectName>,
+    /// Image references as given.
+    pub images: Vec<String>,
+    /// Actions (PULL when empty).
+    pub actions: Vec<Action>,
+    /// Least remaining life.
+    pub min_ttl: Duration,
+    /// Forms the caller can use.
+    pub accept: Accept,
+    /// When the caller stops waiting.
+    pub deadline: Instant,
+}
+
+/// A lease issued for one image.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The normalized image.
+    pub image: ImageRef,
+    /// The lease.
+    pub lease: Arc<Lease>,
+    /// True when served without waiting for the registry.
+    pub cached: bool,
+}
+
+/// What `TestCredential` found out.
+#[derive(Debug)]
+pub struct TestReport {
+    /// The scope asked for.
+    pub requested: Scope,
+    /// The lease (its secret is never shown) or why there is none.
+    pub outcome: Result<Lease, Error>,
+    /// The registry host tried.
+    pub registry: String,
+}
+
+/// The broker.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    credentials: Credentials,
+    index: CredentialIndex,
+    cache: LeaseCache,
+    upstream: Upstream,
+}
+
+impl Broker {
+    /// A broker over `credentials`, exchanging through `upstream`, caching at
+    /// most `cache_capacity` leases, following `changes`.
+    pub fn new(credentials: Credentials, upstream: Upstream, cache_capacity: usize, changes: &ChangeFeed) -> Self {
+        let index = CredentialIndex::new(credentials.store().clone());
+        let inner = Arc::new(Inner { credentials, index, cache: LeaseCache::new(cache_capacity), upstream });
+        let weak = Arc::downgrade(&inner);
+        changes.subscribe(move |change| {
+            let Some(inner) = weak.upgrade() else { return };
+            match change {
+                Change::Credential(name) => {
+                    inner.index.invalidate(&name.workspace);
+                    inner.cache.evict_credential(name);
+                }
+                Change::Workspace(workspace) => {
+                    inner.index.invalidate(workspace);
+                    inner.cache.evict_workspace(workspace);
+                }
+            }
+        });
+        Self { inner }
+    }
+
+    /// Issues a lease per image; each image has its own outcome.
+    pub async fn issue(&self, request: &LeaseRequest) -> Result<Vec<Result<Issued, Error>>, Error> {
+        if request.images.is_empty() {
+            return Err(Error::invalid("images", "name at least one image"));
+        }
+        if request.images.len() > MAX_IMAGES {
+            return Err(Error::invalid("images", format!("at most {MAX_IMAGES} images per request")));
+        }
+        let candidates = self.inner.index.credentials(&request.workspace).await?;
+        let outcomes = request.images.iter().enumerate().map(|(position, text)| {
+            let candidates = Arc::clone(&candidates);
+            async move { self.issue_one(request, &candidates, position, text).await }
+        });
+        Ok(join_all(outcomes).await)
+    }
+
+    async fn issue_one(
+        &self,
+        request: &LeaseRequest,
+        candidates: &[Arc<crate::domain::credential::StoredCredential>],
+        position: usize,
+        text: &str,
+    ) -> Result<Issued, Error> {
+        let image = ImageRef::parse(text).map_err(|e| {
+            Error::invalid(format!("images[{position}]"), format!("`{}` {e}", crate::domain::ids::shorten(text)))
+        })?;
+        let stored = choose::choose(candidates, &request.workspace, &image, request.project.as_ref())?;
+        let scope = Scope::request(image.repository(), &request.actions);
+        let key = CacheKey {
+            uid: stored.credential.uid,
+            secret_version: stored.credential.secret_version,
+            scope: scope.to_string(),
+            accept: request.accept,
+        };
+        let stored = Arc::clone(stored);
+        let (lease, cached) = self
+            .inner
+            .cache
+            .get_or_fetch(key, request.min_ttl, || async {
+                let secret = self.inner.credentials.open_secret(&stored)?;
+                let exchange = Exchange {
+                    credential: &stored.credential,
+                    endpoint: image.endpoint(),
+                    scope: &scope,
+                    accept: request.accept,
+                    deadline: request.deadline,
+                };
+                self.inner
+                    .upstream
+                    .exchange(exchange, &secret)
+                    .await
+                    .map_err(|failure| failure.into_error(&stored.credential.name, image.endpoint()))
+            })
+            .await?;
+        Ok(Issued { image, lease, cached })
+    }
+
+    /// Runs a fresh exchange for `repository` with a credential, bypassing
+    /// the cache, to report whether it works.
+    pub async fn test(
+        &self,
+        name: CredentialName,
+        repository: &str,
+        actions: &[Action],
+        deadline: Instant,
+    ) -> Result<TestReport, Error> {
+        let stored = self.inner.credentials.get_stored(name).await?;
+        let host = stored.credential.registry.host().clone();
+        let image = ImageRef::parse(&format!("{host}/{repository}"))
+            .map_err(|e| Error::invalid("repository", format!("`{}` {e}", crate::domain::ids::shorten(repository))))?;
+        if !stored.credential.registry.serves(image.registry(), image.repository()) {
+            return Err(Error::invalid(
+                "repository",
+                format!(
+                    "`{}` is outside the credential's namespace {}",
+                    image.repository(),
+                    stored.credential.registry
+                ),
+            ));
+        }
+        let requested = Scope::request(image.repository(), actions);
+        let secret = self.inner.credentials.open_secret(&stored)?;
+        let exchange = Exchange {
+            credential: &stored.credential,
+            endpoint: image.endpoint(),
+            scope: &requested,
+            accept: Accept::Any,
+            deadline,
+        };
+        let outcome = self
+            .inner
+            .upstream
+            .exchange(exchange, &secret)
+            .await
+            .map_err(|failure| failure.into_error(&stored.credential.name, image.endpoint()));
+        Ok(TestReport { requested, outcome, registry: image.endpoint().to_owned() })
+    }
+}

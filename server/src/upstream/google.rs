@@ -1,0 +1,188 @@
+//! Google Artifact Registry / Container Registry with a service-account key.
+//!
+//! The key signs a JWT (RS256, ring) that the key's `token_uri` exchanges for
+//! an OAuth access token (about an hour). That token, as the password of user
+//! `oauth2accesstoken`, then runs the registry's own token flow for a
+//! repository-scoped bearer token; its expiry is the earlier of the two. A
+//! caller that takes only username/password gets the OAuth access token
+//! itself as a BASIC lease: short-lived, though not repository-scoped.
+//!
+//! A key's `token_uri` is where the signed JWT goes, so it must be on the
+//! server's allow-list (default: Google's).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::{StatusCode, Url};
+use ring::rand::SystemRandom;
+use ring::signature::RSA_PKCS1_SHA256;
+
+use super::{Exchange, Failure, Upstream, retry_after, token_flow};
+use crate::credentials::google_key::GoogleServiceAccountKey;
+use crate::domain::{Accept, CredentialUid, Grant, Lease, LeaseSecret, Timestamp};
+use crate::secret::SecretBytes;
+
+/// Google's OAuth token endpoint.
+pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+/// The user name registries expect with an OAuth access token.
+pub const OAUTH_USERNAME: &str = "oauth2accesstoken";
+/// OAuth scope asked for.
+const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// OAuth access tokens by credential uid and secret version, until a minute
+/// before they expire.
+#[derive(Debug, Default)]
+pub struct AccessTokenCache(Mutex<HashMap<(CredentialUid, u64), (LeaseSecret, Timestamp)>>);
+
+impl AccessTokenCache {
+    fn get(&self, key: (CredentialUid, u64)) -> Option<(LeaseSecret, Timestamp)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&key).filter(|(_, expiry)| expiry.saturating_since(Timestamp::now()) > Duration::from_secs(60)).cloned()
+    }
+
+    fn put(&self, key: (CredentialUid, u64), token: LeaseSecret, expiry: Timestamp) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.insert(key, (token, expiry));
+    }
+}
+
+/// The GOOGLE flow.
+pub async fn exchange(upstream: &Upstream, exchange: Exchange<'_>, secret: &SecretBytes) -> Result<Lease, Failure> {
+    let credential = exchange.credential;
+    let (access_token, oauth_expiry) = access_token(upstream, exchange, secret).await?;
+    if exchange.accept == Accept::BasicOnly {
+        return Ok(Lease {
+            grant: Grant::Basic { username: OAUTH_USERNAME.into(), password: access_token },
+            registry: exchange.endpoint.to_owned(),
+            requested: exchange.scope.clone(),
+            granted: None,
+            issue_time: Timestamp::now(),
+            expire_time: oauth_expiry,
+            credential: credential.name.clone(),
+        });
+    }
+    let mut lease = token_flow::issue(upstream, exchange, OAUTH_USERNAME, access_token.expose()).await?;
+    lease.expire_time = lease.expire_time.min(oauth_expiry);
+    Ok(lease)
+}
+
+async fn access_token(
+    upstream: &Upstream,
+    exchange: Exchange<'_>,
+    secret: &SecretBytes,
+) -> Result<(LeaseSecret, Timestamp), Failure> {
+    let credential = exchange.credential;
+    let key_id = (credential.uid, credential.secret_version);
+    if let Some(cached) = upstream.google_tokens.get(key_id) {
+        return Ok(cached);
+    }
+    let key = GoogleServiceAccountKey::parse(secret).map_err(Failure::Misconfigured)?;
+    let allowed = upstream
+        .config()
+        .google_token_uris
+        .iter()
+        .any(|u| u.trim_end_matches('/') == key.token_uri.trim_end_matches('/'));
+    if !allowed {
+        return Err(Failure::Misconfigured(format!(
+            "the key's token_uri `{}` is not on this server's list of Google token URIs (--google-token-uri)",
+            key.token_uri
+        )));
+    }
+    let token_uri =
+        Url::parse(&key.token_uri).map_err(|_| Failure::Misconfigured("the key's token_uri is not a URL".into()))?;
+    upstream.config().realm.check_transport(&token_uri).map_err(Failure::Refused)?;
+    let assertion = signed_assertion(&key, Timestamp::now())?;
+    let form = format!("grant_type={}&assertion={assertion}", "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer");
+    let client = upstream.http().client_for(&credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
+    let reply = upstream
+        .http()
+        .send(
+            || {
+                client
+                    .post(token_uri.clone())
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(form.clone())
+            },
+            exchange.deadline,
+        )
+        .await?;
+    match reply.status {
+        status if status.is_success() => {}
+        StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            return Err(Failure::Rejected(format!("the Google token endpoint answered {}", reply.status)));
+        }
+        StatusCode::TOO_MANY_REQUESTS => return Err(Failure::RateLimited(retry_after(&reply))),
+        status if status.is_server_error() => {
+            return Err(Failure::Unavailable(format!("the Google token endpoint answered {status}")));
+        }
+        status => return Err(Failure::Protocol(format!("the Google token endpoint answered {status}"))),
+    }
+    #[derive(serde::Deserialize)]
+    struct TokenResponse {
+        access_token: String,
+        expires_in: Option<u64>,
+    }
+    let parsed: TokenResponse = serde_json::from_slice(&reply.body)
+        .map_err(|_| Failure::Protocol("the Google token endpoint's answer is not the expected JSON".into()))?;
+    let expiry = Timestamp::now().plus(Duration::from_secs(parsed.expires_in.unwrap_or(3600)));
+    let token = LeaseSecret::new(parsed.access_token);
+    upstream.google_tokens.put(key_id, token.clone(), expiry);
+    Ok((token, expiry))
+}
+
+/// The RS256 JWT a service account presents to its token URI.
+pub fn signed_assertion(key: &GoogleServiceAccountKey, now: Timestamp) -> Result<String, Failure> {
+    let mut header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
+    if !key.private_key_id.is_empty() {
+        header["kid"] = serde_json::Value::String(key.private_key_id.clone());
+    }
+    let iat = now.as_seconds();
+    let claims = serde_json::json!({
+        "iss": key.client_email,
+        "scope": SCOPE,
+        "aud": key.token_uri,
+        "iat": iat,
+        "exp": iat + 3600,
+    });
+    let signing_input =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let mut signature = vec![0u8; key.key_pair.public().modulus_len()];
+    key.key_pair
+        .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), signing_input.as_bytes(), &mut signature)
+        .map_err(|_| Failure::Misconfigured("signing with the service-account key failed".into()))?;
+    Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::google_key::tests::key_json;
+
+    #[test]
+    fn the_assertion_is_an_rs256_jwt_for_the_token_uri() {
+        let key = GoogleServiceAccountKey::parse(&SecretBytes::from_string(key_json("ci@p.iam"))).unwrap();
+        let jwt = signed_assertion(&key, Timestamp::parse_rfc3339("2026-11-23T12:00:00Z").unwrap()).unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(header["alg"], "RS256");
+        assert_eq!(header["kid"], "abc123");
+        assert_eq!(claims["iss"], "ci@p.iam");
+        assert_eq!(claims["aud"], "https://oauth2.googleapis.com/token");
+        assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
+        // The signature verifies with the key's public half.
+        let public = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            key.key_pair.public().as_ref(),
+        );
+        let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        public.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature).unwrap();
+    }
+}

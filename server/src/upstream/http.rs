@@ -1,0 +1,263 @@
+//! HTTP to registries, token realms and provider APIs: reqwest over rustls
+//! (ring), never following redirects, with deadlines, bounded bodies, and at
+//! most three attempts with jittered backoff on connection errors and 5xx.
+//!
+//! [`SafeResolver`] refuses link-local and metadata addresses after DNS, so a
+//! name pointing at `169.254.169.254` is as blocked as the literal.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::{Client, RequestBuilder, StatusCode, header::HeaderMap};
+
+use super::realm::is_forbidden_address;
+
+/// Largest response body read, in bytes.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Attempts per request (the first and two retries).
+pub const MAX_ATTEMPTS: u32 = 3;
+/// Longest a single connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A response read to the end.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body (at most [`MAX_BODY`] bytes).
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// Every value of a header, as text.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect()
+    }
+}
+
+/// Why a request produced no usable reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpFailure {
+    /// Connection refused, reset, DNS failure, TLS failure…
+    Transport(String),
+    /// The deadline passed.
+    Deadline,
+    /// The body was larger than [`MAX_BODY`].
+    TooLarge,
+}
+
+impl std::fmt::Display for HttpFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Transport(e) => f.write_str(e),
+            Self::Deadline => f.write_str("no answer before the deadline"),
+            Self::TooLarge => write!(f, "the response is larger than {MAX_BODY} bytes"),
+        }
+    }
+}
+
+/// HTTP clients: one shared, plus one per private CA bundle.
+pub struct Http {
+    default: Client,
+    private_ca: Mutex<HashMap<String, Client>>,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Http")
+    }
+}
+
+impl Http {
+    /// Clients trusting the Mozilla roots (webpki-roots).
+    pub fn new() -> Result<Self, String> {
+        Ok(Self { default: build_client(&[])?, private_ca: Mutex::default() })
+    }
+
+    /// The client for a credential: trusting its CA bundle too, if any.
+    pub fn client_for(&self, ca_bundle_pem: &str) -> Result<Client, String> {
+        if ca_bundle_pem.is_empty() {
+            return Ok(self.default.clone());
+        }
+        let mut cache = self.private_ca.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = cache.get(ca_bundle_pem) {
+            return Ok(client.clone());
+        }
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca_bundle_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("the credential's CA bundle does not parse: {e}"))?;
+        let client = build_client(&certs)?;
+        if cache.len() > 256 {
+            cache.clear();
+        }
+        cache.insert(ca_bundle_pem.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Sends the request built by `build` until it gets a non-5xx answer,
+    /// at most [`MAX_ATTEMPTS`] times, within `deadline`.
+    pub async fn send(&self, build: impl Fn() -> RequestBuilder, deadline: Instant) -> Result<Reply, HttpFailure> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(HttpFailure::Deadline);
+            }
+            let outcome = send_once(build().timeout(remaining), deadline).await;
+            let retryable = match &outcome {
+                Ok(reply) => reply.status.is_server_error(),
+                Err(HttpFailure::Transport(_)) => true,
+                Err(_) => false,
+            };
+            if !retryable || attempt >= MAX_ATTEMPTS {
+                return outcome;
+            }
+            let pause = backoff(attempt);
+            if Instant::now() + pause >= deadline {
+                return outcome;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// 100 ms, 200 ms… each ±50 %.
+fn backoff(attempt: u32) -> Duration {
+    let base = 100u64 << (attempt - 1).min(4);
+    let mut byte = [0u8; 1];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+    let jitter = base / 2 + (base * u64::from(byte[0]) / 255);
+    Duration::from_millis(jitter)
+}
+
+async fn send_once(request: RequestBuilder, deadline: Instant) -> Result<Reply, HttpFailure> {
+    let response = request.send().await.map_err(|e| classify(&e))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    let mut response = response;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(remaining, response.chunk())
+            .await
+            .map_err(|_| HttpFailure::Deadline)?
+            .map_err(|e| classify(&e))?;
+        match chunk {
+            Some(chunk) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(HttpFailure::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            None => break,
+        }
+    }
+    Ok(Reply { status, headers, body })
+}
+
+fn classify(error: &reqwest::Error) -> HttpFailure {
+    if error.is_timeout() {
+        return HttpFailure::Deadline;
+    }
+    // The chain names the cause (refused, DNS, TLS) without any request data.
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    HttpFailure::Transport(strip_urls(&message))
+}
+
+/// reqwest puts the URL in its messages; query strings could carry
+/// `account=` or scopes, so keep only scheme and authority.
+fn strip_urls(message: &str) -> String {
+    message
+        .split(' ')
+        .map(|word| {
+            let trimmed = word.trim_matches(|c| c == '(' || c == ')' || c == ',');
+            match reqwest::Url::parse(trimmed) {
+                Ok(url) if url.has_host() => {
+                    let origin = url.origin().ascii_serialization();
+                    word.replace(trimmed, &origin)
+                }
+                _ => word.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn build_client(extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra_roots {
+        roots.add(cert.clone()).map_err(|e| format!("a CA certificate is not usable: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("pullpass/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(SafeResolver))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// System DNS, minus link-local and metadata addresses.
+#[derive(Debug)]
+pub struct SafeResolver;
+
+impl Resolve for SafeResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| !is_forbidden_address(a.ip())).collect();
+            if allowed.is_empty() && !resolved.is_empty() {
+                return Err(
+                    format!("`{host}` resolves only to link-local or metadata addresses, which are refused").into()
+                );
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_transport_errors_keep_only_their_origin() {
+        let message = strip_urls("error sending request for url (http://127.0.0.1:5000/token?account=alice&scope=x)");
+        assert!(message.contains("http://127.0.0.1:5000"), "{message}");
+        assert!(!message.contains("alice"), "{message}");
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_jittered_within_bounds() {
+        for attempt in 1..4 {
+            let pause = backoff(attempt).as_millis() as u64;
+            let base = 100u64 << (attempt - 1);
+            assert!(pause >= base / 2 && pause <= base + base / 2, "{attempt}: {pause}");
+        }
+    }
+}

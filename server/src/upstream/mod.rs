@@ -1,0 +1,278 @@
+//! Talking to registries: turning a stored secret into short-lived auth.
+//!
+//! One entry point, [`Upstream::exchange`], and one flow per provider kind:
+//! * [`token_flow`]: the distribution token flow (Docker Hub, GHCR, GitLab,
+//!   Quay, generic registries), and passthrough for Basic-only registries;
+//! * [`google`]: service-account JWT → OAuth access token → registry token;
+//! * [`ecr`]: SigV4-signed `GetAuthorizationToken` ([`sigv4`]).
+//!
+//! Every URL a secret goes to passes the [`realm`] policy first; [`http`]
+//! never follows redirects. Failures come back as [`Failure`], which names
+//! what went wrong upstream but never a secret.
+//!
+//! This module knows nothing of gRPC, SQL or the lease cache.
+
+pub mod challenge;
+pub mod ecr;
+pub mod google;
+pub mod http;
+pub mod realm;
+pub mod sigv4;
+pub mod token_flow;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pullpass::reason;
+use pullpass::scope::Scope;
+
+use crate::domain::{Accept, Credential, CredentialName, Lease, Provider};
+use crate::error::Error;
+use crate::secret::SecretBytes;
+use http::{Http, HttpFailure};
+use realm::{RealmPolicy, Refusal};
+
+/// Server-wide settings of the upstream flows.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Hosts reachable over plain http, and the rest of the realm policy.
+    pub realm: RealmPolicy,
+    /// Google token URIs a service-account key may name.
+    pub google_token_uris: Vec<String>,
+    /// ECR API endpoint override (`{region}` is replaced); default
+    /// `https://api.ecr.{region}.amazonaws.com`.
+    pub ecr_endpoint: Option<String>,
+    /// Lifetime announced for passthrough leases.
+    pub passthrough_ttl: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            realm: RealmPolicy::default(),
+            google_token_uris: vec![google::DEFAULT_TOKEN_URI.to_owned()],
+            ecr_endpoint: None,
+            passthrough_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What an exchange is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange<'a> {
+    /// The credential (metadata).
+    pub credential: &'a Credential,
+    /// The registry API host to present auth to (`registry-1.docker.io`).
+    pub endpoint: &'a str,
+    /// The scope asked for.
+    pub scope: &'a Scope,
+    /// The forms the caller can use.
+    pub accept: Accept,
+    /// When the caller stops waiting.
+    pub deadline: Instant,
+}
+
+/// Why an exchange failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The registry, realm or API could not be reached or failed.
+    Unavailable(String),
+    /// The realm or API refused the secret (401/403 or equivalent).
+    Rejected(String),
+    /// The registry accepted the secret but granted nothing on the repository.
+    NoAccess,
+    /// 429: not before `retry_after`.
+    RateLimited(Duration),
+    /// The realm policy refused to send the secret.
+    Refused(Refusal),
+    /// The realm answered with a redirect, which is not followed.
+    Redirected(String),
+    /// `GET /v2/` answered 200: the registry needs no auth.
+    NoAuthNeeded,
+    /// Basic-only registry (or a basic-only caller) without passthrough.
+    PassthroughNotAllowed(String),
+    /// The caller accepts only a form this registry cannot give.
+    FormUnavailable(String),
+    /// An answer that does not follow the protocol.
+    Protocol(String),
+    /// A configuration problem on this server or credential.
+    Misconfigured(String),
+    /// The deadline passed.
+    Deadline,
+}
+
+impl Failure {
+    /// The domain error, naming the credential and registry.
+    pub fn into_error(self, credential: &CredentialName, registry: &str) -> Error {
+        match self {
+            Failure::Unavailable(what) => Error::Unavailable {
+                reason: reason::UPSTREAM_UNAVAILABLE,
+                message: format!("registry {registry} is unavailable: {what}"),
+            },
+            Failure::Rejected(what) => Error::PermissionDenied {
+                reason: reason::UPSTREAM_REJECTED_CREDENTIAL,
+                message: format!("registry {registry} rejected credential {credential}: {what}"),
+            },
+            Failure::NoAccess => Error::PermissionDenied {
+                reason: reason::UPSTREAM_REJECTED_CREDENTIAL,
+                message: format!(
+                    "registry {registry} granted credential {credential} no access to the requested repository"
+                ),
+            },
+            Failure::RateLimited(retry_after) => Error::ResourceExhausted {
+                reason: reason::UPSTREAM_RATE_LIMITED,
+                message: format!("registry {registry} is rate limiting (retry in {} s)", retry_after.as_secs().max(1)),
+                retry_after,
+            },
+            Failure::Refused(refusal) => Error::FailedPrecondition {
+                reason: reason::REALM_NOT_ALLOWED,
+                message: format!("not sending credential {credential} for registry {registry}: {refusal}"),
+            },
+            Failure::Redirected(origin) => Error::FailedPrecondition {
+                reason: reason::REALM_NOT_ALLOWED,
+                message: format!(
+                    "the token realm of registry {registry} redirected to {origin}; pullpass never follows redirects with credentials (allow the final realm instead)"
+                ),
+            },
+            Failure::NoAuthNeeded => Error::FailedPrecondition {
+                reason: "UPSTREAM_NEEDS_NO_AUTH",
+                message: format!(
+                    "registry {registry} requires no authentication (GET /v2/ answered 200): pull without credentials"
+                ),
+            },
+            Failure::PassthroughNotAllowed(why) => Error::FailedPrecondition {
+                reason: reason::PASSTHROUGH_NOT_ALLOWED,
+                message: format!(
+                    "{why}; handing out the stored secret of {credential} is not allowed. To allow it, set allow_passthrough on the credential (UpdateCredential with update_mask allow_passthrough)"
+                ),
+            },
+            Failure::FormUnavailable(why) => {
+                Error::FailedPrecondition { reason: "AUTH_FORM_UNAVAILABLE", message: why }
+            }
+            Failure::Protocol(what) => Error::Unavailable {
+                reason: reason::UPSTREAM_UNAVAILABLE,
+                message: format!("registry {registry} answered outside the protocol: {what}"),
+            },
+            Failure::Misconfigured(what) => Error::FailedPrecondition {
+                reason: "CREDENTIAL_MISCONFIGURED",
+                message: format!("credential {credential}: {what}"),
+            },
+            Failure::Deadline => Error::Unavailable {
+                reason: reason::UPSTREAM_UNAVAILABLE,
+                message: format!("registry {registry} did not answer before the deadline"),
+            },
+        }
+    }
+}
+
+impl From<HttpFailure> for Failure {
+    fn from(failure: HttpFailure) -> Self {
+        match failure {
+            HttpFailure::Deadline => Failure::Deadline,
+            HttpFailure::Transport(what) => Failure::Unavailable(what),
+            HttpFailure::TooLarge => Failure::Protocol("the response is too large".into()),
+        }
+    }
+}
+
+/// The upstream side of the broker.
+#[derive(Debug)]
+pub struct Upstream {
+    config: UpstreamConfig,
+    http: Http,
+    challenges: Mutex<HashMap<String, (token_flow::AuthScheme, Instant)>>,
+    not_before: Mutex<HashMap<String, Instant>>,
+    google_tokens: google::AccessTokenCache,
+}
+
+/// How long a registry's `/v2/` challenge is remembered.
+const CHALLENGE_TTL: Duration = Duration::from_secs(600);
+
+impl Upstream {
+    /// Upstream access with `config`.
+    pub fn new(config: UpstreamConfig) -> Result<Self, String> {
+        Ok(Self {
+            config,
+            http: Http::new()?,
+            challenges: Mutex::default(),
+            not_before: Mutex::default(),
+            google_tokens: google::AccessTokenCache::default(),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
+    /// Exchanges `secret` for short-lived auth, by the credential's provider.
+    pub async fn exchange(&self, exchange: Exchange<'_>, secret: &SecretBytes) -> Result<Lease, Failure> {
+        self.check_rate_limit(exchange.endpoint)?;
+        let result = match exchange.credential.provider {
+            Provider::Ecr => ecr::authorization_token(self, exchange, secret).await,
+            Provider::Google => google::exchange(self, exchange, secret).await,
+            Provider::DockerHub | Provider::Ghcr | Provider::Gitlab | Provider::Quay | Provider::Generic => {
+                let password = secret
+                    .expose_str()
+                    .ok_or_else(|| Failure::Misconfigured("the stored secret is not UTF-8".into()))?;
+                token_flow::issue(self, exchange, &exchange.credential.username, password).await
+            }
+        };
+        if let Err(Failure::RateLimited(retry_after)) = &result {
+            self.not_before
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(exchange.endpoint.to_owned(), Instant::now() + *retry_after);
+        }
+        result
+    }
+
+    /// Refuses at once while a registry's `Retry-After` has not passed.
+    fn check_rate_limit(&self, endpoint: &str) -> Result<(), Failure> {
+        let mut map = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(endpoint) {
+            Some(until) if *until > Instant::now() => Err(Failure::RateLimited(*until - Instant::now())),
+            Some(_) => {
+                map.remove(endpoint);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn http(&self) -> &Http {
+        &self.http
+    }
+
+    fn cached_challenge(&self, base: &str) -> Option<token_flow::AuthScheme> {
+        let map = self.challenges.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(base).filter(|(_, at)| at.elapsed() < CHALLENGE_TTL).map(|(scheme, _)| scheme.clone())
+    }
+
+    fn remember_challenge(&self, base: &str, scheme: token_flow::AuthScheme) {
+        let mut map = self.challenges.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.insert(base.to_owned(), (scheme, Instant::now()));
+    }
+
+    fn forget_challenge(&self, base: &str) {
+        self.challenges.lock().unwrap_or_else(|p| p.into_inner()).remove(base);
+    }
+}
+
+/// `Retry-After`: seconds or an HTTP date; 60 s when absent or unreadable.
+pub fn retry_after(reply: &http::Reply) -> Duration {
+    let Some(value) = reply.header_values("retry-after").first().map(|v| v.trim().to_owned()) else {
+        return Duration::from_secs(60);
+    };
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Duration::from_secs(seconds.min(24 * 3600));
+    }
+    match httpdate::parse_http_date(&value) {
+        Ok(at) => at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::from_secs(1)),
+        Err(_) => Duration::from_secs(60),
+    }
+}

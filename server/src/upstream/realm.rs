@@ -1,0 +1,138 @@
+//! Where a secret may be sent: the realm policy.
+//!
+//! A credential's secret goes only to an origin the policy allows: the
+//! registry's own origin, the provider's known realm hosts (Docker Hub's
+//! `auth.docker.io`, GitLab.com's `gitlab.com`), or an origin in the
+//! credential's `token_realm_allowlist`. Plain http is allowed only for hosts
+//! on the server's `--insecure-registry` list. Link-local and cloud metadata
+//! addresses are refused whatever the list says (see also
+//! [`super::http::SafeResolver`], which applies the same rule after DNS).
+
+use std::net::IpAddr;
+
+use pullpass::registry::RegistryHost;
+use reqwest::Url;
+
+use crate::domain::credential::RealmOrigin;
+use crate::domain::{Credential, Provider};
+
+/// The server-wide part of the policy.
+#[derive(Debug, Clone, Default)]
+pub struct RealmPolicy {
+    /// `host[:port]` entries reachable over plain http.
+    pub insecure: Vec<RegistryHost>,
+}
+
+/// Why a URL may not receive a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not http(s), or not parseable.
+    BadUrl(String),
+    /// http to a host not on the insecure list.
+    Plaintext(String),
+    /// An origin the credential may not send its secret to.
+    NotAllowed(String),
+    /// A link-local or metadata address.
+    Forbidden(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BadUrl(url) => write!(f, "`{url}` is not an http(s) URL"),
+            Self::Plaintext(origin) => {
+                write!(f, "`{origin}` uses plain http; only hosts given to pullpassd with --insecure-registry may")
+            }
+            Self::NotAllowed(origin) => write!(
+                f,
+                "the token realm `{origin}` is not the registry's own origin nor a known realm of its provider; add it to the credential's token_realm_allowlist if it is trusted"
+            ),
+            Self::Forbidden(host) => write!(f, "`{host}` is a link-local or cloud metadata address"),
+        }
+    }
+}
+
+impl RealmPolicy {
+    /// Is `host[:port]` reachable over plain http?
+    pub fn is_insecure(&self, host: &str) -> bool {
+        self.insecure.iter().any(|h| h.as_str() == host)
+    }
+
+    /// The scheme to reach a registry host with.
+    pub fn scheme_for(&self, host: &str) -> &'static str {
+        if self.is_insecure(host) { "http" } else { "https" }
+    }
+
+    /// Checks that `url` may receive `credential`'s secret when the image's
+    /// registry endpoint is `endpoint`.
+    pub fn check(&self, credential: &Credential, endpoint: &str, url: &Url) -> Result<(), Refusal> {
+        let origin = origin_of(url).ok_or_else(|| Refusal::BadUrl(url.to_string()))?;
+        self.check_transport(url)?;
+        let allowed = origin.host.as_str() == endpoint
+            || known_realms(credential).contains(&origin)
+            || credential.token_realm_allowlist.contains(&origin);
+        if allowed { Ok(()) } else { Err(Refusal::NotAllowed(origin.to_string())) }
+    }
+
+    /// Checks scheme and address of a URL, without the origin allow-list (for
+    /// Google token URIs and ECR endpoints, which have their own lists).
+    pub fn check_transport(&self, url: &Url) -> Result<(), Refusal> {
+        let origin = origin_of(url).ok_or_else(|| Refusal::BadUrl(url.to_string()))?;
+        if let Some(ip) = url.host_str().and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+            && is_forbidden_address(ip)
+        {
+            return Err(Refusal::Forbidden(origin.host.to_string()));
+        }
+        if !origin.secure && !self.is_insecure(origin.host.as_str()) {
+            return Err(Refusal::Plaintext(origin.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// The `scheme://host[:port]` of a URL (default ports omitted).
+pub fn origin_of(url: &Url) -> Option<RealmOrigin> {
+    let secure = match url.scheme() {
+        "https" => true,
+        "http" => false,
+        _ => return None,
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return None;
+    }
+    let host = url.host_str()?;
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    RegistryHost::parse(&authority).ok().map(|host| RealmOrigin { secure, host })
+}
+
+/// Realm origins a provider is known to use.
+fn known_realms(credential: &Credential) -> Vec<RealmOrigin> {
+    let host = credential.registry.host().as_str();
+    let https = |h: &str| RegistryHost::parse(h).ok().map(|host| RealmOrigin { secure: true, host });
+    let known: &[&str] = match credential.provider {
+        Provider::DockerHub => &["auth.docker.io"],
+        Provider::Gitlab if host == "registry.gitlab.com" => &["gitlab.com"],
+        _ => &[],
+    };
+    known.iter().filter_map(|h| https(h)).collect()
+}
+
+/// Link-local (169.254/16, fe80::/10) and well-known metadata addresses.
+pub fn is_forbidden_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            (o[0] == 169 && o[1] == 254) || v4 == std::net::Ipv4Addr::new(100, 100, 100, 200)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_forbidden_address(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            (s[0] & 0xffc0) == 0xfe80 || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+    }
+}

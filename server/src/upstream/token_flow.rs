@@ -1,0 +1,302 @@
+//! The distribution token flow.
+//!
+//! 1. `GET /v2/` without credentials; the `WWW-Authenticate` challenge says
+//!    how to authenticate (remembered per registry for a while).
+//! 2. Bearer: `GET realm?service=…&scope=repository:<repo>:<actions>&account=…`
+//!    with HTTP Basic, to a realm the policy allows; the answer's `token` (or
+//!    `access_token`), `expires_in` (60 s when absent) and `issued_at`.
+//! 3. Basic-only registries: the stored username and secret themselves, if
+//!    the credential allows passthrough, after checking them on `/v2/`.
+//!
+//! Where the token is a JWT with an `access` claim, the granted scope is read
+//! from it, so a read-only secret asked for push says so.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use pullpass::scope::Scope;
+use reqwest::{StatusCode, Url};
+
+use super::challenge;
+use super::http::Reply;
+use super::{Exchange, Failure, Upstream, retry_after};
+use crate::domain::{Accept, Grant, Lease, LeaseSecret, Timestamp};
+
+/// How a registry wants to be authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// A token realm.
+    Bearer {
+        /// The realm URL.
+        realm: Url,
+        /// The `service` parameter, if given.
+        service: Option<String>,
+    },
+    /// HTTP Basic on the registry itself.
+    Basic,
+}
+
+/// Runs the flow for `exchange` with a username and password.
+pub async fn issue(
+    upstream: &Upstream,
+    exchange: Exchange<'_>,
+    username: &str,
+    password: &str,
+) -> Result<Lease, Failure> {
+    let base = base_url(upstream, exchange.endpoint);
+    let scheme = challenge_of(upstream, exchange, &base).await?;
+    match (scheme, exchange.accept) {
+        (AuthScheme::Bearer { realm, service }, Accept::Any | Accept::BearerOnly) => {
+            let result = bearer_token(upstream, exchange, &realm, service.as_deref(), username, password).await;
+            if matches!(result, Err(Failure::Unavailable(_) | Failure::Protocol(_))) {
+                upstream.forget_challenge(&base);
+            }
+            result
+        }
+        (AuthScheme::Bearer { realm, service }, Accept::BasicOnly) => {
+            if !exchange.credential.allow_passthrough {
+                return Err(Failure::PassthroughNotAllowed(format!(
+                    "registry {} issues bearer tokens, and the caller accepts only a username and password",
+                    exchange.endpoint
+                )));
+            }
+            // Check the secret with a real exchange before handing it out.
+            bearer_token(upstream, exchange, &realm, service.as_deref(), username, password).await?;
+            Ok(passthrough(upstream, exchange, username, password))
+        }
+        (AuthScheme::Basic, Accept::BearerOnly) => Err(Failure::FormUnavailable(format!(
+            "registry {} accepts only HTTP Basic, and the caller accepts only bearer tokens",
+            exchange.endpoint
+        ))),
+        (AuthScheme::Basic, Accept::Any | Accept::BasicOnly) => {
+            if !exchange.credential.allow_passthrough {
+                return Err(Failure::PassthroughNotAllowed(format!(
+                    "registry {} offers no token exchange (its challenge is Basic)",
+                    exchange.endpoint
+                )));
+            }
+            verify_basic(upstream, exchange, &base, username, password).await?;
+            Ok(passthrough(upstream, exchange, username, password))
+        }
+    }
+}
+
+/// `https://host[:port]` (http for hosts on the insecure list).
+pub fn base_url(upstream: &Upstream, endpoint: &str) -> String {
+    format!("{}://{endpoint}", upstream.config().realm.scheme_for(endpoint))
+}
+
+async fn challenge_of(upstream: &Upstream, exchange: Exchange<'_>, base: &str) -> Result<AuthScheme, Failure> {
+    if let Some(scheme) = upstream.cached_challenge(base) {
+        return Ok(scheme);
+    }
+    let client = upstream.http().client_for(&exchange.credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
+    let url = format!("{base}/v2/");
+    let reply = upstream.http().send(|| client.get(&url), exchange.deadline).await?;
+    let scheme = match reply.status {
+        StatusCode::UNAUTHORIZED => read_challenge(&reply, base)?,
+        status if status.is_success() => return Err(Failure::NoAuthNeeded),
+        StatusCode::TOO_MANY_REQUESTS => return Err(Failure::RateLimited(retry_after(&reply))),
+        status if status.is_server_error() => return Err(Failure::Unavailable(format!("GET /v2/ answered {status}"))),
+        status => return Err(Failure::Protocol(format!("GET /v2/ answered {status}; is this a registry?"))),
+    };
+    upstream.remember_challenge(base, scheme.clone());
+    Ok(scheme)
+}
+
+fn read_challenge(reply: &Reply, base: &str) -> Result<AuthScheme, Failure> {
+    let challenges = challenge::parse(&reply.header_values("www-authenticate"));
+    if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer" && c.param("realm").is_some()) {
+        let realm_text = bearer.param("realm").unwrap_or_default();
+        let realm = Url::parse(realm_text)
+            .or_else(|_| Url::parse(base).and_then(|b| b.join(realm_text)))
+            .map_err(|_| Failure::Protocol("the bearer challenge's realm is not a URL".into()))?;
+        return Ok(AuthScheme::Bearer { realm, service: bearer.param("service").map(str::to_owned) });
+    }
+    if challenges.iter().any(|c| c.scheme == "basic") {
+        return Ok(AuthScheme::Basic);
+    }
+    Err(Failure::Protocol("GET /v2/ answered 401 without a Bearer or Basic challenge".into()))
+}
+
+async fn bearer_token(
+    upstream: &Upstream,
+    exchange: Exchange<'_>,
+    realm: &Url,
+    service: Option<&str>,
+    username: &str,
+    password: &str,
+) -> Result<Lease, Failure> {
+    upstream.config().realm.check(exchange.credential, exchange.endpoint, realm).map_err(Failure::Refused)?;
+    let mut url = realm.clone();
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(service) = service {
+            query.append_pair("service", service);
+        }
+        query.append_pair("scope", &exchange.scope.to_string());
+        if !username.is_empty() {
+            query.append_pair("account", username);
+        }
+    }
+    let client = upstream.http().client_for(&exchange.credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
+    let reply = upstream
+        .http()
+        .send(|| client.get(url.clone()).basic_auth(username, Some(password)), exchange.deadline)
+        .await?;
+    match reply.status {
+        status if status.is_success() => read_token(exchange, &reply),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Err(Failure::Rejected(format!("the token realm answered {}", reply.status)))
+        }
+        StatusCode::TOO_MANY_REQUESTS => Err(Failure::RateLimited(retry_after(&reply))),
+        status if status.is_redirection() => {
+            let target = reply
+                .header_values("location")
+                .first()
+                .and_then(|l| realm.join(l).ok())
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_else(|| "an unknown location".into());
+            Err(Failure::Redirected(target))
+        }
+        status if status.is_server_error() => Err(Failure::Unavailable(format!("the token realm answered {status}"))),
+        status => Err(Failure::Protocol(format!("the token realm answered {status}"))),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<i64>,
+    issued_at: Option<String>,
+}
+
+/// Registries' `expires_in` when they give none (distribution spec).
+const DEFAULT_EXPIRES_IN: i64 = 60;
+/// `issued_at` further than this from our clock is ignored (clock skew).
+const MAX_SKEW: Duration = Duration::from_secs(300);
+
+fn read_token(exchange: Exchange<'_>, reply: &Reply) -> Result<Lease, Failure> {
+    let parsed: TokenResponse = serde_json::from_slice(&reply.body)
+        .map_err(|_| Failure::Protocol("the token realm's answer is not the expected JSON".into()))?;
+    let token = parsed
+        .token
+        .filter(|t| !t.is_empty())
+        .or(parsed.access_token.filter(|t| !t.is_empty()))
+        .ok_or_else(|| Failure::Protocol("the token realm's answer has no token".into()))?;
+    let now = Timestamp::now();
+    let issued = parsed
+        .issued_at
+        .as_deref()
+        .and_then(Timestamp::parse_rfc3339)
+        .filter(|t| t.saturating_since(now) < MAX_SKEW && now.saturating_since(*t) < MAX_SKEW)
+        .unwrap_or(now);
+    let expires_in = parsed.expires_in.filter(|s| *s > 0).unwrap_or(DEFAULT_EXPIRES_IN);
+    let granted = granted_scope(&token, exchange.scope);
+    if granted.as_ref().is_some_and(Scope::is_empty) {
+        return Err(Failure::NoAccess);
+    }
+    Ok(Lease {
+        grant: Grant::Bearer { token: LeaseSecret::new(token) },
+        registry: exchange.endpoint.to_owned(),
+        requested: exchange.scope.clone(),
+        granted,
+        issue_time: issued,
+        expire_time: issued.plus(Duration::from_secs(expires_in as u64)),
+        credential: exchange.credential.name.clone(),
+    })
+}
+
+/// The part of `requested` a JWT's `access` claim grants; `None` when the
+/// token is not a JWT or has no `access` claim.
+pub fn granted_scope(token: &str, requested: &Scope) -> Option<Scope> {
+    let mut parts = token.split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let decoded = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).or_else(|_| STANDARD.decode(payload)).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&decoded).ok()?;
+    let access = claims.get("access")?.as_array()?;
+    let mut actions = Vec::new();
+    for entry in access {
+        if entry.get("type").and_then(|t| t.as_str()) == Some("repository")
+            && entry.get("name").and_then(|n| n.as_str()) == Some(requested.repository())
+        {
+            actions.extend(
+                entry
+                    .get("actions")
+                    .and_then(|a| a.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str().map(str::to_owned)),
+            );
+        }
+    }
+    Some(requested.intersect(&Scope::new(requested.repository(), actions)))
+}
+
+async fn verify_basic(
+    upstream: &Upstream,
+    exchange: Exchange<'_>,
+    base: &str,
+    username: &str,
+    password: &str,
+) -> Result<(), Failure> {
+    let url = Url::parse(&format!("{base}/v2/")).map_err(|_| Failure::Protocol("bad registry URL".into()))?;
+    upstream.config().realm.check(exchange.credential, exchange.endpoint, &url).map_err(Failure::Refused)?;
+    let client = upstream.http().client_for(&exchange.credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
+    let reply = upstream
+        .http()
+        .send(|| client.get(url.clone()).basic_auth(username, Some(password)), exchange.deadline)
+        .await?;
+    match reply.status {
+        status if status.is_success() => Ok(()),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Err(Failure::Rejected(format!("GET /v2/ with the stored credential answered {}", reply.status)))
+        }
+        StatusCode::TOO_MANY_REQUESTS => Err(Failure::RateLimited(retry_after(&reply))),
+        status if status.is_server_error() => Err(Failure::Unavailable(format!("GET /v2/ answered {status}"))),
+        status => Err(Failure::Protocol(format!("GET /v2/ answered {status}"))),
+    }
+}
+
+fn passthrough(upstream: &Upstream, exchange: Exchange<'_>, username: &str, password: &str) -> Lease {
+    let now = Timestamp::now();
+    Lease {
+        grant: Grant::Basic { username: username.to_owned(), password: LeaseSecret::new(password.to_owned()) },
+        registry: exchange.endpoint.to_owned(),
+        requested: exchange.scope.clone(),
+        granted: None,
+        issue_time: now,
+        expire_time: now.plus(upstream.config().passthrough_ttl),
+        credential: exchange.credential.name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pullpass::scope::Action;
+
+    fn jwt(claims: serde_json::Value) -> String {
+        format!("eyJhbGciOiJFUzI1NiJ9.{}.c2ln", URL_SAFE_NO_PAD.encode(claims.to_string()))
+    }
+
+    #[test]
+    fn granted_scope_is_read_from_the_access_claim() {
+        let push = Scope::request("team/app", &[Action::Push]);
+        let read_only =
+            jwt(serde_json::json!({"access": [{"type": "repository", "name": "team/app", "actions": ["pull"]}]}));
+        assert_eq!(granted_scope(&read_only, &push).unwrap().to_string(), "repository:team/app:pull");
+        let nothing = jwt(serde_json::json!({"access": []}));
+        assert!(granted_scope(&nothing, &push).unwrap().is_empty());
+        let other_repo =
+            jwt(serde_json::json!({"access": [{"type": "repository", "name": "other/tool", "actions": ["*"]}]}));
+        assert!(granted_scope(&other_repo, &push).unwrap().is_empty());
+        assert_eq!(granted_scope("opaque-token", &push), None);
+        assert_eq!(granted_scope(&jwt(serde_json::json!({"sub": "x"})), &push), None);
+    }
+}

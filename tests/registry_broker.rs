@@ -1,0 +1,698 @@
+//! The token broker against real peers: the Debian docker-registry with token
+//! auth, skopeo consuming the tokens pullpass issues, and the fixtures of
+//! `support/fixtures/peers.py` (token issuer, Google OAuth endpoint checked
+//! with google-auth, ECR endpoint checking SigV4 with botocore, a hostile
+//! realm, a Basic-only registry).
+
+use std::time::{Duration, Instant};
+
+use pullpass::v1::{
+    Action, AuthKind, CreateCredentialRequest, Credential, DeleteCredentialRequest, IssueRegistryAuthRequest, Provider,
+    RegistryAuth, TestCredentialRequest, UpdateCredentialRequest,
+};
+use pullpass_client::Client;
+use pullpass_tests::fixtures::google_key_json;
+use pullpass_tests::registry::{Issuer, Peer, Registry, inspect_with_token, seed};
+use pullpass_tests::{Options, Pullpassd, create_workspace, error_reason, files_containing};
+use tonic::Code;
+
+const ALICE_PASSWORD: &str = "alice-CANARY-7d41e9";
+
+fn users() -> serde_json::Value {
+    serde_json::json!({
+        "seed": {"password": "seed-pw", "grants": {"*": ["*"]}},
+        "alice": {"password": ALICE_PASSWORD, "grants": {"team/*": ["pull"]}},
+        "ops": {"password": "ops-pw", "grants": {"other/*": ["pull"]}},
+        "pusher": {"password": "pusher-pw", "grants": {"team/app": ["pull", "push"]}},
+        "oauth2accesstoken": {"grants": {"team/*": ["pull"]}},
+    })
+}
+
+/// A registry with two seeded images, its issuer, and pullpassd allowed to
+/// reach both over plain http.
+struct World {
+    issuer: Issuer,
+    registry: Registry,
+    server: Pullpassd,
+    client: Client,
+}
+
+impl World {
+    async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(extra_args: &[String]) -> Self {
+        let issuer = Issuer::start(users());
+        let registry = Registry::start(&issuer.realm(), &issuer.bundle());
+        seed(&registry, "team/app:1.0", "seed", "seed-pw");
+        seed(&registry, "other/tool:1.0", "seed", "seed-pw");
+        let mut args = vec![
+            "--insecure-registry".to_owned(),
+            registry.address.clone(),
+            "--insecure-registry".to_owned(),
+            issuer.peer.address.clone(),
+            "--google-token-uri".to_owned(),
+            format!("{}/oauth2/token", issuer.peer.url()),
+            "--ecr-endpoint".to_owned(),
+            format!("{}/ecr/", issuer.peer.url()),
+        ];
+        args.extend(extra_args.iter().cloned());
+        let server = Pullpassd::start_with(Options { args, ..Default::default() }).expect("pullpassd starts");
+        let client = server.client().await;
+        create_workspace(&client, "acme").await;
+        Self { issuer, registry, server, client }
+    }
+
+    /// A GENERIC credential for the registry (or a namespace of it) whose
+    /// realm (the issuer) is allow-listed.
+    fn credential(&self, namespace: &str, username: &str, password: &str) -> Credential {
+        let registry = if namespace.is_empty() {
+            self.registry.address.clone()
+        } else {
+            format!("{}/{namespace}", self.registry.address)
+        };
+        Credential {
+            provider: Provider::Generic as i32,
+            registry_server: registry,
+            username: username.into(),
+            secret: password.into(),
+            token_realm_allowlist: vec![self.issuer.peer.url()],
+            ..Default::default()
+        }
+    }
+
+    async fn add(&self, id: &str, credential: Credential) {
+        self.client
+            .credentials()
+            .create_credential(CreateCredentialRequest {
+                parent: "workspaces/acme".into(),
+                credential_id: id.into(),
+                credential: Some(credential),
+            })
+            .await
+            .expect("create credential");
+    }
+
+    async fn issue(&self, images: &[&str], actions: &[Action]) -> Vec<RegistryAuth> {
+        self.issue_with(IssueRegistryAuthRequest {
+            images: images.iter().map(|i| i.to_string()).collect(),
+            actions: actions.iter().map(|a| *a as i32).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("IssueRegistryAuth")
+    }
+
+    async fn issue_with(&self, mut request: IssueRegistryAuthRequest) -> Result<Vec<RegistryAuth>, tonic::Status> {
+        request.workspace = "workspaces/acme".into();
+        self.client.registry_auth().issue_registry_auth(request).await.map(|r| r.into_inner().auths)
+    }
+
+    fn token_requests(&self) -> u64 {
+        self.issuer.peer.count("token_requests")
+    }
+}
+
+fn ok(auth: &RegistryAuth) -> &RegistryAuth {
+    let status = auth.status.as_ref().expect("status");
+    assert_eq!(status.code, 0, "{}: {}", auth.image, status.message);
+    auth
+}
+
+fn code_and_reason(auth: &RegistryAuth) -> (Code, String) {
+    let status = auth.status.clone().expect("status");
+    let tonic_status = tonic::Status::with_details(
+        Code::from(status.code),
+        status.message.clone(),
+        prost::Message::encode_to_vec(&status).into(),
+    );
+    (Code::from(status.code), error_reason(&tonic_status).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_team_app_works_in_skopeo_for_that_repository_only() {
+    let world = World::start().await;
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    let image = world.registry.image("team/app:1.0");
+    let auths = world.issue(&[&image], &[]).await;
+    let auth = ok(&auths[0]);
+    assert_eq!(auth.kind, AuthKind::Bearer as i32);
+    assert_eq!(auth.registry, world.registry.address);
+    assert_eq!(auth.requested_scope, "repository:team/app:pull");
+    assert_eq!(auth.granted_scope, "repository:team/app:pull");
+    assert_eq!(auth.credential, "workspaces/acme/credentials/reg");
+    assert_eq!(auth.normalized_image, image);
+    assert!(!auth.cached);
+    let expires = auth.expire_time.as_ref().unwrap().seconds - auth.issue_time.as_ref().unwrap().seconds;
+    assert_eq!(expires, 300, "the registry's expires_in");
+
+    let inspected = inspect_with_token(&world.registry, "team/app:1.0", &auth.token);
+    assert!(inspected.status.success(), "skopeo: {}", String::from_utf8_lossy(&inspected.stderr));
+    let denied = inspect_with_token(&world.registry, "other/tool:1.0", &auth.token);
+    assert!(!denied.status.success(), "the token must not work for other/tool");
+
+    // Served again from the cache: no second token request.
+    let before = world.token_requests();
+    let again = world.issue(&[&image], &[]).await;
+    assert!(ok(&again[0]).cached);
+    assert_eq!(again[0].token, auth.token);
+    assert_eq!(world.token_requests(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_permission_denied_naming_the_credential() {
+    let world = World::start().await;
+    world.add("wrong", world.credential("", "alice", "not-the-password-CANARY")).await;
+    let auths = world.issue(&[&world.registry.image("team/app:1.0")], &[]).await;
+    let (code, reason) = code_and_reason(&auths[0]);
+    assert_eq!(code, Code::PermissionDenied);
+    assert_eq!(reason, "UPSTREAM_REJECTED_CREDENTIAL");
+    let message = &auths[0].status.as_ref().unwrap().message;
+    assert!(message.contains("workspaces/acme/credentials/wrong"), "{message}");
+    assert!(!message.contains("CANARY"), "{message}");
+    assert!(auths[0].token.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_registry_is_unavailable_within_the_deadline() {
+    let mut world = World::start().await;
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    world.registry.stop();
+    let started = Instant::now();
+    let auths = world.issue(&[&world.registry.image("team/app:1.0")], &[]).await;
+    let (code, reason) = code_and_reason(&auths[0]);
+    assert_eq!((code, reason.as_str()), (Code::Unavailable, "UPSTREAM_UNAVAILABLE"));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // A registry that accepts connections and never answers: the caller's
+    // deadline bounds the wait, and the answer still arrives before it.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = blackhole.local_addr().unwrap().to_string();
+    let _keep = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in blackhole.incoming().take(20) {
+            held.push(stream);
+        }
+    });
+    let server = Pullpassd::start_with(Options {
+        args: vec!["--insecure-registry".into(), address.clone()],
+        ..Default::default()
+    })
+    .unwrap();
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    client
+        .credentials()
+        .create_credential(CreateCredentialRequest {
+            parent: "workspaces/acme".into(),
+            credential_id: "hole".into(),
+            credential: Some(Credential {
+                provider: Provider::Generic as i32,
+                registry_server: address.clone(),
+                username: "u".into(),
+                secret: "p".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(IssueRegistryAuthRequest {
+        workspace: "workspaces/acme".into(),
+        images: vec![format!("{address}/team/app:1")],
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_secs(2));
+    let started = Instant::now();
+    let auths = client
+        .registry_auth()
+        .issue_registry_auth(request)
+        .await
+        .expect("answer before the deadline")
+        .into_inner()
+        .auths;
+    assert!(started.elapsed() < Duration::from_millis(2100), "{:?}", started.elapsed());
+    assert_eq!(code_and_reason(&auths[0]).0, Code::Unavailable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_identical_requests_cost_one_token_request() {
+    let world = World::start().await;
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    let before = world.token_requests();
+    let image = world.registry.image("team/app:1.0");
+    let mut tasks = Vec::new();
+    for _ in 0..500 {
+        let client = world.client.clone();
+        let image = image.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .registry_auth()
+                .issue_registry_auth(IssueRegistryAuthRequest {
+                    workspace: "workspaces/acme".into(),
+                    images: vec![image],
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().auths.remove(0))
+        }));
+    }
+    let mut tokens = std::collections::HashSet::new();
+    for task in tasks {
+        let auth = task.await.unwrap().expect("RPC");
+        ok(&auth);
+        tokens.insert(auth.token);
+    }
+    assert_eq!(tokens.len(), 1, "everyone got the same token");
+    assert_eq!(world.token_requests() - before, 1, "exactly one token request reached the issuer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_or_redirecting_realm_receives_no_credentials() {
+    let world = World::start().await;
+    let hostile = Peer::start(&["recorder"]);
+    // A real registry whose challenge names the hostile realm.
+    let evil = Registry::start(&format!("{}/token", hostile.url()), &world.issuer.bundle());
+    let server = Pullpassd::start_with(Options {
+        args: vec![
+            "--insecure-registry".into(),
+            evil.address.clone(),
+            "--insecure-registry".into(),
+            hostile.address.clone(),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    client
+        .credentials()
+        .create_credential(CreateCredentialRequest {
+            parent: "workspaces/acme".into(),
+            credential_id: "evil".into(),
+            credential: Some(Credential {
+                provider: Provider::Generic as i32,
+                registry_server: evil.address.clone(),
+                username: "alice".into(),
+                secret: ALICE_PASSWORD.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let auths = client
+        .registry_auth()
+        .issue_registry_auth(IssueRegistryAuthRequest {
+            workspace: "workspaces/acme".into(),
+            images: vec![format!("{}/team/app:1.0", evil.address)],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .auths;
+    let (code, reason) = code_and_reason(&auths[0]);
+    assert_eq!((code, reason.as_str()), (Code::FailedPrecondition, "REALM_NOT_ALLOWED"));
+    assert!(auths[0].status.as_ref().unwrap().message.contains("token_realm_allowlist"));
+    assert_eq!(hostile.count("requests"), 0, "the hostile realm was contacted");
+
+    // The allowed realm redirects to the hostile one: not followed.
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    world.issuer.peer.control(serde_json::json!({"redirect_to": format!("{}/token", hostile.url())}));
+    let auths = world.issue(&[&world.registry.image("team/app:1.0")], &[]).await;
+    let (code, reason) = code_and_reason(&auths[0]);
+    assert_eq!((code, reason.as_str()), (Code::FailedPrecondition, "REALM_NOT_ALLOWED"));
+    assert!(auths[0].status.as_ref().unwrap().message.contains("redirect"));
+    assert_eq!(hostile.count("requests"), 0, "the redirect was followed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limiting_realm_gives_retry_info_and_no_further_calls_before_it() {
+    let world = World::start().await;
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    world.issuer.peer.control(serde_json::json!({"token_status": 429, "retry_after": "30"}));
+    let first = world.issue(&[&world.registry.image("team/app:1.0")], &[]).await;
+    let status = first[0].status.clone().unwrap();
+    assert_eq!(Code::from(status.code), Code::ResourceExhausted);
+    let tonic_status = tonic::Status::with_details(
+        Code::from(status.code),
+        status.message.clone(),
+        prost::Message::encode_to_vec(&status).into(),
+    );
+    use tonic_types::StatusExt;
+    let retry = tonic_status.get_error_details().retry_info().and_then(|r| r.retry_delay).expect("RetryInfo");
+    assert!(retry > Duration::from_secs(25) && retry <= Duration::from_secs(30), "{retry:?}");
+    let calls = world.issuer.peer.count("token_429");
+    let second = world.issue(&[&world.registry.image("team/app:1.0")], &[]).await;
+    assert_eq!(Code::from(second[0].status.as_ref().unwrap().code), Code::ResourceExhausted);
+    assert_eq!(world.issuer.peer.count("token_429"), calls, "no upstream call before Retry-After");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_asked_with_a_read_only_secret_reports_the_narrower_grant() {
+    let world = World::start().await;
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    world.add("push", world.credential("team/app", "pusher", "pusher-pw")).await;
+    let auths = world.issue(&[&world.registry.image("team/app:1.0")], &[Action::Push]).await;
+    let auth = ok(&auths[0]);
+    assert_eq!(auth.credential, "workspaces/acme/credentials/push", "the longer namespace serves");
+    assert_eq!(auth.granted_scope, "repository:team/app:pull,push");
+    // Another repository of the same host: only the host-wide, read-only credential.
+    let auths = world.issue(&[&world.registry.image("team/tool:1")], &[Action::Push]).await;
+    let auth = ok(&auths[0]);
+    assert_eq!(auth.credential, "workspaces/acme/credentials/reg");
+    assert_eq!(auth.requested_scope, "repository:team/tool:pull,push");
+    assert_eq!(auth.granted_scope, "repository:team/tool:pull");
+    assert!(auth.status.as_ref().unwrap().message.contains("granted less"), "{:?}", auth.status);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_credentials_on_one_host_serve_their_own_namespaces_and_projects_are_honoured() {
+    let world = World::start().await;
+    world.add("team", world.credential("team", "alice", ALICE_PASSWORD)).await;
+    let mut ops = world.credential("", "ops", "ops-pw");
+    ops.allowed_projects = vec!["infra".into()];
+    world.add("ops", ops).await;
+    let request = |project: &str| IssueRegistryAuthRequest {
+        project: project.into(),
+        images: vec![
+            world.registry.image("team/app:1.0"),
+            world.registry.image("other/tool:1.0"),
+            "quay.io/acme/x:1".into(),
+            "Not A Ref".into(),
+        ],
+        ..Default::default()
+    };
+    let auths = world.issue_with(request("infra")).await.unwrap();
+    assert_eq!(ok(&auths[0]).credential, "workspaces/acme/credentials/team");
+    assert_eq!(ok(&auths[1]).credential, "workspaces/acme/credentials/ops");
+    assert!(inspect_with_token(&world.registry, "team/app:1.0", &auths[0].token).status.success());
+    assert!(inspect_with_token(&world.registry, "other/tool:1.0", &auths[1].token).status.success());
+    let (code, reason) = code_and_reason(&auths[2]);
+    assert_eq!((code, reason.as_str()), (Code::NotFound, "CREDENTIAL_NOT_FOUND_FOR_REGISTRY"));
+    assert!(auths[2].status.as_ref().unwrap().message.contains("quay.io"));
+    assert!(auths[2].status.as_ref().unwrap().message.contains("workspaces/acme"));
+    assert_eq!(code_and_reason(&auths[3]).0, Code::InvalidArgument);
+
+    // Another project: the ops credential is not allowed.
+    let auths = world.issue_with(request("rnaseq")).await.unwrap();
+    ok(&auths[0]);
+    let (code, reason) = code_and_reason(&auths[1]);
+    assert_eq!((code, reason.as_str()), (Code::NotFound, "CREDENTIAL_NOT_FOUND_FOR_REGISTRY"));
+    assert!(auths[1].status.as_ref().unwrap().message.contains("none allowed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updating_or_deleting_a_credential_evicts_its_leases() {
+    let world = World::start().await;
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    let image = world.registry.image("team/app:1.0");
+    let first = world.issue(&[&image], &[]).await;
+    ok(&first[0]);
+    world
+        .client
+        .credentials()
+        .update_credential(UpdateCredentialRequest {
+            credential: Some(Credential {
+                name: "workspaces/acme/credentials/reg".into(),
+                description: "rotated".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }),
+        })
+        .await
+        .unwrap();
+    let before = world.token_requests();
+    let second = world.issue(&[&image], &[]).await;
+    assert!(!ok(&second[0]).cached, "the update evicted the cached lease");
+    assert_eq!(world.token_requests(), before + 1);
+    // A min_ttl above the remaining life fetches a new token.
+    let third = world
+        .issue_with(IssueRegistryAuthRequest {
+            images: vec![image.clone()],
+            min_ttl: Some(prost_types::Duration { seconds: 300, nanos: 0 }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!ok(&third[0]).cached);
+    world
+        .client
+        .credentials()
+        .delete_credential(DeleteCredentialRequest { name: "workspaces/acme/credentials/reg".into() })
+        .await
+        .unwrap();
+    let gone = world.issue(&[&image], &[]).await;
+    assert_eq!(code_and_reason(&gone[0]).0, Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_basic_only_registry_needs_passthrough_which_returns_the_stored_credential() {
+    let basic = Peer::start(&["basic-registry", "bob", "bob-CANARY-pw"]);
+    let server = Pullpassd::start_with(Options {
+        args: vec!["--insecure-registry".into(), basic.address.clone()],
+        ..Default::default()
+    })
+    .unwrap();
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    let create = |id: &str, password: &str, passthrough: bool| {
+        let client = client.clone();
+        let credential = Credential {
+            provider: Provider::Generic as i32,
+            registry_server: format!("{}/{id}", basic.address),
+            username: "bob".into(),
+            secret: password.into(),
+            allow_passthrough: passthrough,
+            ..Default::default()
+        };
+        let id = id.to_owned();
+        async move {
+            client
+                .credentials()
+                .create_credential(CreateCredentialRequest {
+                    parent: "workspaces/acme".into(),
+                    credential_id: id,
+                    credential: Some(credential),
+                })
+                .await
+                .unwrap();
+        }
+    };
+    create("closed", "bob-CANARY-pw", false).await;
+    create("open", "bob-CANARY-pw", true).await;
+    create("wrong", "not-bobs", true).await;
+    let issue = |image: String| {
+        let client = client.clone();
+        async move {
+            client
+                .registry_auth()
+                .issue_registry_auth(IssueRegistryAuthRequest {
+                    workspace: "workspaces/acme".into(),
+                    images: vec![image],
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .auths
+                .remove(0)
+        }
+    };
+    let refused = issue(format!("{}/closed/app:1", basic.address)).await;
+    let (code, reason) = code_and_reason(&refused);
+    assert_eq!((code, reason.as_str()), (Code::FailedPrecondition, "PASSTHROUGH_NOT_ALLOWED"));
+    assert!(refused.status.as_ref().unwrap().message.contains("allow_passthrough"));
+    assert!(refused.password.is_empty());
+    let open = issue(format!("{}/open/app:1", basic.address)).await;
+    ok(&open);
+    assert_eq!(open.kind, AuthKind::Basic as i32);
+    assert_eq!((open.username.as_str(), open.password.as_str()), ("bob", "bob-CANARY-pw"));
+    let lease = open.expire_time.as_ref().unwrap().seconds - open.issue_time.as_ref().unwrap().seconds;
+    assert_eq!(lease, 300, "a short lease");
+    let wrong = issue(format!("{}/wrong/app:1", basic.address)).await;
+    assert_eq!(code_and_reason(&wrong).0, Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_google_service_account_key_becomes_a_registry_token_and_a_basic_lease() {
+    let world = World::start().await;
+    world.issuer.write_state("google.key.pem", pullpass_tests::fixtures::TEST_RSA_PKCS8_PEM);
+    let key = google_key_json(
+        "ci@pullpass-test.iam.gserviceaccount.com",
+        &format!("{}/oauth2/token", world.issuer.peer.url()),
+    );
+    world
+        .add(
+            "gar",
+            Credential {
+                provider: Provider::Google as i32,
+                registry_server: world.registry.address.clone(),
+                secret: key,
+                token_realm_allowlist: vec![world.issuer.peer.url()],
+                ..Default::default()
+            },
+        )
+        .await;
+    let image = world.registry.image("team/app:1.0");
+    let bearer = world.issue(&[&image], &[]).await;
+    let auth = ok(&bearer[0]);
+    assert_eq!(auth.kind, AuthKind::Bearer as i32);
+    assert_eq!(auth.granted_scope, "repository:team/app:pull");
+    assert!(inspect_with_token(&world.registry, "team/app:1.0", &auth.token).status.success());
+    assert_eq!(world.issuer.peer.count("oauth_requests"), 1);
+    assert_eq!(world.issuer.peer.count("oauth_rejected"), 0, "google-auth verified our JWT");
+
+    let basic = world
+        .issue_with(IssueRegistryAuthRequest {
+            images: vec![image],
+            accept: vec![AuthKind::Basic as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let auth = ok(&basic[0]);
+    assert_eq!(auth.kind, AuthKind::Basic as i32);
+    assert_eq!(auth.username, "oauth2accesstoken");
+    assert!(auth.password.starts_with("ya29."));
+    assert_eq!(world.issuer.peer.count("oauth_requests"), 1, "the OAuth token is reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecr_credentials_get_a_sigv4_signed_authorization_token_checked_by_botocore() {
+    let world = World::start().await;
+    let registry = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+    world.issuer.write_state(
+        "aws.json",
+        &serde_json::json!({
+            "access_key_id": "AKIAIOSFODNN7EXAMPLE",
+            "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "region": "eu-west-1",
+            "registry": registry,
+            "registry_password": "ecr-12h-password",
+        })
+        .to_string(),
+    );
+    let ecr = |secret: &str| Credential {
+        provider: Provider::Ecr as i32,
+        registry_server: registry.into(),
+        username: "AKIAIOSFODNN7EXAMPLE".into(),
+        secret: secret.into(),
+        ..Default::default()
+    };
+    world.add("ecr", ecr("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")).await;
+    let auths = world.issue(&[&format!("{registry}/team/app:1")], &[]).await;
+    let auth = ok(&auths[0]);
+    assert_eq!(world.issuer.peer.count("ecr_rejected"), 0, "botocore verified the signature");
+    assert_eq!(auth.kind, AuthKind::Basic as i32);
+    assert_eq!((auth.username.as_str(), auth.password.as_str()), ("AWS", "ecr-12h-password"));
+    assert_eq!(auth.registry, registry);
+    let life = auth.expire_time.as_ref().unwrap().seconds - auth.issue_time.as_ref().unwrap().seconds;
+    assert!((12 * 3600 - 60..=12 * 3600 + 60).contains(&life), "{life}");
+    assert!(auth.granted_scope.is_empty(), "ECR tokens are not repository-scoped");
+
+    // A wrong secret key: the signature does not verify.
+    world
+        .client
+        .credentials()
+        .update_credential(UpdateCredentialRequest {
+            credential: Some(Credential {
+                name: "workspaces/acme/credentials/ecr".into(),
+                secret: "wrong-secret-key".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["secret".into()] }),
+        })
+        .await
+        .unwrap();
+    let auths = world.issue(&[&format!("{registry}/team/app:1")], &[]).await;
+    assert_eq!(code_and_reason(&auths[0]).0, Code::PermissionDenied);
+    assert_eq!(world.issuer.peer.count("ecr_rejected"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_credential_reports_success_and_failure_without_the_token() {
+    let world = World::start().await;
+    world.add("good", world.credential("", "alice", ALICE_PASSWORD)).await;
+    world.add("bad", world.credential("", "alice", "wrong")).await;
+    let test = |name: &str, repository: &str| {
+        let client = world.client.clone();
+        let request = TestCredentialRequest {
+            name: format!("workspaces/acme/credentials/{name}"),
+            repository: repository.into(),
+            actions: vec![Action::Push as i32],
+        };
+        async move { client.credentials().test_credential(request).await }
+    };
+    let good = test("good", "team/app").await.unwrap().into_inner();
+    assert!(good.success);
+    assert_eq!(good.kind, AuthKind::Bearer as i32);
+    assert_eq!(good.requested_scope, "repository:team/app:pull,push");
+    assert_eq!(good.granted_scope, "repository:team/app:pull");
+    let bad = test("bad", "team/app").await.unwrap().into_inner();
+    assert!(!bad.success);
+    assert_eq!(bad.status.unwrap().code, Code::PermissionDenied as i32);
+    let invalid = test("good", "Team/App").await.unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_and_issued_tokens_stay_out_of_the_database_and_logs() {
+    let mut world = World::start().await;
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    let auths = world.issue(&[&world.registry.image("team/app:1.0")], &[]).await;
+    let token = ok(&auths[0]).token.clone();
+    world.add("wrong", world.credential("team", "alice", "wrong-CANARY-3a")).await;
+    let _ = world.issue(&[&world.registry.image("team/app:1.0")], &[]).await;
+    for needle in [ALICE_PASSWORD, "wrong-CANARY-3a", token.as_str()] {
+        assert!(files_containing(&world.server.data_dir, needle.as_bytes()).is_empty(), "{needle} in the data dir");
+    }
+    world.server.stop();
+    let logs = world.server.logs();
+    assert!(logs.contains("IssueRegistryAuth"));
+    for needle in [ALICE_PASSWORD, "wrong-CANARY-3a", token.as_str()] {
+        assert!(!logs.contains(needle), "{needle} in the logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_invalid_argument_naming_the_field() {
+    let world = World::start().await;
+    let call = |request: IssueRegistryAuthRequest| {
+        let client = world.client.clone();
+        async move { client.registry_auth().issue_registry_auth(request).await }
+    };
+    let fields = |status: tonic::Status| pullpass_tests::violation_fields(&status);
+    let base = || IssueRegistryAuthRequest {
+        workspace: "workspaces/acme".into(),
+        images: vec!["ubuntu".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        fields(call(IssueRegistryAuthRequest { workspace: "acme".into(), ..base() }).await.unwrap_err()),
+        ["workspace"]
+    );
+    assert_eq!(fields(call(IssueRegistryAuthRequest { images: vec![], ..base() }).await.unwrap_err()), ["images"]);
+    assert_eq!(
+        fields(call(IssueRegistryAuthRequest { images: vec!["x".into(); 101], ..base() }).await.unwrap_err()),
+        ["images"]
+    );
+    assert_eq!(
+        fields(call(IssueRegistryAuthRequest { project: "bad project".into(), ..base() }).await.unwrap_err()),
+        ["project"]
+    );
+    assert_eq!(fields(call(IssueRegistryAuthRequest { actions: vec![9], ..base() }).await.unwrap_err()), ["actions"]);
+    assert_eq!(fields(call(IssueRegistryAuthRequest { accept: vec![0], ..base() }).await.unwrap_err()), ["accept"]);
+    let negative = Some(prost_types::Duration { seconds: -1, nanos: 0 });
+    assert_eq!(fields(call(IssueRegistryAuthRequest { min_ttl: negative, ..base() }).await.unwrap_err()), ["min_ttl"]);
+    let missing = call(IssueRegistryAuthRequest { workspace: "workspaces/nope".into(), ..base() }).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    let auths = call(IssueRegistryAuthRequest { images: vec!["ghcr.io/Acme/x".into(), "ubuntu".into()], ..base() })
+        .await
+        .unwrap()
+        .into_inner()
+        .auths;
+    assert_eq!(code_and_reason(&auths[0]).0, Code::InvalidArgument);
+    assert_eq!(auths[1].normalized_image, "docker.io/library/ubuntu:latest");
+    assert_eq!(code_and_reason(&auths[1]).0, Code::NotFound);
+}

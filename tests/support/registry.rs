@@ -1,0 +1,298 @@
+//! Real registry peers: the Debian `docker-registry` (CNCF distribution 2.8)
+//! with `auth: token`, the token-issuer and other fixtures of
+//! `support/fixtures/peers.py`, and `skopeo`. Everything listens on
+//! 127.0.0.1 with ephemeral ports; every wait is bounded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::{repo_root, tools_dir};
+
+/// The fixture script.
+fn peers_script() -> PathBuf {
+    repo_root().join("tests/support/fixtures/peers.py")
+}
+
+/// The virtualenv's Python (with cryptography, botocore, google-auth).
+pub fn python() -> PathBuf {
+    let path = tools_dir().join("venv/bin/python");
+    assert!(path.exists(), "{} missing: run scripts/install-test-deps.sh", path.display());
+    path
+}
+
+/// Fails with the install hint when a Debian peer is missing.
+fn require(program: &str) {
+    let found =
+        Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().is_ok_and(|o| o.status.success());
+    assert!(found, "{program} not found: run scripts/install-test-deps.sh");
+}
+
+/// A running `peers.py` server; it exits when dropped (its stdin closes).
+#[derive(Debug)]
+pub struct Peer {
+    child: Child,
+    _stdin: ChildStdin,
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+}
+
+impl Peer {
+    /// Starts `peers.py ARGS…` and waits for its `listening on` line.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(python())
+            .arg(peers_script())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start peers.py");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let address = wait_for_line(stdout, "listening on ", Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("peers.py {args:?} did not start"));
+        Self { child, _stdin: stdin, address }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The fixture's request counters.
+    pub fn stats(&self) -> serde_json::Value {
+        let (status, body) = http_request(&self.address, "GET", "/stats", None);
+        assert_eq!(status, 200, "stats: {body}");
+        serde_json::from_str(&body).expect("stats JSON")
+    }
+
+    /// One counter (0 when absent).
+    pub fn count(&self, name: &str) -> u64 {
+        self.stats().get(name).and_then(serde_json::Value::as_u64).unwrap_or(0)
+    }
+
+    /// Changes the fixture's behaviour (see `peers.py`).
+    pub fn control(&self, settings: serde_json::Value) {
+        let (status, body) = http_request(&self.address, "POST", "/control", Some(&settings.to_string()));
+        assert_eq!(status, 200, "control: {body}");
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads lines until one starts with `prefix`; returns the rest of it.
+/// Keeps draining the stream in the background afterwards.
+fn wait_for_line(stream: impl Read + Send + 'static, prefix: &str, limit: Duration) -> Option<String> {
+    let (sender, receiver) = mpsc::channel();
+    let prefix = prefix.to_owned();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if !sent && let Some(at) = line.find(&prefix) {
+                let rest =
+                    line[at + prefix.len()..].trim_end_matches('"').split_whitespace().next().unwrap_or("").to_owned();
+                let rest = rest.trim_end_matches('"').to_owned();
+                let _ = sender.send(rest);
+                sent = true;
+            }
+        }
+    });
+    receiver.recv_timeout(limit).ok()
+}
+
+/// A minimal HTTP/1.1 request to 127.0.0.1 (test peers only).
+pub fn http_request(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("connect to peer");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("write request");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The token issuer (with its OAuth and ECR endpoints) and its state.
+#[derive(Debug)]
+pub struct Issuer {
+    /// The running fixture.
+    pub peer: Peer,
+    /// Where `bundle.pem`, `users.json`… live.
+    pub state: TempDir,
+}
+
+impl Issuer {
+    /// Starts an issuer granting per `users` (see `peers.py`).
+    pub fn start(users: serde_json::Value) -> Self {
+        let state = tempfile::Builder::new().prefix("pullpass-issuer-").tempdir().expect("temp dir");
+        std::fs::write(state.path().join("users.json"), users.to_string()).expect("users.json");
+        let peer = Peer::start(&["issuer", state.path().to_str().expect("utf-8 path")]);
+        Self { peer, state }
+    }
+
+    /// Replaces the users.
+    pub fn set_users(&self, users: serde_json::Value) {
+        std::fs::write(self.state.path().join("users.json"), users.to_string()).expect("users.json");
+    }
+
+    /// The realm URL for a registry config.
+    pub fn realm(&self) -> String {
+        format!("{}/token", self.peer.url())
+    }
+
+    /// The certificate bundle the registry must trust.
+    pub fn bundle(&self) -> PathBuf {
+        self.state.path().join("bundle.pem")
+    }
+
+    /// Puts a file in the issuer's state directory.
+    pub fn write_state(&self, name: &str, content: &str) {
+        std::fs::write(self.state.path().join(name), content).expect("state file");
+    }
+}
+
+/// A running `docker-registry serve` with token auth.
+#[derive(Debug)]
+pub struct Registry {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+    config: PathBuf,
+    _root: TempDir,
+}
+
+/// The `service` the test registries announce.
+pub const SERVICE: &str = "pullpass-test-registry";
+/// The `issuer` their tokens must carry.
+pub const ISSUER: &str = "pullpass-test-issuer";
+
+impl Registry {
+    /// Starts a registry whose token realm is `realm`, trusting `bundle`.
+    pub fn start(realm: &str, bundle: &Path) -> Self {
+        require("docker-registry");
+        let root = tempfile::Builder::new().prefix("pullpass-registry-").tempdir().expect("temp dir");
+        let config = root.path().join("config.yml");
+        let storage = root.path().join("storage");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\nauth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                storage.display(),
+                bundle.display()
+            ),
+        )
+        .expect("registry config");
+        let (child, address) = spawn_registry(&config, None);
+        Self { child: Some(child), address, config, _root: root }
+    }
+
+    /// Stops the registry (a later [`Registry::restart`] brings it back on
+    /// the same port).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same address.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, _) = spawn_registry(&self.config, Some(&self.address));
+        self.child = Some(child);
+    }
+
+    /// `127.0.0.1:PORT/repo:tag`.
+    pub fn image(&self, reference: &str) -> String {
+        format!("{}/{reference}", self.address)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_registry(config: &Path, address: Option<&str>) -> (Child, String) {
+    let mut command = Command::new("docker-registry");
+    command.arg("serve").arg(config).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    if let Some(address) = address {
+        command.env("REGISTRY_HTTP_ADDR", address);
+    }
+    let mut child = command.spawn().expect("start docker-registry");
+    let stderr = child.stderr.take().expect("stderr");
+    let address =
+        wait_for_line(stderr, "listening on ", Duration::from_secs(20)).expect("docker-registry did not start");
+    // Ready when /v2/ answers.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if TcpStream::connect(&address).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (child, address)
+}
+
+/// Builds a small OCI image and pushes it with skopeo as `user`.
+pub fn seed(registry: &Registry, repository_and_tag: &str, user: &str, password: &str) {
+    require("skopeo");
+    let layout = tempfile::tempdir().expect("temp dir");
+    let tag = repository_and_tag.rsplit(':').next().expect("tag");
+    let made = Command::new(python())
+        .arg(peers_script())
+        .args(["make-oci", layout.path().to_str().unwrap(), tag])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "make-oci: {made:?}");
+    let pushed = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("{user}:{password}"),
+        &format!("oci:{}:{tag}", layout.path().display()),
+        &format!("docker://{}", registry.image(repository_and_tag)),
+    ]);
+    assert!(pushed.status.success(), "seeding {repository_and_tag}: {}", String::from_utf8_lossy(&pushed.stderr));
+}
+
+/// Runs skopeo (with no stdin, a private policy, and a bounded time).
+pub fn skopeo(args: &[&str]) -> Output {
+    require("skopeo");
+    let home = tempfile::tempdir().expect("temp dir");
+    let policy = home.path().join("policy.json");
+    std::fs::write(&policy, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).expect("policy");
+    let mut command = Command::new("timeout");
+    command.arg("60").arg("skopeo").arg("--policy").arg(&policy);
+    command.args(args).env("HOME", home.path()).env("XDG_RUNTIME_DIR", home.path()).stdin(Stdio::null());
+    command.output().expect("run skopeo")
+}
+
+/// `skopeo inspect` of `image` with a bearer token, over plain http.
+pub fn inspect_with_token(registry: &Registry, image: &str, token: &str) -> Output {
+    skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--registry-token",
+        token,
+        &format!("docker://{}", registry.image(image)),
+    ])
+}
