@@ -696,3 +696,105 @@ async fn bad_requests_are_invalid_argument_naming_the_field() {
     assert_eq!(auths[1].normalized_image, "docker.io/library/ubuntu:latest");
     assert_eq!(code_and_reason(&auths[1]).0, Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_bundle_lets_pullpass_reach_an_https_registry() {
+    use pullpass_tests::registry::{private_ca, skopeo};
+    let issuer = Issuer::start(users());
+    let (_dir, ca, cert, key) = private_ca();
+    let registry = Registry::start_with_tls(&issuer.realm(), &issuer.bundle(), Some((&cert, &key)));
+    seed(&registry, "team/app:1.0", "seed", "seed-pw");
+    // Only the (plain http) issuer is on the insecure list: the registry is https.
+    let server = Pullpassd::start_with(Options {
+        args: vec!["--insecure-registry".into(), issuer.peer.address.clone()],
+        ..Default::default()
+    })
+    .unwrap();
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    for (id, bundle) in [("no-ca", String::new()), ("with-ca", ca_pem)] {
+        client
+            .credentials()
+            .create_credential(CreateCredentialRequest {
+                parent: "workspaces/acme".into(),
+                credential_id: id.into(),
+                credential: Some(Credential {
+                    provider: Provider::Generic as i32,
+                    registry_server: format!("{}/{}", registry.address, if id == "no-ca" { "other" } else { "team" }),
+                    username: "alice".into(),
+                    secret: ALICE_PASSWORD.into(),
+                    token_realm_allowlist: vec![issuer.peer.url()],
+                    ca_bundle_pem: bundle,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    let auths = client
+        .registry_auth()
+        .issue_registry_auth(IssueRegistryAuthRequest {
+            workspace: "workspaces/acme".into(),
+            images: vec![registry.image("other/tool:1"), registry.image("team/app:1.0")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .auths;
+    let (code, reason) = code_and_reason(&auths[0]);
+    assert_eq!((code, reason.as_str()), (Code::Unavailable, "UPSTREAM_UNAVAILABLE"), "{:?}", auths[0].status);
+    let auth = ok(&auths[1]);
+    assert_eq!(auth.credential, "workspaces/acme/credentials/with-ca");
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::copy(&ca, certs.path().join("ca.crt")).unwrap();
+    let inspected = skopeo(&[
+        "inspect",
+        "--cert-dir",
+        certs.path().to_str().unwrap(),
+        "--registry-token",
+        &auth.token,
+        &format!("docker://{}", registry.image("team/app:1.0")),
+    ]);
+    assert!(inspected.status.success(), "skopeo over TLS: {}", String::from_utf8_lossy(&inspected.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_three_times_and_a_missing_expires_in_means_60_seconds() {
+    let world = World::start().await;
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    world.issuer.peer.control(serde_json::json!({"token_status": 500}));
+    let before = world.token_requests();
+    let auths = world.issue(&[&world.registry.image("team/app:1.0")], &[]).await;
+    assert_eq!(code_and_reason(&auths[0]).0, Code::Unavailable);
+    assert_eq!(world.token_requests() - before, 3, "one request and two retries");
+
+    world.issuer.peer.control(serde_json::json!({"omit_expires_in": true}));
+    let auths = world.issue(&[&world.registry.image("team/app:1.0")], &[]).await;
+    let auth = ok(&auths[0]);
+    assert_eq!(auth.expire_time.as_ref().unwrap().seconds - auth.issue_time.as_ref().unwrap().seconds, 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_google_key_naming_a_token_uri_off_the_allow_list_is_refused_without_a_request() {
+    let world = World::start().await;
+    let recorder = Peer::start(&["recorder"]);
+    let key = google_key_json("ci@pullpass-test.iam.gserviceaccount.com", &format!("{}/token", recorder.url()));
+    world
+        .add(
+            "gar",
+            Credential {
+                provider: Provider::Google as i32,
+                registry_server: world.registry.address.clone(),
+                secret: key,
+                ..Default::default()
+            },
+        )
+        .await;
+    let auths = world.issue(&[&world.registry.image("team/app:1.0")], &[]).await;
+    let (code, _) = code_and_reason(&auths[0]);
+    assert_eq!(code, Code::FailedPrecondition);
+    assert!(auths[0].status.as_ref().unwrap().message.contains("--google-token-uri"));
+    assert_eq!(recorder.count("requests"), 0);
+}

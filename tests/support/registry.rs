@@ -103,7 +103,7 @@ fn wait_for_line(stream: impl Read + Send + 'static, prefix: &str, limit: Durati
             if !sent && let Some(at) = line.find(&prefix) {
                 let rest =
                     line[at + prefix.len()..].trim_end_matches('"').split_whitespace().next().unwrap_or("").to_owned();
-                let rest = rest.trim_end_matches('"').to_owned();
+                let rest = rest.trim_end_matches(['"', ',']).to_owned();
                 let _ = sender.send(rest);
                 sent = true;
             }
@@ -186,6 +186,11 @@ pub const ISSUER: &str = "pullpass-test-issuer";
 impl Registry {
     /// Starts a registry whose token realm is `realm`, trusting `bundle`.
     pub fn start(realm: &str, bundle: &Path) -> Self {
+        Self::start_with_tls(realm, bundle, None)
+    }
+
+    /// Like [`Registry::start`], serving https with `(certificate, key)`.
+    pub fn start_with_tls(realm: &str, bundle: &Path, tls: Option<(&Path, &Path)>) -> Self {
         require("docker-registry");
         let root = tempfile::Builder::new().prefix("pullpass-registry-").tempdir().expect("temp dir");
         let config = root.path().join("config.yml");
@@ -193,8 +198,10 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\nauth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n{}auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
                 storage.display(),
+                tls.map(|(cert, key)| format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()))
+                    .unwrap_or_default(),
                 bundle.display()
             ),
         )
@@ -272,6 +279,16 @@ pub fn seed(registry: &Registry, repository_and_tag: &str, user: &str, password:
         &format!("docker://{}", registry.image(repository_and_tag)),
     ]);
     assert!(pushed.status.success(), "seeding {repository_and_tag}: {}", String::from_utf8_lossy(&pushed.stderr));
+}
+
+/// A private CA and a server certificate for 127.0.0.1 signed by it:
+/// `(ca.pem, server.pem, server.key)` in a temporary directory.
+pub fn private_ca() -> (TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let made = Command::new(python()).arg(peers_script()).args(["make-tls", dir.path().to_str().unwrap()]).output().unwrap();
+    assert!(made.status.success(), "make-tls: {made:?}");
+    let (ca, cert, key) = (dir.path().join("ca.pem"), dir.path().join("server.pem"), dir.path().join("server.key"));
+    (dir, ca, cert, key)
 }
 
 /// Runs skopeo (with no stdin, a private policy, and a bounded time).

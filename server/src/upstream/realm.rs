@@ -136,3 +136,67 @@ pub fn is_forbidden_address(ip: IpAddr) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CredentialId, CredentialName, CredentialUid, Timestamp, WorkspaceId};
+    use pullpass::registry::RegistryServer;
+
+    fn credential(provider: Provider, registry: &str, allow: &[&str]) -> Credential {
+        Credential {
+            name: CredentialName { workspace: WorkspaceId::parse("a").unwrap(), credential: CredentialId::parse("c").unwrap() },
+            uid: CredentialUid([0; 16]),
+            provider,
+            registry: RegistryServer::parse(registry).unwrap().server,
+            username: "u".into(),
+            secret_version: 1,
+            allowed_projects: vec![],
+            allow_passthrough: false,
+            token_realm_allowlist: allow.iter().map(|o| RealmOrigin::parse(o).unwrap()).collect(),
+            ca_bundle_pem: String::new(),
+            description: String::new(),
+            create_time: Timestamp::from_micros(0),
+            update_time: Timestamp::from_micros(0),
+        }
+    }
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn own_origin_provider_realms_and_the_allow_list_pass() {
+        let policy = RealmPolicy::default();
+        let ghcr = credential(Provider::Ghcr, "ghcr.io", &[]);
+        assert!(policy.check(&ghcr, "ghcr.io", &url("https://ghcr.io/token")).is_ok());
+        let hub = credential(Provider::DockerHub, "docker.io", &[]);
+        assert!(policy.check(&hub, "registry-1.docker.io", &url("https://auth.docker.io/token")).is_ok());
+        let gitlab = credential(Provider::Gitlab, "registry.gitlab.com", &[]);
+        assert!(policy.check(&gitlab, "registry.gitlab.com", &url("https://gitlab.com/jwt/auth")).is_ok());
+        let own = credential(Provider::Generic, "r.example.com", &["https://auth.example.com"]);
+        assert!(policy.check(&own, "r.example.com", &url("https://auth.example.com/token?x=1")).is_ok());
+    }
+
+    #[test]
+    fn other_origins_plaintext_and_metadata_addresses_are_refused() {
+        let policy = RealmPolicy { insecure: vec![RegistryHost::parse("127.0.0.1:5000").unwrap()] };
+        let c = credential(Provider::Generic, "r.example.com", &["https://auth.example.com"]);
+        assert!(matches!(policy.check(&c, "r.example.com", &url("https://evil.example.com/t")), Err(Refusal::NotAllowed(_))));
+        assert!(matches!(policy.check(&c, "r.example.com", &url("https://auth.example.com:8443/t")), Err(Refusal::NotAllowed(_))));
+        assert!(matches!(policy.check(&c, "r.example.com", &url("http://r.example.com/t")), Err(Refusal::Plaintext(_))));
+        assert!(matches!(policy.check(&c, "r.example.com", &url("https://u:p@r.example.com/t")), Err(Refusal::BadUrl(_))));
+        let local = credential(Provider::Generic, "127.0.0.1:5000", &["http://169.254.169.254"]);
+        assert!(policy.check(&local, "127.0.0.1:5000", &url("http://127.0.0.1:5000/token")).is_ok());
+        assert!(matches!(
+            policy.check(&local, "127.0.0.1:5000", &url("http://169.254.169.254/token")),
+            Err(Refusal::Forbidden(_))
+        ));
+        for address in ["169.254.169.254", "fe80::1", "fd00:ec2::254", "::ffff:169.254.1.1", "100.100.100.200"] {
+            assert!(is_forbidden_address(address.parse().unwrap()), "{address}");
+        }
+        for address in ["127.0.0.1", "10.0.0.1", "::1", "8.8.8.8"] {
+            assert!(!is_forbidden_address(address.parse().unwrap()), "{address}");
+        }
+    }
+}
