@@ -49,6 +49,26 @@ pub enum Command {
     /// Manage root tokens offline.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Check or maintain the tamper-evident audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `pullpassd audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of every audit event; report the first broken
+    /// link (exit status 1) or the chain head.
+    Verify,
+    /// Print the chain head (sequence number and hash) as JSON, to anchor it
+    /// outside pullpass (a ticket, a log service, a notary).
+    Head,
+    /// Delete events older than DAYS days; the chain stays verifiable.
+    Prune {
+        /// Retention in days.
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..))]
+        older_than_days: u64,
+    },
 }
 
 /// `pullpassd keys …`

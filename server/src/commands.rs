@@ -238,11 +238,68 @@ pub fn backup(settings: &Settings, destination: &Path, overwrite: bool) -> Resul
 pub async fn tokens_create_root(settings: &Settings, description: &str) -> Result<(), StartupError> {
     startup::ensure_data_dir(&settings.data_dir)?;
     let store = Store::open(&settings.database_path())?;
-    let (record, token) = access::create_root_token(&store, description)
+    let actor = crate::audit::Actor::command("tokens create-root");
+    let (record, token) = access::create_root_token(&store, &Default::default(), &actor, description)
         .await
         .map_err(|e| StartupError(format!("cannot create the root token: {e}")))?;
     store.close().await;
     println!("root token {} (shown once, store it now):", record.resource_name());
     println!("PULLPASS_TOKEN={}", token.expose());
+    Ok(())
+}
+
+/// Opens the database for audit commands (no master key needed: the audit
+/// trail holds no secrets).
+fn open_for_audit(settings: &Settings) -> Result<Store, StartupError> {
+    let path = settings.database_path();
+    if !path.exists() {
+        return Err(StartupError(format!("no database at {}", path.display())));
+    }
+    Ok(Store::open(&path)?)
+}
+
+/// `audit verify`.
+pub async fn audit_verify(settings: &Settings) -> Result<(), StartupError> {
+    let store = open_for_audit(settings)?;
+    let result = crate::audit::verify(&store).await.map_err(|e| StartupError(e.to_string()));
+    store.close().await;
+    let verification = result?;
+    match verification.broken {
+        None => {
+            let head = verification
+                .head
+                .map(|(seq, hash)| format!("event {seq}, hash {}", crate::audit::chain::hex(&hash)))
+                .unwrap_or_else(|| "empty".into());
+            println!("audit chain intact: {} event(s) checked; head: {head}", verification.checked);
+            Ok(())
+        }
+        Some(broken) => {
+            println!("audit chain BROKEN after {} good event(s): {broken}", verification.checked);
+            Err(StartupError(format!("the audit chain is broken: {broken}")))
+        }
+    }
+}
+
+/// `audit head`.
+pub async fn audit_head(settings: &Settings) -> Result<(), StartupError> {
+    let store = open_for_audit(settings)?;
+    let head = crate::audit::head(&store).await.map_err(|e| StartupError(e.to_string()));
+    store.close().await;
+    let head = head?;
+    let json = match head {
+        Some((seq, hash)) => serde_json::json!({"seq": seq, "hash": crate::audit::chain::hex(&hash)}),
+        None => serde_json::json!({"seq": 0, "hash": crate::audit::chain::hex(&crate::audit::chain::GENESIS)}),
+    };
+    println!("{json}");
+    Ok(())
+}
+
+/// `audit prune`.
+pub async fn audit_prune(settings: &Settings, days: u64) -> Result<(), StartupError> {
+    let store = open_for_audit(settings)?;
+    let deleted = crate::audit::prune(&store, std::time::Duration::from_secs(days * 86_400)).await;
+    store.close().await;
+    let deleted = deleted.map_err(|e| StartupError(e.to_string()))?;
+    println!("deleted {deleted} audit event(s) older than {days} day(s)");
     Ok(())
 }

@@ -113,6 +113,43 @@ pub struct ServeArgs {
     /// deadline (gRPC timeout). [default: 30]
     #[arg(long, env = "PULLPASS_UPSTREAM_TIMEOUT", value_name = "SECONDS")]
     pub upstream_timeout: Option<u64>,
+
+    /// Delete audit events older than this many days (checked hourly; the
+    /// chain stays verifiable from the newest deleted event). [default: keep all]
+    #[arg(long, env = "PULLPASS_AUDIT_RETENTION_DAYS", value_name = "DAYS")]
+    pub audit_retention_days: Option<u64>,
+
+    /// Requests per second each access token may make (token bucket, burst
+    /// of twice as many); 0 disables the limit. [default: 1000]
+    #[arg(long, env = "PULLPASS_RATE_LIMIT", value_name = "PER_SECOND")]
+    pub rate_limit: Option<u32>,
+
+    /// Largest request message accepted, in bytes. [default: 4194304]
+    #[arg(long, env = "PULLPASS_MAX_REQUEST_BYTES", value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+
+    /// TLS certificate chain (PEM). With --tls-key, serves gRPC over TLS.
+    /// Both files are read again on SIGHUP (existing connections are kept).
+    #[arg(long, env = "PULLPASS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM, PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "PULLPASS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) client certificates must chain to: with it,
+    /// clients without a valid certificate are refused during the handshake.
+    #[arg(long, env = "PULLPASS_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+
+    /// Allow plaintext gRPC on a non-loopback address (bearer tokens then
+    /// cross the network unencrypted). Use only behind a TLS-terminating proxy.
+    #[arg(long, env = "PULLPASS_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+
+    /// Testing hook: make audit appends for this action (or `*`) fail.
+    #[arg(long, env = "PULLPASS_FAULT_AUDIT_FAIL", hide = true)]
+    pub fault_audit_fail: Option<String>,
 }
 
 /// The TOML file.
@@ -132,6 +169,13 @@ pub struct FileSettings {
     passthrough_ttl: Option<u64>,
     lease_cache_size: Option<usize>,
     upstream_timeout: Option<u64>,
+    audit_retention_days: Option<u64>,
+    rate_limit: Option<u32>,
+    max_request_bytes: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    insecure_plaintext: Option<bool>,
 }
 
 /// Settings after precedence and defaults.
@@ -157,6 +201,29 @@ pub struct Settings {
     pub lease_cache_size: usize,
     /// Upstream time budget without a caller deadline.
     pub upstream_timeout: std::time::Duration,
+    /// Audit retention, if any.
+    pub audit_retention: Option<std::time::Duration>,
+    /// Requests per second per token (0 = unlimited).
+    pub rate_limit: u32,
+    /// Largest request message.
+    pub max_request_bytes: usize,
+    /// TLS files, if TLS is on.
+    pub tls: Option<TlsFiles>,
+    /// Plaintext on non-loopback addresses allowed.
+    pub insecure_plaintext: bool,
+    /// Testing hook (see `--fault-audit-fail`).
+    pub fault_audit_fail: Option<String>,
+}
+
+/// Where the server's TLS material lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// Client CA bundle (PEM) for mutual TLS.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Where master keys come from.
@@ -202,6 +269,24 @@ impl Settings {
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default listen address parses")),
             shutdown_grace: std::time::Duration::from_secs(serve.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
             upstream,
+            audit_retention: serve
+                .audit_retention_days
+                .or(file.audit_retention_days)
+                .map(|days| std::time::Duration::from_secs(days.max(1) * 86_400)),
+            rate_limit: serve.rate_limit.or(file.rate_limit).unwrap_or(1000),
+            max_request_bytes: serve.max_request_bytes.or(file.max_request_bytes).unwrap_or(4 * 1024 * 1024),
+            tls: match (
+                serve.tls_cert.clone().or(file.tls_cert.clone()),
+                serve.tls_key.clone().or(file.tls_key.clone()),
+            ) {
+                (Some(cert), Some(key)) => {
+                    Some(TlsFiles { cert, key, client_ca: serve.client_ca.clone().or(file.client_ca.clone()) })
+                }
+                (None, None) => None,
+                _ => return Err("--tls-cert and --tls-key go together".into()),
+            },
+            insecure_plaintext: serve.insecure_plaintext || file.insecure_plaintext.unwrap_or(false),
+            fault_audit_fail: serve.fault_audit_fail.clone(),
             lease_cache_size: serve.lease_cache_size.or(file.lease_cache_size).unwrap_or(10_000),
             upstream_timeout: std::time::Duration::from_secs(
                 serve.upstream_timeout.or(file.upstream_timeout).unwrap_or(30).clamp(1, 600),

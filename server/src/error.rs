@@ -100,6 +100,23 @@ impl Error {
         Self::Internal(context.into())
     }
 
+    /// The gRPC status code number this error becomes (for audit events).
+    pub fn grpc_code(&self) -> i32 {
+        match self {
+            Self::InvalidArgument(_) => 3,
+            Self::DeadlineExceeded(_) => 4,
+            Self::NotFound { .. } | Self::NoMatch { .. } => 5,
+            Self::AlreadyExists { .. } => 6,
+            Self::PermissionDenied { .. } => 7,
+            Self::ResourceExhausted { .. } => 8,
+            Self::FailedPrecondition { .. } => 9,
+            Self::Unimplemented(_) => 12,
+            Self::Internal(_) => 13,
+            Self::Unavailable { .. } => 14,
+            Self::Unauthenticated(_) => 16,
+        }
+    }
+
     /// A short description for logs and messages.
     pub fn message(&self) -> String {
         match self {

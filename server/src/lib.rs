@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod api;
+pub mod audit;
 pub mod broker;
 pub mod changes;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod credentials;
 pub mod domain;
 pub mod error;
+pub mod filter;
 pub mod logging;
 pub mod paging;
 pub mod seal;
@@ -24,10 +26,11 @@ pub mod secret;
 pub mod server;
 pub mod startup;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 pub mod workspaces;
 
-use cli::{Cli, Command, KeysCommand, TokensCommand};
+use cli::{AuditCommand, Cli, Command, KeysCommand, TokensCommand};
 use config::Settings;
 use startup::StartupError;
 
@@ -82,6 +85,11 @@ async fn dispatch(command: Option<Command>, settings: Settings) -> Result<(), St
         Some(Command::Backup { to, force }) => commands::backup(&settings, &to, force),
         Some(Command::Tokens(TokensCommand::CreateRoot { description })) => {
             commands::tokens_create_root(&settings, &description).await
+        }
+        Some(Command::Audit(AuditCommand::Verify)) => commands::audit_verify(&settings).await,
+        Some(Command::Audit(AuditCommand::Head)) => commands::audit_head(&settings).await,
+        Some(Command::Audit(AuditCommand::Prune { older_than_days })) => {
+            commands::audit_prune(&settings, older_than_days).await
         }
     }
 }

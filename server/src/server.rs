@@ -9,15 +9,19 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::access::tokens::AccessTokens;
 use crate::access::{self, Authenticator};
+use crate::api::rate_limit::RateLimiter;
 use crate::api::rpc_layer::RpcLayer;
 use crate::api::{self, ApiState};
+use crate::audit::{Actor, Appender, Auditor};
 use crate::broker::Broker;
 use crate::changes::ChangeFeed;
 use crate::config::Settings;
 use crate::credentials::Credentials;
 use crate::paging::PageTokens;
 use crate::startup::{self, Opened, StartupError};
+use crate::tls::ReloadableTls;
 use crate::upstream::Upstream;
 use crate::workspaces::Workspaces;
 
@@ -35,35 +39,47 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
     let keyring = startup::load_keys(&settings)?;
     let opened = startup::open_database(&settings, keyring).await?;
     if settings.dev {
-        print_dev_root_token(&opened).await?;
+        print_dev_root_token(&opened, &Appender::default()).await?;
     }
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|e| StartupError(format!("cannot listen on {}: {e}", settings.listen)))?;
     let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
-    refuse_exposed_plaintext(address)?;
-    serve(opened, listener, address, started, &settings).await
+    let tls = match &settings.tls {
+        Some(files) => Some(ReloadableTls::load(files).map_err(StartupError)?),
+        None => {
+            refuse_exposed_plaintext(address, settings.insecure_plaintext)?;
+            None
+        }
+    };
+    serve(opened, listener, tls, started, &settings).await
 }
 
 /// In dev mode, mints a root token on first start and prints it once.
-async fn print_dev_root_token(opened: &Opened) -> Result<(), StartupError> {
+async fn print_dev_root_token(opened: &Opened, audit: &Appender) -> Result<(), StartupError> {
     let fail = |e: crate::error::Error| StartupError(format!("cannot create the root token: {e}"));
     if access::has_root_token(&opened.store).await.map_err(fail)? {
         return Ok(());
     }
-    let (record, token) = access::create_root_token(&opened.store, "created by pullpassd --dev").await.map_err(fail)?;
+    let actor = Actor::command("--dev");
+    let (record, token) =
+        access::create_root_token(&opened.store, audit, &actor, "created by pullpassd --dev").await.map_err(fail)?;
     println!("pullpassd: root token for {} (shown once, store it now):", record.resource_name());
     println!("PULLPASS_TOKEN={}", token.expose());
     Ok(())
 }
 
 /// Bearer tokens must not cross a network in clear.
-fn refuse_exposed_plaintext(address: SocketAddr) -> Result<(), StartupError> {
+fn refuse_exposed_plaintext(address: SocketAddr, allowed: bool) -> Result<(), StartupError> {
     if address.ip().is_loopback() {
+        Ok(())
+    } else if allowed {
+        tracing::warn!(%address, "serving plaintext gRPC on a non-loopback address (--insecure-plaintext)");
         Ok(())
     } else {
         Err(StartupError(format!(
-            "refusing to serve plaintext gRPC on the non-loopback address {address}: bearer tokens would cross the network unencrypted. Listen on 127.0.0.1 or [::1]"
+            "refusing to serve plaintext gRPC on the non-loopback address {address}: bearer tokens would cross the network unencrypted. \
+             Serve TLS with --tls-cert and --tls-key, listen on 127.0.0.1 or [::1], or (behind a TLS-terminating proxy only) pass --insecure-plaintext"
         )))
     }
 }
@@ -71,28 +87,48 @@ fn refuse_exposed_plaintext(address: SocketAddr) -> Result<(), StartupError> {
 async fn serve(
     opened: Opened,
     listener: TcpListener,
-    address: SocketAddr,
+    tls: Option<ReloadableTls>,
     started: Instant,
     settings: &Settings,
 ) -> Result<(), StartupError> {
+    let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
     let grace = settings.shutdown_grace;
     let pages = Arc::new(PageTokens::new(opened.sealer.derive_mac_key("page-tokens")));
     let changes = ChangeFeed::default();
-    let credentials =
-        Credentials::new(opened.store.clone(), Arc::clone(&opened.sealer), Arc::clone(&pages), changes.clone());
-    let workspaces = Workspaces::new(opened.store.clone(), pages, changes.clone());
+    let (auditor, audit_flusher) =
+        Auditor::new(opened.store.clone(), Arc::clone(&pages), settings.fault_audit_fail.clone());
+    let credentials = Credentials::new(
+        opened.store.clone(),
+        Arc::clone(&opened.sealer),
+        Arc::clone(&pages),
+        changes.clone(),
+        auditor.appender(),
+    );
+    let workspaces = Workspaces::new(opened.store.clone(), Arc::clone(&pages), changes.clone(), auditor.appender());
     let authn = Authenticator::new(opened.store.clone());
+    let tokens = AccessTokens::new(opened.store.clone(), authn.clone(), pages, auditor.appender());
     let upstream = Upstream::new(settings.upstream.clone()).map_err(StartupError)?;
-    let broker = Broker::new(credentials.clone(), upstream, settings.lease_cache_size, &changes);
-    let services =
-        api::services(ApiState { credentials, workspaces, broker, upstream_timeout: settings.upstream_timeout });
+    let broker = Broker::new(credentials.clone(), upstream, settings.lease_cache_size, &changes, auditor.clone());
+    let services = api::services(
+        ApiState {
+            credentials,
+            workspaces,
+            tokens,
+            auditor: auditor.clone(),
+            broker,
+            upstream_timeout: settings.upstream_timeout,
+        },
+        settings.max_request_bytes,
+    );
+    let limiter = (settings.rate_limit > 0).then(|| Arc::new(RateLimiter::new(settings.rate_limit)));
+    let pruner = settings.audit_retention.map(|retention| tokio::spawn(prune_audit(opened.store.clone(), retention)));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = reflection().build_v1().map_err(|e| StartupError(format!("reflection: {e}")))?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| StartupError(format!("reflection: {e}")))?;
 
     let router = Server::builder()
-        .layer(RpcLayer::new(authn))
+        .layer(RpcLayer::new(authn, limiter))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -104,7 +140,8 @@ async fn serve(
     for name in SERVICE_NAMES.into_iter().chain([""]) {
         health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
-    tracing::info!(%address, startup_ms = started.elapsed().as_millis() as u64, "serving");
+    let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
+    tracing::info!(%address, transport = scheme, startup_ms = started.elapsed().as_millis() as u64, "serving");
     println!("pullpassd: serving on {address}");
 
     let stopping = Arc::new(tokio::sync::Notify::new());
@@ -120,21 +157,69 @@ async fn serve(
             stopping.notify_one();
         }
     };
-    let serving = router.serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown);
     let grace_over = async {
         stopping.notified().await;
         tokio::time::sleep(grace).await;
     };
-    let served = tokio::select! {
-        served = serving => served,
-        () = grace_over => {
-            tracing::warn!("grace period over: closing connections that are still open");
-            Ok(())
+    let reloader = tls.clone().map(|tls| tokio::spawn(reload_on_sighup(tls)));
+    let served = match tls {
+        Some(tls) => {
+            let serving = router.serve_with_incoming_shutdown(tls.incoming(listener), shutdown);
+            tokio::select! {
+                served = serving => served,
+                () = grace_over => {
+                    tracing::warn!("grace period over: closing connections that are still open");
+                    Ok(())
+                }
+            }
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let serving = router.serve_with_incoming_shutdown(incoming, shutdown);
+            tokio::select! {
+                served = serving => served,
+                () = grace_over => {
+                    tracing::warn!("grace period over: closing connections that are still open");
+                    Ok(())
+                }
+            }
         }
     };
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
+    if let Some(pruner) = pruner {
+        pruner.abort();
+    }
+    auditor.close(audit_flusher).await;
     opened.store.close().await;
     tracing::info!("database closed; goodbye");
     served.map_err(|e| StartupError(format!("server failed: {e}")))
+}
+
+/// Reloads the TLS certificate (and client CA) on SIGHUP.
+async fn reload_on_sighup(tls: ReloadableTls) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded; new connections use it"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the previous certificate"),
+        }
+    }
+}
+
+/// Prunes the audit trail hourly.
+async fn prune_audit(store: crate::store::Store, retention: std::time::Duration) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match crate::audit::prune(&store, retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "pruned old audit events"),
+            Err(e) => tracing::warn!(error = %e, "audit pruning failed"),
+        }
+    }
 }
 
 /// Reflection over every service served: pullpass.v1, health, and both

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::audit::{Actor, Appender};
 use crate::changes::{Change, ChangeFeed};
 use crate::domain::workspace::MAX_DISPLAY_NAME_CHARS;
 use crate::domain::{Timestamp, Workspace, WorkspaceId, WorkspaceKind};
@@ -15,6 +16,7 @@ pub struct Workspaces {
     store: Store,
     pages: Arc<PageTokens>,
     changes: ChangeFeed,
+    audit: Appender,
 }
 
 impl std::fmt::Debug for Workspaces {
@@ -25,12 +27,12 @@ impl std::fmt::Debug for Workspaces {
 
 impl Workspaces {
     /// The service over `store`, announcing deletions on `changes`.
-    pub fn new(store: Store, pages: Arc<PageTokens>, changes: ChangeFeed) -> Self {
-        Self { store, pages, changes }
+    pub fn new(store: Store, pages: Arc<PageTokens>, changes: ChangeFeed, audit: Appender) -> Self {
+        Self { store, pages, changes, audit }
     }
 
     /// Creates a workspace.
-    pub async fn create(&self, id: &str, kind: i32, display_name: String) -> Result<Workspace, Error> {
+    pub async fn create(&self, actor: &Actor, id: &str, kind: i32, display_name: String) -> Result<Workspace, Error> {
         let mut violations = Violations::default();
         let id = violations.check("workspace_id", WorkspaceId::parse(id));
         let kind = WorkspaceKind::from_code(kind);
@@ -47,11 +49,16 @@ impl Workspaces {
         let (Some(id), Some(kind)) = (id, kind) else { return Err(Error::internal("validated fields missing")) };
         let workspace = Workspace { id, kind, display_name, create_time: Timestamp::now() };
         let stored = workspace.clone();
+        let event = actor.event("CreateWorkspace", workspace.id.as_str(), &workspace.id.name(), 0);
+        let audit = self.audit.clone();
         self.store
-            .write(move |conn| match store::workspaces::insert(conn, &stored) {
-                Ok(()) => Ok(()),
-                Err(StoreError::Conflict) => Err(Error::already_exists(stored.id.name())),
-                Err(e) => Err(e.into()),
+            .write(move |conn| {
+                match store::workspaces::insert(conn, &stored) {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict) => return Err(Error::already_exists(stored.id.name())),
+                    Err(e) => return Err(e.into()),
+                }
+                audit.append(conn, &event)
             })
             .await?;
         Ok(workspace)
@@ -77,8 +84,10 @@ impl Workspaces {
     }
 
     /// Deletes a workspace; with `force`, everything in it too.
-    pub async fn delete(&self, id: WorkspaceId, force: bool) -> Result<(), Error> {
+    pub async fn delete(&self, actor: &Actor, id: WorkspaceId, force: bool) -> Result<(), Error> {
         let deleted = id.clone();
+        let event = actor.event("DeleteWorkspace", id.as_str(), &id.name(), 0);
+        let audit = self.audit.clone();
         self.store
             .write(move |conn| {
                 if !store::workspaces::exists(conn, &id)? {
@@ -95,7 +104,7 @@ impl Workspaces {
                     });
                 }
                 store::workspaces::delete(conn, &id)?;
-                Ok(())
+                audit.append(conn, &event)
             })
             .await?;
         self.changes.publish(Change::Workspace(&deleted));

@@ -26,6 +26,7 @@ fn main() {
     let store_sixteen = in_process.block_on(store_creates(16, writes));
     let server = Pullpassd::start_with(pullpass_tests::Options {
         env: vec![("PULLPASS_LOG".into(), "warn".into())],
+        args: vec!["--rate-limit".into(), "0".into()],
         ..Default::default()
     })
     .expect("pullpassd starts");

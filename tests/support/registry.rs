@@ -285,7 +285,8 @@ pub fn seed(registry: &Registry, repository_and_tag: &str, user: &str, password:
 /// `(ca.pem, server.pem, server.key)` in a temporary directory.
 pub fn private_ca() -> (TempDir, PathBuf, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let made = Command::new(python()).arg(peers_script()).args(["make-tls", dir.path().to_str().unwrap()]).output().unwrap();
+    let made =
+        Command::new(python()).arg(peers_script()).args(["make-tls", dir.path().to_str().unwrap()]).output().unwrap();
     assert!(made.status.success(), "make-tls: {made:?}");
     let (ca, cert, key) = (dir.path().join("ca.pem"), dir.path().join("server.pem"), dir.path().join("server.key"));
     (dir, ca, cert, key)

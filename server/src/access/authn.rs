@@ -21,7 +21,11 @@ use crate::store::{self, Store};
 pub struct Authenticator {
     store: Store,
     cache: Arc<RwLock<HashMap<[u8; 32], Arc<AccessTokenRecord>>>>,
+    last_written: Arc<std::sync::Mutex<HashMap<crate::domain::AccessTokenId, std::time::Instant>>>,
 }
+
+/// `last_used_time` is written at most this often per token.
+const LAST_USED_RESOLUTION: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,7 +38,7 @@ const NO_TOKEN: &str = "missing `authorization: Bearer <token>` metadata";
 impl Authenticator {
     /// An authenticator over the token table of `store`.
     pub fn new(store: Store) -> Self {
-        Self { store, cache: Arc::default() }
+        Self { store, cache: Arc::default(), last_written: Arc::default() }
     }
 
     /// The principal of an `authorization` header value.
@@ -61,7 +65,30 @@ impl Authenticator {
         if record.expire_time.is_some_and(|expiry| expiry <= now) {
             return Err(Error::Unauthenticated(format!("access token {} has expired", record.resource_name())));
         }
+        self.touch(&record, now);
         Ok(Principal::of(&record))
+    }
+
+    /// Records the use of a token, at most once a minute per token, in the
+    /// background (no write on the call's path).
+    fn touch(&self, record: &AccessTokenRecord, now: Timestamp) {
+        {
+            let mut written = self.last_written.lock().unwrap_or_else(|p| p.into_inner());
+            if written.get(&record.id).is_some_and(|at| at.elapsed() < LAST_USED_RESOLUTION) {
+                return;
+            }
+            if written.len() > 100_000 {
+                written.clear();
+            }
+            written.insert(record.id.clone(), std::time::Instant::now());
+        }
+        let store = self.store.clone();
+        let uses = vec![(record.id.clone(), now)];
+        tokio::spawn(async move {
+            if let Err(e) = store.write(move |conn| Ok(store::tokens::set_last_used(conn, &uses)?)).await {
+                tracing::warn!(error = %e, "could not record a token's last use");
+            }
+        });
     }
 
     /// Replaces (or drops) the cached record of a token after a change.
@@ -104,7 +131,8 @@ mod tests {
     #[tokio::test]
     async fn a_valid_root_token_authenticates_and_others_do_not() {
         let (_dir, store) = temp_store();
-        let (record, token) = create_root_token(&store, "test").await.unwrap();
+        let (record, token) =
+            create_root_token(&store, &Default::default(), &Default::default(), "test").await.unwrap();
         let authn = Authenticator::new(store);
         let header = format!("Bearer {}", token.expose());
         let principal = authn.authenticate(Some(&header)).await.unwrap();
@@ -128,7 +156,8 @@ mod tests {
     #[tokio::test]
     async fn a_revoked_cached_token_is_refused_on_the_next_call() {
         let (_dir, store) = temp_store();
-        let (mut record, token) = create_root_token(&store, "test").await.unwrap();
+        let (mut record, token) =
+            create_root_token(&store, &Default::default(), &Default::default(), "test").await.unwrap();
         let authn = Authenticator::new(store);
         let header = format!("Bearer {}", token.expose());
         authn.authenticate(Some(&header)).await.unwrap();

@@ -10,7 +10,9 @@
 pub mod authn;
 pub mod policy;
 pub mod token;
+pub mod tokens;
 
+use crate::audit::{Actor, Appender};
 use crate::domain::{AccessTokenId, AccessTokenRecord, ProjectName, Role, Timestamp, WorkspaceId};
 use crate::error::Error;
 use crate::store::{self, Store};
@@ -45,9 +47,14 @@ impl Principal {
     }
 }
 
-/// Mints a root token and stores its hash. The returned string must be shown
-/// once and never stored.
-pub async fn create_root_token(store: &Store, description: &str) -> Result<(AccessTokenRecord, TokenString), Error> {
+/// Mints a root token and stores its hash, with an audit event. The returned
+/// string must be shown once and never stored.
+pub async fn create_root_token(
+    store: &Store,
+    audit: &Appender,
+    actor: &Actor,
+    description: &str,
+) -> Result<(AccessTokenRecord, TokenString), Error> {
     let token = TokenString::generate()?;
     let record = AccessTokenRecord {
         id: token::new_token_id()?,
@@ -62,7 +69,14 @@ pub async fn create_root_token(store: &Store, description: &str) -> Result<(Acce
         last_used_time: None,
     };
     let stored = record.clone();
-    store.write(move |conn| Ok(store::tokens::insert(conn, &stored)?)).await?;
+    let event = actor.event("CreateRootToken", "", &record.resource_name(), 0);
+    let audit = audit.clone();
+    store
+        .write(move |conn| {
+            store::tokens::insert(conn, &stored)?;
+            audit.append(conn, &event)
+        })
+        .await?;
     Ok((record, token))
 }
 

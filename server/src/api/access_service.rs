@@ -10,31 +10,31 @@ use pullpass::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{ApiState, allow, caller, convert, field, required};
+use super::{ApiState, allow, caller, convert, field, required, who, workspace_of};
 use crate::access::policy::Permission;
+use crate::access::tokens::NewToken;
+use crate::domain::ids::AccessTokenName;
 use crate::domain::{Role, WorkspaceId};
-use crate::error::Error;
 
 /// Handler state.
 #[derive(Debug)]
 pub struct AccessApi(pub(super) Arc<ApiState>);
 
-fn tokens_unimplemented(rpc: &str) -> Status {
-    Error::Unimplemented(format!(
-        "{rpc} is not available yet: workspace access tokens (roles ADMIN, LAUNCHER, VIEWER) come with the access-control work; use the root token meanwhile"
-    ))
-    .into()
-}
-
 #[tonic::async_trait]
 impl AccessService for AccessApi {
     async fn create_workspace(&self, request: Request<CreateWorkspaceRequest>) -> Result<Response<Workspace>, Status> {
-        let principal = caller(&request)?;
-        allow(&principal, Permission::ManageWorkspaces)?;
+        let (principal, actor) = who(&request)?;
         let request = request.into_inner();
-        let workspace = request.workspace.ok_or_else(|| required("workspace"))?;
-        let created = self.0.workspaces.create(&request.workspace_id, workspace.kind, workspace.display_name).await?;
-        Ok(Response::new(convert::workspace(&created)))
+        let resource = format!("workspaces/{}", request.workspace_id);
+        let result = async {
+            allow(&principal, Permission::ManageWorkspaces)?;
+            let workspace = request.workspace.ok_or_else(|| required("workspace"))?;
+            let created =
+                self.0.workspaces.create(&actor, &request.workspace_id, workspace.kind, workspace.display_name).await?;
+            Ok(Response::new(convert::workspace(&created)))
+        }
+        .await;
+        self.0.audited(&actor, "CreateWorkspace", &request.workspace_id, &resource, result).await
     }
 
     async fn get_workspace(&self, request: Request<GetWorkspaceRequest>) -> Result<Response<Workspace>, Status> {
@@ -66,40 +66,86 @@ impl AccessService for AccessApi {
     }
 
     async fn delete_workspace(&self, request: Request<DeleteWorkspaceRequest>) -> Result<Response<()>, Status> {
-        let principal = caller(&request)?;
-        allow(&principal, Permission::ManageWorkspaces)?;
+        let (principal, actor) = who(&request)?;
         let request = request.into_inner();
-        let id = field("name", WorkspaceId::from_name(&request.name))?;
-        self.0.workspaces.delete(id, request.force).await?;
-        Ok(Response::new(()))
+        let result = async {
+            let id = field("name", WorkspaceId::from_name(&request.name))?;
+            allow(&principal, Permission::ManageWorkspaces)?;
+            self.0.workspaces.delete(&actor, id, request.force).await?;
+            Ok(Response::new(()))
+        }
+        .await;
+        if result.is_ok() {
+            self.0.tokens.forget_cached();
+        }
+        self.0.audited(&actor, "DeleteWorkspace", workspace_of(&request.name), &request.name, result).await
     }
 
     async fn create_access_token(
         &self,
         request: Request<CreateAccessTokenRequest>,
     ) -> Result<Response<AccessToken>, Status> {
-        caller(&request)?;
-        Err(tokens_unimplemented("CreateAccessToken"))
+        let (principal, actor) = who(&request)?;
+        let request = request.into_inner();
+        let result = async {
+            let workspace = field("parent", WorkspaceId::from_name(&request.parent))?;
+            let token = request.access_token.ok_or_else(|| required("access_token"))?;
+            let new = NewToken {
+                role: token.role,
+                projects: token.projects,
+                expire_time: token.expire_time.as_ref().map(convert::from_timestamp),
+                description: token.description,
+            };
+            // Workspace visibility first, then role, then the fields.
+            allow(&principal, Permission::ReadWorkspace(&workspace))?;
+            let role = crate::domain::Role::from_code(new.role).unwrap_or(Role::Launcher);
+            allow(&principal, Permission::ManageTokens(&workspace, role))?;
+            let (record, secret) = self.0.tokens.create(&actor, workspace, new).await?;
+            Ok(Response::new(AccessToken { token: secret.expose().to_owned(), ..convert::access_token(&record) }))
+        }
+        .await;
+        let resource = format!("{}/accessTokens", request.parent);
+        self.0.audited(&actor, "CreateAccessToken", workspace_of(&request.parent), &resource, result).await
     }
 
     async fn get_access_token(&self, request: Request<GetAccessTokenRequest>) -> Result<Response<AccessToken>, Status> {
-        caller(&request)?;
-        Err(tokens_unimplemented("GetAccessToken"))
+        let principal = caller(&request)?;
+        let name = field("name", AccessTokenName::parse(&request.get_ref().name))?;
+        allow(&principal, Permission::ReadTokens(&name.workspace))?;
+        let record = self.0.tokens.get(name.workspace, name.token).await?;
+        Ok(Response::new(convert::access_token(&record)))
     }
 
     async fn list_access_tokens(
         &self,
         request: Request<ListAccessTokensRequest>,
     ) -> Result<Response<ListAccessTokensResponse>, Status> {
-        caller(&request)?;
-        Err(tokens_unimplemented("ListAccessTokens"))
+        let principal = caller(&request)?;
+        let request = request.into_inner();
+        let workspace = field("parent", WorkspaceId::from_name(&request.parent))?;
+        allow(&principal, Permission::ReadTokens(&workspace))?;
+        let page = self.0.tokens.list(workspace, request.page_size, &request.page_token).await?;
+        Ok(Response::new(ListAccessTokensResponse {
+            access_tokens: page.items.iter().map(convert::access_token).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn revoke_access_token(
         &self,
         request: Request<RevokeAccessTokenRequest>,
     ) -> Result<Response<AccessToken>, Status> {
-        caller(&request)?;
-        Err(tokens_unimplemented("RevokeAccessToken"))
+        let (principal, actor) = who(&request)?;
+        let resource = request.get_ref().name.clone();
+        let result = async {
+            let name = field("name", AccessTokenName::parse(&resource))?;
+            allow(&principal, Permission::ReadTokens(&name.workspace))?;
+            let existing = self.0.tokens.get(name.workspace.clone(), name.token.clone()).await?;
+            allow(&principal, Permission::ManageTokens(&name.workspace, existing.role))?;
+            let record = self.0.tokens.revoke(&actor, name.workspace, name.token).await?;
+            Ok(Response::new(convert::access_token(&record)))
+        }
+        .await;
+        self.0.audited(&actor, "RevokeAccessToken", workspace_of(&resource), &resource, result).await
     }
 }

@@ -64,3 +64,23 @@ pub fn workspace(w: &Workspace) -> v1::Workspace {
         create_time: Some(timestamp(w.create_time)),
     }
 }
+
+/// A domain timestamp from protobuf.
+pub fn from_timestamp(t: &prost_types::Timestamp) -> Timestamp {
+    Timestamp::from_seconds_and_nanos(t.seconds, t.nanos)
+}
+
+/// The proto form of an access token (never with the token string).
+pub fn access_token(r: &crate::domain::AccessTokenRecord) -> v1::AccessToken {
+    v1::AccessToken {
+        name: r.resource_name(),
+        role: r.role.code(),
+        projects: r.projects.iter().map(ToString::to_string).collect(),
+        expire_time: r.expire_time.map(timestamp),
+        description: r.description.clone(),
+        create_time: Some(timestamp(r.create_time)),
+        last_used_time: r.last_used_time.map(timestamp),
+        revoke_time: r.revoke_time.map(timestamp),
+        token: String::new(),
+    }
+}

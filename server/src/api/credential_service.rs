@@ -2,17 +2,16 @@
 
 use std::sync::Arc;
 
-use pullpass::v1::AuthKind;
 use pullpass::v1::credential_service_server::CredentialService;
 use pullpass::v1::{
-    CreateCredentialRequest, Credential, DeleteCredentialRequest, GetCredentialRequest, ImportDockerConfigRequest,
-    ImportDockerConfigResponse, ImportDockerConfigResult, ListCredentialsRequest, ListCredentialsResponse,
-    TestCredentialRequest, TestCredentialResponse, UpdateCredentialRequest,
+    AuthKind, CreateCredentialRequest, Credential, DeleteCredentialRequest, GetCredentialRequest,
+    ImportDockerConfigRequest, ImportDockerConfigResponse, ImportDockerConfigResult, ListCredentialsRequest,
+    ListCredentialsResponse, TestCredentialRequest, TestCredentialResponse, UpdateCredentialRequest,
 };
 use tonic::{Request, Response, Status};
 
 use super::status::{ok_rpc_status, to_rpc_status};
-use super::{ApiState, allow, caller, convert, deadline, field, required};
+use super::{ApiState, allow, caller, convert, deadline, field, required, who, workspace_of};
 use crate::access::policy::Permission;
 use crate::domain::{CredentialId, CredentialName, Grant, WorkspaceId};
 
@@ -26,14 +25,20 @@ impl CredentialService for CredentialApi {
         &self,
         request: Request<CreateCredentialRequest>,
     ) -> Result<Response<Credential>, Status> {
-        let principal = caller(&request)?;
+        let (principal, actor) = who(&request)?;
         let request = request.into_inner();
-        let workspace = field("parent", WorkspaceId::from_name(&request.parent))?;
-        allow(&principal, Permission::ManageCredentials(&workspace))?;
-        let id = field("credential_id", CredentialId::parse(&request.credential_id))?;
-        let credential = request.credential.ok_or_else(|| required("credential"))?;
-        let saved = self.0.credentials.create(workspace, id, convert::credential_input(credential)).await?;
-        Ok(Response::new(convert::saved_credential(saved)))
+        let resource = format!("{}/credentials/{}", request.parent, request.credential_id);
+        let parent = request.parent.clone();
+        let result = async {
+            let workspace = field("parent", WorkspaceId::from_name(&request.parent))?;
+            allow(&principal, Permission::ManageCredentials(&workspace))?;
+            let id = field("credential_id", CredentialId::parse(&request.credential_id))?;
+            let credential = request.credential.ok_or_else(|| required("credential"))?;
+            let saved = self.0.credentials.create(&actor, workspace, id, convert::credential_input(credential)).await?;
+            Ok(Response::new(convert::saved_credential(saved)))
+        }
+        .await;
+        self.0.audited(&actor, "CreateCredential", workspace_of(&parent), &resource, result).await
     }
 
     async fn get_credential(&self, request: Request<GetCredentialRequest>) -> Result<Response<Credential>, Status> {
@@ -63,88 +68,114 @@ impl CredentialService for CredentialApi {
         &self,
         request: Request<UpdateCredentialRequest>,
     ) -> Result<Response<Credential>, Status> {
-        let principal = caller(&request)?;
+        let (principal, actor) = who(&request)?;
         let request = request.into_inner();
-        let credential = request.credential.ok_or_else(|| required("credential"))?;
-        let name = field("credential.name", CredentialName::parse(&credential.name))?;
-        allow(&principal, Permission::ManageCredentials(&name.workspace))?;
-        let mask = request.update_mask.map(|mask| mask.paths);
-        let saved = self.0.credentials.update(name, convert::credential_input(credential), mask).await?;
-        Ok(Response::new(convert::saved_credential(saved)))
+        let resource = request.credential.as_ref().map(|c| c.name.clone()).unwrap_or_default();
+        let result = async {
+            let credential = request.credential.ok_or_else(|| required("credential"))?;
+            let name = field("credential.name", CredentialName::parse(&credential.name))?;
+            allow(&principal, Permission::ManageCredentials(&name.workspace))?;
+            let mask = request.update_mask.map(|mask| mask.paths);
+            let saved = self.0.credentials.update(&actor, name, convert::credential_input(credential), mask).await?;
+            Ok(Response::new(convert::saved_credential(saved)))
+        }
+        .await;
+        self.0.audited(&actor, "UpdateCredential", workspace_of(&resource), &resource, result).await
     }
 
     async fn delete_credential(&self, request: Request<DeleteCredentialRequest>) -> Result<Response<()>, Status> {
-        let principal = caller(&request)?;
-        let name = field("name", CredentialName::parse(&request.get_ref().name))?;
-        allow(&principal, Permission::ManageCredentials(&name.workspace))?;
-        self.0.credentials.delete(name).await?;
-        Ok(Response::new(()))
+        let (principal, actor) = who(&request)?;
+        let resource = request.get_ref().name.clone();
+        let result = async {
+            let name = field("name", CredentialName::parse(&resource))?;
+            allow(&principal, Permission::ManageCredentials(&name.workspace))?;
+            self.0.credentials.delete(&actor, name).await?;
+            Ok(Response::new(()))
+        }
+        .await;
+        self.0.audited(&actor, "DeleteCredential", workspace_of(&resource), &resource, result).await
     }
 
     async fn test_credential(
         &self,
         request: Request<TestCredentialRequest>,
     ) -> Result<Response<TestCredentialResponse>, Status> {
-        let principal = caller(&request)?;
+        let (principal, actor) = who(&request)?;
         let deadline = deadline(&request, self.0.upstream_timeout);
         let request = request.into_inner();
-        let name = field("name", CredentialName::parse(&request.name))?;
-        allow(&principal, Permission::ManageCredentials(&name.workspace))?;
-        if request.repository.is_empty() {
-            return Err(required("repository"));
-        }
-        let actions = super::registry_auth_service::actions(&request.actions)?;
-        let report = self.0.broker.test(name, &request.repository, &actions, deadline).await?;
-        let mut response = TestCredentialResponse {
-            requested_scope: report.requested.to_string(),
-            registry: report.registry,
-            ..Default::default()
-        };
-        match report.outcome {
-            Ok(lease) => {
-                response.success = true;
-                response.status = Some(ok_rpc_status());
-                response.kind = match lease.grant {
-                    Grant::Bearer { .. } => AuthKind::Bearer as i32,
-                    Grant::Basic { .. } => AuthKind::Basic as i32,
-                };
-                response.granted_scope = lease.granted.map(|g| g.to_string()).unwrap_or_default();
-                response.expire_time = Some(convert::timestamp(lease.expire_time));
+        let resource = request.name.clone();
+        let result = async {
+            let name = field("name", CredentialName::parse(&request.name))?;
+            allow(&principal, Permission::ManageCredentials(&name.workspace))?;
+            if request.repository.is_empty() {
+                return Err(required("repository"));
             }
-            Err(error) => response.status = Some(to_rpc_status(&error)),
+            let actions = super::registry_auth_service::actions(&request.actions)?;
+            let report = self.0.broker.test(&actor, name, &request.repository, &actions, deadline).await?;
+            let mut response = TestCredentialResponse {
+                requested_scope: report.requested.to_string(),
+                registry: report.registry,
+                ..Default::default()
+            };
+            match report.outcome {
+                Ok(lease) => {
+                    response.success = true;
+                    response.status = Some(ok_rpc_status());
+                    response.kind = match lease.grant {
+                        Grant::Bearer { .. } => AuthKind::Bearer as i32,
+                        Grant::Basic { .. } => AuthKind::Basic as i32,
+                    };
+                    response.granted_scope = lease.granted.map(|g| g.to_string()).unwrap_or_default();
+                    response.expire_time = Some(convert::timestamp(lease.expire_time));
+                }
+                Err(error) => response.status = Some(to_rpc_status(&error)),
+            }
+            Ok(Response::new(response))
         }
-        Ok(Response::new(response))
+        .await;
+        self.0.audited(&actor, "TestCredential", workspace_of(&resource), &resource, result).await
     }
 
     async fn import_docker_config(
         &self,
         request: Request<ImportDockerConfigRequest>,
     ) -> Result<Response<ImportDockerConfigResponse>, Status> {
-        let principal = caller(&request)?;
+        let (principal, actor) = who(&request)?;
         let request = request.into_inner();
-        let workspace = field("parent", WorkspaceId::from_name(&request.parent))?;
-        allow(&principal, Permission::ManageCredentials(&workspace))?;
-        let results = self
-            .0
-            .credentials
-            .import_docker_config(workspace, &request.config_json, &request.name_prefix, request.validate_only)
-            .await?;
-        let created_count = results.iter().filter(|r| r.outcome.is_ok()).count() as i32;
-        let results = results
-            .into_iter()
-            .map(|result| match result.outcome {
-                Ok(saved) => ImportDockerConfigResult {
-                    config_key: result.config_key,
-                    credential: Some(convert::saved_credential(saved)),
-                    status: Some(ok_rpc_status()),
-                },
-                Err(error) => ImportDockerConfigResult {
-                    config_key: result.config_key,
-                    credential: None,
-                    status: Some(to_rpc_status(&error)),
-                },
-            })
-            .collect();
-        Ok(Response::new(ImportDockerConfigResponse { results, created_count }))
+        let parent = request.parent.clone();
+        let result = async {
+            let workspace = field("parent", WorkspaceId::from_name(&request.parent))?;
+            allow(&principal, Permission::ManageCredentials(&workspace))?;
+            let results = self
+                .0
+                .credentials
+                .import_docker_config(
+                    &actor,
+                    workspace,
+                    &request.config_json,
+                    &request.name_prefix,
+                    request.validate_only,
+                )
+                .await?;
+            let created_count = results.iter().filter(|r| r.outcome.is_ok()).count() as i32;
+            let results = results
+                .into_iter()
+                .map(|result| match result.outcome {
+                    Ok(saved) => ImportDockerConfigResult {
+                        config_key: result.config_key,
+                        credential: Some(convert::saved_credential(saved)),
+                        status: Some(ok_rpc_status()),
+                    },
+                    Err(error) => ImportDockerConfigResult {
+                        config_key: result.config_key,
+                        credential: None,
+                        status: Some(to_rpc_status(&error)),
+                    },
+                })
+                .collect();
+            Ok(Response::new(ImportDockerConfigResponse { results, created_count }))
+        }
+        .await;
+        self.0.audited(&actor, "ImportDockerConfig", workspace_of(&parent), &parent, result).await
     }
 }

@@ -12,6 +12,7 @@ mod access_service;
 mod audit_service;
 pub mod convert;
 mod credential_service;
+pub mod rate_limit;
 mod registry_auth_service;
 pub mod rpc_layer;
 pub mod status;
@@ -26,13 +27,12 @@ use tonic::{Request, Status};
 
 use crate::access::Principal;
 use crate::access::policy::{Permission, authorize};
+use crate::access::tokens::AccessTokens;
+use crate::audit::{Actor, Auditor};
 use crate::broker::Broker;
 use crate::credentials::Credentials;
 use crate::error::Error;
 use crate::workspaces::Workspaces;
-
-/// Largest request message accepted, in bytes.
-pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// The domain services the handlers call.
 #[derive(Debug, Clone)]
@@ -41,6 +41,10 @@ pub struct ApiState {
     pub credentials: Credentials,
     /// Workspace management.
     pub workspaces: Workspaces,
+    /// Access-token management.
+    pub tokens: AccessTokens,
+    /// The audit trail.
+    pub auditor: Auditor,
     /// Lease issuance.
     pub broker: Broker,
     /// Upstream time budget when the caller sets no deadline.
@@ -60,17 +64,18 @@ pub struct PullpassServices {
     pub audit: AuditServiceServer<audit_service::AuditApi>,
 }
 
-/// Builds the services over `state`.
-pub fn services(state: ApiState) -> PullpassServices {
+/// Builds the services over `state`, refusing requests larger than
+/// `max_request_bytes`.
+pub fn services(state: ApiState, max_request_bytes: usize) -> PullpassServices {
     let state = Arc::new(state);
     PullpassServices {
         credentials: CredentialServiceServer::new(credential_service::CredentialApi(Arc::clone(&state)))
-            .max_decoding_message_size(MAX_REQUEST_BYTES),
+            .max_decoding_message_size(max_request_bytes),
         access: AccessServiceServer::new(access_service::AccessApi(Arc::clone(&state)))
-            .max_decoding_message_size(MAX_REQUEST_BYTES),
+            .max_decoding_message_size(max_request_bytes),
         registry_auth: RegistryAuthServiceServer::new(registry_auth_service::RegistryAuthApi(Arc::clone(&state)))
-            .max_decoding_message_size(MAX_REQUEST_BYTES),
-        audit: AuditServiceServer::new(audit_service::AuditApi(state)).max_decoding_message_size(MAX_REQUEST_BYTES),
+            .max_decoding_message_size(max_request_bytes),
+        audit: AuditServiceServer::new(audit_service::AuditApi(state)).max_decoding_message_size(max_request_bytes),
     }
 }
 
@@ -87,6 +92,43 @@ fn caller<T>(request: &Request<T>) -> Result<Principal, Status> {
         .get::<Principal>()
         .cloned()
         .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` metadata"))
+}
+
+/// The caller and its audit identity.
+fn who<T>(request: &Request<T>) -> Result<(Principal, Actor), Status> {
+    let principal = caller(request)?;
+    let context = request.extensions().get::<rpc_layer::CallContext>();
+    let actor = Actor {
+        principal: principal.resource_name.clone(),
+        request_id: context.map(|c| c.request_id.clone()).unwrap_or_default(),
+        client_address: context.map(|c| c.client_address.clone()).unwrap_or_default(),
+    };
+    Ok((principal, actor))
+}
+
+impl ApiState {
+    /// Records a failed mutation in the audit trail (successes are recorded
+    /// by the domain services inside their transactions).
+    async fn audited<T>(
+        &self,
+        actor: &Actor,
+        action: &str,
+        workspace: &str,
+        resource: &str,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        if let Err(status) = &result {
+            let resource = crate::domain::ids::shorten(resource);
+            let workspace = crate::domain::WorkspaceId::parse(workspace).map(|w| w.to_string()).unwrap_or_default();
+            self.auditor.record_failure(actor, action, &workspace, &resource, status.code() as i32).await;
+        }
+        result
+    }
+}
+
+/// The workspace id in `workspaces/{w}/…`, or "" (for audit events).
+fn workspace_of(name: &str) -> &str {
+    name.strip_prefix("workspaces/").map_or("", |rest| rest.split('/').next().unwrap_or(""))
 }
 
 /// Checks that `principal` has `permission`.

@@ -9,7 +9,7 @@ use pullpass::v1::{AuthKind, IssueRegistryAuthRequest, IssueRegistryAuthResponse
 use tonic::{Request, Response, Status};
 
 use super::status::to_rpc_status;
-use super::{ApiState, allow, caller, convert, deadline, field};
+use super::{ApiState, allow, convert, deadline, field, who, workspace_of};
 use crate::access::policy::Permission;
 use crate::broker::{Issued, LeaseRequest};
 use crate::domain::{Accept, Grant, ProjectName, WorkspaceId};
@@ -30,25 +30,33 @@ impl RegistryAuthService for RegistryAuthApi {
         &self,
         request: Request<IssueRegistryAuthRequest>,
     ) -> Result<Response<IssueRegistryAuthResponse>, Status> {
-        let principal = caller(&request)?;
+        let (principal, actor) = who(&request)?;
         let deadline = deadline(&request, self.0.upstream_timeout);
         let request = request.into_inner();
-        let workspace = field("workspace", WorkspaceId::from_name(&request.workspace))?;
-        let project = match request.project.as_str() {
-            "" => None,
-            project => Some(field("project", ProjectName::parse(project))?),
-        };
-        allow(&principal, Permission::IssueRegistryAuth(&workspace, project.as_ref()))?;
-        let lease_request = LeaseRequest {
-            workspace,
-            project,
-            images: request.images.clone(),
-            actions: actions(&request.actions)?,
-            min_ttl: min_ttl(request.min_ttl)?,
-            accept: accept(&request.accept)?,
-            deadline,
-        };
-        let outcomes = self.0.broker.issue(&lease_request).await?;
+        let checked = async {
+            let workspace = field("workspace", WorkspaceId::from_name(&request.workspace))?;
+            let project = match request.project.as_str() {
+                "" => None,
+                project => Some(field("project", ProjectName::parse(project))?),
+            };
+            allow(&principal, Permission::IssueRegistryAuth(&workspace, project.as_ref()))?;
+            let lease_request = LeaseRequest {
+                workspace,
+                project,
+                images: request.images.clone(),
+                actions: actions(&request.actions)?,
+                min_ttl: min_ttl(request.min_ttl)?,
+                accept: accept(&request.accept)?,
+                deadline,
+                actor: actor.clone(),
+            };
+            Ok(self.0.broker.issue(&lease_request).await?)
+        }
+        .await;
+        let outcomes = self
+            .0
+            .audited(&actor, "IssueRegistryAuth", workspace_of(&request.workspace), &request.workspace, checked)
+            .await?;
         let auths = request
             .images
             .into_iter()

@@ -20,8 +20,11 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tonic::body::Body;
 use tower::{Layer, Service};
 
+use super::rate_limit::RateLimiter;
 use super::status::to_status;
 use crate::access::{Authenticator, Principal};
+use crate::error::Error;
+use std::sync::Arc;
 
 /// Per-call facts handlers and audit use.
 #[derive(Debug, Clone)]
@@ -32,16 +35,18 @@ pub struct CallContext {
     pub client_address: String,
 }
 
-/// Layer adding authentication and RPC logging.
+/// Layer adding authentication, rate limiting and RPC logging.
 #[derive(Debug, Clone)]
 pub struct RpcLayer {
     authn: Authenticator,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl RpcLayer {
-    /// A layer authenticating with `authn`.
-    pub fn new(authn: Authenticator) -> Self {
-        Self { authn }
+    /// A layer authenticating with `authn` and, when given, limiting each
+    /// token's call rate.
+    pub fn new(authn: Authenticator, limiter: Option<Arc<RateLimiter>>) -> Self {
+        Self { authn, limiter }
     }
 }
 
@@ -49,7 +54,7 @@ impl<S> Layer<S> for RpcLayer {
     type Service = RpcService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcService { inner, authn: self.authn.clone() }
+        RpcService { inner, authn: self.authn.clone(), limiter: self.limiter.clone() }
     }
 }
 
@@ -58,6 +63,7 @@ impl<S> Layer<S> for RpcLayer {
 pub struct RpcService<S> {
     inner: S,
     authn: Authenticator,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 /// Paths served without a token.
@@ -82,22 +88,28 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authn = self.authn.clone();
+        let limiter = self.limiter.clone();
         Box::pin(async move {
             let started = Instant::now();
             let method = request.uri().path().to_owned();
             let public = is_public(&method);
             let request_id = request_id(&request);
-            let client_address = request
-                .extensions()
-                .get::<tonic::transport::server::TcpConnectInfo>()
-                .and_then(|info| info.remote_addr())
-                .map(|addr| addr.to_string())
-                .unwrap_or_default();
+            let client_address = client_address(&request);
             request.extensions_mut().insert(CallContext { request_id: request_id.clone(), client_address });
             let mut principal = String::new();
             if !public {
                 let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-                match authn.authenticate(header).await {
+                let checked = authn.authenticate(header).await.and_then(|caller| {
+                    match limiter.as_ref().map(|l| l.check(&caller.token_id)) {
+                        Some(Err(retry_after)) => Err(Error::ResourceExhausted {
+                            reason: pullpass::reason::RATE_LIMITED,
+                            message: format!("{} is over its request rate; retry shortly", caller.resource_name),
+                            retry_after,
+                        }),
+                        _ => Ok(caller),
+                    }
+                });
+                match checked {
                     Ok(caller) => {
                         principal = caller.resource_name.clone();
                         request.extensions_mut().insert::<Principal>(caller);
@@ -125,6 +137,18 @@ where
             Ok(Response::from_parts(parts, Body::new(body)))
         })
     }
+}
+
+/// The peer address, over TCP or TLS.
+fn client_address(request: &Request<Body>) -> String {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let extensions = request.extensions();
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()))
+        .map(|addr| addr.to_string())
+        .unwrap_or_default()
 }
 
 /// `x-request-id` from the caller when sane, else 16 random hex digits.

@@ -19,6 +19,7 @@ use futures_util::future::join_all;
 use pullpass::reference::ImageRef;
 use pullpass::scope::{Action, Scope};
 
+use crate::audit::{Actor, Auditor};
 use crate::changes::{Change, ChangeFeed};
 use crate::credentials::Credentials;
 use crate::domain::{Accept, CredentialName, Lease, ProjectName, WorkspaceId};
@@ -47,6 +48,8 @@ pub struct LeaseRequest {
     pub accept: Accept,
     /// When the caller stops waiting.
     pub deadline: Instant,
+    /// Who asks (for the audit trail).
+    pub actor: Actor,
 }
 
 /// A lease issued for one image.
@@ -83,14 +86,21 @@ struct Inner {
     index: CredentialIndex,
     cache: LeaseCache,
     upstream: Upstream,
+    auditor: Auditor,
 }
 
 impl Broker {
     /// A broker over `credentials`, exchanging through `upstream`, caching at
     /// most `cache_capacity` leases, following `changes`.
-    pub fn new(credentials: Credentials, upstream: Upstream, cache_capacity: usize, changes: &ChangeFeed) -> Self {
+    pub fn new(
+        credentials: Credentials,
+        upstream: Upstream,
+        cache_capacity: usize,
+        changes: &ChangeFeed,
+        auditor: Auditor,
+    ) -> Self {
         let index = CredentialIndex::new(credentials.store().clone());
-        let inner = Arc::new(Inner { credentials, index, cache: LeaseCache::new(cache_capacity), upstream });
+        let inner = Arc::new(Inner { credentials, index, cache: LeaseCache::new(cache_capacity), upstream, auditor });
         let weak = Arc::downgrade(&inner);
         changes.subscribe(move |change| {
             let Some(inner) = weak.upgrade() else { return };
@@ -108,7 +118,8 @@ impl Broker {
         Self { inner }
     }
 
-    /// Issues a lease per image; each image has its own outcome.
+    /// Issues a lease per image; each image has its own outcome, and its own
+    /// audit event (queued, see `audit`).
     pub async fn issue(&self, request: &LeaseRequest) -> Result<Vec<Result<Issued, Error>>, Error> {
         if request.images.is_empty() {
             return Err(Error::invalid("images", "name at least one image"));
@@ -119,9 +130,33 @@ impl Broker {
         let candidates = self.inner.index.credentials(&request.workspace).await?;
         let outcomes = request.images.iter().enumerate().map(|(position, text)| {
             let candidates = Arc::clone(&candidates);
-            async move { self.issue_one(request, &candidates, position, text).await }
+            async move {
+                let outcome = self.issue_one(request, &candidates, position, text).await;
+                self.audit_lease(request, text, &outcome);
+                outcome
+            }
         });
         Ok(join_all(outcomes).await)
+    }
+
+    fn audit_lease(&self, request: &LeaseRequest, image: &str, outcome: &Result<Issued, Error>) {
+        let workspace = request.workspace.as_str();
+        let mut event = match outcome {
+            Ok(issued) => {
+                let mut event =
+                    request.actor.event("IssueRegistryAuth", workspace, &issued.lease.credential.to_string(), 0);
+                event.image = issued.image.to_string();
+                event.granted_scope = issued.lease.granted.as_ref().map(ToString::to_string).unwrap_or_default();
+                event
+            }
+            Err(error) => {
+                request.actor.event("IssueRegistryAuth", workspace, &request.workspace.name(), error.grpc_code())
+            }
+        };
+        if event.image.is_empty() {
+            event.image = crate::domain::ids::shorten(image);
+        }
+        self.inner.auditor.record_lease(event);
     }
 
     async fn issue_one(
@@ -169,6 +204,7 @@ impl Broker {
     /// the cache, to report whether it works.
     pub async fn test(
         &self,
+        actor: &Actor,
         name: CredentialName,
         repository: &str,
         actions: &[Action],
@@ -203,6 +239,16 @@ impl Broker {
             .exchange(exchange, &secret)
             .await
             .map_err(|failure| failure.into_error(&stored.credential.name, image.endpoint()));
+        let code = outcome.as_ref().err().map_or(0, Error::grpc_code);
+        let mut event = actor.event(
+            "TestCredential",
+            stored.credential.name.workspace.as_str(),
+            &stored.credential.name.to_string(),
+            code,
+        );
+        event.granted_scope =
+            outcome.as_ref().ok().and_then(|l| l.granted.as_ref()).map(ToString::to_string).unwrap_or_default();
+        self.inner.auditor.record_lease(event);
         Ok(TestReport { requested, outcome, registry: image.endpoint().to_owned() })
     }
 }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::audit::{Actor, Appender};
 use crate::changes::{Change, ChangeFeed};
 use crate::domain::credential::StoredCredential;
 use crate::domain::{Credential, CredentialId, CredentialName, CredentialUid, Timestamp, WorkspaceId};
@@ -67,6 +68,7 @@ pub struct Credentials {
     sealer: Arc<Sealer>,
     pages: Arc<PageTokens>,
     changes: ChangeFeed,
+    audit: Appender,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -78,8 +80,14 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// The service over `store`, sealing with `sealer`, announcing changes
     /// on `changes`.
-    pub fn new(store: Store, sealer: Arc<Sealer>, pages: Arc<PageTokens>, changes: ChangeFeed) -> Self {
-        Self { store, sealer, pages, changes }
+    pub fn new(
+        store: Store,
+        sealer: Arc<Sealer>,
+        pages: Arc<PageTokens>,
+        changes: ChangeFeed,
+        audit: Appender,
+    ) -> Self {
+        Self { store, sealer, pages, changes, audit }
     }
 
     fn changed(&self, name: &CredentialName) {
@@ -89,6 +97,7 @@ impl Credentials {
     /// Validates, seals and stores a new credential.
     pub async fn create(
         &self,
+        actor: &Actor,
         workspace: WorkspaceId,
         id: CredentialId,
         input: CredentialInput,
@@ -97,7 +106,15 @@ impl Credentials {
         let name = CredentialName { workspace, credential: id };
         let stored = self.seal_new(name, &spec)?;
         let credential = stored.credential.clone();
-        self.store.write(move |conn| insert_new(conn, &stored)).await?;
+        let event =
+            actor.event("CreateCredential", credential.name.workspace.as_str(), &credential.name.to_string(), 0);
+        let audit = self.audit.clone();
+        self.store
+            .write(move |conn| {
+                insert_new(conn, &stored)?;
+                audit.append(conn, &event)
+            })
+            .await?;
         Ok(Saved { credential, normalizations: spec.normalizations })
     }
 
@@ -150,12 +167,15 @@ impl Credentials {
     /// given a non-default value). Replacing the secret bumps its version.
     pub async fn update(
         &self,
+        actor: &Actor,
         name: CredentialName,
         input: CredentialInput,
         mask: Option<Vec<String>>,
     ) -> Result<Saved, Error> {
         let fields = update_fields(&input, mask)?;
         let sealer = Arc::clone(&self.sealer);
+        let event = actor.event("UpdateCredential", name.workspace.as_str(), &name.to_string(), 0);
+        let audit = self.audit.clone();
         let changed_name = name.clone();
         let saved = self
             .store
@@ -185,6 +205,7 @@ impl Credentials {
                 if !store::credentials::replace(conn, &stored)? {
                     return Err(Error::not_found(name.to_string()));
                 }
+                audit.append(conn, &event)?;
                 Ok(Saved { credential: stored.credential, normalizations: spec.normalizations })
             })
             .await?;
@@ -193,14 +214,17 @@ impl Credentials {
     }
 
     /// Deletes a credential and its sealed secret.
-    pub async fn delete(&self, name: CredentialName) -> Result<(), Error> {
+    pub async fn delete(&self, actor: &Actor, name: CredentialName) -> Result<(), Error> {
         let deleted_name = name.clone();
+        let event = actor.event("DeleteCredential", name.workspace.as_str(), &name.to_string(), 0);
+        let audit = self.audit.clone();
         self.store
-            .write(
-                move |conn| {
-                    if store::credentials::delete(conn, &name)? { Ok(()) } else { Err(not_found(conn, &name)) }
-                },
-            )
+            .write(move |conn| {
+                if !store::credentials::delete(conn, &name)? {
+                    return Err(not_found(conn, &name));
+                }
+                audit.append(conn, &event)
+            })
             .await?;
         self.changed(&deleted_name);
         Ok(())
@@ -210,6 +234,7 @@ impl Credentials {
     /// one transaction; reports every entry.
     pub async fn import_docker_config(
         &self,
+        actor: &Actor,
         workspace: WorkspaceId,
         config_json: &str,
         name_prefix: &str,
@@ -246,9 +271,10 @@ impl Credentials {
             }
         }
         let conflicts = if validate_only {
-            self.store.read(move |conn| find_conflicts(conn, &workspace, &to_store, false)).await?
+            self.store.read(move |conn| find_conflicts(conn, &workspace, &to_store, None)).await?
         } else {
-            self.store.write(move |conn| find_conflicts(conn, &workspace, &to_store, true)).await?
+            let audit = (self.audit.clone(), actor.clone());
+            self.store.write(move |conn| find_conflicts(conn, &workspace, &to_store, Some(&audit))).await?
         };
         for (index, name) in conflicts {
             results[index].outcome = Err(Error::already_exists(name));
@@ -289,22 +315,26 @@ impl Credentials {
     }
 }
 
-/// Inserts the import's credentials (when `insert`) or only looks them up,
-/// returning the indexes of those whose name is taken.
+/// Inserts the import's credentials (when given an audit appender and actor)
+/// or only looks them up, returning the indexes of those whose name is taken.
 fn find_conflicts(
     conn: &rusqlite::Connection,
     workspace: &WorkspaceId,
     to_store: &[(usize, StoredCredential)],
-    insert: bool,
+    insert: Option<&(Appender, Actor)>,
 ) -> Result<Vec<(usize, String)>, Error> {
     if !store::workspaces::exists(conn, workspace)? {
         return Err(Error::not_found(workspace.name()));
     }
     let mut conflicts = Vec::new();
     for (index, stored) in to_store {
-        let taken = if insert {
+        let name = stored.credential.name.to_string();
+        let taken = if let Some((audit, actor)) = insert {
             match store::credentials::insert(conn, stored) {
-                Ok(()) => false,
+                Ok(()) => {
+                    audit.append(conn, &actor.event("ImportDockerConfig", workspace.as_str(), &name, 0))?;
+                    false
+                }
                 Err(StoreError::Conflict) => true,
                 Err(e) => return Err(e.into()),
             }

@@ -4,6 +4,7 @@
 //! This module is data and validation only. It knows nothing of SQL, gRPC or
 //! key material, so every other module can depend on it.
 
+pub mod audit;
 pub mod credential;
 pub mod ids;
 pub mod lease;

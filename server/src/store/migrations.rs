@@ -68,6 +68,25 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX access_tokens_by_workspace ON access_tokens (workspace_id, id);
     "#,
+    // 2: the audit trail, a hash chain over every event (see `audit`).
+    r#"
+    CREATE TABLE audit_events (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_time     INTEGER NOT NULL,
+        workspace_id   TEXT NOT NULL,
+        principal      TEXT NOT NULL,
+        action         TEXT NOT NULL,
+        resource       TEXT NOT NULL,
+        status_code    INTEGER NOT NULL,
+        client_address TEXT NOT NULL,
+        request_id     TEXT NOT NULL,
+        image          TEXT NOT NULL,
+        granted_scope  TEXT NOT NULL,
+        prev_hash      BLOB NOT NULL,
+        hash           BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX audit_events_by_workspace ON audit_events (workspace_id, seq);
+    "#,
 ];
 
 /// The schema version this binary creates and understands.

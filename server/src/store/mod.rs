@@ -11,6 +11,7 @@
 //! * [`inspect`] reads a database without writing a byte, so start-up checks
 //!   (schema version, master keys) happen before anything is changed.
 
+pub mod audit;
 pub mod credentials;
 pub mod meta;
 mod migrations;

@@ -145,7 +145,10 @@ mod tests {
 
     fn credential(provider: Provider, registry: &str, allow: &[&str]) -> Credential {
         Credential {
-            name: CredentialName { workspace: WorkspaceId::parse("a").unwrap(), credential: CredentialId::parse("c").unwrap() },
+            name: CredentialName {
+                workspace: WorkspaceId::parse("a").unwrap(),
+                credential: CredentialId::parse("c").unwrap(),
+            },
             uid: CredentialUid([0; 16]),
             provider,
             registry: RegistryServer::parse(registry).unwrap().server,
@@ -182,10 +185,22 @@ mod tests {
     fn other_origins_plaintext_and_metadata_addresses_are_refused() {
         let policy = RealmPolicy { insecure: vec![RegistryHost::parse("127.0.0.1:5000").unwrap()] };
         let c = credential(Provider::Generic, "r.example.com", &["https://auth.example.com"]);
-        assert!(matches!(policy.check(&c, "r.example.com", &url("https://evil.example.com/t")), Err(Refusal::NotAllowed(_))));
-        assert!(matches!(policy.check(&c, "r.example.com", &url("https://auth.example.com:8443/t")), Err(Refusal::NotAllowed(_))));
-        assert!(matches!(policy.check(&c, "r.example.com", &url("http://r.example.com/t")), Err(Refusal::Plaintext(_))));
-        assert!(matches!(policy.check(&c, "r.example.com", &url("https://u:p@r.example.com/t")), Err(Refusal::BadUrl(_))));
+        assert!(matches!(
+            policy.check(&c, "r.example.com", &url("https://evil.example.com/t")),
+            Err(Refusal::NotAllowed(_))
+        ));
+        assert!(matches!(
+            policy.check(&c, "r.example.com", &url("https://auth.example.com:8443/t")),
+            Err(Refusal::NotAllowed(_))
+        ));
+        assert!(matches!(
+            policy.check(&c, "r.example.com", &url("http://r.example.com/t")),
+            Err(Refusal::Plaintext(_))
+        ));
+        assert!(matches!(
+            policy.check(&c, "r.example.com", &url("https://u:p@r.example.com/t")),
+            Err(Refusal::BadUrl(_))
+        ));
         let local = credential(Provider::Generic, "127.0.0.1:5000", &["http://169.254.169.254"]);
         assert!(policy.check(&local, "127.0.0.1:5000", &url("http://127.0.0.1:5000/token")).is_ok());
         assert!(matches!(

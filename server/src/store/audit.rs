@@ -1,0 +1,151 @@
+//! Queries on the `audit_events` table. Events are only appended; pruning
+//! removes the oldest and records where the chain now starts.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::StoreError;
+use crate::domain::Timestamp;
+use crate::domain::audit::{AuditEvent, AuditRecord};
+
+const COLUMNS: &str = "seq, event_time, workspace_id, principal, action, resource, status_code, client_address, \
+     request_id, image, granted_scope, prev_hash, hash";
+
+/// Narrows a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this workspace (`None`: every workspace).
+    pub workspace: Option<String>,
+    /// Exact action.
+    pub action: Option<String>,
+    /// Exact resource.
+    pub resource: Option<String>,
+    /// Exact principal.
+    pub principal: Option<String>,
+    /// Events at or after.
+    pub since: Option<Timestamp>,
+    /// Events before.
+    pub before: Option<Timestamp>,
+}
+
+fn from_row(row: &Row<'_>) -> Result<AuditRecord, StoreError> {
+    let hash = |index: usize| -> Result<[u8; 32], StoreError> {
+        let bytes: Vec<u8> = row.get(index)?;
+        bytes.try_into().map_err(|_| StoreError::Corrupt("audit hash length".into()))
+    };
+    Ok(AuditRecord {
+        seq: row.get(0)?,
+        event: AuditEvent {
+            event_time: Timestamp::from_micros(row.get(1)?),
+            workspace: row.get(2)?,
+            principal: row.get(3)?,
+            action: row.get(4)?,
+            resource: row.get(5)?,
+            status_code: row.get(6)?,
+            client_address: row.get(7)?,
+            request_id: row.get(8)?,
+            image: row.get(9)?,
+            granted_scope: row.get(10)?,
+        },
+        prev_hash: hash(11)?,
+        hash: hash(12)?,
+    })
+}
+
+/// The last event's sequence number and hash, if any.
+pub fn head(conn: &Connection) -> Result<Option<(i64, [u8; 32])>, StoreError> {
+    let found: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    found
+        .map(|(seq, hash)| Ok((seq, hash.try_into().map_err(|_| StoreError::Corrupt("audit hash length".into()))?)))
+        .transpose()
+}
+
+/// The next sequence number AUTOINCREMENT will use.
+pub fn next_seq(conn: &Connection) -> Result<i64, StoreError> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(last.unwrap_or(0) + 1)
+}
+
+/// Appends a chained record (its seq must be [`next_seq`]).
+pub fn insert(conn: &Connection, record: &AuditRecord) -> Result<(), StoreError> {
+    let e = &record.event;
+    conn.prepare_cached(&format!(
+        "INSERT INTO audit_events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ))?
+    .execute(params![
+        record.seq,
+        e.event_time.as_micros(),
+        e.workspace,
+        e.principal,
+        e.action,
+        e.resource,
+        e.status_code,
+        e.client_address,
+        e.request_id,
+        e.image,
+        e.granted_scope,
+        record.prev_hash.as_slice(),
+        record.hash.as_slice(),
+    ])?;
+    Ok(())
+}
+
+/// Up to `limit` events after `after_seq` matching `filter`, oldest first.
+pub fn list(
+    conn: &Connection,
+    filter: &AuditFilter,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE seq > ?1 \
+           AND (?2 IS NULL OR workspace_id = ?2) AND (?3 IS NULL OR action = ?3) \
+           AND (?4 IS NULL OR resource = ?4) AND (?5 IS NULL OR principal = ?5) \
+           AND (?6 IS NULL OR event_time >= ?6) AND (?7 IS NULL OR event_time < ?7) \
+         ORDER BY seq LIMIT ?8"
+    ))?;
+    let mut rows = statement.query(params![
+        after_seq,
+        filter.workspace,
+        filter.action,
+        filter.resource,
+        filter.principal,
+        filter.since.map(Timestamp::as_micros),
+        filter.before.map(Timestamp::as_micros),
+        limit as i64,
+    ])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(from_row(row)?);
+    }
+    Ok(out)
+}
+
+/// Every event after `after_seq`, for verification, in batches.
+pub fn walk(conn: &Connection, after_seq: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+    list(conn, &AuditFilter::default(), after_seq, limit)
+}
+
+/// The last event older than `cutoff`, if any.
+pub fn last_before(conn: &Connection, cutoff: Timestamp) -> Result<Option<(i64, [u8; 32])>, StoreError> {
+    let found: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT seq, hash FROM audit_events WHERE event_time < ?1 ORDER BY seq DESC LIMIT 1",
+            [cutoff.as_micros()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    found
+        .map(|(seq, hash)| Ok((seq, hash.try_into().map_err(|_| StoreError::Corrupt("audit hash length".into()))?)))
+        .transpose()
+}
+
+/// Deletes events up to and including `seq`; returns how many.
+pub fn delete_through(conn: &Connection, seq: i64) -> Result<u64, StoreError> {
+    Ok(conn.execute("DELETE FROM audit_events WHERE seq <= ?1", [seq])? as u64)
+}
