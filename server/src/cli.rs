@@ -66,8 +66,11 @@ pub enum AuditCommand {
     /// Delete events older than DAYS days; the chain stays verifiable.
     Prune {
         /// Retention in days.
-        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..))]
-        older_than_days: u64,
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..), required_unless_present = "older_than_seconds")]
+        older_than_days: Option<u64>,
+        /// Testing hook: retention in seconds.
+        #[arg(long, hide = true)]
+        older_than_seconds: Option<u64>,
     },
 }
 

@@ -295,11 +295,11 @@ pub async fn audit_head(settings: &Settings) -> Result<(), StartupError> {
 }
 
 /// `audit prune`.
-pub async fn audit_prune(settings: &Settings, days: u64) -> Result<(), StartupError> {
+pub async fn audit_prune(settings: &Settings, retention: std::time::Duration) -> Result<(), StartupError> {
     let store = open_for_audit(settings)?;
-    let deleted = crate::audit::prune(&store, std::time::Duration::from_secs(days * 86_400)).await;
+    let deleted = crate::audit::prune(&store, retention).await;
     store.close().await;
     let deleted = deleted.map_err(|e| StartupError(e.to_string()))?;
-    println!("deleted {deleted} audit event(s) older than {days} day(s)");
+    println!("deleted {deleted} audit event(s) older than {} s", retention.as_secs());
     Ok(())
 }

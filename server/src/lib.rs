@@ -88,8 +88,9 @@ async fn dispatch(command: Option<Command>, settings: Settings) -> Result<(), St
         }
         Some(Command::Audit(AuditCommand::Verify)) => commands::audit_verify(&settings).await,
         Some(Command::Audit(AuditCommand::Head)) => commands::audit_head(&settings).await,
-        Some(Command::Audit(AuditCommand::Prune { older_than_days })) => {
-            commands::audit_prune(&settings, older_than_days).await
+        Some(Command::Audit(AuditCommand::Prune { older_than_days, older_than_seconds })) => {
+            let seconds = older_than_seconds.unwrap_or(older_than_days.unwrap_or(1) * 86_400);
+            commands::audit_prune(&settings, std::time::Duration::from_secs(seconds)).await
         }
     }
 }

@@ -165,13 +165,16 @@ async fn store_creates(callers: usize, writes: usize) -> Figures {
     let sealer = std::sync::Arc::new(pullpass_server::seal::Sealer::new(keys));
     let pages = std::sync::Arc::new(pullpass_server::paging::PageTokens::new(sealer.derive_mac_key("pages")));
     let changes = pullpass_server::changes::ChangeFeed::default();
-    pullpass_server::workspaces::Workspaces::new(store.clone(), pages.clone(), changes.clone())
-        .create("acme", 1, String::new())
+    let audit = pullpass_server::audit::Appender::default();
+    let actor = pullpass_server::audit::Actor::command("bench");
+    pullpass_server::workspaces::Workspaces::new(store.clone(), pages.clone(), changes.clone(), audit.clone())
+        .create(&actor, "acme", 1, String::new())
         .await
         .unwrap();
-    let credentials = Credentials::new(store.clone(), sealer, pages, changes);
+    let credentials = Credentials::new(store.clone(), sealer, pages, changes, audit);
     let figures = measure(callers, writes, |c, i| {
         let credentials = credentials.clone();
+        let actor = actor.clone();
         async move {
             let input = CredentialInput {
                 provider: Provider::Generic as i32,
@@ -182,7 +185,7 @@ async fn store_creates(callers: usize, writes: usize) -> Figures {
                 ..Default::default()
             };
             let id = CredentialId::parse(&format!("k{c:02}-{i:06}")).unwrap();
-            credentials.create(WorkspaceId::parse("acme").unwrap(), id, input).await.expect("create");
+            credentials.create(&actor, WorkspaceId::parse("acme").unwrap(), id, input).await.expect("create");
         }
     })
     .await;

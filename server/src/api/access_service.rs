@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::{ApiState, allow, caller, convert, field, required, who, workspace_of};
 use crate::access::policy::Permission;
-use crate::access::tokens::NewToken;
+use crate::access::tokens::{AccessTokens, NewToken};
 use crate::domain::ids::AccessTokenName;
 use crate::domain::{Role, WorkspaceId};
 
@@ -96,9 +96,9 @@ impl AccessService for AccessApi {
                 expire_time: token.expire_time.as_ref().map(convert::from_timestamp),
                 description: token.description,
             };
-            // Workspace visibility first, then role, then the fields.
+            // Workspace visibility first, then the fields, then the role.
             allow(&principal, Permission::ReadWorkspace(&workspace))?;
-            let role = crate::domain::Role::from_code(new.role).unwrap_or(Role::Launcher);
+            let (role, _) = AccessTokens::validate(&new)?;
             allow(&principal, Permission::ManageTokens(&workspace, role))?;
             let (record, secret) = self.0.tokens.create(&actor, workspace, new).await?;
             Ok(Response::new(AccessToken { token: secret.expose().to_owned(), ..convert::access_token(&record) }))

@@ -1,0 +1,377 @@
+//! Access tokens and the audit trail, end to end: tokens shown once and
+//! stored as hashes, revocation at the next call, events for every mutation
+//! and lease, a hash chain that names the first tampered event, fail-closed
+//! mutations, retention that keeps the chain verifiable.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pullpass::v1::{
+    AccessToken, CreateAccessTokenRequest, CreateCredentialRequest, Credential, GetAccessTokenRequest,
+    IssueRegistryAuthRequest, ListAccessTokensRequest, ListAuditEventsRequest, ListCredentialsRequest,
+    ListWorkspacesRequest, Provider, RevokeAccessTokenRequest, Role,
+};
+use pullpass_client::Client;
+use pullpass_tests::{Options, Pullpassd, create_workspace, error_reason, files_containing, violation_fields};
+use tonic::Code;
+
+async fn mint(client: &Client, role: Role, projects: &[&str]) -> Result<AccessToken, tonic::Status> {
+    client
+        .access()
+        .create_access_token(CreateAccessTokenRequest {
+            parent: "workspaces/acme".into(),
+            access_token: Some(AccessToken {
+                role: role as i32,
+                projects: projects.iter().map(|p| p.to_string()).collect(),
+                description: "test token".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn create_credential(client: &Client, id: &str, secret: &str) -> Result<Credential, tonic::Status> {
+    client
+        .credentials()
+        .create_credential(CreateCredentialRequest {
+            parent: "workspaces/acme".into(),
+            credential_id: id.into(),
+            credential: Some(Credential {
+                provider: Provider::Generic as i32,
+                registry_server: "registry.example.com".into(),
+                username: "ci".into(),
+                secret: secret.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn events(client: &Client, parent: &str, filter: &str) -> Vec<pullpass::v1::AuditEvent> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .audit()
+            .list_audit_events(ListAuditEventsRequest {
+                parent: parent.into(),
+                page_size: 7,
+                page_token: token,
+                filter: filter.into(),
+            })
+            .await
+            .expect("ListAuditEvents")
+            .into_inner();
+        all.extend(page.audit_events);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        token = page.next_page_token;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_shown_once_hashed_at_rest_and_refused_right_after_revocation() {
+    let mut server = Pullpassd::start();
+    let root = server.client().await;
+    create_workspace(&root, "acme").await;
+    let admin = mint(&root, Role::Admin, &[]).await.unwrap();
+    assert!(admin.token.starts_with("pp_") && admin.token.len() == 46, "{}", admin.token);
+    assert!(admin.name.starts_with("workspaces/acme/accessTokens/"));
+    let admin_client = server.client_with(Some(&admin.token)).await;
+
+    // An ADMIN mints LAUNCHER and VIEWER tokens, not ADMIN ones.
+    let launcher = mint(&admin_client, Role::Launcher, &["rnaseq"]).await.unwrap();
+    let denied = mint(&admin_client, Role::Admin, &[]).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    for (role, projects, field) in [
+        (Role::Root, vec![], "access_token.role"),
+        (Role::Unspecified, vec![], "access_token.role"),
+        (Role::Viewer, vec!["rnaseq"], "access_token.projects"),
+        (Role::Launcher, vec!["bad project"], "access_token.projects"),
+    ] {
+        let status = mint(&admin_client, role, &projects).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{role:?}");
+        assert_eq!(violation_fields(&status), vec![field], "{role:?}");
+    }
+    let past = admin_client
+        .access()
+        .create_access_token(CreateAccessTokenRequest {
+            parent: "workspaces/acme".into(),
+            access_token: Some(AccessToken {
+                role: Role::Viewer as i32,
+                expire_time: Some(prost_types::Timestamp { seconds: 1, nanos: 0 }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation_fields(&past), vec!["access_token.expire_time"]);
+
+    // Get and List never show the token string.
+    let got = admin_client
+        .access()
+        .get_access_token(GetAccessTokenRequest { name: launcher.name.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.token.is_empty());
+    assert_eq!(got.projects, vec!["rnaseq"]);
+    let listed = admin_client
+        .access()
+        .list_access_tokens(ListAccessTokensRequest { parent: "workspaces/acme".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.access_tokens.len(), 2);
+    assert!(listed.access_tokens.iter().all(|t| t.token.is_empty()));
+
+    // The launcher works, is recorded as used, then is revoked: refused at once.
+    let launcher_client = server.client_with(Some(&launcher.token)).await;
+    let ok = launcher_client
+        .registry_auth()
+        .issue_registry_auth(IssueRegistryAuthRequest {
+            workspace: "workspaces/acme".into(),
+            project: "rnaseq".into(),
+            images: vec!["quay.io/x/y:1".into()],
+            ..Default::default()
+        })
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = admin_client
+            .access()
+            .get_access_token(GetAccessTokenRequest { name: launcher.name.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        if seen.last_used_time.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "last_used_time was not recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let revoked = admin_client
+        .access()
+        .revoke_access_token(RevokeAccessTokenRequest { name: launcher.name.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.revoke_time.is_some());
+    let refused = launcher_client.access().list_workspaces(ListWorkspacesRequest::default()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(refused.message().contains("revoked"), "{refused:?}");
+
+    // No token string at rest or in the logs.
+    for token in [&admin.token, &launcher.token, &server.root_token] {
+        assert!(files_containing(&server.data_dir, token.as_bytes()).is_empty());
+    }
+    server.stop();
+    for token in [&admin.token, &launcher.token] {
+        assert!(!server.logs().contains(token.as_str()));
+        assert!(!server.stdout().contains(token.as_str()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mutation_and_lease_leaves_an_event_that_can_be_filtered() {
+    let server = Pullpassd::start();
+    let root = server.client().await;
+    create_workspace(&root, "acme").await;
+    create_workspace(&root, "globex").await;
+    create_credential(&root, "reg", "audit-CANARY-1").await.unwrap();
+    let bad = create_credential(&root, "bad id", "audit-CANARY-2").await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let viewer = mint(&root, Role::Viewer, &[]).await.unwrap();
+    let viewer_client = server.client_with(Some(&viewer.token)).await;
+    let denied = create_credential(&viewer_client, "nope", "audit-CANARY-3").await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    root.registry_auth()
+        .issue_registry_auth(IssueRegistryAuthRequest {
+            workspace: "workspaces/acme".into(),
+            images: vec!["quay.io/x/y:1".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Lease events are committed within milliseconds.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let all = loop {
+        let all = events(&root, "workspaces/acme", "").await;
+        if all.iter().any(|e| e.action == "IssueRegistryAuth") {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "lease event missing: {all:#?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let actions: Vec<(&str, i32)> = all.iter().map(|e| (e.action.as_str(), e.status_code)).collect();
+    assert_eq!(
+        actions,
+        [
+            ("CreateWorkspace", 0),
+            ("CreateCredential", 0),
+            ("CreateCredential", Code::InvalidArgument as i32),
+            ("CreateAccessToken", 0),
+            ("CreateCredential", Code::PermissionDenied as i32),
+            ("IssueRegistryAuth", Code::NotFound as i32),
+        ]
+    );
+    let created = &all[1];
+    assert_eq!(created.resource, "workspaces/acme/credentials/reg");
+    assert!(created.principal.starts_with("rootTokens/"));
+    assert!(!created.request_id.is_empty() && created.client_address.starts_with("127.0.0.1:"));
+    assert_eq!(created.chain_hash.len(), 64);
+    assert_eq!(all[4].principal, viewer.name);
+    assert_eq!(all[5].image, "quay.io/x/y:1");
+
+    // Filters and the cross-workspace view.
+    assert_eq!(events(&root, "workspaces/acme", r#"action = "CreateCredential""#).await.len(), 3);
+    assert_eq!(events(&root, "workspaces/acme", &format!("principal = \"{}\"", viewer.name)).await.len(), 1);
+    assert_eq!(events(&root, "workspaces/acme", "resource = workspaces/acme/credentials/reg").await.len(), 1);
+    assert_eq!(events(&root, "workspaces/acme", "event_time >= \"2100-01-01T00:00:00Z\"").await.len(), 0);
+    assert_eq!(
+        events(&root, "workspaces/acme", "event_time < \"2100-01-01T00:00:00Z\" AND action = CreateWorkspace")
+            .await
+            .len(),
+        1
+    );
+    let everything = events(&root, "workspaces/-", "").await;
+    assert!(everything.iter().any(|e| e.resource == "workspaces/globex"));
+    assert!(everything.iter().any(|e| e.action == "CreateRootToken"));
+    let viewer_sees = events(&viewer_client, "workspaces/acme", "").await;
+    assert_eq!(viewer_sees.len(), all.len());
+    let foreign = viewer_client
+        .audit()
+        .list_audit_events(ListAuditEventsRequest { parent: "workspaces/-".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::PermissionDenied);
+    let bad_filter = root
+        .audit()
+        .list_audit_events(ListAuditEventsRequest {
+            parent: "workspaces/acme".into(),
+            filter: "color = red".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation_fields(&bad_filter), vec!["filter"]);
+
+    // Nothing secret in any audit row.
+    let conn = rusqlite::Connection::open(server.data_dir.join("pullpass.db")).unwrap();
+    let mut statement = conn.prepare("SELECT * FROM audit_events").unwrap();
+    let columns = statement.column_count();
+    let mut rows = statement.query([]).unwrap();
+    let mut text = String::new();
+    while let Some(row) = rows.next().unwrap() {
+        for i in 0..columns {
+            if let Ok(value) = row.get::<_, String>(i) {
+                text.push_str(&value);
+                text.push('\n');
+            }
+        }
+    }
+    for needle in ["audit-CANARY", viewer.token.as_str(), server.root_token.as_str()] {
+        assert!(!text.contains(needle), "{needle} in the audit trail");
+    }
+}
+
+fn audit_command(data_dir: &Path, args: &[&str]) -> (bool, String) {
+    let output = pullpass_tests::pullpassd_command(data_dir, args);
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_names_the_first_altered_deleted_or_reordered_event() {
+    let mut server = Pullpassd::start();
+    let root = server.client().await;
+    create_workspace(&root, "acme").await;
+    for i in 0..8 {
+        create_credential(&root, &format!("c{i}"), "pw").await.unwrap();
+    }
+    server.stop();
+    let db = server.data_dir.join("pullpass.db");
+    let pristine = std::fs::read(&db).unwrap();
+    let (ok, out) = audit_command(&server.data_dir, &["audit", "verify"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("audit chain intact: 10 event(s)"), "{out}");
+    let (ok, head) = audit_command(&server.data_dir, &["audit", "head"]);
+    assert!(ok);
+    let head: serde_json::Value = serde_json::from_str(head.lines().next().unwrap()).unwrap();
+    assert_eq!(head["seq"], 10);
+
+    let tamper = |sql: &str, expected: &str| {
+        std::fs::write(&db, &pristine).unwrap();
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(sql).unwrap();
+        drop(conn);
+        let (ok, out) = audit_command(&server.data_dir, &["audit", "verify"]);
+        assert!(!ok, "{sql}: {out}");
+        assert!(out.contains(expected), "{sql}: expected `{expected}` in {out}");
+    };
+    tamper("UPDATE audit_events SET action = 'Nothing' WHERE seq = 5", "event 5 was altered");
+    tamper("UPDATE audit_events SET resource = 'workspaces/acme/credentials/x' WHERE seq = 7", "event 7 was altered");
+    tamper("DELETE FROM audit_events WHERE seq = 4", "event 4 is missing");
+    tamper(
+        "CREATE TEMP TABLE t AS SELECT * FROM audit_events WHERE seq IN (6, 7);
+         UPDATE audit_events SET event_time = (SELECT event_time FROM t WHERE seq = 7), resource = (SELECT resource FROM t WHERE seq = 7),
+           prev_hash = (SELECT prev_hash FROM t WHERE seq = 7), hash = (SELECT hash FROM t WHERE seq = 7) WHERE seq = 6;
+         UPDATE audit_events SET event_time = (SELECT event_time FROM t WHERE seq = 6), resource = (SELECT resource FROM t WHERE seq = 6),
+           prev_hash = (SELECT prev_hash FROM t WHERE seq = 6), hash = (SELECT hash FROM t WHERE seq = 6) WHERE seq = 7;",
+        "event 6 does not follow",
+    );
+    std::fs::write(&db, &pristine).unwrap();
+    let (ok, out) = audit_command(&server.data_dir, &["audit", "verify"]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_old_events_keeps_the_chain_verifiable() {
+    let mut server = Pullpassd::start();
+    let root = server.client().await;
+    create_workspace(&root, "acme").await;
+    create_credential(&root, "old", "pw").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.stop();
+    let (ok, out) = audit_command(&server.data_dir, &["audit", "prune", "--older-than-seconds", "1"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("deleted 3 audit event(s)"), "{out}");
+    let (ok, out) = audit_command(&server.data_dir, &["audit", "verify"]);
+    assert!(ok, "{out}");
+    let server = server.restart();
+    let root = server.client_with(Some(&server.root_token)).await;
+    create_credential(&root, "new", "pw").await.unwrap();
+    let mut server = server;
+    server.stop();
+    let (ok, out) = audit_command(&server.data_dir, &["audit", "verify"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("1 event(s) checked"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_audit_trail_cannot_be_written_the_mutation_fails_and_changes_nothing() {
+    let server = Pullpassd::start_with(Options {
+        args: vec!["--fault-audit-fail".into(), "CreateCredential".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let root = server.client().await;
+    create_workspace(&root, "acme").await;
+    let failed = create_credential(&root, "c1", "pw").await.unwrap_err();
+    assert_eq!(failed.code(), Code::Unavailable);
+    assert_eq!(error_reason(&failed).as_deref(), Some("AUDIT_UNAVAILABLE"));
+    let listed = root
+        .credentials()
+        .list_credentials(ListCredentialsRequest { parent: "workspaces/acme".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.credentials.is_empty(), "the credential must not exist");
+}
