@@ -5,6 +5,7 @@
 //! * [`registry`]: the registry-server grammar (`host[:port][/path]`).
 //! * [`reference`]: image references (`ubuntu` → `docker.io/library/ubuntu:latest`).
 //! * [`scope`]: registry token scopes (`repository:team/app:pull`).
+//! * [`time`]: RFC 3339 timestamps.
 //! * [`reason`]: the stable `google.rpc.ErrorInfo` reasons pullpass emits.
 //!
 //! This crate does no I/O: it is pure parsing and generated code, so the
@@ -15,6 +16,7 @@ mod redact;
 pub mod reference;
 pub mod registry;
 pub mod scope;
+pub mod time;
 
 /// The generated `pullpass.v1` API. Messages that carry secrets
 /// (`Credential`, `AccessToken`, `RegistryAuth`, `ImportDockerConfigRequest`)

@@ -273,7 +273,7 @@ async fn call(rpc: &str, client: &Client, root: &Client, n: usize) -> Code {
         ),
         "pullpass.v1.RegistryAuthService/IssueRegistryAuth" => code(
             client
-                .registry_auth()
+                .registry_auth_service()
                 .issue_registry_auth(IssueRegistryAuthRequest {
                     workspace: ws,
                     project: "rnaseq".into(),

@@ -131,7 +131,7 @@ async fn tokens_are_shown_once_hashed_at_rest_and_refused_right_after_revocation
     // The launcher works, is recorded as used, then is revoked: refused at once.
     let launcher_client = server.client_with(Some(&launcher.token)).await;
     let ok = launcher_client
-        .registry_auth()
+        .registry_auth_service()
         .issue_registry_auth(IssueRegistryAuthRequest {
             workspace: "workspaces/acme".into(),
             project: "rnaseq".into(),
@@ -189,7 +189,7 @@ async fn every_mutation_and_lease_leaves_an_event_that_can_be_filtered() {
     let viewer_client = server.client_with(Some(&viewer.token)).await;
     let denied = create_credential(&viewer_client, "nope", "audit-CANARY-3").await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
-    root.registry_auth()
+    root.registry_auth_service()
         .issue_registry_auth(IssueRegistryAuthRequest {
             workspace: "workspaces/acme".into(),
             images: vec!["quay.io/x/y:1".into()],

@@ -8,127 +8,13 @@ use std::time::{Duration, Instant};
 
 use pullpass::v1::{
     Action, AuthKind, CreateCredentialRequest, Credential, DeleteCredentialRequest, IssueRegistryAuthRequest, Provider,
-    RegistryAuth, TestCredentialRequest, UpdateCredentialRequest,
+    TestCredentialRequest, UpdateCredentialRequest,
 };
-use pullpass_client::Client;
 use pullpass_tests::fixtures::google_key_json;
+use pullpass_tests::registry::world::{ALICE_PASSWORD, World, code_and_reason, ok, users};
 use pullpass_tests::registry::{Issuer, Peer, Registry, inspect_with_token, seed};
-use pullpass_tests::{Options, Pullpassd, create_workspace, error_reason, files_containing};
+use pullpass_tests::{Options, Pullpassd, create_workspace, files_containing};
 use tonic::Code;
-
-const ALICE_PASSWORD: &str = "alice-CANARY-7d41e9";
-
-fn users() -> serde_json::Value {
-    serde_json::json!({
-        "seed": {"password": "seed-pw", "grants": {"*": ["*"]}},
-        "alice": {"password": ALICE_PASSWORD, "grants": {"team/*": ["pull"]}},
-        "ops": {"password": "ops-pw", "grants": {"other/*": ["pull"]}},
-        "pusher": {"password": "pusher-pw", "grants": {"team/app": ["pull", "push"]}},
-        "oauth2accesstoken": {"grants": {"team/*": ["pull"]}},
-    })
-}
-
-/// A registry with two seeded images, its issuer, and pullpassd allowed to
-/// reach both over plain http.
-struct World {
-    issuer: Issuer,
-    registry: Registry,
-    server: Pullpassd,
-    client: Client,
-}
-
-impl World {
-    async fn start() -> Self {
-        Self::start_with(&[]).await
-    }
-
-    async fn start_with(extra_args: &[String]) -> Self {
-        let issuer = Issuer::start(users());
-        let registry = Registry::start(&issuer.realm(), &issuer.bundle());
-        seed(&registry, "team/app:1.0", "seed", "seed-pw");
-        seed(&registry, "other/tool:1.0", "seed", "seed-pw");
-        let mut args = vec![
-            "--insecure-registry".to_owned(),
-            registry.address.clone(),
-            "--insecure-registry".to_owned(),
-            issuer.peer.address.clone(),
-            "--google-token-uri".to_owned(),
-            format!("{}/oauth2/token", issuer.peer.url()),
-            "--ecr-endpoint".to_owned(),
-            format!("{}/ecr/", issuer.peer.url()),
-        ];
-        args.extend(extra_args.iter().cloned());
-        let server = Pullpassd::start_with(Options { args, ..Default::default() }).expect("pullpassd starts");
-        let client = server.client().await;
-        create_workspace(&client, "acme").await;
-        Self { issuer, registry, server, client }
-    }
-
-    /// A GENERIC credential for the registry (or a namespace of it) whose
-    /// realm (the issuer) is allow-listed.
-    fn credential(&self, namespace: &str, username: &str, password: &str) -> Credential {
-        let registry = if namespace.is_empty() {
-            self.registry.address.clone()
-        } else {
-            format!("{}/{namespace}", self.registry.address)
-        };
-        Credential {
-            provider: Provider::Generic as i32,
-            registry_server: registry,
-            username: username.into(),
-            secret: password.into(),
-            token_realm_allowlist: vec![self.issuer.peer.url()],
-            ..Default::default()
-        }
-    }
-
-    async fn add(&self, id: &str, credential: Credential) {
-        self.client
-            .credentials()
-            .create_credential(CreateCredentialRequest {
-                parent: "workspaces/acme".into(),
-                credential_id: id.into(),
-                credential: Some(credential),
-            })
-            .await
-            .expect("create credential");
-    }
-
-    async fn issue(&self, images: &[&str], actions: &[Action]) -> Vec<RegistryAuth> {
-        self.issue_with(IssueRegistryAuthRequest {
-            images: images.iter().map(|i| i.to_string()).collect(),
-            actions: actions.iter().map(|a| *a as i32).collect(),
-            ..Default::default()
-        })
-        .await
-        .expect("IssueRegistryAuth")
-    }
-
-    async fn issue_with(&self, mut request: IssueRegistryAuthRequest) -> Result<Vec<RegistryAuth>, tonic::Status> {
-        request.workspace = "workspaces/acme".into();
-        self.client.registry_auth().issue_registry_auth(request).await.map(|r| r.into_inner().auths)
-    }
-
-    fn token_requests(&self) -> u64 {
-        self.issuer.peer.count("token_requests")
-    }
-}
-
-fn ok(auth: &RegistryAuth) -> &RegistryAuth {
-    let status = auth.status.as_ref().expect("status");
-    assert_eq!(status.code, 0, "{}: {}", auth.image, status.message);
-    auth
-}
-
-fn code_and_reason(auth: &RegistryAuth) -> (Code, String) {
-    let status = auth.status.clone().expect("status");
-    let tonic_status = tonic::Status::with_details(
-        Code::from(status.code),
-        status.message.clone(),
-        prost::Message::encode_to_vec(&status).into(),
-    );
-    (Code::from(status.code), error_reason(&tonic_status).unwrap_or_default())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_for_team_app_works_in_skopeo_for_that_repository_only() {
@@ -225,7 +111,7 @@ async fn an_unreachable_registry_is_unavailable_within_the_deadline() {
     request.set_timeout(Duration::from_secs(2));
     let started = Instant::now();
     let auths = client
-        .registry_auth()
+        .registry_auth_service()
         .issue_registry_auth(request)
         .await
         .expect("answer before the deadline")
@@ -247,7 +133,7 @@ async fn five_hundred_concurrent_identical_requests_cost_one_token_request() {
         let image = image.clone();
         tasks.push(tokio::spawn(async move {
             client
-                .registry_auth()
+                .registry_auth_service()
                 .issue_registry_auth(IssueRegistryAuthRequest {
                     workspace: "workspaces/acme".into(),
                     images: vec![image],
@@ -301,7 +187,7 @@ async fn a_hostile_or_redirecting_realm_receives_no_credentials() {
         .await
         .unwrap();
     let auths = client
-        .registry_auth()
+        .registry_auth_service()
         .issue_registry_auth(IssueRegistryAuthRequest {
             workspace: "workspaces/acme".into(),
             images: vec![format!("{}/team/app:1.0", evil.address)],
@@ -486,7 +372,7 @@ async fn a_basic_only_registry_needs_passthrough_which_returns_the_stored_creden
         let client = client.clone();
         async move {
             client
-                .registry_auth()
+                .registry_auth_service()
                 .issue_registry_auth(IssueRegistryAuthRequest {
                     workspace: "workspaces/acme".into(),
                     images: vec![image],
@@ -660,7 +546,7 @@ async fn bad_requests_are_invalid_argument_naming_the_field() {
     let world = World::start().await;
     let call = |request: IssueRegistryAuthRequest| {
         let client = world.client.clone();
-        async move { client.registry_auth().issue_registry_auth(request).await }
+        async move { client.registry_auth_service().issue_registry_auth(request).await }
     };
     let fields = |status: tonic::Status| pullpass_tests::violation_fields(&status);
     let base = || IssueRegistryAuthRequest {
@@ -733,7 +619,7 @@ async fn a_private_ca_bundle_lets_pullpass_reach_an_https_registry() {
             .unwrap();
     }
     let auths = client
-        .registry_auth()
+        .registry_auth_service()
         .issue_registry_auth(IssueRegistryAuthRequest {
             workspace: "workspaces/acme".into(),
             images: vec![registry.image("other/tool:1"), registry.image("team/app:1.0")],

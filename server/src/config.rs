@@ -295,6 +295,14 @@ impl Settings {
         })
     }
 
+    /// Development settings for a data directory, listening on an ephemeral
+    /// loopback port (for embedding and tests).
+    pub fn dev(data_dir: PathBuf) -> Result<Self, String> {
+        let common = CommonArgs { data_dir: Some(data_dir), ..Default::default() };
+        let serve = ServeArgs { dev: true, listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))), ..Default::default() };
+        Self::resolve(&common, &serve)
+    }
+
     /// The database file.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join(DATABASE_FILE)

@@ -36,10 +36,10 @@ pub const SERVICE_NAMES: [&str; 4] = [
 /// Runs `pullpassd` until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> Result<(), StartupError> {
     let started = Instant::now();
-    let keyring = startup::load_keys(&settings)?;
-    let opened = startup::open_database(&settings, keyring).await?;
-    if settings.dev {
-        print_dev_root_token(&opened, &Appender::default()).await?;
+    let prepared = prepare(&settings).await?;
+    if let Some((name, token)) = &prepared.new_root_token {
+        println!("pullpassd: root token for {name} (shown once, store it now):");
+        println!("PULLPASS_TOKEN={}", token.expose());
     }
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -52,21 +52,93 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
             None
         }
     };
-    serve(opened, listener, tls, started, &settings).await
+    // The listener is bound: connections made from now on wait in its backlog.
+    println!("pullpassd: serving on {address}");
+    serve(prepared.opened, listener, tls, started, &settings, wait_for_signal()).await
 }
 
-/// In dev mode, mints a root token on first start and prints it once.
-async fn print_dev_root_token(opened: &Opened, audit: &Appender) -> Result<(), StartupError> {
+/// What start-up produced before serving.
+struct Prepared {
+    opened: Opened,
+    /// A root token minted on this start (dev mode, first start only).
+    new_root_token: Option<(String, access::TokenString)>,
+}
+
+async fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
+    let keyring = startup::load_keys(settings)?;
+    let opened = startup::open_database(settings, keyring).await?;
+    let new_root_token = if settings.dev { dev_root_token(&opened, &Appender::default()).await? } else { None };
+    Ok(Prepared { opened, new_root_token })
+}
+
+/// A pullpassd running inside this process on 127.0.0.1, for tests,
+/// examples and doctests of code that talks to pullpass. Stops when dropped.
+#[derive(Debug)]
+pub struct Embedded {
+    /// `127.0.0.1:PORT`.
+    pub address: SocketAddr,
+    /// The root token (dev mode mints one on first start).
+    pub root_token: Option<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), StartupError>>>,
+}
+
+impl Embedded {
+    /// Starts a server with `settings` (its `listen` is ignored: an
+    /// ephemeral port on 127.0.0.1 is used).
+    pub async fn start(settings: Settings) -> Result<Self, StartupError> {
+        let prepared = prepare(&settings).await?;
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| StartupError(e.to_string()))?;
+        let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            serve(prepared.opened, listener, None, Instant::now(), &settings, shutdown).await
+        });
+        let root_token = prepared.new_root_token.map(|(_, token)| token.expose().to_owned());
+        Ok(Self { address, root_token, stop: Some(stop), task: Some(task) })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Stops serving, drains, and closes the database.
+    pub async fn shutdown(mut self) -> Result<(), StartupError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| StartupError(e.to_string()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// In dev mode, mints a root token on first start.
+async fn dev_root_token(
+    opened: &Opened,
+    audit: &Appender,
+) -> Result<Option<(String, access::TokenString)>, StartupError> {
     let fail = |e: crate::error::Error| StartupError(format!("cannot create the root token: {e}"));
     if access::has_root_token(&opened.store).await.map_err(fail)? {
-        return Ok(());
+        return Ok(None);
     }
     let actor = Actor::command("--dev");
     let (record, token) =
         access::create_root_token(&opened.store, audit, &actor, "created by pullpassd --dev").await.map_err(fail)?;
-    println!("pullpassd: root token for {} (shown once, store it now):", record.resource_name());
-    println!("PULLPASS_TOKEN={}", token.expose());
-    Ok(())
+    Ok(Some((record.resource_name(), token)))
 }
 
 /// Bearer tokens must not cross a network in clear.
@@ -90,6 +162,7 @@ async fn serve(
     tls: Option<ReloadableTls>,
     started: Instant,
     settings: &Settings,
+    signal: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), StartupError> {
     let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
     let grace = settings.shutdown_grace;
@@ -142,14 +215,13 @@ async fn serve(
     }
     let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
     tracing::info!(%address, transport = scheme, startup_ms = started.elapsed().as_millis() as u64, "serving");
-    println!("pullpassd: serving on {address}");
 
     let stopping = Arc::new(tokio::sync::Notify::new());
     let shutdown = {
         let health = health_reporter.clone();
         let stopping = Arc::clone(&stopping);
         async move {
-            wait_for_signal().await;
+            signal.await;
             tracing::info!(grace_s = grace.as_secs(), "shutting down: no new connections, draining in-flight RPCs");
             for name in SERVICE_NAMES.into_iter().chain([""]) {
                 health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;

@@ -9,6 +9,7 @@
 //! skipped silently.
 
 pub mod fixtures;
+pub mod http_fixture;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -352,4 +353,22 @@ pub async fn create_workspace(client: &pullpass_client::Client, id: &str) {
         })
         .await
         .expect("create workspace");
+}
+
+/// A pullpassd inside this process (dev settings in a temporary directory),
+/// after `configure` adjusted its settings. Keep the directory alive as long
+/// as the server.
+pub async fn embedded_server(
+    configure: impl FnOnce(&mut pullpass_server::config::Settings),
+) -> (TempDir, pullpass_server::server::Embedded) {
+    let dir = tempfile::Builder::new().prefix("pullpass-embedded-").tempdir().expect("temp dir");
+    let mut settings = pullpass_server::config::Settings::dev(dir.path().join("data")).expect("dev settings");
+    configure(&mut settings);
+    let server = pullpass_server::server::Embedded::start(settings).await.expect("embedded pullpassd starts");
+    (dir, server)
+}
+
+/// Lets `host[:port]` be reached over plain http by an embedded server.
+pub fn allow_insecure(settings: &mut pullpass_server::config::Settings, host: &str) {
+    settings.upstream.realm.insecure.push(pullpass::registry::RegistryHost::parse(host).expect("host"));
 }

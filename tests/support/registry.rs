@@ -314,3 +314,146 @@ pub fn inspect_with_token(registry: &Registry, image: &str, token: &str) -> Outp
         &format!("docker://{}", registry.image(image)),
     ])
 }
+
+/// A registry with two seeded images, its issuer, and a pullpassd that may
+/// reach both over plain http: the common set-up of the broker tests.
+pub mod world {
+    use pullpass::v1::{Action, CreateCredentialRequest, Credential, IssueRegistryAuthRequest, Provider, RegistryAuth};
+    use pullpass_client::Client;
+    use tonic::Code;
+
+    use super::{Issuer, Registry, seed};
+    use crate::{Options, Pullpassd, create_workspace, error_reason};
+
+    /// alice's password (a canary: it must never appear at rest or in logs).
+    pub const ALICE_PASSWORD: &str = "alice-CANARY-7d41e9";
+
+    /// The issuer's users: who may do what on which repository.
+    pub fn users() -> serde_json::Value {
+        serde_json::json!({
+            "seed": {"password": "seed-pw", "grants": {"*": ["*"]}},
+            "alice": {"password": ALICE_PASSWORD, "grants": {"team/*": ["pull"]}},
+            "ops": {"password": "ops-pw", "grants": {"other/*": ["pull"]}},
+            "pusher": {"password": "pusher-pw", "grants": {"team/app": ["pull", "push"]}},
+            "oauth2accesstoken": {"grants": {"team/*": ["pull"]}},
+        })
+    }
+
+    /// A registry with two seeded images, its issuer, and pullpassd allowed to
+    /// reach both over plain http.
+    #[allow(missing_debug_implementations)]
+    pub struct World {
+        /// The token issuer.
+        pub issuer: Issuer,
+        /// The registry.
+        pub registry: Registry,
+        /// pullpassd.
+        pub server: Pullpassd,
+        /// A root client.
+        pub client: Client,
+    }
+
+    impl World {
+        /// Starts everything with default flags.
+        pub async fn start() -> Self {
+            Self::start_with(&[]).await
+        }
+
+        /// Starts everything with extra pullpassd flags.
+        pub async fn start_with(extra_args: &[String]) -> Self {
+            let issuer = Issuer::start(users());
+            let registry = Registry::start(&issuer.realm(), &issuer.bundle());
+            seed(&registry, "team/app:1.0", "seed", "seed-pw");
+            seed(&registry, "other/tool:1.0", "seed", "seed-pw");
+            let mut args = vec![
+                "--insecure-registry".to_owned(),
+                registry.address.clone(),
+                "--insecure-registry".to_owned(),
+                issuer.peer.address.clone(),
+                "--google-token-uri".to_owned(),
+                format!("{}/oauth2/token", issuer.peer.url()),
+                "--ecr-endpoint".to_owned(),
+                format!("{}/ecr/", issuer.peer.url()),
+            ];
+            args.extend(extra_args.iter().cloned());
+            let server = Pullpassd::start_with(Options { args, ..Default::default() }).expect("pullpassd starts");
+            let client = server.client().await;
+            create_workspace(&client, "acme").await;
+            Self { issuer, registry, server, client }
+        }
+
+        /// A GENERIC credential for the registry (or a namespace of it) whose
+        /// realm (the issuer) is allow-listed.
+        pub fn credential(&self, namespace: &str, username: &str, password: &str) -> Credential {
+            let registry = if namespace.is_empty() {
+                self.registry.address.clone()
+            } else {
+                format!("{}/{namespace}", self.registry.address)
+            };
+            Credential {
+                provider: Provider::Generic as i32,
+                registry_server: registry,
+                username: username.into(),
+                secret: password.into(),
+                token_realm_allowlist: vec![self.issuer.peer.url()],
+                ..Default::default()
+            }
+        }
+
+        /// Creates a credential in workspace acme.
+        pub async fn add(&self, id: &str, credential: Credential) {
+            self.client
+                .credentials()
+                .create_credential(CreateCredentialRequest {
+                    parent: "workspaces/acme".into(),
+                    credential_id: id.into(),
+                    credential: Some(credential),
+                })
+                .await
+                .expect("create credential");
+        }
+
+        /// Issues auth for images (default options).
+        pub async fn issue(&self, images: &[&str], actions: &[Action]) -> Vec<RegistryAuth> {
+            self.issue_with(IssueRegistryAuthRequest {
+                images: images.iter().map(|i| i.to_string()).collect(),
+                actions: actions.iter().map(|a| *a as i32).collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("IssueRegistryAuth")
+        }
+
+        /// Issues auth with a full request (workspace filled in).
+        pub async fn issue_with(
+            &self,
+            mut request: IssueRegistryAuthRequest,
+        ) -> Result<Vec<RegistryAuth>, tonic::Status> {
+            request.workspace = "workspaces/acme".into();
+            self.client.registry_auth_service().issue_registry_auth(request).await.map(|r| r.into_inner().auths)
+        }
+
+        /// Token requests the issuer has served.
+        pub fn token_requests(&self) -> u64 {
+            self.issuer.peer.count("token_requests")
+        }
+    }
+
+    /// Asserts an OK per-image status.
+    pub fn ok(auth: &RegistryAuth) -> &RegistryAuth {
+        let status = auth.status.as_ref().expect("status");
+        assert_eq!(status.code, 0, "{}: {}", auth.image, status.message);
+        auth
+    }
+
+    /// The code and ErrorInfo reason of a per-image status.
+    pub fn code_and_reason(auth: &RegistryAuth) -> (Code, String) {
+        let status = auth.status.clone().expect("status");
+        let tonic_status = tonic::Status::with_details(
+            Code::from(status.code),
+            status.message.clone(),
+            prost::Message::encode_to_vec(&status).into(),
+        );
+        (Code::from(status.code), error_reason(&tonic_status).unwrap_or_default())
+    }
+}

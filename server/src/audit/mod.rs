@@ -99,11 +99,11 @@ fn audit_unavailable() -> Error {
 }
 
 fn append(conn: &rusqlite::Connection, event: &AuditEvent) -> Result<(), Error> {
-    let prev_hash = match store::audit::head(conn)? {
-        Some((_, hash)) => hash,
-        None => checkpoint(conn)?.map_or(chain::GENESIS, |(_, hash)| hash),
+    let (prev_seq, prev_hash) = match store::audit::head(conn)? {
+        Some(head) => head,
+        None => checkpoint(conn)?.unwrap_or((0, chain::GENESIS)),
     };
-    let seq = store::audit::next_seq(conn)?;
+    let seq = prev_seq + 1;
     let hash = chain::link(&prev_hash, seq, event);
     store::audit::insert(conn, &AuditRecord { seq, event: event.clone(), prev_hash, hash })?;
     Ok(())

@@ -62,16 +62,7 @@ pub fn head(conn: &Connection) -> Result<Option<(i64, [u8; 32])>, StoreError> {
         .transpose()
 }
 
-/// The next sequence number AUTOINCREMENT will use.
-pub fn next_seq(conn: &Connection) -> Result<i64, StoreError> {
-    let last: Option<i64> = conn
-        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    Ok(last.unwrap_or(0) + 1)
-}
-
-/// Appends a chained record (its seq must be [`next_seq`]).
+/// Appends a chained record (its seq follows the head's).
 pub fn insert(conn: &Connection, record: &AuditRecord) -> Result<(), StoreError> {
     let e = &record.event;
     conn.prepare_cached(&format!(

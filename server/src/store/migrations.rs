@@ -70,8 +70,10 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 2: the audit trail, a hash chain over every event (see `audit`).
     r#"
+    -- `seq` continues from the newest event (or the pruning checkpoint), so
+    -- no AUTOINCREMENT bookkeeping is written per event.
     CREATE TABLE audit_events (
-        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq            INTEGER PRIMARY KEY,
         event_time     INTEGER NOT NULL,
         workspace_id   TEXT NOT NULL,
         principal      TEXT NOT NULL,

@@ -61,9 +61,13 @@ pub async fn issue(
                     exchange.endpoint
                 )));
             }
-            // Check the secret with a real exchange before handing it out.
-            bearer_token(upstream, exchange, &realm, service.as_deref(), username, password).await?;
-            Ok(passthrough(upstream, exchange, username, password))
+            // Check the secret with a real exchange before handing it out. A
+            // token granting nothing on this repository still proves the
+            // secret is accepted (credential helpers know only the host).
+            match bearer_token(upstream, exchange, &realm, service.as_deref(), username, password).await {
+                Ok(_) | Err(Failure::NoAccess) => Ok(passthrough(upstream, exchange, username, password)),
+                Err(failure) => Err(failure),
+            }
         }
         (AuthScheme::Basic, Accept::BearerOnly) => Err(Failure::FormUnavailable(format!(
             "registry {} accepts only HTTP Basic, and the caller accepts only bearer tokens",

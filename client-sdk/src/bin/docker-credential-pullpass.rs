@@ -1,0 +1,123 @@
+//! `docker-credential-pullpass`: the docker credential-helper protocol,
+//! answered by pullpass.
+//!
+//! Configure it in `config.json` (`"credHelpers": {"ghcr.io": "pullpass"}`)
+//! and set `PULLPASS_ENDPOINT`, `PULLPASS_TOKEN` (or `PULLPASS_TOKEN_FILE`),
+//! `PULLPASS_WORKSPACE` and optionally `PULLPASS_PROJECT`.
+//!
+//! The protocol carries only a username and password, so only BASIC leases
+//! can be served: ECR (`AWS` + 12 h password), Google (`oauth2accesstoken` +
+//! ~1 h access token), and credentials that allow passthrough. For
+//! registries that issue bearer tokens, `get` fails and says what to use
+//! instead. The helper sees only the registry host, so it is served by a
+//! credential covering the whole host (not one limited to a namespace).
+//!
+//! `store` and `erase` are refused (pullpass manages credentials itself);
+//! `list` shows the hosts this caller can be served (empty without
+//! permission to list credentials).
+
+use std::io::Read;
+
+use pullpass::registry::RegistryServer;
+use pullpass::v1::Provider;
+use pullpass_client::{Client, Error};
+
+/// The repository asked for when only a host is known.
+const PROBE_REPOSITORY: &str = "pullpass-credential-helper/probe";
+
+fn main() {
+    let action = std::env::args().nth(1).unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let Ok(runtime) = runtime else { fail("cannot start the async runtime") };
+    match action.as_str() {
+        "get" => runtime.block_on(get()),
+        "store" | "erase" => {
+            let mut ignored = String::new();
+            let _ = std::io::stdin().read_to_string(&mut ignored);
+            fail(
+                "docker-credential-pullpass is read-only: credentials are managed in pullpass (`pullpass credentials add`)",
+            )
+        }
+        "list" => runtime.block_on(list()),
+        "version" => println!("docker-credential-pullpass {}", env!("CARGO_PKG_VERSION")),
+        _ => {
+            eprintln!("usage: docker-credential-pullpass get|store|erase|list|version");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Errors are written to standard output, as the protocol wants.
+fn fail(message: &str) -> ! {
+    println!("{message}");
+    std::process::exit(1);
+}
+
+fn workspace() -> String {
+    std::env::var("PULLPASS_WORKSPACE")
+        .unwrap_or_else(|_| fail("set PULLPASS_WORKSPACE to the pullpass workspace to use"))
+}
+
+async fn connect() -> Client {
+    match Client::from_env().connect().await {
+        Ok(client) => client,
+        Err(e) => fail(&format!("pullpass: {e}")),
+    }
+}
+
+async fn get() {
+    let mut input = String::new();
+    if std::io::stdin().read_to_string(&mut input).is_err() {
+        fail("cannot read the server URL from standard input");
+    }
+    let server_url = input.trim().to_owned();
+    let host = match RegistryServer::parse(&server_url) {
+        Ok(parsed) => parsed.server.host().to_string(),
+        Err(e) => fail(&format!("`{server_url}` is not a registry address: it {e}")),
+    };
+    let client = connect().await;
+    let mut request = client.registry_auth(format!("{host}/{PROBE_REPOSITORY}")).workspace(workspace()).basic();
+    if let Ok(project) = std::env::var("PULLPASS_PROJECT")
+        && !project.is_empty()
+    {
+        request = request.project(project);
+    }
+    match request.send().await {
+        Ok(lease) => {
+            let (username, password) = lease.basic().unwrap_or_default();
+            let answer = serde_json::json!({ "ServerURL": server_url, "Username": username, "Secret": password });
+            println!("{answer}");
+        }
+        // The protocol's "not found": callers fall back to anonymous access.
+        Err(Error::NotFoundForRegistry(_)) => fail("credentials not found in native keychain"),
+        Err(Error::PassthroughNotAllowed(message)) => fail(&format!(
+            "pullpass cannot answer the credential-helper protocol for {host}: the protocol carries only a username and password, \
+             and {message}. Use bearer tokens instead (skopeo --registry-token via `pullpass auth IMAGE --format skopeo-args`), \
+             or allow passthrough on the credential"
+        )),
+        Err(e) => fail(&format!("pullpass: {e}")),
+    }
+}
+
+async fn list() {
+    let client = connect().await;
+    let mut hosts = serde_json::Map::new();
+    match client.list_credentials(&workspace(), "").await {
+        Ok(credentials) => {
+            for credential in credentials {
+                let username = match Provider::try_from(credential.provider) {
+                    Ok(Provider::Ecr) => "AWS".to_owned(),
+                    Ok(Provider::Google) => "oauth2accesstoken".to_owned(),
+                    _ if credential.allow_passthrough => credential.username.clone(),
+                    _ => continue,
+                };
+                if !credential.registry_server.contains('/') {
+                    hosts.insert(credential.registry_server.clone(), username.into());
+                }
+            }
+        }
+        Err(Error::PermissionDenied { .. }) => {}
+        Err(e) => fail(&format!("pullpass: {e}")),
+    }
+    println!("{}", serde_json::Value::Object(hosts));
+}

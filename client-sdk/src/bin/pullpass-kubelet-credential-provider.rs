@@ -1,0 +1,118 @@
+//! `pullpass-kubelet-credential-provider`: a kubelet image credential
+//! provider plugin (`credentialprovider.kubelet.k8s.io/v1`).
+//!
+//! The kubelet writes a `CredentialProviderRequest` (`{"image": …}`) on
+//! standard input; the plugin answers a `CredentialProviderResponse` with a
+//! username and password for that image, `cacheKeyType: Image`, and a
+//! `cacheDuration` shorter than the lease's remaining life.
+//!
+//! The kubelet takes only a username and password, so only BASIC leases are
+//! served: ECR, Google, and credentials that allow passthrough. Registries
+//! that issue bearer tokens fail with a message saying so.
+//!
+//! Configuration (arguments in the kubelet's CredentialProviderConfig
+//! `args`, or `env`): `--endpoint`/`PULLPASS_ENDPOINT`,
+//! `--workspace`/`PULLPASS_WORKSPACE`, `--project`/`PULLPASS_PROJECT`,
+//! `--token-file`/`PULLPASS_TOKEN_FILE` (or `PULLPASS_TOKEN`),
+//! `--ca-file`/`PULLPASS_CA_FILE`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use pullpass::reference::ImageRef;
+use pullpass_client::{Client, Error};
+
+/// Seconds subtracted from the lease's remaining life for `cacheDuration`.
+const CACHE_MARGIN: Duration = Duration::from_secs(60);
+
+/// pullpass kubelet image credential provider plugin.
+#[derive(Debug, Parser)]
+#[command(name = "pullpass-kubelet-credential-provider", version)]
+struct Args {
+    /// pullpassd address.
+    #[arg(long, env = "PULLPASS_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    endpoint: String,
+    /// The workspace whose credentials serve.
+    #[arg(long, env = "PULLPASS_WORKSPACE")]
+    workspace: String,
+    /// The project pods run for.
+    #[arg(long, env = "PULLPASS_PROJECT")]
+    project: Option<String>,
+    /// File with the access token (else PULLPASS_TOKEN).
+    #[arg(long, env = "PULLPASS_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// CA certificates (PEM) for an https endpoint.
+    #[arg(long, env = "PULLPASS_CA_FILE")]
+    ca_file: Option<PathBuf>,
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("pullpass-kubelet-credential-provider: {message}");
+    std::process::exit(1);
+}
+
+fn main() {
+    let args = Args::parse();
+    let mut input = String::new();
+    if std::io::stdin().read_to_string(&mut input).is_err() {
+        fail("cannot read the CredentialProviderRequest from standard input");
+    }
+    let request: serde_json::Value =
+        serde_json::from_str(&input).unwrap_or_else(|e| fail(&format!("the request is not JSON: {e}")));
+    let api_version = request["apiVersion"].as_str().unwrap_or_default().to_owned();
+    if !api_version.starts_with("credentialprovider.kubelet.k8s.io/") || request["kind"] != "CredentialProviderRequest"
+    {
+        fail("expected a credentialprovider.kubelet.k8s.io CredentialProviderRequest");
+    }
+    let image = request["image"].as_str().unwrap_or_default().to_owned();
+    let parsed =
+        ImageRef::parse(&image).unwrap_or_else(|e| fail(&format!("`{image}` is not an image reference: it {e}")));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let Ok(runtime) = runtime else { fail("cannot start the async runtime") };
+    let lease = runtime.block_on(async {
+        let mut builder = Client::builder(args.endpoint.clone());
+        builder = match &args.token_file {
+            Some(path) => builder.token_file(path),
+            None => builder.token_from_env(),
+        };
+        if let Some(ca) = &args.ca_file {
+            builder = builder
+                .ca_certificate_pem(std::fs::read(ca).unwrap_or_else(|e| fail(&format!("{}: {e}", ca.display()))));
+        }
+        let client = builder.connect().await.unwrap_or_else(|e| fail(&e.to_string()));
+        let mut request = client.registry_auth(image.clone()).workspace(args.workspace.clone()).basic();
+        if let Some(project) = &args.project {
+            request = request.project(project.clone());
+        }
+        request.send().await
+    });
+    let lease = match lease {
+        Ok(lease) => lease,
+        Err(Error::PassthroughNotAllowed(message)) => fail(&format!(
+            "the kubelet takes only a username and password, and for {image}: {message}. \
+             ECR and Google credentials work as they are; other registries need allow_passthrough on the credential"
+        )),
+        Err(e) => fail(&e.to_string()),
+    };
+    let (username, password) = lease.basic().unwrap_or_default();
+    let cache = lease.remaining().saturating_sub(CACHE_MARGIN);
+    let entry = serde_json::json!({ "username": username, "password": password });
+    let mut auth = serde_json::Map::new();
+    auth.insert(parsed.name(), entry.clone());
+    let as_written = image.split('@').next().unwrap_or(&image);
+    let as_written = match as_written.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => name,
+        _ => as_written,
+    };
+    auth.insert(as_written.to_owned(), entry);
+    let response = serde_json::json!({
+        "apiVersion": api_version,
+        "kind": "CredentialProviderResponse",
+        "cacheKeyType": "Image",
+        "cacheDuration": format!("{}s", cache.as_secs()),
+        "auth": auth,
+    });
+    println!("{response}");
+}
