@@ -6,41 +6,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use pullpass::v1::{
-    CreateCredentialRequest, Credential, GetCredentialRequest, ImportDockerConfigRequest, ListCredentialsRequest,
-    Provider, UpdateCredentialRequest,
-};
+use pullpass::v1::{Credential, GetCredentialRequest, ImportDockerConfigRequest, Provider, UpdateCredentialRequest};
 use pullpass_client::Client;
 use pullpass_tests::fixtures::{TEST_RSA_PKCS8_PEM, credential, google_key_json};
-use pullpass_tests::{Options, Pullpassd, create_workspace, files_containing, pullpassd_command};
-
-async fn create(client: &Client, id: &str, c: Credential) -> Result<Credential, tonic::Status> {
-    client
-        .credentials()
-        .create_credential(CreateCredentialRequest {
-            parent: "workspaces/acme".into(),
-            credential_id: id.into(),
-            credential: Some(c),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
+use pullpass_tests::{
+    Options, Pullpassd, create_credential, create_workspace, files_containing, list_credentials, pullpassd_command,
+};
 
 async fn list_names(client: &Client) -> Vec<String> {
-    client
-        .credentials()
-        .list_credentials(ListCredentialsRequest {
-            parent: "workspaces/acme".into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .credentials
-        .into_iter()
-        .map(|c| c.name)
-        .collect()
+    list_credentials(client).await.into_iter().map(|c| c.name).collect()
 }
 
 fn assert_absent(dir: &Path, needle: &str, context: &str) {
@@ -62,13 +36,14 @@ async fn no_secret_reaches_the_database_wal_logs_or_responses() {
             .enumerate()
     {
         let canary = format!("CANARY-{}-7f3e1a{index}", provider.as_str_name());
-        let created = create(&client, &format!("c{index}"), credential(provider, &canary)).await.expect("create");
+        let created =
+            create_credential(&client, &format!("c{index}"), credential(provider, &canary)).await.expect("create");
         responses.push_str(&format!("{created:?}"));
         canaries.push(canary);
     }
     // The Google key: its private key is the secret.
     let key = google_key_json("ci@pullpass-test.iam.gserviceaccount.com", "https://oauth2.googleapis.com/token");
-    create(&client, "google", credential(Provider::Google, &key)).await.expect("create google");
+    create_credential(&client, "google", credential(Provider::Google, &key)).await.expect("create google");
     let pem_line = TEST_RSA_PKCS8_PEM.lines().nth(3).expect("pem body").to_owned();
     canaries.push(pem_line);
 
@@ -120,7 +95,7 @@ async fn no_secret_reaches_the_database_wal_logs_or_responses() {
         },
     ];
     for (index, c) in refused.into_iter().enumerate() {
-        let status = create(&client, &format!("refused{index}"), c).await.expect_err("must be refused");
+        let status = create_credential(&client, &format!("refused{index}"), c).await.expect_err("must be refused");
         responses.push_str(&format!("{status:?}"));
     }
     canaries.extend(
@@ -171,7 +146,7 @@ async fn a_sealed_secret_or_wrapped_key_moved_to_another_row_fails_to_open_namin
         let client = server.client().await;
         create_workspace(&client, "acme").await;
         for id in ["alpha", "bravo", "charlie"] {
-            create(&client, id, credential(Provider::Generic, &format!("pw-{id}"))).await.expect("create");
+            create_credential(&client, id, credential(Provider::Generic, &format!("pw-{id}"))).await.expect("create");
         }
         let verify = server.command(&["keys", "verify"]);
         assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
@@ -194,7 +169,9 @@ async fn a_sealed_secret_or_wrapped_key_moved_to_another_row_fails_to_open_namin
         let server = server.restart();
         let client = server.client().await;
         assert_eq!(list_names(&client).await.len(), 3);
-        create(&client, "delta", credential(Provider::Generic, "pw-delta")).await.expect("create after tamper");
+        create_credential(&client, "delta", credential(Provider::Generic, "pw-delta"))
+            .await
+            .expect("create after tamper");
     }
 }
 
@@ -219,7 +196,7 @@ async fn a_wrong_master_key_is_refused_at_start_up_and_the_database_stays_byte_i
     let mut server = Pullpassd::start();
     let client = server.client().await;
     create_workspace(&client, "acme").await;
-    create(&client, "keep", credential(Provider::Generic, "pw-keep")).await.expect("create");
+    create_credential(&client, "keep", credential(Provider::Generic, "pw-keep")).await.expect("create");
     assert!(server.stop());
     let key_file = server.data_dir.join("master.key");
     let good_key = std::fs::read_to_string(&key_file).expect("key file");
@@ -305,14 +282,16 @@ async fn key_rotation_keeps_every_secret_readable_and_resumes_after_a_crash() {
     let client = server.client().await;
     create_workspace(&client, "acme").await;
     for i in 0..23 {
-        create(&client, &format!("old{i:02}"), credential(Provider::Generic, &format!("pw{i}"))).await.unwrap();
+        create_credential(&client, &format!("old{i:02}"), credential(Provider::Generic, &format!("pw{i}")))
+            .await
+            .unwrap();
     }
     // Add a key and restart so the server loads it; new secrets use it.
     let added = server.command(&["keys", "add"]);
     assert!(added.status.success(), "{added:?}");
     let server = server.restart();
     let client = server.client().await;
-    create(&client, "new", credential(Provider::Generic, "pw-new")).await.unwrap();
+    create_credential(&client, "new", credential(Provider::Generic, "pw-new")).await.unwrap();
     let before = key_ids_in_use(&server.data_dir);
     assert_eq!(before.len(), 2, "{before:?}");
 

@@ -4,36 +4,9 @@
 
 use std::time::Duration;
 
-use pullpass::v1::{CreateCredentialRequest, Credential, ListCredentialsRequest, Provider};
-use pullpass_client::Client;
+use pullpass::v1::{ListCredentialsRequest, Provider};
 use pullpass_tests::fixtures::credential;
-use pullpass_tests::{Options, Pullpassd, create_workspace};
-
-async fn create(client: &Client, id: &str, c: Credential) -> Result<Credential, tonic::Status> {
-    client
-        .credentials()
-        .create_credential(CreateCredentialRequest {
-            parent: "workspaces/acme".into(),
-            credential_id: id.into(),
-            credential: Some(c),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn list(client: &Client) -> Vec<Credential> {
-    client
-        .credentials()
-        .list_credentials(ListCredentialsRequest {
-            parent: "workspaces/acme".into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .credentials
-}
+use pullpass_tests::{Options, Pullpassd, create_credential, create_workspace, list_credentials};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_workspaces_credentials_versions_and_the_root_token() {
@@ -41,13 +14,13 @@ async fn a_restart_keeps_workspaces_credentials_versions_and_the_root_token() {
     let client = server.client().await;
     create_workspace(&client, "acme").await;
     for provider in [Provider::Ghcr, Provider::Quay, Provider::Generic] {
-        create(&client, provider.as_str_name(), credential(provider, "pw")).await.unwrap();
+        create_credential(&client, provider.as_str_name(), credential(provider, "pw")).await.unwrap();
     }
-    let before = list(&client).await;
+    let before = list_credentials(&client).await;
     let server = server.restart();
     assert!(server.stdout().matches("PULLPASS_TOKEN=").count() == 1, "the root token is printed on first start only");
     let client = server.client().await;
-    assert_eq!(list(&client).await, before);
+    assert_eq!(list_credentials(&client).await, before);
     let verify = server.command(&["keys", "verify"]);
     assert!(String::from_utf8_lossy(&verify.stdout).contains("3 secret(s) open"), "{verify:?}");
 }
@@ -58,11 +31,11 @@ async fn a_write_acknowledged_before_a_kill_survives_it() {
     let client = server.client().await;
     create_workspace(&client, "acme").await;
     for i in 0..20 {
-        create(&client, &format!("c{i}"), credential(Provider::Generic, "pw")).await.unwrap();
+        create_credential(&client, &format!("c{i}"), credential(Provider::Generic, "pw")).await.unwrap();
     }
     server.kill();
     let server = server.restart();
-    assert_eq!(list(&server.client().await).await.len(), 20);
+    assert_eq!(list_credentials(&server.client().await).await.len(), 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +47,7 @@ async fn sigterm_drains_in_flight_rpcs_and_closes_the_database_cleanly() {
     for i in 0..400 {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
-            (i, create(&client, &format!("c{i:03}"), credential(Provider::Generic, "pw")).await)
+            (i, create_credential(&client, &format!("c{i:03}"), credential(Provider::Generic, "pw")).await)
         }));
     }
     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -96,7 +69,7 @@ async fn sigterm_drains_in_flight_rpcs_and_closes_the_database_cleanly() {
     let wal = server.data_dir.join("pullpass.db-wal");
     assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "the WAL is checkpointed on close");
     let server = server.restart();
-    let stored: Vec<String> = list(&server.client().await).await.into_iter().map(|c| c.name).collect();
+    let stored: Vec<String> = list_credentials(&server.client().await).await.into_iter().map(|c| c.name).collect();
     for name in &acknowledged {
         assert!(stored.contains(name), "{name} was acknowledged but is missing");
     }
@@ -108,13 +81,15 @@ async fn an_online_backup_under_concurrent_writes_restores_to_a_working_server()
     let client = server.client().await;
     create_workspace(&client, "acme").await;
     for i in 0..50 {
-        create(&client, &format!("before{i:02}"), credential(Provider::Generic, "pw")).await.unwrap();
+        create_credential(&client, &format!("before{i:02}"), credential(Provider::Generic, "pw")).await.unwrap();
     }
     let writer = {
         let client = client.clone();
         tokio::spawn(async move {
             for i in 0..300 {
-                create(&client, &format!("during{i:03}"), credential(Provider::Generic, "pw")).await.unwrap();
+                create_credential(&client, &format!("during{i:03}"), credential(Provider::Generic, "pw"))
+                    .await
+                    .unwrap();
             }
         })
     };
@@ -142,13 +117,13 @@ async fn an_online_backup_under_concurrent_writes_restores_to_a_working_server()
         .expect("restored server starts");
     let token = server.root_token.clone();
     let names: Vec<String> =
-        list(&restored.client_with(Some(&token)).await).await.into_iter().map(|c| c.name).collect();
+        list_credentials(&restored.client_with(Some(&token)).await).await.into_iter().map(|c| c.name).collect();
     for i in 0..50 {
         assert!(names.contains(&format!("workspaces/acme/credentials/before{i:02}")));
     }
     let verify = restored.command(&["keys", "verify"]);
     assert!(verify.status.success(), "{verify:?}");
-    create(&restored.client_with(Some(&token)).await, "after-restore", credential(Provider::Generic, "pw"))
+    create_credential(&restored.client_with(Some(&token)).await, "after-restore", credential(Provider::Generic, "pw"))
         .await
         .unwrap();
 }
@@ -158,10 +133,10 @@ async fn each_rpc_writes_one_json_log_line_with_method_code_latency_and_principa
     let mut server = Pullpassd::start();
     let client = server.client().await;
     create_workspace(&client, "acme").await;
-    create(&client, "ok", credential(Provider::Generic, "pw")).await.unwrap();
-    let _ = create(&client, "bad id", credential(Provider::Generic, "pw")).await.unwrap_err();
+    create_credential(&client, "ok", credential(Provider::Generic, "pw")).await.unwrap();
+    let _ = create_credential(&client, "bad id", credential(Provider::Generic, "pw")).await.unwrap_err();
     let anonymous = server.client_with(None).await;
-    let _ = list(&client).await;
+    let _ = list_credentials(&client).await;
     let _ = anonymous
         .credentials()
         .list_credentials(ListCredentialsRequest { parent: "workspaces/acme".into(), ..Default::default() })

@@ -372,3 +372,35 @@ pub async fn embedded_server(
 pub fn allow_insecure(settings: &mut pullpass_server::config::Settings, host: &str) {
     settings.upstream.realm.insecure.push(pullpass::registry::RegistryHost::parse(host).expect("host"));
 }
+
+/// Creates credential `id` in workspace `acme` through the SDK.
+pub async fn create_credential(
+    client: &pullpass_client::Client,
+    id: &str,
+    credential: pullpass::v1::Credential,
+) -> Result<pullpass::v1::Credential, tonic::Status> {
+    client
+        .credentials()
+        .create_credential(pullpass::v1::CreateCredentialRequest {
+            parent: "workspaces/acme".into(),
+            credential_id: id.into(),
+            credential: Some(credential),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Every credential of workspace `acme` (one page of up to 1000).
+pub async fn list_credentials(client: &pullpass_client::Client) -> Vec<pullpass::v1::Credential> {
+    client
+        .credentials()
+        .list_credentials(pullpass::v1::ListCredentialsRequest {
+            parent: "workspaces/acme".into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list credentials")
+        .into_inner()
+        .credentials
+}

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use reqwest::{StatusCode, Url};
 
 use super::sigv4::{self, AwsKey, SignedRequest};
-use super::{Exchange, Failure, Upstream, retry_after};
+use super::{Exchange, Failure, Upstream, failure_of, retry_after};
 use crate::credentials::spec::ecr_region;
 use crate::domain::{Accept, Grant, Lease, LeaseSecret, Timestamp};
 use crate::secret::SecretBytes;
@@ -98,11 +98,8 @@ pub async fn authorization_token(
             exchange.deadline,
         )
         .await?;
-    if reply.status == StatusCode::TOO_MANY_REQUESTS {
-        return Err(Failure::RateLimited(retry_after(&reply)));
-    }
-    if reply.status.is_server_error() {
-        return Err(Failure::Unavailable(format!("the ECR API answered {}", reply.status)));
+    if reply.status == StatusCode::TOO_MANY_REQUESTS || reply.status.is_server_error() {
+        return Err(failure_of(&reply, "the ECR API"));
     }
     if !reply.status.is_success() {
         let kind = serde_json::from_slice::<AwsError>(&reply.body).ok().and_then(|e| e.kind).unwrap_or_default();

@@ -20,7 +20,7 @@ use reqwest::{StatusCode, Url};
 use ring::rand::SystemRandom;
 use ring::signature::RSA_PKCS1_SHA256;
 
-use super::{Exchange, Failure, Upstream, retry_after, token_flow};
+use super::{Exchange, Failure, Upstream, failure_of, token_flow};
 use crate::credentials::google_key::GoogleServiceAccountKey;
 use crate::domain::{Accept, CredentialUid, Grant, Lease, LeaseSecret, Timestamp};
 use crate::secret::SecretBytes;
@@ -112,16 +112,12 @@ async fn access_token(
             exchange.deadline,
         )
         .await?;
-    match reply.status {
-        status if status.is_success() => {}
-        StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            return Err(Failure::Rejected(format!("the Google token endpoint answered {}", reply.status)));
-        }
-        StatusCode::TOO_MANY_REQUESTS => return Err(Failure::RateLimited(retry_after(&reply))),
-        status if status.is_server_error() => {
-            return Err(Failure::Unavailable(format!("the Google token endpoint answered {status}")));
-        }
-        status => return Err(Failure::Protocol(format!("the Google token endpoint answered {status}"))),
+    if reply.status == StatusCode::BAD_REQUEST {
+        // OAuth answers `invalid_grant` with 400 when the key is not accepted.
+        return Err(Failure::Rejected("the Google token endpoint answered 400 (invalid grant)".into()));
+    }
+    if !reply.status.is_success() {
+        return Err(failure_of(&reply, "the Google token endpoint"));
     }
     #[derive(serde::Deserialize)]
     struct TokenResponse {

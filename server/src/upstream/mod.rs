@@ -263,6 +263,21 @@ impl Upstream {
     }
 }
 
+/// The failure an unsuccessful answer from `party` stands for: 401/403
+/// rejected the secret, 429 asks to slow down, 5xx is unavailable, anything
+/// else is outside the protocol.
+pub fn failure_of(reply: &http::Reply, party: &str) -> Failure {
+    use reqwest::StatusCode;
+    match reply.status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Failure::Rejected(format!("{party} answered {}", reply.status))
+        }
+        StatusCode::TOO_MANY_REQUESTS => Failure::RateLimited(retry_after(reply)),
+        status if status.is_server_error() => Failure::Unavailable(format!("{party} answered {status}")),
+        status => Failure::Protocol(format!("{party} answered {status}")),
+    }
+}
+
 /// `Retry-After`: seconds or an HTTP date; 60 s when absent or unreadable.
 pub fn retry_after(reply: &http::Reply) -> Duration {
     let Some(value) = reply.header_values("retry-after").first().map(|v| v.trim().to_owned()) else {

@@ -20,7 +20,7 @@ use reqwest::{StatusCode, Url};
 
 use super::challenge;
 use super::http::Reply;
-use super::{Exchange, Failure, Upstream, retry_after};
+use super::{Exchange, Failure, Upstream, failure_of, retry_after};
 use crate::domain::{Accept, Grant, Lease, LeaseSecret, Timestamp};
 
 /// How a registry wants to be authenticated.
@@ -151,10 +151,6 @@ async fn bearer_token(
         .await?;
     match reply.status {
         status if status.is_success() => read_token(exchange, &reply),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            Err(Failure::Rejected(format!("the token realm answered {}", reply.status)))
-        }
-        StatusCode::TOO_MANY_REQUESTS => Err(Failure::RateLimited(retry_after(&reply))),
         status if status.is_redirection() => {
             let target = reply
                 .header_values("location")
@@ -164,8 +160,7 @@ async fn bearer_token(
                 .unwrap_or_else(|| "an unknown location".into());
             Err(Failure::Redirected(target))
         }
-        status if status.is_server_error() => Err(Failure::Unavailable(format!("the token realm answered {status}"))),
-        status => Err(Failure::Protocol(format!("the token realm answered {status}"))),
+        _ => Err(failure_of(&reply, "the token realm")),
     }
 }
 
@@ -256,15 +251,7 @@ async fn verify_basic(
         .http()
         .send(|| client.get(url.clone()).basic_auth(username, Some(password)), exchange.deadline)
         .await?;
-    match reply.status {
-        status if status.is_success() => Ok(()),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            Err(Failure::Rejected(format!("GET /v2/ with the stored credential answered {}", reply.status)))
-        }
-        StatusCode::TOO_MANY_REQUESTS => Err(Failure::RateLimited(retry_after(&reply))),
-        status if status.is_server_error() => Err(Failure::Unavailable(format!("GET /v2/ answered {status}"))),
-        status => Err(Failure::Protocol(format!("GET /v2/ answered {status}"))),
-    }
+    if reply.status.is_success() { Ok(()) } else { Err(failure_of(&reply, "GET /v2/ with the stored credential")) }
 }
 
 fn passthrough(upstream: &Upstream, exchange: Exchange<'_>, username: &str, password: &str) -> Lease {
