@@ -70,10 +70,6 @@ pub enum Error {
         /// When to try again.
         retry_after: Duration,
     },
-    /// `DEADLINE_EXCEEDED`.
-    DeadlineExceeded(String),
-    /// `UNIMPLEMENTED`: names what is missing.
-    Unimplemented(String),
     /// `INTERNAL`: a bug or a broken installation. The message is safe to
     /// show (no secrets) but says little; details go to the log.
     Internal(String),
@@ -104,13 +100,11 @@ impl Error {
     pub fn grpc_code(&self) -> i32 {
         match self {
             Self::InvalidArgument(_) => 3,
-            Self::DeadlineExceeded(_) => 4,
             Self::NotFound { .. } | Self::NoMatch { .. } => 5,
             Self::AlreadyExists { .. } => 6,
             Self::PermissionDenied { .. } => 7,
             Self::ResourceExhausted { .. } => 8,
             Self::FailedPrecondition { .. } => 9,
-            Self::Unimplemented(_) => 12,
             Self::Internal(_) => 13,
             Self::Unavailable { .. } => 14,
             Self::Unauthenticated(_) => 16,
@@ -130,9 +124,7 @@ impl Error {
             | Self::PermissionDenied { message, .. }
             | Self::Unavailable { message, .. }
             | Self::ResourceExhausted { message, .. } => message.clone(),
-            Self::Unauthenticated(m) | Self::DeadlineExceeded(m) | Self::Unimplemented(m) | Self::Internal(m) => {
-                m.clone()
-            }
+            Self::Unauthenticated(m) | Self::Internal(m) => m.clone(),
         }
     }
 }

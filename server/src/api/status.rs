@@ -46,8 +46,6 @@ pub fn to_status(error: &Error) -> Status {
             Status::with_error_details(Code::ResourceExhausted, message, details)
         }
         Error::Unauthenticated(_) => Status::unauthenticated(message),
-        Error::DeadlineExceeded(_) => Status::deadline_exceeded(message),
-        Error::Unimplemented(_) => Status::unimplemented(message),
         Error::Internal(_) => Status::internal(message),
     }
 }
@@ -113,6 +111,29 @@ mod tests {
         let rpc = to_rpc_status(&error);
         assert_eq!(rpc.code, Code::ResourceExhausted as i32);
         assert_eq!(rpc.details.len(), 2);
+    }
+
+    #[test]
+    fn the_audit_code_of_every_error_is_its_grpc_status_code() {
+        let errors = [
+            Error::invalid("f", "d"),
+            Error::not_found("workspaces/a"),
+            Error::NoMatch { reason: "R", message: "m".into() },
+            Error::already_exists("workspaces/a"),
+            Error::FailedPrecondition { reason: "R", message: "m".into() },
+            Error::PermissionDenied { reason: "R", message: "m".into() },
+            Error::Unauthenticated("m".into()),
+            Error::Unavailable { reason: "R", message: "m".into() },
+            Error::ResourceExhausted {
+                reason: "R",
+                message: "m".into(),
+                retry_after: std::time::Duration::from_secs(1),
+            },
+            Error::internal("m"),
+        ];
+        for error in errors {
+            assert_eq!(error.grpc_code(), to_status(&error).code() as i32, "{error:?}");
+        }
     }
 
     #[test]
