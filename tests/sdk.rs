@@ -65,6 +65,16 @@ async fn registry_auth_reads_like_the_job_and_returns_a_scoped_lease() {
     assert_eq!(batch[0].as_ref().unwrap().source, Source::ClientCache);
     assert!(matches!(batch[1], Err(Error::NotFoundForRegistry(_))));
     assert!(matches!(batch[2], Err(Error::InvalidImage { .. })));
+
+    // A min_ttl the cached lease meets is served from the cache; one it does
+    // not meet goes to pullpass, which asks the registry again.
+    let rpcs = client.stats().issue_rpcs;
+    let ask = |ttl| client.registry_auth(&image).workspace("acme").project("rnaseq").min_ttl(ttl).send();
+    assert_eq!(ask(Duration::from_secs(200)).await.unwrap().source, Source::ClientCache);
+    assert_eq!(client.stats().issue_rpcs, rpcs);
+    let longer = ask(Duration::from_secs(305)).await.unwrap();
+    assert_ne!(longer.source, Source::ClientCache);
+    assert_eq!(client.stats().issue_rpcs, rpcs + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

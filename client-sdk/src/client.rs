@@ -466,7 +466,7 @@ impl AuthRequest {
         let lookups = this.images.iter().zip(&keys).enumerate().filter_map(|(index, (image, key))| {
             key.as_ref().map(|key| async move {
                 let outcome = if this.use_cache && cache.capacity > 0 {
-                    cache.get_or_fetch(key.clone(), || this.fetch_one(image.clone()), &this.client).await
+                    cache.get_or_fetch(key.clone(), this.min_ttl, || this.fetch_one(image.clone()), &this.client).await
                 } else {
                     this.fetch_one(image.clone()).await
                 };
@@ -597,15 +597,26 @@ struct LeaseCache {
 }
 
 impl LeaseCache {
-    async fn get_or_fetch<F, Fut>(&self, key: CacheKey, fetch: F, client: &Client) -> Result<Lease, Error>
+    /// A cached lease with more than `min_ttl` (and the refresh margin)
+    /// left, or one from `fetch`, run once for all concurrent callers of the
+    /// key. A caller whose `min_ttl` the shared result does not meet fetches
+    /// again on its own.
+    async fn get_or_fetch<F, Fut>(
+        &self,
+        key: CacheKey,
+        min_ttl: Option<Duration>,
+        fetch: F,
+        client: &Client,
+    ) -> Result<Lease, Error>
     where
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Lease, Error>>,
     {
+        let needed = self.margin.max(min_ttl.unwrap_or_default());
         let flight = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             match slots.get(&key) {
-                Some(Slot::Ready(lease)) if lease.remaining() > self.margin => {
+                Some(Slot::Ready(lease)) if lease.remaining() > needed => {
                     client.inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                     let mut lease = Lease::clone(lease);
                     lease.source = Source::ClientCache;
@@ -619,7 +630,20 @@ impl LeaseCache {
                 }
             }
         };
-        let outcome = flight.get_or_init(fetch).await.clone();
+        let mut fetched_here = false;
+        let outcome = flight
+            .get_or_init(|| {
+                fetched_here = true;
+                fetch()
+            })
+            .await
+            .clone();
+        if !fetched_here
+            && let (Some(min_ttl), Ok(lease)) = (min_ttl, &outcome)
+            && lease.remaining() < min_ttl
+        {
+            return fetch().await;
+        }
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(Slot::InFlight(current)) = slots.get(&key)
             && Arc::ptr_eq(current, &flight)
