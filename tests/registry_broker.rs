@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use pullpass::v1::{
-    Action, AuthKind, CreateCredentialRequest, Credential, DeleteCredentialRequest, IssueRegistryAuthRequest, Provider,
-    TestCredentialRequest, UpdateCredentialRequest,
+    Action, AuthKind, CreateCredentialRequest, Credential, DeleteCredentialRequest, ImportDockerConfigRequest,
+    IssueRegistryAuthRequest, Provider, TestCredentialRequest, UpdateCredentialRequest,
 };
 use pullpass_tests::fixtures::google_key_json;
 use pullpass_tests::registry::world::{ALICE_PASSWORD, World, code_and_reason, ok, users};
@@ -210,6 +210,18 @@ async fn a_hostile_or_redirecting_realm_receives_no_credentials() {
     assert_eq!((code, reason.as_str()), (Code::FailedPrecondition, "REALM_NOT_ALLOWED"));
     assert!(auths[0].status.as_ref().unwrap().message.contains("redirect"));
     assert_eq!(hostile.count("requests"), 0, "the redirect was followed");
+
+    // A registry on a cloud metadata address is not contacted at all, not
+    // even for its unauthenticated challenge.
+    for (id, host) in [("metadata", "169.254.169.254"), ("metadata-nat64", "[64:ff9b::a9fe:a9fe]")] {
+        world.add(id, Credential { registry_server: host.into(), ..world.credential("", "alice", "x") }).await;
+        let started = Instant::now();
+        let auths = world.issue(&[&format!("{host}/latest/meta-data:1")], &[]).await;
+        let (code, reason) = code_and_reason(&auths[0]);
+        assert_eq!((code, reason.as_str()), (Code::FailedPrecondition, "REALM_NOT_ALLOWED"), "{host}");
+        assert!(auths[0].status.as_ref().unwrap().message.contains("metadata address"), "{host}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{host}: {:?}", started.elapsed());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,6 +298,49 @@ async fn two_credentials_on_one_host_serve_their_own_namespaces_and_projects_are
     let (code, reason) = code_and_reason(&auths[1]);
     assert_eq!((code, reason.as_str()), (Code::NotFound, "CREDENTIAL_NOT_FOUND_FOR_REGISTRY"));
     assert!(auths[1].status.as_ref().unwrap().message.contains("none allowed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_created_or_imported_after_a_lease_are_used_at_once() {
+    let world = World::start().await;
+    let image = world.registry.image("team/app:1.0");
+    let other = world.registry.image("other/tool:1.0");
+    // The first request loads the (empty) workspace into the broker's index.
+    let none = world.issue(&[&other], &[]).await;
+    assert_eq!(code_and_reason(&none[0]).1, "CREDENTIAL_NOT_FOUND_FOR_REGISTRY");
+
+    world.add("whole-host", world.credential("", "ops", "ops-pw")).await;
+    let auths = world.issue(&[&other], &[]).await;
+    assert_eq!(ok(&auths[0]).credential, "workspaces/acme/credentials/whole-host");
+
+    // A narrower credential created later takes over its namespace at once.
+    world.add("team", world.credential("team", "alice", ALICE_PASSWORD)).await;
+    let auths = world.issue(&[&image, &other], &[]).await;
+    assert_eq!(ok(&auths[0]).credential, "workspaces/acme/credentials/team");
+    assert_eq!(ok(&auths[1]).credential, "workspaces/acme/credentials/whole-host");
+
+    // So does one imported from a docker config.json.
+    let config = serde_json::json!({"auths": {format!("{}/other", world.registry.address): {
+        "username": "alice", "password": ALICE_PASSWORD}}});
+    let report = world
+        .client
+        .credentials()
+        .import_docker_config(ImportDockerConfigRequest {
+            parent: "workspaces/acme".into(),
+            config_json: config.to_string(),
+            name_prefix: "imported-".into(),
+            validate_only: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.created_count, 1);
+    let imported = report.results[0].credential.as_ref().unwrap().name.clone();
+    let auths = world.issue(&[&other], &[]).await;
+    // The import carries no realm allow-list, so the issuer's realm (another
+    // port) is refused; what matters is that the new credential was chosen.
+    let message = &auths[0].status.as_ref().expect("refused realm").message;
+    assert!(message.contains(&imported), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

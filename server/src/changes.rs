@@ -8,7 +8,7 @@ use crate::domain::{CredentialName, WorkspaceId};
 /// What changed.
 #[derive(Debug, Clone, Copy)]
 pub enum Change<'a> {
-    /// A credential was updated or deleted.
+    /// A credential was created, updated or deleted.
     Credential(&'a CredentialName),
     /// A workspace (and possibly everything in it) was created or deleted.
     Workspace(&'a WorkspaceId),

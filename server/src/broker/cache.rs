@@ -1,6 +1,8 @@
 //! The lease cache: the hot path.
 //!
-//! Keyed by (credential uid, secret version, scope, accepted form). A lease
+//! Keyed by (credential uid, secret version, metadata update time, scope,
+//! accepted form): a fetch that started before a credential changed stores
+//! its lease under the old key, where no later request looks. A lease
 //! is served while its remaining life is at least the caller's `min_ttl`.
 //! Misses for one key share a single upstream exchange (singleflight), so a
 //! burst of identical requests costs the registry one token request. Errors
@@ -24,6 +26,8 @@ pub struct CacheKey {
     pub uid: CredentialUid,
     /// Its secret version (a rotation makes old leases unreachable).
     pub secret_version: u64,
+    /// Its last metadata change (so does any other update).
+    pub updated: Timestamp,
     /// The requested scope, as text.
     pub scope: String,
     /// The form the caller accepts.
@@ -186,7 +190,13 @@ mod tests {
     }
 
     fn key(scope: &str) -> CacheKey {
-        CacheKey { uid: CredentialUid([1; 16]), secret_version: 1, scope: scope.into(), accept: Accept::Any }
+        CacheKey {
+            uid: CredentialUid([1; 16]),
+            secret_version: 1,
+            updated: Timestamp::default(),
+            scope: scope.into(),
+            accept: Accept::Any,
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

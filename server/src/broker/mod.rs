@@ -22,6 +22,7 @@ use pullpass::scope::{Action, Scope};
 use crate::audit::{Actor, Auditor};
 use crate::changes::{Change, ChangeFeed};
 use crate::credentials::Credentials;
+use crate::domain::credential::StoredCredential;
 use crate::domain::{Accept, CredentialName, Lease, ProjectName, WorkspaceId};
 use crate::error::Error;
 use crate::upstream::{Exchange, Upstream};
@@ -131,53 +132,72 @@ impl Broker {
         let outcomes = request.images.iter().enumerate().map(|(position, text)| {
             let candidates = Arc::clone(&candidates);
             async move {
-                let outcome = self.issue_one(request, &candidates, position, text).await;
-                self.audit_lease(request, text, &outcome);
+                let (chosen, outcome) = match self.choose(request, &candidates, position, text) {
+                    Ok((image, stored)) => {
+                        let name = stored.credential.name.clone();
+                        (Some(name), self.lease(request, image, stored).await)
+                    }
+                    Err(error) => (None, Err(error)),
+                };
+                self.audit_lease(request, text, chosen.as_ref(), &outcome);
                 outcome
             }
         });
         Ok(join_all(outcomes).await)
     }
 
-    fn audit_lease(&self, request: &LeaseRequest, image: &str, outcome: &Result<Issued, Error>) {
-        let workspace = request.workspace.as_str();
-        let mut event = match outcome {
+    /// Queues the audit event of one image: the credential that served (or
+    /// failed), the image, the granted scope, the outcome.
+    fn audit_lease(
+        &self,
+        request: &LeaseRequest,
+        image: &str,
+        credential: Option<&CredentialName>,
+        outcome: &Result<Issued, Error>,
+    ) {
+        let resource = credential.map_or_else(|| request.workspace.name(), ToString::to_string);
+        let code = outcome.as_ref().err().map_or(0, Error::grpc_code);
+        let mut event = request.actor.event("IssueRegistryAuth", request.workspace.as_str(), &resource, code);
+        match outcome {
             Ok(issued) => {
-                let mut event =
-                    request.actor.event("IssueRegistryAuth", workspace, &issued.lease.credential.to_string(), 0);
                 event.image = issued.image.to_string();
                 event.granted_scope = issued.lease.granted.as_ref().map(ToString::to_string).unwrap_or_default();
-                event
             }
-            Err(error) => {
-                request.actor.event("IssueRegistryAuth", workspace, &request.workspace.name(), error.grpc_code())
-            }
-        };
-        if event.image.is_empty() {
-            event.image = crate::domain::ids::shorten(image);
+            Err(_) => event.image = crate::domain::ids::shorten(image),
         }
         self.inner.auditor.record_lease(event);
     }
 
-    async fn issue_one(
+    /// Parses the image and picks its credential.
+    fn choose(
         &self,
         request: &LeaseRequest,
-        candidates: &[Arc<crate::domain::credential::StoredCredential>],
+        candidates: &[Arc<StoredCredential>],
         position: usize,
         text: &str,
-    ) -> Result<Issued, Error> {
+    ) -> Result<(ImageRef, Arc<StoredCredential>), Error> {
         let image = ImageRef::parse(text).map_err(|e| {
             Error::invalid(format!("images[{position}]"), format!("`{}` {e}", crate::domain::ids::shorten(text)))
         })?;
         let stored = choose::choose(candidates, &request.workspace, &image, request.project.as_ref())?;
+        Ok((image, Arc::clone(stored)))
+    }
+
+    /// A lease from the cache, or from one upstream exchange per key.
+    async fn lease(
+        &self,
+        request: &LeaseRequest,
+        image: ImageRef,
+        stored: Arc<StoredCredential>,
+    ) -> Result<Issued, Error> {
         let scope = Scope::request(image.repository(), &request.actions);
         let key = CacheKey {
             uid: stored.credential.uid,
+            updated: stored.credential.update_time,
             secret_version: stored.credential.secret_version,
             scope: scope.to_string(),
             accept: request.accept,
         };
-        let stored = Arc::clone(stored);
         let (lease, cached) = self
             .inner
             .cache

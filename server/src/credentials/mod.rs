@@ -17,6 +17,7 @@ pub mod spec;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -115,6 +116,7 @@ impl Credentials {
                 audit.append(conn, &event)
             })
             .await?;
+        self.changed(&credential.name);
         Ok(Saved { credential, normalizations: spec.normalizations })
     }
 
@@ -193,7 +195,9 @@ impl Credentials {
                 let merged = merge(&current.credential, input, &fields);
                 let replaces_secret = merged.secret.is_some();
                 let spec = spec::validate(merged, "credential")?;
-                let now = Timestamp::now();
+                // Strictly later than the last change even if the clock
+                // stepped back: the broker's lease cache keys on it.
+                let now = Timestamp::now().max(current.credential.update_time.plus(Duration::from_micros(1)));
                 let mut credential = apply(&current.credential, &spec, now);
                 let sealed = if replaces_secret {
                     credential.secret_version = current.credential.secret_version + 1;
@@ -278,6 +282,11 @@ impl Credentials {
         };
         for (index, name) in conflicts {
             results[index].outcome = Err(Error::already_exists(name));
+        }
+        if !validate_only {
+            for saved in results.iter().filter_map(|r| r.outcome.as_ref().ok()) {
+                self.changed(&saved.credential.name);
+            }
         }
         Ok(results)
     }
