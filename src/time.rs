@@ -38,7 +38,12 @@ pub fn format_rfc3339(seconds: i64) -> String {
 /// microseconds since the epoch.
 pub fn parse_rfc3339_micros(text: &str) -> Option<i64> {
     let bytes = text.as_bytes();
-    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || !matches!(bytes[10], b'T' | b't' | b' ') {
+    if !text.is_ascii()
+        || bytes.len() < 20
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || !matches!(bytes[10], b'T' | b't' | b' ')
+    {
         return None;
     }
     let number = |range: std::ops::Range<usize>| -> Option<i64> {
@@ -90,7 +95,17 @@ mod tests {
             assert_eq!(format_rfc3339(micros / 1_000_000), t);
         }
         assert_eq!(parse_rfc3339_micros("2026-11-23T20:30:00.5+01:00"), Some(1_795_462_200_500_000));
-        for bad in ["", "2026-11-23", "2026-13-01T00:00:00Z", "2026-11-23T19:30:00", "1700000000"] {
+        let bad_inputs = [
+            "",
+            "2026-11-23",
+            "2026-13-01T00:00:00Z",
+            "2026-11-23T19:30:00",
+            "1700000000",
+            "2026-01-01T00:00:00+0\u{e9}:0",
+            "2026-01-01T00:00:00.5\u{1F600}",
+            "\u{e9}026-01-01T00:00:00Z",
+        ];
+        for bad in bad_inputs {
             assert!(parse_rfc3339_micros(bad).is_none(), "{bad}");
         }
     }

@@ -114,8 +114,15 @@ impl RealmOrigin {
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         // The input is not echoed: a pasted `user:password@host` would leak.
         let host = RegistryHost::parse(authority).map_err(|e| format!("origin {e}"))?;
-        Ok(Self { secure, host })
+        Ok(Self { secure, host: without_default_port(host, secure) })
     }
+}
+
+/// `host:443` for https and `host:80` for http are plain `host`, as URL
+/// parsers (and so realm URLs) write them.
+pub fn without_default_port(host: RegistryHost, secure: bool) -> RegistryHost {
+    let default = if secure { 443 } else { 80 };
+    if host.port() == Some(default) { RegistryHost::parse(host.hostname()).unwrap_or(host) } else { host }
 }
 
 impl fmt::Display for RealmOrigin {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use pullpass::reason;
 use pullpass::scope::Scope;
 
-use crate::domain::{Accept, Credential, CredentialName, Lease, Provider};
+use crate::domain::{Accept, Credential, CredentialName, CredentialUid, Lease, Provider};
 use crate::error::Error;
 use crate::secret::SecretBytes;
 use http::{Http, HttpFailure};
@@ -182,7 +182,9 @@ pub struct Upstream {
     config: UpstreamConfig,
     http: Http,
     challenges: Mutex<HashMap<String, (token_flow::AuthScheme, Instant)>>,
-    not_before: Mutex<HashMap<String, Instant>>,
+    /// `Retry-After` deadlines by (credential, registry endpoint): one
+    /// tenant's rate limit does not block the others.
+    not_before: Mutex<HashMap<(CredentialUid, String), Instant>>,
     google_tokens: google::AccessTokenCache,
 }
 
@@ -208,7 +210,8 @@ impl Upstream {
 
     /// Exchanges `secret` for short-lived auth, by the credential's provider.
     pub async fn exchange(&self, exchange: Exchange<'_>, secret: &SecretBytes) -> Result<Lease, Failure> {
-        self.check_rate_limit(exchange.endpoint)?;
+        let limit_key = (exchange.credential.uid, exchange.endpoint.to_owned());
+        self.check_rate_limit(&limit_key)?;
         let result = match exchange.credential.provider {
             Provider::Ecr => ecr::authorization_token(self, exchange, secret).await,
             Provider::Google => google::exchange(self, exchange, secret).await,
@@ -220,21 +223,23 @@ impl Upstream {
             }
         };
         if let Err(Failure::RateLimited(retry_after)) = &result {
-            self.not_before
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(exchange.endpoint.to_owned(), Instant::now() + *retry_after);
+            let mut map = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if map.len() > 10_000 {
+                map.retain(|_, until| *until > now);
+            }
+            map.insert(limit_key, now + *retry_after);
         }
         result
     }
 
     /// Refuses at once while a registry's `Retry-After` has not passed.
-    fn check_rate_limit(&self, endpoint: &str) -> Result<(), Failure> {
+    fn check_rate_limit(&self, key: &(CredentialUid, String)) -> Result<(), Failure> {
         let mut map = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(endpoint) {
+        match map.get(key) {
             Some(until) if *until > Instant::now() => Err(Failure::RateLimited(*until - Instant::now())),
             Some(_) => {
-                map.remove(endpoint);
+                map.remove(key);
                 Ok(())
             }
             None => Ok(()),
@@ -278,16 +283,51 @@ pub fn failure_of(reply: &http::Reply, party: &str) -> Failure {
     }
 }
 
-/// `Retry-After`: seconds or an HTTP date; 60 s when absent or unreadable.
+/// Longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// `Retry-After`: seconds or an HTTP date, at most a day; 60 s when absent
+/// or unreadable.
 pub fn retry_after(reply: &http::Reply) -> Duration {
     let Some(value) = reply.header_values("retry-after").first().map(|v| v.trim().to_owned()) else {
         return Duration::from_secs(60);
     };
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Duration::from_secs(seconds.min(24 * 3600));
+    let wait = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else {
+        match httpdate::parse_http_date(&value) {
+            Ok(at) => at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::from_secs(1)),
+            Err(_) => Duration::from_secs(60),
+        }
+    };
+    wait.min(MAX_RETRY_AFTER)
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::StatusCode;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    use super::*;
+
+    fn too_many(retry: Option<&str>) -> http::Reply {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = retry {
+            headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        }
+        http::Reply { status: StatusCode::TOO_MANY_REQUESTS, headers, body: Vec::new() }
     }
-    match httpdate::parse_http_date(&value) {
-        Ok(at) => at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::from_secs(1)),
-        Err(_) => Duration::from_secs(60),
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_is_capped_at_a_day() {
+        assert_eq!(retry_after(&too_many(Some("17"))), Duration::from_secs(17));
+        assert_eq!(retry_after(&too_many(None)), Duration::from_secs(60));
+        assert_eq!(retry_after(&too_many(Some("soon"))), Duration::from_secs(60));
+        assert_eq!(retry_after(&too_many(Some("99999999"))), MAX_RETRY_AFTER);
+        assert_eq!(retry_after(&too_many(Some("Fri, 31 Dec 9999 23:59:59 GMT"))), MAX_RETRY_AFTER);
+        assert_eq!(retry_after(&too_many(Some("Wed, 21 Oct 2015 07:28:00 GMT"))), Duration::from_secs(1));
+        let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
+        let wait = retry_after(&too_many(Some(&soon)));
+        assert!(wait > Duration::from_secs(110) && wait <= Duration::from_secs(120), "{wait:?}");
     }
 }

@@ -8,12 +8,12 @@
 //! addresses are refused whatever the list says (see also
 //! [`super::http::SafeResolver`], which applies the same rule after DNS).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use pullpass::registry::RegistryHost;
 use reqwest::Url;
 
-use crate::domain::credential::RealmOrigin;
+use crate::domain::credential::{RealmOrigin, without_default_port};
 use crate::domain::{Credential, Provider};
 
 /// The server-wide part of the policy.
@@ -68,7 +68,7 @@ impl RealmPolicy {
     pub fn check(&self, credential: &Credential, endpoint: &str, url: &Url) -> Result<(), Refusal> {
         let origin = origin_of(url).ok_or_else(|| Refusal::BadUrl(url.to_string()))?;
         self.check_transport(url)?;
-        let allowed = origin.host.as_str() == endpoint
+        let allowed = same_host(&origin, endpoint)
             || known_realms(credential).contains(&origin)
             || credential.token_realm_allowlist.contains(&origin);
         if allowed { Ok(()) } else { Err(Refusal::NotAllowed(origin.to_string())) }
@@ -108,6 +108,14 @@ pub fn origin_of(url: &Url) -> Option<RealmOrigin> {
     RegistryHost::parse(&authority).ok().map(|host| RealmOrigin { secure, host })
 }
 
+/// Is `origin` on the registry endpoint `host[:port]` (a default port
+/// written out or not)?
+fn same_host(origin: &RealmOrigin, endpoint: &str) -> bool {
+    origin.host.as_str() == endpoint
+        || RegistryHost::parse(endpoint)
+            .is_ok_and(|host| without_default_port(host, origin.secure).as_str() == origin.host.as_str())
+}
+
 /// Realm origins a provider is known to use.
 fn known_realms(credential: &Credential) -> Vec<RealmOrigin> {
     let host = credential.registry.host().as_str();
@@ -120,20 +128,34 @@ fn known_realms(credential: &Credential) -> Vec<RealmOrigin> {
     known.iter().filter_map(|h| https(h)).collect()
 }
 
-/// Link-local (169.254/16, fe80::/10) and well-known metadata addresses.
+/// Link-local (169.254/16, fe80::/10) and well-known metadata addresses,
+/// also when an IPv6 address embeds one (mapped, compatible, NAT64, 6to4).
 pub fn is_forbidden_address(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();
-            (o[0] == 169 && o[1] == 254) || v4 == std::net::Ipv4Addr::new(100, 100, 100, 200)
+            (o[0] == 169 && o[1] == 254) || v4 == Ipv4Addr::new(100, 100, 100, 200)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_forbidden_address(IpAddr::V4(v4));
-            }
             let s = v6.segments();
-            (s[0] & 0xffc0) == 0xfe80 || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+            (s[0] & 0xffc0) == 0xfe80
+                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                || embedded_ipv4(v6).is_some_and(|v4| is_forbidden_address(IpAddr::V4(v4)))
         }
+    }
+}
+
+/// The IPv4 address an IPv6 address carries: `::ffff:a.b.c.d` (mapped),
+/// `::a.b.c.d` (compatible), `64:ff9b::a.b.c.d` (NAT64) or `2002:AABB:CCDD::`
+/// (6to4).
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let low = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    match s {
+        [0, 0, 0, 0, 0, 0 | 0xffff, hi, lo] => Some(low(hi, lo)),
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(low(hi, lo)),
+        [0x2002, hi, lo, ..] => Some(low(hi, lo)),
+        _ => None,
     }
 }
 
@@ -182,6 +204,25 @@ mod tests {
     }
 
     #[test]
+    fn default_ports_written_out_or_not_are_the_same_origin() {
+        let policy = RealmPolicy::default();
+        let explicit = credential(Provider::Generic, "r.example.com:443", &["https://auth.example.com:443/"]);
+        assert!(policy.check(&explicit, "r.example.com:443", &url("https://r.example.com/token")).is_ok());
+        assert!(policy.check(&explicit, "r.example.com:443", &url("https://auth.example.com/token")).is_ok());
+        assert!(policy.check(&explicit, "r.example.com", &url("https://r.example.com:443/token")).is_ok());
+        assert_eq!(explicit.token_realm_allowlist[0].to_string(), "https://auth.example.com");
+        // Another port is another origin.
+        assert!(matches!(
+            policy.check(&explicit, "r.example.com:443", &url("https://r.example.com:8443/token")),
+            Err(Refusal::NotAllowed(_))
+        ));
+        assert!(matches!(
+            policy.check(&explicit, "r.example.com:80", &url("https://r.example.com/token")),
+            Err(Refusal::NotAllowed(_))
+        ));
+    }
+
+    #[test]
     fn other_origins_plaintext_and_metadata_addresses_are_refused() {
         let policy = RealmPolicy { insecure: vec![RegistryHost::parse("127.0.0.1:5000").unwrap()] };
         let c = credential(Provider::Generic, "r.example.com", &["https://auth.example.com"]);
@@ -207,10 +248,21 @@ mod tests {
             policy.check(&local, "127.0.0.1:5000", &url("http://169.254.169.254/token")),
             Err(Refusal::Forbidden(_))
         ));
-        for address in ["169.254.169.254", "fe80::1", "fd00:ec2::254", "::ffff:169.254.1.1", "100.100.100.200"] {
+        let forbidden = [
+            "169.254.169.254",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::ffff:169.254.1.1",
+            "::a9fe:a9fe",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "100.100.100.200",
+            "::ffff:100.100.100.200",
+        ];
+        for address in forbidden {
             assert!(is_forbidden_address(address.parse().unwrap()), "{address}");
         }
-        for address in ["127.0.0.1", "10.0.0.1", "::1", "8.8.8.8"] {
+        for address in ["127.0.0.1", "10.0.0.1", "::1", "8.8.8.8", "2002:0808:0808::1", "64:ff9b::808:808"] {
             assert!(!is_forbidden_address(address.parse().unwrap()), "{address}");
         }
     }

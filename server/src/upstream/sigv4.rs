@@ -24,12 +24,21 @@ pub struct SignedRequest<'a> {
 }
 
 /// An AWS access key.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct AwsKey<'a> {
     /// The access key id (`AKIA…`).
     pub access_key_id: &'a str,
     /// The secret access key.
     pub secret_access_key: &'a str,
+}
+
+impl std::fmt::Debug for AwsKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// `YYYYMMDDTHHMMSSZ`.

@@ -95,9 +95,12 @@ async fn challenge_of(upstream: &Upstream, exchange: Exchange<'_>, base: &str) -
     if let Some(scheme) = upstream.cached_challenge(base) {
         return Ok(scheme);
     }
+    let url = Url::parse(&format!("{base}/v2/")).map_err(|_| Failure::Protocol("bad registry URL".into()))?;
+    // No secret goes with this request, but a metadata address is not
+    // contacted at all.
+    upstream.config().realm.check_transport(&url).map_err(Failure::Refused)?;
     let client = upstream.http().client_for(&exchange.credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
-    let url = format!("{base}/v2/");
-    let reply = upstream.http().send(|| client.get(&url), exchange.deadline).await?;
+    let reply = upstream.http().send(|| client.get(url.clone()), exchange.deadline).await?;
     let scheme = match reply.status {
         StatusCode::UNAUTHORIZED => read_challenge(&reply, base)?,
         status if status.is_success() => return Err(Failure::NoAuthNeeded),
@@ -174,7 +177,8 @@ struct TokenResponse {
 
 /// Registries' `expires_in` when they give none (distribution spec).
 const DEFAULT_EXPIRES_IN: i64 = 60;
-/// `issued_at` further than this from our clock is ignored (clock skew).
+/// `issued_at` older than this by our clock is ignored (clock skew); a
+/// future one counts as now.
 const MAX_SKEW: Duration = Duration::from_secs(300);
 
 fn read_token(exchange: Exchange<'_>, reply: &Reply) -> Result<Lease, Failure> {
@@ -185,14 +189,7 @@ fn read_token(exchange: Exchange<'_>, reply: &Reply) -> Result<Lease, Failure> {
         .filter(|t| !t.is_empty())
         .or(parsed.access_token.filter(|t| !t.is_empty()))
         .ok_or_else(|| Failure::Protocol("the token realm's answer has no token".into()))?;
-    let now = Timestamp::now();
-    let issued = parsed
-        .issued_at
-        .as_deref()
-        .and_then(Timestamp::parse_rfc3339)
-        .filter(|t| t.saturating_since(now) < MAX_SKEW && now.saturating_since(*t) < MAX_SKEW)
-        .unwrap_or(now);
-    let expires_in = parsed.expires_in.filter(|s| *s > 0).unwrap_or(DEFAULT_EXPIRES_IN);
+    let (issued, expires) = lifetime(parsed.issued_at.as_deref(), parsed.expires_in, Timestamp::now());
     let granted = granted_scope(&token, exchange.scope);
     if granted.as_ref().is_some_and(Scope::is_empty) {
         return Err(Failure::NoAccess);
@@ -203,9 +200,21 @@ fn read_token(exchange: Exchange<'_>, reply: &Reply) -> Result<Lease, Failure> {
         requested: exchange.scope.clone(),
         granted,
         issue_time: issued,
-        expire_time: issued.plus(Duration::from_secs(expires_in as u64)),
+        expire_time: expires,
         credential: exchange.credential.name.clone(),
     })
+}
+
+/// When a token was issued and when it expires, by our clock. An
+/// `issued_at` in the future counts as now: the registry judges expiry by
+/// the realm's clock, so a realm ahead of us must not stretch the lifetime.
+fn lifetime(issued_at: Option<&str>, expires_in: Option<i64>, now: Timestamp) -> (Timestamp, Timestamp) {
+    let issued = issued_at
+        .and_then(Timestamp::parse_rfc3339)
+        .filter(|t| now.saturating_since(*t) < MAX_SKEW)
+        .map_or(now, |t| t.min(now));
+    let expires_in = expires_in.filter(|s| *s > 0).unwrap_or(DEFAULT_EXPIRES_IN);
+    (issued, issued.plus(Duration::from_secs(expires_in as u64)))
 }
 
 /// The part of `requested` a JWT's `access` claim grants; `None` when the
@@ -289,5 +298,22 @@ mod tests {
         assert!(granted_scope(&other_repo, &push).unwrap().is_empty());
         assert_eq!(granted_scope("opaque-token", &push), None);
         assert_eq!(granted_scope(&jwt(serde_json::json!({"sub": "x"})), &push), None);
+    }
+
+    #[test]
+    fn lifetime_never_extends_past_expires_in_from_now() {
+        let now = Timestamp::parse_rfc3339("2026-11-23T12:00:00Z").unwrap();
+        let at = |t: &str| Timestamp::parse_rfc3339(t).unwrap();
+        // A realm four minutes ahead: the token lives 60 s from now, not 300.
+        assert_eq!(lifetime(Some("2026-11-23T12:04:00Z"), Some(60), now), (now, at("2026-11-23T12:01:00Z")));
+        // A realm a little behind: the token is already partly used.
+        let behind = at("2026-11-23T11:59:30Z");
+        assert_eq!(lifetime(Some("2026-11-23T11:59:30Z"), Some(60), now), (behind, at("2026-11-23T12:00:30Z")));
+        // Far behind, absent or garbage: counted from now; no expires_in = 60 s.
+        for issued_at in [Some("2026-11-23T10:00:00Z"), None, Some("yesterday"), Some("2026-11-23T12:00:00+0\u{e9}:0")]
+        {
+            assert_eq!(lifetime(issued_at, None, now), (now, at("2026-11-23T12:01:00Z")), "{issued_at:?}");
+        }
+        assert_eq!(lifetime(None, Some(-5), now).1, at("2026-11-23T12:01:00Z"));
     }
 }
