@@ -81,10 +81,15 @@ pub struct Appender {
 impl Appender {
     /// Appends `event` to the chain, in the caller's transaction.
     pub fn append(&self, conn: &rusqlite::Connection, event: &AuditEvent) -> Result<(), Error> {
-        if self.fail_action.as_deref().is_some_and(|a| a == event.action || a == "*") {
+        self.append_all(conn, std::slice::from_ref(event))
+    }
+
+    /// Appends `events` in order, reading the chain's head once.
+    pub fn append_all(&self, conn: &rusqlite::Connection, events: &[AuditEvent]) -> Result<(), Error> {
+        if events.iter().any(|event| self.fail_action.as_deref().is_some_and(|a| a == event.action || a == "*")) {
             return Err(audit_unavailable());
         }
-        append(conn, event).map_err(|e| {
+        append_all(conn, events).map_err(|e| {
             tracing::error!(error = %e, "audit append failed");
             audit_unavailable()
         })
@@ -98,14 +103,17 @@ fn audit_unavailable() -> Error {
     }
 }
 
-fn append(conn: &rusqlite::Connection, event: &AuditEvent) -> Result<(), Error> {
-    let (prev_seq, prev_hash) = match store::audit::head(conn)? {
+fn append_all(conn: &rusqlite::Connection, events: &[AuditEvent]) -> Result<(), Error> {
+    let (mut seq, mut prev_hash) = match store::audit::head(conn)? {
         Some(head) => head,
         None => checkpoint(conn)?.unwrap_or((0, chain::GENESIS)),
     };
-    let seq = prev_seq + 1;
-    let hash = chain::link(&prev_hash, seq, event);
-    store::audit::insert(conn, &AuditRecord { seq, event: event.clone(), prev_hash, hash })?;
+    for event in events {
+        seq += 1;
+        let hash = chain::link(&prev_hash, seq, event);
+        store::audit::insert(conn, seq, event, &prev_hash, &hash)?;
+        prev_hash = hash;
+    }
     Ok(())
 }
 
@@ -223,24 +231,19 @@ impl Auditor {
 
 async fn flush_leases(store: Store, appender: Appender, mut receiver: mpsc::Receiver<AuditEvent>) {
     while let Some(first) = receiver.recv().await {
+        // Let events gather without waiting on the queue: a task parked in
+        // `recv` is woken by every send, one wake-up per lease under load.
+        tokio::time::sleep(LEASE_FLUSH).await;
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + LEASE_FLUSH;
         while batch.len() < LEASE_BATCH {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(event)) => batch.push(event),
-                Ok(None) | Err(_) => break,
+            match receiver.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
             }
         }
         let count = batch.len();
         let appender = appender.clone();
-        let written = store
-            .write(move |conn| {
-                for event in &batch {
-                    appender.append(conn, event)?;
-                }
-                Ok(())
-            })
-            .await;
+        let written = store.write(move |conn| appender.append_all(conn, &batch)).await;
         if let Err(e) = written {
             tracing::error!(error = %e, events = count, "lease audit events could not be written");
         }

@@ -7,8 +7,20 @@ use super::StoreError;
 use crate::domain::Timestamp;
 use crate::domain::audit::{AuditEvent, AuditRecord};
 
-const COLUMNS: &str = "seq, event_time, workspace_id, principal, action, resource, status_code, client_address, \
-     request_id, image, granted_scope, prev_hash, hash";
+/// The columns, in `from_row` and `insert` order (a macro so `INSERT` can
+/// be one literal).
+macro_rules! columns {
+    () => {
+        "seq, event_time, workspace_id, principal, action, resource, status_code, client_address, \
+         request_id, image, granted_scope, prev_hash, hash"
+    };
+}
+const COLUMNS: &str = columns!();
+const INSERT: &str = concat!(
+    "INSERT INTO audit_events (",
+    columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+);
 
 /// Narrows a listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,13 +75,15 @@ pub fn head(conn: &Connection) -> Result<Option<(i64, [u8; 32])>, StoreError> {
 }
 
 /// Appends a chained record (its seq follows the head's).
-pub fn insert(conn: &Connection, record: &AuditRecord) -> Result<(), StoreError> {
-    let e = &record.event;
-    conn.prepare_cached(&format!(
-        "INSERT INTO audit_events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-    ))?
-    .execute(params![
-        record.seq,
+pub fn insert(
+    conn: &Connection,
+    seq: i64,
+    e: &AuditEvent,
+    prev_hash: &[u8; 32],
+    hash: &[u8; 32],
+) -> Result<(), StoreError> {
+    conn.prepare_cached(INSERT)?.execute(params![
+        seq,
         e.event_time.as_micros(),
         e.workspace,
         e.principal,
@@ -80,8 +94,8 @@ pub fn insert(conn: &Connection, record: &AuditRecord) -> Result<(), StoreError>
         e.request_id,
         e.image,
         e.granted_scope,
-        record.prev_hash.as_slice(),
-        record.hash.as_slice(),
+        prev_hash.as_slice(),
+        hash.as_slice(),
     ])?;
     Ok(())
 }
