@@ -159,9 +159,15 @@ fn request_id(request: &Request<Body>) -> String {
     match given {
         Some(id) => id.to_owned(),
         None => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
             let mut bytes = [0u8; 8];
             let _ = SystemRandom::new().fill(&mut bytes);
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
+            let mut id = String::with_capacity(16);
+            for b in bytes {
+                id.push(char::from(HEX[usize::from(b >> 4)]));
+                id.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+            id
         }
     }
 }
