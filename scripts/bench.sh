@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Builds release binaries and runs a benchmark that prints its figures.
-# Usage: scripts/bench.sh [foundation]   (default: every bench)
+# Builds release binaries and runs benchmarks that print their figures.
+# Usage: scripts/bench.sh [foundation|broker|sdk ...]   (default: every bench)
+# The broker bench drives pullpassd with h2load (Debian nghttp2-client), which
+# this script installs when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v h2load >/dev/null 2>&1 && { [ $# -eq 0 ] || [[ " $* " == *" broker "* ]]; }; then
+  echo "bench: installing nghttp2-client (h2load)" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nghttp2-client >/dev/null
+fi
 cargo build --release --workspace --bins --locked
 if [ $# -eq 0 ]; then
   cargo bench -p pullpass-tests --locked

@@ -10,10 +10,11 @@
 use std::time::{Duration, Instant};
 
 use pullpass::v1::{CreateCredentialRequest, Credential, Provider};
+use pullpass_tests::bench::{Figures, env_count, figures, measure};
 use pullpass_tests::{Pullpassd, create_workspace};
 
 fn main() {
-    let writes: usize = std::env::var("BENCH_WRITES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+    let writes = env_count("BENCH_WRITES", 3000);
     // The load generator runs on one thread, as a launcher process would,
     // leaving the other core to pullpassd.
     let client = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -69,18 +70,6 @@ fn print_row(name: &str, figures: &Figures, raw: Option<f64>) {
 
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map(usize::from).unwrap_or(1)
-}
-
-struct Figures {
-    per_second: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn figures(mut latencies: Vec<Duration>, elapsed: Duration) -> Figures {
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Figures { per_second: latencies.len() as f64 / elapsed.as_secs_f64(), p50: at(0.50), p99: at(0.99) }
 }
 
 /// The baseline: one row per transaction, nothing else.
@@ -191,30 +180,6 @@ async fn store_creates(callers: usize, writes: usize) -> Figures {
     .await;
     store.close().await;
     figures
-}
-
-/// Runs `calls` calls split over `callers` concurrent sequences.
-async fn measure<F, Fut>(callers: usize, calls: usize, call: F) -> Figures
-where
-    F: Fn(usize, usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let per_caller = calls / callers;
-    let started = Instant::now();
-    let sequences = (0..callers).map(|c| {
-        let call = &call;
-        async move {
-            let mut latencies = Vec::with_capacity(per_caller);
-            for i in 0..per_caller {
-                let t = Instant::now();
-                call(c, i).await;
-                latencies.push(t.elapsed());
-            }
-            latencies
-        }
-    });
-    let latencies: Vec<Duration> = futures_util::future::join_all(sequences).await.into_iter().flatten().collect();
-    figures(latencies, started.elapsed())
 }
 
 async fn create(client: &pullpass_client::Client, workspace: &str, id: &str) {

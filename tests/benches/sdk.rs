@@ -5,20 +5,17 @@
 //! Run: `scripts/bench.sh sdk`. Environment: `BENCH_HITS` (default 200000),
 //! `BENCH_CONCURRENT` (default 1000).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pullpass::v1::{Credential, Provider, WorkspaceKind};
 use pullpass_client::Client;
+use pullpass_tests::bench::{env_count, percentile};
 use pullpass_tests::http_fixture::TokenRealm;
 use pullpass_tests::{allow_insecure, embedded_server};
 
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
-}
-
 fn main() {
-    let hits: usize = std::env::var("BENCH_HITS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let concurrent: usize = std::env::var("BENCH_CONCURRENT").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let hits = env_count("BENCH_HITS", 200_000);
+    let concurrent = env_count("BENCH_CONCURRENT", 1000);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
         let realm = TokenRealm::start(3600, "ci", "bench-pw");

@@ -15,6 +15,7 @@ pub struct TokenRealm {
     /// `127.0.0.1:PORT`.
     pub address: String,
     token_requests: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
 }
 
 impl TokenRealm {
@@ -24,28 +25,40 @@ impl TokenRealm {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address").to_string();
         let token_requests = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
         let expected = format!(
             "Basic {}",
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{username}:{password}"))
         );
-        let (counter, realm_address) = (Arc::clone(&token_requests), address.clone());
+        let counters = Counters { tokens: Arc::clone(&token_requests), all: Arc::clone(&requests) };
+        let realm_address = address.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (counter, expected, realm_address) =
-                    (Arc::clone(&counter), expected.clone(), realm_address.clone());
-                std::thread::spawn(move || serve(stream, &counter, &expected, expires_in, &realm_address));
+                let (counters, expected, realm_address) = (counters.clone(), expected.clone(), realm_address.clone());
+                std::thread::spawn(move || serve(stream, &counters, &expected, expires_in, &realm_address));
             }
         });
-        Self { address, token_requests }
+        Self { address, token_requests, requests }
     }
 
     /// Token requests served so far.
     pub fn token_requests(&self) -> u64 {
         self.token_requests.load(Ordering::SeqCst)
     }
+
+    /// Requests of any kind (challenges, tokens, others) so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
 }
 
-fn serve(stream: TcpStream, counter: &AtomicU64, expected: &str, expires_in: u64, address: &str) {
+#[derive(Clone)]
+struct Counters {
+    tokens: Arc<AtomicU64>,
+    all: Arc<AtomicU64>,
+}
+
+fn serve(stream: TcpStream, counters: &Counters, expected: &str, expires_in: u64, address: &str) {
     let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
@@ -73,6 +86,7 @@ fn serve(stream: TcpStream, counter: &AtomicU64, expected: &str, expires_in: u64
                 authorization = value.trim().to_owned();
             }
         }
+        counters.all.fetch_add(1, Ordering::SeqCst);
         let path = request_line.split_whitespace().nth(1).unwrap_or("/");
         let (status, extra, body) = if path.starts_with("/v2/") {
             (
@@ -84,7 +98,7 @@ fn serve(stream: TcpStream, counter: &AtomicU64, expected: &str, expires_in: u64
             if authorization != expected {
                 ("401 Unauthorized", String::new(), "{}".to_owned())
             } else {
-                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                let n = counters.tokens.fetch_add(1, Ordering::SeqCst) + 1;
                 ("200 OK", String::new(), format!("{{\"token\":\"tok-{n}\",\"expires_in\":{expires_in}}}"))
             }
         } else {

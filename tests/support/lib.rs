@@ -8,6 +8,7 @@
 //! peer fails the test with the command that provides it: nothing is
 //! skipped silently.
 
+pub mod bench;
 pub mod fixtures;
 pub mod http_fixture;
 pub mod registry;

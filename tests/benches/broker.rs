@@ -1,0 +1,455 @@
+//! Broker figures, against the real `pullpassd` binary and a token-realm
+//! fixture on loopback:
+//!
+//! 1. cold bursts of identical `IssueRegistryAuth` calls: upstream requests
+//!    (expected: one token request, plus the registry's `/v2/` challenge on
+//!    first contact) and wall time;
+//! 2. an uncached lease (cache miss, one token request) next to the same
+//!    token request made directly to the same realm;
+//! 3. cached `IssueRegistryAuth` throughput and p99 next to the same server's
+//!    `grpc.health.v1.Health/Check`, driven by `h2load` (Debian
+//!    nghttp2-client, a load generator we did not write) and by our own tonic
+//!    driver.
+//!
+//! Run: `scripts/bench.sh broker` (installs h2load, builds release binaries).
+//! Environment: `BENCH_REQUESTS` (cached calls per configuration, default
+//! 20000), `BENCH_BURST` (default 1000), `BENCH_UNCACHED` (default 500).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use prost::Message;
+use pullpass::v1::{CreateCredentialRequest, Credential, IssueRegistryAuthRequest, Provider};
+use pullpass_tests::bench::{Figures, env_count, figures, measure};
+use pullpass_tests::http_fixture::TokenRealm;
+use pullpass_tests::{Options, Pullpassd, create_workspace};
+
+const USERNAME: &str = "ci";
+const PASSWORD: &str = "bench-pw";
+const LEASE_PATH: &str = "/pullpass.v1.RegistryAuthService/IssueRegistryAuth";
+const HEALTH_PATH: &str = "/grpc.health.v1.Health/Check";
+
+fn main() {
+    let requests = env_count("BENCH_REQUESTS", 20_000);
+    let burst = env_count("BENCH_BURST", 1000);
+    let uncached = env_count("BENCH_UNCACHED", 500);
+    let realm = TokenRealm::start(3600, USERNAME, PASSWORD);
+    let server = Pullpassd::start_with(Options {
+        env: vec![("PULLPASS_LOG".into(), "warn".into())],
+        args: vec!["--rate-limit".into(), "0".into(), "--insecure-registry".into(), realm.address.clone()],
+        ..Default::default()
+    })
+    .expect("pullpassd starts");
+    // The drivers run on one thread, leaving the other core to pullpassd.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = runtime.block_on(setup(&server, &realm));
+    let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    println!("pullpass broker bench ({cpus} CPUs; token realm fixture on loopback)");
+    println!();
+
+    println!("1. cold bursts: {burst} concurrent identical IssueRegistryAuth calls each, nothing cached");
+    for (what, repository) in
+        [("first contact with the registry", "acme/first"), ("a new repository on a known registry", "acme/burst")]
+    {
+        let cold = runtime.block_on(cold_burst(&server, &realm, repository, burst));
+        println!(
+            "   {what:<38} wall {:>6.1} ms; {} leases; upstream: {} token request(s), {} challenge (GET /v2/)",
+            cold.wall.as_secs_f64() * 1e3,
+            cold.leases,
+            cold.token_requests,
+            cold.other_requests
+        );
+    }
+    println!();
+
+    let (lease, direct) = runtime.block_on(uncached_vs_direct(&client, &realm, uncached));
+    println!("2. uncached lease vs a direct token request to the same realm ({uncached} each, interleaved)");
+    print_header();
+    print_row("direct token request (HTTP/1.1 keep-alive)", &direct);
+    print_row("IssueRegistryAuth, cache miss (gRPC + token request)", &lease);
+    let allowed = direct.p50.mul_f64(1.1) + Duration::from_micros(500);
+    println!(
+        "   p50 {:.3} ms vs target <= 1.1 x {:.3} + 0.5 = {:.3} ms: {}",
+        lease.p50.as_secs_f64() * 1e3,
+        direct.p50.as_secs_f64() * 1e3,
+        allowed.as_secs_f64() * 1e3,
+        if lease.p50 <= allowed { "met" } else { "NOT met" }
+    );
+    println!();
+
+    println!("3. cached IssueRegistryAuth vs the same server's health Check ({requests} calls each)");
+    let image = format!("{}/acme/cached:1", realm.address);
+    let expected_lease_bytes = runtime.block_on(warm_cache(&client, &image));
+    let lease_body = grpc_frame(&IssueRegistryAuthRequest {
+        workspace: "workspaces/acme".into(),
+        images: vec![image.clone()],
+        ..Default::default()
+    });
+    let health_body = grpc_frame(&tonic_health::pb::HealthCheckRequest::default());
+    let expected_health_bytes = 5 + tonic_health::pb::HealthCheckResponse { status: 1 }.encoded_len();
+    print_header();
+    match which_h2load() {
+        Some(h2load) => {
+            let tokens_before = realm.token_requests();
+            let load =
+                H2load { program: &h2load, address: &server.address, token: &server.root_token, pid: server.pid() };
+            let health = Call { path: HEALTH_PATH, body: &health_body, response_bytes: expected_health_bytes };
+            let lease = Call { path: LEASE_PATH, body: &lease_body, response_bytes: expected_lease_bytes };
+            // Warm up both, then alternate rounds so that drift in the
+            // machine's load affects both sides alike.
+            load.run(&health, requests / 10);
+            load.run(&lease, requests / 10);
+            let (mut health_rounds, mut lease_rounds) = (Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                health_rounds.push(load.run(&health, requests / ROUNDS));
+                lease_rounds.push(load.run(&lease, requests / ROUNDS));
+            }
+            let ((health, health_cpu), (leases, lease_cpu)) =
+                (Round::combine(health_rounds), Round::combine(lease_rounds));
+            print_row(&format!("h2load: health Check ({ROUNDS} rounds)"), &health);
+            print_row(&format!("h2load: IssueRegistryAuth, cached ({ROUNDS} rounds)"), &leases);
+            println!(
+                "   {:.2}x the health RPS (target >= 0.8x); token requests during the run: {}",
+                leases.per_second / health.per_second,
+                realm.token_requests() - tokens_before
+            );
+            println!(
+                "   pullpassd CPU per call: health {:.1} us, cached lease {:.1} us",
+                health_cpu.as_secs_f64() * 1e6,
+                lease_cpu.as_secs_f64() * 1e6
+            );
+        }
+        None => println!("   h2load not found: run `scripts/bench.sh broker`, which installs nghttp2-client"),
+    }
+    let (health, leases) = runtime.block_on(ours(&server, &image, requests));
+    print_row("our tonic driver, 16 concurrent: health Check", &health);
+    print_row("our tonic driver, 16 concurrent: IssueRegistryAuth", &leases);
+    println!("   {:.2}x the health RPS", leases.per_second / health.per_second);
+    let dropped = server.current_logs().matches("lease event was dropped").count();
+    println!();
+    println!("audit events dropped under this load: {dropped}");
+}
+
+/// The workspace and a credential for the realm.
+async fn setup(server: &Pullpassd, realm: &TokenRealm) -> pullpass_client::Client {
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    client
+        .credentials()
+        .create_credential(CreateCredentialRequest {
+            parent: "workspaces/acme".into(),
+            credential_id: "fixture".into(),
+            credential: Some(Credential {
+                provider: Provider::Generic as i32,
+                registry_server: realm.address.clone(),
+                username: USERNAME.into(),
+                secret: PASSWORD.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create credential");
+    client
+}
+
+fn lease_request(image: &str) -> IssueRegistryAuthRequest {
+    IssueRegistryAuthRequest { workspace: "workspaces/acme".into(), images: vec![image.into()], ..Default::default() }
+}
+
+/// One call; panics unless it returns a lease.
+async fn issue(client: &pullpass_client::Client, image: &str) -> pullpass::v1::IssueRegistryAuthResponse {
+    let response =
+        client.registry_auth_service().issue_registry_auth(lease_request(image)).await.expect("RPC").into_inner();
+    if let Some(status) = response.auths[0].status.as_ref().filter(|s| s.code != 0) {
+        panic!("no lease for {image}: {}", status.message);
+    }
+    response
+}
+
+struct Cold {
+    wall: Duration,
+    leases: usize,
+    token_requests: u64,
+    other_requests: u64,
+}
+
+async fn cold_burst(server: &Pullpassd, realm: &TokenRealm, repository: &str, burst: usize) -> Cold {
+    let mut connections = Vec::new();
+    for _ in 0..4 {
+        connections.push(server.client().await);
+    }
+    let image = format!("{}/{repository}:1", realm.address);
+    let (tokens, all) = (realm.token_requests(), realm.requests());
+    let started = Instant::now();
+    let calls = (0..burst).map(|i| {
+        let mut service = connections[i % connections.len()].registry_auth_service();
+        let request = lease_request(&image);
+        async move { service.issue_registry_auth(request).await }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let wall = started.elapsed();
+    let leases = results
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|r| r.get_ref().auths[0].status.as_ref().is_none_or(|s| s.code == 0)))
+        .count();
+    let token_requests = realm.token_requests() - tokens;
+    Cold { wall, leases, token_requests, other_requests: realm.requests() - all - token_requests }
+}
+
+/// Alternates a cache-missing lease (a new repository each time) with the
+/// same token request sent straight to the realm.
+async fn uncached_vs_direct(client: &pullpass_client::Client, realm: &TokenRealm, calls: usize) -> (Figures, Figures) {
+    let mut direct = DirectClient::connect(&realm.address);
+    issue(client, &format!("{}/acme/warm:1", realm.address)).await;
+    direct.token("acme/warm");
+    let (mut lease_times, mut direct_times) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    let (mut lease_total, mut direct_total) = (Duration::ZERO, Duration::ZERO);
+    let tokens_before = realm.token_requests();
+    for i in 0..calls {
+        let t = Instant::now();
+        direct.token(&format!("acme/direct{i}"));
+        direct_times.push(t.elapsed());
+        direct_total += t.elapsed();
+        let t = Instant::now();
+        let response = issue(client, &format!("{}/acme/lease{i}:1", realm.address)).await;
+        lease_times.push(t.elapsed());
+        lease_total += t.elapsed();
+        assert!(!response.auths[0].cached, "a new repository must miss the cache");
+    }
+    assert_eq!(realm.token_requests() - tokens_before, 2 * calls as u64, "one token request per call");
+    (figures(lease_times, lease_total), figures(direct_times, direct_total))
+}
+
+/// A keep-alive HTTP/1.1 client for the realm's token endpoint.
+struct DirectClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    host: String,
+    authorization: String,
+}
+
+impl DirectClient {
+    fn connect(address: &str) -> Self {
+        let stream = TcpStream::connect(address).expect("connect to the realm");
+        stream.set_nodelay(true).unwrap();
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{PASSWORD}"));
+        Self {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+            host: address.to_owned(),
+            authorization: format!("Basic {credentials}"),
+        }
+    }
+
+    /// A token for pulling `repository`; panics unless the realm answers 200.
+    fn token(&mut self, repository: &str) -> Vec<u8> {
+        let request = format!(
+            "GET /token?service=fixture&scope=repository:{repository}:pull HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\r\n",
+            self.host, self.authorization
+        );
+        self.writer.write_all(request.as_bytes()).unwrap();
+        let mut status = String::new();
+        self.reader.read_line(&mut status).unwrap();
+        assert!(status.contains(" 200 "), "token request: {status}");
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            self.reader.read_line(&mut header).unwrap();
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).unwrap();
+        body
+    }
+}
+
+/// Puts the lease in the server's cache; returns the size of the framed
+/// response a cached call gets.
+async fn warm_cache(client: &pullpass_client::Client, image: &str) -> usize {
+    issue(client, image).await;
+    let cached = issue(client, image).await;
+    assert!(cached.auths[0].cached);
+    5 + cached.encoded_len()
+}
+
+/// A gRPC length-prefixed message (uncompressed).
+fn grpc_frame(message: &impl Message) -> Vec<u8> {
+    let body = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
+fn which_h2load() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join("h2load")).find(|p| p.is_file())
+}
+
+/// Alternating h2load rounds per method.
+const ROUNDS: usize = 3;
+
+/// One gRPC method as h2load calls it.
+struct Call<'a> {
+    path: &'a str,
+    /// The framed request message.
+    body: &'a [u8],
+    /// The DATA bytes of one successful response.
+    response_bytes: usize,
+}
+
+/// h2load against the server: unary calls over HTTP/2 cleartext, 4
+/// connections with 16 streams each, one h2load thread.
+struct H2load<'a> {
+    program: &'a Path,
+    address: &'a str,
+    token: &'a str,
+    /// pullpassd, whose CPU time each round reads.
+    pid: u32,
+}
+
+/// One h2load run.
+struct Round {
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    server_cpu: Duration,
+}
+
+impl Round {
+    /// Rate over all rounds' time; percentiles over all their calls; and
+    /// pullpassd's CPU time per call.
+    fn combine(rounds: Vec<Round>) -> (Figures, Duration) {
+        let elapsed = rounds.iter().map(|r| r.elapsed).sum();
+        let cpu: Duration = rounds.iter().map(|r| r.server_cpu).sum();
+        let calls: usize = rounds.iter().map(|r| r.latencies.len()).sum();
+        (figures(rounds.into_iter().flat_map(|r| r.latencies).collect(), elapsed), cpu / calls.max(1) as u32)
+    }
+}
+
+/// User + system CPU time of a process so far (Linux `/proc`).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+    let ticks: u64 = fields.iter().sum();
+    Duration::from_secs_f64(ticks as f64 / 100.0)
+}
+
+impl H2load<'_> {
+    /// Runs `requests` calls; every response must carry exactly the
+    /// expected DATA bytes (a gRPC error carries none), so a failed call
+    /// cannot pass for a fast one.
+    fn run(&self, call: &Call<'_>, requests: usize) -> Round {
+        let requests = requests.max(100);
+        let dir = tempfile::tempdir().unwrap();
+        let (body_file, log_file) = (dir.path().join("body"), dir.path().join("log"));
+        std::fs::write(&body_file, call.body).unwrap();
+        let cpu_before = cpu_time(self.pid);
+        let output = Command::new(self.program)
+            .args(["-n", &requests.to_string(), "-c", "4", "-m", "16", "-t", "1"])
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+            .args(["-H", &format!("authorization: Bearer {}", self.token)])
+            .arg("-d")
+            .arg(&body_file)
+            .arg("--log-file")
+            .arg(&log_file)
+            .arg(format!("http://{}{}", self.address, call.path))
+            .output()
+            .expect("run h2load");
+        let server_cpu = cpu_time(self.pid).saturating_sub(cpu_before);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "h2load failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+        let answered = h2load_number(&stdout, "status codes: ", " 2xx");
+        assert_eq!(answered, requests as u64, "h2load: not every call answered 200\n{stdout}");
+        let data = h2load_data_bytes(&stdout);
+        assert_eq!(data, (requests * call.response_bytes) as u64, "h2load: not every call got a full answer\n{stdout}");
+        let per_second = h2load_rate(&stdout);
+        let latencies = std::fs::read_to_string(&log_file)
+            .unwrap()
+            .lines()
+            .filter_map(|line| line.split('\t').nth(2)?.trim().parse().ok().map(Duration::from_micros))
+            .collect();
+        Round { elapsed: Duration::from_secs_f64(requests as f64 / per_second), latencies, server_cpu }
+    }
+}
+
+/// The number between `before` and `after` on the first line containing both.
+fn h2load_number(stdout: &str, before: &str, after: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|line| line.split_once(before).and_then(|(_, rest)| rest.split_once(after)))
+        .and_then(|(number, _)| number.trim().parse().ok())
+        .unwrap_or_else(|| panic!("h2load output without `{before}…{after}`:\n{stdout}"))
+}
+
+/// The exact DATA byte count of `traffic: … , 2.67MB (2800000) data`.
+fn h2load_data_bytes(stdout: &str) -> u64 {
+    let line = stdout.lines().find(|l| l.trim_start().starts_with("traffic:")).expect("h2load traffic line");
+    let before_data = line.rsplit_once(" data").expect("data figure").0;
+    let number = before_data.rsplit_once('(').and_then(|(_, n)| n.strip_suffix(')')).expect("(bytes)");
+    number.parse().expect("byte count")
+}
+
+/// The rate of `finished in 1.2s, 16260.16 req/s, 3.37MB/s`.
+fn h2load_rate(stdout: &str) -> f64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("finished in ").and_then(|r| r.split(", ").nth(1)))
+        .and_then(|r| r.strip_suffix(" req/s"))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("h2load output without a rate:\n{stdout}"))
+}
+
+/// Our own driver: 16 concurrent sequences over 4 connections.
+async fn ours(server: &Pullpassd, image: &str, calls: usize) -> (Figures, Figures) {
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(server.client().await);
+    }
+    let mut health = Vec::new();
+    for _ in 0..4 {
+        let channel = tonic::transport::Endpoint::from_shared(server.endpoint()).unwrap().connect().await.unwrap();
+        health.push(tonic_health::pb::health_client::HealthClient::new(channel));
+    }
+    let health = measure(16, calls, |c, _| {
+        let mut health = health[c % 4].clone();
+        async move {
+            health.check(tonic_health::pb::HealthCheckRequest::default()).await.expect("health");
+        }
+    })
+    .await;
+    let leases = measure(16, calls, |c, _| {
+        let client = &clients[c % 4];
+        async move {
+            let response = issue(client, image).await;
+            assert!(response.auths[0].cached);
+        }
+    })
+    .await;
+    (health, leases)
+}
+
+fn print_header() {
+    println!("   {:<56} {:>10} {:>9} {:>9}", "configuration", "calls/s", "p50 ms", "p99 ms");
+}
+
+fn print_row(name: &str, figures: &Figures) {
+    println!(
+        "   {name:<56} {:>10.0} {:>9.3} {:>9.3}",
+        figures.per_second,
+        figures.p50.as_secs_f64() * 1e3,
+        figures.p99.as_secs_f64() * 1e3
+    );
+}
