@@ -11,6 +11,8 @@
 //! This crate does no I/O: it is pure parsing and generated code, so the
 //! server, the SDK and the CLI agree on one grammar.
 
+#[cfg(test)]
+mod parser_properties;
 pub mod reason;
 mod redact;
 pub mod reference;

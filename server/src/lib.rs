@@ -21,6 +21,8 @@ pub mod error;
 pub mod filter;
 pub mod logging;
 pub mod paging;
+#[cfg(test)]
+mod parser_properties;
 pub mod seal;
 pub mod secret;
 pub mod server;
