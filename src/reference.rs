@@ -55,6 +55,10 @@ pub enum ReferenceError {
     BadDigest(String),
     /// A 64-character hexadecimal string, which names an image id, not a repository.
     HexIdentifier,
+    /// A registry host with no dot and no port that is read as a host only
+    /// because of its capital letters (`Intranet/app`); lowercased, it would
+    /// name a Docker Hub repository instead, so it cannot be normalized.
+    AmbiguousDomain(String),
 }
 
 impl fmt::Display for ReferenceError {
@@ -76,6 +80,12 @@ impl fmt::Display for ReferenceError {
                 write!(f, "has digest `{d}`: expected `sha256:` and 64 hex digits (or another `algorithm:hex`)")
             }
             Self::HexIdentifier => f.write_str("is a 64-character hexadecimal image id, not a repository name"),
+            Self::AmbiguousDomain(d) => write!(
+                f,
+                "has registry `{d}`, a host only because of its capital letters; write it with its port or full domain (`{}:443`, `{}.example`)",
+                d.to_ascii_lowercase(),
+                d.to_ascii_lowercase()
+            ),
         }
     }
 }
@@ -113,6 +123,9 @@ impl ImageRef {
                 RegistryHost::parse(DOCKER_HUB_HOST).map_err(|_| ReferenceError::BadDomain(DOCKER_HUB_HOST.into()))?
             }
             Some(domain) => {
+                if !domain.contains(['.', ':']) && domain != "localhost" {
+                    return Err(ReferenceError::AmbiguousDomain(shorten(domain)));
+                }
                 let host = RegistryHost::parse(domain).map_err(|_| ReferenceError::BadDomain(shorten(domain)))?;
                 if DOCKER_HUB_ALIASES.contains(&host.as_str()) {
                     RegistryHost::parse(DOCKER_HUB_HOST).map_err(|_| ReferenceError::BadDomain(domain.into()))?
@@ -301,6 +314,7 @@ mod tests {
             ("a".repeat(64), E::HexIdentifier),
             (format!("ghcr.io/{}", "a/".repeat(130) + "a"), E::TooLong),
             ("ghcr.io/acme/app with space".into(), E::BadComponent("app with space".into())),
+            ("Intranet/app".into(), E::AmbiguousDomain("Intranet".into())),
         ];
         for (input, expected) in cases {
             assert_eq!(ImageRef::parse(&input).unwrap_err(), expected, "{input}");
