@@ -177,32 +177,49 @@ struct TokenResponse {
 
 /// Registries' `expires_in` when they give none (distribution spec).
 const DEFAULT_EXPIRES_IN: i64 = 60;
+/// Longest lifetime believed: a longer `expires_in` is cut to this, so a
+/// realm's mistake cannot keep a token in the caches for years.
+const MAX_EXPIRES_IN: i64 = 24 * 3600;
 /// `issued_at` older than this by our clock is ignored (clock skew); a
 /// future one counts as now.
 const MAX_SKEW: Duration = Duration::from_secs(300);
 
 fn read_token(exchange: Exchange<'_>, reply: &Reply) -> Result<Lease, Failure> {
-    let parsed: TokenResponse = serde_json::from_slice(&reply.body)
+    let answer = parse_token_answer(&reply.body, exchange.scope, Timestamp::now())?;
+    Ok(Lease {
+        grant: Grant::Bearer { token: LeaseSecret::new(answer.token) },
+        registry: exchange.endpoint.to_owned(),
+        requested: exchange.scope.clone(),
+        granted: answer.granted,
+        issue_time: answer.issued,
+        expire_time: answer.expires,
+        credential: exchange.credential.name.clone(),
+    })
+}
+
+/// A token realm's answer, checked.
+struct TokenAnswer {
+    token: String,
+    issued: Timestamp,
+    expires: Timestamp,
+    granted: Option<Scope>,
+}
+
+/// Reads a token realm's JSON answer to a request for `requested`.
+fn parse_token_answer(body: &[u8], requested: &Scope, now: Timestamp) -> Result<TokenAnswer, Failure> {
+    let parsed: TokenResponse = serde_json::from_slice(body)
         .map_err(|_| Failure::Protocol("the token realm's answer is not the expected JSON".into()))?;
     let token = parsed
         .token
         .filter(|t| !t.is_empty())
         .or(parsed.access_token.filter(|t| !t.is_empty()))
         .ok_or_else(|| Failure::Protocol("the token realm's answer has no token".into()))?;
-    let (issued, expires) = lifetime(parsed.issued_at.as_deref(), parsed.expires_in, Timestamp::now());
-    let granted = granted_scope(&token, exchange.scope);
+    let (issued, expires) = lifetime(parsed.issued_at.as_deref(), parsed.expires_in, now);
+    let granted = granted_scope(&token, requested);
     if granted.as_ref().is_some_and(Scope::is_empty) {
         return Err(Failure::NoAccess);
     }
-    Ok(Lease {
-        grant: Grant::Bearer { token: LeaseSecret::new(token) },
-        registry: exchange.endpoint.to_owned(),
-        requested: exchange.scope.clone(),
-        granted,
-        issue_time: issued,
-        expire_time: expires,
-        credential: exchange.credential.name.clone(),
-    })
+    Ok(TokenAnswer { token, issued, expires, granted })
 }
 
 /// When a token was issued and when it expires, by our clock. An
@@ -213,7 +230,7 @@ fn lifetime(issued_at: Option<&str>, expires_in: Option<i64>, now: Timestamp) ->
         .and_then(Timestamp::parse_rfc3339)
         .filter(|t| now.saturating_since(*t) < MAX_SKEW)
         .map_or(now, |t| t.min(now));
-    let expires_in = expires_in.filter(|s| *s > 0).unwrap_or(DEFAULT_EXPIRES_IN);
+    let expires_in = expires_in.filter(|s| *s > 0).unwrap_or(DEFAULT_EXPIRES_IN).min(MAX_EXPIRES_IN);
     (issued, issued.plus(Duration::from_secs(expires_in as u64)))
 }
 
@@ -278,8 +295,10 @@ fn passthrough(upstream: &Upstream, exchange: Exchange<'_>, username: &str, pass
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use proptest::prelude::*;
     use pullpass::scope::Action;
+
+    use super::*;
 
     fn jwt(claims: serde_json::Value) -> String {
         format!("eyJhbGciOiJFUzI1NiJ9.{}.c2ln", URL_SAFE_NO_PAD.encode(claims.to_string()))
@@ -315,5 +334,57 @@ mod tests {
             assert_eq!(lifetime(issued_at, None, now), (now, at("2026-11-23T12:01:00Z")), "{issued_at:?}");
         }
         assert_eq!(lifetime(None, Some(-5), now).1, at("2026-11-23T12:01:00Z"));
+        assert_eq!(lifetime(None, Some(i64::MAX), now).1, at("2026-11-24T12:00:00Z"), "capped at a day");
+    }
+
+    /// Token answers shaped like JSON, with odd values in every field.
+    fn token_answer_like() -> impl Strategy<Value = Vec<u8>> {
+        let text = prop_oneof![Just("null".to_owned()), "\\PC{0,20}".prop_map(|s| serde_json::json!(s).to_string())];
+        let number = prop_oneof![
+            Just("null".to_owned()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|n| serde_json::json!(n).to_string()),
+            Just("\"300\"".to_owned()),
+        ];
+        let time = prop_oneof![
+            Just("null".to_owned()),
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+\\-][0-9]{2}:[0-9]{2})"
+                .prop_map(|s| format!("\"{s}\"")),
+            "\\PC{0,30}".prop_map(|s| serde_json::json!(s).to_string()),
+        ];
+        let raw = proptest::collection::vec(any::<u8>(), 0..200);
+        prop_oneof![
+            (text.clone(), text, number, time).prop_map(|(token, access_token, expires_in, issued_at)| format!(
+                "{{\"token\":{token},\"access_token\":{access_token},\"expires_in\":{expires_in},\"issued_at\":{issued_at}}}"
+            )
+            .into_bytes()),
+            raw,
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn token_answers_never_panic_and_never_outlive_a_day(body in token_answer_like()) {
+            let now = Timestamp::now();
+            let requested = Scope::request("team/app", &[Action::Pull]);
+            if let Ok(answer) = parse_token_answer(&body, &requested, now) {
+                prop_assert!(!answer.token.is_empty());
+                prop_assert!(answer.issued <= now);
+                prop_assert!(answer.expires > answer.issued);
+                prop_assert!(answer.expires <= now.plus(Duration::from_secs(MAX_EXPIRES_IN as u64)));
+            }
+        }
+
+        #[test]
+        fn granted_scope_never_panics_on_any_token(
+            header in "[A-Za-z0-9_\\-]{0,20}",
+            payload in proptest::collection::vec(any::<u8>(), 0..120),
+            json in "\\PC{0,80}",
+        ) {
+            let requested = Scope::request("team/app", &[Action::Push]);
+            let _ = granted_scope(&format!("{header}.{}.sig", URL_SAFE_NO_PAD.encode(&payload)), &requested);
+            let _ = granted_scope(&format!("{header}.{}.sig", URL_SAFE_NO_PAD.encode(json.as_bytes())), &requested);
+            let _ = granted_scope(&json, &requested);
+        }
     }
 }
