@@ -6,6 +6,46 @@
 //! Kubelet, credential helpers and Apptainer take only a username and
 //! password: their renderers refuse a bearer token with an error that says
 //! what to do instead, rather than producing something that cannot work.
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use pullpass_client::lease::{Grant, Lease, Source, docker_config, kubernetes_secret, shell_exports};
+//! use zeroize::Zeroizing;
+//!
+//! // What `client.registry_auth("ghcr.io/acme/aligner:2.1")…send()` returns
+//! // for a token-flow registry: a bearer token for exactly that repository.
+//! let bearer = Lease {
+//!     image: "ghcr.io/acme/aligner:2.1".into(),
+//!     normalized_image: "ghcr.io/acme/aligner:2.1".into(),
+//!     grant: Grant::Bearer { token: Zeroizing::new("eyJ-example".into()) },
+//!     registry: "ghcr.io".into(),
+//!     expire_time: SystemTime::now() + Duration::from_secs(300),
+//!     issue_time: SystemTime::now(),
+//!     requested_scope: "repository:acme/aligner:pull".into(),
+//!     granted_scope: Some("repository:acme/aligner:pull".into()),
+//!     credential: "workspaces/acme/credentials/ghcr".into(),
+//!     source: Source::Registry,
+//! };
+//! assert_eq!(bearer.authorization_header().as_str(), "Bearer eyJ-example");
+//! let args: Vec<String> = bearer.skopeo_args().iter().map(|a| a.to_string()).collect();
+//! assert_eq!(args, ["--registry-token", "eyJ-example"]);
+//! assert!(docker_config(std::slice::from_ref(&bearer)).contains("\"registrytoken\": \"eyJ-example\""));
+//! // Password-only consumers refuse it, saying what to ask for instead.
+//! let refused = kubernetes_secret(std::slice::from_ref(&bearer), "pull-secret", Some("jobs")).unwrap_err();
+//! assert!(refused.message.contains("username and password"));
+//! assert!(bearer.apptainer_env().is_err());
+//!
+//! // An ECR (or Google, or passthrough) lease is a username and password.
+//! let basic = Lease {
+//!     grant: Grant::Basic { username: "AWS".into(), password: Zeroizing::new("short-lived".into()) },
+//!     ..bearer.clone()
+//! };
+//! assert_eq!(basic.skopeo_args()[1].as_str(), "AWS:short-lived");
+//! let secret = kubernetes_secret(&[basic.clone()], "pull-secret", Some("jobs")).unwrap();
+//! assert!(secret.contains("kubernetes.io/dockerconfigjson"));
+//! let exports = shell_exports(&basic.apptainer_env().unwrap());
+//! assert!(exports.contains("export APPTAINER_DOCKER_USERNAME='AWS'"));
+//! ```
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
