@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 
 use pullpass::v1::{Credential, Provider, Role};
 use pullpass_tests::fixtures::google_key_json;
-use pullpass_tests::registry::world::{ALICE_PASSWORD, World};
+use pullpass_tests::registry::world::{ALICE_PASSWORD, ECR_PASSWORD, ECR_SECRET_ACCESS_KEY, World};
 use pullpass_tests::registry::{Registry, seed, skopeo};
 use pullpass_tests::{Pullpassd, binary, create_workspace};
 
@@ -233,29 +233,7 @@ async fn the_docker_credential_helper_serves_basic_leases_to_skopeo_and_explains
 async fn the_kubelet_plugin_answers_a_credential_provider_request() {
     let world = World::start().await;
     let registry = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
-    world.issuer.write_state(
-        "aws.json",
-        &serde_json::json!({
-            "access_key_id": "AKIAIOSFODNN7EXAMPLE",
-            "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-            "region": "eu-west-1",
-            "registry": registry,
-            "registry_password": "ecr-12h-password",
-        })
-        .to_string(),
-    );
-    world
-        .add(
-            "ecr",
-            Credential {
-                provider: Provider::Ecr as i32,
-                registry_server: registry.into(),
-                username: "AKIAIOSFODNN7EXAMPLE".into(),
-                secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
-                ..Default::default()
-            },
-        )
-        .await;
+    world.add("ecr", world.ecr_account(registry, ECR_SECRET_ACCESS_KEY)).await;
     world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
     let token_dir = tempfile::tempdir().unwrap();
     let token_file = token_dir.path().join("token");
@@ -278,7 +256,7 @@ async fn the_kubelet_plugin_answers_a_credential_provider_request() {
     assert!(cache > 11 * 3600 && cache < 12 * 3600, "{cache}");
     let auth = &response["auth"][format!("{registry}/team/app")];
     assert_eq!(auth["username"], "AWS");
-    assert_eq!(auth["password"], "ecr-12h-password");
+    assert_eq!(auth["password"], ECR_PASSWORD);
 
     let bearer_only = serde_json::json!({
         "apiVersion": "credentialprovider.kubelet.k8s.io/v1",

@@ -7,11 +7,12 @@
 use std::time::{Duration, Instant};
 
 use pullpass::v1::{
-    Action, AuthKind, CreateCredentialRequest, Credential, DeleteCredentialRequest, ImportDockerConfigRequest,
-    IssueRegistryAuthRequest, Provider, TestCredentialRequest, UpdateCredentialRequest,
+    Action, AuthKind, Credential, ImportDockerConfigRequest, IssueRegistryAuthRequest, Provider, TestCredentialRequest,
 };
 use pullpass_tests::fixtures::google_key_json;
-use pullpass_tests::registry::world::{ALICE_PASSWORD, World, code_and_reason, ok, users};
+use pullpass_tests::registry::world::{
+    ALICE_PASSWORD, ECR_PASSWORD, ECR_SECRET_ACCESS_KEY, World, code_and_reason, ok, users,
+};
 use pullpass_tests::registry::{Issuer, Peer, Registry, inspect_with_token, seed};
 use pullpass_tests::{Options, Pullpassd, create_workspace, files_containing};
 use tonic::Code;
@@ -89,18 +90,17 @@ async fn an_unreachable_registry_is_unavailable_within_the_deadline() {
     let client = server.client().await;
     create_workspace(&client, "acme").await;
     client
-        .credentials()
-        .create_credential(CreateCredentialRequest {
-            parent: "workspaces/acme".into(),
-            credential_id: "hole".into(),
-            credential: Some(Credential {
+        .create_credential(
+            "acme",
+            "hole",
+            Credential {
                 provider: Provider::Generic as i32,
                 registry_server: address.clone(),
                 username: "u".into(),
                 secret: "p".into(),
                 ..Default::default()
-            }),
-        })
+            },
+        )
         .await
         .unwrap();
     let mut request = tonic::Request::new(IssueRegistryAuthRequest {
@@ -172,18 +172,17 @@ async fn a_hostile_or_redirecting_realm_receives_no_credentials() {
     let client = server.client().await;
     create_workspace(&client, "acme").await;
     client
-        .credentials()
-        .create_credential(CreateCredentialRequest {
-            parent: "workspaces/acme".into(),
-            credential_id: "evil".into(),
-            credential: Some(Credential {
+        .create_credential(
+            "acme",
+            "evil",
+            Credential {
                 provider: Provider::Generic as i32,
                 registry_server: evil.address.clone(),
                 username: "alice".into(),
                 secret: ALICE_PASSWORD.into(),
                 ..Default::default()
-            }),
-        })
+            },
+        )
         .await
         .unwrap();
     let auths = client
@@ -350,19 +349,12 @@ async fn updating_or_deleting_a_credential_evicts_its_leases() {
     let image = world.registry.image("team/app:1.0");
     let first = world.issue(&[&image], &[]).await;
     ok(&first[0]);
-    world
-        .client
-        .credentials()
-        .update_credential(UpdateCredentialRequest {
-            credential: Some(Credential {
-                name: "workspaces/acme/credentials/reg".into(),
-                description: "rotated".into(),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }),
-        })
-        .await
-        .unwrap();
+    let description = Credential {
+        name: "workspaces/acme/credentials/reg".into(),
+        description: "rotated".into(),
+        ..Default::default()
+    };
+    world.client.update_credential(description, &["description"]).await.unwrap();
     let before = world.token_requests();
     let second = world.issue(&[&image], &[]).await;
     assert!(!ok(&second[0]).cached, "the update evicted the cached lease");
@@ -377,12 +369,7 @@ async fn updating_or_deleting_a_credential_evicts_its_leases() {
         .await
         .unwrap();
     assert!(!ok(&third[0]).cached);
-    world
-        .client
-        .credentials()
-        .delete_credential(DeleteCredentialRequest { name: "workspaces/acme/credentials/reg".into() })
-        .await
-        .unwrap();
+    world.client.delete_credential("acme", "reg").await.unwrap();
     let gone = world.issue(&[&image], &[]).await;
     assert_eq!(code_and_reason(&gone[0]).0, Code::NotFound);
 }
@@ -409,15 +396,7 @@ async fn a_basic_only_registry_needs_passthrough_which_returns_the_stored_creden
         };
         let id = id.to_owned();
         async move {
-            client
-                .credentials()
-                .create_credential(CreateCredentialRequest {
-                    parent: "workspaces/acme".into(),
-                    credential_id: id,
-                    credential: Some(credential),
-                })
-                .await
-                .unwrap();
+            client.create_credential("acme", &id, credential).await.unwrap();
         }
     };
     create("closed", "bob-CANARY-pw", false).await;
@@ -503,49 +482,24 @@ async fn a_google_service_account_key_becomes_a_registry_token_and_a_basic_lease
 async fn ecr_credentials_get_a_sigv4_signed_authorization_token_checked_by_botocore() {
     let world = World::start().await;
     let registry = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
-    world.issuer.write_state(
-        "aws.json",
-        &serde_json::json!({
-            "access_key_id": "AKIAIOSFODNN7EXAMPLE",
-            "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-            "region": "eu-west-1",
-            "registry": registry,
-            "registry_password": "ecr-12h-password",
-        })
-        .to_string(),
-    );
-    let ecr = |secret: &str| Credential {
-        provider: Provider::Ecr as i32,
-        registry_server: registry.into(),
-        username: "AKIAIOSFODNN7EXAMPLE".into(),
-        secret: secret.into(),
-        ..Default::default()
-    };
-    world.add("ecr", ecr("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")).await;
+    world.add("ecr", world.ecr_account(registry, ECR_SECRET_ACCESS_KEY)).await;
     let auths = world.issue(&[&format!("{registry}/team/app:1")], &[]).await;
     let auth = ok(&auths[0]);
     assert_eq!(world.issuer.peer.count("ecr_rejected"), 0, "botocore verified the signature");
     assert_eq!(auth.kind, AuthKind::Basic as i32);
-    assert_eq!((auth.username.as_str(), auth.password.as_str()), ("AWS", "ecr-12h-password"));
+    assert_eq!((auth.username.as_str(), auth.password.as_str()), ("AWS", ECR_PASSWORD));
     assert_eq!(auth.registry, registry);
     let life = auth.expire_time.as_ref().unwrap().seconds - auth.issue_time.as_ref().unwrap().seconds;
     assert!((12 * 3600 - 60..=12 * 3600 + 60).contains(&life), "{life}");
     assert!(auth.granted_scope.is_empty(), "ECR tokens are not repository-scoped");
 
     // A wrong secret key: the signature does not verify.
-    world
-        .client
-        .credentials()
-        .update_credential(UpdateCredentialRequest {
-            credential: Some(Credential {
-                name: "workspaces/acme/credentials/ecr".into(),
-                secret: "wrong-secret-key".into(),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["secret".into()] }),
-        })
-        .await
-        .unwrap();
+    let wrong = Credential {
+        name: "workspaces/acme/credentials/ecr".into(),
+        secret: "wrong-secret-key".into(),
+        ..Default::default()
+    };
+    world.client.update_credential(wrong, &["secret"]).await.unwrap();
     let auths = world.issue(&[&format!("{registry}/team/app:1")], &[]).await;
     assert_eq!(code_and_reason(&auths[0]).0, Code::PermissionDenied);
     assert_eq!(world.issuer.peer.count("ecr_rejected"), 1);
@@ -656,11 +610,10 @@ async fn a_private_ca_bundle_lets_pullpass_reach_an_https_registry() {
     let ca_pem = std::fs::read_to_string(&ca).unwrap();
     for (id, bundle) in [("no-ca", String::new()), ("with-ca", ca_pem)] {
         client
-            .credentials()
-            .create_credential(CreateCredentialRequest {
-                parent: "workspaces/acme".into(),
-                credential_id: id.into(),
-                credential: Some(Credential {
+            .create_credential(
+                "acme",
+                id,
+                Credential {
                     provider: Provider::Generic as i32,
                     registry_server: format!("{}/{}", registry.address, if id == "no-ca" { "other" } else { "team" }),
                     username: "alice".into(),
@@ -668,8 +621,8 @@ async fn a_private_ca_bundle_lets_pullpass_reach_an_https_registry() {
                     token_realm_allowlist: vec![issuer.peer.url()],
                     ca_bundle_pem: bundle,
                     ..Default::default()
-                }),
-            })
+                },
+            )
             .await
             .unwrap();
     }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use pullpass::v1::{Credential, GetCredentialRequest, ImportDockerConfigRequest, Provider, UpdateCredentialRequest};
+use pullpass::v1::{Credential, GetCredentialRequest, ImportDockerConfigRequest, Provider};
 use pullpass_client::Client;
 use pullpass_tests::fixtures::{TEST_RSA_PKCS8_PEM, credential, google_key_json};
 use pullpass_tests::{
@@ -49,18 +49,16 @@ async fn no_secret_reaches_the_database_wal_logs_or_responses() {
 
     // Rotation of a secret.
     let rotated = client
-        .credentials()
-        .update_credential(UpdateCredentialRequest {
-            credential: Some(Credential {
+        .update_credential(
+            Credential {
                 name: "workspaces/acme/credentials/c0".into(),
                 secret: "CANARY-rotated-91c0".into(),
                 ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["secret".into()] }),
-        })
+            },
+            &["secret"],
+        )
         .await
-        .expect("rotate")
-        .into_inner();
+        .expect("rotate");
     responses.push_str(&format!("{rotated:?}"));
     canaries.push("CANARY-rotated-91c0".into());
 

@@ -44,6 +44,16 @@ async fn tls_channel(address: &str, ca: &Path) -> Result<Channel, tonic::transpo
     Endpoint::from_shared(format!("https://{address}")).unwrap().tls_config(tls)?.connect().await
 }
 
+/// pullpassd serving TLS with `cert` and `key`; with `client_ca`, it
+/// requires client certificates issued by it.
+fn tls_server(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Pullpassd {
+    let mut args = vec!["--tls-cert".into(), cert.display().to_string(), "--tls-key".into(), key.display().to_string()];
+    if let Some(client_ca) = client_ca {
+        args.extend(["--client-ca".into(), client_ca.display().to_string()]);
+    }
+    Pullpassd::start_with(Options { args, ..Default::default() }).unwrap()
+}
+
 async fn list_workspaces(channel: Channel, token: &str) -> Result<usize, tonic::Status> {
     let mut request = tonic::Request::new(ListWorkspacesRequest::default());
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -53,16 +63,7 @@ async fn list_workspaces(channel: Channel, token: &str) -> Result<usize, tonic::
 #[test]
 fn grpcurl_works_over_tls_with_the_test_ca_and_plaintext_is_refused() {
     let pki = new_pki();
-    let server = Pullpassd::start_with(Options {
-        args: vec![
-            "--tls-cert".into(),
-            pki.cert.display().to_string(),
-            "--tls-key".into(),
-            pki.key.display().to_string(),
-        ],
-        ..Default::default()
-    })
-    .unwrap();
+    let server = tls_server(&pki.cert, &pki.key, None);
     let ca = pki.ca.display().to_string();
     let listed = grpcurl_tls(&server.address, &["-cacert", &ca], None, &["list"]);
     assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
@@ -83,18 +84,7 @@ fn grpcurl_works_over_tls_with_the_test_ca_and_plaintext_is_refused() {
 #[test]
 fn with_a_client_ca_clients_without_a_certificate_are_refused() {
     let pki = new_pki();
-    let server = Pullpassd::start_with(Options {
-        args: vec![
-            "--tls-cert".into(),
-            pki.cert.display().to_string(),
-            "--tls-key".into(),
-            pki.key.display().to_string(),
-            "--client-ca".into(),
-            pki.ca.display().to_string(),
-        ],
-        ..Default::default()
-    })
-    .unwrap();
+    let server = tls_server(&pki.cert, &pki.key, Some(&pki.ca));
     let ca = pki.ca.display().to_string();
     let without = grpcurl_tls(&server.address, &["-cacert", &ca], None, &["list"]);
     assert!(!without.status.success(), "no client certificate must be refused");
@@ -114,11 +104,7 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
     let (cert, key) = (files.path().join("cert.pem"), files.path().join("key.pem"));
     std::fs::copy(&first.cert, &cert).unwrap();
     std::fs::copy(&first.key, &key).unwrap();
-    let server = Pullpassd::start_with(Options {
-        args: vec!["--tls-cert".into(), cert.display().to_string(), "--tls-key".into(), key.display().to_string()],
-        ..Default::default()
-    })
-    .unwrap();
+    let server = tls_server(&cert, &key, None);
     let established = tls_channel(&server.address, &first.ca).await.expect("TLS with the first CA");
     assert_eq!(list_workspaces(established.clone(), &server.root_token).await.unwrap(), 0);
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use prost::Message;
-use pullpass::v1::{CreateCredentialRequest, Credential, IssueRegistryAuthRequest, Provider};
+use pullpass::v1::{Credential, IssueRegistryAuthRequest, Provider};
 use pullpass_tests::bench::{Figures, env_count, figures, measure};
 use pullpass_tests::http_fixture::TokenRealm;
 use pullpass_tests::{Options, Pullpassd, create_workspace};
@@ -139,18 +139,17 @@ async fn setup(server: &Pullpassd, realm: &TokenRealm) -> pullpass_client::Clien
     let client = server.client().await;
     create_workspace(&client, "acme").await;
     client
-        .credentials()
-        .create_credential(CreateCredentialRequest {
-            parent: "workspaces/acme".into(),
-            credential_id: "fixture".into(),
-            credential: Some(Credential {
+        .create_credential(
+            "acme",
+            "fixture",
+            Credential {
                 provider: Provider::Generic as i32,
                 registry_server: realm.address.clone(),
                 username: USERNAME.into(),
                 secret: PASSWORD.into(),
                 ..Default::default()
-            }),
-        })
+            },
+        )
         .await
         .expect("create credential");
     client

@@ -318,7 +318,7 @@ pub fn inspect_with_token(registry: &Registry, image: &str, token: &str) -> Outp
 /// A registry with two seeded images, its issuer, and a pullpassd that may
 /// reach both over plain http: the common set-up of the broker tests.
 pub mod world {
-    use pullpass::v1::{Action, CreateCredentialRequest, Credential, IssueRegistryAuthRequest, Provider, RegistryAuth};
+    use pullpass::v1::{Action, Credential, IssueRegistryAuthRequest, Provider, RegistryAuth};
     use pullpass_client::Client;
     use tonic::Code;
 
@@ -327,6 +327,13 @@ pub mod world {
 
     /// alice's password (a canary: it must never appear at rest or in logs).
     pub const ALICE_PASSWORD: &str = "alice-CANARY-7d41e9";
+
+    /// The access key id the issuer's ECR endpoint knows (AWS's documented example).
+    pub const ECR_ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+    /// Its secret access key (AWS's documented example).
+    pub const ECR_SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    /// The 12-hour registry password the ECR endpoint hands out.
+    pub const ECR_PASSWORD: &str = "ecr-12h-password";
 
     /// The issuer's users: who may do what on which repository.
     pub fn users() -> serde_json::Value {
@@ -400,17 +407,34 @@ pub mod world {
             }
         }
 
+        /// Makes the issuer's ECR endpoint accept `ECR_ACCESS_KEY_ID` with
+        /// `ECR_SECRET_ACCESS_KEY` for `registry` (region eu-west-1), answering
+        /// with `ECR_PASSWORD`; returns an ECR credential for it holding
+        /// `secret` (the right key or a wrong one).
+        pub fn ecr_account(&self, registry: &str, secret: &str) -> Credential {
+            self.issuer.write_state(
+                "aws.json",
+                &serde_json::json!({
+                    "access_key_id": ECR_ACCESS_KEY_ID,
+                    "secret_access_key": ECR_SECRET_ACCESS_KEY,
+                    "region": "eu-west-1",
+                    "registry": registry,
+                    "registry_password": ECR_PASSWORD,
+                })
+                .to_string(),
+            );
+            Credential {
+                provider: Provider::Ecr as i32,
+                registry_server: registry.into(),
+                username: ECR_ACCESS_KEY_ID.into(),
+                secret: secret.into(),
+                ..Default::default()
+            }
+        }
+
         /// Creates a credential in workspace acme.
         pub async fn add(&self, id: &str, credential: Credential) {
-            self.client
-                .credentials()
-                .create_credential(CreateCredentialRequest {
-                    parent: "workspaces/acme".into(),
-                    credential_id: id.into(),
-                    credential: Some(credential),
-                })
-                .await
-                .expect("create credential");
+            self.client.create_credential("acme", id, credential).await.expect("create credential");
         }
 
         /// Issues auth for images (default options).
