@@ -23,6 +23,7 @@ pub mod logging;
 pub mod paging;
 #[cfg(test)]
 mod parser_properties;
+pub mod providers;
 pub mod seal;
 pub mod secret;
 pub mod server;

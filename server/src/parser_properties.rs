@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use crate::credentials::docker_config;
-use crate::credentials::google_key::GoogleServiceAccountKey;
+use crate::providers::google_key::GoogleServiceAccountKey;
 use crate::domain::credential::RealmOrigin;
 use crate::domain::{CredentialId, ProjectName, WorkspaceId};
 use crate::secret::SecretBytes;

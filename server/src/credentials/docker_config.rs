@@ -141,7 +141,7 @@ fn infer_provider(server: &RegistryServer, username: &str) -> Result<Provider, E
     if server.host().is_docker_hub() {
         return Ok(Provider::DockerHub);
     }
-    if super::spec::ecr_region(server.host().as_str()).is_some() {
+    if crate::providers::ecr::ecr_region(server.host().as_str()).is_some() {
         return Err(unsupported(
             "is an ECR login, which holds a 12-hour token rather than an access key; create an ECR credential with an access key id and secret access key".into(),
         ));

@@ -2,7 +2,6 @@
 //! with every rule applied before anything is sealed or stored.
 //!
 //! * [`spec`]: per-field and per-provider rules.
-//! * [`google_key`]: service-account JSON keys.
 //! * [`filter`]: the `ListCredentials` filter grammar.
 //! * [`docker_config`]: reading a docker `config.json`.
 //!
@@ -12,7 +11,6 @@
 
 pub mod docker_config;
 pub mod filter;
-pub mod google_key;
 pub mod spec;
 
 use std::collections::HashSet;

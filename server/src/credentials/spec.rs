@@ -6,8 +6,9 @@
 
 use pullpass::registry::{DOCKER_HUB_HOST, RegistryServer};
 
-use super::google_key::GoogleServiceAccountKey;
 use crate::domain::credential::RealmOrigin;
+use crate::providers::ecr::ecr_region;
+use crate::providers::google_key::GoogleServiceAccountKey;
 use crate::domain::{ProjectName, Provider};
 use crate::error::{Error, Violations};
 use crate::secret::SecretBytes;
@@ -236,21 +237,6 @@ fn check_registry_for_provider(provider: Provider, registry: &RegistryServer) ->
     }
 }
 
-/// The AWS region of an ECR registry host
-/// (`<12-digit account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`).
-pub fn ecr_region(host: &str) -> Option<&str> {
-    let rest = host.strip_suffix(".amazonaws.com").or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
-    let (account, rest) = rest.split_once('.')?;
-    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let region = rest.strip_prefix("dkr.ecr.").or_else(|| rest.strip_prefix("dkr.ecr-fips."))?;
-    let valid = !region.is_empty()
-        && !region.contains('.')
-        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    valid.then_some(region)
-}
-
 fn check_aws_access_key_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("is required for ECR: the AWS access key id (AKIA...)".into());
@@ -293,7 +279,7 @@ fn check_ca_bundle(pem: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::google_key::tests::key_json;
+    use crate::providers::google_key::tests::key_json;
 
     fn input(provider: Provider, registry: &str, username: &str, secret: &str) -> CredentialInput {
         CredentialInput {
@@ -359,10 +345,6 @@ mod tests {
     #[test]
     fn ecr_needs_an_ecr_host_and_an_access_key_id() {
         let host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
-        assert_eq!(ecr_region(host), Some("eu-west-1"));
-        assert_eq!(ecr_region("123456789012.dkr.ecr-fips.us-east-1.amazonaws.com"), Some("us-east-1"));
-        assert_eq!(ecr_region("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"), Some("cn-north-1"));
-        assert_eq!(ecr_region("12345.dkr.ecr.eu-west-1.amazonaws.com"), None);
         assert!(validate(input(Provider::Ecr, host, "AKIAIOSFODNN7EXAMPLE", "wJalr"), "credential").is_ok());
         let got = fields(validate(input(Provider::Ecr, "ecr.example.com", "akia", "s"), "credential").unwrap_err());
         assert_eq!(got, vec!["credential.registry_server", "credential.username"]);

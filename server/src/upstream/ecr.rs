@@ -9,7 +9,7 @@ use reqwest::{StatusCode, Url};
 
 use super::sigv4::{self, AwsKey, SignedRequest};
 use super::{Exchange, Failure, Upstream, failure_of, retry_after};
-use crate::credentials::spec::ecr_region;
+use crate::providers::ecr::ecr_region;
 use crate::domain::{Accept, Grant, Lease, LeaseSecret, Timestamp};
 use crate::secret::SecretBytes;
 

@@ -21,7 +21,7 @@ use ring::rand::SystemRandom;
 use ring::signature::RSA_PKCS1_SHA256;
 
 use super::{Exchange, Failure, Upstream, failure_of, token_flow};
-use crate::credentials::google_key::GoogleServiceAccountKey;
+use crate::providers::google_key::GoogleServiceAccountKey;
 use crate::domain::{Accept, CredentialUid, Grant, Lease, LeaseSecret, Timestamp};
 use crate::secret::SecretBytes;
 
@@ -158,7 +158,7 @@ pub fn signed_assertion(key: &GoogleServiceAccountKey, now: Timestamp) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::google_key::tests::key_json;
+    use crate::providers::google_key::tests::key_json;
 
     #[test]
     fn the_assertion_is_an_rs256_jwt_for_the_token_uri() {
