@@ -24,6 +24,7 @@ pub mod paging;
 #[cfg(test)]
 mod parser_properties;
 pub mod providers;
+pub mod request_id;
 pub mod seal;
 pub mod secret;
 pub mod server;

@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use ring::rand::{SecureRandom, SystemRandom};
 use tonic::body::Body;
 use tower::{Layer, Service};
 
@@ -151,33 +150,9 @@ fn client_address(request: &Request<Body>) -> String {
         .unwrap_or_default()
 }
 
-/// `x-request-id` from the caller when sane, else a fresh one from
-/// [`fresh_request_id`].
+/// The caller's `x-request-id`, or a fresh one.
 fn request_id(request: &Request<Body>) -> String {
-    let given = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|id| {
-        (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-    });
-    given.map_or_else(fresh_request_id, str::to_owned)
-}
-
-/// 16 hex digits: a random 32-bit prefix drawn once per process, then a
-/// per-process counter. Unique within a process and, with overwhelming
-/// likelihood, across restarts, without a system call per RPC. Request ids
-/// correlate log lines and audit events; they are not secrets.
-fn fresh_request_id() -> String {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static PREFIX: OnceLock<u32> = OnceLock::new();
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
-        let mut bytes = [0u8; 4];
-        let _ = SystemRandom::new().fill(&mut bytes);
-        u32::from_be_bytes(bytes)
-    });
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let value = (u64::from(prefix) << 32) | u64::from(count);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..16).rev().map(|shift| char::from(HEX[((value >> (shift * 4)) & 0xf) as usize])).collect()
+    crate::request_id::of(request.headers())
 }
 
 fn set_request_id(response: &mut Response<Body>, request_id: &str) {
@@ -297,20 +272,5 @@ impl HttpBody for LoggedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fresh_request_ids_are_sixteen_hex_digits_and_never_repeat() {
-        let ids: Vec<String> = (0..1000).map(|_| fresh_request_id()).collect();
-        assert!(ids.iter().all(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())), "{ids:?}");
-        let unique: std::collections::HashSet<&String> = ids.iter().collect();
-        assert_eq!(unique.len(), ids.len());
-        // One process, one prefix: ids sort with the counter.
-        assert!(ids.windows(2).all(|pair| pair[0][..8] == pair[1][..8]));
     }
 }
