@@ -70,6 +70,7 @@ impl fmt::Debug for RegistryAuth {
             .field("credential", &self.credential)
             .field("cached", &self.cached)
             .field("issue_time", &self.issue_time)
+            .field("gateway_image", &self.gateway_image)
             .finish()
     }
 }

@@ -367,6 +367,7 @@ pub struct AuthRequest {
     accept: Vec<AuthKind>,
     min_ttl: Option<Duration>,
     use_cache: bool,
+    via_gateway: bool,
 }
 
 impl AuthRequest {
@@ -380,6 +381,7 @@ impl AuthRequest {
             accept: Vec::new(),
             min_ttl: None,
             use_cache: true,
+            via_gateway: false,
         }
     }
 
@@ -419,6 +421,15 @@ impl AuthRequest {
     /// Only a bearer token.
     pub fn bearer(mut self) -> Self {
         self.accept = vec![AuthKind::Bearer];
+        self
+    }
+
+    /// Pull through pullpass's pull gateway: the lease is then a short-lived
+    /// username (`pullpass`) and password for the gateway host, for any
+    /// registry, and [`Lease::gateway_image`] is the reference to pull.
+    /// For runtimes that take only a username and password.
+    pub fn via_gateway(mut self) -> Self {
+        self.via_gateway = true;
         self
     }
 
@@ -494,6 +505,7 @@ impl AuthRequest {
             name: image.name(),
             push: self.push,
             accept: self.accept.iter().map(|a| *a as i32).collect(),
+            via_gateway: self.via_gateway,
         }
     }
 
@@ -507,6 +519,7 @@ impl AuthRequest {
                 .min_ttl
                 .map(|d| prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }),
             accept: self.accept.iter().map(|a| *a as i32).collect(),
+            via_gateway: self.via_gateway,
         };
         let client = &self.client;
         client.inner.stats.issue_rpcs.fetch_add(1, Ordering::Relaxed);
@@ -558,6 +571,7 @@ pub(crate) fn lease_of(auth: pullpass::v1::RegistryAuth) -> Result<Lease, Error>
         granted_scope: (!auth.granted_scope.is_empty()).then_some(auth.granted_scope),
         credential: auth.credential,
         source: if auth.cached { Source::ServerCache } else { Source::Registry },
+        gateway_image: (!auth.gateway_image.is_empty()).then_some(auth.gateway_image),
     })
 }
 
@@ -570,6 +584,7 @@ struct CacheKey {
     name: String,
     push: bool,
     accept: Vec<i32>,
+    via_gateway: bool,
 }
 
 type Flight = Arc<OnceCell<Result<Lease, Error>>>;

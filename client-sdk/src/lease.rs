@@ -25,6 +25,7 @@
 //!     granted_scope: Some("repository:acme/aligner:pull".into()),
 //!     credential: "workspaces/acme/credentials/ghcr".into(),
 //!     source: Source::Registry,
+//!     gateway_image: None,
 //! };
 //! assert_eq!(bearer.authorization_header().as_str(), "Bearer eyJ-example");
 //! let args: Vec<String> = bearer.skopeo_args().iter().map(|a| a.to_string()).collect();
@@ -34,6 +35,17 @@
 //! let refused = kubernetes_secret(std::slice::from_ref(&bearer), "pull-secret", Some("jobs")).unwrap_err();
 //! assert!(refused.message.contains("username and password"));
 //! assert!(bearer.apptainer_env().is_err());
+//!
+//! // Through the pull gateway (`.via_gateway()`), any registry's lease is a
+//! // short-lived username and password for the gateway host.
+//! let gateway = Lease {
+//!     grant: Grant::Basic { username: "pullpass".into(), password: Zeroizing::new("ppg_example".into()) },
+//!     registry: "gw.example:50052".into(),
+//!     gateway_image: Some("gw.example:50052/ghcr.io/acme/aligner:2.1".into()),
+//!     ..bearer.clone()
+//! };
+//! assert_eq!(gateway.pull_image(), "gw.example:50052/ghcr.io/acme/aligner:2.1");
+//! assert!(kubernetes_secret(std::slice::from_ref(&gateway), "pull-secret", None).is_ok());
 //!
 //! // An ECR (or Google, or passthrough) lease is a username and password.
 //! let basic = Lease {
@@ -118,6 +130,10 @@ pub struct Lease {
     pub credential: String,
     /// Where it came from.
     pub source: Source,
+    /// With `.via_gateway()`: the reference to pull from the pull gateway
+    /// (`gw.example:50052/ghcr.io/acme/aligner:2.1`); the lease is then a
+    /// username and password for the gateway host.
+    pub gateway_image: Option<String>,
 }
 
 /// A lease that a consumer cannot take.
@@ -144,7 +160,9 @@ fn basic_only(consumer: &'static str, lease: &Lease) -> Result<(), RenderError> 
             consumer,
             message: format!(
                 "{consumer} takes only a username and password, but {} has a bearer token. \
-                 Ask with `.basic()` (accept BASIC): ECR and Google credentials give short-lived passwords; \
+                 Pull through the pullpass gateway instead (`.via_gateway()`, `pullpass auth --via-gateway`): \
+                 it gives a short-lived username and password for any registry, and the registry's secret stays in pullpass. \
+                 Or ask with `.basic()` (accept BASIC): ECR and Google credentials give short-lived passwords; \
                  other registries need allow_passthrough on the credential. \
                  Bearer tokens work with skopeo --registry-token and Authorization headers.",
                 lease.normalized_image
@@ -196,9 +214,24 @@ impl Lease {
         }
     }
 
+    /// The image to pull: the gateway's reference for a gateway lease, the
+    /// normalized image otherwise.
+    pub fn pull_image(&self) -> &str {
+        self.gateway_image.as_deref().unwrap_or(&self.normalized_image)
+    }
+
     /// The `config.json` key of the image's registry (Docker Hub's is
-    /// `https://index.docker.io/v1/`).
+    /// `https://index.docker.io/v1/`). A gateway lease is keyed by its
+    /// repository on the gateway (`gw.example:50052/ghcr.io/acme/aligner`),
+    /// which kubelet and containers/image (podman, skopeo) match by path,
+    /// since each gateway password covers only the repositories it names.
     pub fn config_key(&self) -> String {
+        if let Some(gateway_image) = &self.gateway_image {
+            return match ImageRef::parse(gateway_image) {
+                Ok(image) => image.name(),
+                Err(_) => self.registry.clone(),
+            };
+        }
         match ImageRef::parse(&self.normalized_image) {
             Ok(image) if image.registry().is_docker_hub() => DOCKER_HUB_CONFIG_KEY.to_owned(),
             Ok(image) => image.registry().to_string(),
@@ -235,7 +268,21 @@ pub fn docker_config(leases: &[Lease]) -> Zeroizing<String> {
         };
         auths.insert(lease.config_key(), entry);
     }
+    if let Some((host, lease)) = gateway_host_entry(leases) {
+        let (username, password) = lease.basic().unwrap_or_default();
+        auths.insert(host, serde_json::json!({ "auth": STANDARD.encode(format!("{username}:{password}")) }));
+    }
     Zeroizing::new(serde_json::to_string_pretty(&serde_json::json!({ "auths": auths })).unwrap_or_default())
+}
+
+/// When every gateway lease among `leases` carries the same password (one
+/// image, or one request), the gateway host itself can be keyed too, for
+/// clients that match by host only (the docker CLI).
+fn gateway_host_entry(leases: &[Lease]) -> Option<(String, &Lease)> {
+    let mut gateway = leases.iter().filter(|l| l.gateway_image.is_some());
+    let first = gateway.next()?;
+    let same = gateway.all(|l| l.registry == first.registry && l.basic() == first.basic());
+    same.then(|| (first.registry.clone(), first))
 }
 
 /// A Kubernetes `kubernetes.io/dockerconfigjson` Secret (as JSON, which is
@@ -250,14 +297,11 @@ pub fn kubernetes_secret(
     for lease in leases {
         basic_only("Kubernetes", lease)?;
         let (username, password) = lease.basic().unwrap_or_default();
-        auths.insert(
-            lease.config_key(),
-            serde_json::json!({
-                "username": username,
-                "password": password,
-                "auth": STANDARD.encode(format!("{username}:{password}")),
-            }),
-        );
+        auths.insert(lease.config_key(), kubernetes_entry(username, password));
+    }
+    if let Some((host, lease)) = gateway_host_entry(leases) {
+        let (username, password) = lease.basic().unwrap_or_default();
+        auths.insert(host, kubernetes_entry(username, password));
     }
     let config = Zeroizing::new(serde_json::json!({ "auths": auths }).to_string());
     let mut metadata = serde_json::json!({ "name": name });
@@ -272,6 +316,14 @@ pub fn kubernetes_secret(
         "data": { ".dockerconfigjson": STANDARD.encode(config.as_bytes()) },
     });
     Ok(Zeroizing::new(serde_json::to_string_pretty(&secret).unwrap_or_default()))
+}
+
+fn kubernetes_entry(username: &str, password: &str) -> serde_json::Value {
+    serde_json::json!({
+        "username": username,
+        "password": password,
+        "auth": STANDARD.encode(format!("{username}:{password}")),
+    })
 }
 
 /// `export NAME='value'` lines for a shell, single-quoted.
@@ -299,6 +351,15 @@ mod tests {
             granted_scope: None,
             credential: "workspaces/a/credentials/c".into(),
             source: Source::Registry,
+            gateway_image: None,
+        }
+    }
+
+    fn gateway(image: &str, password: &str) -> Lease {
+        Lease {
+            registry: "gw.example:50052".into(),
+            gateway_image: Some(format!("gw.example:50052/{image}")),
+            ..lease(Grant::Basic { username: "pullpass".into(), password: Zeroizing::new(password.into()) }, image)
         }
     }
 
@@ -347,6 +408,25 @@ mod tests {
         assert_eq!(inner["auths"]["ghcr.io"]["username"], "AWS");
         let env = shell_exports(&basic("ghcr.io/a/b").apptainer_env().unwrap());
         assert!(env.contains(r"export APPTAINER_DOCKER_PASSWORD='it'\''s-secret'"), "{}", env.as_str());
+    }
+
+    #[test]
+    fn gateway_leases_are_keyed_by_repository_and_by_host_when_they_share_a_password() {
+        let one = [gateway("ghcr.io/acme/a:1", "ppg_one")];
+        let config: serde_json::Value = serde_json::from_str(&docker_config(&one)).unwrap();
+        assert_eq!(config["auths"]["gw.example:50052/ghcr.io/acme/a"]["auth"], STANDARD.encode("pullpass:ppg_one"));
+        assert_eq!(config["auths"]["gw.example:50052"]["auth"], STANDARD.encode("pullpass:ppg_one"));
+        let two = [gateway("ghcr.io/acme/a:1", "ppg_one"), gateway("quay.io/x/y:2", "ppg_two")];
+        let config: serde_json::Value = serde_json::from_str(&docker_config(&two)).unwrap();
+        assert_eq!(config["auths"]["gw.example:50052/quay.io/x/y"]["auth"], STANDARD.encode("pullpass:ppg_two"));
+        assert!(config["auths"].get("gw.example:50052").is_none(), "two passwords cannot share the host key");
+        let secret: serde_json::Value = serde_json::from_str(&kubernetes_secret(&two, "s", None).unwrap()).unwrap();
+        let inner = STANDARD.decode(secret["data"][".dockerconfigjson"].as_str().unwrap()).unwrap();
+        let inner: serde_json::Value = serde_json::from_slice(&inner).unwrap();
+        assert_eq!(inner["auths"]["gw.example:50052/ghcr.io/acme/a"]["password"], "ppg_one");
+        assert_eq!(gateway("ubuntu", "p").pull_image(), "gw.example:50052/ubuntu");
+        let refused = kubernetes_secret(&[bearer("ghcr.io/a/b")], "pull", None).unwrap_err();
+        assert!(refused.message.contains("via-gateway"), "{refused}");
     }
 
     #[test]

@@ -15,6 +15,8 @@ use serde::Deserialize;
 pub const DEFAULT_DATA_DIR: &str = "./pullpass-data";
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// The pull gateway's address with `--dev`.
+pub const DEV_GATEWAY_LISTEN: &str = "127.0.0.1:50052";
 /// Environment variable holding master keys inline.
 pub const MASTER_KEY_ENV: &str = "PULLPASS_MASTER_KEY";
 /// Database file name inside the data directory.
@@ -147,6 +149,46 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLPASS_INSECURE_PLAINTEXT")]
     pub insecure_plaintext: bool,
 
+    /// Serve the pull gateway, a read-only OCI registry endpoint for
+    /// runtimes that take only a username and password, on this address.
+    /// Off unless set. [default with --dev: 127.0.0.1:50052]
+    #[arg(long, env = "PULLPASS_GATEWAY_LISTEN", value_name = "ADDR")]
+    pub gateway_listen: Option<SocketAddr>,
+
+    /// The name runtimes reach the gateway by; it appears in the image
+    /// references the gateway hands out. [default: the listen address]
+    #[arg(long, env = "PULLPASS_GATEWAY_PUBLIC_HOST", value_name = "HOST[:PORT]")]
+    pub gateway_public_host: Option<String>,
+
+    /// Name a registry with a port on the gateway: `local=127.0.0.1:5000`
+    /// makes `GW/local/team/app` pull `127.0.0.1:5000/team/app`. Repeat for
+    /// several.
+    #[arg(
+        long = "gateway-alias",
+        env = "PULLPASS_GATEWAY_ALIASES",
+        value_delimiter = ',',
+        value_name = "NAME=HOST[:PORT]"
+    )]
+    pub gateway_aliases: Vec<String>,
+
+    /// TLS certificate chain (PEM) of the gateway. [default: --tls-cert]
+    #[arg(long, env = "PULLPASS_GATEWAY_TLS_CERT", value_name = "FILE", requires = "gateway_tls_key")]
+    pub gateway_tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) of the gateway. [default: --tls-key]
+    #[arg(long, env = "PULLPASS_GATEWAY_TLS_KEY", value_name = "FILE", requires = "gateway_tls_cert")]
+    pub gateway_tls_key: Option<PathBuf>,
+
+    /// Longest life of a gateway password, at most 3600; never longer than
+    /// the access token that asked for it. [default: 3600]
+    #[arg(long, env = "PULLPASS_GATEWAY_PASSWORD_TTL", value_name = "SECONDS")]
+    pub gateway_password_ttl: Option<u64>,
+
+    /// How long the gateway reuses a tag's manifest answer before asking the
+    /// registry again (manifests by digest are kept). [default: 30]
+    #[arg(long, env = "PULLPASS_GATEWAY_TAG_TTL", value_name = "SECONDS")]
+    pub gateway_tag_ttl: Option<u64>,
+
     /// Testing hook: make audit appends for this action (or `*`) fail.
     #[arg(long, env = "PULLPASS_FAULT_AUDIT_FAIL", hide = true)]
     pub fault_audit_fail: Option<String>,
@@ -176,6 +218,13 @@ pub struct FileSettings {
     tls_key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
     insecure_plaintext: Option<bool>,
+    gateway_listen: Option<SocketAddr>,
+    gateway_public_host: Option<String>,
+    gateway_aliases: Option<Vec<String>>,
+    gateway_tls_cert: Option<PathBuf>,
+    gateway_tls_key: Option<PathBuf>,
+    gateway_password_ttl: Option<u64>,
+    gateway_tag_ttl: Option<u64>,
 }
 
 /// Settings after precedence and defaults.
@@ -211,8 +260,28 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     /// Plaintext on non-loopback addresses allowed.
     pub insecure_plaintext: bool,
+    /// The pull gateway, if it is served.
+    pub gateway: Option<GatewaySettings>,
     /// Testing hook (see `--fault-audit-fail`).
     pub fault_audit_fail: Option<String>,
+}
+
+/// Settings of the pull gateway.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// TLS files, if it serves TLS (no client certificates: runtimes
+    /// authenticate with passwords).
+    pub tls: Option<TlsFiles>,
+    /// The name runtimes use; `None`: the bound address.
+    pub public_host: Option<pullpass::registry::RegistryHost>,
+    /// Registries named by a path component.
+    pub aliases: Vec<crate::pulls::address::Alias>,
+    /// Longest life of a gateway password.
+    pub password_ttl: std::time::Duration,
+    /// How long a tag's manifest answer is reused.
+    pub tag_ttl: std::time::Duration,
 }
 
 /// Where the server's TLS material lives.
@@ -246,6 +315,15 @@ impl Settings {
         };
         let dev = serve.dev || file.dev.unwrap_or(false);
         let upstream = upstream_config(serve, &file)?;
+        let tls =
+            match (serve.tls_cert.clone().or(file.tls_cert.clone()), serve.tls_key.clone().or(file.tls_key.clone())) {
+                (Some(cert), Some(key)) => {
+                    Some(TlsFiles { cert, key, client_ca: serve.client_ca.clone().or(file.client_ca.clone()) })
+                }
+                (None, None) => None,
+                _ => return Err("--tls-cert and --tls-key go together".into()),
+            };
+        let gateway = gateway_settings(serve, &file, dev, tls.as_ref())?;
         let data_dir = common.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let key_file = common.key_file.clone().or(file.key_file);
         let env_keys = std::env::var_os(MASTER_KEY_ENV).is_some_and(|v| !v.is_empty());
@@ -260,6 +338,7 @@ impl Settings {
         };
         Ok(Self {
             keys,
+            gateway,
             log_format: common.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             log_level: common.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".into()),
             dev,
@@ -275,16 +354,7 @@ impl Settings {
                 .map(|days| std::time::Duration::from_secs(days.max(1) * 86_400)),
             rate_limit: serve.rate_limit.or(file.rate_limit).unwrap_or(1000),
             max_request_bytes: serve.max_request_bytes.or(file.max_request_bytes).unwrap_or(4 * 1024 * 1024),
-            tls: match (
-                serve.tls_cert.clone().or(file.tls_cert.clone()),
-                serve.tls_key.clone().or(file.tls_key.clone()),
-            ) {
-                (Some(cert), Some(key)) => {
-                    Some(TlsFiles { cert, key, client_ca: serve.client_ca.clone().or(file.client_ca.clone()) })
-                }
-                (None, None) => None,
-                _ => return Err("--tls-cert and --tls-key go together".into()),
-            },
+            tls,
             insecure_plaintext: serve.insecure_plaintext || file.insecure_plaintext.unwrap_or(false),
             fault_audit_fail: serve.fault_audit_fail.clone(),
             lease_cache_size: serve.lease_cache_size.or(file.lease_cache_size).unwrap_or(10_000),
@@ -299,7 +369,9 @@ impl Settings {
     /// loopback port (for embedding and tests).
     pub fn dev(data_dir: PathBuf) -> Result<Self, String> {
         let common = CommonArgs { data_dir: Some(data_dir), ..Default::default() };
-        let serve = ServeArgs { dev: true, listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))), ..Default::default() };
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let serve =
+            ServeArgs { dev: true, listen: Some(loopback), gateway_listen: Some(loopback), ..Default::default() };
         Self::resolve(&common, &serve)
     }
 
@@ -332,6 +404,68 @@ fn upstream_config(serve: &ServeArgs, file: &FileSettings) -> Result<crate::upst
     })
 }
 
+fn gateway_settings(
+    serve: &ServeArgs,
+    file: &FileSettings,
+    dev: bool,
+    server_tls: Option<&TlsFiles>,
+) -> Result<Option<GatewaySettings>, String> {
+    let dev_listen = || dev.then(|| DEV_GATEWAY_LISTEN.parse().expect("the dev gateway address parses"));
+    let Some(listen) = serve.gateway_listen.or(file.gateway_listen).or_else(dev_listen) else {
+        return Ok(None);
+    };
+    let tls = match (
+        serve.gateway_tls_cert.clone().or(file.gateway_tls_cert.clone()),
+        serve.gateway_tls_key.clone().or(file.gateway_tls_key.clone()),
+    ) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca: None }),
+        (None, None) => server_tls.map(|t| TlsFiles { cert: t.cert.clone(), key: t.key.clone(), client_ca: None }),
+        _ => return Err("--gateway-tls-cert and --gateway-tls-key go together".into()),
+    };
+    let public_host = match serve.gateway_public_host.clone().or(file.gateway_public_host.clone()) {
+        Some(host) => Some(
+            pullpass::registry::RegistryHost::parse(host.trim())
+                .map_err(|e| format!("--gateway-public-host `{host}` {e}"))?,
+        ),
+        None if listen.ip().is_unspecified() => {
+            return Err(format!(
+                "--gateway-listen {listen} listens on every address: say which name runtimes reach it by with --gateway-public-host HOST[:PORT]"
+            ));
+        }
+        None => None,
+    };
+    let aliases = if serve.gateway_aliases.is_empty() {
+        file.gateway_aliases.clone().unwrap_or_default()
+    } else {
+        serve.gateway_aliases.clone()
+    };
+    let aliases = aliases
+        .iter()
+        .filter(|a| !a.trim().is_empty())
+        .map(|a| crate::pulls::address::Alias::parse(a).map_err(|e| format!("--gateway-alias {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(twice) = aliases.iter().enumerate().find(|(i, a)| aliases[..*i].iter().any(|b| b.name == a.name)) {
+        return Err(format!("--gateway-alias `{}` is given twice", twice.1.name));
+    }
+    let password_ttl = serve.gateway_password_ttl.or(file.gateway_password_ttl).unwrap_or(3600);
+    let max_ttl = crate::access::gateway_password::MAX_TTL.as_secs();
+    if !(1..=max_ttl).contains(&password_ttl) {
+        return Err(format!("--gateway-password-ttl must be 1 to {max_ttl} seconds, got {password_ttl}"));
+    }
+    let tag_ttl = serve.gateway_tag_ttl.or(file.gateway_tag_ttl).unwrap_or(30);
+    if tag_ttl > 3600 {
+        return Err(format!("--gateway-tag-ttl must be at most 3600 seconds, got {tag_ttl}"));
+    }
+    Ok(Some(GatewaySettings {
+        listen,
+        tls,
+        public_host,
+        aliases,
+        password_ttl: std::time::Duration::from_secs(password_ttl),
+        tag_ttl: std::time::Duration::from_secs(tag_ttl),
+    }))
+}
+
 fn read_file(path: &Path) -> Result<FileSettings, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
@@ -358,6 +492,35 @@ mod tests {
         let settings = Settings::resolve(&CommonArgs::default(), &dev).unwrap();
         assert_eq!(settings.keys, KeySource::File(PathBuf::from(DEFAULT_DATA_DIR).join(DEV_KEY_FILE)));
         assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn the_gateway_is_off_unless_asked_for_and_dev_turns_it_on() {
+        let off = Settings::resolve(&CommonArgs::default(), &ServeArgs::default()).unwrap();
+        assert!(off.gateway.is_none());
+        let dev = Settings::resolve(&CommonArgs::default(), &ServeArgs { dev: true, ..Default::default() }).unwrap();
+        assert_eq!(dev.gateway.unwrap().listen.to_string(), DEV_GATEWAY_LISTEN);
+        let serve = ServeArgs {
+            gateway_listen: Some("127.0.0.1:6000".parse().unwrap()),
+            gateway_aliases: vec!["local=127.0.0.1:5000".into()],
+            gateway_password_ttl: Some(600),
+            ..Default::default()
+        };
+        let gateway = Settings::resolve(&CommonArgs::default(), &serve).unwrap().gateway.unwrap();
+        assert_eq!((gateway.aliases.len(), gateway.password_ttl.as_secs(), gateway.tag_ttl.as_secs()), (1, 600, 30));
+        assert!(gateway.public_host.is_none() && gateway.tls.is_none());
+        for (bad, says) in [
+            (ServeArgs { gateway_password_ttl: Some(7200), ..serve.clone() }, "at most"),
+            (
+                ServeArgs { gateway_listen: Some("0.0.0.0:6000".parse().unwrap()), ..serve.clone() },
+                "--gateway-public-host",
+            ),
+            (ServeArgs { gateway_aliases: vec!["a=h:1".into(), "a=h:2".into()], ..serve.clone() }, "twice"),
+            (ServeArgs { gateway_aliases: vec!["no-target".into()], ..serve.clone() }, "NAME=HOST"),
+        ] {
+            let error = Settings::resolve(&CommonArgs::default(), &bad).unwrap_err();
+            assert!(error.contains(says) || error.contains("1 to 3600"), "{error}");
+        }
     }
 
     #[test]

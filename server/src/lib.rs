@@ -19,11 +19,13 @@ pub mod credentials;
 pub mod domain;
 pub mod error;
 pub mod filter;
+pub mod gateway;
 pub mod logging;
 pub mod paging;
 #[cfg(test)]
 mod parser_properties;
 pub mod providers;
+pub mod pulls;
 pub mod request_id;
 pub mod seal;
 pub mod secret;

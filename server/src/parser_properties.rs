@@ -6,9 +6,9 @@
 use proptest::prelude::*;
 
 use crate::credentials::docker_config;
-use crate::providers::google_key::GoogleServiceAccountKey;
 use crate::domain::credential::RealmOrigin;
 use crate::domain::{CredentialId, ProjectName, WorkspaceId};
+use crate::providers::google_key::GoogleServiceAccountKey;
 use crate::secret::SecretBytes;
 use crate::upstream::challenge;
 

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::access::gateway_password::{self, GatewayPasswords};
 use crate::access::tokens::AccessTokens;
 use crate::access::{self, Authenticator};
 use crate::api::rate_limit::RateLimiter;
@@ -17,9 +18,12 @@ use crate::api::{self, ApiState};
 use crate::audit::{Actor, Appender, Auditor};
 use crate::broker::Broker;
 use crate::changes::ChangeFeed;
-use crate::config::Settings;
+use crate::config::{GatewaySettings, Settings};
 use crate::credentials::Credentials;
+use crate::gateway::Gateway;
 use crate::paging::PageTokens;
+use crate::pulls::address::Addressing;
+use crate::pulls::{PullSettings, Pulls};
 use crate::startup::{self, Opened, StartupError};
 use crate::tls::ReloadableTls;
 use crate::upstream::Upstream;
@@ -48,13 +52,48 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
     let tls = match &settings.tls {
         Some(files) => Some(ReloadableTls::load(files).map_err(StartupError)?),
         None => {
-            refuse_exposed_plaintext(address, settings.insecure_plaintext)?;
+            refuse_exposed_plaintext("gRPC", address, settings.insecure_plaintext)?;
             None
         }
     };
-    // The listener is bound: connections made from now on wait in its backlog.
+    let gateway = match &settings.gateway {
+        Some(gateway) => Some(bind_gateway(gateway, settings.insecure_plaintext).await?),
+        None => None,
+    };
+    // The listeners are bound: connections made from now on wait in their backlogs.
+    if let Some(gateway) = &gateway {
+        println!("pullpassd: gateway on {} (runtimes pull from {})", gateway.address, gateway.public_host);
+    }
     println!("pullpassd: serving on {address}");
-    serve(prepared.opened, listener, tls, started, &settings, wait_for_signal()).await
+    serve(prepared.opened, listener, tls, gateway, started, &settings, wait_for_signal()).await
+}
+
+/// The pull gateway's listener, bound.
+struct GatewayListener {
+    listener: TcpListener,
+    address: SocketAddr,
+    tls: Option<ReloadableTls>,
+    public_host: pullpass::registry::RegistryHost,
+}
+
+async fn bind_gateway(settings: &GatewaySettings, insecure_plaintext: bool) -> Result<GatewayListener, StartupError> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| StartupError(format!("cannot listen on {} for the gateway: {e}", settings.listen)))?;
+    let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
+    let tls = match &settings.tls {
+        Some(files) => Some(ReloadableTls::load_with_alpn(files, crate::tls::HTTP_ALPN).map_err(StartupError)?),
+        None => {
+            refuse_exposed_plaintext("gateway", address, insecure_plaintext)?;
+            None
+        }
+    };
+    let public_host = match &settings.public_host {
+        Some(host) => host.clone(),
+        None => pullpass::registry::RegistryHost::parse(&address.to_string())
+            .map_err(|e| StartupError(format!("the gateway address {address} is not a registry host: {e}")))?,
+    };
+    Ok(GatewayListener { listener, address, tls, public_host })
 }
 
 /// What start-up produced before serving.
@@ -77,6 +116,8 @@ async fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
 pub struct Embedded {
     /// `127.0.0.1:PORT`.
     pub address: SocketAddr,
+    /// The pull gateway's address, when it is served.
+    pub gateway_address: Option<SocketAddr>,
     /// The root token (dev mode mints one on first start).
     pub root_token: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -90,15 +131,20 @@ impl Embedded {
         let prepared = prepare(&settings).await?;
         let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| StartupError(e.to_string()))?;
         let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
+        let gateway = match &settings.gateway {
+            Some(gateway) => Some(bind_gateway(gateway, settings.insecure_plaintext).await?),
+            None => None,
+        };
+        let gateway_address = gateway.as_ref().map(|g| g.address);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            serve(prepared.opened, listener, None, Instant::now(), &settings, shutdown).await
+            serve(prepared.opened, listener, None, gateway, Instant::now(), &settings, shutdown).await
         });
         let root_token = prepared.new_root_token.map(|(_, token)| token.expose().to_owned());
-        Ok(Self { address, root_token, stop: Some(stop), task: Some(task) })
+        Ok(Self { address, gateway_address, root_token, stop: Some(stop), task: Some(task) })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -141,17 +187,22 @@ async fn dev_root_token(
     Ok(Some((record.resource_name(), token)))
 }
 
-/// Bearer tokens must not cross a network in clear.
-fn refuse_exposed_plaintext(address: SocketAddr, allowed: bool) -> Result<(), StartupError> {
+/// Tokens and passwords must not cross a network in clear.
+fn refuse_exposed_plaintext(what: &str, address: SocketAddr, allowed: bool) -> Result<(), StartupError> {
     if address.ip().is_loopback() {
         Ok(())
     } else if allowed {
-        tracing::warn!(%address, "serving plaintext gRPC on a non-loopback address (--insecure-plaintext)");
+        tracing::warn!(%address, listener = what, "serving plaintext on a non-loopback address (--insecure-plaintext)");
         Ok(())
     } else {
+        let flags = if what == "gateway" {
+            "--gateway-tls-cert and --gateway-tls-key (or --tls-cert and --tls-key)"
+        } else {
+            "--tls-cert and --tls-key"
+        };
         Err(StartupError(format!(
-            "refusing to serve plaintext gRPC on the non-loopback address {address}: bearer tokens would cross the network unencrypted. \
-             Serve TLS with --tls-cert and --tls-key, listen on 127.0.0.1 or [::1], or (behind a TLS-terminating proxy only) pass --insecure-plaintext"
+            "refusing to serve plaintext {what} on the non-loopback address {address}: tokens and passwords would cross the network unencrypted. \
+             Serve TLS with {flags}, listen on 127.0.0.1 or [::1], or (behind a TLS-terminating proxy only) pass --insecure-plaintext"
         )))
     }
 }
@@ -160,6 +211,7 @@ async fn serve(
     opened: Opened,
     listener: TcpListener,
     tls: Option<ReloadableTls>,
+    gateway: Option<GatewayListener>,
     started: Instant,
     settings: &Settings,
     signal: impl std::future::Future<Output = ()> + Send,
@@ -182,6 +234,26 @@ async fn serve(
     let tokens = AccessTokens::new(opened.store.clone(), authn.clone(), pages, auditor.appender());
     let upstream = Upstream::new(settings.upstream.clone()).map_err(StartupError)?;
     let broker = Broker::new(credentials.clone(), upstream, settings.lease_cache_size, &changes, auditor.clone());
+    let pulls = match (&gateway, &settings.gateway) {
+        (Some(listener), Some(gateway_settings)) => Some(Pulls::new(
+            broker.clone(),
+            authn.clone(),
+            GatewayPasswords::new(
+                opened.sealer.active_key_id().to_owned(),
+                opened.sealer.derive_mac_keys(gateway_password::KEY_PURPOSE),
+            ),
+            PullSettings {
+                addressing: Addressing {
+                    public_host: listener.public_host.clone(),
+                    aliases: gateway_settings.aliases.clone(),
+                },
+                password_ttl: gateway_settings.password_ttl,
+                tag_ttl: gateway_settings.tag_ttl,
+            },
+            auditor.clone(),
+        )),
+        _ => None,
+    };
     let services = api::services(
         ApiState {
             credentials,
@@ -189,6 +261,7 @@ async fn serve(
             tokens,
             auditor: auditor.clone(),
             broker,
+            pulls: pulls.clone(),
             upstream_timeout: settings.upstream_timeout,
         },
         settings.max_request_bytes,
@@ -217,23 +290,38 @@ async fn serve(
     tracing::info!(%address, transport = scheme, startup_ms = started.elapsed().as_millis() as u64, "serving");
 
     let stopping = Arc::new(tokio::sync::Notify::new());
+    let (gateway_stop, mut gateway_stopped) = tokio::sync::watch::channel(false);
     let shutdown = {
         let health = health_reporter.clone();
         let stopping = Arc::clone(&stopping);
         async move {
             signal.await;
             tracing::info!(grace_s = grace.as_secs(), "shutting down: no new connections, draining in-flight RPCs");
+            let _ = gateway_stop.send(true);
             for name in SERVICE_NAMES.into_iter().chain([""]) {
                 health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
             }
             stopping.notify_one();
         }
     };
+    let gateway_tls = gateway.as_ref().and_then(|g| g.tls.clone());
+    let gateway_task = match (gateway, pulls) {
+        (Some(bound), Some(pulls)) => {
+            tracing::info!(address = %bound.address, public_host = %bound.public_host, transport = if bound.tls.is_some() { "TLS" } else { "plaintext" }, "gateway serving");
+            let handler = Gateway::new(pulls, settings.upstream_timeout);
+            let stopped = async move {
+                let _ = gateway_stopped.wait_for(|stop| *stop).await;
+            };
+            Some(tokio::spawn(crate::gateway::serve(handler, bound.listener, bound.tls, stopped, grace)))
+        }
+        _ => None,
+    };
     let grace_over = async {
         stopping.notified().await;
         tokio::time::sleep(grace).await;
     };
-    let reloader = tls.clone().map(|tls| tokio::spawn(reload_on_sighup(tls)));
+    let reloadable: Vec<ReloadableTls> = tls.iter().cloned().chain(gateway_tls).collect();
+    let reloader = (!reloadable.is_empty()).then(|| tokio::spawn(reload_on_sighup(reloadable)));
     let served = match tls {
         Some(tls) => {
             let serving = router.serve_with_incoming_shutdown(tls.incoming(listener), shutdown);
@@ -263,20 +351,25 @@ async fn serve(
     if let Some(pruner) = pruner {
         pruner.abort();
     }
+    if let Some(gateway_task) = gateway_task {
+        let _ = gateway_task.await;
+    }
     auditor.close(audit_flusher).await;
     opened.store.close().await;
     tracing::info!("database closed; goodbye");
     served.map_err(|e| StartupError(format!("server failed: {e}")))
 }
 
-/// Reloads the TLS certificate (and client CA) on SIGHUP.
-async fn reload_on_sighup(tls: ReloadableTls) {
+/// Reloads the TLS certificates (and client CA) on SIGHUP.
+async fn reload_on_sighup(listeners: Vec<ReloadableTls>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
-        match tls.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded; new connections use it"),
-            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the previous certificate"),
+        for tls in &listeners {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded; new connections use it"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the previous certificate"),
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! gRPC over TLS (rustls with ring), optionally with client certificates.
+//! TLS for the gRPC listener and the pull gateway (rustls with ring),
+//! optionally with client certificates (gRPC only).
 //!
 //! The acceptor reads the current `ServerConfig` for every new connection;
 //! SIGHUP rebuilds it from the files, so renewed certificates take effect
@@ -24,30 +25,43 @@ use tokio_rustls::server::TlsStream;
 use crate::config::TlsFiles;
 
 /// Longest a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server's TLS configuration, swappable at run time.
 #[derive(Debug, Clone)]
 pub struct ReloadableTls {
     files: TlsFiles,
+    alpn: &'static [&'static [u8]],
     current: Arc<RwLock<Arc<ServerConfig>>>,
 }
 
+/// ALPN of the gRPC listener.
+pub const GRPC_ALPN: &[&[u8]] = &[b"h2"];
+/// ALPN of the pull gateway: h2 first, HTTP/1.1 for the rest.
+pub const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
 impl ReloadableTls {
-    /// Loads the certificate, key and (optional) client CA.
+    /// Loads the certificate, key and (optional) client CA, offering the
+    /// gRPC ALPN (`h2`).
     pub fn load(files: &TlsFiles) -> Result<Self, String> {
-        let config = build(files)?;
-        Ok(Self { files: files.clone(), current: Arc::new(RwLock::new(Arc::new(config))) })
+        Self::load_with_alpn(files, GRPC_ALPN)
+    }
+
+    /// Loads the files, offering `alpn` in the handshake.
+    pub fn load_with_alpn(files: &TlsFiles, alpn: &'static [&'static [u8]]) -> Result<Self, String> {
+        let config = build(files, alpn)?;
+        Ok(Self { files: files.clone(), alpn, current: Arc::new(RwLock::new(Arc::new(config))) })
     }
 
     /// Reads the files again; on error the old configuration stays.
     pub fn reload(&self) -> Result<(), String> {
-        let config = build(&self.files)?;
+        let config = build(&self.files, self.alpn)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
         Ok(())
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    /// An acceptor with the current configuration.
+    pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner())))
     }
 
@@ -91,7 +105,7 @@ impl ReloadableTls {
     }
 }
 
-fn build(files: &TlsFiles) -> Result<ServerConfig, String> {
+fn build(files: &TlsFiles, alpn: &[&[u8]]) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| format!("TLS key {}: {e}", files.key.display()))?;
@@ -114,7 +128,7 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, String> {
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("TLS certificate {} and key do not fit: {e}", files.cert.display()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
 

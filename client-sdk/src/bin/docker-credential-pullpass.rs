@@ -12,6 +12,15 @@
 //! instead. The helper sees only the registry host, so it is served by a
 //! credential covering the whole host (not one limited to a namespace).
 //!
+//! With `PULLPASS_GATEWAY` set to the pull gateway's `host[:port]`, `get`
+//! for that host answers with the helper's own access token as the
+//! password (username `PULLPASS_PROJECT`, or `pullpass`): the gateway
+//! accepts LAUNCHER and ADMIN tokens and authorizes every request as
+//! `IssueRegistryAuth` would, and the registries' secrets stay in pullpass.
+//! This serves every registry, bearer-only ones included, because the
+//! helper protocol names only the host and a gateway password names
+//! repositories.
+//!
 //! `store` and `erase` are refused (pullpass manages credentials itself);
 //! `list` shows the hosts this caller can be served (empty without
 //! permission to list credentials).
@@ -75,6 +84,16 @@ async fn get() {
         Ok(parsed) => parsed.server.host().to_string(),
         Err(e) => fail(&format!("`{server_url}` is not a registry address: it {e}")),
     };
+    if std::env::var("PULLPASS_GATEWAY").is_ok_and(|gateway| gateway.trim() == host) {
+        let username = std::env::var("PULLPASS_PROJECT").ok().filter(|p| !p.is_empty());
+        let answer = serde_json::json!({
+            "ServerURL": server_url,
+            "Username": username.as_deref().unwrap_or("pullpass"),
+            "Secret": access_token().as_str(),
+        });
+        println!("{answer}");
+        return;
+    }
     let client = connect().await;
     let mut request = client.registry_auth(format!("{host}/{PROBE_REPOSITORY}")).workspace(workspace()).basic();
     if let Ok(project) = std::env::var("PULLPASS_PROJECT")
@@ -92,16 +111,39 @@ async fn get() {
         Err(Error::NotFoundForRegistry(_)) => fail("credentials not found in native keychain"),
         Err(Error::PassthroughNotAllowed(message)) => fail(&format!(
             "pullpass cannot answer the credential-helper protocol for {host}: the protocol carries only a username and password, \
-             and {message}. Use bearer tokens instead (skopeo --registry-token via `pullpass auth IMAGE --format skopeo-args`), \
+             and {message}. Pull through the pullpass gateway instead (set PULLPASS_GATEWAY and use the gateway's image references), \
+             use bearer tokens (skopeo --registry-token via `pullpass auth IMAGE --format skopeo-args`), \
              or allow passthrough on the credential"
         )),
         Err(e) => fail(&format!("pullpass: {e}")),
     }
 }
 
+/// The helper's access token, from `PULLPASS_TOKEN` or the file named by
+/// `PULLPASS_TOKEN_FILE`.
+fn access_token() -> zeroize::Zeroizing<String> {
+    if let Ok(token) = std::env::var("PULLPASS_TOKEN")
+        && !token.trim().is_empty()
+    {
+        return zeroize::Zeroizing::new(token.trim().to_owned());
+    }
+    let Ok(path) = std::env::var("PULLPASS_TOKEN_FILE") else {
+        fail("set PULLPASS_TOKEN or PULLPASS_TOKEN_FILE to a LAUNCHER access token")
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => zeroize::Zeroizing::new(text.trim().to_owned()),
+        Err(e) => fail(&format!("PULLPASS_TOKEN_FILE {path}: {e}")),
+    }
+}
+
 async fn list() {
     let client = connect().await;
     let mut hosts = serde_json::Map::new();
+    if let Ok(gateway) = std::env::var("PULLPASS_GATEWAY")
+        && !gateway.trim().is_empty()
+    {
+        hosts.insert(gateway.trim().to_owned(), "pullpass".into());
+    }
     match client.list_credentials(&workspace(), "").await {
         Ok(credentials) => {
             for credential in credentials {

@@ -8,7 +8,10 @@
 //!
 //! The kubelet takes only a username and password, so only BASIC leases are
 //! served: ECR, Google, and credentials that allow passthrough. Registries
-//! that issue bearer tokens fail with a message saying so.
+//! that issue bearer tokens fail with a message saying so, unless pods pull
+//! through the pull gateway: with `--gateway HOST[:PORT]`, images on that
+//! host (`gw.example:50052/ghcr.io/acme/aligner:2.1`) are answered with a
+//! gateway password for exactly that repository, for any registry.
 //!
 //! Configuration (arguments in the kubelet's CredentialProviderConfig
 //! `args`, or `env`): `--endpoint`/`PULLPASS_ENDPOINT`,
@@ -46,6 +49,9 @@ struct Args {
     /// CA certificates (PEM) for an https endpoint.
     #[arg(long, env = "PULLPASS_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// The pull gateway's host[:port]: images on it get a gateway password.
+    #[arg(long, env = "PULLPASS_GATEWAY", value_name = "HOST[:PORT]")]
+    gateway: Option<String>,
 }
 
 fn fail(message: &str) -> ! {
@@ -82,7 +88,9 @@ fn main() {
                 .ca_certificate_pem(std::fs::read(ca).unwrap_or_else(|e| fail(&format!("{}: {e}", ca.display()))));
         }
         let client = builder.connect().await.unwrap_or_else(|e| fail(&e.to_string()));
-        let mut request = client.registry_auth(image.clone()).workspace(args.workspace.clone()).basic();
+        let on_gateway = args.gateway.as_deref().is_some_and(|g| parsed.registry().as_str() == g.trim());
+        let mut request = client.registry_auth(image.clone()).workspace(args.workspace.clone());
+        request = if on_gateway { request.via_gateway() } else { request.basic() };
         if let Some(project) = &args.project {
             request = request.project(project.clone());
         }
@@ -92,7 +100,8 @@ fn main() {
         Ok(lease) => lease,
         Err(Error::PassthroughNotAllowed(message)) => fail(&format!(
             "the kubelet takes only a username and password, and for {image}: {message}. \
-             ECR and Google credentials work as they are; other registries need allow_passthrough on the credential"
+             ECR and Google credentials work as they are; for other registries, pull through the pullpass gateway \
+             (rewrite the image to the gateway host and pass --gateway HOST[:PORT]) or allow passthrough on the credential"
         )),
         Err(e) => fail(&e.to_string()),
     };

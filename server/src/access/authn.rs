@@ -21,6 +21,8 @@ use crate::store::{self, Store};
 pub struct Authenticator {
     store: Store,
     cache: Arc<RwLock<HashMap<[u8; 32], Arc<AccessTokenRecord>>>>,
+    /// The same records by token id (gateway passwords name their token).
+    by_id: Arc<RwLock<HashMap<crate::domain::AccessTokenId, Arc<AccessTokenRecord>>>>,
     last_written: Arc<std::sync::Mutex<HashMap<crate::domain::AccessTokenId, std::time::Instant>>>,
 }
 
@@ -34,30 +36,69 @@ impl std::fmt::Debug for Authenticator {
 }
 
 const NO_TOKEN: &str = "missing `authorization: Bearer <token>` metadata";
+const MALFORMED: &str = "malformed access token: expected `pp_` and 43 letters and digits";
 
 impl Authenticator {
     /// An authenticator over the token table of `store`.
     pub fn new(store: Store) -> Self {
-        Self { store, cache: Arc::default(), last_written: Arc::default() }
+        Self { store, cache: Arc::default(), by_id: Arc::default(), last_written: Arc::default() }
     }
 
     /// The principal of an `authorization` header value.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, Error> {
         let header = header.ok_or_else(|| Error::Unauthenticated(NO_TOKEN.into()))?;
-        let token = bearer_token(header)?;
+        self.authenticate_token(bearer_token(header)?).await
+    }
+
+    /// The principal of a token string (`pp_…`).
+    pub async fn authenticate_token(&self, token: &str) -> Result<Principal, Error> {
+        if !is_well_formed(token) {
+            return Err(Error::Unauthenticated(MALFORMED.into()));
+        }
         let hash = hash_token(token);
         let record = match self.cached(&hash) {
             Some(record) => record,
             None => {
                 let found = self.store.read(move |conn| Ok(store::tokens::find_by_hash(conn, &hash)?)).await?;
-                let record = Arc::new(found.ok_or_else(|| Error::Unauthenticated("unknown access token".into()))?);
-                self.cache.write().unwrap_or_else(|p| p.into_inner()).insert(hash, Arc::clone(&record));
-                record
+                let record = found.ok_or_else(|| Error::Unauthenticated("unknown access token".into()))?;
+                self.remember(record)
             }
         };
         if !bool::from(record.token_hash.ct_eq(&hash)) {
             return Err(Error::Unauthenticated("unknown access token".into()));
         }
+        self.check(&record)
+    }
+
+    /// The principal of the token with id `id` (gateway passwords name the
+    /// token that asked for them). Revocation and expiry are checked as for
+    /// a presented token; the record is read from the database at most once
+    /// per process, then kept in memory with the others.
+    pub async fn principal_by_id(&self, id: &crate::domain::AccessTokenId) -> Result<Principal, Error> {
+        let cached = self.by_id.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned();
+        let record = match cached {
+            Some(record) => record,
+            None => {
+                let wanted = id.clone();
+                let found = self.store.read(move |conn| Ok(store::tokens::find_by_id(conn, &wanted)?)).await?;
+                let record = found.ok_or_else(|| {
+                    Error::Unauthenticated("the access token that asked for this password no longer exists".into())
+                })?;
+                self.remember(record)
+            }
+        };
+        self.check(&record)
+    }
+
+    fn remember(&self, record: AccessTokenRecord) -> Arc<AccessTokenRecord> {
+        let record = Arc::new(record);
+        self.cache.write().unwrap_or_else(|p| p.into_inner()).insert(record.token_hash, Arc::clone(&record));
+        self.by_id.write().unwrap_or_else(|p| p.into_inner()).insert(record.id.clone(), Arc::clone(&record));
+        record
+    }
+
+    /// Refuses revoked and expired tokens; records the use.
+    fn check(&self, record: &AccessTokenRecord) -> Result<Principal, Error> {
         let now = Timestamp::now();
         if record.revoke_time.is_some() {
             return Err(Error::Unauthenticated(format!("access token {} was revoked", record.resource_name())));
@@ -65,8 +106,8 @@ impl Authenticator {
         if record.expire_time.is_some_and(|expiry| expiry <= now) {
             return Err(Error::Unauthenticated(format!("access token {} has expired", record.resource_name())));
         }
-        self.touch(&record, now);
-        Ok(Principal::of(&record))
+        self.touch(record, now);
+        Ok(Principal::of(record))
     }
 
     /// Records the use of a token, at most once a minute per token, in the
@@ -94,14 +135,18 @@ impl Authenticator {
     /// Replaces (or drops) the cached record of a token after a change.
     pub fn refresh(&self, record: &AccessTokenRecord) {
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        if cache.contains_key(&record.token_hash) {
-            cache.insert(record.token_hash, Arc::new(record.clone()));
+        let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
+        if cache.contains_key(&record.token_hash) || by_id.contains_key(&record.id) {
+            let fresh = Arc::new(record.clone());
+            cache.insert(record.token_hash, Arc::clone(&fresh));
+            by_id.insert(record.id.clone(), fresh);
         }
     }
 
     /// Drops every cached record (after a workspace deletion).
     pub fn clear(&self) {
         self.cache.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.by_id.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     fn cached(&self, hash: &[u8; 32]) -> Option<Arc<AccessTokenRecord>> {
@@ -115,11 +160,7 @@ fn bearer_token(header: &str) -> Result<&str, Error> {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Error::Unauthenticated("the authorization scheme must be `Bearer`".into()));
     }
-    let token = token.trim();
-    if !is_well_formed(token) {
-        return Err(Error::Unauthenticated("malformed access token: expected `pp_` and 43 letters and digits".into()));
-    }
-    Ok(token)
+    Ok(token.trim())
 }
 
 #[cfg(test)]

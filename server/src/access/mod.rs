@@ -3,11 +3,15 @@
 //!
 //! * [`token`]: minting `pp_…` token strings and hashing them.
 //! * [`authn`]: turning an `authorization` header into a [`Principal`].
+//! * [`policy`]: what each role may do.
+//! * [`gateway_password`]: the stateless, short-lived passwords of the pull
+//!   gateway.
 //!
 //! Token strings exist only in the response that created them; the store
 //! and every cache hold SHA-256 hashes.
 
 pub mod authn;
+pub mod gateway_password;
 pub mod policy;
 pub mod token;
 pub mod tokens;
@@ -32,6 +36,8 @@ pub struct Principal {
     pub workspace: Option<WorkspaceId>,
     /// Projects a LAUNCHER is limited to (empty = all).
     pub projects: Vec<ProjectName>,
+    /// When the token expires, if it does.
+    pub expire_time: Option<Timestamp>,
 }
 
 impl Principal {
@@ -43,6 +49,7 @@ impl Principal {
             role: record.role,
             workspace: record.workspace.clone(),
             projects: record.projects.clone(),
+            expire_time: record.expire_time,
         }
     }
 }

@@ -47,6 +47,9 @@ pub struct ApiState {
     pub auditor: Auditor,
     /// Lease issuance.
     pub broker: Broker,
+    /// Pulls through the gateway (when it is served): mints gateway
+    /// passwords for `via_gateway`.
+    pub pulls: Option<crate::pulls::Pulls>,
     /// Upstream time budget when the caller sets no deadline.
     pub upstream_timeout: std::time::Duration,
 }

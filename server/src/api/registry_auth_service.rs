@@ -14,6 +14,7 @@ use crate::access::policy::Permission;
 use crate::broker::{Issued, LeaseRequest};
 use crate::domain::{Accept, Grant, ProjectName, WorkspaceId};
 use crate::error::Error;
+use crate::pulls::{GATEWAY_USERNAME, GatewayLease};
 
 /// Handler state.
 #[derive(Debug)]
@@ -50,7 +51,23 @@ impl RegistryAuthService for RegistryAuthApi {
                 deadline,
                 actor: actor.clone(),
             };
-            Ok(self.0.broker.issue(&lease_request).await?)
+            if !request.via_gateway {
+                let issued = self.0.broker.issue(&lease_request).await?;
+                return Ok(issued.into_iter().map(|outcome| outcome.map(registry_auth)).collect::<Vec<_>>());
+            }
+            let pulls = self.0.pulls.as_ref().ok_or_else(|| Error::FailedPrecondition {
+                reason: "GATEWAY_DISABLED",
+                message: "this pullpassd serves no pull gateway; start it with --gateway-listen ADDR".into(),
+            })?;
+            if lease_request.accept == Accept::BearerOnly {
+                return Err(Error::invalid(
+                    "accept",
+                    "via_gateway answers with a username and password (BASIC); leave accept empty or include BASIC",
+                )
+                .into());
+            }
+            let leases = pulls.issue(&principal, &lease_request).await?;
+            Ok(leases.into_iter().map(|outcome| outcome.map(gateway_auth)).collect())
         }
         .await;
         let outcomes = self
@@ -62,7 +79,7 @@ impl RegistryAuthService for RegistryAuthApi {
             .into_iter()
             .zip(outcomes)
             .map(|(image, outcome)| match outcome {
-                Ok(issued) => registry_auth(image, issued),
+                Ok(auth) => RegistryAuth { image, ..auth },
                 Err(error) => RegistryAuth {
                     normalized_image: pullpass::reference::ImageRef::parse(&image)
                         .map(|i| i.to_string())
@@ -118,7 +135,31 @@ fn accept(values: &[i32]) -> Result<Accept, Status> {
     })
 }
 
-fn registry_auth(image: String, issued: Issued) -> RegistryAuth {
+/// A gateway lease: username `pullpass`, the gateway password, the
+/// gateway's host and the image to pull from it. The upstream lease behind
+/// it stays here.
+fn gateway_auth(lease: GatewayLease) -> RegistryAuth {
+    let upstream = &lease.upstream.lease;
+    RegistryAuth {
+        normalized_image: lease.image.to_string(),
+        status: Some(tonic_types::Status::default()),
+        kind: AuthKind::Basic as i32,
+        username: GATEWAY_USERNAME.to_owned(),
+        password: lease.password.expose().to_owned(),
+        expire_time: Some(convert::timestamp(lease.expire_time)),
+        issue_time: Some(convert::timestamp(lease.issue_time)),
+        registry: lease.registry,
+        granted_scope: upstream.granted.as_ref().map(ToString::to_string).unwrap_or_default(),
+        requested_scope: upstream.requested.to_string(),
+        credential: upstream.credential.to_string(),
+        cached: lease.upstream.cached,
+        gateway_image: lease.gateway_image,
+        ..Default::default()
+    }
+}
+
+/// A lease as the registry issued it (the image is filled in by the caller).
+fn registry_auth(issued: Issued) -> RegistryAuth {
     let lease = &issued.lease;
     let granted = lease.granted.as_ref().map(ToString::to_string).unwrap_or_default();
     let narrower = lease.granted.as_ref().is_some_and(|g| *g != lease.requested);
@@ -132,7 +173,6 @@ fn registry_auth(image: String, issued: Issued) -> RegistryAuth {
         details: vec![],
     };
     let mut auth = RegistryAuth {
-        image,
         normalized_image: issued.image.to_string(),
         status: Some(status),
         expire_time: Some(convert::timestamp(lease.expire_time)),

@@ -104,6 +104,17 @@ impl LeaseCache {
         outcome.map(|lease| (lease, false))
     }
 
+    /// Drops the lease under `key` if it is still `lease` (a registry
+    /// refused it before its time); a fresher one stays.
+    pub fn forget(&self, key: &CacheKey, lease: &Arc<Lease>) {
+        let mut slots = self.lock();
+        if let Some(Slot::Ready(current)) = slots.get(key)
+            && Arc::ptr_eq(current, lease)
+        {
+            slots.remove(key);
+        }
+    }
+
     /// Drops every lease a credential issued (after it changed).
     pub fn evict_credential(&self, name: &CredentialName) {
         self.lock().retain(|_, slot| match slot {

@@ -5,8 +5,9 @@
 //! or run one upstream exchange per key ([`cache`]), opening the sealed
 //! secret only for that exchange.
 //!
-//! Nothing here depends on gRPC types, so other front ends (the planned pull
-//! gateway) can call [`Broker::issue`] as well.
+//! Nothing here depends on gRPC types: the gRPC handlers call
+//! [`Broker::issue`], and the pull gateway (through `pulls`) calls it too,
+//! and [`Broker::upstream_auth`] for the auth it presents to registries.
 
 pub mod cache;
 pub mod choose;
@@ -64,6 +65,21 @@ pub struct Issued {
     pub cached: bool,
 }
 
+/// Auth for the pull gateway to present to a registry, in form
+/// [`Accept::Gateway`]. It must never reach a caller.
+#[derive(Debug, Clone)]
+pub struct UpstreamAuth {
+    /// The lease (a bearer token, or a username and password).
+    pub lease: Arc<Lease>,
+    /// True when served from the cache.
+    pub cached: bool,
+    key: CacheKey,
+}
+
+/// Least life an upstream lease for the gateway must have left: enough to
+/// start the registry request it is for.
+const GATEWAY_MIN_TTL: Duration = Duration::from_secs(10);
+
 /// What `TestCredential` found out.
 #[derive(Debug)]
 pub struct TestReport {
@@ -73,6 +89,15 @@ pub struct TestReport {
     pub outcome: Result<Lease, Error>,
     /// The registry host tried.
     pub registry: String,
+}
+
+/// What a lease must be: for which actions, in which form, with how much
+/// life left, by when.
+struct Wanted<'a> {
+    actions: &'a [Action],
+    accept: Accept,
+    min_ttl: Duration,
+    deadline: Instant,
 }
 
 /// The broker.
@@ -183,6 +208,45 @@ impl Broker {
         Ok((image, Arc::clone(stored)))
     }
 
+    /// The credential that serves `image` for a caller of `workspace` and
+    /// `project`, chosen as for [`Broker::issue`] (registry, namespace,
+    /// project restriction): the pull gateway's authorization step.
+    pub async fn choose_credential(
+        &self,
+        workspace: &WorkspaceId,
+        project: Option<&ProjectName>,
+        image: &ImageRef,
+    ) -> Result<Arc<StoredCredential>, Error> {
+        let candidates = self.inner.index.credentials(workspace).await?;
+        Ok(Arc::clone(choose::choose(&candidates, workspace, image, project)?))
+    }
+
+    /// Auth for the pull gateway to present to the registry of `image` with
+    /// `credential` (from [`Broker::choose_credential`]): cached and
+    /// coalesced like any lease. Not audited here: the gateway audits its
+    /// pulls.
+    pub async fn upstream_auth(
+        &self,
+        credential: &Arc<StoredCredential>,
+        image: &ImageRef,
+        deadline: Instant,
+    ) -> Result<UpstreamAuth, Error> {
+        let wanted = Wanted { actions: &[Action::Pull], accept: Accept::Gateway, min_ttl: GATEWAY_MIN_TTL, deadline };
+        let (key, lease, cached) = self.cached_lease(&wanted, image, credential).await?;
+        Ok(UpstreamAuth { lease, cached, key })
+    }
+
+    /// Drops `auth`'s lease from the cache after the registry refused it,
+    /// unless another caller already replaced it with a fresh one.
+    pub fn forget(&self, auth: &UpstreamAuth) {
+        self.inner.cache.forget(&auth.key, &auth.lease);
+    }
+
+    /// The upstream side (for the pull gateway's registry requests).
+    pub fn upstream(&self) -> &Upstream {
+        &self.inner.upstream
+    }
+
     /// A lease from the cache, or from one upstream exchange per key.
     async fn lease(
         &self,
@@ -190,25 +254,41 @@ impl Broker {
         image: ImageRef,
         stored: Arc<StoredCredential>,
     ) -> Result<Issued, Error> {
-        let scope = Scope::request(image.repository(), &request.actions);
+        let wanted = Wanted {
+            actions: &request.actions,
+            accept: request.accept,
+            min_ttl: request.min_ttl,
+            deadline: request.deadline,
+        };
+        let (_, lease, cached) = self.cached_lease(&wanted, &image, &stored).await?;
+        Ok(Issued { image, lease, cached })
+    }
+
+    async fn cached_lease(
+        &self,
+        wanted: &Wanted<'_>,
+        image: &ImageRef,
+        stored: &Arc<StoredCredential>,
+    ) -> Result<(CacheKey, Arc<Lease>, bool), Error> {
+        let scope = Scope::request(image.repository(), wanted.actions);
         let key = CacheKey {
             uid: stored.credential.uid,
             updated: stored.credential.update_time,
             secret_version: stored.credential.secret_version,
             scope: scope.to_string(),
-            accept: request.accept,
+            accept: wanted.accept,
         };
         let (lease, cached) = self
             .inner
             .cache
-            .get_or_fetch(key, request.min_ttl, || async {
-                let secret = self.inner.credentials.open_secret(&stored)?;
+            .get_or_fetch(key.clone(), wanted.min_ttl, || async {
+                let secret = self.inner.credentials.open_secret(stored)?;
                 let exchange = Exchange {
                     credential: &stored.credential,
                     endpoint: image.endpoint(),
                     scope: &scope,
-                    accept: request.accept,
-                    deadline: request.deadline,
+                    accept: wanted.accept,
+                    deadline: wanted.deadline,
                 };
                 self.inner
                     .upstream
@@ -217,7 +297,7 @@ impl Broker {
                     .map_err(|failure| failure.into_error(&stored.credential.name, image.endpoint()))
             })
             .await?;
-        Ok(Issued { image, lease, cached })
+        Ok((key, lease, cached))
     }
 
     /// Runs a fresh exchange for `repository` with a credential, bypassing

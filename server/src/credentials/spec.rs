@@ -7,10 +7,10 @@
 use pullpass::registry::{DOCKER_HUB_HOST, RegistryServer};
 
 use crate::domain::credential::RealmOrigin;
-use crate::providers::ecr::ecr_region;
-use crate::providers::google_key::GoogleServiceAccountKey;
 use crate::domain::{ProjectName, Provider};
 use crate::error::{Error, Violations};
+use crate::providers::ecr::ecr_region;
+use crate::providers::google_key::GoogleServiceAccountKey;
 use crate::secret::SecretBytes;
 
 /// Longest description, in characters.

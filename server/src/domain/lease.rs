@@ -59,6 +59,11 @@ pub enum Accept {
     BasicOnly,
     /// Only a bearer token.
     BearerOnly,
+    /// The pull gateway, presenting the auth to the registry itself: any
+    /// form, and for registries that take only HTTP Basic, the stored
+    /// username and secret without passthrough. A lease of this form never
+    /// leaves the server (the gateway's callers get gateway passwords).
+    Gateway,
 }
 
 /// Short-lived auth for one repository.

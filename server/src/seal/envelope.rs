@@ -164,6 +164,15 @@ impl Sealer {
         derive_mac_key(self.keyring.active(), purpose)
     }
 
+    /// A MAC key of `purpose` for every loaded master key, by key id (to
+    /// check MACs made under a key that is no longer the active one).
+    pub fn derive_mac_keys(&self, purpose: &str) -> std::collections::HashMap<String, hmac::Key> {
+        self.keyring
+            .ids()
+            .filter_map(|id| self.keyring.get(id).map(|kek| (id.to_owned(), derive_mac_key(kek, purpose))))
+            .collect()
+    }
+
     fn unwrap_dek(
         &self,
         context: SecretContext<'_>,

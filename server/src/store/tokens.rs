@@ -71,6 +71,11 @@ pub fn find_by_hash(conn: &Connection, hash: &[u8; 32]) -> Result<Option<AccessT
     query_one(conn, &format!("SELECT {COLUMNS} FROM access_tokens WHERE token_hash = ?1"), [hash.as_slice()])
 }
 
+/// The token with id `id`, in any workspace (or a root token).
+pub fn find_by_id(conn: &Connection, id: &AccessTokenId) -> Result<Option<AccessTokenRecord>, StoreError> {
+    query_one(conn, &format!("SELECT {COLUMNS} FROM access_tokens WHERE id = ?1"), [id.as_str()])
+}
+
 /// One token of a workspace.
 pub fn get(
     conn: &Connection,

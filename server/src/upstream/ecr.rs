@@ -9,8 +9,8 @@ use reqwest::{StatusCode, Url};
 
 use super::sigv4::{self, AwsKey, SignedRequest};
 use super::{Exchange, Failure, Upstream, failure_of, retry_after};
-use crate::providers::ecr::ecr_region;
 use crate::domain::{Accept, Grant, Lease, LeaseSecret, Timestamp};
+use crate::providers::ecr::ecr_region;
 use crate::secret::SecretBytes;
 
 const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";

@@ -21,8 +21,8 @@ use ring::rand::SystemRandom;
 use ring::signature::RSA_PKCS1_SHA256;
 
 use super::{Exchange, Failure, Upstream, failure_of, token_flow};
-use crate::providers::google_key::GoogleServiceAccountKey;
 use crate::domain::{Accept, CredentialUid, Grant, Lease, LeaseSecret, Timestamp};
+use crate::providers::google_key::GoogleServiceAccountKey;
 use crate::secret::SecretBytes;
 
 /// Google's OAuth token endpoint.

@@ -56,8 +56,8 @@ pub enum HttpFailure {
     Transport(String),
     /// The deadline passed.
     Deadline,
-    /// The body was larger than [`MAX_BODY`].
-    TooLarge,
+    /// The body was larger than the limit (bytes).
+    TooLarge(usize),
 }
 
 impl std::fmt::Display for HttpFailure {
@@ -65,7 +65,7 @@ impl std::fmt::Display for HttpFailure {
         match self {
             Self::Transport(e) => f.write_str(e),
             Self::Deadline => f.write_str("no answer before the deadline"),
-            Self::TooLarge => write!(f, "the response is larger than {MAX_BODY} bytes"),
+            Self::TooLarge(limit) => write!(f, "the response is larger than {limit} bytes"),
         }
     }
 }
@@ -111,8 +111,24 @@ impl Http {
     }
 
     /// Sends the request built by `build` until it gets a non-5xx answer,
-    /// at most [`MAX_ATTEMPTS`] times, within `deadline`.
+    /// at most [`MAX_ATTEMPTS`] times, within `deadline`, and reads the body
+    /// (at most [`MAX_BODY`] bytes).
     pub async fn send(&self, build: impl Fn() -> RequestBuilder, deadline: Instant) -> Result<Reply, HttpFailure> {
+        let response = self.open(build, deadline).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = read_body(response, MAX_BODY, deadline).await?;
+        Ok(Reply { status, headers, body })
+    }
+
+    /// Like [`Http::send`], but returns as soon as the headers of the last
+    /// attempt arrive, leaving the body to the caller (for streaming). A 5xx
+    /// answer or a connection error is retried before any body is read.
+    pub async fn open(
+        &self,
+        build: impl Fn() -> RequestBuilder,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, HttpFailure> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -120,9 +136,12 @@ impl Http {
             if remaining.is_zero() {
                 return Err(HttpFailure::Deadline);
             }
-            let outcome = send_once(build().timeout(remaining), deadline).await;
+            let outcome = match tokio::time::timeout(remaining, build().send()).await {
+                Err(_) => Err(HttpFailure::Deadline),
+                Ok(sent) => sent.map_err(|e| classify(&e)),
+            };
             let retryable = match &outcome {
-                Ok(reply) => reply.status.is_server_error(),
+                Ok(response) => response.status().is_server_error(),
                 Err(HttpFailure::Transport(_)) => true,
                 Err(_) => false,
             };
@@ -138,6 +157,34 @@ impl Http {
     }
 }
 
+/// Reads a response body to the end: at most `limit` bytes, by `deadline`.
+pub async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Vec<u8>, HttpFailure> {
+    if response.content_length().is_some_and(|length| length > limit as u64) {
+        return Err(HttpFailure::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(remaining, response.chunk())
+            .await
+            .map_err(|_| HttpFailure::Deadline)?
+            .map_err(|e| classify(&e))?;
+        match chunk {
+            Some(chunk) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(HttpFailure::TooLarge(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            None => return Ok(body),
+        }
+    }
+}
+
 /// 100 ms, 200 ms… each ±50 %.
 fn backoff(attempt: u32) -> Duration {
     let base = 100u64 << (attempt - 1).min(4);
@@ -147,32 +194,8 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(jitter)
 }
 
-async fn send_once(request: RequestBuilder, deadline: Instant) -> Result<Reply, HttpFailure> {
-    let response = request.send().await.map_err(|e| classify(&e))?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let mut body = Vec::new();
-    let mut response = response;
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let chunk = tokio::time::timeout(remaining, response.chunk())
-            .await
-            .map_err(|_| HttpFailure::Deadline)?
-            .map_err(|e| classify(&e))?;
-        match chunk {
-            Some(chunk) => {
-                if body.len() + chunk.len() > MAX_BODY {
-                    return Err(HttpFailure::TooLarge);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            None => break,
-        }
-    }
-    Ok(Reply { status, headers, body })
-}
-
-fn classify(error: &reqwest::Error) -> HttpFailure {
+/// A reqwest error as a failure that names no URL query.
+pub fn classify(error: &reqwest::Error) -> HttpFailure {
     if error.is_timeout() {
         return HttpFailure::Deadline;
     }

@@ -6,6 +6,9 @@
 //! * [`google`]: service-account JWT → OAuth access token → registry token;
 //! * [`ecr`]: SigV4-signed `GetAuthorizationToken` ([`sigv4`]).
 //!
+//! [`content`] reads manifests, blobs and tag lists with an issued lease,
+//! for the pull gateway.
+//!
 //! Every URL a secret goes to passes the [`realm`] policy first; [`http`]
 //! never follows redirects. Failures come back as [`Failure`], which names
 //! what went wrong upstream but never a secret.
@@ -13,6 +16,7 @@
 //! This module knows nothing of gRPC, SQL or the lease cache.
 
 pub mod challenge;
+pub mod content;
 pub mod ecr;
 pub mod google;
 pub mod http;
@@ -171,7 +175,7 @@ impl From<HttpFailure> for Failure {
         match failure {
             HttpFailure::Deadline => Failure::Deadline,
             HttpFailure::Transport(what) => Failure::Unavailable(what),
-            HttpFailure::TooLarge => Failure::Protocol("the response is too large".into()),
+            HttpFailure::TooLarge(limit) => Failure::Protocol(format!("the response is larger than {limit} bytes")),
         }
     }
 }
@@ -289,7 +293,12 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// `Retry-After`: seconds or an HTTP date, at most a day; 60 s when absent
 /// or unreadable.
 pub fn retry_after(reply: &http::Reply) -> Duration {
-    let Some(value) = reply.header_values("retry-after").first().map(|v| v.trim().to_owned()) else {
+    retry_after_in(&reply.headers)
+}
+
+/// `Retry-After` of a header map (see [`retry_after`]).
+pub fn retry_after_in(headers: &reqwest::header::HeaderMap) -> Duration {
+    let Some(value) = headers.get("retry-after").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_owned()) else {
         return Duration::from_secs(60);
     };
     let wait = if let Ok(seconds) = value.parse::<u64>() {

@@ -6,7 +6,9 @@
 //!    with HTTP Basic, to a realm the policy allows; the answer's `token` (or
 //!    `access_token`), `expires_in` (60 s when absent) and `issued_at`.
 //! 3. Basic-only registries: the stored username and secret themselves, if
-//!    the credential allows passthrough, after checking them on `/v2/`.
+//!    the credential allows passthrough, after checking them on `/v2/`. The
+//!    pull gateway ([`Accept::Gateway`]) gets them without passthrough: it
+//!    presents them to the registry itself and hands them to no one.
 //!
 //! Where the token is a JWT with an `access` claim, the granted scope is read
 //! from it, so a read-only secret asked for push says so.
@@ -47,7 +49,7 @@ pub async fn issue(
     let base = base_url(upstream, exchange.endpoint);
     let scheme = challenge_of(upstream, exchange, &base).await?;
     match (scheme, exchange.accept) {
-        (AuthScheme::Bearer { realm, service }, Accept::Any | Accept::BearerOnly) => {
+        (AuthScheme::Bearer { realm, service }, Accept::Any | Accept::BearerOnly | Accept::Gateway) => {
             let result = bearer_token(upstream, exchange, &realm, service.as_deref(), username, password).await;
             if matches!(result, Err(Failure::Unavailable(_) | Failure::Protocol(_))) {
                 upstream.forget_challenge(&base);
@@ -73,6 +75,12 @@ pub async fn issue(
             "registry {} accepts only HTTP Basic, and the caller accepts only bearer tokens",
             exchange.endpoint
         ))),
+        (AuthScheme::Basic, Accept::Gateway) => {
+            // The gateway presents the stored secret to the registry itself;
+            // it never leaves the server, so no passthrough is needed.
+            verify_basic(upstream, exchange, &base, username, password).await?;
+            Ok(passthrough(upstream, exchange, username, password))
+        }
         (AuthScheme::Basic, Accept::Any | Accept::BasicOnly) => {
             if !exchange.credential.allow_passthrough {
                 return Err(Failure::PassthroughNotAllowed(format!(

@@ -350,8 +350,13 @@ pub struct AuthArgs {
     pub push: bool,
     /// Accept only a username and password (for kubelet, Apptainer,
     /// credential helpers). Implied by --format k8s-secret and apptainer-env.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "via_gateway")]
     pub basic: bool,
+    /// Pull through pullpass's pull gateway: a short-lived username and
+    /// password for the gateway host, for any registry. The image to pull
+    /// (on the gateway) is printed on standard error, or by --format image.
+    #[arg(long, conflicts_with = "push")]
+    pub via_gateway: bool,
     /// How to render the result.
     #[arg(long, value_enum, default_value_t = AuthFormat::Json)]
     pub format: AuthFormat,
@@ -381,4 +386,7 @@ pub enum AuthFormat {
     K8sSecret,
     /// `export` lines for Apptainer/Singularity (basic auth only).
     ApptainerEnv,
+    /// The image reference to pull, one line per image (with --via-gateway:
+    /// the gateway's reference).
+    Image,
 }

@@ -386,6 +386,9 @@ fn lease_json(lease: &Lease) -> Value {
         "credential": lease.credential,
         "cached": !matches!(lease.source, pullpass_client::Source::Registry),
     });
+    if let Some(gateway_image) = &lease.gateway_image {
+        value["gateway_image"] = gateway_image.as_str().into();
+    }
     match &lease.grant {
         pullpass_client::Grant::Bearer { token } => {
             value["kind"] = "BEARER".into();
@@ -414,10 +417,17 @@ async fn auth(client: &Client, args: AuthArgs) -> Result<(), Failure> {
     if args.push {
         request = request.push();
     }
-    if basic {
+    if args.via_gateway {
+        request = request.via_gateway();
+    } else if basic {
         request = request.basic();
     }
     let outcomes = request.send_all().await?;
+    if args.via_gateway && !matches!(args.format, AuthFormat::Json | AuthFormat::Image) {
+        for lease in outcomes.iter().flatten() {
+            eprintln!("pullpass: pull {}", lease.pull_image());
+        }
+    }
     let render_error = |e: pullpass_client::RenderError| {
         Failure::Api(pullpass_client::Error::FailedPrecondition {
             reason: Some("AUTH_FORM_UNAVAILABLE".into()),
@@ -471,6 +481,7 @@ async fn auth(client: &Client, args: AuthArgs) -> Result<(), Failure> {
                     }
                     lease::shell_exports(&leases[0].apptainer_env().map_err(render_error)?)
                 }
+                AuthFormat::Image => Zeroizing::new(leases.iter().map(|l| format!("{}\n", l.pull_image())).collect()),
                 AuthFormat::Json => unreachable!("handled above"),
             }
         }
