@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod fixtures;
+pub mod gateway;
 pub mod http_fixture;
 pub mod registry;
 
@@ -65,6 +66,8 @@ pub struct Pullpassd {
     pub data_dir: PathBuf,
     /// `127.0.0.1:PORT`.
     pub address: String,
+    /// The pull gateway's `127.0.0.1:PORT` (empty when it is not served).
+    pub gateway: String,
     /// The root token printed on first start (empty on later starts).
     pub root_token: String,
     stdout: PathBuf,
@@ -117,6 +120,10 @@ impl Pullpassd {
         let stdout = home.join(format!("stdout-{run}.log"));
         let stderr = home.join(format!("stderr-{run}.log"));
         let mut command = Command::new(binary("pullpassd"));
+        // --dev would serve the gateway on its fixed port: tests take a free one.
+        if !options.args.iter().any(|a| a == "--gateway-listen") {
+            command.arg("--gateway-listen").arg("127.0.0.1:0");
+        }
         command
             .arg("--dev")
             .arg("--listen")
@@ -140,11 +147,18 @@ impl Pullpassd {
             if let Some(address) = out.lines().find_map(|l| l.strip_prefix("pullpassd: serving on ")) {
                 let root_token =
                     out.lines().find_map(|l| l.strip_prefix("PULLPASS_TOKEN=")).unwrap_or_default().to_owned();
+                let gateway = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("pullpassd: gateway on "))
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .unwrap_or_default()
+                    .to_owned();
                 return Ok(Self {
                     child: Some(child),
                     home,
                     data_dir,
                     address: address.trim().to_owned(),
+                    gateway,
                     root_token,
                     stdout,
                     stderr,

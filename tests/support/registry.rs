@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -94,12 +94,25 @@ impl Drop for Peer {
 /// Reads lines until one starts with `prefix`; returns the rest of it.
 /// Keeps draining the stream in the background afterwards.
 fn wait_for_line(stream: impl Read + Send + 'static, prefix: &str, limit: Duration) -> Option<String> {
+    wait_for_line_keeping(stream, prefix, limit, None)
+}
+
+/// Like [`wait_for_line`], appending every line to `kept` too.
+fn wait_for_line_keeping(
+    stream: impl Read + Send + 'static,
+    prefix: &str,
+    limit: Duration,
+    kept: Option<Arc<Mutex<Vec<String>>>>,
+) -> Option<String> {
     let (sender, receiver) = mpsc::channel();
     let prefix = prefix.to_owned();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
+            if let Some(kept) = &kept {
+                kept.lock().unwrap_or_else(|p| p.into_inner()).push(line.clone());
+            }
             if !sent && let Some(at) = line.find(&prefix) {
                 let rest =
                     line[at + prefix.len()..].trim_end_matches('"').split_whitespace().next().unwrap_or("").to_owned();
@@ -175,7 +188,21 @@ pub struct Registry {
     /// `127.0.0.1:PORT`.
     pub address: String,
     config: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+    /// The static server blobs are redirected to (redirect middleware).
+    pub blob_server: Option<Peer>,
     _root: TempDir,
+}
+
+/// One request the registry served, from its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// GET, HEAD…
+    pub method: String,
+    /// The request URI (path and query).
+    pub uri: String,
+    /// The status it answered.
+    pub status: u16,
 }
 
 /// The `service` the test registries announce.
@@ -191,14 +218,36 @@ impl Registry {
 
     /// Like [`Registry::start`], serving https with `(certificate, key)`.
     pub fn start_with_tls(realm: &str, bundle: &Path, tls: Option<(&Path, &Path)>) -> Self {
+        Self::start_configured(realm, bundle, tls, false)
+    }
+
+    /// Like [`Registry::start`], with the `redirect` storage middleware in
+    /// front of a static file server on its storage: every blob GET answers
+    /// a real `307` to that server, as CDN-backed registries do.
+    pub fn start_redirecting(realm: &str, bundle: &Path) -> Self {
+        Self::start_configured(realm, bundle, None, true)
+    }
+
+    fn start_configured(realm: &str, bundle: &Path, tls: Option<(&Path, &Path)>, redirect: bool) -> Self {
         require("docker-registry");
         let root = tempfile::Builder::new().prefix("pullpass-registry-").tempdir().expect("temp dir");
         let config = root.path().join("config.yml");
         let storage = root.path().join("storage");
+        std::fs::create_dir_all(&storage).expect("storage dir");
+        let blob_server = redirect.then(|| Peer::start(&["static", storage.to_str().expect("utf-8 path")]));
+        let middleware = blob_server
+            .as_ref()
+            .map(|server| {
+                format!(
+                    "middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: {}/\n",
+                    server.url()
+                )
+            })
+            .unwrap_or_default();
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n{}auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{middleware}http:\n  addr: 127.0.0.1:0\n{}auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
                 storage.display(),
                 tls.map(|(cert, key)| format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()))
                     .unwrap_or_default(),
@@ -206,8 +255,16 @@ impl Registry {
             ),
         )
         .expect("registry config");
-        let (child, address) = spawn_registry(&config, None);
-        Self { child: Some(child), address, config, _root: root }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (child, address) = spawn_registry(&config, None, &log);
+        Self { child: Some(child), address, config, log, blob_server, _root: root }
+    }
+
+    /// Every request the registry has answered so far, oldest first (from
+    /// its `response completed` log lines).
+    pub fn served(&self) -> Vec<Served> {
+        let lines = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        lines.iter().filter(|l| l.contains("msg=\"response completed\"")).filter_map(|l| parse_served(l)).collect()
     }
 
     /// Stops the registry (a later [`Registry::restart`] brings it back on
@@ -222,7 +279,7 @@ impl Registry {
     /// Starts it again on the same address.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, _) = spawn_registry(&self.config, Some(&self.address));
+        let (child, _) = spawn_registry(&self.config, Some(&self.address), &self.log);
         self.child = Some(child);
     }
 
@@ -238,7 +295,25 @@ impl Drop for Registry {
     }
 }
 
-fn spawn_registry(config: &Path, address: Option<&str>) -> (Child, String) {
+/// `http.request.method=GET http.request.uri="/v2/…" http.response.status=200`
+/// of one log line.
+fn parse_served(line: &str) -> Option<Served> {
+    let field = |name: &str| -> Option<String> {
+        let at = line.find(&format!(" {name}="))? + name.len() + 2;
+        let rest = &line[at..];
+        Some(match rest.strip_prefix('"') {
+            Some(quoted) => quoted[..quoted.find('"')?].to_owned(),
+            None => rest.split_whitespace().next()?.to_owned(),
+        })
+    };
+    Some(Served {
+        method: field("http.request.method")?,
+        uri: field("http.request.uri")?,
+        status: field("http.response.status")?.parse().ok()?,
+    })
+}
+
+fn spawn_registry(config: &Path, address: Option<&str>, log: &Arc<Mutex<Vec<String>>>) -> (Child, String) {
     let mut command = Command::new("docker-registry");
     command.arg("serve").arg(config).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     if let Some(address) = address {
@@ -246,8 +321,8 @@ fn spawn_registry(config: &Path, address: Option<&str>) -> (Child, String) {
     }
     let mut child = command.spawn().expect("start docker-registry");
     let stderr = child.stderr.take().expect("stderr");
-    let address =
-        wait_for_line(stderr, "listening on ", Duration::from_secs(20)).expect("docker-registry did not start");
+    let address = wait_for_line_keeping(stderr, "listening on ", Duration::from_secs(20), Some(Arc::clone(log)))
+        .expect("docker-registry did not start");
     // Ready when /v2/ answers.
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
@@ -261,15 +336,26 @@ fn spawn_registry(config: &Path, address: Option<&str>) -> (Child, String) {
 
 /// Builds a small OCI image and pushes it with skopeo as `user`.
 pub fn seed(registry: &Registry, repository_and_tag: &str, user: &str, password: &str) {
+    seed_with_layer(registry, repository_and_tag, user, password, None);
+}
+
+/// Like [`seed`], with a layer holding `layer_bytes` random bytes when
+/// given; returns the manifest digest.
+pub fn seed_with_layer(
+    registry: &Registry,
+    repository_and_tag: &str,
+    user: &str,
+    password: &str,
+    layer_bytes: Option<u64>,
+) -> String {
     require("skopeo");
     let layout = tempfile::tempdir().expect("temp dir");
     let tag = repository_and_tag.rsplit(':').next().expect("tag");
-    let made = Command::new(python())
-        .arg(peers_script())
-        .args(["make-oci", layout.path().to_str().unwrap(), tag])
-        .output()
-        .unwrap();
+    let mut args = vec!["make-oci".to_owned(), layout.path().to_str().unwrap().to_owned(), tag.to_owned()];
+    args.extend(layer_bytes.map(|n| n.to_string()));
+    let made = Command::new(python()).arg(peers_script()).args(&args).output().unwrap();
     assert!(made.status.success(), "make-oci: {made:?}");
+    let digest = String::from_utf8_lossy(&made.stdout).trim().to_owned();
     let pushed = skopeo(&[
         "copy",
         "--dest-tls-verify=false",
@@ -279,6 +365,7 @@ pub fn seed(registry: &Registry, repository_and_tag: &str, user: &str, password:
         &format!("docker://{}", registry.image(repository_and_tag)),
     ]);
     assert!(pushed.status.success(), "seeding {repository_and_tag}: {}", String::from_utf8_lossy(&pushed.stderr));
+    digest
 }
 
 /// A private CA and a server certificate for 127.0.0.1 signed by it:
@@ -368,6 +455,12 @@ pub mod world {
 
         /// Starts everything with extra pullpassd flags.
         pub async fn start_with(extra_args: &[String]) -> Self {
+            Self::start_configured(|_| extra_args.to_vec()).await
+        }
+
+        /// Starts everything with the pullpassd flags `extra` makes from the
+        /// started registry (to name its address).
+        pub async fn start_configured(extra: impl FnOnce(&Registry) -> Vec<String>) -> Self {
             let issuer = Issuer::start(users());
             let registry = Registry::start(&issuer.realm(), &issuer.bundle());
             seed(&registry, "team/app:1.0", "seed", "seed-pw");
@@ -382,7 +475,7 @@ pub mod world {
                 "--ecr-endpoint".to_owned(),
                 format!("{}/ecr/", issuer.peer.url()),
             ];
-            args.extend(extra_args.iter().cloned());
+            args.extend(extra(&registry));
             let server = Pullpassd::start_with(Options { args, ..Default::default() }).expect("pullpassd starts");
             let client = server.client().await;
             create_workspace(&client, "acme").await;
