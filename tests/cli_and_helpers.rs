@@ -410,3 +410,94 @@ async fn the_cli_never_takes_secrets_as_arguments_and_its_json_and_exit_codes_ar
     let completions = run("pullpass", &["completions", "bash"], &[], None);
     assert!(String::from_utf8_lossy(&completions.stdout).contains("pullpass"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_runtime_helper_serves_bearer_only_registries_through_the_gateway() {
+    use pullpass_tests::gateway::{ALIAS, GatewayWorld, Skopeo, oci_manifest_digest};
+    let gw = GatewayWorld::start().await;
+    let server = &gw.world.server;
+    let launcher = gw.world.client.create_access_token("acme", Role::Launcher, &[], None, "helpers").await.unwrap();
+    let env = env_for(server, &launcher.token);
+    let upstream_image = gw.world.registry.image("team/app:1.0");
+    let gateway_image = gw.image("team/app:1.0");
+    let bin_dir = binary("docker-credential-pullpass").parent().unwrap().to_owned();
+    let copy = |skopeo: &Skopeo, extra: &[&str], env: &[(&str, &str)]| {
+        let out = skopeo.home.path().join(format!("out-{}", extra.len()));
+        let mut args = vec!["copy", "--src-tls-verify=false"];
+        args.extend_from_slice(extra);
+        let source = format!("docker://{gateway_image}");
+        let target = format!("oci:{}:1.0", out.display());
+        args.push(&source);
+        args.push(&target);
+        let output = skopeo.run(&args, env);
+        assert!(output.status.success(), "skopeo {extra:?}: {}", String::from_utf8_lossy(&output.stderr));
+        oci_manifest_digest(&out)
+    };
+
+    // `pullpass auth --via-gateway`: the rewritten image, and a docker config.
+    let image = run("pullpass", &["auth", &upstream_image, "--via-gateway", "--format", "image"], &as_refs(&env), None);
+    assert!(image.status.success(), "{}", text(&image));
+    assert_eq!(String::from_utf8_lossy(&image.stdout).trim(), gateway_image);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    let rendered = run(
+        "pullpass",
+        &["auth", &upstream_image, "--via-gateway", "--format", "docker-config", "--out", config.to_str().unwrap()],
+        &as_refs(&env),
+        None,
+    );
+    assert!(rendered.status.success(), "{}", text(&rendered));
+    assert!(String::from_utf8_lossy(&rendered.stderr).contains(&format!("pull {gateway_image}")));
+    let skopeo = Skopeo::new();
+    let digest = copy(&skopeo, &["--authfile", config.to_str().unwrap()], &[]);
+    let secret =
+        run("pullpass", &["auth", &upstream_image, "--via-gateway", "--format", "k8s-secret"], &as_refs(&env), None);
+    assert!(secret.status.success(), "k8s-secret takes a gateway lease: {}", text(&secret));
+    let exports =
+        run("pullpass", &["auth", &upstream_image, "--via-gateway", "--format", "apptainer-env"], &as_refs(&env), None);
+    assert!(String::from_utf8_lossy(&exports.stdout).contains("export APPTAINER_DOCKER_USERNAME='pullpass'"));
+
+    // docker-credential-pullpass, asked for the gateway host.
+    let mut helper_env = env.clone();
+    helper_env.push(("PULLPASS_GATEWAY", gw.gateway.clone()));
+    let got = run("docker-credential-pullpass", &["get"], &as_refs(&helper_env), Some(&gw.gateway));
+    assert!(got.status.success(), "{}", text(&got));
+    let answer: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(answer["Username"], "pullpass");
+    let skopeo = Skopeo::new().with_path(&bin_dir);
+    let helpers =
+        skopeo.auth_file(&serde_json::json!({ "auths": {}, "credHelpers": { gw.gateway.clone(): "pullpass" } }));
+    let helper_env: Vec<(&str, &str)> = as_refs(&helper_env);
+    assert_eq!(copy(&skopeo, &["--authfile", helpers.to_str().unwrap()], &helper_env), digest);
+
+    // The kubelet plugin, asked for an image on the gateway host.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &launcher.token).unwrap();
+    let args = [
+        "--endpoint",
+        &server.endpoint(),
+        "--workspace",
+        "acme",
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--gateway",
+        &gw.gateway,
+    ];
+    let request = serde_json::json!({
+        "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+        "kind": "CredentialProviderRequest",
+        "image": gateway_image,
+    })
+    .to_string();
+    let answered = run("pullpass-kubelet-credential-provider", &args, &[], Some(&request));
+    assert!(answered.status.success(), "{}", text(&answered));
+    let response: serde_json::Value = serde_json::from_slice(&answered.stdout).unwrap();
+    let auth = &response["auth"][format!("{}/{ALIAS}/team/app", gw.gateway)];
+    assert_eq!(auth["username"], "pullpass");
+    let cache: u64 = response["cacheDuration"].as_str().unwrap().trim_end_matches('s').parse().unwrap();
+    assert!(cache > 0 && cache < 3600, "below the password's life: {cache}");
+    let password = auth["password"].as_str().unwrap().to_owned();
+    assert!(password.starts_with("ppg_"));
+    let creds = format!("pullpass:{password}");
+    assert_eq!(copy(&Skopeo::new(), &["--src-creds", &creds], &[]), digest);
+}

@@ -50,7 +50,12 @@ async fn sigterm_drains_in_flight_rpcs_and_closes_the_database_cleanly() {
             (i, create_credential(&client, &format!("c{i:03}"), credential(Provider::Generic, "pw")).await)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    // Signal once calls are flowing (a fixed sleep raced the first requests
+    // reaching the server), so that many are in flight at SIGTERM.
+    let flowing = std::time::Instant::now() + Duration::from_secs(10);
+    while server.current_logs().matches("CreateCredential").count() < 20 && std::time::Instant::now() < flowing {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let _ = std::process::Command::new("kill").arg("-TERM").arg(server.pid().to_string()).status();
     let mut acknowledged = Vec::new();
     for task in tasks {

@@ -130,7 +130,11 @@ impl Pullpassd {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(if options.text_logs { vec![] } else { vec!["--log-format", "json"] })
+            .args(if options.text_logs || options.args.iter().any(|a| a == "--log-format") {
+                vec![]
+            } else {
+                vec!["--log-format", "json"]
+            })
             .args(&options.args)
             .env_remove("PULLPASS_MASTER_KEY")
             .env("PULLPASS_LOG", "info")

@@ -66,7 +66,7 @@ impl RegistryAuthService for RegistryAuthApi {
                 )
                 .into());
             }
-            let leases = pulls.issue(&principal, &lease_request).await?;
+            let leases = pulls.issue(&principal, &lease_request, request.min_ttl.is_some()).await?;
             Ok(leases.into_iter().map(|outcome| outcome.map(gateway_auth)).collect())
         }
         .await;

@@ -141,6 +141,18 @@ fn rewrite_link(link: &str, gateway_ref: &GatewayRef, repository: &str) -> Optio
     Some(format!("{}<{rewritten}>{}", &link[..start], &link[end + 1..]))
 }
 
+/// The path as logged: control characters replaced, at most 512
+/// characters (a blob path with its digest fits; the query is never
+/// logged).
+fn loggable_path(path: &str) -> String {
+    const MAX: usize = 512;
+    let mut text: String = path.chars().take(MAX).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if path.chars().count() > MAX {
+        text.push('…');
+    }
+    text
+}
+
 /// What the log line of a request says.
 #[derive(Debug)]
 pub struct RequestLog {
@@ -172,7 +184,7 @@ impl RequestLog {
             error: None,
             cached: false,
             method: request.method().clone(),
-            path: crate::domain::ids::shorten(request.uri().path()),
+            path: loggable_path(request.uri().path()),
             started: Instant::now(),
             status: 0,
             bytes: 0,

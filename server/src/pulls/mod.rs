@@ -37,7 +37,7 @@ use crate::access::{Authenticator, Principal};
 use crate::audit::{Actor, Auditor};
 use crate::broker::{Broker, Issued, LeaseRequest, MAX_IMAGES, UpstreamAuth};
 use crate::domain::credential::StoredCredential;
-use crate::domain::{Accept, ProjectName, Timestamp};
+use crate::domain::{Accept, ProjectName, Timestamp, WorkspaceId};
 use crate::error::Error;
 use crate::upstream::content::{ContentRequest, Opened};
 use address::Addressing;
@@ -53,6 +53,9 @@ pub const MAX_MANIFEST_BYTES: usize = 8 * 1024 * 1024;
 const MAX_TAGS_BYTES: usize = 8 * 1024 * 1024;
 /// Longest a registry may stall in the middle of a blob.
 const BLOB_IDLE: Duration = Duration::from_secs(60);
+/// Least life of the registry token checked when a gateway lease is issued
+/// (the gateway renews it on its own when it runs out).
+const GATEWAY_UPSTREAM_MIN_TTL: Duration = Duration::from_secs(30);
 /// Largest error body read to learn a registry's error code.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 
@@ -320,11 +323,21 @@ impl Pulls {
     /// is handled by the broker as a lease would be (credential choice, an
     /// upstream exchange that checks the credential and warms the cache, an
     /// audit event); the images that succeed share one gateway password.
+    /// A `min_ttl` the caller gave applies to the password (the gateway
+    /// renews the registry's tokens itself).
     pub async fn issue(
         &self,
         principal: &Principal,
         request: &LeaseRequest,
+        min_ttl_given: bool,
     ) -> Result<Vec<Result<GatewayLease, Error>>, Error> {
+        let ttl = self.inner.settings.password_ttl;
+        if min_ttl_given && request.min_ttl > ttl {
+            return Err(Error::invalid(
+                "min_ttl",
+                format!("gateway passwords live at most {} s on this server (--gateway-password-ttl)", ttl.as_secs()),
+            ));
+        }
         if request.images.is_empty() {
             return Err(Error::invalid("images", "name at least one image"));
         }
@@ -335,20 +348,36 @@ impl Pulls {
             return Err(Error::invalid("actions", "the pull gateway is read-only: via_gateway takes PULL only"));
         }
         let addressing = self.addressing();
-        let mapped: Vec<Result<String, Error>> = request
+        // Each image's upstream reference and its name on the gateway, known
+        // before any exchange: an image the gateway cannot name costs the
+        // registry nothing. A reference that does not parse goes to the
+        // broker as it is, which reports it.
+        let mapped: Vec<Result<(String, Option<String>), Error>> = request
             .images
             .iter()
             .enumerate()
-            .map(|(position, text)| match ImageRef::parse(text).ok().and_then(|i| addressing.upstream_image(&i)) {
-                None => Ok(text.clone()),
-                Some(Ok(upstream)) => Ok(upstream),
-                Some(Err(why)) => Err(Error::invalid(format!("images[{position}]"), why)),
+            .map(|(position, text)| {
+                let field = || format!("images[{position}]");
+                let upstream = match ImageRef::parse(text).ok().and_then(|i| addressing.upstream_image(&i)) {
+                    None => text.clone(),
+                    Some(Ok(upstream)) => upstream,
+                    Some(Err(why)) => return Err(Error::invalid(field(), why)),
+                };
+                let gateway_image =
+                    match ImageRef::parse(&upstream) {
+                        Ok(image) => Some(addressing.gateway_image(&image).map_err(|message| {
+                            Error::FailedPrecondition { reason: "GATEWAY_ALIAS_NEEDED", message }
+                        })?),
+                        Err(_) => None,
+                    };
+                Ok((upstream, gateway_image))
             })
             .collect();
         let upstream_request = LeaseRequest {
-            images: mapped.iter().filter_map(|m| m.as_ref().ok().cloned()).collect(),
+            images: mapped.iter().filter_map(|m| m.as_ref().ok().map(|(upstream, _)| upstream.clone())).collect(),
             actions: vec![Action::Pull],
             accept: Accept::Gateway,
+            min_ttl: request.min_ttl.min(GATEWAY_UPSTREAM_MIN_TTL),
             ..request.clone()
         };
         let mut issued = if upstream_request.images.is_empty() {
@@ -357,16 +386,15 @@ impl Pulls {
             self.inner.broker.issue(&upstream_request).await?
         }
         .into_iter();
-        let mut outcomes: Vec<Result<(Issued, String), Error>> = Vec::with_capacity(mapped.len());
-        for mapping in mapped {
-            let outcome = mapping.and_then(|_| issued.next().unwrap_or_else(|| Err(Error::internal("missing lease"))));
-            outcomes.push(outcome.and_then(|issued| {
-                let gateway_image = addressing
-                    .gateway_image(&issued.image)
-                    .map_err(|message| Error::FailedPrecondition { reason: "GATEWAY_ALIAS_NEEDED", message })?;
+        let outcomes: Vec<Result<(Issued, String), Error>> = mapped
+            .into_iter()
+            .map(|mapping| {
+                let (_, gateway_image) = mapping?;
+                let issued = issued.next().unwrap_or_else(|| Err(Error::internal("missing lease")))?;
+                let gateway_image = gateway_image.ok_or_else(|| Error::internal("a lease for an unparsed image"))?;
                 Ok((issued, gateway_image))
-            }));
-        }
+            })
+            .collect();
         let repositories: Vec<(RegistryHost, String)> = outcomes
             .iter()
             .filter_map(|o| o.as_ref().ok())
@@ -440,7 +468,7 @@ impl Pulls {
     /// `IssueRegistryAuth` would: the password's grant, the token's role and
     /// projects, and a credential of the workspace that serves the
     /// repository for the project. Nothing is dialled and no cache is read
-    /// before this passes.
+    /// before this passes. A refusal is audited.
     pub async fn authorize(
         &self,
         caller: &Caller,
@@ -448,6 +476,34 @@ impl Pulls {
         repository: &str,
         actor: Actor,
     ) -> Result<Pull, PullError> {
+        let checked = self.check(caller, registry, repository).await;
+        match checked {
+            Ok((image, credential)) => Ok(Pull { image, credential, actor }),
+            Err(error) => {
+                let workspace = match caller {
+                    Caller::Password { grant, .. } => Some(&grant.workspace),
+                    Caller::Token { principal, .. } => principal.workspace.as_ref(),
+                };
+                let workspace_name = workspace.map(WorkspaceId::name).unwrap_or_default();
+                let mut event = actor.event(
+                    "GatewayPull",
+                    workspace.map_or("", WorkspaceId::as_str),
+                    &workspace_name,
+                    error.audit_code(),
+                );
+                event.image = crate::domain::ids::shorten(&format!("{registry}/{repository}"));
+                self.inner.auditor.record_lease(event);
+                Err(error)
+            }
+        }
+    }
+
+    async fn check(
+        &self,
+        caller: &Caller,
+        registry: &RegistryHost,
+        repository: &str,
+    ) -> Result<(ImageRef, Arc<StoredCredential>), PullError> {
         let image = ImageRef::parse(&format!("{registry}/{repository}")).map_err(|e| PullError::Invalid {
             code: "NAME_INVALID",
             message: format!("`{}` {e}", crate::domain::ids::shorten(&format!("{registry}/{repository}"))),
@@ -474,7 +530,7 @@ impl Pulls {
         };
         authorize(caller.principal(), Permission::IssueRegistryAuth(&workspace, project.as_ref()))?;
         let credential = self.inner.broker.choose_credential(&workspace, project.as_ref(), &image).await?;
-        Ok(Pull { image, credential, actor })
+        Ok((image, credential))
     }
 
     /// A manifest: from the cache, or fetched (once for concurrent callers)
