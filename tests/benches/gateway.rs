@@ -7,8 +7,9 @@
 //!    alternating rounds, with a client that hashes what it receives (as
 //!    every runtime does) and one that only counts the bytes;
 //! 2. warm manifest GET latency by tag, through the gateway and direct;
-//! 3. a cold pull of a new image by 50 runtimes at once: what reached the
-//!    registry and its token issuer, by kind;
+//! 3. a cold pull of a new image by 50 runtimes at once, before pullpassd
+//!    has contacted the registry (run first, printed third): what reached
+//!    the registry and its token issuer, by kind;
 //! 4. pullpassd's RSS while 8 blobs stream at once, for a 64 MiB and a
 //!    256 MiB blob: it must not grow with the blob's size.
 //!
@@ -39,7 +40,7 @@ fn main() {
 }
 
 async fn run(blob_mib: u64, rounds: usize, manifests: usize, pullers: usize) {
-    let gw = GatewayWorld::start_with(&["--log-format", "text"]).await;
+    let gw = Arc::new(GatewayWorld::start_with(&["--log-format", "text"]).await);
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     println!(
         "pullpass gateway bench ({cpus} CPUs; docker-registry {} with token auth on loopback)",
@@ -48,11 +49,13 @@ async fn run(blob_mib: u64, rounds: usize, manifests: usize, pullers: usize) {
     println!("pullpassd at default settings: info logs to a file, audit on");
     println!();
 
+    // First, while pullpassd has not yet contacted the registry.
+    let cold = cold_pull(&gw, pullers).await;
     let started = Instant::now();
-    let small = seed_with_layer(&gw.world.registry, "team/medium:1.0", "seed", "seed-pw", Some(64 * MIB));
-    let big = seed_with_layer(&gw.world.registry, "team/big:1.0", "seed", "seed-pw", Some(blob_mib * MIB));
+    seed_with_layer(&gw.world.registry, "team/medium:1.0", "seed", "seed-pw", Some(64 * MIB));
+    seed_with_layer(&gw.world.registry, "team/big:1.0", "seed", "seed-pw", Some(blob_mib * MIB));
     println!("(seeded 64 MiB and {blob_mib} MiB layers in {:.1} s)", started.elapsed().as_secs_f64());
-    let _ = small;
+    let pid = gw.world.server.pid();
     let direct_token = ok(&gw.world.issue(&[&gw.world.registry.image("team/big:1.0")], &[]).await[0]).token.clone();
     let direct_auth = format!("Bearer {direct_token}");
     let auths = gw.leases(&["team/big:1.0", "team/medium:1.0"], None).await;
@@ -65,11 +68,19 @@ async fn run(blob_mib: u64, rounds: usize, manifests: usize, pullers: usize) {
     println!("1. one {blob_mib} MiB blob, served by the registry itself (no redirect); {rounds} alternating rounds");
     for verify in [true, false] {
         let (mut direct, mut through) = (Vec::new(), Vec::new());
+        let mut gateway_cpu = Duration::ZERO;
+        let (mut direct_busy, mut through_busy) = (0.0, 0.0);
         for _ in 0..rounds {
             let url = format!("{direct_base}/team/big/blobs/{big_layer}");
+            let busy = busy_ticks();
             direct.push(transfer(&url, &direct_auth, &big_layer, verify).await);
+            direct_busy += busy_ticks().since(&busy);
             let url = format!("{gateway_base}/team/big/blobs/{big_layer}");
+            let cpu = cpu_time(pid);
+            let busy = busy_ticks();
             through.push(transfer(&url, &gateway_auth, &big_layer, verify).await);
+            through_busy += busy_ticks().since(&busy);
+            gateway_cpu += cpu_time(pid).saturating_sub(cpu);
         }
         let (direct, through) = (median(direct), median(through));
         let client = if verify { "client hashing (as runtimes do)" } else { "client counting bytes only" };
@@ -80,33 +91,50 @@ async fn run(blob_mib: u64, rounds: usize, manifests: usize, pullers: usize) {
             through / direct,
             if through / direct >= 0.8 { "met" } else { "NOT met" }
         );
+        let per_mib = gateway_cpu.as_secs_f64() / (rounds as f64 * blob_mib as f64);
+        println!(
+            "   {:<34} pullpassd CPU {:.2} ms per MiB streamed (one core streams {:.0} MiB/s); machine busy {:.0}% direct, {:.0}% through the gateway",
+            "",
+            per_mib * 1e3,
+            1.0 / per_mib,
+            100.0 * direct_busy / rounds as f64,
+            100.0 * through_busy / rounds as f64
+        );
     }
     println!();
 
     println!("2. warm manifest GET by tag, {manifests} sequential requests each, alternating halves");
     let direct_url = format!("{direct_base}/team/big/manifests/1.0");
     let gateway_url = format!("{gateway_base}/team/big/manifests/1.0");
-    let (mut direct, mut through) = (Vec::new(), Vec::new());
     let client = http_client();
-    for url in [&direct_url, &gateway_url] {
-        get_manifest(&client, url, if url == &direct_url { &direct_auth } else { &gateway_auth }).await;
+    let mut sides = [
+        (&direct_url, &direct_auth, Vec::new(), Duration::ZERO),
+        (&gateway_url, &gateway_auth, Vec::new(), Duration::ZERO),
+    ];
+    for (url, auth, _, _) in &sides {
+        get_manifest(&client, url, auth).await;
     }
-    let started = Instant::now();
-    for half in 0..2 {
-        for (url, auth, into) in [(&direct_url, &direct_auth, &mut direct), (&gateway_url, &gateway_auth, &mut through)]
-        {
+    for _ in 0..2 {
+        for (url, auth, latencies, elapsed) in sides.iter_mut() {
+            let started = Instant::now();
             for _ in 0..manifests / 2 {
                 let t = Instant::now();
                 get_manifest(&client, url, auth).await;
-                into.push(t.elapsed());
+                latencies.push(t.elapsed());
             }
-            let _ = half;
+            *elapsed += started.elapsed();
         }
     }
-    let elapsed = started.elapsed() / 2;
-    let (direct, through) = (figures(direct, elapsed), figures(through, elapsed));
+    let [(_, _, direct, direct_elapsed), (_, _, through, through_elapsed)] = sides;
+    let count = direct.len();
+    let (direct, through) = (figures(direct, direct_elapsed), figures(through, through_elapsed));
     print_latency("direct from the registry", &direct);
     print_latency("through the gateway (warm)", &through);
+    println!(
+        "   ({count} each: {:.2} s direct, {:.2} s through the gateway)",
+        direct_elapsed.as_secs_f64(),
+        through_elapsed.as_secs_f64()
+    );
     let allowed = direct.p50 + Duration::from_millis(1);
     println!(
         "   gateway p50 {:.3} ms vs target <= direct + 1 ms = {:.3} ms: {}",
@@ -117,45 +145,10 @@ async fn run(blob_mib: u64, rounds: usize, manifests: usize, pullers: usize) {
     println!();
 
     println!("3. a cold pull of a new image by {pullers} runtimes at once (one gateway password, asked by a launcher)");
-    pullpass_tests::registry::seed(&gw.world.registry, "team/cold:1.0", "seed", "seed-pw");
-    let tokens_before = gw.world.token_requests();
-    let served_before = gw.world.registry.served().len();
-    let started = Instant::now();
-    let cold = IssueRegistryAuthRequest {
-        workspace: "workspaces/acme".into(),
-        images: vec![gw.world.registry.image("team/cold:1.0")],
-        via_gateway: true,
-        ..Default::default()
-    };
-    let cold = gw.world.client.registry_auth_service().issue_registry_auth(cold).await.unwrap().into_inner().auths;
-    let cold_auth = basic("pullpass", &ok(&cold[0]).password);
-    let gw = Arc::new(gw);
-    let pulls: Vec<_> = (0..pullers)
-        .map(|_| {
-            let (gw, auth) = (Arc::clone(&gw), cold_auth.clone());
-            tokio::spawn(async move { pull(&gw, "team/cold", "1.0", &auth).await })
-        })
-        .collect();
-    for pulled in pulls {
-        pulled.await.expect("a pull");
-    }
-    let wall = started.elapsed();
-    let served = gw.world.registry.served();
-    let served = &served[served_before..];
-    let kind = |f: &dyn Fn(&str) -> bool| served.iter().filter(|s| f(&s.uri)).count();
-    println!(
-        "   wall {:.0} ms; upstream: {} token request(s), {} challenge (GET /v2/), {} manifest GET(s), {} blob GET(s) ({} per runtime: 2 blobs each)",
-        ms(wall),
-        gw.world.token_requests() - tokens_before,
-        kind(&|u| u == "/v2/"),
-        kind(&|u| u.contains("/manifests/")),
-        kind(&|u| u.contains("/blobs/")),
-        kind(&|u| u.contains("/blobs/")) as f64 / pullers as f64,
-    );
+    println!("{cold}");
     println!();
 
     println!("4. pullpassd RSS while 8 clients stream a blob through the gateway at once");
-    let pid = gw.world.server.pid();
     let idle = rss_kib(pid);
     for (size, layer, repository) in [(64, &medium_layer, "team/medium"), (blob_mib, &big_layer, "team/big")] {
         let (peak, mib_per_s) =
@@ -170,6 +163,45 @@ async fn run(blob_mib: u64, rounds: usize, manifests: usize, pullers: usize) {
     let dropped = gw.world.server.current_logs().matches("lease event was dropped").count();
     println!();
     println!("audit events dropped: {dropped}");
+}
+
+/// 50 runtimes pulling a new image at once, before pullpassd has contacted
+/// the registry: what reached the registry and its issuer, by kind.
+async fn cold_pull(gw: &Arc<GatewayWorld>, pullers: usize) -> String {
+    pullpass_tests::registry::seed(&gw.world.registry, "team/cold:1.0", "seed", "seed-pw");
+    let tokens_before = gw.world.token_requests();
+    let served_before = gw.world.registry.served().len();
+    let started = Instant::now();
+    let cold = IssueRegistryAuthRequest {
+        workspace: "workspaces/acme".into(),
+        images: vec![gw.world.registry.image("team/cold:1.0")],
+        via_gateway: true,
+        ..Default::default()
+    };
+    let cold = gw.world.client.registry_auth_service().issue_registry_auth(cold).await.unwrap().into_inner().auths;
+    let cold_auth = basic("pullpass", &ok(&cold[0]).password);
+    let pulls: Vec<_> = (0..pullers)
+        .map(|_| {
+            let (gw, auth) = (Arc::clone(gw), cold_auth.clone());
+            tokio::spawn(async move { pull(&gw, "team/cold", "1.0", &auth).await })
+        })
+        .collect();
+    for pulled in pulls {
+        pulled.await.expect("a pull");
+    }
+    let wall = started.elapsed();
+    let served = gw.world.registry.served();
+    let served = &served[served_before..];
+    let kind = |f: &dyn Fn(&str) -> bool| served.iter().filter(|s| f(&s.uri)).count();
+    format!(
+        "   wall {:.0} ms (password included); upstream: {} token request(s), {} challenge (GET /v2/), {} manifest GET(s), {} blob GET(s) ({:.0} per runtime: its 2 blobs)",
+        ms(wall),
+        gw.world.token_requests() - tokens_before,
+        kind(&|u| u == "/v2/"),
+        kind(&|u| u.contains("/manifests/")),
+        kind(&|u| u.contains("/blobs/")),
+        kind(&|u| u.contains("/blobs/")) as f64 / pullers as f64,
+    )
 }
 
 fn registry_version() -> String {
@@ -279,6 +311,38 @@ async fn streaming_rss(pid: u32, url: &str, auth: &str) -> (u64, f64) {
     done.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     (peak.load(Ordering::Relaxed), total as f64 / MIB as f64 / elapsed.as_secs_f64())
+}
+
+/// The machine's busy and total CPU ticks (from `/proc/stat`).
+struct Ticks {
+    busy: u64,
+    total: u64,
+}
+
+impl Ticks {
+    /// The busy share of the ticks since `earlier`.
+    fn since(&self, earlier: &Ticks) -> f64 {
+        (self.busy - earlier.busy) as f64 / (self.total - earlier.total).max(1) as f64
+    }
+}
+
+fn busy_ticks() -> Ticks {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    Ticks { busy: total - idle, total }
+}
+
+/// User and system CPU time `pid` has used.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok())).sum();
+    // Clock ticks are 1/100 s on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 /// Resident set size of `pid`, KiB.
