@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use pullpass::v1::AuthKind;
-use pullpass_tests::gateway::{ALIAS, GatewayWorld, Skopeo, basic, http_client, oci_manifest_digest, sha256};
+use pullpass_tests::gateway::{
+    ALIAS, GatewayWorld, OCI_MANIFEST, Skopeo, basic, http_client, oci_manifest_digest, pull_like_a_runtime, sha256,
+};
 use pullpass_tests::registry::world::{ALICE_PASSWORD, ok};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,32 +25,10 @@ async fn skopeo_copies_through_the_gateway_with_a_gateway_password_and_gets_the_
     assert!((3590..=3600).contains(&life), "a gateway password lives an hour by default, got {life} s");
 
     let skopeo = Skopeo::new();
-    let through = skopeo.home.path().join("through");
-    let copied = skopeo.run(
-        &[
-            "copy",
-            "--src-tls-verify=false",
-            "--src-creds",
-            &format!("pullpass:{}", auth.password),
-            &format!("docker://{}", auth.gateway_image),
-            &format!("oci:{}:1.0", through.display()),
-        ],
-        &[],
-    );
-    assert!(copied.status.success(), "skopeo through the gateway: {}", String::from_utf8_lossy(&copied.stderr));
-    let direct = skopeo.home.path().join("direct");
-    let copied = skopeo.run(
-        &[
-            "copy",
-            "--src-tls-verify=false",
-            "--src-creds",
-            &format!("alice:{ALICE_PASSWORD}"),
-            &format!("docker://{}", gw.world.registry.image("team/app:1.0")),
-            &format!("oci:{}:1.0", direct.display()),
-        ],
-        &[],
-    );
-    assert!(copied.status.success(), "skopeo direct: {}", String::from_utf8_lossy(&copied.stderr));
+    let through =
+        skopeo.copy(&auth.gateway_image, &format!("pullpass:{}", auth.password)).expect("through the gateway");
+    let direct =
+        skopeo.copy(&gw.world.registry.image("team/app:1.0"), &format!("alice:{ALICE_PASSWORD}")).expect("direct");
     assert_eq!(oci_manifest_digest(&through), oci_manifest_digest(&direct));
 }
 
@@ -128,8 +108,6 @@ fn raw_head(address: &str, path: &str, authorization: &str) -> (String, Vec<(Str
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifests_and_blobs_pass_the_pull_checks_of_the_distribution_conformance_suite() {
@@ -434,48 +412,6 @@ async fn access_tokens_work_as_passwords_and_are_authorized_like_issue_registry_
     assert_eq!(response.status(), 200);
 }
 
-/// Pulls an image the way a runtime does, over HTTP: HEAD the tag, GET the
-/// manifest by digest, GET every blob; checks every digest.
-async fn pull_over_http(gw: &GatewayWorld, repository: &str, tag: &str, authorization: &str) {
-    let client = http_client();
-    let base = gw.url(&format!("/v2/{ALIAS}/{repository}"));
-    let head = client
-        .head(format!("{base}/manifests/{tag}"))
-        .header("authorization", authorization)
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head.status(), 200);
-    let digest = head.headers()["docker-content-digest"].to_str().unwrap().to_owned();
-    let manifest = client
-        .get(format!("{base}/manifests/{digest}"))
-        .header("authorization", authorization)
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(sha256(&manifest), digest);
-    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_owned()];
-    blobs.extend(manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_owned()));
-    for blob in blobs {
-        let body = client
-            .get(format!("{base}/blobs/{blob}"))
-            .header("authorization", authorization)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert_eq!(sha256(&body), blob);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_pulls_of_a_new_image_cost_one_token_request_and_one_manifest_fetch() {
     let gw = std::sync::Arc::new(GatewayWorld::start().await);
@@ -489,7 +425,7 @@ async fn fifty_concurrent_pulls_of_a_new_image_cost_one_token_request_and_one_ma
     let mut pulls = Vec::new();
     for _ in 0..50 {
         let (gw, authorization) = (std::sync::Arc::clone(&gw), authorization.clone());
-        pulls.push(tokio::spawn(async move { pull_over_http(&gw, "team/fresh", "1.0", &authorization).await }));
+        pulls.push(tokio::spawn(async move { pull_like_a_runtime(&gw, "team/fresh", "1.0", &authorization).await }));
     }
     for pull in pulls {
         pull.await.expect("a pull");
@@ -565,19 +501,9 @@ async fn a_hostile_upstream_serving_wrong_bytes_makes_the_client_fail_and_nothin
         assert_eq!(hostile.count("blob_requests"), attempt, "nothing of the bad blob is kept");
     }
     // skopeo, pulling the image, fails.
-    let skopeo = Skopeo::new();
-    let copied = skopeo.run(
-        &[
-            "copy",
-            "--src-tls-verify=false",
-            "--src-creds",
-            &format!("pullpass:{}", ok(&auths[2]).password),
-            &format!("docker://{}/evil/c/app:hostile", gw.gateway),
-            &format!("oci:{}:x", skopeo.home.path().join("out").display()),
-        ],
-        &[],
-    );
-    assert!(!copied.status.success(), "skopeo must not accept a blob that fails its digest");
+    let copied = Skopeo::new()
+        .copy(&format!("{}/evil/c/app:hostile", gw.gateway), &format!("pullpass:{}", ok(&auths[2]).password));
+    assert!(copied.is_err(), "skopeo must not accept a blob that fails its digest");
     assert!(!gw.world.server.logs().contains("mallory-CANARY-pw"));
 }
 
@@ -639,20 +565,9 @@ async fn blob_redirects_of_the_registry_reach_the_client_untouched_and_skopeo_fo
     assert!(response.headers().get("authorization").is_none());
     assert!(response.bytes().await.unwrap().is_empty());
 
-    let skopeo = Skopeo::new();
-    let out = skopeo.home.path().join("out");
-    let copied = skopeo.run(
-        &[
-            "copy",
-            "--src-tls-verify=false",
-            "--src-creds",
-            &format!("pullpass:{}", auth.password),
-            &format!("docker://{}", auth.gateway_image),
-            &format!("oci:{}:1.0", out.display()),
-        ],
-        &[],
-    );
-    assert!(copied.status.success(), "skopeo: {}", String::from_utf8_lossy(&copied.stderr));
+    Skopeo::new()
+        .copy(&auth.gateway_image, &format!("pullpass:{}", auth.password))
+        .expect("skopeo follows the redirects");
     assert!(blob_server.count("requests") >= 2, "the blobs came from the static server");
     assert_eq!(blob_server.count("requests_with_authorization"), 0, "no credentials went to the CDN");
 }
@@ -876,7 +791,7 @@ async fn pulls_are_audited_per_manifest_and_logged_per_request_without_secrets()
     let password = ok(&auths[0]).password.clone();
     let authorization = basic("pullpass", &password);
     let mut seen = Vec::new();
-    pull_over_http(&gw, "team/app", "1.0", &authorization).await;
+    pull_like_a_runtime(&gw, "team/app", "1.0", &authorization).await;
     for path in [
         format!("/v2/{ALIAS}/team/app/manifests/1.0"),
         format!("/v2/{ALIAS}/team/app/manifests/9.9"),

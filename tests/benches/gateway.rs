@@ -23,11 +23,10 @@ use std::time::{Duration, Instant};
 
 use pullpass::v1::IssueRegistryAuthRequest;
 use pullpass_tests::bench::{Figures, env_count, figures};
-use pullpass_tests::gateway::{ALIAS, GatewayWorld, basic, http_client, sha256};
+use pullpass_tests::gateway::{ALIAS, GatewayWorld, OCI_MANIFEST, basic, http_client, pull_like_a_runtime};
 use pullpass_tests::registry::seed_with_layer;
 use pullpass_tests::registry::world::ok;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MIB: u64 = 1024 * 1024;
 
 fn main() {
@@ -183,7 +182,7 @@ async fn cold_pull(gw: &Arc<GatewayWorld>, pullers: usize) -> String {
     let pulls: Vec<_> = (0..pullers)
         .map(|_| {
             let (gw, auth) = (Arc::clone(gw), cold_auth.clone());
-            tokio::spawn(async move { pull(&gw, "team/cold", "1.0", &auth).await })
+            tokio::spawn(async move { pull_like_a_runtime(&gw, "team/cold", "1.0", &auth).await })
         })
         .collect();
     for pulled in pulls {
@@ -248,30 +247,6 @@ async fn transfer(url: &str, auth: &str, digest: &str, verify: bool) -> f64 {
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
-}
-
-/// A runtime's pull: HEAD the tag, the manifest by digest, every blob.
-async fn pull(gw: &GatewayWorld, repository: &str, tag: &str, auth: &str) {
-    let client = http_client();
-    let base = gw.url(&format!("/v2/{ALIAS}/{repository}"));
-    let head = client
-        .head(format!("{base}/manifests/{tag}"))
-        .header("authorization", auth)
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head.status(), 200);
-    let digest = head.headers()["docker-content-digest"].to_str().unwrap().to_owned();
-    let manifest = get_manifest(&client, &format!("{base}/manifests/{digest}"), auth).await;
-    assert_eq!(sha256(&manifest), digest);
-    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_owned()];
-    blobs.extend(manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_owned()));
-    for blob in blobs {
-        let body = client.get(format!("{base}/blobs/{blob}")).header("authorization", auth).send().await.unwrap();
-        assert_eq!(sha256(&body.bytes().await.unwrap()), blob);
-    }
 }
 
 /// Peak RSS (KiB) of `pid` while 8 clients GET `url` at once, and the

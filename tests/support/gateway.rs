@@ -17,6 +17,8 @@ use crate::registry::world::{ALICE_PASSWORD, World, ok};
 
 /// The alias the test registry has on the gateway.
 pub const ALIAS: &str = "local";
+/// The OCI image manifest media type (the test images' manifests).
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// A [`World`] whose gateway serves the registry as `local`, with
 /// credential `reg` (alice, who may pull `team/*`) in workspace acme.
@@ -114,6 +116,32 @@ pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", digest.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
+/// Pulls `repository:tag` through the gateway the way a runtime does, over
+/// HTTP: HEAD the tag, GET the manifest by digest, GET every blob; checks
+/// every digest.
+pub async fn pull_like_a_runtime(gw: &GatewayWorld, repository: &str, tag: &str, authorization: &str) {
+    let client = http_client();
+    let base = gw.url(&format!("/v2/{ALIAS}/{repository}"));
+    let get = |url: String, method: reqwest::Method| {
+        client.request(method, url).header("authorization", authorization).header("accept", OCI_MANIFEST).send()
+    };
+    let head = get(format!("{base}/manifests/{tag}"), reqwest::Method::HEAD).await.expect("HEAD the tag");
+    assert_eq!(head.status(), 200, "HEAD {repository}:{tag}");
+    let digest = head.headers()["docker-content-digest"].to_str().expect("a digest").to_owned();
+    let manifest = get(format!("{base}/manifests/{digest}"), reqwest::Method::GET).await.expect("GET the manifest");
+    let manifest = manifest.bytes().await.expect("the manifest");
+    assert_eq!(sha256(&manifest), digest);
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).expect("manifest JSON");
+    let mut blobs = vec![manifest["config"]["digest"].as_str().expect("a config").to_owned()];
+    blobs.extend(
+        manifest["layers"].as_array().into_iter().flatten().filter_map(|l| l["digest"].as_str()).map(str::to_owned),
+    );
+    for blob in blobs {
+        let body = get(format!("{base}/blobs/{blob}"), reqwest::Method::GET).await.expect("GET a blob");
+        assert_eq!(sha256(&body.bytes().await.expect("the blob")), blob);
+    }
+}
+
 /// skopeo with its own `$HOME` (so `~/.config/containers/registries.conf`
 /// and credential helpers can be set per test), no stdin, a permissive
 /// signature policy, a bounded time.
@@ -151,6 +179,24 @@ impl Skopeo {
     pub fn with_path(mut self, dir: &Path) -> Self {
         self.path = Some(format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()));
         self
+    }
+
+    /// `skopeo copy --src-creds CREDS docker://IMAGE oci:DIR` over plain
+    /// http; the OCI layout's directory, or skopeo's error.
+    pub fn copy(&self, image: &str, creds: &str) -> Result<PathBuf, String> {
+        let layout = self.home.path().join(format!("copy-{}", image.replace(['/', ':', '@'], "_")));
+        let copied = self.run(
+            &[
+                "copy",
+                "--src-tls-verify=false",
+                "--src-creds",
+                creds,
+                &format!("docker://{image}"),
+                &format!("oci:{}:copied", layout.display()),
+            ],
+            &[],
+        );
+        if copied.status.success() { Ok(layout) } else { Err(String::from_utf8_lossy(&copied.stderr).into_owned()) }
     }
 
     /// Runs skopeo with `args` (and `env`).

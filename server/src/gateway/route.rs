@@ -173,13 +173,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::pulls::address::Alias;
 
     fn addressing() -> Addressing {
-        Addressing {
-            public_host: RegistryHost::parse("gw.example:50052").unwrap(),
-            aliases: vec![Alias::parse("local=127.0.0.1:5000").unwrap()],
-        }
+        Addressing::for_tests()
     }
 
     fn pull(path: &str, query: Option<&str>) -> GatewayRef {

@@ -84,16 +84,8 @@ impl Addressing {
     /// The reference to pull `image` through the gateway, such as
     /// `gw.example:50052/ghcr.io/acme/aligner:2.1`.
     pub fn gateway_image(&self, image: &ImageRef) -> Result<String, String> {
-        let mut text = format!("{}/{}/{}", self.public_host, self.prefix_of(image.registry())?, image.repository());
-        if let Some(tag) = image.tag() {
-            text.push(':');
-            text.push_str(tag);
-        }
-        if let Some(digest) = image.digest() {
-            text.push('@');
-            text.push_str(digest);
-        }
-        Ok(text)
+        let name = format!("{}/{}/{}", self.public_host, self.prefix_of(image.registry())?, image.repository());
+        Ok(with_reference(name, image))
     }
 
     /// For an image on the gateway host (`GW/ghcr.io/acme/aligner:2.1`),
@@ -118,17 +110,31 @@ impl Addressing {
                 self.public_host
             )));
         };
-        let mut text = format!("{upstream}/{rest}");
-        if let Some(tag) = image.tag() {
-            text.push(':');
-            text.push_str(tag);
-        }
-        if let Some(digest) = image.digest() {
-            text.push('@');
-            text.push_str(digest);
-        }
-        Some(Ok(text))
+        Some(Ok(with_reference(format!("{upstream}/{rest}"), image)))
     }
+
+    /// The gateway of the unit tests: `gw.example:50052`, with
+    /// `local=127.0.0.1:5000`.
+    #[cfg(test)]
+    pub fn for_tests() -> Self {
+        Self {
+            public_host: RegistryHost::parse("gw.example:50052").expect("a host"),
+            aliases: vec![Alias::parse("local=127.0.0.1:5000").expect("an alias")],
+        }
+    }
+}
+
+/// `name` with `image`'s `:tag` and `@digest`.
+fn with_reference(mut name: String, image: &ImageRef) -> String {
+    if let Some(tag) = image.tag() {
+        name.push(':');
+        name.push_str(tag);
+    }
+    if let Some(digest) = image.digest() {
+        name.push('@');
+        name.push_str(digest);
+    }
+    name
 }
 
 /// Registries are the same when they fold to the same name (Docker Hub's
@@ -152,10 +158,7 @@ mod tests {
     use super::*;
 
     fn addressing() -> Addressing {
-        Addressing {
-            public_host: RegistryHost::parse("gw.example:50052").unwrap(),
-            aliases: vec![Alias::parse("local=127.0.0.1:5000").unwrap()],
-        }
+        Addressing::for_tests()
     }
 
     #[test]

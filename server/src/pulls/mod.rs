@@ -202,6 +202,12 @@ pub struct Pull {
 }
 
 impl Pull {
+    /// What an upstream failure of this pull stands for (naming the
+    /// credential and registry).
+    fn upstream_error(&self, failure: crate::upstream::Failure) -> PullError {
+        PullError::from(failure.into_error(&self.credential.credential.name, self.image.endpoint()))
+    }
+
     fn origin(&self) -> Origin {
         Origin {
             credential: self.credential.credential.uid,
@@ -580,9 +586,7 @@ impl Pulls {
         }
         let media_type = opened.header("content-type").unwrap_or("application/octet-stream").to_owned();
         let claimed = opened.header("docker-content-digest").map(Digest::parse);
-        let bytes = opened.read(MAX_MANIFEST_BYTES, deadline).await.map_err(|failure| {
-            PullError::from(failure.into_error(&pull.credential.credential.name, pull.image.endpoint()))
-        })?;
+        let bytes = opened.read(MAX_MANIFEST_BYTES, deadline).await.map_err(|f| pull.upstream_error(f))?;
         let digest = match (reference, claimed) {
             (ManifestRef::Digest(wanted), _) => {
                 let actual = wanted.same_algorithm_of(&bytes);
@@ -656,9 +660,7 @@ impl Pulls {
         }
         let content_type = opened.header("content-type").unwrap_or("application/json").to_owned();
         let link = opened.header("link").map(str::to_owned);
-        let body = opened.read(MAX_TAGS_BYTES, deadline).await.map_err(|failure| {
-            PullError::from(failure.into_error(&pull.credential.credential.name, pull.image.endpoint()))
-        })?;
+        let body = opened.read(MAX_TAGS_BYTES, deadline).await.map_err(|f| pull.upstream_error(f))?;
         Ok(Tags { body: Bytes::from(body), content_type, link })
     }
 
@@ -688,13 +690,8 @@ impl Pulls {
                 lease: &auth.lease,
                 deadline,
             };
-            let opened = self
-                .inner
-                .broker
-                .upstream()
-                .open_content(&request)
-                .await
-                .map_err(|failure| PullError::from(failure.into_error(&credential.name, pull.image.endpoint())))?;
+            let opened =
+                self.inner.broker.upstream().open_content(&request).await.map_err(|f| pull.upstream_error(f))?;
             if opened.status == http::StatusCode::UNAUTHORIZED && attempt == 1 {
                 self.inner.broker.forget(&auth);
                 continue;
