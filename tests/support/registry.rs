@@ -260,11 +260,12 @@ impl Registry {
         Self { child: Some(child), address, config, log, blob_server, _root: root }
     }
 
-    /// Every request the registry has answered so far, oldest first (from
-    /// its `response completed` log lines).
+    /// Every request the registry has answered so far, oldest first: from
+    /// its `response completed` log lines, and its `error authorizing
+    /// context` lines (the 401 challenges, which it logs only so).
     pub fn served(&self) -> Vec<Served> {
         let lines = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        lines.iter().filter(|l| l.contains("msg=\"response completed\"")).filter_map(|l| parse_served(l)).collect()
+        lines.iter().filter_map(|l| parse_served(l)).collect()
     }
 
     /// Stops the registry (a later [`Registry::restart`] brings it back on
@@ -306,11 +307,14 @@ fn parse_served(line: &str) -> Option<Served> {
             None => rest.split_whitespace().next()?.to_owned(),
         })
     };
-    Some(Served {
-        method: field("http.request.method")?,
-        uri: field("http.request.uri")?,
-        status: field("http.response.status")?.parse().ok()?,
-    })
+    let status = if line.contains("msg=\"response completed\"") {
+        field("http.response.status")?.parse().ok()?
+    } else if line.contains("msg=\"error authorizing context") {
+        401
+    } else {
+        return None;
+    };
+    Some(Served { method: field("http.request.method")?, uri: field("http.request.uri")?, status })
 }
 
 fn spawn_registry(config: &Path, address: Option<&str>, log: &Arc<Mutex<Vec<String>>>) -> (Child, String) {
