@@ -10,6 +10,7 @@ use pullpass::v1::AuthKind;
 use pullpass_tests::gateway::{
     ALIAS, GatewayWorld, OCI_MANIFEST, Skopeo, basic, http_client, oci_manifest_digest, pull_like_a_runtime, sha256,
 };
+use pullpass_tests::registry::Served;
 use pullpass_tests::registry::world::{ALICE_PASSWORD, ok};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,6 +179,15 @@ async fn manifests_and_blobs_pass_the_pull_checks_of_the_distribution_conformanc
             .unwrap();
         assert_eq!(ranged.status(), 206, "a range of {path}");
         assert_eq!(ranged.bytes().await.unwrap().len(), 10.min(size as usize));
+        let beyond = http_client()
+            .get(gw.url(&path))
+            .header("authorization", &auth)
+            .header("range", format!("bytes={}-", size + 100))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(beyond.status(), 416, "a range past the end is the registry's 416");
+        assert_eq!(beyond.headers()["content-range"], format!("bytes */{size}").as_str());
     }
 
     // The tag list.
@@ -262,6 +272,23 @@ async fn wrong_expired_and_revoked_passwords_get_401() {
         )
         .await
         .unwrap();
+    let wants_a_minute = pullpass::v1::IssueRegistryAuthRequest {
+        workspace: "workspaces/acme".into(),
+        images: vec![gw.world.registry.image("team/app:1.0")],
+        via_gateway: true,
+        min_ttl: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        ..Default::default()
+    };
+    let status = gw
+        .world
+        .server
+        .client_with(Some(&expiring.token))
+        .await
+        .registry_auth_service()
+        .issue_registry_auth(wants_a_minute)
+        .await
+        .unwrap_err();
+    assert_eq!(pullpass_tests::error_reason(&status).as_deref(), Some("ACCESS_TOKEN_EXPIRES_SOON"), "{status:?}");
     let auths = gw.leases(&["team/app:1.0"], Some(&expiring.token)).await;
     let short = ok(&auths[0]);
     assert!(short.expire_time.as_ref().unwrap().seconds <= since_epoch.as_secs() as i64);
@@ -433,7 +460,10 @@ async fn fifty_concurrent_pulls_of_a_new_image_cost_one_token_request_and_one_ma
     assert_eq!(gw.world.token_requests() - tokens_before, 1, "one token request for 50 runtimes");
     let served = gw.world.registry.served();
     let manifests: Vec<_> = served[served_before..].iter().filter(|s| s.uri.contains("/manifests/")).collect();
-    assert_eq!(manifests.len(), 1, "one manifest fetch (by tag; the digest is then known): {manifests:?}");
+    let (heads, gets): (Vec<&&Served>, Vec<&&Served>) = manifests.iter().partition(|s| s.method == "HEAD");
+    assert_eq!(heads.len(), 1, "one HEAD of the tag, which registries do not count as a pull: {manifests:?}");
+    assert_eq!(gets.len(), 1, "one manifest fetch, by digest: {manifests:?}");
+    assert!(gets[0].uri.contains("/manifests/sha256:"), "{manifests:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -500,6 +530,38 @@ async fn a_hostile_upstream_serving_wrong_bytes_makes_the_client_fail_and_nothin
         assert!(received.is_err(), "attempt {attempt}: the transfer must end with an error, got {received:?}");
         assert_eq!(hostile.count("blob_requests"), attempt, "nothing of the bad blob is kept");
     }
+    // A 206 that holds the whole blob is checked like a 200; a 206 to a
+    // request for the whole blob is refused.
+    let whole_range = client
+        .get(gw.url(&format!("/v2/evil/b/app/blobs/{layer}")))
+        .header("authorization", &authorization)
+        .header("range", "bytes=0-")
+        .send()
+        .await;
+    let received = match whole_range {
+        Ok(response) => response.bytes().await.map(|b| b.to_vec()),
+        Err(e) => Err(e),
+    };
+    assert!(received.is_err(), "a whole-blob range is verified too: {received:?}");
+    let part = client
+        .get(gw.url(&format!("/v2/evil/b/app/blobs/{layer}")))
+        .header("authorization", &authorization)
+        .header("range", "bytes=1-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206, "a true range cannot be verified and is relayed");
+    assert_eq!(part.bytes().await.unwrap().len(), 4);
+    hostile.control(serde_json::json!({"corrupt": "blob", "partial": true}));
+    let response = client
+        .get(gw.url(&format!("/v2/evil/b/app/blobs/{layer}")))
+        .header("authorization", &authorization)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502, "a 206 to a request without a range");
+    hostile.control(serde_json::json!({"corrupt": "blob"}));
+
     // skopeo, pulling the image, fails.
     let copied = Skopeo::new()
         .copy(&format!("{}/evil/c/app:hostile", gw.gateway), &format!("pullpass:{}", ok(&auths[2]).password));
@@ -933,4 +995,25 @@ async fn a_rate_limited_or_unreachable_registry_is_toomanyrequests_or_unavailabl
     assert_eq!(response.status(), 503);
     assert_eq!(error_code(response).await, "UNAVAILABLE");
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_over_its_request_rate_is_told_to_wait_at_the_gateway_too() {
+    let gw = GatewayWorld::start_with(&["--rate-limit", "5"]).await;
+    let launcher =
+        gw.world.client.create_access_token("acme", pullpass::v1::Role::Launcher, &[], None, "").await.unwrap();
+    let authorization = basic("pullpass", &launcher.token);
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let response = request(&gw, reqwest::Method::GET, "/v2/", &authorization, None).await;
+        if response.status() == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+            assert_eq!(error_code(response).await, "TOOMANYREQUESTS");
+            statuses.push(429);
+        } else {
+            statuses.push(response.status().as_u16());
+        }
+    }
+    assert!(statuses[..10].iter().all(|s| *s == 200), "a burst of twice the rate: {statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
 }

@@ -30,6 +30,7 @@ pub mod request_id;
 pub mod seal;
 pub mod secret;
 pub mod server;
+pub mod singleflight;
 pub mod startup;
 pub mod store;
 pub mod tls;

@@ -10,9 +10,9 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::access::gateway_password::{self, GatewayPasswords};
+use crate::access::rate_limit::RateLimiter;
 use crate::access::tokens::AccessTokens;
 use crate::access::{self, Authenticator};
-use crate::api::rate_limit::RateLimiter;
 use crate::api::rpc_layer::RpcLayer;
 use crate::api::{self, ApiState};
 use crate::audit::{Actor, Appender, Auditor};
@@ -274,7 +274,7 @@ async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| StartupError(format!("reflection: {e}")))?;
 
     let router = Server::builder()
-        .layer(RpcLayer::new(authn, limiter))
+        .layer(RpcLayer::new(authn, limiter.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -308,7 +308,7 @@ async fn serve(
     let gateway_task = match (gateway, pulls) {
         (Some(bound), Some(pulls)) => {
             tracing::info!(address = %bound.address, public_host = %bound.public_host, transport = if bound.tls.is_some() { "TLS" } else { "plaintext" }, "gateway serving");
-            let handler = Gateway::new(pulls, settings.upstream_timeout);
+            let handler = Gateway::new(pulls, settings.upstream_timeout, limiter);
             let stopped = async move {
                 let _ = gateway_stopped.wait_for(|stop| *stop).await;
             };

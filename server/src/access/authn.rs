@@ -90,11 +90,16 @@ impl Authenticator {
         self.check(&record)
     }
 
+    /// Caches a record read from the database. A record that arrived
+    /// meanwhile (a revocation through [`Authenticator::refresh`]) is newer
+    /// than this read and wins.
     fn remember(&self, record: AccessTokenRecord) -> Arc<AccessTokenRecord> {
         let record = Arc::new(record);
-        self.cache.write().unwrap_or_else(|p| p.into_inner()).insert(record.token_hash, Arc::clone(&record));
-        self.by_id.write().unwrap_or_else(|p| p.into_inner()).insert(record.id.clone(), Arc::clone(&record));
-        record
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
+        let kept = Arc::clone(cache.entry(record.token_hash).or_insert(record));
+        by_id.entry(kept.id.clone()).or_insert_with(|| Arc::clone(&kept));
+        kept
     }
 
     /// Refuses revoked and expired tokens; records the use.
@@ -132,15 +137,14 @@ impl Authenticator {
         });
     }
 
-    /// Replaces (or drops) the cached record of a token after a change.
+    /// Puts the current record of a token in the cache after a change
+    /// (always: a read of the old record racing this one must not win).
     pub fn refresh(&self, record: &AccessTokenRecord) {
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
-        if cache.contains_key(&record.token_hash) || by_id.contains_key(&record.id) {
-            let fresh = Arc::new(record.clone());
-            cache.insert(record.token_hash, Arc::clone(&fresh));
-            by_id.insert(record.id.clone(), fresh);
-        }
+        let fresh = Arc::new(record.clone());
+        cache.insert(record.token_hash, Arc::clone(&fresh));
+        by_id.insert(record.id.clone(), fresh);
     }
 
     /// Drops every cached record (after a workspace deletion).
@@ -192,6 +196,20 @@ mod tests {
             assert!(matches!(error, Error::Unauthenticated(_)), "{bad:?}: {error:?}");
             assert!(!error.message().contains(token.expose()));
         }
+    }
+
+    #[tokio::test]
+    async fn a_revocation_seen_before_the_first_use_wins_over_the_database_read() {
+        let (_dir, store) = temp_store();
+        let (mut record, token) =
+            create_root_token(&store, &Default::default(), &Default::default(), "test").await.unwrap();
+        let authn = Authenticator::new(store);
+        // The revocation arrives while (in another request) the token's old
+        // row is being read: the read must not bring the token back.
+        record.revoke_time = Some(Timestamp::now());
+        authn.refresh(&record);
+        assert!(matches!(authn.authenticate_token(token.expose()).await, Err(Error::Unauthenticated(_))));
+        assert!(matches!(authn.principal_by_id(&record.id).await, Err(Error::Unauthenticated(_))));
     }
 
     #[tokio::test]

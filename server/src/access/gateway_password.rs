@@ -166,6 +166,11 @@ impl GatewayPasswords {
         if grant.expires <= now {
             return Err(PasswordError::Expired);
         }
+        // Defence in depth: no server mints longer-lived ones (a minute of
+        // clock skew between replicas allowed).
+        if grant.expires > now.plus(MAX_TTL + Duration::from_secs(60)) {
+            return Err(PasswordError::Unauthentic);
+        }
         Ok(grant)
     }
 }
@@ -310,6 +315,13 @@ mod tests {
         for junk in ["", "pp_abc", "ppg_", "ppg_!!!", "ppg_AQ", &format!("{}x", minted.expose())] {
             assert!(keys.verify(junk, Timestamp::now()).is_err(), "{junk}");
         }
+    }
+
+    #[test]
+    fn a_password_claiming_more_than_the_longest_life_is_refused() {
+        let keys = passwords(&["k1"], "k1");
+        let minted = keys.mint(&grant(MAX_TTL.as_secs() as i64 + 3600)).unwrap();
+        assert_eq!(keys.verify(minted.expose(), Timestamp::now()), Err(PasswordError::Unauthentic));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! * [`token`]: minting `pp_…` token strings and hashing them.
 //! * [`authn`]: turning an `authorization` header into a [`Principal`].
 //! * [`policy`]: what each role may do.
+//! * [`rate_limit`]: calls per second per token.
 //! * [`gateway_password`]: the stateless, short-lived passwords of the pull
 //!   gateway.
 //!
@@ -13,6 +14,7 @@
 pub mod authn;
 pub mod gateway_password;
 pub mod policy;
+pub mod rate_limit;
 pub mod token;
 pub mod tokens;
 

@@ -12,7 +12,6 @@ mod access_service;
 mod audit_service;
 pub mod convert;
 mod credential_service;
-pub mod rate_limit;
 mod registry_auth_service;
 pub mod rpc_layer;
 pub mod status;

@@ -19,8 +19,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use super::rate_limit::RateLimiter;
 use super::status::to_status;
+use crate::access::rate_limit::RateLimiter;
 use crate::access::{Authenticator, Principal};
 use crate::error::Error;
 use std::sync::Arc;

@@ -23,11 +23,13 @@ pub struct GatewayError {
     pub message: String,
     /// When to retry (429).
     pub retry_after: Option<Duration>,
+    /// The `Content-Range` of a 416.
+    pub content_range: Option<String>,
 }
 
 impl GatewayError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+        Self { status, code, message: message.into(), retry_after: None, content_range: None }
     }
 
     /// 401: credentials are needed (or were not valid).
@@ -64,6 +66,9 @@ impl GatewayError {
         {
             headers.push((http::header::RETRY_AFTER, value));
         }
+        if let Some(range) = self.content_range.as_deref().and_then(|r| HeaderValue::from_str(r).ok()) {
+            headers.push((http::header::CONTENT_RANGE, range));
+        }
         headers
     }
 }
@@ -80,6 +85,14 @@ impl From<PullError> for GatewayError {
             PullError::RateLimited { message, retry_after } => Self {
                 retry_after: Some(retry_after),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message)
+            },
+            PullError::RangeNotSatisfiable(range) => Self {
+                content_range: Some(range.clone()),
+                ..Self::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "UNSUPPORTED",
+                    format!("the range asked is not satisfiable ({range})"),
+                )
             },
             PullError::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", m),
             PullError::BadUpstream(m) => Self::new(StatusCode::BAD_GATEWAY, "UNKNOWN", m),

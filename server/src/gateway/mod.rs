@@ -21,6 +21,7 @@ pub mod route;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, header};
@@ -29,8 +30,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::access::rate_limit::RateLimiter;
 use crate::audit::Actor;
-use crate::pulls::Pulls;
+use crate::pulls::{PullError, Pulls};
 use crate::tls::{HANDSHAKE_TIMEOUT, ReloadableTls};
 use errors::GatewayError;
 use response::{Body, RequestLog};
@@ -44,14 +46,16 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Gateway {
     pulls: Pulls,
     timeout: Duration,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl Gateway {
     /// A gateway over `pulls`, giving each registry request `timeout` to
     /// answer (its headers; a blob body may then take as long as it needs,
-    /// if it never stalls).
-    pub fn new(pulls: Pulls, timeout: Duration) -> Self {
-        Self { pulls, timeout }
+    /// if it never stalls), and limiting each token's requests with
+    /// `limiter` (shared with the gRPC API) when given.
+    pub fn new(pulls: Pulls, timeout: Duration, limiter: Option<Arc<RateLimiter>>) -> Self {
+        Self { pulls, timeout, limiter }
     }
 
     /// Answers one request from `client`. Never fails: errors are
@@ -84,6 +88,10 @@ impl Gateway {
             })?;
         let caller = self.pulls.authenticate(&presented.username, &presented.password).await?;
         log.principal = caller.name();
+        if let Some(Err(retry_after)) = self.limiter.as_ref().map(|l| l.check(&caller.principal().token_id)) {
+            let message = format!("{} is over its request rate; retry shortly", caller.principal().resource_name);
+            return Err(PullError::RateLimited { message, retry_after }.into());
+        }
         let method = request.method();
         if method != Method::GET && method != Method::HEAD {
             return Err(GatewayError::method_not_allowed(method));
@@ -104,9 +112,9 @@ impl Gateway {
         match &gateway_ref.target {
             Target::Manifest(reference) => {
                 let accept = joined(request.headers(), header::ACCEPT);
-                let (manifest, cached) = self.pulls.manifest(&pull, reference, accept.as_deref(), deadline).await?;
+                let (answer, cached) = self.pulls.manifest(&pull, reference, accept.as_deref(), head, deadline).await?;
                 log.cached = cached;
-                Ok(response::manifest(&manifest, head))
+                Ok(response::manifest(&answer, head))
             }
             Target::Blob(digest) => {
                 let range = range::single_byte_range(request.headers().get(header::RANGE).map(|v| v.as_bytes()));
@@ -141,7 +149,8 @@ fn tags_query(query: Option<&str>) -> Option<String> {
 }
 
 /// Serves `gateway` on `listener` (over TLS when given) until `shutdown`
-/// completes, then lets open requests finish for up to `grace`.
+/// completes, then lets open requests finish for up to `grace` and closes
+/// whatever is still open.
 pub async fn serve(
     gateway: Gateway,
     listener: TcpListener,
@@ -150,6 +159,7 @@ pub async fn serve(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(60)));
@@ -164,6 +174,7 @@ pub async fn serve(
                     continue;
                 }
             },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
@@ -175,7 +186,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.as_ref().map(ReloadableTls::acceptor);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let served = match tls {
                 None => watcher.watch(builder.serve_connection(TokioIo::new(tcp), service).into_owned()).await,
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -200,8 +211,12 @@ pub async fn serve(
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => tracing::warn!("gateway: grace period over; closing open connections"),
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(open = connections.len(), "gateway: grace period over; closing open connections");
+            connections.abort_all();
+        }
     }
+    while connections.join_next().await.is_some() {}
 }
 
 #[cfg(test)]

@@ -17,8 +17,7 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 
 use super::errors::GatewayError;
 use super::route::GatewayRef;
-use crate::pulls::manifests::Manifest;
-use crate::pulls::{Blob, Tags};
+use crate::pulls::{Blob, ManifestAnswer, PullError, Tags};
 
 /// The body of every gateway response.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
@@ -53,16 +52,26 @@ pub fn api_root() -> Response<Body> {
     )
 }
 
-/// A manifest, byte for byte as the registry sent it.
-pub fn manifest(manifest: &Manifest, head: bool) -> Response<Body> {
+/// A manifest, byte for byte as the registry sent it (its head only for
+/// HEAD).
+pub fn manifest(answer: &ManifestAnswer, head: bool) -> Response<Body> {
+    let manifest = answer.head();
+    let body = match (head, answer.bytes()) {
+        (true, _) => empty(),
+        (false, Some(bytes)) => full(bytes.clone()),
+        (false, None) => {
+            let error = PullError::Internal("a manifest GET was answered without its bytes".into());
+            return self::error(&GatewayError::from(error), false);
+        }
+    };
     let digest = manifest.digest.to_string();
     let headers = [
         (header::CONTENT_TYPE, value(&manifest.media_type)),
-        (header::CONTENT_LENGTH, HeaderValue::from(manifest.bytes.len())),
+        (header::CONTENT_LENGTH, HeaderValue::from(manifest.length)),
         (header::HeaderName::from_static("docker-content-digest"), value(&digest)),
         (header::ETAG, value(&format!("\"{digest}\""))),
     ];
-    with_body(StatusCode::OK, &headers, if head { empty() } else { full(manifest.bytes.clone()) })
+    with_body(StatusCode::OK, &headers, body)
 }
 
 /// A blob: the registry's redirect, or its content streamed and verified.
@@ -171,7 +180,7 @@ pub struct RequestLog {
     started: Instant,
     status: u16,
     bytes: u64,
-    done: bool,
+    complete: bool,
 }
 
 impl RequestLog {
@@ -188,17 +197,18 @@ impl RequestLog {
             started: Instant::now(),
             status: 0,
             bytes: 0,
-            done: false,
+            complete: false,
         }
     }
+}
 
-    fn emit(&mut self, complete: bool) {
-        if self.done {
-            return;
-        }
-        self.done = true;
+/// The line is written once, when the log is dropped: with the body (its
+/// end, an error, or the client going away), or with the handler.
+impl Drop for RequestLog {
+    fn drop(&mut self) {
         let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let client = self.client.map(|c| c.to_string()).unwrap_or_default();
+        let complete = self.complete;
         let error = self.error.as_deref().unwrap_or(if complete { "" } else { "the response did not complete" });
         if self.status < 400 && complete {
             tracing::info!(target: "pullpass::gateway", method = %self.method, path = %self.path, status = self.status,
@@ -212,12 +222,6 @@ impl RequestLog {
     }
 }
 
-impl Drop for RequestLog {
-    fn drop(&mut self) {
-        self.emit(false);
-    }
-}
-
 /// `response` with a body that writes `log` when it ends.
 pub fn logged(response: Response<Body>, mut log: RequestLog) -> Response<Body> {
     log.status = response.status().as_u16();
@@ -225,6 +229,7 @@ pub fn logged(response: Response<Body>, mut log: RequestLog) -> Response<Body> {
     Response::from_parts(parts, BodyExt::boxed(Logged { inner: body, log: Some(log) }))
 }
 
+/// A body that counts what it sends and hands the log line its end.
 struct Logged {
     inner: Body,
     log: Option<RequestLog>,
@@ -245,12 +250,11 @@ impl HttpBody for Logged {
             Poll::Ready(Some(Err(e))) => {
                 if let Some(mut log) = self.log.take() {
                     log.error = Some(e.to_string());
-                    log.emit(false);
                 }
             }
             Poll::Ready(None) => {
                 if let Some(mut log) = self.log.take() {
-                    log.emit(true);
+                    log.complete = true;
                 }
             }
             Poll::Pending => {}
@@ -269,9 +273,9 @@ impl HttpBody for Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
-        // An empty body may never be polled to its end.
-        if let Some(mut log) = self.log.take() {
-            log.emit(self.inner.is_end_stream());
+        // An empty body (HEAD, redirects) may never be polled to its end.
+        if let Some(log) = self.log.as_mut() {
+            log.complete = self.inner.is_end_stream();
         }
     }
 }

@@ -1,25 +1,38 @@
 //! The gateway's manifest cache.
 //!
-//! Manifests are kept by digest, as the registry sent them (bytes and media
-//! type: never re-serialized), and a tag's answer for a short time
-//! (`--gateway-tag-ttl`). Entries belong to the credential that fetched
-//! them (its uid and secret version), so content is shared only between
-//! callers who were authorized to use that same credential: a workspace
-//! with its own account on a registry never sees what another workspace's
-//! account fetched. Concurrent misses for one key share one fetch
-//! (singleflight). Bounded by entries and bytes; the oldest go first.
+//! Two maps: manifests by digest, as the registry sent them (bytes and
+//! media type: never re-serialized), and what a tag names (its digest, media
+//! type and length), for a short time (`--gateway-tag-ttl`). A tag learnt
+//! from a HEAD costs the registry no manifest GET (which registries such as
+//! Docker Hub count as a pull); its bytes are then fetched by digest when a
+//! client asks for them.
+//!
+//! Entries belong to the credential that fetched them (its uid and secret
+//! version), so content is shared only between callers who were authorized
+//! to use that same credential: a workspace with its own account on a
+//! registry never sees what another workspace's account fetched. Bounded by
+//! entries and bytes; the oldest go first.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::OnceCell;
 
 use super::digest::Digest;
 use crate::domain::CredentialUid;
+
+/// What a manifest is, without its bytes: what a HEAD answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestHead {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its `Content-Type`.
+    pub media_type: String,
+    /// Its length in bytes.
+    pub length: usize,
+}
 
 /// A manifest as the registry served it.
 #[derive(Debug)]
@@ -30,6 +43,13 @@ pub struct Manifest {
     pub media_type: String,
     /// The digest of the bytes (verified).
     pub digest: Digest,
+}
+
+impl Manifest {
+    /// Its head.
+    pub fn head(&self) -> ManifestHead {
+        ManifestHead { digest: self.digest.clone(), media_type: self.media_type.clone(), length: self.bytes.len() }
+    }
 }
 
 /// Whose fetch an entry came from, and of which repository.
@@ -45,26 +65,36 @@ pub struct Origin {
     pub repository: String,
 }
 
-/// What a manifest request names.
+/// A tag, asked with an `Accept` set (the answer may depend on it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Key {
-    /// A tag, with the `Accept` header it was asked with (the answer may
-    /// depend on it).
-    Tag(Origin, String, String),
-    /// A digest.
-    Digest(Origin, Digest),
+pub struct TagKey {
+    /// Whose.
+    pub origin: Origin,
+    /// The tag.
+    pub tag: String,
+    /// The normalized `Accept` (see [`super::normalized_accept`]).
+    pub accept: String,
 }
 
-/// Most manifests (and tag answers) kept.
+/// A manifest by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DigestKey {
+    /// Whose.
+    pub origin: Origin,
+    /// The digest.
+    pub digest: Digest,
+}
+
+/// Most manifests, and most tags, kept.
 const MAX_ENTRIES: usize = 10_000;
-/// Most manifest bytes kept.
+/// Most bytes kept (manifests and keys).
 const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// The cache.
 pub struct ManifestCache {
     tag_ttl: Duration,
-    entries: Mutex<Bounded>,
-    flights: Mutex<HashMap<Key, Flight>>,
+    tags: Mutex<Bounded<TagKey, (ManifestHead, Instant)>>,
+    manifests: Mutex<Bounded<DigestKey, Arc<Manifest>>>,
 }
 
 impl std::fmt::Debug for ManifestCache {
@@ -73,63 +103,39 @@ impl std::fmt::Debug for ManifestCache {
     }
 }
 
-type Flight = Arc<OnceCell<Result<Arc<Manifest>, super::PullError>>>;
-
 impl ManifestCache {
-    /// A cache remembering tag answers for `tag_ttl`.
+    /// A cache remembering tags for `tag_ttl`.
     pub fn new(tag_ttl: Duration) -> Self {
-        Self { tag_ttl, entries: Mutex::new(Bounded::default()), flights: Mutex::default() }
+        Self { tag_ttl, tags: Mutex::default(), manifests: Mutex::default() }
     }
 
-    /// The cached manifest for `key`, if any (a tag's answer only while
-    /// fresh).
-    pub fn get(&self, key: &Key) -> Option<Arc<Manifest>> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let (manifest, stored) = entries.map.get(key).map(|e| (&e.manifest, e.stored))?;
-        match key {
-            Key::Tag(..) if stored.elapsed() >= self.tag_ttl => None,
-            _ => Some(Arc::clone(manifest)),
-        }
+    /// What `key` names, if learnt less than the tag TTL ago.
+    pub fn tag(&self, key: &TagKey) -> Option<ManifestHead> {
+        let tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+        tags.get(key).filter(|(_, at)| at.elapsed() < self.tag_ttl).map(|(head, _)| head.clone())
     }
 
-    /// The manifest for `key`: cached, or from `fetch`, run once for all
-    /// concurrent callers of the key. A fetched manifest is kept under its
-    /// digest, and under the tag when asked by tag. Errors are not kept.
-    pub async fn get_or_fetch<F, Fut>(&self, key: Key, fetch: F) -> Result<(Arc<Manifest>, bool), super::PullError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Manifest, super::PullError>>,
-    {
-        if let Some(found) = self.get(&key) {
-            return Ok((found, true));
-        }
-        let flight = Arc::clone(
-            self.flights.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_insert_with(Flight::default),
-        );
-        let outcome = flight.get_or_init(|| async { fetch().await.map(Arc::new) }).await.clone();
-        {
-            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            if flights.get(&key).is_some_and(|current| Arc::ptr_eq(current, &flight)) {
-                flights.remove(&key);
-                if let Ok(manifest) = &outcome {
-                    self.insert(&key, manifest);
-                }
-            }
-        }
-        outcome.map(|manifest| (manifest, false))
+    /// The manifest of `key`, if kept.
+    pub fn manifest(&self, key: &DigestKey) -> Option<Arc<Manifest>> {
+        self.manifests.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
-    fn insert(&self, key: &Key, manifest: &Arc<Manifest>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Key::Tag(origin, ..) = key {
-            entries.insert(Key::Digest(origin.clone(), manifest.digest.clone()), manifest);
-        }
-        entries.insert(key.clone(), manifest);
+    /// Remembers what a tag names.
+    pub fn remember_tag(&self, key: TagKey, head: ManifestHead) {
+        let size = key.tag.len() + key.accept.len() + key.origin.repository.len() + head.media_type.len();
+        self.tags.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (head, Instant::now()), size);
     }
 
-    /// Entries kept (tag answers and digests).
+    /// Keeps a (verified) manifest.
+    pub fn remember_manifest(&self, key: DigestKey, manifest: Arc<Manifest>) {
+        let size = manifest.bytes.len() + key.origin.repository.len();
+        self.manifests.lock().unwrap_or_else(|p| p.into_inner()).insert(key, manifest, size);
+    }
+
+    /// Manifests and tags kept.
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).map.len()
+        let tags = self.tags.lock().unwrap_or_else(|p| p.into_inner()).map.len();
+        tags + self.manifests.lock().unwrap_or_else(|p| p.into_inner()).map.len()
     }
 
     /// Is it empty?
@@ -138,128 +144,94 @@ impl ManifestCache {
     }
 }
 
-struct Entry {
-    manifest: Arc<Manifest>,
-    stored: Instant,
-    seq: u64,
-}
-
 /// A map bounded by entries and bytes, forgetting the oldest insertions.
-#[derive(Default)]
-struct Bounded {
-    map: HashMap<Key, Entry>,
-    order: VecDeque<(Key, u64)>,
+struct Bounded<K, V> {
+    map: HashMap<K, (V, usize, u64)>,
+    order: VecDeque<(K, u64)>,
     bytes: usize,
     seq: u64,
 }
 
-impl Bounded {
-    fn insert(&mut self, key: Key, manifest: &Arc<Manifest>) {
+impl<K, V> Default for Bounded<K, V> {
+    fn default() -> Self {
+        Self { map: HashMap::new(), order: VecDeque::new(), bytes: 0, seq: 0 }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
+    fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key).map(|(value, _, _)| value)
+    }
+
+    fn insert(&mut self, key: K, value: V, size: usize) {
         self.seq += 1;
-        let entry = Entry { manifest: Arc::clone(manifest), stored: Instant::now(), seq: self.seq };
-        self.bytes += manifest.bytes.len();
-        if let Some(old) = self.map.insert(key.clone(), entry) {
-            self.bytes -= old.manifest.bytes.len();
+        self.bytes += size;
+        if let Some((_, old, _)) = self.map.insert(key.clone(), (value, size, self.seq)) {
+            self.bytes -= old;
         }
         self.order.push_back((key, self.seq));
         while self.map.len() > MAX_ENTRIES || self.bytes > MAX_BYTES {
             let Some((oldest, seq)) = self.order.pop_front() else { break };
-            if self.map.get(&oldest).is_some_and(|e| e.seq == seq)
-                && let Some(removed) = self.map.remove(&oldest)
+            if self.map.get(&oldest).is_some_and(|(_, _, s)| *s == seq)
+                && let Some((_, size, _)) = self.map.remove(&oldest)
             {
-                self.bytes -= removed.manifest.bytes.len();
+                self.bytes -= size;
             }
         }
         // Superseded positions pile up when one key is stored again and
         // again; drop them once they outnumber the entries.
         if self.order.len() > 2 * MAX_ENTRIES {
             let map = &self.map;
-            self.order.retain(|(key, seq)| map.get(key).is_some_and(|e| e.seq == *seq));
+            self.order.retain(|(key, seq)| map.get(key).is_some_and(|(_, _, s)| s == seq));
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use super::*;
 
-    fn origin() -> Origin {
+    fn origin(credential: u8) -> Origin {
         Origin {
-            credential: CredentialUid([7; 16]),
+            credential: CredentialUid([credential; 16]),
             secret_version: 1,
             endpoint: "r".into(),
             repository: "team/app".into(),
         }
     }
 
-    fn manifest(body: &str) -> Manifest {
-        Manifest {
+    fn manifest(body: &str) -> Arc<Manifest> {
+        Arc::new(Manifest {
             bytes: Bytes::from(body.to_owned()),
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             digest: Digest::sha256_of(body.as_bytes()),
-        }
+        })
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_misses_share_one_fetch_and_fill_the_digest_entry() {
-        let cache = Arc::new(ManifestCache::new(Duration::from_secs(30)));
-        let fetches = Arc::new(AtomicUsize::new(0));
-        let tag = Key::Tag(origin(), "1.0".into(), "*/*".into());
-        let mut tasks = Vec::new();
-        for _ in 0..50 {
-            let (cache, fetches, tag) = (Arc::clone(&cache), Arc::clone(&fetches), tag.clone());
-            tasks.push(tokio::spawn(async move {
-                cache
-                    .get_or_fetch(tag, || async {
-                        fetches.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(30)).await;
-                        Ok(manifest("{}"))
-                    })
-                    .await
-                    .unwrap()
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
-        assert_eq!(fetches.load(Ordering::SeqCst), 1);
-        let by_digest = Key::Digest(origin(), Digest::sha256_of(b"{}"));
-        assert_eq!(cache.get(&by_digest).unwrap().bytes, Bytes::from_static(b"{}"));
-        let other_credential =
-            Key::Digest(Origin { credential: CredentialUid([8; 16]), ..origin() }, Digest::sha256_of(b"{}"));
-        assert!(cache.get(&other_credential).is_none(), "another credential's fetch is not shared");
-    }
-
-    #[tokio::test]
-    async fn tag_answers_expire_digests_stay_and_errors_are_not_kept() {
-        let cache = ManifestCache::new(Duration::ZERO);
-        let tag = Key::Tag(origin(), "1.0".into(), String::new());
-        cache.get_or_fetch(tag.clone(), || async { Ok(manifest("a")) }).await.unwrap();
-        assert!(cache.get(&tag).is_none(), "a tag answer older than the TTL is not served");
-        assert!(cache.get(&Key::Digest(origin(), Digest::sha256_of(b"a"))).is_some());
-        let failing = Key::Tag(origin(), "2.0".into(), String::new());
-        let error = cache
-            .get_or_fetch(failing.clone(), || async { Err(super::super::PullError::Unavailable("down".into())) })
-            .await;
-        assert!(error.is_err());
-        let (_, hit) = cache.get_or_fetch(failing, || async { Ok(manifest("b")) }).await.unwrap();
-        assert!(!hit);
+    #[test]
+    fn tags_expire_manifests_stay_and_nothing_crosses_credentials() {
+        let cache = ManifestCache::new(Duration::from_secs(30));
+        let m = manifest("{}");
+        let tag = TagKey { origin: origin(7), tag: "1.0".into(), accept: String::new() };
+        cache.remember_tag(tag.clone(), m.head());
+        cache.remember_manifest(DigestKey { origin: origin(7), digest: m.digest.clone() }, Arc::clone(&m));
+        assert_eq!(cache.tag(&tag).unwrap().length, 2);
+        assert!(cache.manifest(&DigestKey { origin: origin(7), digest: m.digest.clone() }).is_some());
+        let other = DigestKey { origin: origin(8), digest: m.digest.clone() };
+        assert!(cache.manifest(&other).is_none(), "another credential's fetch is not shared");
+        assert!(cache.tag(&TagKey { origin: origin(8), ..tag.clone() }).is_none());
+        let expired = ManifestCache::new(Duration::ZERO);
+        expired.remember_tag(tag.clone(), m.head());
+        assert!(expired.tag(&tag).is_none(), "a tag older than the TTL is asked again");
     }
 
     #[test]
     fn the_cache_is_bounded_by_bytes() {
         let mut bounded = Bounded::default();
-        let big = Arc::new(Manifest {
-            bytes: Bytes::from(vec![b'x'; MAX_BYTES / 4 + 1]),
-            media_type: String::new(),
-            digest: Digest::sha256_of(b"x"),
-        });
         for i in 0..10 {
-            bounded.insert(Key::Tag(origin(), format!("t{i}"), String::new()), &big);
+            bounded.insert(i, (), MAX_BYTES / 4 + 1);
         }
         assert!(bounded.bytes <= MAX_BYTES && bounded.map.len() == 3, "{} {}", bounded.bytes, bounded.map.len());
-        assert!(bounded.map.contains_key(&Key::Tag(origin(), "t9".into(), String::new())));
+        assert!(bounded.map.contains_key(&9));
     }
 }

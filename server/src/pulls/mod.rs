@@ -39,11 +39,12 @@ use crate::broker::{Broker, Issued, LeaseRequest, MAX_IMAGES, UpstreamAuth};
 use crate::domain::credential::StoredCredential;
 use crate::domain::{Accept, ProjectName, Timestamp, WorkspaceId};
 use crate::error::Error;
+use crate::singleflight::Flights;
 use crate::upstream::content::{ContentRequest, Opened};
 use address::Addressing;
 use blob::BlobStream;
 use digest::Digest;
-use manifests::{Key, Manifest, ManifestCache, Origin};
+use manifests::{DigestKey, Manifest, ManifestCache, ManifestHead, Origin, TagKey};
 
 /// The username of gateway leases.
 pub const GATEWAY_USERNAME: &str = "pullpass";
@@ -98,6 +99,9 @@ pub enum PullError {
         /// How long.
         retry_after: Duration,
     },
+    /// The registry cannot satisfy the range asked; its `Content-Range`
+    /// (`bytes */SIZE`).
+    RangeNotSatisfiable(String),
     /// The registry cannot be reached or failed.
     Unavailable(String),
     /// The registry answered something wrong (bytes that do not match their
@@ -111,7 +115,7 @@ impl PullError {
     /// The gRPC code this outcome is recorded with in the audit trail.
     pub fn audit_code(&self) -> i32 {
         match self {
-            Self::Invalid { .. } => 3,
+            Self::Invalid { .. } | Self::RangeNotSatisfiable(_) => 3,
             Self::NameUnknown(_) | Self::ManifestUnknown(_) | Self::BlobUnknown(_) => 5,
             Self::Denied(_) => 7,
             Self::RateLimited { .. } => 8,
@@ -129,6 +133,7 @@ impl PullError {
             | Self::NameUnknown(m)
             | Self::ManifestUnknown(m)
             | Self::BlobUnknown(m)
+            | Self::RangeNotSatisfiable(m)
             | Self::Unavailable(m)
             | Self::BadUpstream(m)
             | Self::Internal(m) => m,
@@ -302,7 +307,75 @@ struct Inner {
     passwords: GatewayPasswords,
     settings: PullSettings,
     manifests: ManifestCache,
+    flights: Flights<FlightKey, Result<ManifestAnswer, PullError>>,
     auditor: Auditor,
+}
+
+/// What a manifest fetch in flight is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum FlightKey {
+    TagHead(TagKey),
+    TagGet(TagKey),
+    Digest(DigestKey),
+}
+
+/// A manifest answer: its head (for a HEAD by tag the registry answered
+/// with one), or the manifest itself.
+#[derive(Debug, Clone)]
+pub enum ManifestAnswer {
+    /// Digest, type and length only.
+    Head(ManifestHead),
+    /// The bytes too.
+    Full(Arc<Manifest>),
+}
+
+impl ManifestAnswer {
+    /// Digest, type and length.
+    pub fn head(&self) -> ManifestHead {
+        match self {
+            Self::Head(head) => head.clone(),
+            Self::Full(manifest) => manifest.head(),
+        }
+    }
+
+    /// The bytes, when fetched.
+    pub fn bytes(&self) -> Option<&Bytes> {
+        match self {
+            Self::Head(_) => None,
+            Self::Full(manifest) => Some(&manifest.bytes),
+        }
+    }
+}
+
+/// Most media types kept from an `Accept` header.
+const MAX_ACCEPTED_TYPES: usize = 16;
+
+/// An `Accept` header as a bounded, canonical set: the media types
+/// (parameters such as `q` dropped), lowercase, sorted, at most 16, joined
+/// by `, `. It keys the tag cache and is what the registry is sent.
+pub fn normalized_accept(accept: Option<&str>) -> String {
+    let valid = |t: &str| {
+        let mut parts = t.splitn(2, '/');
+        let (kind, subtype) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let token = |s: &str| {
+            (1..=127).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-*".contains(&b))
+        };
+        token(kind) && token(subtype)
+    };
+    let types: std::collections::BTreeSet<String> = accept
+        .unwrap_or_default()
+        .split(',')
+        .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .filter(|t| valid(t))
+        .collect();
+    types.into_iter().take(MAX_ACCEPTED_TYPES).collect::<Vec<_>>().join(", ")
+}
+
+fn accept_header(accept: &str) -> Vec<(HeaderName, HeaderValue)> {
+    match HeaderValue::from_str(accept) {
+        Ok(value) if !accept.is_empty() => vec![(http::header::ACCEPT, value)],
+        _ => Vec::new(),
+    }
 }
 
 impl Pulls {
@@ -316,7 +389,8 @@ impl Pulls {
         auditor: Auditor,
     ) -> Self {
         let manifests = ManifestCache::new(settings.tag_ttl);
-        Self { inner: Arc::new(Inner { broker, authn, passwords, settings, manifests, auditor }) }
+        let flights = Flights::default();
+        Self { inner: Arc::new(Inner { broker, authn, passwords, settings, manifests, flights, auditor }) }
     }
 
     /// The gateway's addressing.
@@ -379,6 +453,10 @@ impl Pulls {
                 Ok((upstream, gateway_image))
             })
             .collect();
+        // The images the gateway can name go to the broker, which answers
+        // one outcome per image, in order; `asked[i]` is where the broker's
+        // i-th outcome belongs.
+        let asked: Vec<usize> = (0..mapped.len()).filter(|i| mapped[*i].is_ok()).collect();
         let upstream_request = LeaseRequest {
             images: mapped.iter().filter_map(|m| m.as_ref().ok().map(|(upstream, _)| upstream.clone())).collect(),
             actions: vec![Action::Pull],
@@ -386,21 +464,18 @@ impl Pulls {
             min_ttl: request.min_ttl.min(GATEWAY_UPSTREAM_MIN_TTL),
             ..request.clone()
         };
-        let mut issued = if upstream_request.images.is_empty() {
-            Vec::new()
-        } else {
-            self.inner.broker.issue(&upstream_request).await?
-        }
-        .into_iter();
-        let outcomes: Vec<Result<(Issued, String), Error>> = mapped
-            .into_iter()
-            .map(|mapping| {
-                let (_, gateway_image) = mapping?;
-                let issued = issued.next().unwrap_or_else(|| Err(Error::internal("missing lease")))?;
-                let gateway_image = gateway_image.ok_or_else(|| Error::internal("a lease for an unparsed image"))?;
-                Ok((issued, gateway_image))
-            })
+        let issued = if asked.is_empty() { Vec::new() } else { self.inner.broker.issue(&upstream_request).await? };
+        let mut outcomes: Vec<Result<(Issued, String), Error>> = mapped
+            .iter()
+            .map(|m| Err(m.as_ref().err().cloned().unwrap_or_else(|| Error::internal("an image without an outcome"))))
             .collect();
+        for (position, outcome) in asked.into_iter().zip(issued) {
+            let gateway_image = mapped[position].as_ref().ok().and_then(|(_, g)| g.clone());
+            outcomes[position] = outcome.and_then(|issued| match gateway_image {
+                Some(gateway_image) => Ok((issued, gateway_image)),
+                None => Err(Error::internal("a lease for an image the gateway cannot name")),
+            });
+        }
         let repositories: Vec<(RegistryHost, String)> = outcomes
             .iter()
             .filter_map(|o| o.as_ref().ok())
@@ -424,6 +499,18 @@ impl Pulls {
             expires = expires.min(token_expiry);
         }
         let expires = Timestamp::from_micros(expires.as_seconds() * 1_000_000);
+        let least = if min_ttl_given { request.min_ttl.max(Duration::from_secs(1)) } else { Duration::from_secs(1) };
+        if expires < now.plus(least) {
+            return Err(Error::FailedPrecondition {
+                reason: "ACCESS_TOKEN_EXPIRES_SOON",
+                message: format!(
+                    "{} expires at {}: a gateway password never outlives the token that asks for it, and this one would live less than {} s",
+                    principal.resource_name,
+                    principal.expire_time.map(Timestamp::to_rfc3339).unwrap_or_default(),
+                    least.as_secs()
+                ),
+            });
+        }
         let grant = GatewayGrant {
             token: principal.token_id.clone(),
             workspace: request.workspace.clone(),
@@ -539,28 +626,117 @@ impl Pulls {
         Ok((image, credential))
     }
 
-    /// A manifest: from the cache, or fetched (once for concurrent callers)
-    /// and verified. Every manifest request is audited.
+    /// A manifest, or only its head for a HEAD: from the cache, or fetched
+    /// (once for concurrent callers) and verified. A HEAD by tag asks the
+    /// registry for a HEAD too, which registries do not count as a pull.
+    /// Every manifest request is audited. The flag is true when served
+    /// from the cache.
     pub async fn manifest(
         &self,
         pull: &Pull,
         reference: &ManifestRef,
         accept: Option<&str>,
+        head: bool,
         deadline: Instant,
-    ) -> Result<(Arc<Manifest>, bool), PullError> {
-        let key = match reference {
-            ManifestRef::Tag(tag) => Key::Tag(pull.origin(), tag.clone(), accept.unwrap_or_default().to_owned()),
-            ManifestRef::Digest(digest) => Key::Digest(pull.origin(), digest.clone()),
-        };
-        let outcome =
-            self.inner.manifests.get_or_fetch(key, || self.fetch_manifest(pull, reference, accept, deadline)).await;
-        self.audit_manifest(pull, reference, &outcome);
+    ) -> Result<(ManifestAnswer, bool), PullError> {
+        let outcome = self.resolve_manifest(pull, reference, &normalized_accept(accept), head, deadline).await;
+        self.audit_manifest(pull, reference, outcome.as_ref().err());
         outcome
     }
 
-    fn audit_manifest(&self, pull: &Pull, reference: &ManifestRef, outcome: &Result<(Arc<Manifest>, bool), PullError>) {
+    async fn resolve_manifest(
+        &self,
+        pull: &Pull,
+        reference: &ManifestRef,
+        accept: &str,
+        head: bool,
+        deadline: Instant,
+    ) -> Result<(ManifestAnswer, bool), PullError> {
+        let tag = match reference {
+            ManifestRef::Digest(digest) => {
+                let (manifest, cached) = self.by_digest(pull, digest, accept, deadline).await?;
+                return Ok((ManifestAnswer::Full(manifest), cached));
+            }
+            ManifestRef::Tag(tag) => tag,
+        };
+        let key = TagKey { origin: pull.origin(), tag: tag.clone(), accept: accept.to_owned() };
+        if let Some(known) = self.inner.manifests.tag(&key) {
+            if head {
+                return Ok((ManifestAnswer::Head(known), true));
+            }
+            let (manifest, cached) = self.by_digest(pull, &known.digest, accept, deadline).await?;
+            return Ok((ManifestAnswer::Full(manifest), cached));
+        }
+        let flights = &self.inner.flights;
+        let answer = if head {
+            flights.run(FlightKey::TagHead(key.clone()), || self.head_tag(pull, &key, deadline)).await?
+        } else {
+            flights.run(FlightKey::TagGet(key.clone()), || self.get_tag(pull, &key, deadline)).await?
+        };
+        Ok((answer, false))
+    }
+
+    /// A manifest by digest: kept, or fetched once for concurrent callers.
+    async fn by_digest(
+        &self,
+        pull: &Pull,
+        digest: &Digest,
+        accept: &str,
+        deadline: Instant,
+    ) -> Result<(Arc<Manifest>, bool), PullError> {
+        let key = DigestKey { origin: pull.origin(), digest: digest.clone() };
+        if let Some(manifest) = self.inner.manifests.manifest(&key) {
+            return Ok((manifest, true));
+        }
+        let fetched = self
+            .inner
+            .flights
+            .run(FlightKey::Digest(key.clone()), || async {
+                let manifest =
+                    Arc::new(self.fetch_manifest(pull, &ManifestRef::Digest(digest.clone()), accept, deadline).await?);
+                self.inner.manifests.remember_manifest(key.clone(), Arc::clone(&manifest));
+                Ok(ManifestAnswer::Full(manifest))
+            })
+            .await?;
+        match fetched {
+            ManifestAnswer::Full(manifest) => Ok((manifest, false)),
+            ManifestAnswer::Head(_) => Err(PullError::Internal("a digest fetch answered without bytes".into())),
+        }
+    }
+
+    /// GET by tag: the manifest, kept under its digest, and the tag.
+    async fn get_tag(&self, pull: &Pull, key: &TagKey, deadline: Instant) -> Result<ManifestAnswer, PullError> {
+        let reference = ManifestRef::Tag(key.tag.clone());
+        let manifest = Arc::new(self.fetch_manifest(pull, &reference, &key.accept, deadline).await?);
+        let digest_key = DigestKey { origin: key.origin.clone(), digest: manifest.digest.clone() };
+        self.inner.manifests.remember_manifest(digest_key, Arc::clone(&manifest));
+        self.inner.manifests.remember_tag(key.clone(), manifest.head());
+        Ok(ManifestAnswer::Full(manifest))
+    }
+
+    /// HEAD by tag: what the registry's HEAD says, when it says it all
+    /// (digest, type, length); otherwise a GET.
+    async fn head_tag(&self, pull: &Pull, key: &TagKey, deadline: Instant) -> Result<ManifestAnswer, PullError> {
+        let path = format!("/v2/{}/manifests/{}", pull.image.repository(), key.tag);
+        let opened = self.open(pull, &path, None, true, accept_header(&key.accept), deadline).await?;
+        if !opened.status.is_success() {
+            return Err(self.refusal(pull, opened, "manifest", &key.tag, deadline).await);
+        }
+        let digest = opened.header("docker-content-digest").and_then(|d| Digest::parse(d).ok());
+        let length = opened.header("content-length").and_then(|l| l.parse().ok()).filter(|l| *l <= MAX_MANIFEST_BYTES);
+        match (digest, length, opened.header("content-type")) {
+            (Some(digest), Some(length), Some(media_type)) => {
+                let head = ManifestHead { digest, media_type: media_type.to_owned(), length };
+                self.inner.manifests.remember_tag(key.clone(), head.clone());
+                Ok(ManifestAnswer::Head(head))
+            }
+            _ => self.get_tag(pull, key, deadline).await,
+        }
+    }
+
+    fn audit_manifest(&self, pull: &Pull, reference: &ManifestRef, error: Option<&PullError>) {
         let credential = &pull.credential.credential.name;
-        let code = outcome.as_ref().err().map_or(0, PullError::audit_code);
+        let code = error.map_or(0, PullError::audit_code);
         let mut event = pull.actor.event("GatewayPull", credential.workspace.as_str(), &credential.to_string(), code);
         let separator = if matches!(reference, ManifestRef::Digest(_)) { '@' } else { ':' };
         event.image = crate::domain::ids::shorten(&format!("{}{separator}{reference}", pull.image.name()));
@@ -572,15 +748,11 @@ impl Pulls {
         &self,
         pull: &Pull,
         reference: &ManifestRef,
-        accept: Option<&str>,
+        accept: &str,
         deadline: Instant,
     ) -> Result<Manifest, PullError> {
         let path = format!("/v2/{}/manifests/{reference}", pull.image.repository());
-        let mut headers = Vec::new();
-        if let Some(accept) = accept.and_then(|a| HeaderValue::from_str(a).ok()) {
-            headers.push((http::header::ACCEPT, accept));
-        }
-        let opened = self.open(pull, &path, None, false, headers, deadline).await?;
+        let opened = self.open(pull, &path, None, false, accept_header(accept), deadline).await?;
         if !opened.status.is_success() {
             return Err(self.refusal(pull, opened, "manifest", &reference.to_string(), deadline).await);
         }
@@ -624,16 +796,36 @@ impl Pulls {
         }
         let opened = self.open(pull, &path, None, head, headers, deadline).await?;
         let status = opened.status.as_u16();
-        if opened.status.is_redirection() {
+        if matches!(status, 301 | 302 | 303 | 307 | 308) {
+            // Resolved against the registry's URL: a relative location would
+            // otherwise point the client at the gateway.
             let location = opened
                 .header("location")
                 .filter(|l| !l.is_empty())
-                .ok_or_else(|| PullError::BadUpstream("the registry redirected a blob to nowhere".into()))?;
-            return Ok(Blob::Redirect { status, location: location.to_owned() });
+                .and_then(|l| opened.url.join(l).ok())
+                .filter(|l| matches!(l.scheme(), "http" | "https"))
+                .ok_or_else(|| PullError::BadUpstream("the registry redirected a blob to no usable location".into()))?;
+            return Ok(Blob::Redirect { status, location: location.to_string() });
         }
         if !opened.status.is_success() {
             return Err(self.refusal(pull, opened, "blob", &digest.to_string(), deadline).await);
         }
+        // The whole blob is checked against its digest, however it came: a
+        // 200, or a 206 whose range covers all of it.
+        let whole = match (status, range) {
+            (200, _) => true,
+            (206, Some(_)) => match content_range(opened.header("content-range")) {
+                Some((first, last, Some(size))) => first == 0 && last + 1 == size,
+                Some((_, _, None)) => false,
+                None => return Err(PullError::BadUpstream("the registry's 206 has no valid Content-Range".into())),
+            },
+            _ => {
+                return Err(PullError::BadUpstream(format!(
+                    "registry {} answered a blob request with {status}",
+                    pull.image.endpoint()
+                )));
+            }
+        };
         if let Some(claimed) = opened.header("docker-content-digest")
             && claimed != digest.to_string()
         {
@@ -645,7 +837,7 @@ impl Pulls {
         }
         let headers = content_headers(&opened.headers);
         let body = (!head).then(|| {
-            let verify = (status == 200).then(|| digest.clone());
+            let verify = whole.then(|| digest.clone());
             BlobStream::new(opened, verify, BLOB_IDLE, pull.image.name())
         });
         Ok(Blob::Content { status, headers, body })
@@ -706,6 +898,7 @@ impl Pulls {
         let credential = pull.credential.credential.name.to_string();
         let status = opened.status;
         let retry_after = crate::upstream::retry_after_in(&opened.headers);
+        let opened_content_range = opened.header("content-range").map(str::to_owned);
         let code = if status == http::StatusCode::NOT_FOUND {
             let body = opened.read(MAX_ERROR_BYTES, deadline).await.unwrap_or_default();
             first_error_code(&body)
@@ -728,6 +921,7 @@ impl Pulls {
             404 if what == "blob" => PullError::BlobUnknown(format!("registry {registry} has no {subject}")),
             404 if what == "manifest" => PullError::ManifestUnknown(format!("registry {registry} has no {subject}")),
             404 => PullError::NameUnknown(format!("registry {registry} has no {subject}")),
+            416 => PullError::RangeNotSatisfiable(opened_content_range.unwrap_or_else(|| "bytes */*".to_owned())),
             429 => PullError::RateLimited {
                 message: format!("registry {registry} is rate limiting (retry in {} s)", retry_after.as_secs().max(1)),
                 retry_after,
@@ -749,6 +943,18 @@ fn mismatch(what: &str, wanted: &Digest, actual: &Digest, image: &ImageRef) -> P
     ))
 }
 
+/// `bytes FIRST-LAST/SIZE` (SIZE may be `*`).
+fn content_range(value: Option<&str>) -> Option<(u64, u64, Option<u64>)> {
+    let (range, size) = value?.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    let size = match size.trim() {
+        "*" => None,
+        size => Some(size.parse().ok()?),
+    };
+    (first <= last).then_some((first, last, size))
+}
+
 /// The headers of a registry's blob answer that describe the content.
 fn content_headers(from: &HeaderMap) -> HeaderMap {
     const KEPT: [&str; 6] =
@@ -766,4 +972,33 @@ fn content_headers(from: &HeaderMap) -> HeaderMap {
 fn first_error_code(body: &[u8]) -> Option<String> {
     let parsed: serde_json::Value = serde_json::from_slice(body).ok()?;
     parsed.get("errors")?.get(0)?.get("code")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_headers_become_a_bounded_canonical_set() {
+        let containerd = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*";
+        let reordered = "*/*;q=0.8, application/vnd.oci.image.index.v1+json, APPLICATION/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.list.v2+json , application/vnd.docker.distribution.manifest.v2+json";
+        assert_eq!(normalized_accept(Some(containerd)), normalized_accept(Some(reordered)));
+        assert!(normalized_accept(Some(containerd)).starts_with("*/*, application/vnd.docker"));
+        assert_eq!(normalized_accept(None), "");
+        assert_eq!(normalized_accept(Some("garbage, a/b c, /x, y/")), "");
+        let many: Vec<String> = (0..1000).map(|i| format!("application/x-{i}")).collect();
+        let bounded = normalized_accept(Some(&many.join(",")));
+        assert_eq!(bounded.split(", ").count(), MAX_ACCEPTED_TYPES);
+        let long = format!("application/{}", "x".repeat(10_000));
+        assert_eq!(normalized_accept(Some(&long)), "");
+    }
+
+    #[test]
+    fn content_ranges_are_read_strictly() {
+        assert_eq!(content_range(Some("bytes 0-99/100")), Some((0, 99, Some(100))));
+        assert_eq!(content_range(Some("bytes 5-9/*")), Some((5, 9, None)));
+        for bad in ["bytes 9-5/10", "0-9/10", "bytes a-b/c", "bytes 0-9", ""] {
+            assert_eq!(content_range(Some(bad)), None, "{bad}");
+        }
+    }
 }

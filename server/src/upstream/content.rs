@@ -47,6 +47,8 @@ pub struct Opened {
     pub status: StatusCode,
     /// The headers.
     pub headers: HeaderMap,
+    /// The URL asked (to resolve a relative `Location` against).
+    pub url: Url,
     response: reqwest::Response,
 }
 
@@ -102,7 +104,7 @@ impl Upstream {
             HttpFailure::Deadline => Failure::Deadline,
             other => Failure::from(other),
         })?;
-        Ok(Opened { status: response.status(), headers: response.headers().clone(), response })
+        Ok(Opened { status: response.status(), headers: response.headers().clone(), url, response })
     }
 }
 

@@ -1,6 +1,8 @@
 //! Per-token rate limiting: a token bucket per access token, refilled at the
-//! configured rate with a burst of twice as many. Over the limit, a call gets
-//! RESOURCE_EXHAUSTED with `RetryInfo` saying when a token is back.
+//! configured rate with a burst of twice as many, shared by both front ends.
+//! Over the limit, a gRPC call gets RESOURCE_EXHAUSTED with `RetryInfo`, a
+//! gateway request `429 TOOMANYREQUESTS` with `Retry-After`, each saying when
+//! a token is back.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
