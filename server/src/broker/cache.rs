@@ -4,8 +4,9 @@
 //! accepted form): a fetch that started before a credential changed stores
 //! its lease under the old key, where no later request looks. A lease
 //! is served while its remaining life is at least the caller's `min_ttl`.
-//! Misses for one key share a single upstream exchange (singleflight), so a
-//! burst of identical requests costs the registry one token request. Errors
+//! Misses for one key share a single upstream exchange ([`Flights`]), so a
+//! burst of identical requests costs the registry one token request, and a
+//! key whose callers all went away leaves nothing behind. Errors
 //! are not cached. Bounded: past its capacity, expired leases go first, then
 //! those expiring soonest.
 
@@ -14,10 +15,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::OnceCell;
-
 use crate::domain::{Accept, CredentialName, CredentialUid, Lease, Timestamp};
 use crate::error::Error;
+use crate::singleflight::Flights;
 
 /// What a lease is cached under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -34,16 +34,10 @@ pub struct CacheKey {
     pub accept: Accept,
 }
 
-type Flight = Arc<OnceCell<Result<Arc<Lease>, Error>>>;
-
-enum Slot {
-    Ready(Arc<Lease>),
-    InFlight(Flight),
-}
-
 /// The cache.
 pub struct LeaseCache {
-    slots: Mutex<HashMap<CacheKey, Slot>>,
+    ready: Mutex<HashMap<CacheKey, Arc<Lease>>>,
+    flights: Flights<CacheKey, Result<Arc<Lease>, Error>>,
     capacity: usize,
 }
 
@@ -56,7 +50,7 @@ impl std::fmt::Debug for LeaseCache {
 impl LeaseCache {
     /// A cache holding at most `capacity` leases.
     pub fn new(capacity: usize) -> Self {
-        Self { slots: Mutex::default(), capacity: capacity.max(1) }
+        Self { ready: Mutex::default(), flights: Flights::default(), capacity: capacity.max(1) }
     }
 
     /// A lease for `key` with at least `min_ttl` left: cached, or from
@@ -72,68 +66,48 @@ impl LeaseCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Lease, Error>>,
     {
-        let flight = {
-            let mut slots = self.lock();
-            match slots.get(&key) {
-                Some(Slot::Ready(lease)) if remaining(lease) >= min_ttl => return Ok((Arc::clone(lease), true)),
-                Some(Slot::InFlight(flight)) => Arc::clone(flight),
-                _ => {
-                    let flight: Flight = Arc::new(OnceCell::new());
-                    slots.insert(key.clone(), Slot::InFlight(Arc::clone(&flight)));
-                    flight
-                }
-            }
-        };
-        let outcome = flight.get_or_init(|| async { fetch().await.map(Arc::new) }).await.clone();
-        let mut slots = self.lock();
-        if let Some(Slot::InFlight(current)) = slots.get(&key)
-            && Arc::ptr_eq(current, &flight)
-        {
-            match &outcome {
-                Ok(lease) => {
-                    slots.insert(key, Slot::Ready(Arc::clone(lease)));
-                    if slots.len() > self.capacity {
-                        evict(&mut slots, self.capacity);
-                    }
-                }
-                Err(_) => {
-                    slots.remove(&key);
-                }
-            }
+        if let Some(lease) = self.lock().get(&key).filter(|lease| remaining(lease) >= min_ttl) {
+            return Ok((Arc::clone(lease), true));
         }
-        outcome.map(|lease| (lease, false))
+        let fetched = self
+            .flights
+            .run(key.clone(), || async {
+                let lease = Arc::new(fetch().await?);
+                // Kept before the flight lands, so a caller arriving just
+                // after finds it here.
+                let mut ready = self.lock();
+                ready.insert(key.clone(), Arc::clone(&lease));
+                if ready.len() > self.capacity {
+                    evict(&mut ready, self.capacity);
+                }
+                Ok(lease)
+            })
+            .await;
+        fetched.map(|lease| (lease, false))
     }
 
     /// Drops the lease under `key` if it is still `lease` (a registry
     /// refused it before its time); a fresher one stays.
     pub fn forget(&self, key: &CacheKey, lease: &Arc<Lease>) {
-        let mut slots = self.lock();
-        if let Some(Slot::Ready(current)) = slots.get(key)
-            && Arc::ptr_eq(current, lease)
-        {
-            slots.remove(key);
+        let mut ready = self.lock();
+        if ready.get(key).is_some_and(|current| Arc::ptr_eq(current, lease)) {
+            ready.remove(key);
         }
     }
 
     /// Drops every lease a credential issued (after it changed).
     pub fn evict_credential(&self, name: &CredentialName) {
-        self.lock().retain(|_, slot| match slot {
-            Slot::Ready(lease) => &lease.credential != name,
-            Slot::InFlight(_) => true,
-        });
+        self.lock().retain(|_, lease| &lease.credential != name);
     }
 
     /// Drops every lease of a workspace.
     pub fn evict_workspace(&self, workspace: &crate::domain::WorkspaceId) {
-        self.lock().retain(|_, slot| match slot {
-            Slot::Ready(lease) => &lease.credential.workspace != workspace,
-            Slot::InFlight(_) => true,
-        });
+        self.lock().retain(|_, lease| &lease.credential.workspace != workspace);
     }
 
     /// Number of entries (ready and in flight).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().len() + self.flights.len()
     }
 
     /// Is it empty?
@@ -141,8 +115,8 @@ impl LeaseCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Slot>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<Lease>>> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -151,27 +125,19 @@ fn remaining(lease: &Lease) -> Duration {
 }
 
 /// Shrinks to 90 % of capacity: expired first, then soonest to expire.
-fn evict(slots: &mut HashMap<CacheKey, Slot>, capacity: usize) {
+fn evict(ready: &mut HashMap<CacheKey, Arc<Lease>>, capacity: usize) {
     let now = Timestamp::now();
-    slots.retain(|_, slot| match slot {
-        Slot::Ready(lease) => lease.expire_time > now,
-        Slot::InFlight(_) => true,
-    });
+    ready.retain(|_, lease| lease.expire_time > now);
     let target = capacity - capacity / 10;
-    if slots.len() <= target {
+    if ready.len() <= target {
         return;
     }
-    let mut ready: Vec<(Timestamp, CacheKey)> = slots
-        .iter()
-        .filter_map(|(key, slot)| match slot {
-            Slot::Ready(lease) => Some((lease.expire_time, key.clone())),
-            Slot::InFlight(_) => None,
-        })
-        .collect();
-    ready.sort_by_key(|(expiry, _)| *expiry);
-    let excess = slots.len() - target;
-    for (_, key) in ready.into_iter().take(excess) {
-        slots.remove(&key);
+    let mut by_expiry: Vec<(Timestamp, CacheKey)> =
+        ready.iter().map(|(key, lease)| (lease.expire_time, key.clone())).collect();
+    by_expiry.sort_by_key(|(expiry, _)| *expiry);
+    let excess = ready.len() - target;
+    for (_, key) in by_expiry.into_iter().take(excess) {
+        ready.remove(&key);
     }
 }
 
