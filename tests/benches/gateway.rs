@@ -191,15 +191,18 @@ async fn cold_pull(gw: &Arc<GatewayWorld>, pullers: usize) -> String {
     let wall = started.elapsed();
     let served = gw.world.registry.served();
     let served = &served[served_before..];
-    let kind = |f: &dyn Fn(&str) -> bool| served.iter().filter(|s| f(&s.uri)).count();
+    let kind =
+        |method: &str, f: &dyn Fn(&str) -> bool| served.iter().filter(|s| s.method == method && f(&s.uri)).count();
+    let blobs = kind("GET", &|u| u.contains("/blobs/"));
     format!(
-        "   wall {:.0} ms (password included); upstream: {} token request(s), {} challenge (GET /v2/), {} manifest GET(s), {} blob GET(s) ({:.0} per runtime: its 2 blobs)",
+        "   wall {:.0} ms (password included); upstream: {} token request(s), {} challenge (GET /v2/), {} manifest HEAD(s), {} manifest GET(s), {} blob GET(s) ({:.0} per runtime: its 2 blobs)",
         ms(wall),
         gw.world.token_requests() - tokens_before,
-        kind(&|u| u == "/v2/"),
-        kind(&|u| u.contains("/manifests/")),
-        kind(&|u| u.contains("/blobs/")),
-        kind(&|u| u.contains("/blobs/")) as f64 / pullers as f64,
+        kind("GET", &|u| u == "/v2/"),
+        kind("HEAD", &|u| u.contains("/manifests/")),
+        kind("GET", &|u| u.contains("/manifests/")),
+        blobs,
+        blobs as f64 / pullers as f64,
     )
 }
 
