@@ -2,7 +2,6 @@
 //! and root tokens. Each prints its result on standard output.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::access;
 use crate::config::{KeySource, Settings};
@@ -10,8 +9,7 @@ use crate::credentials::unreadable;
 use crate::seal::keyring::{append_key, create_key_file};
 use crate::seal::{Sealer, SecretContext};
 use crate::startup::{self, StartupError};
-use crate::store::credentials::RowCursor;
-use crate::store::{self, Store};
+use crate::store::{self, Rewrap, RowCursor, Store};
 
 /// `keys generate`: a new key file with one key.
 pub fn keys_generate(path: &Path) -> Result<(), StartupError> {
@@ -50,23 +48,14 @@ pub async fn keys_rotate(settings: &Settings, options: RotateOptions) -> Result<
     let opened = startup::open_database(settings, keyring).await?;
     let active = opened.sealer.active_key_id().to_owned();
     let store = opened.store.clone();
-    let count_active = active.clone();
-    let pending = store
-        .read(move |conn| Ok(store::credentials::count_not_under_key(conn, &count_active)?))
-        .await
-        .map_err(|e| StartupError(e.to_string()))?;
+    let pending = store.count_not_under_key(&active).await.map_err(|e| StartupError(e.to_string()))?;
     println!("rotating {pending} data key(s) to master key `{active}` in batches of {}", options.batch_size);
     let mut done = 0u64;
     let mut batches = 0usize;
     let mut cursor: RowCursor = None;
     let mut unreadable_names: Vec<String> = Vec::new();
     loop {
-        let sealer = Arc::clone(&opened.sealer);
-        let batch_active = active.clone();
-        let size = options.batch_size;
-        let batch_cursor = cursor.clone();
-        let batch = store
-            .write(move |conn| rewrap_batch(conn, &sealer, &batch_active, &batch_cursor, size))
+        let batch = rewrap_batch(&store, &opened.sealer, &active, &cursor, options.batch_size)
             .await
             .map_err(|e| StartupError(format!("rotation stopped after {done} data key(s): {e}")))?;
         let Some(next) = batch.cursor else { break };
@@ -111,28 +100,28 @@ struct RotationBatch {
     unreadable: Vec<(String, String)>,
 }
 
-fn rewrap_batch(
-    conn: &rusqlite::Connection,
+/// Rewraps the next batch of data keys not under `active` (the store keeps
+/// only those whose row did not change meanwhile; the rest come again).
+async fn rewrap_batch(
+    store: &Store,
     sealer: &Sealer,
     active: &str,
     cursor: &RowCursor,
     size: usize,
 ) -> Result<RotationBatch, crate::error::Error> {
-    let rows = store::credentials::walk(conn, Some(active), cursor, size)?;
+    let rows = store.credentials_page(Some(active), cursor, size).await?;
     let mut batch = RotationBatch { cursor: None, rewrapped: 0, unreadable: Vec::new() };
+    let mut rewraps = Vec::with_capacity(rows.len());
     for row in &rows {
         let c = &row.credential;
         let context = SecretContext { name: &c.name, uid: &c.uid, version: c.secret_version };
         match sealer.rewrap(context, &row.sealed) {
-            Ok(rewrapped) => {
-                if store::credentials::set_wrapped_key(conn, c, &rewrapped)? {
-                    batch.rewrapped += 1;
-                }
-            }
+            Ok(sealed) => rewraps.push(Rewrap { credential: c.clone(), sealed }),
             Err(error) => batch.unreadable.push((c.name.to_string(), unreadable(&c.name, &error).message())),
         }
         batch.cursor = Some((c.name.workspace.to_string(), c.name.credential.to_string()));
     }
+    batch.rewrapped = store.rewrap(&rewraps).await? as u64;
     Ok(batch)
 }
 
@@ -144,31 +133,17 @@ pub async fn keys_verify(settings: &Settings) -> Result<(), StartupError> {
     let mut cursor: RowCursor = None;
     let (mut good, mut bad) = (0u64, Vec::new());
     loop {
-        let sealer = Arc::clone(&opened.sealer);
-        let page_cursor = cursor.clone();
-        let (next, ok, failed) = opened
-            .store
-            .read(move |conn| {
-                let rows = store::credentials::walk(conn, None, &page_cursor, 500)?;
-                let mut ok = 0u64;
-                let mut failed = Vec::new();
-                for row in &rows {
-                    let c = &row.credential;
-                    let context = SecretContext { name: &c.name, uid: &c.uid, version: c.secret_version };
-                    match sealer.open(context, &row.sealed) {
-                        Ok(_) => ok += 1,
-                        Err(error) => failed.push(unreadable(&c.name, &error).message()),
-                    }
-                }
-                let next = rows
-                    .last()
-                    .map(|r| (r.credential.name.workspace.to_string(), r.credential.name.credential.to_string()));
-                Ok((next, ok, failed))
-            })
-            .await
-            .map_err(|e| StartupError(e.to_string()))?;
-        good += ok;
-        bad.extend(failed);
+        let rows = opened.store.credentials_page(None, &cursor, 500).await.map_err(|e| StartupError(e.to_string()))?;
+        for row in &rows {
+            let c = &row.credential;
+            let context = SecretContext { name: &c.name, uid: &c.uid, version: c.secret_version };
+            match opened.sealer.open(context, &row.sealed) {
+                Ok(_) => good += 1,
+                Err(error) => bad.push(unreadable(&c.name, &error).message()),
+            }
+        }
+        let next =
+            rows.last().map(|r| (r.credential.name.workspace.to_string(), r.credential.name.credential.to_string()));
         match next {
             Some(next) => cursor = Some(next),
             None => break,
@@ -185,22 +160,9 @@ pub async fn keys_verify(settings: &Settings) -> Result<(), StartupError> {
 /// `keys list`: the loaded keys and how many data keys each wraps.
 pub async fn keys_list(settings: &Settings) -> Result<(), StartupError> {
     let keyring = startup::load_keys(settings)?;
-    let facts = store::inspect(&settings.database_path())?.unwrap_or_default();
+    let facts = store::inspect(&settings.database).await?.unwrap_or_default();
     let active = keyring.active().id().to_owned();
-    let counts: Vec<(String, u64)> = if facts.schema_version > 0 {
-        let conn =
-            rusqlite::Connection::open_with_flags(settings.database_path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| StartupError(e.to_string()))?;
-        let mut statement = conn
-            .prepare("SELECT secret_kek_id, count(*) FROM credentials GROUP BY 1")
-            .map_err(|e| StartupError(e.to_string()))?;
-        statement
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| StartupError(e.to_string()))?
-    } else {
-        Vec::new()
-    };
+    let counts = facts.key_usage;
     println!("{:<32} {:>8} {:>12}", "KEY ID", "ACTIVE", "DATA KEYS");
     for id in keyring.ids() {
         let used = counts.iter().find(|(k, _)| k == id).map_or(0, |(_, n)| *n);
@@ -224,7 +186,7 @@ pub fn backup(settings: &Settings, destination: &Path, overwrite: bool) -> Resul
     if overwrite {
         let _ = std::fs::remove_file(destination);
     }
-    Store::backup_to(&source, destination)?;
+    store::sqlite::SqliteStore::backup_to(&source, destination)?;
     let bytes = std::fs::metadata(destination).map(|m| m.len()).unwrap_or_default();
     println!(
         "backed up {} to {} ({bytes} bytes); the master key is not in it: keep the key file backed up separately",
@@ -237,9 +199,9 @@ pub fn backup(settings: &Settings, destination: &Path, overwrite: bool) -> Resul
 /// `tokens create-root`: a root token for production set-ups.
 pub async fn tokens_create_root(settings: &Settings, description: &str) -> Result<(), StartupError> {
     startup::ensure_data_dir(&settings.data_dir)?;
-    let store = Store::open(&settings.database_path())?;
+    let store = store::open(&settings.database, Default::default()).await?;
     let actor = crate::audit::Actor::command("tokens create-root");
-    let (record, token) = access::create_root_token(&store, &Default::default(), &actor, description)
+    let (record, token) = access::create_root_token(&store, &actor, description)
         .await
         .map_err(|e| StartupError(format!("cannot create the root token: {e}")))?;
     store.close().await;
@@ -250,17 +212,16 @@ pub async fn tokens_create_root(settings: &Settings, description: &str) -> Resul
 
 /// Opens the database for audit commands (no master key needed: the audit
 /// trail holds no secrets).
-fn open_for_audit(settings: &Settings) -> Result<Store, StartupError> {
-    let path = settings.database_path();
-    if !path.exists() {
-        return Err(StartupError(format!("no database at {}", path.display())));
+async fn open_for_audit(settings: &Settings) -> Result<Store, StartupError> {
+    if store::inspect(&settings.database).await?.is_none() {
+        return Err(StartupError(format!("no database at {}", settings.database.describe())));
     }
-    Ok(Store::open(&path)?)
+    Ok(store::open(&settings.database, Default::default()).await?)
 }
 
 /// `audit verify`.
 pub async fn audit_verify(settings: &Settings) -> Result<(), StartupError> {
-    let store = open_for_audit(settings)?;
+    let store = open_for_audit(settings).await?;
     let result = crate::audit::verify(&store).await.map_err(|e| StartupError(e.to_string()));
     store.close().await;
     let verification = result?;
@@ -282,7 +243,7 @@ pub async fn audit_verify(settings: &Settings) -> Result<(), StartupError> {
 
 /// `audit head`.
 pub async fn audit_head(settings: &Settings) -> Result<(), StartupError> {
-    let store = open_for_audit(settings)?;
+    let store = open_for_audit(settings).await?;
     let head = crate::audit::head(&store).await.map_err(|e| StartupError(e.to_string()));
     store.close().await;
     let head = head?;
@@ -296,7 +257,7 @@ pub async fn audit_head(settings: &Settings) -> Result<(), StartupError> {
 
 /// `audit prune`.
 pub async fn audit_prune(settings: &Settings, retention: std::time::Duration) -> Result<(), StartupError> {
-    let store = open_for_audit(settings)?;
+    let store = open_for_audit(settings).await?;
     let deleted = crate::audit::prune(&store, retention).await;
     store.close().await;
     let deleted = deleted.map_err(|e| StartupError(e.to_string()))?;

@@ -262,6 +262,8 @@ pub struct Settings {
     pub insecure_plaintext: bool,
     /// The pull gateway, if it is served.
     pub gateway: Option<GatewaySettings>,
+    /// Where the database is.
+    pub database: crate::store::Location,
     /// Testing hook (see `--fault-audit-fail`).
     pub fault_audit_fail: Option<String>,
 }
@@ -336,9 +338,11 @@ impl Settings {
             (None, false) if dev => KeySource::File(data_dir.join(DEV_KEY_FILE)),
             (None, false) => KeySource::None,
         };
+        let database = crate::store::Location::Sqlite(data_dir.join(DATABASE_FILE));
         Ok(Self {
             keys,
             gateway,
+            database,
             log_format: common.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             log_level: common.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".into()),
             dev,

@@ -9,6 +9,7 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 /// A plaintext secret, wiped from memory when dropped.
+#[derive(Clone)]
 pub struct SecretBytes(Zeroizing<Vec<u8>>);
 
 impl SecretBytes {

@@ -15,7 +15,7 @@ use crate::access::tokens::AccessTokens;
 use crate::access::{self, Authenticator};
 use crate::api::rpc_layer::RpcLayer;
 use crate::api::{self, ApiState};
-use crate::audit::{Actor, Appender, Auditor};
+use crate::audit::{Actor, Auditor};
 use crate::broker::Broker;
 use crate::changes::ChangeFeed;
 use crate::config::{GatewaySettings, Settings};
@@ -106,7 +106,7 @@ struct Prepared {
 async fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
     let keyring = startup::load_keys(settings)?;
     let opened = startup::open_database(settings, keyring).await?;
-    let new_root_token = if settings.dev { dev_root_token(&opened, &Appender::default()).await? } else { None };
+    let new_root_token = if settings.dev { dev_root_token(&opened).await? } else { None };
     Ok(Prepared { opened, new_root_token })
 }
 
@@ -173,17 +173,14 @@ impl Drop for Embedded {
 }
 
 /// In dev mode, mints a root token on first start.
-async fn dev_root_token(
-    opened: &Opened,
-    audit: &Appender,
-) -> Result<Option<(String, access::TokenString)>, StartupError> {
+async fn dev_root_token(opened: &Opened) -> Result<Option<(String, access::TokenString)>, StartupError> {
     let fail = |e: crate::error::Error| StartupError(format!("cannot create the root token: {e}"));
     if access::has_root_token(&opened.store).await.map_err(fail)? {
         return Ok(None);
     }
     let actor = Actor::command("--dev");
     let (record, token) =
-        access::create_root_token(&opened.store, audit, &actor, "created by pullpassd --dev").await.map_err(fail)?;
+        access::create_root_token(&opened.store, &actor, "created by pullpassd --dev").await.map_err(fail)?;
     Ok(Some((record.resource_name(), token)))
 }
 
@@ -220,18 +217,12 @@ async fn serve(
     let grace = settings.shutdown_grace;
     let pages = Arc::new(PageTokens::new(opened.sealer.derive_mac_key("page-tokens")));
     let changes = ChangeFeed::default();
-    let (auditor, audit_flusher) =
-        Auditor::new(opened.store.clone(), Arc::clone(&pages), settings.fault_audit_fail.clone());
-    let credentials = Credentials::new(
-        opened.store.clone(),
-        Arc::clone(&opened.sealer),
-        Arc::clone(&pages),
-        changes.clone(),
-        auditor.appender(),
-    );
-    let workspaces = Workspaces::new(opened.store.clone(), Arc::clone(&pages), changes.clone(), auditor.appender());
+    let (auditor, audit_flusher) = Auditor::new(opened.store.clone(), Arc::clone(&pages));
+    let credentials =
+        Credentials::new(opened.store.clone(), Arc::clone(&opened.sealer), Arc::clone(&pages), changes.clone());
+    let workspaces = Workspaces::new(opened.store.clone(), Arc::clone(&pages), changes.clone());
     let authn = Authenticator::new(opened.store.clone());
-    let tokens = AccessTokens::new(opened.store.clone(), authn.clone(), pages, auditor.appender());
+    let tokens = AccessTokens::new(opened.store.clone(), authn.clone(), pages);
     let upstream = Upstream::new(settings.upstream.clone()).map_err(StartupError)?;
     let broker = Broker::new(credentials.clone(), upstream, settings.lease_cache_size, &changes, auditor.clone());
     let pulls = match (&gateway, &settings.gateway) {

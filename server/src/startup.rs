@@ -120,13 +120,17 @@ pub struct Opened {
 /// Inspects, verifies, opens and migrates the database, then records
 /// key-check values for loaded keys the database did not know yet.
 pub async fn open_database(settings: &Settings, keyring: Keyring) -> Result<Opened, StartupError> {
-    let path = settings.database_path();
-    ensure_data_dir(&settings.data_dir)?;
+    if let store::Location::Sqlite(_) = &settings.database {
+        ensure_data_dir(&settings.data_dir)?;
+    }
     let sealer = Sealer::new(keyring);
-    let facts = store::inspect(&path)?.unwrap_or_default();
+    let facts = store::inspect(&settings.database).await?.unwrap_or_default();
     verify_keys(&facts, &sealer)?;
-    let store = Store::open(&path)?;
-    restrict_permissions(&path);
+    let fault = store::AuditFault::new(settings.fault_audit_fail.clone());
+    let store = store::open(&settings.database, fault).await?;
+    if let store::Location::Sqlite(path) = &settings.database {
+        restrict_permissions(path);
+    }
     let known: Vec<String> = facts.key_checks.iter().map(|(id, _)| id.clone()).collect();
     let mut new_checks = Vec::new();
     for id in sealer.keyring().ids() {
@@ -138,13 +142,7 @@ pub async fn open_database(settings: &Settings, keyring: Keyring) -> Result<Open
     let active = sealer.active_key_id().to_owned();
     if !new_checks.is_empty() || facts.active_key_id.as_deref() != Some(active.as_str()) {
         store
-            .write(move |conn| {
-                for (id, value) in &new_checks {
-                    store::meta::insert_key_check(conn, id, value)?;
-                }
-                store::meta::set(conn, store::meta::ACTIVE_KEY_ID, &active)?;
-                Ok(())
-            })
+            .record_keys(&new_checks, &active)
             .await
             .map_err(|e| StartupError(format!("cannot record master key checks: {e}")))?;
     }

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use crate::audit::{Actor, Appender};
+use crate::audit::Actor;
 use crate::changes::{Change, ChangeFeed};
 use crate::domain::workspace::MAX_DISPLAY_NAME_CHARS;
 use crate::domain::{Timestamp, Workspace, WorkspaceId, WorkspaceKind};
 use crate::error::{Error, Violations};
 use crate::paging::{Page, PageTokens, page_size};
-use crate::store::{self, Store, StoreError};
+use crate::store::{Store, WorkspaceDeletion};
 
 /// The workspace service.
 #[derive(Clone)]
@@ -16,7 +16,6 @@ pub struct Workspaces {
     store: Store,
     pages: Arc<PageTokens>,
     changes: ChangeFeed,
-    audit: Appender,
 }
 
 impl std::fmt::Debug for Workspaces {
@@ -27,8 +26,8 @@ impl std::fmt::Debug for Workspaces {
 
 impl Workspaces {
     /// The service over `store`, announcing deletions on `changes`.
-    pub fn new(store: Store, pages: Arc<PageTokens>, changes: ChangeFeed, audit: Appender) -> Self {
-        Self { store, pages, changes, audit }
+    pub fn new(store: Store, pages: Arc<PageTokens>, changes: ChangeFeed) -> Self {
+        Self { store, pages, changes }
     }
 
     /// Creates a workspace.
@@ -48,25 +47,14 @@ impl Workspaces {
         violations.finish()?;
         let (Some(id), Some(kind)) = (id, kind) else { return Err(Error::internal("validated fields missing")) };
         let workspace = Workspace { id, kind, display_name, create_time: Timestamp::now() };
-        let stored = workspace.clone();
         let event = actor.event("CreateWorkspace", workspace.id.as_str(), &workspace.id.name(), 0);
-        let audit = self.audit.clone();
-        self.store
-            .write(move |conn| {
-                match store::workspaces::insert(conn, &stored) {
-                    Ok(()) => {}
-                    Err(StoreError::Conflict) => return Err(Error::already_exists(stored.id.name())),
-                    Err(e) => return Err(e.into()),
-                }
-                audit.append(conn, &event)
-            })
-            .await?;
+        self.store.create_workspace(&workspace, &[event]).await?;
         Ok(workspace)
     }
 
     /// One workspace.
     pub async fn get(&self, id: WorkspaceId) -> Result<Workspace, Error> {
-        self.store.read(move |conn| store::workspaces::get(conn, &id)?.ok_or_else(|| Error::not_found(id.name()))).await
+        self.store.workspace(&id).await?.ok_or_else(|| Error::not_found(id.name()))
     }
 
     /// A page of workspaces, ordered by id.
@@ -74,40 +62,27 @@ impl Workspaces {
         let size = page_size(requested_page_size)?;
         let query = "workspaces|";
         let after = self.pages.decode(query, page_token)?;
-        let pages = Arc::clone(&self.pages);
-        self.store
-            .read(move |conn| {
-                let fetched = store::workspaces::list(conn, after.as_deref(), size + 1)?;
-                Ok(Page::from_fetched(fetched, size, &pages, query, |w| w.id.to_string()))
-            })
-            .await
+        let fetched = self.store.workspaces(after.as_deref(), size + 1).await?;
+        Ok(Page::from_fetched(fetched, size, &self.pages, query, |w| w.id.to_string()))
     }
 
     /// Deletes a workspace; with `force`, everything in it too.
     pub async fn delete(&self, actor: &Actor, id: WorkspaceId, force: bool) -> Result<(), Error> {
-        let deleted = id.clone();
         let event = actor.event("DeleteWorkspace", id.as_str(), &id.name(), 0);
-        let audit = self.audit.clone();
-        self.store
-            .write(move |conn| {
-                if !store::workspaces::exists(conn, &id)? {
-                    return Err(Error::not_found(id.name()));
-                }
-                let (credentials, tokens) = store::workspaces::count_children(conn, &id)?;
-                if !force && credentials + tokens > 0 {
-                    return Err(Error::FailedPrecondition {
-                        reason: pullpass::reason::WORKSPACE_NOT_EMPTY,
-                        message: format!(
-                            "{} still holds {credentials} credential(s) and {tokens} access token(s); delete them first or set `force`",
-                            id.name()
-                        ),
-                    });
-                }
-                store::workspaces::delete(conn, &id)?;
-                audit.append(conn, &event)
-            })
-            .await?;
-        self.changes.publish(Change::Workspace(&deleted));
+        match self.store.delete_workspace(&id, force, &[event]).await? {
+            WorkspaceDeletion::Deleted => {}
+            WorkspaceDeletion::Missing => return Err(Error::not_found(id.name())),
+            WorkspaceDeletion::NotEmpty { credentials, tokens } => {
+                return Err(Error::FailedPrecondition {
+                    reason: pullpass::reason::WORKSPACE_NOT_EMPTY,
+                    message: format!(
+                        "{} still holds {credentials} credential(s) and {tokens} access token(s); delete them first or set `force`",
+                        id.name()
+                    ),
+                });
+            }
+        }
+        self.changes.publish(Change::Workspace(&id));
         Ok(())
     }
 }

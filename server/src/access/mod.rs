@@ -18,10 +18,10 @@ pub mod rate_limit;
 pub mod token;
 pub mod tokens;
 
-use crate::audit::{Actor, Appender};
+use crate::audit::Actor;
 use crate::domain::{AccessTokenId, AccessTokenRecord, ProjectName, Role, Timestamp, WorkspaceId};
 use crate::error::Error;
-use crate::store::{self, Store};
+use crate::store::Store;
 pub use authn::Authenticator;
 pub use token::TokenString;
 
@@ -60,7 +60,6 @@ impl Principal {
 /// string must be shown once and never stored.
 pub async fn create_root_token(
     store: &Store,
-    audit: &Appender,
     actor: &Actor,
     description: &str,
 ) -> Result<(AccessTokenRecord, TokenString), Error> {
@@ -77,19 +76,12 @@ pub async fn create_root_token(
         revoke_time: None,
         last_used_time: None,
     };
-    let stored = record.clone();
     let event = actor.event("CreateRootToken", "", &record.resource_name(), 0);
-    let audit = audit.clone();
-    store
-        .write(move |conn| {
-            store::tokens::insert(conn, &stored)?;
-            audit.append(conn, &event)
-        })
-        .await?;
+    store.insert_token(&record, &[event]).await?;
     Ok((record, token))
 }
 
 /// Does the database hold any root token?
 pub async fn has_root_token(store: &Store) -> Result<bool, Error> {
-    store.read(|conn| Ok(store::tokens::any_root(conn)?)).await
+    store.any_root_token().await
 }

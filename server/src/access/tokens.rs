@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use super::authn::Authenticator;
 use super::token::{TokenString, new_token_id};
-use crate::audit::{Actor, Appender};
+use crate::audit::Actor;
 use crate::domain::{AccessTokenId, AccessTokenRecord, ProjectName, Role, Timestamp, WorkspaceId};
 use crate::error::{Error, Violations};
 use crate::paging::{Page, PageTokens, page_size};
-use crate::store::{self, Store, StoreError};
+use crate::store::Store;
 
 /// Longest description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
@@ -33,7 +33,6 @@ pub struct AccessTokens {
     store: Store,
     authn: Authenticator,
     pages: Arc<PageTokens>,
-    audit: Appender,
 }
 
 impl std::fmt::Debug for AccessTokens {
@@ -44,8 +43,8 @@ impl std::fmt::Debug for AccessTokens {
 
 impl AccessTokens {
     /// The service; revocations refresh `authn`'s cache at once.
-    pub fn new(store: Store, authn: Authenticator, pages: Arc<PageTokens>, audit: Appender) -> Self {
-        Self { store, authn, pages, audit }
+    pub fn new(store: Store, authn: Authenticator, pages: Arc<PageTokens>) -> Self {
+        Self { store, authn, pages }
     }
 
     /// Checks a new token's fields; returns the role.
@@ -100,39 +99,22 @@ impl AccessTokens {
             revoke_time: None,
             last_used_time: None,
         };
-        let stored = record.clone();
         let event = actor.event(
             "CreateAccessToken",
-            stored.workspace.as_ref().map_or("", |w| w.as_str()),
-            &stored.resource_name(),
+            record.workspace.as_ref().map_or("", |w| w.as_str()),
+            &record.resource_name(),
             0,
         );
-        let audit = self.audit.clone();
-        self.store
-            .write(move |conn| {
-                let workspace = stored.workspace.as_ref().ok_or_else(|| Error::internal("token without workspace"))?;
-                if !store::workspaces::exists(conn, workspace)? {
-                    return Err(Error::not_found(workspace.name()));
-                }
-                match store::tokens::insert(conn, &stored) {
-                    Ok(()) => {}
-                    Err(StoreError::Conflict) => return Err(Error::internal("token id collision; retry")),
-                    Err(e) => return Err(e.into()),
-                }
-                audit.append(conn, &event)
-            })
-            .await?;
+        self.store.insert_token(&record, &[event]).await?;
         Ok((record, token))
     }
 
     /// One token of a workspace.
     pub async fn get(&self, workspace: WorkspaceId, id: AccessTokenId) -> Result<AccessTokenRecord, Error> {
         self.store
-            .read(move |conn| {
-                store::tokens::get(conn, &workspace, &id)?
-                    .ok_or_else(|| Error::not_found(format!("{}/accessTokens/{id}", workspace.name())))
-            })
-            .await
+            .token(&workspace, &id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("{}/accessTokens/{id}", workspace.name())))
     }
 
     /// A page of a workspace's tokens.
@@ -145,16 +127,12 @@ impl AccessTokens {
         let size = page_size(requested)?;
         let query = format!("accessTokens|{}", workspace.name());
         let after = self.pages.decode(&query, page_token)?;
-        let pages = Arc::clone(&self.pages);
-        self.store
-            .read(move |conn| {
-                if !store::workspaces::exists(conn, &workspace)? {
-                    return Err(Error::not_found(workspace.name()));
-                }
-                let fetched = store::tokens::list(conn, &workspace, after.as_deref(), size + 1)?;
-                Ok(Page::from_fetched(fetched, size, &pages, &query, |t| t.id.to_string()))
-            })
-            .await
+        let fetched = self
+            .store
+            .tokens(&workspace, after.as_deref(), size + 1)
+            .await?
+            .ok_or_else(|| Error::not_found(workspace.name()))?;
+        Ok(Page::from_fetched(fetched, size, &self.pages, &query, |t| t.id.to_string()))
     }
 
     /// Drops the authentication cache (after a workspace and its tokens were
@@ -170,19 +148,13 @@ impl AccessTokens {
         workspace: WorkspaceId,
         id: AccessTokenId,
     ) -> Result<AccessTokenRecord, Error> {
-        let audit = self.audit.clone();
-        let event =
-            actor.event("RevokeAccessToken", workspace.as_str(), &format!("{}/accessTokens/{id}", workspace.name()), 0);
+        let resource = format!("{}/accessTokens/{id}", workspace.name());
+        let event = actor.event("RevokeAccessToken", workspace.as_str(), &resource, 0);
         let record = self
             .store
-            .write(move |conn| {
-                if !store::tokens::revoke(conn, &workspace, &id, Timestamp::now())? {
-                    return Err(Error::not_found(format!("{}/accessTokens/{id}", workspace.name())));
-                }
-                audit.append(conn, &event)?;
-                store::tokens::get(conn, &workspace, &id)?.ok_or_else(|| Error::internal("revoked token vanished"))
-            })
-            .await?;
+            .revoke_token(&workspace, &id, Timestamp::now(), &[event])
+            .await?
+            .ok_or_else(|| Error::not_found(resource))?;
         self.authn.refresh(&record);
         Ok(record)
     }

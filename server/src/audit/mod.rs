@@ -4,8 +4,8 @@
 //!
 //! Two write paths, on purpose:
 //! * **Mutations fail closed.** Their success event is appended inside the
-//!   mutation's own transaction ([`Appender::append`]): if the event cannot
-//!   be written, the mutation is rolled back and fails.
+//!   mutation's own transaction (the store's mutations take their events):
+//!   if the event cannot be written, the mutation is rolled back and fails.
 //! * **Lease events are group-committed.** [`Auditor::record_lease`] queues the
 //!   event and returns at once; a background task commits the queue every few
 //!   milliseconds in one transaction. Issuance is never serialized behind the
@@ -26,10 +26,8 @@ use tokio::sync::mpsc;
 use crate::domain::Timestamp;
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::error::Error;
-use crate::store::{self, Store};
+use crate::store::{AuditFilter, Store};
 
-/// Meta key holding `seq:hexhash` of the last pruned event.
-pub const CHECKPOINT_KEY: &str = "audit_checkpoint";
 /// How long lease events may wait to be committed.
 const LEASE_FLUSH: Duration = Duration::from_millis(5);
 /// Most lease events queued before new ones are dropped.
@@ -71,97 +69,31 @@ impl Actor {
     }
 }
 
-/// Appends events inside a write transaction. Cheap to clone into write jobs.
-#[derive(Debug, Clone, Default)]
-pub struct Appender {
-    /// Testing hook: appends for this action fail.
-    fail_action: Option<String>,
-}
-
-impl Appender {
-    /// Appends `event` to the chain, in the caller's transaction.
-    pub fn append(&self, conn: &rusqlite::Connection, event: &AuditEvent) -> Result<(), Error> {
-        self.append_all(conn, std::slice::from_ref(event))
-    }
-
-    /// Appends `events` in order, reading the chain's head once.
-    pub fn append_all(&self, conn: &rusqlite::Connection, events: &[AuditEvent]) -> Result<(), Error> {
-        if events.iter().any(|event| self.fail_action.as_deref().is_some_and(|a| a == event.action || a == "*")) {
-            return Err(audit_unavailable());
-        }
-        append_all(conn, events).map_err(|e| {
-            tracing::error!(error = %e, "audit append failed");
-            audit_unavailable()
-        })
-    }
-}
-
-fn audit_unavailable() -> Error {
-    Error::Unavailable {
-        reason: "AUDIT_UNAVAILABLE",
-        message: "the audit trail could not be written, so the change was not made".into(),
-    }
-}
-
-fn append_all(conn: &rusqlite::Connection, events: &[AuditEvent]) -> Result<(), Error> {
-    let (mut seq, mut prev_hash) = match store::audit::head(conn)? {
-        Some(head) => head,
-        None => checkpoint(conn)?.unwrap_or((0, chain::GENESIS)),
-    };
-    for event in events {
-        seq += 1;
-        let hash = chain::link(&prev_hash, seq, event);
-        store::audit::insert(conn, seq, event, &prev_hash, &hash)?;
-        prev_hash = hash;
-    }
-    Ok(())
-}
-
-/// The last pruned event (`seq`, hash), if the chain was pruned.
-fn checkpoint(conn: &rusqlite::Connection) -> Result<Option<(i64, [u8; 32])>, Error> {
-    let Some(text) = store::meta::get(conn, CHECKPOINT_KEY)? else { return Ok(None) };
-    let parsed = text.split_once(':').and_then(|(seq, hash)| Some((seq.parse().ok()?, chain::from_hex(hash)?)));
-    parsed.map(Some).ok_or_else(|| Error::internal("the audit checkpoint is unreadable"))
-}
-
-/// The audit service: appenders for mutations, the lease queue, queries.
+/// The audit service: the lease queue, failed attempts, queries.
 #[derive(Debug, Clone)]
 pub struct Auditor {
     store: Store,
-    appender: Appender,
     leases: Option<mpsc::Sender<AuditEvent>>,
     pages: Option<std::sync::Arc<crate::paging::PageTokens>>,
 }
 
 impl Auditor {
-    /// An auditor over `store`; `fail_action` is a testing hook that makes
-    /// appends for that action (or `*`) fail.
-    pub fn new(
-        store: Store,
-        pages: std::sync::Arc<crate::paging::PageTokens>,
-        fail_action: Option<String>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    /// An auditor over `store`, with its lease-event flusher.
+    pub fn new(store: Store, pages: std::sync::Arc<crate::paging::PageTokens>) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(LEASE_QUEUE);
-        let flusher =
-            tokio::spawn(flush_leases(store.clone(), Appender { fail_action: fail_action.clone() }, receiver));
-        (Self { store, appender: Appender { fail_action }, leases: Some(sender), pages: Some(pages) }, flusher)
+        let flusher = tokio::spawn(flush_leases(store.clone(), receiver));
+        (Self { store, leases: Some(sender), pages: Some(pages) }, flusher)
     }
 
     /// An auditor without a lease queue or listings (offline commands).
     pub fn offline(store: Store) -> Self {
-        Self { store, appender: Appender::default(), leases: None, pages: None }
-    }
-
-    /// The appender for write jobs.
-    pub fn appender(&self) -> Appender {
-        self.appender.clone()
+        Self { store, leases: None, pages: None }
     }
 
     /// Records a failed attempt, best-effort (a failure to record is logged).
     pub async fn record_failure(&self, actor: &Actor, action: &str, workspace: &str, resource: &str, status_code: i32) {
         let event = actor.event(action, workspace, resource, status_code);
-        let appender = self.appender.clone();
-        if let Err(e) = self.store.write(move |conn| appender.append(conn, &event)).await {
+        if let Err(e) = self.store.append_audit(&[event]).await {
             tracing::error!(error = %e, action, "could not record a failed attempt in the audit trail");
         }
     }
@@ -185,8 +117,7 @@ impl Auditor {
         filter: &str,
     ) -> Result<crate::paging::Page<AuditRecord>, Error> {
         let size = crate::paging::page_size(requested_page_size)?;
-        let mut parsed =
-            store::audit::AuditFilter { workspace: workspace.map(|w| w.to_string()), ..Default::default() };
+        let mut parsed = AuditFilter { workspace: workspace.map(|w| w.to_string()), ..Default::default() };
         for term in crate::filter::terms(filter)? {
             use crate::filter::Op;
             let time = || {
@@ -214,12 +145,8 @@ impl Auditor {
             Some(cursor) => cursor.parse().map_err(|_| Error::invalid("page_token", "is not a valid page token"))?,
             None => 0,
         };
-        self.store
-            .read(move |conn| {
-                let fetched = store::audit::list(conn, &parsed, after, size + 1)?;
-                Ok(crate::paging::Page::from_fetched(fetched, size, &pages, &query, |r| r.seq.to_string()))
-            })
-            .await
+        let fetched = self.store.audit_events(&parsed, after, size + 1).await?;
+        Ok(crate::paging::Page::from_fetched(fetched, size, &pages, &query, |r| r.seq.to_string()))
     }
 
     /// Stops queueing and waits for queued lease events to be committed.
@@ -229,7 +156,7 @@ impl Auditor {
     }
 }
 
-async fn flush_leases(store: Store, appender: Appender, mut receiver: mpsc::Receiver<AuditEvent>) {
+async fn flush_leases(store: Store, mut receiver: mpsc::Receiver<AuditEvent>) {
     while let Some(first) = receiver.recv().await {
         // Let events gather without waiting on the queue: a task parked in
         // `recv` is woken by every send, one wake-up per lease under load.
@@ -242,8 +169,7 @@ async fn flush_leases(store: Store, appender: Appender, mut receiver: mpsc::Rece
             }
         }
         let count = batch.len();
-        let appender = appender.clone();
-        let written = store.write(move |conn| appender.append_all(conn, &batch)).await;
+        let written = store.append_audit(&batch).await;
         if let Err(e) = written {
             tracing::error!(error = %e, events = count, "lease audit events could not be written");
         }
@@ -263,49 +189,38 @@ pub struct Verification {
 
 /// Walks the whole chain from the checkpoint (or the start).
 pub async fn verify(store: &Store) -> Result<Verification, Error> {
-    store
-        .read(|conn| {
-            let start = checkpoint(conn)?;
-            let (mut seq, mut hash) = start.unwrap_or((0, chain::GENESIS));
-            let mut checked = 0u64;
-            loop {
-                let records = store::audit::walk(conn, seq, 1000)?;
-                if records.is_empty() {
-                    let head = (checked > 0 || start.is_some()).then_some((seq, hash));
-                    return Ok(Verification { checked, head, broken: None });
+    let start = store.audit_checkpoint().await?;
+    let (mut seq, mut hash) = start.unwrap_or((0, chain::GENESIS));
+    let mut checked = 0u64;
+    loop {
+        let records = store.audit_events(&AuditFilter::default(), seq, 1000).await?;
+        if records.is_empty() {
+            let head = (checked > 0 || start.is_some()).then_some((seq, hash));
+            return Ok(Verification { checked, head, broken: None });
+        }
+        for record in &records {
+            match chain::check(record, seq, &hash) {
+                Ok(next) => {
+                    hash = next;
+                    seq = record.seq;
+                    checked += 1;
                 }
-                for record in &records {
-                    match chain::check(record, seq, &hash) {
-                        Ok(next) => {
-                            hash = next;
-                            seq = record.seq;
-                            checked += 1;
-                        }
-                        Err(broken) => {
-                            return Ok(Verification { checked, head: Some((seq, hash)), broken: Some(broken) });
-                        }
-                    }
-                }
+                Err(broken) => return Ok(Verification { checked, head: Some((seq, hash)), broken: Some(broken) }),
             }
-        })
-        .await
+        }
+    }
 }
 
 /// The chain head as stored (`seq`, hash), for external anchoring.
 pub async fn head(store: &Store) -> Result<Option<(i64, [u8; 32])>, Error> {
-    store.read(|conn| Ok(store::audit::head(conn)?.or(checkpoint(conn)?))).await
+    match store.audit_head().await? {
+        Some(head) => Ok(Some(head)),
+        None => store.audit_checkpoint().await,
+    }
 }
 
 /// Deletes events older than `retention` and records the last deleted one
 /// as the chain's new starting point. Returns how many were deleted.
 pub async fn prune(store: &Store, retention: Duration) -> Result<u64, Error> {
-    let cutoff = Timestamp::now().saturating_minus(retention);
-    store
-        .write(move |conn| {
-            let Some((seq, hash)) = store::audit::last_before(conn, cutoff)? else { return Ok(0) };
-            let deleted = store::audit::delete_through(conn, seq)?;
-            store::meta::set(conn, CHECKPOINT_KEY, &format!("{seq}:{}", chain::hex(&hash)))?;
-            Ok(deleted)
-        })
-        .await
+    store.prune_audit(Timestamp::now().saturating_minus(retention)).await
 }

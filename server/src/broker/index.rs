@@ -1,7 +1,7 @@
 //! The in-memory credential index: each workspace's credentials (metadata
-//! and sealed secrets), loaded from SQLite on first use and dropped when a
+//! and sealed secrets), loaded from the store on first use and dropped when a
 //! credential or the workspace changes. A cache hit on the lease path costs
-//! no SQLite read.
+//! no database read.
 //!
 //! A generation counter closes the race between a load and a concurrent
 //! change: a load that started before an invalidation is not kept.
@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use crate::domain::WorkspaceId;
 use crate::domain::credential::StoredCredential;
 use crate::error::Error;
-use crate::store::{self, Store};
+use crate::store::Store;
 
 /// A workspace's credentials.
 pub type WorkspaceCredentials = Arc<Vec<Arc<StoredCredential>>>;
@@ -38,16 +38,8 @@ impl CredentialIndex {
             return Ok(Arc::clone(found));
         }
         let generation = self.generation.load(Ordering::SeqCst);
-        let id = workspace.clone();
-        let loaded = self
-            .store
-            .read(move |conn| {
-                if !store::workspaces::exists(conn, &id)? {
-                    return Err(Error::not_found(id.name()));
-                }
-                Ok(store::credentials::in_workspace(conn, &id)?)
-            })
-            .await?;
+        let loaded =
+            self.store.workspace_credentials(workspace).await?.ok_or_else(|| Error::not_found(workspace.name()))?;
         let loaded: WorkspaceCredentials = Arc::new(loaded.into_iter().map(Arc::new).collect());
         let mut map = self.workspaces.write().unwrap_or_else(|p| p.into_inner());
         if self.generation.load(Ordering::SeqCst) == generation {

@@ -10,7 +10,7 @@ use crate::domain::Provider;
 use crate::domain::ids::shorten;
 use crate::error::Error;
 use crate::filter::{Op, terms, unsupported};
-use crate::store::credentials::CredentialFilter;
+use crate::store::CredentialFilter;
 
 /// Parses a filter; the empty string matches everything.
 pub fn parse(filter: &str) -> Result<CredentialFilter, Error> {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::audit::{Actor, Appender};
+use crate::audit::Actor;
 use crate::changes::{Change, ChangeFeed};
 use crate::domain::credential::StoredCredential;
 use crate::domain::{Credential, CredentialId, CredentialName, CredentialUid, Timestamp, WorkspaceId};
@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::paging::{Page, PageTokens, page_size};
 use crate::seal::{SealError, Sealer, SecretContext};
 use crate::secret::SecretBytes;
-use crate::store::{self, Store, StoreError};
+use crate::store::{Replaced, Store};
 pub use spec::{CredentialInput, CredentialSpec};
 
 /// A credential as saved, with the rewrites made to the input.
@@ -48,6 +48,9 @@ pub struct ImportResult {
     pub outcome: Result<Saved, Error>,
 }
 
+/// Tries of an update that raced other changes of the same credential.
+const UPDATE_ATTEMPTS: usize = 5;
+
 /// Fields `UpdateCredential` may change.
 pub const UPDATABLE_FIELDS: &[&str] = &[
     "registry_server",
@@ -67,7 +70,6 @@ pub struct Credentials {
     sealer: Arc<Sealer>,
     pages: Arc<PageTokens>,
     changes: ChangeFeed,
-    audit: Appender,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -79,14 +81,8 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// The service over `store`, sealing with `sealer`, announcing changes
     /// on `changes`.
-    pub fn new(
-        store: Store,
-        sealer: Arc<Sealer>,
-        pages: Arc<PageTokens>,
-        changes: ChangeFeed,
-        audit: Appender,
-    ) -> Self {
-        Self { store, sealer, pages, changes, audit }
+    pub fn new(store: Store, sealer: Arc<Sealer>, pages: Arc<PageTokens>, changes: ChangeFeed) -> Self {
+        Self { store, sealer, pages, changes }
     }
 
     fn changed(&self, name: &CredentialName) {
@@ -107,13 +103,8 @@ impl Credentials {
         let credential = stored.credential.clone();
         let event =
             actor.event("CreateCredential", credential.name.workspace.as_str(), &credential.name.to_string(), 0);
-        let audit = self.audit.clone();
-        self.store
-            .write(move |conn| {
-                insert_new(conn, &stored)?;
-                audit.append(conn, &event)
-            })
-            .await?;
+        let workspace = credential.name.workspace.clone();
+        self.store.insert_credentials(&workspace, &[(stored, event)], false).await?;
         self.changed(&credential.name);
         Ok(Saved { credential, normalizations: spec.normalizations })
     }
@@ -125,18 +116,24 @@ impl Credentials {
 
     /// One credential with its sealed secret (for the broker).
     pub async fn get_stored(&self, name: CredentialName) -> Result<StoredCredential, Error> {
-        self.store.read(move |conn| store::credentials::get(conn, &name)?.ok_or_else(|| not_found(conn, &name))).await
+        match self.store.credential(&name).await? {
+            Some(stored) => Ok(stored),
+            None => Err(self.not_found(&name).await),
+        }
     }
 
     /// One credential's metadata.
     pub async fn get(&self, name: CredentialName) -> Result<Credential, Error> {
-        self.store
-            .read(move |conn| {
-                store::credentials::get(conn, &name)?
-                    .map(|stored| stored.credential)
-                    .ok_or_else(|| not_found(conn, &name))
-            })
-            .await
+        self.get_stored(name).await.map(|stored| stored.credential)
+    }
+
+    /// NOT_FOUND naming the workspace when it is the workspace that is
+    /// missing.
+    async fn not_found(&self, name: &CredentialName) -> Error {
+        match self.store.workspace(&name.workspace).await {
+            Ok(None) => Error::not_found(name.workspace.name()),
+            _ => Error::not_found(name.to_string()),
+        }
     }
 
     /// A page of a workspace's credentials.
@@ -151,16 +148,12 @@ impl Credentials {
         let filter = filter::parse(filter)?;
         let query = format!("credentials|{}|{}", workspace.name(), filter::canonical(&filter));
         let after = self.pages.decode(&query, page_token)?;
-        let pages = Arc::clone(&self.pages);
-        self.store
-            .read(move |conn| {
-                if !store::workspaces::exists(conn, &workspace)? {
-                    return Err(Error::not_found(workspace.name()));
-                }
-                let fetched = store::credentials::list(conn, &workspace, &filter, after.as_deref(), size + 1)?;
-                Ok(Page::from_fetched(fetched, size, &pages, &query, |c| c.name.credential.to_string()))
-            })
-            .await
+        let fetched = self
+            .store
+            .credentials(&workspace, &filter, after.as_deref(), size + 1)
+            .await?
+            .ok_or_else(|| Error::not_found(workspace.name()))?;
+        Ok(Page::from_fetched(fetched, size, &self.pages, &query, |c| c.name.credential.to_string()))
     }
 
     /// Applies the fields named in `mask` (or, without a mask, every field
@@ -173,62 +166,56 @@ impl Credentials {
         mask: Option<Vec<String>>,
     ) -> Result<Saved, Error> {
         let fields = update_fields(&input, mask)?;
-        let sealer = Arc::clone(&self.sealer);
-        let event = actor.event("UpdateCredential", name.workspace.as_str(), &name.to_string(), 0);
-        let audit = self.audit.clone();
-        let changed_name = name.clone();
-        let saved = self
-            .store
-            .write(move |conn| {
-                let current = store::credentials::get(conn, &name)?.ok_or_else(|| not_found(conn, &name))?;
-                if current.credential.provider == crate::domain::Provider::Google
-                    && fields.contains("username")
-                    && !fields.contains("secret")
-                {
-                    return Err(Error::invalid(
-                        "update_mask",
-                        "the user name of a GOOGLE credential comes from its key's `client_email`; replace the secret instead",
-                    ));
+        // Read, merge, validate and seal outside the store; the store
+        // replaces the row only if nobody changed it meanwhile (else: again).
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get_stored(name.clone()).await?;
+            if current.credential.provider == crate::domain::Provider::Google
+                && fields.contains("username")
+                && !fields.contains("secret")
+            {
+                return Err(Error::invalid(
+                    "update_mask",
+                    "the user name of a GOOGLE credential comes from its key's `client_email`; replace the secret instead",
+                ));
+            }
+            let merged = merge(&current.credential, input.clone(), &fields);
+            let replaces_secret = merged.secret.is_some();
+            let spec = spec::validate(merged, "credential")?;
+            // Strictly later than the last change even if the clock stepped
+            // back: the broker's lease cache keys on it.
+            let now = Timestamp::now().max(current.credential.update_time.plus(Duration::from_micros(1)));
+            let mut credential = apply(&current.credential, &spec, now);
+            let sealed = if replaces_secret {
+                credential.secret_version = current.credential.secret_version + 1;
+                seal(&self.sealer, &credential, spec.secret.as_ref())?
+            } else {
+                current.sealed.clone()
+            };
+            let replacement = StoredCredential { credential, sealed };
+            let event = actor.event("UpdateCredential", name.workspace.as_str(), &name.to_string(), 0);
+            match self.store.replace_credential(&current.credential, &replacement, &[event]).await? {
+                Replaced::Done => {
+                    self.changed(&name);
+                    return Ok(Saved { credential: replacement.credential, normalizations: spec.normalizations });
                 }
-                let merged = merge(&current.credential, input, &fields);
-                let replaces_secret = merged.secret.is_some();
-                let spec = spec::validate(merged, "credential")?;
-                // Strictly later than the last change even if the clock
-                // stepped back: the broker's lease cache keys on it.
-                let now = Timestamp::now().max(current.credential.update_time.plus(Duration::from_micros(1)));
-                let mut credential = apply(&current.credential, &spec, now);
-                let sealed = if replaces_secret {
-                    credential.secret_version = current.credential.secret_version + 1;
-                    seal(&sealer, &credential, spec.secret.as_ref())?
-                } else {
-                    current.sealed
-                };
-                let stored = StoredCredential { credential, sealed };
-                if !store::credentials::replace(conn, &stored)? {
-                    return Err(Error::not_found(name.to_string()));
-                }
-                audit.append(conn, &event)?;
-                Ok(Saved { credential: stored.credential, normalizations: spec.normalizations })
-            })
-            .await?;
-        self.changed(&changed_name);
-        Ok(saved)
+                Replaced::Stale => continue,
+                Replaced::Missing => return Err(self.not_found(&name).await),
+            }
+        }
+        Err(Error::Unavailable {
+            reason: "CONCURRENT_UPDATES",
+            message: format!("{name} kept changing while this update was applied; retry"),
+        })
     }
 
     /// Deletes a credential and its sealed secret.
     pub async fn delete(&self, actor: &Actor, name: CredentialName) -> Result<(), Error> {
-        let deleted_name = name.clone();
         let event = actor.event("DeleteCredential", name.workspace.as_str(), &name.to_string(), 0);
-        let audit = self.audit.clone();
-        self.store
-            .write(move |conn| {
-                if !store::credentials::delete(conn, &name)? {
-                    return Err(not_found(conn, &name));
-                }
-                audit.append(conn, &event)
-            })
-            .await?;
-        self.changed(&deleted_name);
+        if !self.store.delete_credential(&name, &[event]).await? {
+            return Err(self.not_found(&name).await);
+        }
+        self.changed(&name);
         Ok(())
     }
 
@@ -272,14 +259,34 @@ impl Credentials {
                 Err(error) => results.push(ImportResult { config_key: entry.config_key, outcome: Err(error) }),
             }
         }
-        let conflicts = if validate_only {
-            self.store.read(move |conn| find_conflicts(conn, &workspace, &to_store, None)).await?
+        let taken: Vec<bool> = if validate_only {
+            if self.store.workspace(&workspace).await?.is_none() {
+                return Err(Error::not_found(workspace.name()));
+            }
+            let mut taken = Vec::with_capacity(to_store.len());
+            for (_, stored) in &to_store {
+                taken.push(self.store.credential(&stored.credential.name).await?.is_some());
+            }
+            taken
         } else {
-            let audit = (self.audit.clone(), actor.clone());
-            self.store.write(move |conn| find_conflicts(conn, &workspace, &to_store, Some(&audit))).await?
+            let rows: Vec<(StoredCredential, crate::domain::audit::AuditEvent)> = to_store
+                .iter()
+                .map(|(_, stored)| {
+                    let name = stored.credential.name.to_string();
+                    (stored.clone(), actor.event("ImportDockerConfig", workspace.as_str(), &name, 0))
+                })
+                .collect();
+            self.store
+                .insert_credentials(&workspace, &rows, true)
+                .await?
+                .into_iter()
+                .map(|inserted| !inserted)
+                .collect()
         };
-        for (index, name) in conflicts {
-            results[index].outcome = Err(Error::already_exists(name));
+        for ((index, stored), taken) in to_store.iter().zip(taken) {
+            if taken {
+                results[*index].outcome = Err(Error::already_exists(stored.credential.name.to_string()));
+            }
         }
         if !validate_only {
             for saved in results.iter().filter_map(|r| r.outcome.as_ref().ok()) {
@@ -319,59 +326,6 @@ impl Credentials {
         let credential = apply(&template, spec, now);
         let sealed = seal(&self.sealer, &credential, spec.secret.as_ref())?;
         Ok(StoredCredential { credential, sealed })
-    }
-}
-
-/// Inserts the import's credentials (when given an audit appender and actor)
-/// or only looks them up, returning the indexes of those whose name is taken.
-fn find_conflicts(
-    conn: &rusqlite::Connection,
-    workspace: &WorkspaceId,
-    to_store: &[(usize, StoredCredential)],
-    insert: Option<&(Appender, Actor)>,
-) -> Result<Vec<(usize, String)>, Error> {
-    if !store::workspaces::exists(conn, workspace)? {
-        return Err(Error::not_found(workspace.name()));
-    }
-    let mut conflicts = Vec::new();
-    for (index, stored) in to_store {
-        let name = stored.credential.name.to_string();
-        let taken = if let Some((audit, actor)) = insert {
-            match store::credentials::insert(conn, stored) {
-                Ok(()) => {
-                    audit.append(conn, &actor.event("ImportDockerConfig", workspace.as_str(), &name, 0))?;
-                    false
-                }
-                Err(StoreError::Conflict) => true,
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            store::credentials::get(conn, &stored.credential.name)?.is_some()
-        };
-        if taken {
-            conflicts.push((*index, stored.credential.name.to_string()));
-        }
-    }
-    Ok(conflicts)
-}
-
-fn insert_new(conn: &rusqlite::Connection, stored: &StoredCredential) -> Result<(), Error> {
-    let workspace = &stored.credential.name.workspace;
-    if !store::workspaces::exists(conn, workspace)? {
-        return Err(Error::not_found(workspace.name()));
-    }
-    match store::credentials::insert(conn, stored) {
-        Ok(()) => Ok(()),
-        Err(StoreError::Conflict) => Err(Error::already_exists(stored.credential.name.to_string())),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// NOT_FOUND naming the workspace when it is the workspace that is missing.
-fn not_found(conn: &rusqlite::Connection, name: &CredentialName) -> Error {
-    match store::workspaces::exists(conn, &name.workspace) {
-        Ok(false) => Error::not_found(name.workspace.name()),
-        _ => Error::not_found(name.to_string()),
     }
 }
 

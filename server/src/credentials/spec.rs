@@ -27,7 +27,7 @@ pub const MAX_REALMS: usize = 20;
 pub const MAX_CA_BUNDLE_LEN: usize = 256 * 1024;
 
 /// A credential as a request describes it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct CredentialInput {
     /// `pullpass.v1.Provider` number (0 = unset).
     pub provider: i32,

@@ -1,38 +1,33 @@
-//! SQLite persistence: schema migrations, one group-committing writer thread,
-//! a small pool of reader connections, and typed queries per table.
+//! Persistence: one domain-level interface ([`Backend`]: operations, not
+//! SQL) with two implementations, embedded SQLite ([`sqlite`], the default)
+//! and PostgreSQL ([`postgres`], for several replicas on one database).
 //!
-//! Invariants:
-//! * Every write runs on the writer thread inside a transaction and is on
-//!   disk (WAL, `synchronous=FULL`, both checked at open) before its caller
-//!   hears back. Concurrent writes share one commit (group commit); each runs
-//!   in its own savepoint, so one failing write does not undo another.
-//! * The store holds sealed secrets as opaque bytes and token hashes only. It
-//!   knows nothing of cryptography or gRPC.
-//! * [`inspect`] reads a database without writing a byte, so start-up checks
-//!   (schema version, master keys) happen before anything is changed.
+//! Invariants, on both:
+//! * A write is durable before its caller hears back, and a mutation and its
+//!   audit events commit together or not at all (the audit chain is
+//!   appended inside the mutation's transaction).
+//! * The store holds sealed secrets as opaque bytes and token hashes only.
+//!   It knows nothing of key material or gRPC; it links the audit chain
+//!   with [`crate::audit::chain`] (hashes of what it stores).
+//! * Opening checks, before writing anything, that the database is not newer
+//!   than this binary ([`Backend`] implementations read [`DatabaseFacts`]
+//!   without writing), so start-up checks happen before any change.
 
-pub mod audit;
-pub mod credentials;
-pub mod meta;
-mod migrations;
-pub mod tokens;
-pub mod workspaces;
-mod writer;
+pub mod sqlite;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rusqlite::{Connection, OpenFlags};
-use tokio::sync::Semaphore;
+use async_trait::async_trait;
+use pullpass::registry::RegistryServer;
 
-pub use migrations::SCHEMA_VERSION;
-use writer::Writer;
-
+use crate::domain::audit::{AuditEvent, AuditRecord};
+use crate::domain::credential::StoredCredential;
+use crate::domain::{
+    AccessTokenId, AccessTokenRecord, Credential, CredentialName, Provider, SealedSecret, Timestamp, Workspace,
+    WorkspaceId,
+};
 use crate::error::Error;
-
-/// Number of reader connections.
-const READERS: usize = 4;
 
 /// A low-level storage failure. Domain code turns it into [`Error`].
 #[derive(Debug)]
@@ -47,14 +42,18 @@ pub enum StoreError {
         /// The newest this binary understands.
         supported: i64,
     },
-    /// WAL or `synchronous=FULL` could not be enabled.
+    /// Durability settings could not be enabled.
     NotDurable(String),
     /// A stored value does not parse (the database was edited by hand?).
     Corrupt(String),
     /// The store has been closed.
     Closed,
+    /// The database cannot be reached (PostgreSQL down, connection lost).
+    Unreachable(String),
     /// Any other SQLite error.
     Sqlite(rusqlite::Error),
+    /// Any other PostgreSQL error (its message names no secret).
+    Postgres(String),
 }
 
 impl fmt::Display for StoreError {
@@ -68,7 +67,9 @@ impl fmt::Display for StoreError {
             Self::NotDurable(what) => write!(f, "the database cannot be made durable: {what}"),
             Self::Corrupt(what) => write!(f, "the database holds an unreadable value: {what}"),
             Self::Closed => f.write_str("the database is closed (server shutting down)"),
+            Self::Unreachable(what) => write!(f, "the database cannot be reached: {what}"),
             Self::Sqlite(e) => write!(f, "SQLite: {e}"),
+            Self::Postgres(e) => write!(f, "PostgreSQL: {e}"),
         }
     }
 }
@@ -99,15 +100,19 @@ impl From<StoreError> for Error {
                 reason: "SERVER_SHUTTING_DOWN",
                 message: "the server is shutting down; retry on another replica or after restart".into(),
             },
+            StoreError::Unreachable(what) => Error::Unavailable {
+                reason: "DATABASE_UNAVAILABLE",
+                message: format!("the database cannot be reached ({what}); retry shortly"),
+            },
             other => Error::internal(format!("storage failure: {other}")),
         }
     }
 }
 
-/// What a database file holds, read without modifying it.
+/// What a database holds, read without modifying it.
 #[derive(Debug, Clone, Default)]
 pub struct DatabaseFacts {
-    /// `PRAGMA user_version`: 0 for a new file.
+    /// The schema version: 0 for a new database.
     pub schema_version: i64,
     /// Key-check values per master-key id.
     pub key_checks: Vec<(String, Vec<u8>)>,
@@ -115,183 +120,307 @@ pub struct DatabaseFacts {
     pub active_key_id: Option<String>,
     /// Master-key ids that wrap at least one stored data key.
     pub key_ids_in_use: Vec<String>,
+    /// How many data keys each master-key id wraps.
+    pub key_usage: Vec<(String, u64)>,
 }
 
-/// Reads the facts of an existing database read-only. `None` if the file does
-/// not exist. Refuses a database newer than this binary.
-pub fn inspect(path: &Path) -> Result<Option<DatabaseFacts>, StoreError> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let sidecars = [sidecar(path, "-wal"), sidecar(path, "-shm")];
-    let existed = sidecars.iter().map(|p| p.exists()).collect::<Vec<_>>();
-    let facts = read_facts(path);
-    // Reading a WAL database creates empty -wal/-shm files; remove the ones
-    // this call created so a refused start-up leaves the directory as it was.
-    let wal_is_empty = std::fs::metadata(&sidecars[0]).map(|m| m.len() == 0).unwrap_or(true);
-    if !existed[0] && !existed[1] && wal_is_empty {
-        for file in &sidecars {
-            let _ = std::fs::remove_file(file);
+/// Where the database is.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// An SQLite file.
+    Sqlite(std::path::PathBuf),
+}
+
+impl Location {
+    /// For messages: the file, or the server and database (never a
+    /// password).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("sqlite:{}", path.display()),
         }
     }
-    facts
 }
 
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-fn read_facts(path: &Path) -> Result<Option<DatabaseFacts>, StoreError> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    let schema_version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if schema_version > SCHEMA_VERSION {
-        return Err(StoreError::TooNew { found: schema_version, supported: SCHEMA_VERSION });
+/// What the database at `location` holds, read without writing; `None` if
+/// there is no database yet.
+pub async fn inspect(location: &Location) -> Result<Option<DatabaseFacts>, StoreError> {
+    match location {
+        Location::Sqlite(path) => sqlite::inspect(path),
     }
-    if schema_version == 0 {
-        return Ok(Some(DatabaseFacts::default()));
-    }
-    Ok(Some(DatabaseFacts {
-        schema_version,
-        key_checks: meta::key_checks(&conn)?,
-        active_key_id: meta::get(&conn, meta::ACTIVE_KEY_ID)?,
-        key_ids_in_use: credentials::key_ids_in_use(&conn)?,
-    }))
 }
 
-/// Handle to the database; cheap to clone.
+/// Opens (creating and migrating if needed) the database at `location`.
+pub async fn open(location: &Location, fault: AuditFault) -> Result<Store, StoreError> {
+    match location {
+        Location::Sqlite(path) => Ok(Store::new(Arc::new(sqlite::SqliteStore::open_with(path, fault)?))),
+    }
+}
+
+/// Narrows a credential listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialFilter {
+    /// Registry host, and namespace when given.
+    pub registry: Option<RegistryServer>,
+    /// Provider.
+    pub provider: Option<Provider>,
+}
+
+/// Narrows an audit listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this workspace (`None`: every workspace).
+    pub workspace: Option<String>,
+    /// Exact action.
+    pub action: Option<String>,
+    /// Exact resource.
+    pub resource: Option<String>,
+    /// Exact principal.
+    pub principal: Option<String>,
+    /// Events at or after.
+    pub since: Option<Timestamp>,
+    /// Events before.
+    pub before: Option<Timestamp>,
+}
+
+/// Where a walk over every credential stands: `(workspace id, credential
+/// id)` of the last row seen.
+pub type RowCursor = Option<(String, String)>;
+
+/// The audit chain's last link: `(seq, hash)`.
+pub type ChainLink = (i64, [u8; 32]);
+
+/// What deleting a workspace did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkspaceDeletion {
+    /// Deleted (with everything in it, when forced).
+    Deleted,
+    /// No such workspace.
+    Missing,
+    /// Not empty, and not forced.
+    NotEmpty {
+        /// Its credentials.
+        credentials: u64,
+        /// Its access tokens.
+        tokens: u64,
+    },
+}
+
+/// What replacing a credential did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaced {
+    /// Replaced.
+    Done,
+    /// It changed since it was read (read it again).
+    Stale,
+    /// It no longer exists.
+    Missing,
+}
+
+/// A rewrapped data key to store, if the row still holds what was read.
+#[derive(Debug, Clone)]
+pub struct Rewrap {
+    /// The credential as read (name, uid, secret version).
+    pub credential: Credential,
+    /// The new wrapping.
+    pub sealed: SealedSecret,
+}
+
+/// The operations pullpass needs of its database. Both implementations run
+/// the same conformance suite (`conformance.rs`).
+///
+/// Mutations take the audit events to append with them, in the same
+/// transaction; `events` empty means none.
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// What kind of database, for logs (`sqlite:/path`, `postgres://host/db`),
+    /// never with a password.
+    fn describe(&self) -> String;
+
+    // --- workspaces ---
+
+    /// Creates a workspace; `ALREADY_EXISTS` if the id is taken.
+    async fn create_workspace(&self, workspace: &Workspace, events: &[AuditEvent]) -> Result<(), Error>;
+    /// One workspace.
+    async fn workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>, Error>;
+    /// Up to `limit` workspaces with ids after `after`, by id.
+    async fn workspaces(&self, after: Option<&str>, limit: usize) -> Result<Vec<Workspace>, Error>;
+    /// Deletes a workspace (with everything in it when `force`).
+    async fn delete_workspace(
+        &self,
+        id: &WorkspaceId,
+        force: bool,
+        events: &[AuditEvent],
+    ) -> Result<WorkspaceDeletion, Error>;
+
+    // --- credentials ---
+
+    /// Inserts credentials of one workspace, each with its events, in one
+    /// transaction: `NOT_FOUND` if the workspace does not exist; a name
+    /// already taken is skipped (its flag is false) when `skip_taken`, else
+    /// the whole call fails `ALREADY_EXISTS`.
+    async fn insert_credentials(
+        &self,
+        workspace: &WorkspaceId,
+        rows: &[(StoredCredential, AuditEvent)],
+        skip_taken: bool,
+    ) -> Result<Vec<bool>, Error>;
+    /// One credential with its sealed secret.
+    async fn credential(&self, name: &CredentialName) -> Result<Option<StoredCredential>, Error>;
+    /// Up to `limit` credentials (metadata) of a workspace after `after`,
+    /// by id, matching `filter`; `None` if the workspace does not exist.
+    async fn credentials(
+        &self,
+        workspace: &WorkspaceId,
+        filter: &CredentialFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<Credential>>, Error>;
+    /// Every credential of a workspace with sealed secrets (the broker's
+    /// index); `None` if the workspace does not exist.
+    async fn workspace_credentials(&self, workspace: &WorkspaceId) -> Result<Option<Vec<StoredCredential>>, Error>;
+    /// Replaces a credential if it is still as `read` was (same uid and
+    /// update time).
+    async fn replace_credential(
+        &self,
+        read: &Credential,
+        replacement: &StoredCredential,
+        events: &[AuditEvent],
+    ) -> Result<Replaced, Error>;
+    /// Deletes a credential; false if absent.
+    async fn delete_credential(&self, name: &CredentialName, events: &[AuditEvent]) -> Result<bool, Error>;
+    /// Up to `limit` credentials after `cursor` (workspace, id order) with
+    /// sealed secrets; only those under another master key than
+    /// `not_under_key` when given. For key rotation and verification.
+    async fn credentials_page(
+        &self,
+        not_under_key: Option<&str>,
+        cursor: &RowCursor,
+        limit: usize,
+    ) -> Result<Vec<StoredCredential>, Error>;
+    /// Stores rewrapped data keys of rows still holding the same secret
+    /// version; returns how many were stored (the others changed meanwhile).
+    async fn rewrap(&self, rows: &[Rewrap]) -> Result<usize, Error>;
+    /// How many data keys are wrapped under another key than `kek_id`.
+    async fn count_not_under_key(&self, kek_id: &str) -> Result<u64, Error>;
+
+    // --- access tokens ---
+
+    /// Stores a token record: `NOT_FOUND` if its workspace does not exist.
+    async fn insert_token(&self, record: &AccessTokenRecord, events: &[AuditEvent]) -> Result<(), Error>;
+    /// The token whose string hashes to `hash`.
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<AccessTokenRecord>, Error>;
+    /// The token with id `id`, in any workspace (or a root token).
+    async fn token_by_id(&self, id: &AccessTokenId) -> Result<Option<AccessTokenRecord>, Error>;
+    /// One token of a workspace.
+    async fn token(&self, workspace: &WorkspaceId, id: &AccessTokenId) -> Result<Option<AccessTokenRecord>, Error>;
+    /// Up to `limit` tokens of a workspace after `after`, by id; `None` if
+    /// the workspace does not exist.
+    async fn tokens(
+        &self,
+        workspace: &WorkspaceId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<AccessTokenRecord>>, Error>;
+    /// Marks a token revoked (keeping the first revocation time); the
+    /// record after, or `None` if absent.
+    async fn revoke_token(
+        &self,
+        workspace: &WorkspaceId,
+        id: &AccessTokenId,
+        at: Timestamp,
+        events: &[AuditEvent],
+    ) -> Result<Option<AccessTokenRecord>, Error>;
+    /// Records when tokens were last used.
+    async fn touch_tokens(&self, uses: &[(AccessTokenId, Timestamp)]) -> Result<(), Error>;
+    /// Is there any root token (revoked or not)?
+    async fn any_root_token(&self) -> Result<bool, Error>;
+
+    // --- audit trail ---
+
+    /// Appends events on their own (lease events, failed attempts).
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), Error>;
+    /// Up to `limit` events after `after_seq` matching `filter`, oldest first.
+    async fn audit_events(&self, filter: &AuditFilter, after_seq: i64, limit: usize)
+    -> Result<Vec<AuditRecord>, Error>;
+    /// The last event's link, if any event is stored.
+    async fn audit_head(&self) -> Result<Option<ChainLink>, Error>;
+    /// Where the chain starts after pruning (the last pruned event's link).
+    async fn audit_checkpoint(&self) -> Result<Option<ChainLink>, Error>;
+    /// Deletes the events older than `cutoff` and records the last deleted
+    /// one as the checkpoint; returns how many were deleted.
+    async fn prune_audit(&self, cutoff: Timestamp) -> Result<u64, Error>;
+
+    // --- keys ---
+
+    /// What the database knows, read without writing.
+    async fn facts(&self) -> Result<DatabaseFacts, Error>;
+    /// Records key-check values of keys new to the database, and the active
+    /// key id.
+    async fn record_keys(&self, checks: &[(String, Vec<u8>)], active: &str) -> Result<(), Error>;
+
+    // --- life cycle ---
+
+    /// Finishes queued writes and closes every connection; later calls fail
+    /// with UNAVAILABLE.
+    async fn close(&self);
+}
+
+/// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    path: PathBuf,
-    writer: Writer,
-    readers: Mutex<Vec<Connection>>,
-    reader_permits: Semaphore,
+    backend: Arc<dyn Backend>,
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("path", &self.inner.path).finish()
+        f.debug_struct("Store").field("backend", &self.backend.describe()).finish()
     }
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database, and checks that
-    /// WAL and `synchronous=FULL` are in effect.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut writer_conn = open_connection(path)?;
-        migrations::refuse_newer(&writer_conn)?;
-        enable_durability(&writer_conn)?;
-        migrations::migrate(&mut writer_conn)?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            let conn = open_connection(path)?;
-            conn.pragma_update(None, "query_only", true)?;
-            readers.push(conn);
+    /// A handle on `backend`.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self { backend }
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn Backend;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.backend
+    }
+}
+
+/// The testing hook `--fault-audit-fail`: audit appends for this action (or
+/// `*`) fail, and with them the mutation they belong to.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFault(Option<String>);
+
+impl AuditFault {
+    /// Fails appends of `action` (or every action, for `*`).
+    pub fn new(action: Option<String>) -> Self {
+        Self(action)
+    }
+
+    /// Refuses `events` if the hook names one of them.
+    pub fn check(&self, events: &[AuditEvent]) -> Result<(), Error> {
+        match &self.0 {
+            Some(action) if events.iter().any(|e| action == "*" || *action == e.action) => Err(audit_unavailable()),
+            _ => Ok(()),
         }
-        Ok(Self {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                writer: Writer::start(writer_conn)?,
-                readers: Mutex::new(readers),
-                reader_permits: Semaphore::new(READERS),
-            }),
-        })
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
-    /// Runs `job` in the next group commit and returns once it is durable.
-    /// If `job` fails, its changes are rolled back and its error returned.
-    pub async fn write<T, F>(&self, job: F) -> Result<T, Error>
-    where
-        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
-        T: Send + 'static,
-    {
-        self.inner.writer.submit(job).await
-    }
-
-    /// Runs `job` on a reader connection (a consistent snapshot of committed
-    /// data) on the blocking thread pool.
-    pub async fn read<T, F>(&self, job: F) -> Result<T, Error>
-    where
-        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
-        T: Send + 'static,
-    {
-        let _permit = self.inner.reader_permits.acquire().await.map_err(|_| Error::from(StoreError::Closed))?;
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let conn = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let Some(conn) = conn else { return Err(StoreError::Closed.into()) };
-            let result = job(&conn);
-            inner.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-            result
-        })
-        .await
-        .map_err(|e| Error::internal(format!("database reader task failed: {e}")))?
-    }
-
-    /// Finishes queued writes, then closes every connection (checkpointing
-    /// the WAL). Later calls fail with UNAVAILABLE.
-    pub async fn close(&self) {
-        self.inner.reader_permits.close();
-        let inner = Arc::clone(&self.inner);
-        let _ = tokio::task::spawn_blocking(move || {
-            inner.readers.lock().unwrap_or_else(|p| p.into_inner()).clear();
-            inner.writer.close();
-        })
-        .await;
-    }
-
-    /// Writes a consistent copy of the live database to `destination` using
-    /// SQLite's online backup API (other connections keep working).
-    pub fn backup_to(source: &Path, destination: &Path) -> Result<(), StoreError> {
-        let from =
-            Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        from.busy_timeout(std::time::Duration::from_secs(10))?;
-        let mut to = Connection::open(destination)?;
-        {
-            let backup = rusqlite::backup::Backup::new(&from, &mut to)?;
-            backup.run_to_completion(256, std::time::Duration::from_millis(5), None)?;
-        }
-        to.pragma_update(None, "journal_mode", "DELETE")?;
-        Ok(())
     }
 }
 
-/// Opens a connection with the pragmas every connection needs.
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
-    conn.set_prepared_statement_cache_capacity(64);
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "foreign_keys", true)?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    Ok(conn)
+/// The error of a mutation whose audit event could not be written.
+pub fn audit_unavailable() -> Error {
+    Error::Unavailable {
+        reason: "AUDIT_UNAVAILABLE",
+        message: "the audit trail could not be written, so the change was not made".into(),
+    }
 }
 
-/// Switches the database to WAL and verifies WAL + `synchronous=FULL`.
-fn enable_durability(conn: &Connection) -> Result<(), StoreError> {
-    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::NotDurable(format!(
-            "journal_mode is `{mode}`, not `wal` (is the data directory on a file system without shared memory?)"
-        )));
-    }
-    let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
-    if synchronous != 2 {
-        return Err(StoreError::NotDurable(format!("synchronous is {synchronous}, not 2 (FULL)")));
-    }
-    Ok(())
-}
-
-/// Encodes a list of strings for a TEXT column.
+/// Encodes a list of strings for a text column (both backends).
 pub(crate) fn encode_list<T: AsRef<str>>(items: &[T]) -> String {
     serde_json::to_string(&items.iter().map(AsRef::as_ref).collect::<Vec<&str>>()).unwrap_or_else(|_| "[]".into())
 }
@@ -301,47 +430,35 @@ pub(crate) fn decode_list(text: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("list column: {e}")))
 }
 
-#[cfg(test)]
-pub(crate) mod test_support {
-    use super::*;
-
-    /// A migrated store in a temporary directory.
-    pub fn temp_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("test.db")).unwrap();
-        (dir, store)
-    }
+/// The link after `head` for each event, in order: `(seq, prev_hash, hash)`.
+pub(crate) fn chain_links(head: Option<ChainLink>, events: &[AuditEvent]) -> Vec<(i64, [u8; 32], [u8; 32])> {
+    let (mut seq, mut prev) = head.unwrap_or((0, crate::audit::chain::GENESIS));
+    events
+        .iter()
+        .map(|event| {
+            seq += 1;
+            let hash = crate::audit::chain::link(&prev, seq, event);
+            let link = (seq, prev, hash);
+            prev = hash;
+            link
+        })
+        .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn opened_database_uses_wal_and_full_sync() {
-        let (_dir, store) = test_support::temp_store();
-        let (mode, sync) = store
-            .write(|conn| {
-                let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(StoreError::from)?;
-                let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).map_err(StoreError::from)?;
-                Ok((mode, sync))
-            })
-            .await
-            .unwrap();
-        assert_eq!((mode.as_str(), sync), ("wal", 2));
-    }
-
-    #[test]
-    fn newer_database_is_refused_before_anything_is_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("future.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
-        }
-        let before = std::fs::read(&path).unwrap();
-        assert!(matches!(inspect(&path), Err(StoreError::TooNew { .. })));
-        assert!(matches!(Store::open(&path), Err(StoreError::TooNew { .. })));
-        assert_eq!(std::fs::read(&path).unwrap(), before);
-    }
+/// Reads `seq:hexhash` (the checkpoint's meta value).
+pub(crate) fn parse_checkpoint(value: &str) -> Result<ChainLink, StoreError> {
+    value
+        .split_once(':')
+        .and_then(|(seq, hash)| Some((seq.parse().ok()?, crate::audit::chain::from_hex(hash)?)))
+        .ok_or_else(|| StoreError::Corrupt("the audit checkpoint is unreadable".into()))
 }
+
+/// Writes a checkpoint's meta value.
+pub(crate) fn format_checkpoint((seq, hash): ChainLink) -> String {
+    format!("{seq}:{}", crate::audit::chain::hex(&hash))
+}
+
+/// Meta key holding `seq:hexhash` of the last pruned event.
+pub const CHECKPOINT_KEY: &str = "audit_checkpoint";
+/// Meta key: the master key id new secrets were last sealed under.
+pub const ACTIVE_KEY_ID: &str = "active_key_id";

@@ -3,9 +3,9 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::StoreError;
 use crate::domain::Timestamp;
 use crate::domain::audit::{AuditEvent, AuditRecord};
+use crate::store::{AuditFilter, StoreError};
 
 /// The columns, in `from_row` and `insert` order (a macro so `INSERT` can
 /// be one literal).
@@ -21,23 +21,6 @@ const INSERT: &str = concat!(
     columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
 );
-
-/// Narrows a listing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuditFilter {
-    /// Only this workspace (`None`: every workspace).
-    pub workspace: Option<String>,
-    /// Exact action.
-    pub action: Option<String>,
-    /// Exact resource.
-    pub resource: Option<String>,
-    /// Exact principal.
-    pub principal: Option<String>,
-    /// Events at or after.
-    pub since: Option<Timestamp>,
-    /// Events before.
-    pub before: Option<Timestamp>,
-}
 
 fn from_row(row: &Row<'_>) -> Result<AuditRecord, StoreError> {
     let hash = |index: usize| -> Result<[u8; 32], StoreError> {

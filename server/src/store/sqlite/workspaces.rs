@@ -2,8 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::StoreError;
 use crate::domain::{Timestamp, Workspace, WorkspaceId, WorkspaceKind};
+use crate::store::StoreError;
 
 const COLUMNS: &str = "id, kind, display_name, create_time";
 

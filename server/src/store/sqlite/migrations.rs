@@ -5,7 +5,7 @@
 
 use rusqlite::Connection;
 
-use super::StoreError;
+use crate::store::StoreError;
 
 const MIGRATIONS: &[&str] = &[
     // 1: workspaces, sealed credentials, access-token hashes, key checks.

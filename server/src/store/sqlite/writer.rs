@@ -13,8 +13,8 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
 use crate::error::Error;
+use crate::store::StoreError;
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;

@@ -2,11 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::StoreError;
 use crate::domain::Timestamp;
-
-/// Meta key: the master key id new secrets were last sealed under.
-pub const ACTIVE_KEY_ID: &str = "active_key_id";
+use crate::store::StoreError;
 
 /// Reads a meta value.
 pub fn get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {

@@ -4,26 +4,17 @@
 use pullpass::registry::{RegistryHost, RegistryServer};
 use rusqlite::{Connection, Row, params};
 
-use super::{StoreError, decode_list, encode_list};
 use crate::domain::credential::{RealmOrigin, StoredCredential};
 use crate::domain::{
     Credential, CredentialId, CredentialName, CredentialUid, ProjectName, Provider, SealedSecret, Timestamp,
     WorkspaceId,
 };
+use crate::store::{CredentialFilter, RowCursor, StoreError, decode_list, encode_list};
 
 const META_COLUMNS: &str = "workspace_id, credential_id, uid, provider, registry_host, registry_namespace, \
      username, secret_version, allowed_projects, allow_passthrough, token_realm_allowlist, ca_bundle_pem, \
      description, create_time, update_time";
 const SEALED_COLUMNS: &str = "secret_kek_id, secret_wrapped_dek, secret_ciphertext";
-
-/// Narrows a listing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CredentialFilter {
-    /// Registry host, and namespace when given.
-    pub registry: Option<RegistryServer>,
-    /// Provider.
-    pub provider: Option<Provider>,
-}
 
 fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt(what.into())
@@ -212,16 +203,19 @@ pub fn key_ids_in_use(conn: &Connection) -> Result<Vec<String>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// How many data keys each master-key id wraps.
+pub fn key_usage(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut statement = conn.prepare("SELECT secret_kek_id, count(*) FROM credentials GROUP BY 1 ORDER BY 1")?;
+    let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// How many stored data keys are wrapped under another key than `kek_id`.
 pub fn count_not_under_key(conn: &Connection, kek_id: &str) -> Result<u64, StoreError> {
     let n: i64 =
         conn.query_row("SELECT count(*) FROM credentials WHERE secret_kek_id <> ?1", [kek_id], |r| r.get(0))?;
     Ok(n as u64)
 }
-
-/// Where a walk over every credential of the database stands:
-/// `(workspace id, credential id)` of the last row seen.
-pub type RowCursor = Option<(String, String)>;
 
 /// Up to `limit` credentials after `cursor` (in workspace, id order), with
 /// sealed secrets; only those wrapped under another key than `kek_id` when

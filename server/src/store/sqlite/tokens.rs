@@ -3,8 +3,8 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{StoreError, decode_list, encode_list};
 use crate::domain::{AccessTokenId, AccessTokenRecord, ProjectName, Role, Timestamp, WorkspaceId};
+use crate::store::{StoreError, decode_list, encode_list};
 
 const COLUMNS: &str =
     "id, workspace_id, role, projects, token_hash, description, create_time, expire_time, revoke_time, last_used_time";
