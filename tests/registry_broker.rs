@@ -540,7 +540,7 @@ async fn secrets_and_issued_tokens_stay_out_of_the_database_and_logs() {
     world.add("wrong", world.credential("team", "alice", "wrong-CANARY-3a")).await;
     let _ = world.issue(&[&world.registry.image("team/app:1.0")], &[]).await;
     for needle in [ALICE_PASSWORD, "wrong-CANARY-3a", token.as_str()] {
-        assert!(files_containing(&world.server.data_dir, needle.as_bytes()).is_empty(), "{needle} in the data dir");
+        assert!(world.server.stored_files_containing(needle.as_bytes()).is_empty(), "{needle} at rest");
     }
     world.server.stop();
     let logs = world.server.logs();

@@ -1,9 +1,11 @@
-//! Change notifications: credential and workspace services publish what they
-//! changed, caches subscribe and drop what they derived from it.
+//! Change notifications: services publish what they changed, caches
+//! subscribe and drop what they derived from it. With replicas on
+//! PostgreSQL, the changes other replicas commit arrive here too (see
+//! `store::postgres::changes`).
 
 use std::sync::{Arc, RwLock};
 
-use crate::domain::{CredentialName, WorkspaceId};
+use crate::domain::{AccessTokenId, CredentialName, WorkspaceId};
 
 /// What changed.
 #[derive(Debug, Clone, Copy)]
@@ -12,6 +14,13 @@ pub enum Change<'a> {
     Credential(&'a CredentialName),
     /// A workspace (and possibly everything in it) was created or deleted.
     Workspace(&'a WorkspaceId),
+    /// An access token was revoked.
+    Token(&'a AccessTokenId),
+    /// Another replica stored a shared lease (waiters look again).
+    LeaseStored,
+    /// Anything may have changed (a replica lost its view of the others'
+    /// changes for a while): drop every derived cache.
+    Everything,
 }
 
 type Listener = Arc<dyn Fn(Change<'_>) + Send + Sync>;

@@ -54,6 +54,19 @@ pub struct CommonArgs {
     #[arg(long, env = "PULLPASS_KEY_FILE", global = true, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 
+    /// PostgreSQL database shared by replicas, as
+    /// `postgres://USER@HOST[:PORT]/DB?sslmode=MODE` (sslmode: disable,
+    /// prefer, require, verify-ca, verify-full; also `sslrootcert=FILE`,
+    /// `pool_size=N`). The password comes from the URL, else
+    /// --database-password-file, else PGPASSFILE or ~/.pgpass. TLS is
+    /// rustls. [default: SQLite in DATA_DIR]
+    #[arg(long, env = "PULLPASS_DATABASE_URL", hide_env_values = true, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// File holding the PostgreSQL password (one line).
+    #[arg(long, env = "PULLPASS_DATABASE_PASSWORD_FILE", global = true, value_name = "FILE")]
+    pub database_password_file: Option<PathBuf>,
+
     /// Log format. [default: text]
     #[arg(long, env = "PULLPASS_LOG_FORMAT", global = true, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -80,6 +93,12 @@ pub struct ServeArgs {
     /// closing the remaining connections. [default: 30]
     #[arg(long, env = "PULLPASS_SHUTDOWN_GRACE", value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
+
+    /// On SIGTERM, how long to keep serving after health turns NOT_SERVING,
+    /// so load balancers stop sending calls first. [default: 5; 0 with
+    /// --dev]
+    #[arg(long, env = "PULLPASS_DRAIN_DELAY", value_name = "SECONDS")]
+    pub drain_delay: Option<u64>,
 
     /// A registry (host[:port]) to reach over plain http, and whose token
     /// realm may be plain http too. Repeat for several; for local registries
@@ -205,6 +224,9 @@ pub struct FileSettings {
     dev: Option<bool>,
     listen: Option<SocketAddr>,
     shutdown_grace: Option<u64>,
+    drain_delay: Option<u64>,
+    database_url: Option<String>,
+    database_password_file: Option<PathBuf>,
     insecure_registries: Option<Vec<String>>,
     google_token_uris: Option<Vec<String>>,
     ecr_endpoint: Option<String>,
@@ -244,6 +266,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// How long in-flight RPCs may take to finish at shutdown.
     pub shutdown_grace: std::time::Duration,
+    /// How long to keep serving, NOT_SERVING, after SIGTERM.
+    pub drain_delay: std::time::Duration,
     /// Upstream settings of the broker.
     pub upstream: crate::upstream::UpstreamConfig,
     /// Lease cache capacity.
@@ -338,7 +362,16 @@ impl Settings {
             (None, false) if dev => KeySource::File(data_dir.join(DEV_KEY_FILE)),
             (None, false) => KeySource::None,
         };
-        let database = crate::store::Location::Sqlite(data_dir.join(DATABASE_FILE));
+        let database = match common.database_url.clone().or(file.database_url) {
+            Some(url) => {
+                let password_file = common.database_password_file.clone().or(file.database_password_file);
+                crate::store::Location::Postgres(crate::store::postgres::PgConfig::parse(
+                    &url,
+                    password_file.as_deref(),
+                )?)
+            }
+            None => crate::store::Location::Sqlite(data_dir.join(DATABASE_FILE)),
+        };
         Ok(Self {
             keys,
             gateway,
@@ -351,6 +384,9 @@ impl Settings {
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default listen address parses")),
             shutdown_grace: std::time::Duration::from_secs(serve.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
+            drain_delay: std::time::Duration::from_secs(
+                serve.drain_delay.or(file.drain_delay).unwrap_or(if dev { 0 } else { 5 }).min(600),
+            ),
             upstream,
             audit_retention: serve
                 .audit_retention_days

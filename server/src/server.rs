@@ -215,6 +215,7 @@ async fn serve(
 ) -> Result<(), StartupError> {
     let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
     let grace = settings.shutdown_grace;
+    let drain_delay = settings.drain_delay;
     let pages = Arc::new(PageTokens::new(opened.sealer.derive_mac_key("page-tokens")));
     let changes = ChangeFeed::default();
     let (auditor, audit_flusher) = Auditor::new(opened.store.clone(), Arc::clone(&pages));
@@ -222,6 +223,13 @@ async fn serve(
         Credentials::new(opened.store.clone(), Arc::clone(&opened.sealer), Arc::clone(&pages), changes.clone());
     let workspaces = Workspaces::new(opened.store.clone(), Arc::clone(&pages), changes.clone());
     let authn = Authenticator::new(opened.store.clone());
+    authn.follow(&changes);
+    let follower = match &settings.database {
+        crate::store::Location::Postgres(config) => {
+            Some(crate::store::postgres::changes::follow(config.clone(), changes.clone()))
+        }
+        crate::store::Location::Sqlite(_) => None,
+    };
     let tokens = AccessTokens::new(opened.store.clone(), authn.clone(), pages);
     let upstream = Upstream::new(settings.upstream.clone()).map_err(StartupError)?;
     let broker = Broker::new(credentials.clone(), upstream, settings.lease_cache_size, &changes, auditor.clone());
@@ -287,11 +295,20 @@ async fn serve(
         let stopping = Arc::clone(&stopping);
         async move {
             signal.await;
-            tracing::info!(grace_s = grace.as_secs(), "shutting down: no new connections, draining in-flight RPCs");
-            let _ = gateway_stop.send(true);
+            // Health first, so load balancers move calls elsewhere while
+            // this replica still serves them.
             for name in SERVICE_NAMES.into_iter().chain([""]) {
                 health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
             }
+            if !drain_delay.is_zero() {
+                tracing::info!(
+                    drain_delay_s = drain_delay.as_secs(),
+                    "shutting down: health is NOT_SERVING; still serving during the drain delay"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
+            tracing::info!(grace_s = grace.as_secs(), "shutting down: no new connections, draining in-flight RPCs");
+            let _ = gateway_stop.send(true);
             stopping.notify_one();
         }
     };
@@ -341,6 +358,9 @@ async fn serve(
     }
     if let Some(pruner) = pruner {
         pruner.abort();
+    }
+    if let Some(follower) = follower {
+        follower.abort();
     }
     if let Some(gateway_task) = gateway_task {
         let _ = gateway_task.await;

@@ -128,6 +128,7 @@ pub async fn open_database(settings: &Settings, keyring: Keyring) -> Result<Open
     verify_keys(&facts, &sealer)?;
     let fault = store::AuditFault::new(settings.fault_audit_fail.clone());
     let store = store::open(&settings.database, fault).await?;
+    tracing::info!(database = %settings.database.describe(), "database open");
     if let store::Location::Sqlite(path) = &settings.database {
         restrict_permissions(path);
     }

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod fixtures;
 pub mod gateway;
 pub mod http_fixture;
+pub mod postgres;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +71,8 @@ pub struct Pullpassd {
     pub gateway: String,
     /// The root token printed on first start (empty on later starts).
     pub root_token: String,
+    /// Its PostgreSQL database, when not on SQLite.
+    pub database: Option<postgres::Database>,
     stdout: PathBuf,
     stderr: PathBuf,
     _temp: Option<TempDir>,
@@ -86,6 +89,9 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Text logs instead of JSON.
     pub text_logs: bool,
+    /// A PostgreSQL database to use (a fresh one when
+    /// `PULLPASS_TEST_BACKEND=postgres` and none is given).
+    pub database: Option<postgres::Database>,
 }
 
 /// A server that did not come up.
@@ -116,6 +122,7 @@ impl Pullpassd {
             }
         };
         let data_dir = home.join("data");
+        let database = options.database.clone().or_else(|| postgres::selected().then(postgres::Database::fresh));
         let run = next_run(&home);
         let stdout = home.join(format!("stdout-{run}.log"));
         let stderr = home.join(format!("stderr-{run}.log"));
@@ -135,8 +142,10 @@ impl Pullpassd {
             } else {
                 vec!["--log-format", "json"]
             })
+            .args(database_args(database.as_ref()))
             .args(&options.args)
             .env_remove("PULLPASS_MASTER_KEY")
+            .env_remove("PULLPASS_DATABASE_URL")
             .env("PULLPASS_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).expect("stdout file"))
@@ -164,6 +173,7 @@ impl Pullpassd {
                     address: address.trim().to_owned(),
                     gateway,
                     root_token,
+                    database,
                     stdout,
                     stderr,
                     _temp: temp,
@@ -193,7 +203,8 @@ impl Pullpassd {
         self.stop();
         let home = self.home.clone();
         let temp = self._temp.take();
-        let mut next = Self::start_with(Options { home: Some(home), ..Default::default() })
+        let database = self.database.clone();
+        let mut next = Self::start_with(Options { home: Some(home), database, ..Default::default() })
             .unwrap_or_else(|f| panic!("pullpassd did not restart: {f:?}"));
         next._temp = temp;
         next.root_token = self.root_token.clone();
@@ -273,9 +284,66 @@ impl Pullpassd {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    /// Runs a `pullpassd` maintenance command against this data directory.
+    /// Runs a `pullpassd` maintenance command against this server's
+    /// database (and key file).
     pub fn command(&self, args: &[&str]) -> Output {
-        pullpassd_command(&self.data_dir, args)
+        pullpassd_command_on(&self.data_dir, self.database.as_ref(), args)
+    }
+
+    /// Every stored file holding `needle`: the data directory, and the
+    /// PostgreSQL cluster's files (tables and WAL) when on PostgreSQL.
+    pub fn stored_files_containing(&self, needle: &[u8]) -> Vec<PathBuf> {
+        let mut hits = files_containing(&self.data_dir, needle);
+        if let Some(database) = &self.database {
+            for dir in database.stored_dirs() {
+                hits.extend(files_containing(&dir, needle));
+            }
+        }
+        hits
+    }
+
+    /// The rows of a query as text, one line per row, `|` between columns
+    /// (text and numbers; `psql -At` output on PostgreSQL).
+    pub fn sql_text(&self, query: &str) -> String {
+        match &self.database {
+            Some(database) => database.sql(query),
+            None => {
+                let conn = rusqlite::Connection::open(self.data_dir.join("pullpass.db")).expect("open the database");
+                let mut statement = conn.prepare(query).expect("prepare");
+                let columns = statement.column_count();
+                let mut rows = statement.query([]).expect("query");
+                let mut text = String::new();
+                while let Some(row) = rows.next().expect("row") {
+                    let fields: Vec<String> = (0..columns)
+                        .map(|i| match row.get_ref(i).expect("column") {
+                            rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                            rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                            rusqlite::types::ValueRef::Real(x) => x.to_string(),
+                            rusqlite::types::ValueRef::Null => String::new(),
+                            rusqlite::types::ValueRef::Blob(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+                        })
+                        .collect();
+                    text.push_str(&fields.join("|"));
+                    text.push('\n');
+                }
+                text
+            }
+        }
+    }
+
+    /// Runs SQL against this server's database, as an operator (or an
+    /// attacker with database access) would: `sqlite3` semantics through
+    /// rusqlite, or `psql`.
+    pub fn sql(&self, sql: &str) {
+        match &self.database {
+            Some(database) => {
+                database.sql(sql);
+            }
+            None => {
+                let conn = rusqlite::Connection::open(self.data_dir.join("pullpass.db")).expect("open the database");
+                conn.execute_batch(sql).expect("run SQL");
+            }
+        }
     }
 }
 
@@ -287,12 +355,32 @@ impl Drop for Pullpassd {
 
 /// Runs `pullpassd --dev --data-dir DIR ARGS…` to completion (no stdin).
 pub fn pullpassd_command(data_dir: &Path, args: &[&str]) -> Output {
+    pullpassd_command_on(data_dir, None, args)
+}
+
+/// `--database-url URL --database-password-file FILE`, or nothing.
+fn database_args(database: Option<&postgres::Database>) -> Vec<std::ffi::OsString> {
+    database.map_or_else(Vec::new, |db| {
+        vec![
+            "--database-url".into(),
+            db.url.clone().into(),
+            "--database-password-file".into(),
+            db.password_file.clone().into(),
+        ]
+    })
+}
+
+/// Runs `pullpassd --dev --data-dir DIR [--database-url …] ARGS…` to
+/// completion (no stdin).
+pub fn pullpassd_command_on(data_dir: &Path, database: Option<&postgres::Database>, args: &[&str]) -> Output {
     Command::new(binary("pullpassd"))
         .arg("--dev")
         .arg("--data-dir")
         .arg(data_dir)
+        .args(database_args(database))
         .args(args)
         .env_remove("PULLPASS_MASTER_KEY")
+        .env_remove("PULLPASS_DATABASE_URL")
         .stdin(Stdio::null())
         .output()
         .expect("run pullpassd")
@@ -325,7 +413,7 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
                 stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
             }
         } else if let Ok(bytes) = std::fs::read(&path)
-            && bytes.windows(needle.len()).any(|w| w == needle)
+            && memchr::memmem::find(&bytes, needle).is_some()
         {
             hits.push(path);
         }

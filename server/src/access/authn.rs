@@ -3,15 +3,20 @@
 //! Tokens are looked up by the SHA-256 of the presented string (memory first,
 //! then the database) and the stored hash is compared in constant time.
 //! Expiry and revocation are checked on every call, against the cached record
-//! too, and revocation through this server updates the cache at once.
+//! too, and revocation through this server updates the cache at once; one
+//! through another replica arrives through the [`ChangeFeed`] and drops the
+//! record, which is then read again. A generation counter keeps a read that
+//! started before such a drop from caching what it read.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use subtle::ConstantTimeEq;
 
 use super::Principal;
 use super::token::{hash_token, is_well_formed};
+use crate::changes::{Change, ChangeFeed};
 use crate::domain::{AccessTokenRecord, Timestamp};
 use crate::error::Error;
 use crate::store::Store;
@@ -24,6 +29,7 @@ pub struct Authenticator {
     /// The same records by token id (gateway passwords name their token).
     by_id: Arc<RwLock<HashMap<crate::domain::AccessTokenId, Arc<AccessTokenRecord>>>>,
     last_written: Arc<std::sync::Mutex<HashMap<crate::domain::AccessTokenId, std::time::Instant>>>,
+    generation: Arc<AtomicU64>,
 }
 
 /// `last_used_time` is written at most this often per token.
@@ -41,7 +47,25 @@ const MALFORMED: &str = "malformed access token: expected `pp_` and 43 letters a
 impl Authenticator {
     /// An authenticator over the token table of `store`.
     pub fn new(store: Store) -> Self {
-        Self { store, cache: Arc::default(), by_id: Arc::default(), last_written: Arc::default() }
+        Self {
+            store,
+            cache: Arc::default(),
+            by_id: Arc::default(),
+            last_written: Arc::default(),
+            generation: Arc::default(),
+        }
+    }
+
+    /// Drops what `changes` made stale: a revoked token's record, and
+    /// everything when a workspace went or other replicas' changes were
+    /// missed.
+    pub fn follow(&self, changes: &ChangeFeed) {
+        let this = self.clone();
+        changes.subscribe(move |change| match change {
+            Change::Token(id) => this.forget(id),
+            Change::Workspace(_) | Change::Everything => this.clear(),
+            Change::Credential(_) | Change::LeaseStored => {}
+        });
     }
 
     /// The principal of an `authorization` header value.
@@ -59,9 +83,10 @@ impl Authenticator {
         let record = match self.cached(&hash) {
             Some(record) => record,
             None => {
+                let generation = self.generation.load(Ordering::SeqCst);
                 let found = self.store.token_by_hash(&hash).await?;
                 let record = found.ok_or_else(|| Error::Unauthenticated("unknown access token".into()))?;
-                self.remember(record)
+                self.remember(record, generation)
             }
         };
         if !bool::from(record.token_hash.ct_eq(&hash)) {
@@ -79,23 +104,28 @@ impl Authenticator {
         let record = match cached {
             Some(record) => record,
             None => {
+                let generation = self.generation.load(Ordering::SeqCst);
                 let found = self.store.token_by_id(id).await?;
                 let record = found.ok_or_else(|| {
                     Error::Unauthenticated("the access token that asked for this password no longer exists".into())
                 })?;
-                self.remember(record)
+                self.remember(record, generation)
             }
         };
         self.check(&record)
     }
 
-    /// Caches a record read from the database. A record that arrived
-    /// meanwhile (a revocation through [`Authenticator::refresh`]) is newer
-    /// than this read and wins.
-    fn remember(&self, record: AccessTokenRecord) -> Arc<AccessTokenRecord> {
+    /// Caches a record read from the database when the read began at
+    /// `generation`. A record that arrived meanwhile (a revocation through
+    /// [`Authenticator::refresh`]) is newer than this read and wins; after a
+    /// drop meanwhile, the read is used once but not kept.
+    fn remember(&self, record: AccessTokenRecord, generation: u64) -> Arc<AccessTokenRecord> {
         let record = Arc::new(record);
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return record;
+        }
         let kept = Arc::clone(cache.entry(record.token_hash).or_insert(record));
         by_id.entry(kept.id.clone()).or_insert_with(|| Arc::clone(&kept));
         kept
@@ -148,8 +178,22 @@ impl Authenticator {
 
     /// Drops every cached record (after a workspace deletion).
     pub fn clear(&self) {
-        self.cache.write().unwrap_or_else(|p| p.into_inner()).clear();
-        self.by_id.write().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        cache.clear();
+        by_id.clear();
+    }
+
+    /// Drops one token's record (it changed elsewhere).
+    pub fn forget(&self, id: &crate::domain::AccessTokenId) {
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(record) = by_id.remove(id) {
+            cache.remove(&record.token_hash);
+        }
+        cache.retain(|_, record| &record.id != id);
     }
 
     fn cached(&self, hash: &[u8; 32]) -> Option<Arc<AccessTokenRecord>> {

@@ -105,6 +105,11 @@ impl LeaseCache {
         self.lock().retain(|_, lease| &lease.credential.workspace != workspace);
     }
 
+    /// Drops every lease.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
     /// Number of entries (ready and in flight).
     pub fn len(&self) -> usize {
         self.lock().len() + self.flights.len()

@@ -54,4 +54,11 @@ impl CredentialIndex {
         self.generation.fetch_add(1, Ordering::SeqCst);
         map.remove(workspace);
     }
+
+    /// Forgets every workspace's credentials.
+    pub fn invalidate_all(&self) {
+        let mut map = self.workspaces.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        map.clear();
+    }
 }

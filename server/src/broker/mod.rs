@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod choose;
 pub mod index;
+pub mod shared;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,9 +27,10 @@ use crate::credentials::Credentials;
 use crate::domain::credential::StoredCredential;
 use crate::domain::{Accept, CredentialName, Lease, ProjectName, WorkspaceId};
 use crate::error::Error;
-use crate::upstream::{Exchange, Upstream};
+use crate::upstream::{Exchange, Failure, Upstream};
 use cache::{CacheKey, LeaseCache};
 use index::CredentialIndex;
+use shared::SharedLeases;
 
 /// Most images in one request.
 pub const MAX_IMAGES: usize = 100;
@@ -113,11 +115,13 @@ struct Inner {
     cache: LeaseCache,
     upstream: Upstream,
     auditor: Auditor,
+    shared: Option<SharedLeases>,
 }
 
 impl Broker {
     /// A broker over `credentials`, exchanging through `upstream`, caching at
-    /// most `cache_capacity` leases, following `changes`.
+    /// most `cache_capacity` leases, following `changes`. On a shared
+    /// database it shares leases with the other replicas ([`shared`]).
     pub fn new(
         credentials: Credentials,
         upstream: Upstream,
@@ -126,7 +130,9 @@ impl Broker {
         auditor: Auditor,
     ) -> Self {
         let index = CredentialIndex::new(credentials.store().clone());
-        let inner = Arc::new(Inner { credentials, index, cache: LeaseCache::new(cache_capacity), upstream, auditor });
+        let shared = SharedLeases::new(credentials.store(), Arc::clone(credentials.sealer()));
+        let cache = LeaseCache::new(cache_capacity);
+        let inner = Arc::new(Inner { credentials, index, cache, upstream, auditor, shared });
         let weak = Arc::downgrade(&inner);
         changes.subscribe(move |change| {
             let Some(inner) = weak.upgrade() else { return };
@@ -139,6 +145,16 @@ impl Broker {
                     inner.index.invalidate(workspace);
                     inner.cache.evict_workspace(workspace);
                 }
+                Change::Everything => {
+                    inner.index.invalidate_all();
+                    inner.cache.clear();
+                }
+                Change::LeaseStored => {
+                    if let Some(shared) = &inner.shared {
+                        shared.wake();
+                    }
+                }
+                Change::Token(_) => {}
             }
         });
         Self { inner }
@@ -282,22 +298,44 @@ impl Broker {
             .inner
             .cache
             .get_or_fetch(key.clone(), wanted.min_ttl, || async {
-                let secret = self.inner.credentials.open_secret(stored)?;
-                let exchange = Exchange {
-                    credential: &stored.credential,
-                    endpoint: image.endpoint(),
-                    scope: &scope,
-                    accept: wanted.accept,
-                    deadline: wanted.deadline,
-                };
-                self.inner
-                    .upstream
-                    .exchange(exchange, &secret)
-                    .await
-                    .map_err(|failure| failure.into_error(&stored.credential.name, image.endpoint()))
+                let exchange = || self.exchange(wanted, image, stored, &scope, &key);
+                match &self.inner.shared {
+                    Some(shared) => {
+                        shared.get_or_fetch(&key, wanted.min_ttl, wanted.deadline, exchange).await.map(|(l, _)| l)
+                    }
+                    None => exchange().await,
+                }
             })
             .await?;
         Ok((key, lease, cached))
+    }
+
+    /// One upstream exchange for a cache miss (unless another replica saw
+    /// the registry ask to wait); a `Retry-After` is shared with them.
+    async fn exchange(
+        &self,
+        wanted: &Wanted<'_>,
+        image: &ImageRef,
+        stored: &Arc<StoredCredential>,
+        scope: &Scope,
+        key: &CacheKey,
+    ) -> Result<Lease, Error> {
+        if let Some(shared) = &self.inner.shared {
+            shared.check_block(key, image.endpoint(), image.endpoint()).await?;
+        }
+        let secret = self.inner.credentials.open_secret(stored)?;
+        let exchange = Exchange {
+            credential: &stored.credential,
+            endpoint: image.endpoint(),
+            scope,
+            accept: wanted.accept,
+            deadline: wanted.deadline,
+        };
+        let result = self.inner.upstream.exchange(exchange, &secret).await;
+        if let (Err(Failure::RateLimited(retry_after)), Some(shared)) = (&result, &self.inner.shared) {
+            shared.block(key, image.endpoint(), *retry_after).await;
+        }
+        result.map_err(|failure| failure.into_error(&stored.credential.name, image.endpoint()))
     }
 
     /// Runs a fresh exchange for `repository` with a credential, bypassing

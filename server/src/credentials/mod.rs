@@ -109,6 +109,11 @@ impl Credentials {
         Ok(Saved { credential, normalizations: spec.normalizations })
     }
 
+    /// The sealer (the broker seals leases it shares with other replicas).
+    pub fn sealer(&self) -> &Arc<Sealer> {
+        &self.sealer
+    }
+
     /// The store (for the broker's index).
     pub fn store(&self) -> &Store {
         &self.store

@@ -199,7 +199,7 @@ impl fmt::Debug for SealedSecret {
 }
 
 /// A credential as stored: metadata plus sealed secret.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCredential {
     /// The metadata.
     pub credential: Credential,

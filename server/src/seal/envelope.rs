@@ -173,6 +173,36 @@ impl Sealer {
             .collect()
     }
 
+    /// Seals `plaintext` (a value this server derived, such as a shared
+    /// lease) under a key derived from the active master key for
+    /// `purpose`, bound to `binding` (what it is stored under):
+    /// `len(kek id) ‖ kek id ‖ AES-GCM`.
+    pub fn seal_blob(&self, purpose: &str, binding: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let kek = self.keyring.active();
+        let id = kek.id().as_bytes();
+        let id_len = u8::try_from(id.len()).map_err(|_| SealError::BadFormat)?;
+        let key = derive_aead_key(kek, purpose);
+        let sealed = encrypt(&key, self.fresh_nonce()?, &aad(purpose, &[id, binding]), plaintext)?;
+        let mut out = Vec::with_capacity(1 + id.len() + sealed.len());
+        out.push(id_len);
+        out.extend_from_slice(id);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens what [`Sealer::seal_blob`] sealed for `purpose` and `binding`.
+    pub fn open_blob(&self, purpose: &str, binding: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        let (&id_len, rest) = blob.split_first().ok_or(SealError::BadFormat)?;
+        if rest.len() < usize::from(id_len) {
+            return Err(SealError::BadFormat);
+        }
+        let (id, sealed) = rest.split_at(usize::from(id_len));
+        let id = std::str::from_utf8(id).map_err(|_| SealError::BadFormat)?;
+        let kek = self.keyring.get(id).ok_or_else(|| SealError::KeyNotLoaded(id.to_owned()))?;
+        let key = derive_aead_key(kek, purpose);
+        decrypt(&key, &aad(purpose, &[id.as_bytes(), binding]), sealed).map(Zeroizing::new)
+    }
+
     fn unwrap_dek(
         &self,
         context: SecretContext<'_>,
@@ -237,6 +267,25 @@ fn derive_mac_key(kek: &Kek, purpose: &str) -> hmac::Key {
     hmac::Key::from(okm)
 }
 
+/// An AES-256 key for sealing values of `purpose`, derived from a master
+/// key with HKDF-SHA256.
+fn derive_aead_key(kek: &Kek, purpose: &str) -> Zeroizing<[u8; KEY_LEN]> {
+    struct Len;
+    impl hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            KEY_LEN
+        }
+    }
+    let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"pullpass/v1 derived keys");
+    let info = [b"aead ".as_slice(), purpose.as_bytes()];
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    salt.extract(kek.bytes())
+        .expand(&info, Len)
+        .and_then(|okm| okm.fill(key.as_mut()))
+        .expect("HKDF output of one SHA-256 block");
+    key
+}
+
 /// Associated data: a label, then length-prefixed fields (no ambiguity
 /// between `a|bc` and `ab|c`).
 fn aad(label: &str, fields: &[&[u8]]) -> Vec<u8> {
@@ -290,6 +339,23 @@ mod tests {
 
     fn name(credential: &str) -> CredentialName {
         CredentialName::parse(&format!("workspaces/acme/credentials/{credential}")).unwrap()
+    }
+
+    #[test]
+    fn a_sealed_blob_opens_only_for_its_purpose_and_binding_and_after_a_key_rotation() {
+        let sealer = Sealer::new(keyring(&[("k1", 1)]));
+        let blob = sealer.seal_blob("lease", b"key-a", b"canary-token-77").unwrap();
+        assert!(!blob.windows(6).any(|w| w == b"canary"));
+        assert_eq!(sealer.open_blob("lease", b"key-a", &blob).unwrap().as_slice(), b"canary-token-77");
+        assert_eq!(sealer.open_blob("lease", b"key-b", &blob), Err(SealError::Unauthentic));
+        assert_eq!(sealer.open_blob("other", b"key-a", &blob), Err(SealError::Unauthentic));
+        assert_eq!(sealer.open_blob("lease", b"key-a", &blob[..3]), Err(SealError::BadFormat));
+        assert_eq!(sealer.open_blob("lease", b"key-a", &[]), Err(SealError::BadFormat));
+        // Sealed under k1, opened by a keyring whose active key is k2.
+        let rotated = Sealer::new(keyring(&[("k1", 1), ("k2", 2)]));
+        assert_eq!(rotated.open_blob("lease", b"key-a", &blob).unwrap().as_slice(), b"canary-token-77");
+        let without = Sealer::new(keyring(&[("k2", 2)]));
+        assert_eq!(without.open_blob("lease", b"key-a", &blob), Err(SealError::KeyNotLoaded("k1".into())));
     }
 
     #[test]

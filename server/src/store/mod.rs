@@ -13,6 +13,8 @@
 //!   than this binary ([`Backend`] implementations read [`DatabaseFacts`]
 //!   without writing), so start-up checks happen before any change.
 
+pub mod postgres;
+pub(crate) mod rows;
 pub mod sqlite;
 
 use std::fmt;
@@ -129,6 +131,8 @@ pub struct DatabaseFacts {
 pub enum Location {
     /// An SQLite file.
     Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database (`--database-url`).
+    Postgres(postgres::PgConfig),
 }
 
 impl Location {
@@ -137,6 +141,7 @@ impl Location {
     pub fn describe(&self) -> String {
         match self {
             Self::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Self::Postgres(config) => config.describe(),
         }
     }
 }
@@ -146,6 +151,7 @@ impl Location {
 pub async fn inspect(location: &Location) -> Result<Option<DatabaseFacts>, StoreError> {
     match location {
         Location::Sqlite(path) => sqlite::inspect(path),
+        Location::Postgres(config) => postgres::inspect(config).await,
     }
 }
 
@@ -153,6 +159,7 @@ pub async fn inspect(location: &Location) -> Result<Option<DatabaseFacts>, Store
 pub async fn open(location: &Location, fault: AuditFault) -> Result<Store, StoreError> {
     match location {
         Location::Sqlite(path) => Ok(Store::new(Arc::new(sqlite::SqliteStore::open_with(path, fault)?))),
+        Location::Postgres(config) => Ok(Store::new(Arc::new(postgres::PgStore::open(config, fault).await?))),
     }
 }
 
@@ -358,11 +365,68 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// key id.
     async fn record_keys(&self, checks: &[(String, Vec<u8>)], active: &str) -> Result<(), Error>;
 
+    // --- replicas ---
+
+    /// What replicas share through this database: `None` for a database
+    /// only one process uses (SQLite).
+    fn shared(&self) -> Option<&dyn Shared> {
+        None
+    }
+
     // --- life cycle ---
 
     /// Finishes queued writes and closes every connection; later calls fail
     /// with UNAVAILABLE.
     async fn close(&self);
+}
+
+/// What a lease cache key holds in the database: a sealed lease and when
+/// it expires.
+#[derive(Debug, Clone)]
+pub struct SharedLease {
+    /// The lease, sealed (see `seal::Sealer::seal_blob`).
+    pub sealed: Vec<u8>,
+    /// When it expires.
+    pub expire_time: Timestamp,
+}
+
+/// Where a shared lease key stands for a replica that needs it.
+#[derive(Debug, Clone)]
+pub enum LeaseSlot {
+    /// Another replica stored this lease.
+    Stored(SharedLease),
+    /// This replica now holds the claim: it fetches, then stores.
+    Claimed,
+    /// Another replica holds an unexpired claim: wait for its lease.
+    ClaimedElsewhere,
+}
+
+/// State the replicas of one database share, so the service behaves as one:
+/// leases (one upstream exchange per key across replicas) and registries'
+/// rate-limit blocks. Keys are opaque text; leases are sealed before they
+/// get here.
+#[async_trait]
+pub trait Shared: Send + Sync {
+    /// The lease stored under `key` if it has at least `min_life` left;
+    /// else claims the key for `owner` for `claim_ttl` unless another
+    /// replica holds an unexpired claim.
+    async fn lease_or_claim(
+        &self,
+        key: &str,
+        min_life: std::time::Duration,
+        owner: &str,
+        claim_ttl: std::time::Duration,
+    ) -> Result<LeaseSlot, Error>;
+    /// Stores a lease under `key`, releases `owner`'s claim and wakes the
+    /// replicas waiting for it.
+    async fn store_lease(&self, key: &str, lease: &SharedLease, owner: &str) -> Result<(), Error>;
+    /// Releases `owner`'s claim on `key` (its fetch failed).
+    async fn release_claim(&self, key: &str, owner: &str) -> Result<(), Error>;
+    /// Until when a registry asked not to be called for `key`, if later than
+    /// now.
+    async fn blocked_until(&self, key: &str) -> Result<Option<Timestamp>, Error>;
+    /// Records a registry's `Retry-After` for `key`.
+    async fn block(&self, key: &str, until: Timestamp) -> Result<(), Error>;
 }
 
 /// Handle to the store; cheap to clone.

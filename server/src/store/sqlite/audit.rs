@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::domain::Timestamp;
 use crate::domain::audit::{AuditEvent, AuditRecord};
+use crate::store::rows::AuditRow;
 use crate::store::{AuditFilter, StoreError};
 
 /// The columns, in `from_row` and `insert` order (a macro so `INSERT` can
@@ -23,27 +24,22 @@ const INSERT: &str = concat!(
 );
 
 fn from_row(row: &Row<'_>) -> Result<AuditRecord, StoreError> {
-    let hash = |index: usize| -> Result<[u8; 32], StoreError> {
-        let bytes: Vec<u8> = row.get(index)?;
-        bytes.try_into().map_err(|_| StoreError::Corrupt("audit hash length".into()))
-    };
-    Ok(AuditRecord {
+    AuditRow {
         seq: row.get(0)?,
-        event: AuditEvent {
-            event_time: Timestamp::from_micros(row.get(1)?),
-            workspace: row.get(2)?,
-            principal: row.get(3)?,
-            action: row.get(4)?,
-            resource: row.get(5)?,
-            status_code: row.get(6)?,
-            client_address: row.get(7)?,
-            request_id: row.get(8)?,
-            image: row.get(9)?,
-            granted_scope: row.get(10)?,
-        },
-        prev_hash: hash(11)?,
-        hash: hash(12)?,
-    })
+        event_time: row.get(1)?,
+        workspace_id: row.get(2)?,
+        principal: row.get(3)?,
+        action: row.get(4)?,
+        resource: row.get(5)?,
+        status_code: row.get(6)?,
+        client_address: row.get(7)?,
+        request_id: row.get(8)?,
+        image: row.get(9)?,
+        granted_scope: row.get(10)?,
+        prev_hash: row.get(11)?,
+        hash: row.get(12)?,
+    }
+    .record()
 }
 
 /// The last event's sequence number and hash, if any.
@@ -65,20 +61,21 @@ pub fn insert(
     prev_hash: &[u8; 32],
     hash: &[u8; 32],
 ) -> Result<(), StoreError> {
+    let r = AuditRow::of(seq, e, prev_hash, hash);
     conn.prepare_cached(INSERT)?.execute(params![
-        seq,
-        e.event_time.as_micros(),
-        e.workspace,
-        e.principal,
-        e.action,
-        e.resource,
-        e.status_code,
-        e.client_address,
-        e.request_id,
-        e.image,
-        e.granted_scope,
-        prev_hash.as_slice(),
-        hash.as_slice(),
+        r.seq,
+        r.event_time,
+        r.workspace_id,
+        r.principal,
+        r.action,
+        r.resource,
+        r.status_code,
+        r.client_address,
+        r.request_id,
+        r.image,
+        r.granted_scope,
+        r.prev_hash,
+        r.hash,
     ])?;
     Ok(())
 }

@@ -1,98 +1,75 @@
 //! Queries on the `credentials` table. Secrets are stored only as the three
 //! opaque columns of a [`SealedSecret`].
 
-use pullpass::registry::{RegistryHost, RegistryServer};
 use rusqlite::{Connection, Row, params};
 
-use crate::domain::credential::{RealmOrigin, StoredCredential};
-use crate::domain::{
-    Credential, CredentialId, CredentialName, CredentialUid, ProjectName, Provider, SealedSecret, Timestamp,
-    WorkspaceId,
-};
-use crate::store::{CredentialFilter, RowCursor, StoreError, decode_list, encode_list};
+use crate::domain::credential::StoredCredential;
+use crate::domain::{Credential, CredentialName, Provider, SealedSecret, WorkspaceId};
+use crate::store::rows::CredentialRow;
+use crate::store::{CredentialFilter, RowCursor, StoreError};
 
 const META_COLUMNS: &str = "workspace_id, credential_id, uid, provider, registry_host, registry_namespace, \
      username, secret_version, allowed_projects, allow_passthrough, token_realm_allowlist, ca_bundle_pem, \
      description, create_time, update_time";
 const SEALED_COLUMNS: &str = "secret_kek_id, secret_wrapped_dek, secret_ciphertext";
 
-fn corrupt(what: impl Into<String>) -> StoreError {
-    StoreError::Corrupt(what.into())
-}
-
-fn credential_from_row(row: &Row<'_>) -> Result<Credential, StoreError> {
-    let workspace: String = row.get(0)?;
-    let id: String = row.get(1)?;
-    let uid: Vec<u8> = row.get(2)?;
-    let provider: i32 = row.get(3)?;
-    let host: String = row.get(4)?;
-    let namespace: String = row.get(5)?;
-    let secret_version: i64 = row.get(7)?;
-    let projects: String = row.get(8)?;
-    let realms: String = row.get(10)?;
-    let host = RegistryHost::parse(&host).map_err(|e| corrupt(format!("registry host {e}")))?;
-    let registry = RegistryServer::new(host, (!namespace.is_empty()).then_some(namespace))
-        .map_err(|e| corrupt(format!("registry namespace {e}")))?;
-    Ok(Credential {
-        name: CredentialName {
-            workspace: WorkspaceId::parse(&workspace).map_err(corrupt)?,
-            credential: CredentialId::parse(&id).map_err(corrupt)?,
-        },
-        uid: CredentialUid(uid.try_into().map_err(|_| corrupt("credential uid length"))?),
-        provider: Provider::from_code(provider).ok_or_else(|| corrupt(format!("provider {provider}")))?,
-        registry,
+fn row_of(row: &Row<'_>, with_secret: bool) -> Result<CredentialRow, StoreError> {
+    Ok(CredentialRow {
+        workspace_id: row.get(0)?,
+        credential_id: row.get(1)?,
+        uid: row.get(2)?,
+        provider: row.get(3)?,
+        registry_host: row.get(4)?,
+        registry_namespace: row.get(5)?,
         username: row.get(6)?,
-        secret_version: u64::try_from(secret_version).map_err(|_| corrupt("secret version"))?,
-        allowed_projects: decode_list(&projects)?
-            .iter()
-            .map(|p| ProjectName::parse(p).map_err(corrupt))
-            .collect::<Result<_, _>>()?,
+        secret_version: row.get(7)?,
+        allowed_projects: row.get(8)?,
         allow_passthrough: row.get(9)?,
-        token_realm_allowlist: decode_list(&realms)?
-            .iter()
-            .map(|r| RealmOrigin::parse(r).map_err(corrupt))
-            .collect::<Result<_, _>>()?,
+        token_realm_allowlist: row.get(10)?,
         ca_bundle_pem: row.get(11)?,
         description: row.get(12)?,
-        create_time: Timestamp::from_micros(row.get(13)?),
-        update_time: Timestamp::from_micros(row.get(14)?),
+        create_time: row.get(13)?,
+        update_time: row.get(14)?,
+        secret_kek_id: if with_secret { row.get(15)? } else { String::new() },
+        secret_wrapped_dek: if with_secret { row.get(16)? } else { Vec::new() },
+        secret_ciphertext: if with_secret { row.get(17)? } else { Vec::new() },
     })
 }
 
-fn sealed_from_row(row: &Row<'_>, first: usize) -> Result<SealedSecret, StoreError> {
-    Ok(SealedSecret { kek_id: row.get(first)?, wrapped_dek: row.get(first + 1)?, ciphertext: row.get(first + 2)? })
+fn credential_from_row(row: &Row<'_>) -> Result<Credential, StoreError> {
+    row_of(row, false)?.credential()
 }
 
 fn stored_from_row(row: &Row<'_>) -> Result<StoredCredential, StoreError> {
-    Ok(StoredCredential { credential: credential_from_row(row)?, sealed: sealed_from_row(row, 15)? })
+    row_of(row, true)?.stored()
 }
 
 /// Inserts a credential; `Conflict` if the name is taken in the workspace.
 pub fn insert(conn: &Connection, stored: &StoredCredential) -> Result<(), StoreError> {
-    let c = &stored.credential;
+    let r = CredentialRow::of(stored);
     conn.prepare_cached(&format!(
         "INSERT INTO credentials ({META_COLUMNS}, {SEALED_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))?
     .execute(params![
-        c.name.workspace.as_str(),
-        c.name.credential.as_str(),
-        c.uid.0.as_slice(),
-        c.provider.code(),
-        c.registry.host().as_str(),
-        c.registry.namespace().unwrap_or(""),
-        c.username,
-        c.secret_version as i64,
-        encode_list(&c.allowed_projects.iter().map(ProjectName::as_str).collect::<Vec<_>>()),
-        c.allow_passthrough,
-        encode_list(&c.token_realm_allowlist.iter().map(ToString::to_string).collect::<Vec<_>>()),
-        c.ca_bundle_pem,
-        c.description,
-        c.create_time.as_micros(),
-        c.update_time.as_micros(),
-        stored.sealed.kek_id,
-        stored.sealed.wrapped_dek,
-        stored.sealed.ciphertext,
+        r.workspace_id,
+        r.credential_id,
+        r.uid,
+        r.provider,
+        r.registry_host,
+        r.registry_namespace,
+        r.username,
+        r.secret_version,
+        r.allowed_projects,
+        r.allow_passthrough,
+        r.token_realm_allowlist,
+        r.ca_bundle_pem,
+        r.description,
+        r.create_time,
+        r.update_time,
+        r.secret_kek_id,
+        r.secret_wrapped_dek,
+        r.secret_ciphertext,
     ])?;
     Ok(())
 }
@@ -100,7 +77,7 @@ pub fn insert(conn: &Connection, stored: &StoredCredential) -> Result<(), StoreE
 /// Replaces every column of an existing credential (matched by name and uid).
 /// False if it no longer exists.
 pub fn replace(conn: &Connection, stored: &StoredCredential) -> Result<bool, StoreError> {
-    let c = &stored.credential;
+    let r = CredentialRow::of(stored);
     let changed = conn
         .prepare_cached(
             "UPDATE credentials SET registry_host = ?3, registry_namespace = ?4, username = ?5, \
@@ -110,22 +87,22 @@ pub fn replace(conn: &Connection, stored: &StoredCredential) -> Result<bool, Sto
              WHERE workspace_id = ?1 AND credential_id = ?2 AND uid = ?16",
         )?
         .execute(params![
-            c.name.workspace.as_str(),
-            c.name.credential.as_str(),
-            c.registry.host().as_str(),
-            c.registry.namespace().unwrap_or(""),
-            c.username,
-            c.secret_version as i64,
-            encode_list(&c.allowed_projects.iter().map(ProjectName::as_str).collect::<Vec<_>>()),
-            c.allow_passthrough,
-            encode_list(&c.token_realm_allowlist.iter().map(ToString::to_string).collect::<Vec<_>>()),
-            c.ca_bundle_pem,
-            c.description,
-            c.update_time.as_micros(),
-            stored.sealed.kek_id,
-            stored.sealed.wrapped_dek,
-            stored.sealed.ciphertext,
-            c.uid.0.as_slice(),
+            r.workspace_id,
+            r.credential_id,
+            r.registry_host,
+            r.registry_namespace,
+            r.username,
+            r.secret_version,
+            r.allowed_projects,
+            r.allow_passthrough,
+            r.token_realm_allowlist,
+            r.ca_bundle_pem,
+            r.description,
+            r.update_time,
+            r.secret_kek_id,
+            r.secret_wrapped_dek,
+            r.secret_ciphertext,
+            r.uid,
         ])?;
     Ok(changed > 0)
 }

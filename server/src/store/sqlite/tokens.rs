@@ -3,34 +3,27 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::domain::{AccessTokenId, AccessTokenRecord, ProjectName, Role, Timestamp, WorkspaceId};
-use crate::store::{StoreError, decode_list, encode_list};
+use crate::domain::{AccessTokenId, AccessTokenRecord, Timestamp, WorkspaceId};
+use crate::store::StoreError;
+use crate::store::rows::TokenRow;
 
 const COLUMNS: &str =
     "id, workspace_id, role, projects, token_hash, description, create_time, expire_time, revoke_time, last_used_time";
 
 fn from_row(row: &Row<'_>) -> Result<AccessTokenRecord, StoreError> {
-    let corrupt = |what: String| StoreError::Corrupt(what);
-    let id: String = row.get(0)?;
-    let workspace: Option<String> = row.get(1)?;
-    let role: i32 = row.get(2)?;
-    let projects: String = row.get(3)?;
-    let hash: Vec<u8> = row.get(4)?;
-    Ok(AccessTokenRecord {
-        id: AccessTokenId::parse(&id).map_err(corrupt)?,
-        workspace: workspace.map(|w| WorkspaceId::parse(&w)).transpose().map_err(corrupt)?,
-        role: Role::from_code(role).ok_or_else(|| corrupt(format!("role {role}")))?,
-        projects: decode_list(&projects)?
-            .iter()
-            .map(|p| ProjectName::parse(p).map_err(corrupt))
-            .collect::<Result<_, _>>()?,
-        token_hash: hash.try_into().map_err(|_| corrupt("token hash length".into()))?,
+    TokenRow {
+        id: row.get(0)?,
+        workspace_id: row.get(1)?,
+        role: row.get(2)?,
+        projects: row.get(3)?,
+        token_hash: row.get(4)?,
         description: row.get(5)?,
-        create_time: Timestamp::from_micros(row.get(6)?),
-        expire_time: row.get::<_, Option<i64>>(7)?.map(Timestamp::from_micros),
-        revoke_time: row.get::<_, Option<i64>>(8)?.map(Timestamp::from_micros),
-        last_used_time: row.get::<_, Option<i64>>(9)?.map(Timestamp::from_micros),
-    })
+        create_time: row.get(6)?,
+        expire_time: row.get(7)?,
+        revoke_time: row.get(8)?,
+        last_used_time: row.get(9)?,
+    }
+    .record()
 }
 
 fn query_one(
@@ -48,20 +41,21 @@ fn query_one(
 
 /// Inserts a token record.
 pub fn insert(conn: &Connection, token: &AccessTokenRecord) -> Result<(), StoreError> {
+    let r = TokenRow::of(token);
     conn.prepare_cached(&format!(
         "INSERT INTO access_tokens ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
     ))?
     .execute(params![
-        token.id.as_str(),
-        token.workspace.as_ref().map(WorkspaceId::as_str),
-        token.role.code(),
-        encode_list(&token.projects.iter().map(ProjectName::as_str).collect::<Vec<_>>()),
-        token.token_hash.as_slice(),
-        token.description,
-        token.create_time.as_micros(),
-        token.expire_time.map(Timestamp::as_micros),
-        token.revoke_time.map(Timestamp::as_micros),
-        token.last_used_time.map(Timestamp::as_micros),
+        r.id,
+        r.workspace_id,
+        r.role,
+        r.projects,
+        r.token_hash,
+        r.description,
+        r.create_time,
+        r.expire_time,
+        r.revoke_time,
+        r.last_used_time,
     ])?;
     Ok(())
 }

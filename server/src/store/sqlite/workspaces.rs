@@ -2,35 +2,24 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::domain::{Timestamp, Workspace, WorkspaceId, WorkspaceKind};
+use crate::domain::{Workspace, WorkspaceId};
 use crate::store::StoreError;
+use crate::store::rows::WorkspaceRow;
 
 const COLUMNS: &str = "id, kind, display_name, create_time";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<Workspace, StoreError>> {
-    let id: String = row.get(0)?;
-    let kind: i32 = row.get(1)?;
-    Ok((|| {
-        Ok(Workspace {
-            id: WorkspaceId::parse(&id).map_err(StoreError::Corrupt)?,
-            kind: WorkspaceKind::from_code(kind)
-                .ok_or_else(|| StoreError::Corrupt(format!("workspace kind {kind}")))?,
-            display_name: row.get(2)?,
-            create_time: Timestamp::from_micros(row.get(3)?),
-        })
-    })())
+    let stored =
+        WorkspaceRow { id: row.get(0)?, kind: row.get(1)?, display_name: row.get(2)?, create_time: row.get(3)? };
+    Ok(stored.workspace())
 }
 
 /// Inserts a workspace; `Conflict` if the id is taken.
 pub fn insert(conn: &Connection, workspace: &Workspace) -> Result<(), StoreError> {
+    let r = WorkspaceRow::of(workspace);
     conn.execute(
         "INSERT INTO workspaces (id, kind, display_name, create_time) VALUES (?1, ?2, ?3, ?4)",
-        params![
-            workspace.id.as_str(),
-            workspace.kind.code(),
-            workspace.display_name,
-            workspace.create_time.as_micros()
-        ],
+        params![r.id, r.kind, r.display_name, r.create_time],
     )?;
     Ok(())
 }

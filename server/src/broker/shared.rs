@@ -1,0 +1,280 @@
+//! Leases and rate-limit blocks shared by the replicas of one database, so
+//! N replicas cost a registry what one does.
+//!
+//! Below the per-replica [`super::cache::LeaseCache`] (one flight per key
+//! per replica), a miss asks the database ([`crate::store::Shared`]):
+//! * another replica's lease for the key, sealed under the master key, is
+//!   opened and served with no upstream call;
+//! * else one replica wins the key's claim row and runs the exchange, then
+//!   stores the lease sealed and wakes the others; the others wait for it
+//!   (woken by NOTIFY, with a poll as backstop) within their deadline. A
+//!   claimant that dies leaves a claim that expires after [`CLAIM_TTL`], and
+//!   the next replica to look takes it over.
+//! * a registry's `Retry-After` is recorded too, so one replica's 429 stops
+//!   the others from calling it.
+//!
+//! The database is an optimization here: if it cannot be reached, the
+//! replica fetches on its own (its cached leases keep being served).
+//! Keys name the credential by uid, secret version and update time (as the
+//! cache does), so a rotated secret never meets an old lease.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::cache::CacheKey;
+use crate::domain::{Accept, CredentialName, Grant, Lease, LeaseSecret, Timestamp};
+use crate::error::Error;
+use crate::seal::Sealer;
+use crate::store::{LeaseSlot, SharedLease, Store};
+
+/// How long a claim stands before another replica may take it over: longer
+/// than a healthy exchange, short enough that a dead claimant costs little.
+pub const CLAIM_TTL: Duration = Duration::from_secs(5);
+/// What shared leases are sealed for.
+const PURPOSE: &str = "shared lease";
+/// Longest wait between looks while another replica fetches.
+const MAX_POLL: Duration = Duration::from_millis(200);
+
+/// The replicas' shared leases, as this replica sees them.
+pub struct SharedLeases {
+    store: Store,
+    sealer: Arc<Sealer>,
+    /// This replica's name on claims (random per process).
+    owner: String,
+    stored: Notify,
+}
+
+impl std::fmt::Debug for SharedLeases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedLeases").field("owner", &self.owner).finish_non_exhaustive()
+    }
+}
+
+/// A lease as stored (inside the seal): every field of [`Lease`].
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    bearer: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    registry: String,
+    requested: String,
+    granted: Option<String>,
+    issue_time: i64,
+    expire_time: i64,
+    credential: String,
+}
+
+impl SharedLeases {
+    /// Shared leases over `store`, if its database is shared.
+    pub fn new(store: &Store, sealer: Arc<Sealer>) -> Option<Self> {
+        store.shared()?;
+        let mut owner = [0u8; 12];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut owner).ok()?;
+        let owner = format!("{}-{}", std::process::id(), hex(&owner));
+        Some(Self { store: store.clone(), sealer, owner, stored: Notify::new() })
+    }
+
+    /// Wakes the callers waiting for another replica's lease (it stored one).
+    pub fn wake(&self) {
+        self.stored.notify_waiters();
+    }
+
+    /// A lease for `key` with `min_ttl` left: another replica's, or from
+    /// `fetch` when this replica wins the claim (or the database is out of
+    /// reach). The flag is true when no exchange ran here.
+    pub async fn get_or_fetch<F, Fut>(
+        &self,
+        key: &CacheKey,
+        min_ttl: Duration,
+        deadline: Instant,
+        fetch: F,
+    ) -> Result<(Lease, bool), Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Lease, Error>>,
+    {
+        let Some(shared) = self.store.shared() else { return fetch().await.map(|l| (l, false)) };
+        let text = key_text(key);
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let stored = self.stored.notified();
+            tokio::pin!(stored);
+            stored.as_mut().enable();
+            match shared.lease_or_claim(&text, min_ttl, &self.owner, CLAIM_TTL).await {
+                Ok(LeaseSlot::Stored(lease)) => match self.open(&text, &lease) {
+                    Ok(lease) => return Ok((lease, true)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a shared lease does not open here; fetching");
+                        return fetch().await.map(|l| (l, false));
+                    }
+                },
+                Ok(LeaseSlot::Claimed) => {
+                    let fetched = fetch().await;
+                    match &fetched {
+                        Ok(lease) => self.publish(shared, &text, lease).await,
+                        Err(_) => {
+                            if let Err(e) = shared.release_claim(&text, &self.owner).await {
+                                tracing::debug!(error = %e, "could not release a lease claim (it expires)");
+                            }
+                        }
+                    }
+                    return fetched.map(|l| (l, false));
+                }
+                Ok(LeaseSlot::ClaimedElsewhere) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Error::Unavailable {
+                            reason: pullpass::reason::UPSTREAM_UNAVAILABLE,
+                            message: "another replica is fetching this lease and did not finish before the deadline"
+                                .into(),
+                        });
+                    }
+                    let wait = pause.min(deadline - now);
+                    let _ = tokio::time::timeout(wait, stored).await;
+                    pause = (pause * 2).min(MAX_POLL);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared leases are out of reach; fetching on this replica");
+                    return fetch().await.map(|l| (l, false));
+                }
+            }
+        }
+    }
+
+    /// Refuses at once while another replica recorded a registry's
+    /// `Retry-After` for this credential and endpoint.
+    pub async fn check_block(&self, key: &CacheKey, endpoint: &str, registry: &str) -> Result<(), Error> {
+        let Some(shared) = self.store.shared() else { return Ok(()) };
+        match shared.blocked_until(&block_key(key, endpoint)).await {
+            Ok(Some(until)) => {
+                let retry_after = until.saturating_since(Timestamp::now()).max(Duration::from_secs(1));
+                Err(Error::ResourceExhausted {
+                    reason: pullpass::reason::UPSTREAM_RATE_LIMITED,
+                    message: format!("registry {registry} is rate limiting (retry in {} s)", retry_after.as_secs()),
+                    retry_after,
+                })
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "shared rate-limit blocks are out of reach");
+                Ok(())
+            }
+        }
+    }
+
+    /// Records a registry's `Retry-After` for the other replicas.
+    pub async fn block(&self, key: &CacheKey, endpoint: &str, retry_after: Duration) {
+        let Some(shared) = self.store.shared() else { return };
+        if let Err(e) = shared.block(&block_key(key, endpoint), Timestamp::now().plus(retry_after)).await {
+            tracing::warn!(error = %e, "could not share a registry's rate limit with the other replicas");
+        }
+    }
+
+    async fn publish(&self, shared: &dyn crate::store::Shared, text: &str, lease: &Lease) {
+        let sealed = match self.seal(text, lease) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not seal a lease for the other replicas");
+                return;
+            }
+        };
+        let stored = SharedLease { sealed, expire_time: lease.expire_time };
+        if let Err(e) = shared.store_lease(text, &stored, &self.owner).await {
+            tracing::warn!(error = %e, "could not share a lease with the other replicas");
+        }
+    }
+
+    fn seal(&self, text: &str, lease: &Lease) -> Result<Vec<u8>, String> {
+        let (bearer, username, password) = match &lease.grant {
+            Grant::Bearer { token } => (Some(token.expose().to_owned()), None, None),
+            Grant::Basic { username, password } => (None, Some(username.clone()), Some(password.expose().to_owned())),
+        };
+        let stored = Stored {
+            bearer,
+            username,
+            password,
+            registry: lease.registry.clone(),
+            requested: lease.requested.to_string(),
+            granted: lease.granted.as_ref().map(ToString::to_string),
+            issue_time: lease.issue_time.as_micros(),
+            expire_time: lease.expire_time.as_micros(),
+            credential: lease.credential.to_string(),
+        };
+        let plain = zeroize::Zeroizing::new(serde_json::to_vec(&stored).map_err(|e| e.to_string())?);
+        drop(stored);
+        self.sealer.seal_blob(PURPOSE, text.as_bytes(), &plain).map_err(|e| e.to_string())
+    }
+
+    fn open(&self, text: &str, lease: &SharedLease) -> Result<Lease, String> {
+        let plain = self.sealer.open_blob(PURPOSE, text.as_bytes(), &lease.sealed).map_err(|e| e.to_string())?;
+        let stored: Stored = serde_json::from_slice(&plain).map_err(|_| "unreadable shared lease".to_owned())?;
+        let grant = match (stored.bearer, stored.username, stored.password) {
+            (Some(token), None, None) => Grant::Bearer { token: LeaseSecret::new(token) },
+            (None, Some(username), Some(password)) => Grant::Basic { username, password: LeaseSecret::new(password) },
+            _ => return Err("unreadable shared lease".into()),
+        };
+        let scope =
+            |text: &str| pullpass::scope::Scope::parse(text).ok_or_else(|| "unreadable shared lease".to_owned());
+        Ok(Lease {
+            grant,
+            registry: stored.registry,
+            requested: scope(&stored.requested)?,
+            granted: stored.granted.as_deref().map(scope).transpose()?,
+            issue_time: Timestamp::from_micros(stored.issue_time),
+            expire_time: Timestamp::from_micros(stored.expire_time),
+            credential: CredentialName::parse(&stored.credential).map_err(|_| "unreadable shared lease".to_owned())?,
+        })
+    }
+}
+
+/// The database key of a cache key: every field, unambiguous (the scope
+/// comes last and is the only free text).
+fn key_text(key: &CacheKey) -> String {
+    let accept = match key.accept {
+        Accept::Any => "any",
+        Accept::BasicOnly => "basic",
+        Accept::BearerOnly => "bearer",
+        Accept::Gateway => "gateway",
+    };
+    format!("{} {} {} {accept} {}", hex(&key.uid.0), key.secret_version, key.updated.as_micros(), key.scope)
+}
+
+/// The database key of a rate-limit block: the credential (by uid) and the
+/// registry endpoint, as [`crate::upstream::Upstream`] keys its own.
+fn block_key(key: &CacheKey, endpoint: &str) -> String {
+    format!("{} {endpoint}", hex(&key.uid.0))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_differ_in_every_field_of_the_cache_key() {
+        let base = CacheKey {
+            uid: crate::domain::CredentialUid([1; 16]),
+            secret_version: 1,
+            updated: Timestamp::from_micros(5),
+            scope: "repository:a:pull".into(),
+            accept: Accept::Any,
+        };
+        let variants = [
+            CacheKey { uid: crate::domain::CredentialUid([2; 16]), ..base.clone() },
+            CacheKey { secret_version: 2, ..base.clone() },
+            CacheKey { updated: Timestamp::from_micros(6), ..base.clone() },
+            CacheKey { scope: "repository:b:pull".into(), ..base.clone() },
+            CacheKey { accept: Accept::Gateway, ..base.clone() },
+        ];
+        for variant in &variants {
+            assert_ne!(key_text(variant), key_text(&base), "{variant:?}");
+        }
+    }
+}

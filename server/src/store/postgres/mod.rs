@@ -1,0 +1,962 @@
+//! The PostgreSQL backend: several `pullpassd` replicas on one database.
+//!
+//! * Connections come from a deadpool-postgres pool (`RecyclingMethod::Clean`),
+//!   over rustls (ring) when TLS is on; the password never appears in a log
+//!   or error.
+//! * Every operation is one transaction, committed before it returns.
+//!   Serialization failures and deadlocks (40001, 40P01) are retried here
+//!   and never reach a caller; a lost database is `UNAVAILABLE`.
+//! * One audit chain for all replicas: an append locks the `audit_head` row
+//!   until its transaction commits, so events get gapless `seq`s in commit
+//!   order, and a race is an error (retried), never a fork.
+//! * Mutations `NOTIFY pullpass_changes` with what changed, delivered when
+//!   they commit (see [`changes`]).
+
+pub mod changes;
+pub mod config;
+mod migrations;
+pub mod shared;
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{GenericClient, Row};
+
+pub use config::PgConfig;
+pub use migrations::SCHEMA_VERSION;
+
+use super::rows::{AuditRow, CredentialRow, TokenRow, WorkspaceRow};
+use super::{
+    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, DatabaseFacts, Replaced, Rewrap, RowCursor,
+    StoreError, WorkspaceDeletion,
+};
+use crate::domain::audit::{AuditEvent, AuditRecord};
+use crate::domain::credential::StoredCredential;
+use crate::domain::{
+    AccessTokenId, AccessTokenRecord, Credential, CredentialName, Provider, Timestamp, Workspace, WorkspaceId,
+};
+use crate::error::Error;
+
+/// The channel mutations notify on.
+pub const CHANGES_CHANNEL: &str = "pullpass_changes";
+/// Tries of a transaction that hit a serialization failure or deadlock.
+const ATTEMPTS: u32 = 8;
+
+const CREDENTIAL_COLUMNS: &str = "workspace_id, credential_id, uid, provider, registry_host, registry_namespace, \
+     username, secret_version, allowed_projects, allow_passthrough, token_realm_allowlist, ca_bundle_pem, \
+     description, create_time, update_time, secret_kek_id, secret_wrapped_dek, secret_ciphertext";
+const TOKEN_COLUMNS: &str =
+    "id, workspace_id, role, projects, token_hash, description, create_time, expire_time, revoke_time, last_used_time";
+const AUDIT_COLUMNS: &str = "seq, event_time, workspace_id, principal, action, resource, status_code, client_address, \
+     request_id, image, granted_scope, prev_hash, hash";
+
+/// A PostgreSQL error as a store error: a lost connection is
+/// `Unreachable`, a unique violation `Conflict`. No message holds a secret.
+pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
+    if e.is_closed() || e.as_db_error().is_none() && e.code().is_none() {
+        return StoreError::Unreachable(e.to_string());
+    }
+    match e.code() {
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Conflict,
+        Some(code) if code.code().starts_with("08") || *code == SqlState::ADMIN_SHUTDOWN => {
+            StoreError::Unreachable(e.to_string())
+        }
+        _ => StoreError::Postgres(e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_owned())),
+    }
+}
+
+/// Why a transaction attempt ended.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    /// From PostgreSQL (retried if a serialization failure or deadlock).
+    Pg(tokio_postgres::Error),
+    /// A domain outcome (not retried).
+    Domain(Error),
+}
+
+impl From<tokio_postgres::Error> for TxError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Pg(e)
+    }
+}
+
+impl From<Error> for TxError {
+    fn from(e: Error) -> Self {
+        Self::Domain(e)
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        Self::Domain(e.into())
+    }
+}
+
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+/// The PostgreSQL backend; cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    config: PgConfig,
+    fault: AuditFault,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("url", &self.config.describe()).finish_non_exhaustive()
+    }
+}
+
+/// One connection, outside the pool (inspection, migrations, listening).
+pub(crate) async fn connect(config: &PgConfig) -> Result<tokio_postgres::Client, StoreError> {
+    let describe = config.describe();
+    let failed = |e: tokio_postgres::Error| StoreError::Unreachable(format!("{describe}: {e}"));
+    let client = match config.tls().map_err(StoreError::Unreachable)? {
+        Some(tls) => {
+            let (client, connection) = config.connection().connect(tls).await.map_err(failed)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        }
+        None => {
+            let (client, connection) = config.connection().connect(tokio_postgres::NoTls).await.map_err(failed)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        }
+    };
+    Ok(client)
+}
+
+/// What the database holds, read without writing; `Some` with schema
+/// version 0 for an empty database.
+pub async fn inspect(config: &PgConfig) -> Result<Option<DatabaseFacts>, StoreError> {
+    let client = connect(config).await?;
+    let schema_version = migrations::current_version(&client).await?;
+    if schema_version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew { found: schema_version, supported: SCHEMA_VERSION });
+    }
+    if schema_version == 0 {
+        return Ok(Some(DatabaseFacts::default()));
+    }
+    read_facts(&client, schema_version).await.map(Some)
+}
+
+async fn read_facts(client: &impl GenericClient, schema_version: i64) -> Result<DatabaseFacts, StoreError> {
+    let key_checks = client
+        .query("SELECT kek_id, check_value FROM key_checks ORDER BY create_time, kek_id", &[])
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let active_key_id = client
+        .query_opt("SELECT value FROM meta WHERE key = $1", &[&super::ACTIVE_KEY_ID])
+        .await
+        .map_err(pg)?
+        .map(|r| r.get(0));
+    let key_usage: Vec<(String, u64)> = client
+        .query("SELECT secret_kek_id, count(*) FROM credentials GROUP BY 1 ORDER BY 1", &[])
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+        .collect();
+    Ok(DatabaseFacts {
+        schema_version,
+        key_checks,
+        active_key_id,
+        key_ids_in_use: key_usage.iter().map(|(id, _)| id.clone()).collect(),
+        key_usage,
+    })
+}
+
+impl PgStore {
+    /// Connects, migrates (once across replicas), and builds the pool.
+    pub async fn open(config: &PgConfig, fault: AuditFault) -> Result<Self, StoreError> {
+        let mut client = connect(config).await?;
+        migrations::migrate(&mut client).await?;
+        drop(client);
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Clean };
+        let manager = match config.tls().map_err(StoreError::Unreachable)? {
+            Some(tls) => Manager::from_config(config.connection().clone(), tls, manager_config),
+            None => Manager::from_config(config.connection().clone(), tokio_postgres::NoTls, manager_config),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Unreachable(e.to_string()))?;
+        Ok(Self { pool, config: config.clone(), fault })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PgConfig {
+        &self.config
+    }
+
+    async fn client(&self) -> Result<Object, Error> {
+        self.pool.get().await.map_err(|e| StoreError::Unreachable(e.to_string()).into())
+    }
+
+    /// Runs `attempt` with a fresh connection until it commits, retrying
+    /// serialization failures and deadlocks with a short jittered pause.
+    pub(crate) async fn retrying<T, F, Fut>(&self, attempt: F) -> Result<T, Error>
+    where
+        F: Fn(Object) -> Fut,
+        Fut: Future<Output = Result<T, TxError>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let client = self.client().await?;
+            match attempt(client).await {
+                Ok(value) => return Ok(value),
+                Err(TxError::Pg(e)) if retryable(&e) && tries < ATTEMPTS => {
+                    let pause = Duration::from_millis(2u64 << tries.min(6)) + jitter();
+                    tokio::time::sleep(pause).await;
+                }
+                Err(TxError::Pg(e)) => return Err(pg(e).into()),
+                Err(TxError::Domain(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads with one statement (no transaction).
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(pg)?;
+        client.query(&statement, params).await.map_err(|e| pg(e).into())
+    }
+}
+
+fn jitter() -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+    Duration::from_millis(u64::from(byte[0]) % 8)
+}
+
+/// Appends `events` to the chain inside `tx` (locking the head until
+/// commit), and notifies the replicas of each mutation among them.
+pub(crate) async fn append(
+    tx: &deadpool_postgres::Transaction<'_>,
+    fault: &AuditFault,
+    events: &[AuditEvent],
+) -> Result<(), TxError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    fault.check(events)?;
+    let head = tx.query_one("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE", &[]).await?;
+    let (seq, hash): (i64, Vec<u8>) = (head.get(0), head.get(1));
+    let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("audit head hash length".into()))?;
+    let insert = tx
+        .prepare_cached(&format!(
+            "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ))
+        .await?;
+    let links = super::chain_links(Some((seq, hash)), events);
+    let rows: Vec<AuditRow> = links.iter().zip(events).map(|((s, p, h), e)| AuditRow::of(*s, e, p, h)).collect();
+    let params: Vec<[&(dyn ToSql + Sync); 13]> = rows
+        .iter()
+        .map(|r| -> [&(dyn ToSql + Sync); 13] {
+            [
+                &r.seq,
+                &r.event_time,
+                &r.workspace_id,
+                &r.principal,
+                &r.action,
+                &r.resource,
+                &r.status_code,
+                &r.client_address,
+                &r.request_id,
+                &r.image,
+                &r.granted_scope,
+                &r.prev_hash,
+                &r.hash,
+            ]
+        })
+        .collect();
+    let inserts = params.iter().map(|p| tx.execute(&insert, p));
+    // Pipelined: one round trip for the batch.
+    for inserted in futures_util::future::join_all(inserts).await {
+        inserted?;
+    }
+    if let Some(last) = rows.last() {
+        tx.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", &[&last.seq, &last.hash]).await?;
+    }
+    for event in events.iter().filter(|e| changes::is_change(e)) {
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES_CHANNEL, &changes::payload(event)]).await?;
+    }
+    Ok(())
+}
+
+fn credential_row(row: &Row) -> CredentialRow {
+    CredentialRow {
+        workspace_id: row.get(0),
+        credential_id: row.get(1),
+        uid: row.get(2),
+        provider: row.get(3),
+        registry_host: row.get(4),
+        registry_namespace: row.get(5),
+        username: row.get(6),
+        secret_version: row.get(7),
+        allowed_projects: row.get(8),
+        allow_passthrough: row.get(9),
+        token_realm_allowlist: row.get(10),
+        ca_bundle_pem: row.get(11),
+        description: row.get(12),
+        create_time: row.get(13),
+        update_time: row.get(14),
+        secret_kek_id: row.get(15),
+        secret_wrapped_dek: row.get(16),
+        secret_ciphertext: row.get(17),
+    }
+}
+
+fn token_row(row: &Row) -> TokenRow {
+    TokenRow {
+        id: row.get(0),
+        workspace_id: row.get(1),
+        role: row.get(2),
+        projects: row.get(3),
+        token_hash: row.get(4),
+        description: row.get(5),
+        create_time: row.get(6),
+        expire_time: row.get(7),
+        revoke_time: row.get(8),
+        last_used_time: row.get(9),
+    }
+}
+
+fn audit_row(row: &Row) -> AuditRow {
+    AuditRow {
+        seq: row.get(0),
+        event_time: row.get(1),
+        workspace_id: row.get(2),
+        principal: row.get(3),
+        action: row.get(4),
+        resource: row.get(5),
+        status_code: row.get(6),
+        client_address: row.get(7),
+        request_id: row.get(8),
+        image: row.get(9),
+        granted_scope: row.get(10),
+        prev_hash: row.get(11),
+        hash: row.get(12),
+    }
+}
+
+fn workspace_of(row: &Row) -> Result<Workspace, StoreError> {
+    WorkspaceRow { id: row.get(0), kind: row.get(1), display_name: row.get(2), create_time: row.get(3) }.workspace()
+}
+
+async fn insert_credential(
+    tx: &deadpool_postgres::Transaction<'_>,
+    r: &CredentialRow,
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = tx
+        .prepare_cached(&format!(
+            "INSERT INTO credentials ({CREDENTIAL_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+             ON CONFLICT (workspace_id, credential_id) DO NOTHING"
+        ))
+        .await?;
+    tx.execute(
+        &statement,
+        &[
+            &r.workspace_id,
+            &r.credential_id,
+            &r.uid,
+            &r.provider,
+            &r.registry_host,
+            &r.registry_namespace,
+            &r.username,
+            &r.secret_version,
+            &r.allowed_projects,
+            &r.allow_passthrough,
+            &r.token_realm_allowlist,
+            &r.ca_bundle_pem,
+            &r.description,
+            &r.create_time,
+            &r.update_time,
+            &r.secret_kek_id,
+            &r.secret_wrapped_dek,
+            &r.secret_ciphertext,
+        ],
+    )
+    .await
+}
+
+#[async_trait]
+impl Backend for PgStore {
+    fn describe(&self) -> String {
+        self.config.describe()
+    }
+
+    async fn create_workspace(&self, workspace: &Workspace, events: &[AuditEvent]) -> Result<(), Error> {
+        let r = WorkspaceRow::of(workspace);
+        self.retrying(|mut client| {
+            let (r, events, fault) = (r.clone(), events.to_vec(), self.fault.clone());
+            async move {
+                let tx = client.transaction().await?;
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO workspaces (id, kind, display_name, create_time) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (id) DO NOTHING",
+                        &[&r.id, &r.kind, &r.display_name, &r.create_time],
+                    )
+                    .await?;
+                if inserted == 0 {
+                    return Err(Error::already_exists(format!("workspaces/{}", r.id)).into());
+                }
+                append(&tx, &fault, &events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>, Error> {
+        let rows = self
+            .query("SELECT id, kind, display_name, create_time FROM workspaces WHERE id = $1", &[&id.as_str()])
+            .await?;
+        rows.first().map(workspace_of).transpose().map_err(Error::from)
+    }
+
+    async fn workspaces(&self, after: Option<&str>, limit: usize) -> Result<Vec<Workspace>, Error> {
+        let rows = self
+            .query(
+                "SELECT id, kind, display_name, create_time FROM workspaces WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after.unwrap_or(""), &(limit as i64)],
+            )
+            .await?;
+        rows.iter().map(workspace_of).collect::<Result<_, _>>().map_err(Error::from)
+    }
+
+    async fn delete_workspace(
+        &self,
+        id: &WorkspaceId,
+        force: bool,
+        events: &[AuditEvent],
+    ) -> Result<WorkspaceDeletion, Error> {
+        self.retrying(|mut client| {
+            let (id, events, fault) = (id.as_str().to_owned(), events.to_vec(), self.fault.clone());
+            async move {
+                let tx = client.transaction().await?;
+                if tx.query_opt("SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE", &[&id]).await?.is_none() {
+                    return Ok(WorkspaceDeletion::Missing);
+                }
+                let credentials: i64 =
+                    tx.query_one("SELECT count(*) FROM credentials WHERE workspace_id = $1", &[&id]).await?.get(0);
+                let tokens: i64 =
+                    tx.query_one("SELECT count(*) FROM access_tokens WHERE workspace_id = $1", &[&id]).await?.get(0);
+                if !force && credentials + tokens > 0 {
+                    return Ok(WorkspaceDeletion::NotEmpty { credentials: credentials as u64, tokens: tokens as u64 });
+                }
+                tx.execute("DELETE FROM workspaces WHERE id = $1", &[&id]).await?;
+                append(&tx, &fault, &events).await?;
+                tx.commit().await?;
+                Ok(WorkspaceDeletion::Deleted)
+            }
+        })
+        .await
+    }
+
+    async fn insert_credentials(
+        &self,
+        workspace: &WorkspaceId,
+        rows: &[(StoredCredential, AuditEvent)],
+        skip_taken: bool,
+    ) -> Result<Vec<bool>, Error> {
+        let rows: Vec<(CredentialRow, AuditEvent)> =
+            rows.iter().map(|(stored, event)| (CredentialRow::of(stored), event.clone())).collect();
+        self.retrying(|mut client| {
+            let (workspace, rows, fault) = (workspace.clone(), rows.clone(), self.fault.clone());
+            async move {
+                let tx = client.transaction().await?;
+                // Locks the workspace: a concurrent deletion waits or wins.
+                if tx
+                    .query_opt("SELECT 1 FROM workspaces WHERE id = $1 FOR SHARE", &[&workspace.as_str()])
+                    .await?
+                    .is_none()
+                {
+                    return Err(Error::not_found(workspace.name()).into());
+                }
+                let mut inserted = Vec::with_capacity(rows.len());
+                let mut events = Vec::new();
+                for (row, event) in &rows {
+                    if insert_credential(&tx, row).await? == 1 {
+                        inserted.push(true);
+                        events.push(event.clone());
+                    } else if skip_taken {
+                        inserted.push(false);
+                    } else {
+                        return Err(Error::already_exists(format!(
+                            "workspaces/{}/credentials/{}",
+                            row.workspace_id, row.credential_id
+                        ))
+                        .into());
+                    }
+                }
+                append(&tx, &fault, &events).await?;
+                tx.commit().await?;
+                Ok(inserted)
+            }
+        })
+        .await
+    }
+
+    async fn credential(&self, name: &CredentialName) -> Result<Option<StoredCredential>, Error> {
+        let rows = self
+            .query(
+                &format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE workspace_id = $1 AND credential_id = $2"),
+                &[&name.workspace.as_str(), &name.credential.as_str()],
+            )
+            .await?;
+        rows.first().map(|r| credential_row(r).stored()).transpose().map_err(Error::from)
+    }
+
+    async fn credentials(
+        &self,
+        workspace: &WorkspaceId,
+        filter: &CredentialFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<Credential>>, Error> {
+        if self.workspace(workspace).await?.is_none() {
+            return Ok(None);
+        }
+        let registry = filter.registry.as_ref();
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {CREDENTIAL_COLUMNS} FROM credentials \
+                     WHERE workspace_id = $1 AND credential_id > $2 \
+                       AND ($3::TEXT IS NULL OR registry_host = $3) AND ($4::TEXT IS NULL OR registry_namespace = $4) \
+                       AND ($5::INTEGER IS NULL OR provider = $5) \
+                     ORDER BY credential_id LIMIT $6"
+                ),
+                &[
+                    &workspace.as_str(),
+                    &after.unwrap_or(""),
+                    &registry.map(|r| r.host().as_str()),
+                    &registry.and_then(|r| r.namespace()),
+                    &filter.provider.map(Provider::code),
+                    &(limit as i64),
+                ],
+            )
+            .await?;
+        rows.iter().map(|r| credential_row(r).credential()).collect::<Result<_, _>>().map(Some).map_err(Error::from)
+    }
+
+    async fn workspace_credentials(&self, workspace: &WorkspaceId) -> Result<Option<Vec<StoredCredential>>, Error> {
+        if self.workspace(workspace).await?.is_none() {
+            return Ok(None);
+        }
+        let rows = self
+            .query(
+                &format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE workspace_id = $1 ORDER BY credential_id"),
+                &[&workspace.as_str()],
+            )
+            .await?;
+        rows.iter().map(|r| credential_row(r).stored()).collect::<Result<_, _>>().map(Some).map_err(Error::from)
+    }
+
+    async fn replace_credential(
+        &self,
+        read: &Credential,
+        replacement: &StoredCredential,
+        events: &[AuditEvent],
+    ) -> Result<Replaced, Error> {
+        let r = CredentialRow::of(replacement);
+        let (uid, update_time) = (read.uid.0.to_vec(), read.update_time.as_micros());
+        self.retrying(|mut client| {
+            let (r, uid, events, fault) = (r.clone(), uid.clone(), events.to_vec(), self.fault.clone());
+            async move {
+                let tx = client.transaction().await?;
+                let current = tx
+                    .query_opt(
+                        "SELECT uid, update_time FROM credentials WHERE workspace_id = $1 AND credential_id = $2 FOR UPDATE",
+                        &[&r.workspace_id, &r.credential_id],
+                    )
+                    .await?;
+                let Some(current) = current else { return Ok(Replaced::Missing) };
+                if current.get::<_, Vec<u8>>(0) != uid {
+                    return Ok(Replaced::Missing);
+                }
+                if current.get::<_, i64>(1) != update_time {
+                    return Ok(Replaced::Stale);
+                }
+                tx.execute(
+                    "UPDATE credentials SET registry_host = $3, registry_namespace = $4, username = $5, \
+                     secret_version = $6, allowed_projects = $7, allow_passthrough = $8, token_realm_allowlist = $9, \
+                     ca_bundle_pem = $10, description = $11, update_time = $12, secret_kek_id = $13, \
+                     secret_wrapped_dek = $14, secret_ciphertext = $15 \
+                     WHERE workspace_id = $1 AND credential_id = $2",
+                    &[
+                        &r.workspace_id,
+                        &r.credential_id,
+                        &r.registry_host,
+                        &r.registry_namespace,
+                        &r.username,
+                        &r.secret_version,
+                        &r.allowed_projects,
+                        &r.allow_passthrough,
+                        &r.token_realm_allowlist,
+                        &r.ca_bundle_pem,
+                        &r.description,
+                        &r.update_time,
+                        &r.secret_kek_id,
+                        &r.secret_wrapped_dek,
+                        &r.secret_ciphertext,
+                    ],
+                )
+                .await?;
+                append(&tx, &fault, &events).await?;
+                tx.commit().await?;
+                Ok(Replaced::Done)
+            }
+        })
+        .await
+    }
+
+    async fn delete_credential(&self, name: &CredentialName, events: &[AuditEvent]) -> Result<bool, Error> {
+        self.retrying(|mut client| {
+            let (name, events, fault) = (name.clone(), events.to_vec(), self.fault.clone());
+            async move {
+                let tx = client.transaction().await?;
+                let deleted = tx
+                    .execute(
+                        "DELETE FROM credentials WHERE workspace_id = $1 AND credential_id = $2",
+                        &[&name.workspace.as_str(), &name.credential.as_str()],
+                    )
+                    .await?;
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                append(&tx, &fault, &events).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+        })
+        .await
+    }
+
+    async fn credentials_page(
+        &self,
+        not_under_key: Option<&str>,
+        cursor: &RowCursor,
+        limit: usize,
+    ) -> Result<Vec<StoredCredential>, Error> {
+        let (workspace, credential) = cursor.clone().unwrap_or_default();
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {CREDENTIAL_COLUMNS} FROM credentials \
+                     WHERE ($1::TEXT IS NULL OR secret_kek_id <> $1) AND (workspace_id, credential_id) > ($2, $3) \
+                     ORDER BY workspace_id, credential_id LIMIT $4"
+                ),
+                &[&not_under_key, &workspace, &credential, &(limit as i64)],
+            )
+            .await?;
+        rows.iter().map(|r| credential_row(r).stored()).collect::<Result<_, _>>().map_err(Error::from)
+    }
+
+    async fn rewrap(&self, rows: &[Rewrap]) -> Result<usize, Error> {
+        self.retrying(|mut client| {
+            let rows = rows.to_vec();
+            async move {
+                let tx = client.transaction().await?;
+                let mut stored = 0;
+                for row in &rows {
+                    let c = &row.credential;
+                    stored += tx
+                        .execute(
+                            "UPDATE credentials SET secret_kek_id = $4, secret_wrapped_dek = $5 \
+                             WHERE workspace_id = $1 AND credential_id = $2 AND secret_version = $3 AND uid = $6",
+                            &[
+                                &c.name.workspace.as_str(),
+                                &c.name.credential.as_str(),
+                                &(c.secret_version as i64),
+                                &row.sealed.kek_id,
+                                &row.sealed.wrapped_dek,
+                                &c.uid.0.as_slice(),
+                            ],
+                        )
+                        .await? as usize;
+                }
+                tx.commit().await?;
+                Ok(stored)
+            }
+        })
+        .await
+    }
+
+    async fn count_not_under_key(&self, kek_id: &str) -> Result<u64, Error> {
+        let rows = self.query("SELECT count(*) FROM credentials WHERE secret_kek_id <> $1", &[&kek_id]).await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn insert_token(&self, record: &AccessTokenRecord, events: &[AuditEvent]) -> Result<(), Error> {
+        let r = TokenRow::of(record);
+        self.retrying(|mut client| {
+            let (r, events, fault) = (r.clone(), events.to_vec(), self.fault.clone());
+            async move {
+                let tx = client.transaction().await?;
+                if let Some(workspace) = &r.workspace_id
+                    && tx.query_opt("SELECT 1 FROM workspaces WHERE id = $1 FOR SHARE", &[workspace]).await?.is_none()
+                {
+                    return Err(Error::not_found(format!("workspaces/{workspace}")).into());
+                }
+                let inserted = tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO access_tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                             ON CONFLICT DO NOTHING"
+                        ),
+                        &[
+                            &r.id,
+                            &r.workspace_id,
+                            &r.role,
+                            &r.projects,
+                            &r.token_hash,
+                            &r.description,
+                            &r.create_time,
+                            &r.expire_time,
+                            &r.revoke_time,
+                            &r.last_used_time,
+                        ],
+                    )
+                    .await?;
+                if inserted == 0 {
+                    return Err(Error::internal("token id collision; retry").into());
+                }
+                append(&tx, &fault, &events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<AccessTokenRecord>, Error> {
+        let rows = self
+            .query(&format!("SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE token_hash = $1"), &[&hash.as_slice()])
+            .await?;
+        rows.first().map(|r| token_row(r).record()).transpose().map_err(Error::from)
+    }
+
+    async fn token_by_id(&self, id: &AccessTokenId) -> Result<Option<AccessTokenRecord>, Error> {
+        let rows =
+            self.query(&format!("SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE id = $1"), &[&id.as_str()]).await?;
+        rows.first().map(|r| token_row(r).record()).transpose().map_err(Error::from)
+    }
+
+    async fn token(&self, workspace: &WorkspaceId, id: &AccessTokenId) -> Result<Option<AccessTokenRecord>, Error> {
+        let rows = self
+            .query(
+                &format!("SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE workspace_id = $1 AND id = $2"),
+                &[&workspace.as_str(), &id.as_str()],
+            )
+            .await?;
+        rows.first().map(|r| token_row(r).record()).transpose().map_err(Error::from)
+    }
+
+    async fn tokens(
+        &self,
+        workspace: &WorkspaceId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<AccessTokenRecord>>, Error> {
+        if self.workspace(workspace).await?.is_none() {
+            return Ok(None);
+        }
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ),
+                &[&workspace.as_str(), &after.unwrap_or(""), &(limit as i64)],
+            )
+            .await?;
+        rows.iter().map(|r| token_row(r).record()).collect::<Result<_, _>>().map(Some).map_err(Error::from)
+    }
+
+    async fn revoke_token(
+        &self,
+        workspace: &WorkspaceId,
+        id: &AccessTokenId,
+        at: Timestamp,
+        events: &[AuditEvent],
+    ) -> Result<Option<AccessTokenRecord>, Error> {
+        self.retrying(|mut client| {
+            let (workspace, id, events, fault) =
+                (workspace.as_str().to_owned(), id.as_str().to_owned(), events.to_vec(), self.fault.clone());
+            async move {
+                let tx = client.transaction().await?;
+                let row = tx
+                    .query_opt(
+                        &format!(
+                            "UPDATE access_tokens SET revoke_time = coalesce(revoke_time, $3) \
+                             WHERE workspace_id = $1 AND id = $2 RETURNING {TOKEN_COLUMNS}"
+                        ),
+                        &[&workspace, &id, &at.as_micros()],
+                    )
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                append(&tx, &fault, &events).await?;
+                tx.commit().await?;
+                Ok(Some(token_row(&row).record()?))
+            }
+        })
+        .await
+    }
+
+    async fn touch_tokens(&self, uses: &[(AccessTokenId, Timestamp)]) -> Result<(), Error> {
+        let client = self.client().await?;
+        for (id, at) in uses {
+            client
+                .execute("UPDATE access_tokens SET last_used_time = $2 WHERE id = $1", &[&id.as_str(), &at.as_micros()])
+                .await
+                .map_err(pg)?;
+        }
+        Ok(())
+    }
+
+    async fn any_root_token(&self) -> Result<bool, Error> {
+        Ok(!self.query("SELECT 1 FROM access_tokens WHERE workspace_id IS NULL LIMIT 1", &[]).await?.is_empty())
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), Error> {
+        self.retrying(|mut client| {
+            let (events, fault) = (events.to_vec(), self.fault.clone());
+            async move {
+                let tx = client.transaction().await?;
+                append(&tx, &fault, &events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn audit_events(
+        &self,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, Error> {
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE seq > $1 \
+                       AND ($2::TEXT IS NULL OR workspace_id = $2) AND ($3::TEXT IS NULL OR action = $3) \
+                       AND ($4::TEXT IS NULL OR resource = $4) AND ($5::TEXT IS NULL OR principal = $5) \
+                       AND ($6::BIGINT IS NULL OR event_time >= $6) AND ($7::BIGINT IS NULL OR event_time < $7) \
+                     ORDER BY seq LIMIT $8"
+                ),
+                &[
+                    &after_seq,
+                    &filter.workspace,
+                    &filter.action,
+                    &filter.resource,
+                    &filter.principal,
+                    &filter.since.map(Timestamp::as_micros),
+                    &filter.before.map(Timestamp::as_micros),
+                    &(limit as i64),
+                ],
+            )
+            .await?;
+        rows.iter().map(|r| audit_row(r).record()).collect::<Result<_, _>>().map_err(Error::from)
+    }
+
+    async fn audit_head(&self) -> Result<Option<ChainLink>, Error> {
+        let rows = self.query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", &[]).await?;
+        rows.first()
+            .map(|r| {
+                let hash: Vec<u8> = r.get(1);
+                Ok((r.get(0), hash.try_into().map_err(|_| StoreError::Corrupt("audit hash length".into()))?))
+            })
+            .transpose()
+    }
+
+    async fn audit_checkpoint(&self) -> Result<Option<ChainLink>, Error> {
+        let rows = self.query("SELECT value FROM meta WHERE key = $1", &[&super::CHECKPOINT_KEY]).await?;
+        rows.first().map(|r| super::parse_checkpoint(r.get(0))).transpose().map_err(Error::from)
+    }
+
+    async fn prune_audit(&self, cutoff: Timestamp) -> Result<u64, Error> {
+        self.retrying(|mut client| async move {
+            let tx = client.transaction().await?;
+            let last = tx
+                .query_opt(
+                    "SELECT seq, hash FROM audit_events WHERE event_time < $1 ORDER BY seq DESC LIMIT 1",
+                    &[&cutoff.as_micros()],
+                )
+                .await?;
+            let Some(last) = last else { return Ok(0) };
+            let (seq, hash): (i64, Vec<u8>) = (last.get(0), last.get(1));
+            let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("audit hash length".into()))?;
+            let deleted = tx.execute("DELETE FROM audit_events WHERE seq <= $1", &[&seq]).await?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&super::CHECKPOINT_KEY, &super::format_checkpoint((seq, hash))],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn facts(&self) -> Result<DatabaseFacts, Error> {
+        let client = self.client().await?;
+        let version = migrations::current_version(&client).await?;
+        Ok(read_facts(&**client, version).await?)
+    }
+
+    async fn record_keys(&self, checks: &[(String, Vec<u8>)], active: &str) -> Result<(), Error> {
+        self.retrying(|mut client| {
+            let (checks, active) = (checks.to_vec(), active.to_owned());
+            async move {
+                let tx = client.transaction().await?;
+                for (id, value) in &checks {
+                    tx.execute(
+                        "INSERT INTO key_checks (kek_id, check_value, create_time) VALUES ($1, $2, $3) ON CONFLICT (kek_id) DO NOTHING",
+                        &[id, value, &Timestamp::now().as_micros()],
+                    )
+                    .await?;
+                }
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    &[&super::ACTIVE_KEY_ID, &active],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    fn shared(&self) -> Option<&dyn super::Shared> {
+        Some(self)
+    }
+
+    async fn close(&self) {
+        self.pool.close();
+    }
+}

@@ -1,0 +1,118 @@
+//! What replicas share through PostgreSQL ([`Shared`]): sealed leases under
+//! their cache key, claim rows electing one fetcher per key, and
+//! registries' `Retry-After` blocks.
+//!
+//! A claim is `INSERT … ON CONFLICT (key) DO UPDATE … WHERE expired`: of
+//! replicas racing for a key, exactly one row write succeeds, and a claim
+//! whose owner died is taken over once its TTL (on the database's clock)
+//! has passed. Storing a lease deletes the claim and notifies
+//! [`LEASES_CHANNEL`], in the same transaction.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{PgStore, pg};
+use crate::domain::Timestamp;
+use crate::error::Error;
+use crate::store::{LeaseSlot, Shared, SharedLease};
+
+/// The channel a stored lease is announced on (payload: nothing secret,
+/// the replicas only need waking).
+pub const LEASES_CHANNEL: &str = "pullpass_leases";
+
+#[async_trait]
+impl Shared for PgStore {
+    async fn lease_or_claim(
+        &self,
+        key: &str,
+        min_life: Duration,
+        owner: &str,
+        claim_ttl: Duration,
+    ) -> Result<LeaseSlot, Error> {
+        let client = self.client().await?;
+        let least_expiry = Timestamp::now().plus(min_life).as_micros();
+        let lease = client
+            .prepare_cached("SELECT sealed, expire_time FROM shared_leases WHERE key = $1 AND expire_time >= $2")
+            .await
+            .map_err(pg)?;
+        if let Some(row) = client.query_opt(&lease, &[&key, &least_expiry]).await.map_err(pg)? {
+            return Ok(LeaseSlot::Stored(SharedLease {
+                sealed: row.get(0),
+                expire_time: Timestamp::from_micros(row.get(1)),
+            }));
+        }
+        let claim = client
+            .prepare_cached(
+                "INSERT INTO lease_claims (key, owner, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3)) \
+                 ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+                 WHERE lease_claims.expires_at < now() OR lease_claims.owner = excluded.owner \
+                 RETURNING owner",
+            )
+            .await
+            .map_err(pg)?;
+        let claimed = client.query_opt(&claim, &[&key, &owner, &claim_ttl.as_secs_f64()]).await.map_err(pg)?;
+        Ok(if claimed.is_some() { LeaseSlot::Claimed } else { LeaseSlot::ClaimedElsewhere })
+    }
+
+    async fn store_lease(&self, key: &str, lease: &SharedLease, owner: &str) -> Result<(), Error> {
+        self.retrying(|mut client| {
+            let (key, lease, owner) = (key.to_owned(), lease.clone(), owner.to_owned());
+            async move {
+                let tx = client.transaction().await?;
+                let now = Timestamp::now().as_micros();
+                tx.execute(
+                    "INSERT INTO shared_leases (key, sealed, expire_time) VALUES ($1, $2, $3) \
+                     ON CONFLICT (key) DO UPDATE SET sealed = excluded.sealed, expire_time = excluded.expire_time",
+                    &[&key, &lease.sealed, &lease.expire_time.as_micros()],
+                )
+                .await?;
+                tx.execute("DELETE FROM lease_claims WHERE key = $1 AND owner = $2", &[&key, &owner]).await?;
+                // Expired leases go as new ones come (indexed by expiry).
+                tx.execute(
+                    "DELETE FROM shared_leases WHERE key IN \
+                     (SELECT key FROM shared_leases WHERE expire_time < $1 LIMIT 100)",
+                    &[&now],
+                )
+                .await?;
+                tx.execute("SELECT pg_notify($1, '')", &[&LEASES_CHANNEL]).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn release_claim(&self, key: &str, owner: &str) -> Result<(), Error> {
+        let client = self.client().await?;
+        client.execute("DELETE FROM lease_claims WHERE key = $1 AND owner = $2", &[&key, &owner]).await.map_err(pg)?;
+        Ok(())
+    }
+
+    async fn blocked_until(&self, key: &str) -> Result<Option<Timestamp>, Error> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT until FROM upstream_blocks WHERE key = $1 AND until > $2")
+            .await
+            .map_err(pg)?;
+        let row = client.query_opt(&statement, &[&key, &Timestamp::now().as_micros()]).await.map_err(pg)?;
+        Ok(row.map(|r| Timestamp::from_micros(r.get(0))))
+    }
+
+    async fn block(&self, key: &str, until: Timestamp) -> Result<(), Error> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO upstream_blocks (key, until) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET until = greatest(upstream_blocks.until, excluded.until)",
+                &[&key, &until.as_micros()],
+            )
+            .await
+            .map_err(pg)?;
+        client
+            .execute("DELETE FROM upstream_blocks WHERE until < $1", &[&Timestamp::now().as_micros()])
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+}

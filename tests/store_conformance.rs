@@ -1,0 +1,637 @@
+//! The store conformance suite: every case is written once, against the
+//! domain-level store interface (`pullpass_server::store::Backend`), and run
+//! on both implementations, embedded SQLite and a real PostgreSQL 15.
+//! Differences between the backends are bugs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pullpass::registry::RegistryServer;
+use pullpass_server::domain::audit::AuditEvent;
+use pullpass_server::domain::credential::StoredCredential;
+use pullpass_server::domain::{
+    AccessTokenId, AccessTokenRecord, Credential, CredentialName, CredentialUid, Provider, Role, SealedSecret,
+    Timestamp, Workspace, WorkspaceId, WorkspaceKind,
+};
+use pullpass_server::error::Error;
+use pullpass_server::store::postgres::PgConfig;
+use pullpass_server::store::{
+    self, AuditFault, AuditFilter, CredentialFilter, LeaseSlot, Location, Replaced, Rewrap, SharedLease, Store,
+    WorkspaceDeletion,
+};
+use pullpass_tests::postgres::Database;
+
+/// One backend under test: where its database is, kept alive.
+struct Subject {
+    location: Location,
+    _dir: tempfile::TempDir,
+    _database: Option<Database>,
+}
+
+impl Subject {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self { location: Location::Sqlite(dir.path().join("conformance.db")), _dir: dir, _database: None }
+    }
+
+    fn postgres() -> Self {
+        let database = Database::fresh();
+        let config = PgConfig::parse(&database.url, Some(&database.password_file)).unwrap();
+        Self { location: Location::Postgres(config), _dir: tempfile::tempdir().unwrap(), _database: Some(database) }
+    }
+
+    async fn open(&self) -> Store {
+        self.open_with(AuditFault::default()).await
+    }
+
+    async fn open_with(&self, fault: AuditFault) -> Store {
+        store::open(&self.location, fault).await.expect("open the store")
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Subject::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Subject::postgres()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    workspaces_are_created_once_listed_in_id_order_and_deleted_only_when_empty_unless_forced,
+    credentials_insert_atomically_with_their_events_and_a_taken_name_fails_or_is_skipped,
+    credentials_list_by_id_with_filters_and_pages,
+    a_replacement_applies_only_to_the_credential_as_it_was_read,
+    rewrapping_stores_only_rows_whose_secret_did_not_change_and_pages_walk_every_credential,
+    tokens_are_found_by_hash_and_id_and_revocation_keeps_the_first_time,
+    every_mutation_extends_one_verifiable_chain_even_when_concurrent,
+    a_mutation_whose_audit_event_fails_changes_nothing,
+    audit_events_filter_and_page_and_pruning_keeps_the_chain_verifiable,
+    key_facts_are_recorded_and_read_back,
+    what_was_written_is_there_after_reopening,
+    a_second_handle_on_the_same_database_sees_and_extends_the_same_data,
+    shared_leases_elect_one_claimant_and_serve_the_others,
+);
+
+// --- builders ---------------------------------------------------------------
+
+fn ws(id: &str) -> WorkspaceId {
+    WorkspaceId::parse(id).unwrap()
+}
+
+fn workspace(id: &str) -> Workspace {
+    Workspace {
+        id: ws(id),
+        kind: WorkspaceKind::Organization,
+        display_name: format!("The {id} team"),
+        create_time: Timestamp::from_micros(1_700_000_000_000_000),
+    }
+}
+
+fn event(action: &str, workspace: &str, resource: &str) -> AuditEvent {
+    AuditEvent {
+        event_time: Timestamp::now(),
+        workspace: workspace.into(),
+        principal: "rootTokens/conformance".into(),
+        action: action.into(),
+        resource: resource.into(),
+        status_code: 0,
+        client_address: "127.0.0.1:1".into(),
+        request_id: "req-1".into(),
+        image: String::new(),
+        granted_scope: String::new(),
+    }
+}
+
+fn name(workspace: &str, id: &str) -> CredentialName {
+    CredentialName::parse(&format!("workspaces/{workspace}/credentials/{id}")).unwrap()
+}
+
+fn stored(workspace: &str, id: &str, registry: &str, uid: u8) -> StoredCredential {
+    let time = Timestamp::from_micros(1_700_000_000_000_000 + i64::from(uid));
+    StoredCredential {
+        credential: Credential {
+            name: name(workspace, id),
+            uid: CredentialUid([uid; 16]),
+            provider: Provider::Generic,
+            registry: RegistryServer::parse(registry).unwrap().server,
+            username: "robot".into(),
+            secret_version: 1,
+            allowed_projects: Vec::new(),
+            allow_passthrough: false,
+            token_realm_allowlist: Vec::new(),
+            ca_bundle_pem: String::new(),
+            description: format!("credential {id}"),
+            create_time: time,
+            update_time: time,
+        },
+        sealed: SealedSecret { kek_id: "k1".into(), wrapped_dek: vec![1, uid, 2], ciphertext: vec![3, uid, 4, 0, 255] },
+    }
+}
+
+fn create_event(s: &StoredCredential) -> AuditEvent {
+    event("CreateCredential", s.credential.name.workspace.as_str(), &s.credential.name.to_string())
+}
+
+fn token(id: &str, workspace: Option<&str>, hash: u8) -> AccessTokenRecord {
+    AccessTokenRecord {
+        id: AccessTokenId::parse(id).unwrap(),
+        workspace: workspace.map(ws),
+        role: if workspace.is_some() { Role::Launcher } else { Role::Root },
+        projects: Vec::new(),
+        token_hash: [hash; 32],
+        description: format!("token {id}"),
+        create_time: Timestamp::from_micros(1_700_000_000_000_000),
+        expire_time: None,
+        revoke_time: None,
+        last_used_time: None,
+    }
+}
+
+async fn chain_is_intact(store: &Store) -> u64 {
+    let verification = pullpass_server::audit::verify(store).await.unwrap();
+    assert!(verification.broken.is_none(), "{:?}", verification.broken);
+    verification.checked
+}
+
+async fn all_events(store: &Store) -> Vec<String> {
+    store
+        .audit_events(&AuditFilter::default(), 0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| format!("{} {}", r.event.action, r.event.resource))
+        .collect()
+}
+
+async fn with_workspace(store: &Store, id: &str) {
+    store.create_workspace(&workspace(id), &[event("CreateWorkspace", id, &format!("workspaces/{id}"))]).await.unwrap();
+}
+
+// --- cases ------------------------------------------------------------------
+
+async fn workspaces_are_created_once_listed_in_id_order_and_deleted_only_when_empty_unless_forced(subject: Subject) {
+    let store = subject.open().await;
+    for id in ["b-team", "a", "a-b", "ab", "zeta"] {
+        with_workspace(&store, id).await;
+    }
+    let again = store.create_workspace(&workspace("a"), &[event("CreateWorkspace", "a", "workspaces/a")]).await;
+    assert!(matches!(again, Err(Error::AlreadyExists { .. })), "{again:?}");
+    assert_eq!(store.workspace(&ws("a-b")).await.unwrap(), Some(workspace("a-b")));
+    assert_eq!(store.workspace(&ws("nope")).await.unwrap(), None);
+    let ids = |list: Vec<Workspace>| list.into_iter().map(|w| w.id.as_str().to_owned()).collect::<Vec<_>>();
+    // Byte order, the same on both backends.
+    assert_eq!(ids(store.workspaces(None, 10).await.unwrap()), ["a", "a-b", "ab", "b-team", "zeta"]);
+    assert_eq!(ids(store.workspaces(Some("a-b"), 2).await.unwrap()), ["ab", "b-team"]);
+
+    let cred = stored("ab", "c1", "registry.example/team", 1);
+    store.insert_credentials(&ws("ab"), &[(cred.clone(), create_event(&cred))], false).await.unwrap();
+    store.insert_token(&token("t1", Some("ab"), 7), &[event("CreateAccessToken", "ab", "x")]).await.unwrap();
+    let delete = event("DeleteWorkspace", "ab", "workspaces/ab");
+    assert_eq!(
+        store.delete_workspace(&ws("ab"), false, std::slice::from_ref(&delete)).await.unwrap(),
+        WorkspaceDeletion::NotEmpty { credentials: 1, tokens: 1 }
+    );
+    assert_eq!(
+        store.delete_workspace(&ws("nope"), false, std::slice::from_ref(&delete)).await.unwrap(),
+        WorkspaceDeletion::Missing
+    );
+    assert_eq!(
+        store.delete_workspace(&ws("ab"), true, std::slice::from_ref(&delete)).await.unwrap(),
+        WorkspaceDeletion::Deleted
+    );
+    assert_eq!(store.workspace(&ws("ab")).await.unwrap(), None);
+    assert_eq!(store.credential(&cred.credential.name).await.unwrap(), None);
+    assert!(store.token_by_hash(&[7; 32]).await.unwrap().is_none());
+    // Refused deletions left no event; the forced one did.
+    let events = all_events(&store).await;
+    assert_eq!(events.iter().filter(|e| e.starts_with("DeleteWorkspace")).count(), 1, "{events:?}");
+    chain_is_intact(&store).await;
+}
+
+async fn credentials_insert_atomically_with_their_events_and_a_taken_name_fails_or_is_skipped(subject: Subject) {
+    let store = subject.open().await;
+    let missing = stored("ghost", "c", "registry.example", 1);
+    let refused = store.insert_credentials(&ws("ghost"), &[(missing.clone(), create_event(&missing))], false).await;
+    assert!(matches!(refused, Err(Error::NotFound { .. })), "{refused:?}");
+    with_workspace(&store, "acme").await;
+    let (a, b, c) = (
+        stored("acme", "a", "registry.example", 1),
+        stored("acme", "b", "registry.example", 2),
+        stored("acme", "c", "registry.example", 3),
+    );
+    assert_eq!(store.insert_credentials(&ws("acme"), &[(a.clone(), create_event(&a))], false).await.unwrap(), [true]);
+    assert_eq!(store.credential(&a.credential.name).await.unwrap(), Some(a.clone()));
+    // All or nothing: `a` is taken, so `b` is not inserted either.
+    let batch = [(b.clone(), create_event(&b)), (a.clone(), create_event(&a))];
+    let taken = store.insert_credentials(&ws("acme"), &batch, false).await;
+    assert!(matches!(taken, Err(Error::AlreadyExists { .. })), "{taken:?}");
+    assert_eq!(store.credential(&b.credential.name).await.unwrap(), None);
+    // Skipping: the taken one is reported, the others go in.
+    let batch = [(b.clone(), create_event(&b)), (a.clone(), create_event(&a)), (c.clone(), create_event(&c))];
+    assert_eq!(store.insert_credentials(&ws("acme"), &batch, true).await.unwrap(), [true, false, true]);
+    let events = all_events(&store).await;
+    assert_eq!(
+        events,
+        [
+            "CreateWorkspace workspaces/acme",
+            "CreateCredential workspaces/acme/credentials/a",
+            "CreateCredential workspaces/acme/credentials/b",
+            "CreateCredential workspaces/acme/credentials/c",
+        ]
+    );
+    let every = store.workspace_credentials(&ws("acme")).await.unwrap().unwrap();
+    assert_eq!(every, vec![a, b, c]);
+    assert_eq!(store.workspace_credentials(&ws("ghost")).await.unwrap(), None);
+    chain_is_intact(&store).await;
+}
+
+async fn credentials_list_by_id_with_filters_and_pages(subject: Subject) {
+    let store = subject.open().await;
+    with_workspace(&store, "acme").await;
+    with_workspace(&store, "other").await;
+    let mut rows = Vec::new();
+    for (i, (id, registry)) in [
+        ("d", "ghcr.io/acme"),
+        ("a", "registry.example"),
+        ("c-1", "ghcr.io/acme"),
+        ("c", "ghcr.io/other"),
+        ("b", "registry.example/x"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut s = stored("acme", id, registry, i as u8 + 1);
+        if id == "c" {
+            s.credential.provider = Provider::Ghcr;
+        }
+        rows.push((s.clone(), create_event(&s)));
+    }
+    store.insert_credentials(&ws("acme"), &rows, false).await.unwrap();
+    let elsewhere = stored("other", "a", "registry.example", 9);
+    store.insert_credentials(&ws("other"), &[(elsewhere.clone(), create_event(&elsewhere))], false).await.unwrap();
+    let ids = |list: Option<Vec<Credential>>| {
+        list.unwrap().into_iter().map(|c| c.name.credential.as_str().to_owned()).collect::<Vec<_>>()
+    };
+    let all = CredentialFilter::default();
+    assert_eq!(ids(store.credentials(&ws("acme"), &all, None, 100).await.unwrap()), ["a", "b", "c", "c-1", "d"]);
+    assert_eq!(ids(store.credentials(&ws("acme"), &all, Some("b"), 2).await.unwrap()), ["c", "c-1"]);
+    let on = |registry: &str| CredentialFilter {
+        registry: Some(RegistryServer::parse(registry).unwrap().server),
+        provider: None,
+    };
+    assert_eq!(ids(store.credentials(&ws("acme"), &on("ghcr.io/acme"), None, 100).await.unwrap()), ["c-1", "d"]);
+    let ghcr = CredentialFilter { registry: None, provider: Some(Provider::Ghcr) };
+    assert_eq!(ids(store.credentials(&ws("acme"), &ghcr, None, 100).await.unwrap()), ["c"]);
+    assert_eq!(store.credentials(&ws("ghost"), &all, None, 100).await.unwrap(), None);
+}
+
+async fn a_replacement_applies_only_to_the_credential_as_it_was_read(subject: Subject) {
+    let store = subject.open().await;
+    with_workspace(&store, "acme").await;
+    let original = stored("acme", "reg", "registry.example", 1);
+    store.insert_credentials(&ws("acme"), &[(original.clone(), create_event(&original))], false).await.unwrap();
+    let mut rotated = original.clone();
+    rotated.credential.secret_version = 2;
+    rotated.credential.update_time = original.credential.update_time.plus(Duration::from_secs(1));
+    rotated.credential.username = "new-robot".into();
+    rotated.sealed.ciphertext = vec![9, 9, 9];
+    let update = [event("UpdateCredential", "acme", "workspaces/acme/credentials/reg")];
+    assert_eq!(store.replace_credential(&original.credential, &rotated, &update).await.unwrap(), Replaced::Done);
+    assert_eq!(store.credential(&original.credential.name).await.unwrap(), Some(rotated.clone()));
+    // A writer that read before the rotation loses, and changes nothing.
+    let mut late = original.clone();
+    late.credential.description = "late".into();
+    assert_eq!(store.replace_credential(&original.credential, &late, &update).await.unwrap(), Replaced::Stale);
+    assert_eq!(store.credential(&original.credential.name).await.unwrap(), Some(rotated.clone()));
+    // Deleted, then re-created under the same name (a new uid): not the one read.
+    let delete = [event("DeleteCredential", "acme", "workspaces/acme/credentials/reg")];
+    assert!(store.delete_credential(&original.credential.name, &delete).await.unwrap());
+    assert!(!store.delete_credential(&original.credential.name, &delete).await.unwrap());
+    assert_eq!(store.replace_credential(&rotated.credential, &late, &update).await.unwrap(), Replaced::Missing);
+    let reborn = stored("acme", "reg", "registry.example", 2);
+    store.insert_credentials(&ws("acme"), &[(reborn.clone(), create_event(&reborn))], false).await.unwrap();
+    assert_eq!(store.replace_credential(&rotated.credential, &late, &update).await.unwrap(), Replaced::Missing);
+    let events = all_events(&store).await;
+    assert_eq!(events.iter().filter(|e| e.starts_with("UpdateCredential")).count(), 1, "{events:?}");
+    assert_eq!(events.iter().filter(|e| e.starts_with("DeleteCredential")).count(), 1, "{events:?}");
+    chain_is_intact(&store).await;
+}
+
+async fn rewrapping_stores_only_rows_whose_secret_did_not_change_and_pages_walk_every_credential(subject: Subject) {
+    let store = subject.open().await;
+    for w in ["a", "b"] {
+        with_workspace(&store, w).await;
+        let rows: Vec<_> = (0..5u8)
+            .map(|i| {
+                let s = stored(w, &format!("c{i}"), "registry.example", i + if w == "a" { 1 } else { 11 });
+                (s.clone(), create_event(&s))
+            })
+            .collect();
+        store.insert_credentials(&ws(w), &rows, false).await.unwrap();
+    }
+    // A walk in pages of 3 sees all 10, in (workspace, id) order.
+    let mut cursor = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.credentials_page(None, &cursor, 3).await.unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = Some((
+            last.credential.name.workspace.as_str().to_owned(),
+            last.credential.name.credential.as_str().to_owned(),
+        ));
+        seen.extend(page.iter().map(|s| s.credential.name.to_string()));
+    }
+    assert_eq!(seen.len(), 10);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert_eq!(store.count_not_under_key("k2").await.unwrap(), 10);
+
+    let page = store.credentials_page(Some("k2"), &None, 4).await.unwrap();
+    let mut rewraps: Vec<Rewrap> = page
+        .iter()
+        .map(|s| Rewrap {
+            credential: s.credential.clone(),
+            sealed: SealedSecret { kek_id: "k2".into(), wrapped_dek: vec![7], ciphertext: s.sealed.ciphertext.clone() },
+        })
+        .collect();
+    // One of them is rotated meanwhile: its rewrap must not land.
+    let mut rotated = page[1].clone();
+    rotated.credential.secret_version = 2;
+    rotated.credential.update_time = rotated.credential.update_time.plus(Duration::from_secs(1));
+    store
+        .replace_credential(
+            &page[1].credential,
+            &rotated,
+            &[event("UpdateCredential", "a", &rotated.credential.name.to_string())],
+        )
+        .await
+        .unwrap();
+    rewraps[1].credential = page[1].credential.clone();
+    assert_eq!(store.rewrap(&rewraps).await.unwrap(), 3);
+    assert_eq!(store.count_not_under_key("k2").await.unwrap(), 7);
+    let remaining = store.credentials_page(Some("k2"), &None, 100).await.unwrap();
+    assert_eq!(remaining.len(), 7);
+    assert!(remaining.iter().any(|s| s.credential.name == rotated.credential.name));
+    let moved = store.credential(&page[0].credential.name).await.unwrap().unwrap();
+    assert_eq!((moved.sealed.kek_id.as_str(), moved.sealed.wrapped_dek.as_slice()), ("k2", [7].as_slice()));
+    assert_eq!(moved.sealed.ciphertext, page[0].sealed.ciphertext);
+}
+
+async fn tokens_are_found_by_hash_and_id_and_revocation_keeps_the_first_time(subject: Subject) {
+    let store = subject.open().await;
+    assert!(!store.any_root_token().await.unwrap());
+    store.insert_token(&token("root1", None, 1), &[event("CreateRootToken", "", "rootTokens/root1")]).await.unwrap();
+    assert!(store.any_root_token().await.unwrap());
+    let missing = store.insert_token(&token("t0", Some("ghost"), 2), &[event("CreateAccessToken", "ghost", "x")]).await;
+    assert!(matches!(missing, Err(Error::NotFound { .. })), "{missing:?}");
+    with_workspace(&store, "acme").await;
+    for (i, id) in ["tb", "ta", "tc"].into_iter().enumerate() {
+        store
+            .insert_token(&token(id, Some("acme"), 10 + i as u8), &[event("CreateAccessToken", "acme", id)])
+            .await
+            .unwrap();
+    }
+    let ta = store.token_by_hash(&[11; 32]).await.unwrap().unwrap();
+    assert_eq!(ta, token("ta", Some("acme"), 11));
+    assert_eq!(store.token_by_id(&ta.id).await.unwrap(), Some(ta.clone()));
+    assert_eq!(store.token(&ws("acme"), &ta.id).await.unwrap(), Some(ta.clone()));
+    assert_eq!(store.token_by_hash(&[99; 32]).await.unwrap(), None);
+    let listed: Vec<String> = store
+        .tokens(&ws("acme"), None, 10)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id.as_str().to_owned())
+        .collect();
+    assert_eq!(listed, ["ta", "tb", "tc"]);
+    assert_eq!(store.tokens(&ws("acme"), Some("ta"), 1).await.unwrap().unwrap().len(), 1);
+    assert_eq!(store.tokens(&ws("ghost"), None, 10).await.unwrap(), None);
+
+    let first = Timestamp::from_micros(1_800_000_000_000_000);
+    let revoke = [event("RevokeAccessToken", "acme", "workspaces/acme/accessTokens/ta")];
+    let revoked = store.revoke_token(&ws("acme"), &ta.id, first, &revoke).await.unwrap().unwrap();
+    assert_eq!(revoked.revoke_time, Some(first));
+    let again = store.revoke_token(&ws("acme"), &ta.id, first.plus(Duration::from_secs(5)), &revoke).await.unwrap();
+    assert_eq!(again.unwrap().revoke_time, Some(first));
+    assert_eq!(
+        store.revoke_token(&ws("acme"), &AccessTokenId::parse("zz").unwrap(), first, &revoke).await.unwrap(),
+        None
+    );
+    let used = Timestamp::from_micros(1_800_000_060_000_000);
+    store.touch_tokens(&[(ta.id.clone(), used)]).await.unwrap();
+    assert_eq!(store.token_by_id(&ta.id).await.unwrap().unwrap().last_used_time, Some(used));
+    chain_is_intact(&store).await;
+}
+
+async fn every_mutation_extends_one_verifiable_chain_even_when_concurrent(subject: Subject) {
+    let store = subject.open().await;
+    with_workspace(&store, "acme").await;
+    let mut tasks = Vec::new();
+    for i in 0..40u8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = stored("acme", &format!("c{i}"), "registry.example", i + 1);
+            store.insert_credentials(&ws("acme"), &[(s.clone(), create_event(&s))], false).await.unwrap();
+            let lease = event("IssueRegistryAuth", "acme", &s.credential.name.to_string());
+            store.append_audit(&[lease.clone(), lease]).await.unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(chain_is_intact(&store).await, 1 + 40 * 3);
+    let (seq, _) = store.audit_head().await.unwrap().unwrap();
+    assert_eq!(seq, 121);
+}
+
+async fn a_mutation_whose_audit_event_fails_changes_nothing(subject: Subject) {
+    let healthy = subject.open().await;
+    with_workspace(&healthy, "acme").await;
+    let before = all_events(&healthy).await;
+    healthy.close().await;
+    let store = subject.open_with(AuditFault::new(Some("CreateCredential".into()))).await;
+    let s = stored("acme", "c", "registry.example", 1);
+    let failed = store.insert_credentials(&ws("acme"), &[(s.clone(), create_event(&s))], false).await;
+    assert!(matches!(failed, Err(Error::Unavailable { reason: "AUDIT_UNAVAILABLE", .. })), "{failed:?}");
+    assert_eq!(store.credential(&s.credential.name).await.unwrap(), None);
+    assert_eq!(all_events(&store).await, before);
+    // Other actions still go through.
+    store.insert_token(&token("t", Some("acme"), 3), &[event("CreateAccessToken", "acme", "t")]).await.unwrap();
+    chain_is_intact(&store).await;
+}
+
+async fn audit_events_filter_and_page_and_pruning_keeps_the_chain_verifiable(subject: Subject) {
+    let store = subject.open().await;
+    let old = Timestamp::now().saturating_minus(Duration::from_secs(3600));
+    let mut events = Vec::new();
+    for i in 0..6 {
+        let mut e = event(
+            if i % 2 == 0 { "IssueRegistryAuth" } else { "TestCredential" },
+            if i < 3 { "a" } else { "b" },
+            &format!("r{i}"),
+        );
+        if i < 2 {
+            e.event_time = old;
+        }
+        events.push(e);
+    }
+    store.append_audit(&events).await.unwrap();
+    let only = |filter: AuditFilter| {
+        let store = store.clone();
+        async move {
+            store.audit_events(&filter, 0, 100).await.unwrap().into_iter().map(|r| r.event.resource).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(only(AuditFilter { workspace: Some("a".into()), ..Default::default() }).await, ["r0", "r1", "r2"]);
+    assert_eq!(
+        only(AuditFilter { action: Some("TestCredential".into()), ..Default::default() }).await,
+        ["r1", "r3", "r5"]
+    );
+    assert_eq!(only(AuditFilter { resource: Some("r4".into()), ..Default::default() }).await, ["r4"]);
+    assert_eq!(
+        only(AuditFilter { before: Some(old.plus(Duration::from_secs(1))), ..Default::default() }).await,
+        ["r0", "r1"]
+    );
+    assert_eq!(
+        only(AuditFilter { since: Some(old.plus(Duration::from_secs(1))), ..Default::default() }).await.len(),
+        4
+    );
+    let page = store.audit_events(&AuditFilter::default(), 2, 2).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(page[1].prev_hash, page[0].hash);
+
+    assert_eq!(store.audit_checkpoint().await.unwrap(), None);
+    assert_eq!(store.prune_audit(old.plus(Duration::from_secs(1))).await.unwrap(), 2);
+    let checkpoint = store.audit_checkpoint().await.unwrap().unwrap();
+    assert_eq!(checkpoint.0, 2);
+    assert_eq!(store.prune_audit(old.plus(Duration::from_secs(1))).await.unwrap(), 0);
+    assert_eq!(chain_is_intact(&store).await, 4);
+    store.append_audit(&[event("IssueRegistryAuth", "a", "r6")]).await.unwrap();
+    assert_eq!(chain_is_intact(&store).await, 5);
+    assert_eq!(store.audit_head().await.unwrap().unwrap().0, 7);
+}
+
+async fn key_facts_are_recorded_and_read_back(subject: Subject) {
+    let inspected = store::inspect(&subject.location).await.unwrap();
+    assert!(inspected.is_none_or(|facts| facts.schema_version == 0 && facts.key_checks.is_empty()));
+    let store = subject.open().await;
+    store.record_keys(&[("k1".into(), vec![1, 2, 3])], "k1").await.unwrap();
+    store.record_keys(&[("k1".into(), vec![9, 9, 9]), ("k2".into(), vec![4, 5])], "k2").await.unwrap();
+    with_workspace(&store, "acme").await;
+    let s = stored("acme", "c", "registry.example", 1);
+    store.insert_credentials(&ws("acme"), &[(s.clone(), create_event(&s))], false).await.unwrap();
+    let facts = store.facts().await.unwrap();
+    // The first value recorded for an id stays.
+    assert_eq!(facts.key_checks, vec![("k1".to_owned(), vec![1, 2, 3]), ("k2".to_owned(), vec![4, 5])]);
+    assert_eq!(facts.active_key_id.as_deref(), Some("k2"));
+    assert_eq!(facts.key_ids_in_use, ["k1"]);
+    assert_eq!(facts.key_usage, [("k1".to_owned(), 1)]);
+    assert!(facts.schema_version > 0);
+    store.close().await;
+    let read_only = store::inspect(&subject.location).await.unwrap().unwrap();
+    assert_eq!(read_only.key_checks, facts.key_checks);
+    assert_eq!(read_only.schema_version, facts.schema_version);
+}
+
+async fn what_was_written_is_there_after_reopening(subject: Subject) {
+    let store = subject.open().await;
+    with_workspace(&store, "acme").await;
+    let s = stored("acme", "c", "registry.example", 1);
+    store.insert_credentials(&ws("acme"), &[(s.clone(), create_event(&s))], false).await.unwrap();
+    let head = store.audit_head().await.unwrap();
+    store.close().await;
+    let closed = store.workspace(&ws("acme")).await;
+    assert!(matches!(closed, Err(Error::Unavailable { .. })), "a closed store refuses: {closed:?}");
+    let reopened = subject.open().await;
+    assert_eq!(reopened.credential(&s.credential.name).await.unwrap(), Some(s));
+    assert_eq!(reopened.audit_head().await.unwrap(), head);
+    chain_is_intact(&reopened).await;
+}
+
+async fn a_second_handle_on_the_same_database_sees_and_extends_the_same_data(subject: Subject) {
+    let (a, b) = (subject.open().await, subject.open().await);
+    with_workspace(&a, "acme").await;
+    let mut tasks = Vec::new();
+    for i in 0..30u8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let s = stored("acme", &format!("c{i}"), "registry.example", i + 1);
+            store.insert_credentials(&ws("acme"), &[(s.clone(), create_event(&s))], false).await.unwrap();
+            store.append_audit(&[event("IssueRegistryAuth", "acme", &s.credential.name.to_string())]).await.unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(b.workspace_credentials(&ws("acme")).await.unwrap().unwrap().len(), 30);
+    assert_eq!(chain_is_intact(&a).await, 61);
+    assert_eq!(chain_is_intact(&b).await, 61);
+}
+
+async fn shared_leases_elect_one_claimant_and_serve_the_others(subject: Subject) {
+    let store = subject.open().await;
+    let Some(shared) = store.shared() else {
+        // One process per database: nothing to share, by design.
+        assert!(matches!(subject.location, Location::Sqlite(_)));
+        return;
+    };
+    let other = subject.open().await;
+    let other = other.shared().unwrap();
+    let ttl = Duration::from_millis(600);
+    let life = Duration::from_secs(30);
+    assert!(matches!(shared.lease_or_claim("k", life, "replica-a", ttl).await.unwrap(), LeaseSlot::Claimed));
+    assert!(matches!(other.lease_or_claim("k", life, "replica-b", ttl).await.unwrap(), LeaseSlot::ClaimedElsewhere));
+    let lease = SharedLease { sealed: vec![1, 2, 3], expire_time: Timestamp::now().plus(Duration::from_secs(300)) };
+    shared.store_lease("k", &lease, "replica-a").await.unwrap();
+    match other.lease_or_claim("k", life, "replica-b", ttl).await.unwrap() {
+        LeaseSlot::Stored(found) => {
+            assert_eq!((found.sealed, found.expire_time), (lease.sealed.clone(), lease.expire_time))
+        }
+        slot => panic!("expected the stored lease, got {slot:?}"),
+    }
+    // Too little life left counts as none: the next caller claims.
+    assert!(matches!(
+        other.lease_or_claim("k", Duration::from_secs(600), "replica-b", ttl).await.unwrap(),
+        LeaseSlot::Claimed
+    ));
+    // A claimant that never finishes loses its claim after the TTL.
+    assert!(matches!(shared.lease_or_claim("dead", life, "replica-a", ttl).await.unwrap(), LeaseSlot::Claimed));
+    assert!(matches!(other.lease_or_claim("dead", life, "replica-b", ttl).await.unwrap(), LeaseSlot::ClaimedElsewhere));
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert!(matches!(other.lease_or_claim("dead", life, "replica-b", ttl).await.unwrap(), LeaseSlot::Claimed));
+    // A released claim is free at once.
+    other.release_claim("dead", "replica-b").await.unwrap();
+    assert!(matches!(shared.lease_or_claim("dead", life, "replica-a", ttl).await.unwrap(), LeaseSlot::Claimed));
+    // Rate-limit blocks: the latest deadline wins, and a past one is none.
+    let soon = Timestamp::now().plus(Duration::from_secs(60));
+    shared.block("reg", soon).await.unwrap();
+    shared.block("reg", Timestamp::now().plus(Duration::from_secs(5))).await.unwrap();
+    assert_eq!(other.blocked_until("reg").await.unwrap(), Some(soon));
+    shared.block("past", Timestamp::now().saturating_minus(Duration::from_secs(1))).await.unwrap();
+    assert_eq!(other.blocked_until("past").await.unwrap(), None);
+    // Racing claimants: exactly one wins.
+    let handles: Vec<Store> = futures_util::future::join_all((0..8).map(|_| subject.open())).await;
+    let handles = Arc::new(handles);
+    let races = (0..8).map(|i| {
+        let handles = Arc::clone(&handles);
+        async move {
+            handles[i].shared().unwrap().lease_or_claim("race", life, &format!("replica-{i}"), life).await.unwrap()
+        }
+    });
+    let slots = futures_util::future::join_all(races).await;
+    assert_eq!(slots.iter().filter(|s| matches!(s, LeaseSlot::Claimed)).count(), 1, "{slots:?}");
+}
