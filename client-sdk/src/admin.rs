@@ -1,6 +1,8 @@
 //! Thin typed wrappers for managing workspaces, credentials, access tokens
-//! and reading the audit trail. Reads are retried on UNAVAILABLE; writes are
-//! not (they are not all idempotent).
+//! and reading the audit trail. Reads are retried on UNAVAILABLE (on another
+//! replica when there are several); writes only when no server took them in
+//! (the connection failed, or the server said it committed nothing), since
+//! they are not all idempotent.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -66,7 +68,7 @@ impl Client {
             workspace_id: id.into(),
             workspace: Some(Workspace { kind: kind as i32, display_name: display_name.into(), ..Default::default() }),
         };
-        Ok(self.access().create_workspace(request).await?.into_inner())
+        Ok(self.retrying_write(|| async { self.access().create_workspace(request.clone()).await }).await?.into_inner())
     }
 
     /// Every workspace the caller may see.
@@ -87,7 +89,8 @@ impl Client {
 
     /// Deletes a workspace; with `force`, everything in it too.
     pub async fn delete_workspace(&self, workspace: &str, force: bool) -> Result<(), Error> {
-        self.access().delete_workspace(DeleteWorkspaceRequest { name: workspace_name(workspace), force }).await?;
+        let request = DeleteWorkspaceRequest { name: workspace_name(workspace), force };
+        self.retrying_write(|| async { self.access().delete_workspace(request.clone()).await }).await?;
         Ok(())
     }
 
@@ -103,7 +106,10 @@ impl Client {
             credential_id: id.into(),
             credential: Some(credential),
         };
-        Ok(self.credentials().create_credential(request).await?.into_inner())
+        Ok(self
+            .retrying_write(|| async { self.credentials().create_credential(request.clone()).await })
+            .await?
+            .into_inner())
     }
 
     /// One credential's metadata.
@@ -141,14 +147,16 @@ impl Client {
             credential: Some(credential),
             update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() }),
         };
-        Ok(self.credentials().update_credential(request).await?.into_inner())
+        Ok(self
+            .retrying_write(|| async { self.credentials().update_credential(request.clone()).await })
+            .await?
+            .into_inner())
     }
 
     /// Deletes a credential.
     pub async fn delete_credential(&self, workspace: &str, credential: &str) -> Result<(), Error> {
-        self.credentials()
-            .delete_credential(DeleteCredentialRequest { name: credential_name(workspace, credential) })
-            .await?;
+        let request = DeleteCredentialRequest { name: credential_name(workspace, credential) };
+        self.retrying_write(|| async { self.credentials().delete_credential(request.clone()).await }).await?;
         Ok(())
     }
 
@@ -165,7 +173,7 @@ impl Client {
             repository: repository.into(),
             actions: vec![if push { pullpass::v1::Action::Push as i32 } else { pullpass::v1::Action::Pull as i32 }],
         };
-        Ok(self.credentials().test_credential(request).await?.into_inner())
+        Ok(self.retrying(|| async { self.credentials().test_credential(request.clone()).await }).await?.into_inner())
     }
 
     /// Imports the registries of a docker `config.json`.
@@ -182,7 +190,10 @@ impl Client {
             name_prefix: name_prefix.into(),
             validate_only,
         };
-        Ok(self.credentials().import_docker_config(request).await?.into_inner())
+        Ok(self
+            .retrying_write(|| async { self.credentials().import_docker_config(request.clone()).await })
+            .await?
+            .into_inner())
     }
 
     /// Mints an access token; its `token` field is the string, shown once.
@@ -204,7 +215,10 @@ impl Client {
                 ..Default::default()
             }),
         };
-        Ok(self.access().create_access_token(request).await?.into_inner())
+        Ok(self
+            .retrying_write(|| async { self.access().create_access_token(request.clone()).await })
+            .await?
+            .into_inner())
     }
 
     /// Every access token of a workspace (without token strings).
@@ -229,7 +243,11 @@ impl Client {
 
     /// Revokes an access token (by name).
     pub async fn revoke_access_token(&self, name: &str) -> Result<AccessToken, Error> {
-        Ok(self.access().revoke_access_token(RevokeAccessTokenRequest { name: name.into() }).await?.into_inner())
+        let request = RevokeAccessTokenRequest { name: name.into() };
+        Ok(self
+            .retrying_write(|| async { self.access().revoke_access_token(request.clone()).await })
+            .await?
+            .into_inner())
     }
 
     /// Audit events of a workspace (or `-` for all, ROOT only), oldest first,

@@ -1,12 +1,20 @@
-//! The client: one HTTP/2 connection to pullpassd (plain or TLS), the bearer
-//! token on every call, retries on UNAVAILABLE, and a lease cache.
+//! The client: HTTP/2 connections to one or several pullpassd replicas
+//! (plain or TLS), the bearer token on every call, retries on UNAVAILABLE
+//! that move to another replica, and a lease cache.
+//!
+//! Several endpoints come as a list (`http://a:50051,http://b:50051`) or as
+//! one DNS name that resolves to several addresses (each address becomes an
+//! endpoint, with the name kept for TLS and `:authority`). Calls go to one
+//! endpoint; when it fails to answer (the connection is refused or lost, or
+//! the server answers UNAVAILABLE) the call is sent to the next one, within
+//! the call's deadline, and later calls start there.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use pullpass::reference::ImageRef;
 use pullpass::v1::access_service_client::AccessServiceClient;
@@ -27,7 +35,7 @@ use crate::lease::{Grant, Lease, Source};
 /// The channel every service client uses.
 pub type AuthedChannel = InterceptedService<Channel, BearerToken>;
 
-/// Environment variable with the endpoint.
+/// Environment variable with the endpoint (or a comma-separated list).
 pub const ENDPOINT_ENV: &str = "PULLPASS_ENDPOINT";
 /// Environment variable with the token.
 pub const TOKEN_ENV: &str = "PULLPASS_TOKEN";
@@ -66,7 +74,7 @@ enum TokenSource {
 
 /// Builds a [`Client`].
 pub struct ClientBuilder {
-    endpoint: String,
+    endpoints: Vec<String>,
     token: TokenSource,
     ca_pem: Option<Vec<u8>>,
     identity: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
@@ -80,11 +88,22 @@ pub struct ClientBuilder {
 
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientBuilder").field("endpoint", &self.endpoint).finish_non_exhaustive()
+        f.debug_struct("ClientBuilder").field("endpoints", &self.endpoints).finish_non_exhaustive()
     }
 }
 
 impl ClientBuilder {
+    /// Replaces the endpoints: every replica's `http://host:port` or
+    /// `https://host:port`.
+    pub fn endpoints<I, S>(mut self, endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// The bearer token (`pp_…`).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = TokenSource::Value(Zeroizing::new(token.into()));
@@ -149,34 +168,56 @@ impl ClientBuilder {
         self
     }
 
-    /// Extra attempts for calls answered UNAVAILABLE (default 2).
+    /// Extra attempts for calls answered UNAVAILABLE (default 2; with several
+    /// endpoints, at least enough to try each once).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
         self
     }
 
-    /// Connects.
+    /// Connects: to the first endpoint that answers (the others connect when
+    /// first used). Fails only if none can be reached.
     pub async fn connect(self) -> Result<Client, Error> {
-        let invalid = |e: tonic::transport::Error| Error::Connect(format!("invalid endpoint `{}`: {e}", self.endpoint));
-        let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
-            .map_err(invalid)?
-            .connect_timeout(self.connect_timeout)
-            .user_agent(self.user_agent.clone())
-            .map_err(invalid)?;
-        if let Some(timeout) = self.timeout {
-            endpoint = endpoint.timeout(timeout);
+        let token = self.bearer()?;
+        let mut targets = Vec::new();
+        for text in &self.endpoints {
+            targets.extend(self.targets(text).await?);
         }
-        if self.endpoint.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new();
-            tls = match &self.ca_pem {
-                Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
-                None => tls.with_webpki_roots(),
-            };
-            if let Some((certificate, key)) = &self.identity {
-                tls = tls.identity(Identity::from_pem(certificate, key.as_slice()));
+        if targets.is_empty() {
+            return Err(Error::Connect("no endpoint given".into()));
+        }
+        let mut failures = Vec::new();
+        let mut connected = None;
+        for (index, target) in targets.iter_mut().enumerate() {
+            match target.endpoint.connect().await {
+                Ok(channel) => {
+                    target.channel = Some(channel);
+                    connected = Some(index);
+                    break;
+                }
+                Err(e) => failures.push(format!("{}: {}", target.name, error_chain(&e))),
             }
-            endpoint = endpoint.tls_config(tls).map_err(|e| Error::Connect(format!("TLS: {e}")))?;
         }
+        let Some(first) = connected else { return Err(Error::Connect(failures.join("; "))) };
+        let targets = targets
+            .into_iter()
+            .map(|t| Target { channel: t.channel.unwrap_or_else(|| t.endpoint.connect_lazy()), name: t.name })
+            .collect::<Vec<_>>();
+        let retries = self.retries.max(targets.len().saturating_sub(1) as u32);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                targets,
+                current: AtomicUsize::new(first),
+                token: BearerToken(token),
+                cache: LeaseCache { slots: Mutex::default(), capacity: self.cache_capacity, margin: self.cache_margin },
+                retries,
+                timeout: self.timeout,
+                stats: Counters::default(),
+            }),
+        })
+    }
+
+    fn bearer(&self) -> Result<Option<MetadataValue<Ascii>>, Error> {
         let token = match self.token.clone() {
             TokenSource::None => None,
             TokenSource::Value(token) => Some(token),
@@ -189,25 +230,92 @@ impl ClientBuilder {
                 },
             },
         };
-        let token = match token {
-            Some(token) => Some(
+        token
+            .map(|token| {
                 MetadataValue::try_from(format!("Bearer {}", token.trim()))
-                    .map_err(|_| Error::Connect("the access token has characters not allowed in a header".into()))?,
-            ),
-            None => None,
-        };
-        let channel =
-            endpoint.connect().await.map_err(|e| Error::Connect(format!("{}: {}", self.endpoint, error_chain(&e))))?;
-        Ok(Client {
-            inner: Arc::new(Inner {
-                channel,
-                token: BearerToken(token),
-                cache: LeaseCache { slots: Mutex::default(), capacity: self.cache_capacity, margin: self.cache_margin },
-                retries: self.retries,
-                stats: Counters::default(),
-            }),
-        })
+                    .map_err(|_| Error::Connect("the access token has characters not allowed in a header".into()))
+            })
+            .transpose()
     }
+
+    /// The endpoints `text` stands for: one, or one per address of a DNS
+    /// name that resolves to several.
+    async fn targets(&self, text: &str) -> Result<Vec<Pending>, Error> {
+        let uri: http::Uri = text.parse().map_err(|e| Error::Connect(format!("invalid endpoint `{text}`: {e}")))?;
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return Err(Error::Connect(format!(
+                "invalid endpoint `{text}`: expected http://host:port or https://host:port"
+            )));
+        };
+        let tls = scheme == "https";
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let is_name = host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('[');
+        let addresses: Vec<std::net::SocketAddr> = if is_name {
+            let mut found: Vec<_> =
+                tokio::net::lookup_host((host, port)).await.map(|a| a.collect()).unwrap_or_default();
+            found.sort();
+            found.dedup();
+            found
+        } else {
+            Vec::new()
+        };
+        if addresses.len() < 2 {
+            return Ok(vec![Pending {
+                name: text.to_owned(),
+                endpoint: self.endpoint(text, None, tls, host)?,
+                channel: None,
+            }]);
+        }
+        addresses
+            .into_iter()
+            .map(|address| {
+                let direct = format!("{scheme}://{address}");
+                let endpoint = self.endpoint(&direct, Some(&uri), tls, host)?;
+                Ok(Pending { name: format!("{text} ({address})"), endpoint, channel: None })
+            })
+            .collect()
+    }
+
+    fn endpoint(&self, address: &str, origin: Option<&http::Uri>, tls: bool, host: &str) -> Result<Endpoint, Error> {
+        let invalid = |e: tonic::transport::Error| Error::Connect(format!("invalid endpoint `{address}`: {e}"));
+        let mut endpoint = Endpoint::from_shared(address.to_owned())
+            .map_err(invalid)?
+            .connect_timeout(self.connect_timeout)
+            .user_agent(self.user_agent.clone())
+            .map_err(invalid)?;
+        if let Some(origin) = origin {
+            endpoint = endpoint.origin(origin.clone());
+        }
+        if let Some(timeout) = self.timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
+        if tls {
+            let mut config = ClientTlsConfig::new().domain_name(host.trim_start_matches('[').trim_end_matches(']'));
+            config = match &self.ca_pem {
+                Some(pem) => config.ca_certificate(Certificate::from_pem(pem)),
+                None => config.with_webpki_roots(),
+            };
+            if let Some((certificate, key)) = &self.identity {
+                config = config.identity(Identity::from_pem(certificate, key.as_slice()));
+            }
+            endpoint = endpoint.tls_config(config).map_err(|e| Error::Connect(format!("TLS: {e}")))?;
+        }
+        Ok(endpoint)
+    }
+}
+
+/// An endpoint before the client is built.
+struct Pending {
+    name: String,
+    endpoint: Endpoint,
+    channel: Option<Channel>,
+}
+
+/// One replica's connection.
+#[derive(Debug)]
+struct Target {
+    name: String,
+    channel: Channel,
 }
 
 fn read_token_file(path: &PathBuf) -> Result<Zeroizing<String>, Error> {
@@ -252,19 +360,23 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
-    channel: Channel,
+    targets: Vec<Target>,
+    /// Where calls go first (moves on when that endpoint fails).
+    current: AtomicUsize,
     token: BearerToken,
     cache: LeaseCache,
     retries: u32,
+    timeout: Option<Duration>,
     stats: Counters,
 }
 
 impl Client {
     /// Starts building a client for `endpoint` (`http://host:port` or
-    /// `https://host:port`).
+    /// `https://host:port`), or for several replicas: a comma-separated
+    /// list, or a DNS name resolving to several addresses.
     pub fn builder(endpoint: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
-            endpoint: endpoint.into(),
+            endpoints: endpoint.into().split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect(),
             token: TokenSource::None,
             ca_pem: None,
             identity: None,
@@ -285,7 +397,23 @@ impl Client {
     }
 
     fn authed(&self) -> AuthedChannel {
-        InterceptedService::new(self.inner.channel.clone(), self.inner.token.clone())
+        let target = &self.inner.targets[self.inner.current.load(Ordering::Relaxed) % self.inner.targets.len()];
+        InterceptedService::new(target.channel.clone(), self.inner.token.clone())
+    }
+
+    /// The endpoints calls may go to, the current one first.
+    pub fn endpoints(&self) -> Vec<String> {
+        let n = self.inner.targets.len();
+        let first = self.inner.current.load(Ordering::Relaxed);
+        (0..n).map(|i| self.inner.targets[(first + i) % n].name.clone()).collect()
+    }
+
+    /// After endpoint `failed` did not answer, later calls start at the next.
+    fn fail_over(&self, failed: usize) {
+        let n = self.inner.targets.len();
+        if n > 1 {
+            let _ = self.inner.current.compare_exchange(failed, (failed + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 
     /// The generated `pullpass.v1.CredentialService` client.
@@ -337,23 +465,87 @@ impl Client {
         AuthRequest::new(self.clone(), images.into_iter().map(Into::into).collect())
     }
 
-    /// Runs `call` again (with backoff) while it fails with UNAVAILABLE.
-    pub(crate) async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, tonic::Status>
+    /// Runs `call` again while it fails with UNAVAILABLE, on the next
+    /// endpoint (backing off once every endpoint was tried), within the
+    /// client's timeout. For reads and leases.
+    pub(crate) async fn retrying<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
+        self.retry_while(call, |status| status.code() == tonic::Code::Unavailable || unsent(status)).await
+    }
+
+    /// As [`Client::retrying`], for calls that change something: retried
+    /// only when no server took the call in (the connection failed, or the
+    /// server said it did not commit: shutting down, database or audit
+    /// trail unavailable).
+    pub(crate) async fn retrying_write<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        self.retry_while(call, not_taken_in).await
+    }
+
+    async fn retry_while<T, F, Fut>(
+        &self,
+        mut call: F,
+        retryable: fn(&tonic::Status) -> bool,
+    ) -> Result<T, tonic::Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = self.inner.timeout.map(|t| Instant::now() + t);
+        let n = self.inner.targets.len() as u32;
         let mut attempt = 0;
         loop {
+            let target = self.inner.current.load(Ordering::Relaxed) % self.inner.targets.len();
             match call().await {
-                Err(status) if status.code() == tonic::Code::Unavailable && attempt < self.inner.retries => {
+                Err(status) if retryable(&status) && attempt < self.inner.retries => {
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    self.fail_over(target);
+                    // A round over every endpoint failed: wait a little.
+                    let pause = if attempt % n == 0 {
+                        Duration::from_millis(100 << (attempt / n).min(4))
+                    } else {
+                        Duration::ZERO
+                    };
+                    if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+                        return Err(status);
+                    }
+                    tokio::time::sleep(pause).await;
                 }
                 other => return other,
             }
         }
     }
+}
+
+/// A call this side never sent: its connection closed first (hyper's
+/// "operation was canceled", as when a replica stops and sends GOAWAY).
+fn unsent(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Cancelled && std::error::Error::source(status).is_some()
+}
+
+/// Did the call fail before any server took it in? A status made on this
+/// side (connection refused, reset, or closed), or a server's UNAVAILABLE
+/// that says nothing was committed.
+fn not_taken_in(status: &tonic::Status) -> bool {
+    if unsent(status) {
+        return true;
+    }
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    if std::error::Error::source(status).is_some() {
+        return true;
+    }
+    let details = tonic_types::StatusExt::get_details_error_info(status);
+    details.is_some_and(|info| {
+        matches!(info.reason.as_str(), "SERVER_SHUTTING_DOWN" | "DATABASE_UNAVAILABLE" | "AUDIT_UNAVAILABLE")
+    })
 }
 
 /// A request for registry auth, built step by step.

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod http_fixture;
 pub mod postgres;
 pub mod registry;
+pub mod replicas;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -131,10 +132,11 @@ impl Pullpassd {
         if !options.args.iter().any(|a| a == "--gateway-listen") {
             command.arg("--gateway-listen").arg("127.0.0.1:0");
         }
+        if !options.args.iter().any(|a| a == "--listen") {
+            command.arg("--listen").arg("127.0.0.1:0");
+        }
         command
             .arg("--dev")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&data_dir)
             .args(if options.text_logs || options.args.iter().any(|a| a == "--log-format") {
@@ -196,6 +198,18 @@ impl Pullpassd {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Starts again in the same home with the same options after a stop.
+    pub fn restart_with(&mut self, options: Options) {
+        self.stop();
+        let temp = self._temp.take();
+        let database = options.database.clone().or_else(|| self.database.clone());
+        let mut next = Self::start_with(Options { home: Some(self.home.clone()), database, ..options })
+            .unwrap_or_else(|f| panic!("pullpassd did not restart: {f:?}"));
+        next._temp = temp;
+        next.root_token = self.root_token.clone();
+        *self = next;
     }
 
     /// Starts again in the same home (data dir, key file) after a stop.

@@ -13,7 +13,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -226,6 +225,18 @@ impl Database {
         }
     }
 
+    /// A fresh database in `cluster` (a test's own cluster, to stop and
+    /// start).
+    pub fn in_cluster(cluster: &Cluster) -> Self {
+        Self {
+            url: cluster.create_database(),
+            password: cluster.password.clone(),
+            password_file: cluster.password_file.clone(),
+            cluster_dir: Some(cluster.dir.clone()),
+            _own: None,
+        }
+    }
+
     /// Runs SQL with `psql`; returns its unaligned output.
     pub fn sql(&self, sql: &str) -> String {
         let out = psql(&self.url, &self.password, sql);
@@ -246,16 +257,4 @@ impl Database {
     pub fn url_with_password(&self) -> String {
         self.url.replacen(&format!("{USER}@"), &format!("{USER}:{}@", self.password), 1)
     }
-}
-
-/// Waits until `check` holds, at most `limit`; returns how long it took.
-pub fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if check() {
-            return Some(started.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }

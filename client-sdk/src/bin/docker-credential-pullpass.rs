@@ -2,7 +2,8 @@
 //! answered by pullpass.
 //!
 //! Configure it in `config.json` (`"credHelpers": {"ghcr.io": "pullpass"}`)
-//! and set `PULLPASS_ENDPOINT`, `PULLPASS_TOKEN` (or `PULLPASS_TOKEN_FILE`),
+//! and set `PULLPASS_ENDPOINT` (one address, or replicas as a comma-separated
+//! list or a DNS name with several addresses), `PULLPASS_TOKEN` (or `PULLPASS_TOKEN_FILE`),
 //! `PULLPASS_WORKSPACE` and optionally `PULLPASS_PROJECT`.
 //!
 //! The protocol carries only a username and password, so only BASIC leases

@@ -14,7 +14,8 @@
 //! gateway password for exactly that repository, for any registry.
 //!
 //! Configuration (arguments in the kubelet's CredentialProviderConfig
-//! `args`, or `env`): `--endpoint`/`PULLPASS_ENDPOINT`,
+//! `args`, or `env`): `--endpoint`/`PULLPASS_ENDPOINT` (one address, a
+//! comma-separated list of replicas, or a DNS name with several addresses),
 //! `--workspace`/`PULLPASS_WORKSPACE`, `--project`/`PULLPASS_PROJECT`,
 //! `--token-file`/`PULLPASS_TOKEN_FILE` (or `PULLPASS_TOKEN`),
 //! `--ca-file`/`PULLPASS_CA_FILE`.
@@ -34,7 +35,8 @@ const CACHE_MARGIN: Duration = Duration::from_secs(60);
 #[derive(Debug, Parser)]
 #[command(name = "pullpass-kubelet-credential-provider", version)]
 struct Args {
-    /// pullpassd address.
+    /// pullpassd address; for replicas, a comma-separated list or a DNS name
+    /// with several addresses (calls fail over between them).
     #[arg(long, env = "PULLPASS_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     endpoint: String,
     /// The workspace whose credentials serve.

@@ -37,7 +37,7 @@ pub struct CacheKey {
 /// The cache.
 pub struct LeaseCache {
     ready: Mutex<HashMap<CacheKey, Arc<Lease>>>,
-    flights: Flights<CacheKey, Result<Arc<Lease>, Error>>,
+    flights: Flights<CacheKey, Result<(Arc<Lease>, bool), Error>>,
     capacity: usize,
 }
 
@@ -54,8 +54,10 @@ impl LeaseCache {
     }
 
     /// A lease for `key` with at least `min_ttl` left: cached, or from
-    /// `fetch` (run once for all concurrent callers of the key). The flag is
-    /// true when this call did not wait for an upstream exchange.
+    /// `fetch` (run once for all concurrent callers of the key; its flag says
+    /// whether it came without an upstream exchange, from another replica).
+    /// The flag returned is true when this call did not wait for an upstream
+    /// exchange.
     pub async fn get_or_fetch<F, Fut>(
         &self,
         key: CacheKey,
@@ -64,15 +66,15 @@ impl LeaseCache {
     ) -> Result<(Arc<Lease>, bool), Error>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Lease, Error>>,
+        Fut: Future<Output = Result<(Lease, bool), Error>>,
     {
         if let Some(lease) = self.lock().get(&key).filter(|lease| remaining(lease) >= min_ttl) {
             return Ok((Arc::clone(lease), true));
         }
-        let fetched = self
-            .flights
+        self.flights
             .run(key.clone(), || async {
-                let lease = Arc::new(fetch().await?);
+                let (lease, shared) = fetch().await?;
+                let lease = Arc::new(lease);
                 // Kept before the flight lands, so a caller arriving just
                 // after finds it here.
                 let mut ready = self.lock();
@@ -80,10 +82,9 @@ impl LeaseCache {
                 if ready.len() > self.capacity {
                     evict(&mut ready, self.capacity);
                 }
-                Ok(lease)
+                Ok((lease, shared))
             })
-            .await;
-        fetched.map(|lease| (lease, false))
+            .await
     }
 
     /// Drops the lease under `key` if it is still `lease` (a registry
@@ -193,7 +194,7 @@ mod tests {
                     .get_or_fetch(key("s"), Duration::from_secs(30), || async {
                         fetches.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(lease(Duration::from_secs(300), "c"))
+                        Ok((lease(Duration::from_secs(300), "c"), false))
                     })
                     .await
                     .unwrap()
@@ -216,18 +217,20 @@ mod tests {
     async fn too_short_remaining_life_fetches_again_and_errors_are_not_cached() {
         let cache = LeaseCache::new(100);
         cache
-            .get_or_fetch(key("s"), Duration::ZERO, || async { Ok(lease(Duration::from_secs(20), "c")) })
+            .get_or_fetch(key("s"), Duration::ZERO, || async { Ok((lease(Duration::from_secs(20), "c"), false)) })
             .await
             .unwrap();
         let (_, hit) = cache
-            .get_or_fetch(key("s"), Duration::from_secs(30), || async { Ok(lease(Duration::from_secs(300), "c")) })
+            .get_or_fetch(key("s"), Duration::from_secs(30), || async {
+                Ok((lease(Duration::from_secs(300), "c"), false))
+            })
             .await
             .unwrap();
         assert!(!hit, "20 s left is less than min_ttl 30 s");
         let failed = cache.get_or_fetch(key("e"), Duration::ZERO, || async { Err(Error::internal("boom")) }).await;
         assert!(failed.is_err());
         let (_, hit) = cache
-            .get_or_fetch(key("e"), Duration::ZERO, || async { Ok(lease(Duration::from_secs(300), "c")) })
+            .get_or_fetch(key("e"), Duration::ZERO, || async { Ok((lease(Duration::from_secs(300), "c"), false)) })
             .await
             .unwrap();
         assert!(!hit);
@@ -239,7 +242,7 @@ mod tests {
         for i in 0..30 {
             let ttl = Duration::from_secs(100 + i);
             cache
-                .get_or_fetch(key(&format!("s{i}")), Duration::ZERO, || async move { Ok(lease(ttl, "c")) })
+                .get_or_fetch(key(&format!("s{i}")), Duration::ZERO, || async move { Ok((lease(ttl, "c"), false)) })
                 .await
                 .unwrap();
         }

@@ -300,10 +300,8 @@ impl Broker {
             .get_or_fetch(key.clone(), wanted.min_ttl, || async {
                 let exchange = || self.exchange(wanted, image, stored, &scope, &key);
                 match &self.inner.shared {
-                    Some(shared) => {
-                        shared.get_or_fetch(&key, wanted.min_ttl, wanted.deadline, exchange).await.map(|(l, _)| l)
-                    }
-                    None => exchange().await,
+                    Some(shared) => shared.get_or_fetch(&key, wanted.min_ttl, wanted.deadline, exchange).await,
+                    None => exchange().await.map(|lease| (lease, false)),
                 }
             })
             .await?;

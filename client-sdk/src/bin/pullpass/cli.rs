@@ -31,7 +31,9 @@ pub struct Cli {
 /// How to reach pullpassd.
 #[derive(Debug, Args)]
 pub struct Connection {
-    /// pullpassd address (http:// or https://).
+    /// pullpassd address (http:// or https://); for replicas, a
+    /// comma-separated list or a DNS name with several addresses (calls fail
+    /// over between them).
     #[arg(long, global = true, env = "PULLPASS_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     pub endpoint: String,
     /// File holding the access token (else PULLPASS_TOKEN).

@@ -10,7 +10,8 @@
 //!   costs at most a second;
 //! * a listener that lost its connection publishes [`Change::Everything`]
 //!   when it is back: what happened meanwhile is unknown, so every derived
-//!   cache is dropped.
+//!   cache is dropped then (not before: while the database is out of reach,
+//!   cached leases keep being served).
 //!
 //! Applying a change twice (notification and poll) only costs a cache miss.
 
@@ -73,9 +74,11 @@ pub fn follow(config: PgConfig, feed: ChangeFeed) -> tokio::task::JoinHandle<()>
         let mut first = true;
         loop {
             if let Err(e) = follow_once(&config, &feed, &mut first).await {
-                tracing::warn!(error = %e, "lost the database's change feed; reconnecting (caches dropped)");
+                tracing::warn!(
+                    error = %e,
+                    "lost the database's change feed; serving from caches, which are dropped once it is back"
+                );
             }
-            feed.publish(Change::Everything);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     })
@@ -98,7 +101,7 @@ async fn follow_once(config: &PgConfig, feed: &ChangeFeed, first: &mut bool) -> 
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            notification = notifications.next() => match notification {
+            notification = notifications.recv() => match notification {
                 Some(Ok((channel, payload))) => {
                     if channel == super::shared::LEASES_CHANNEL {
                         feed.publish(Change::LeaseStored);
@@ -135,37 +138,49 @@ async fn follow_once(config: &PgConfig, feed: &ChangeFeed, first: &mut bool) -> 
     }
 }
 
-/// Notifications as `(channel, payload)`.
-type Notifications = futures_util::stream::BoxStream<'static, Result<(String, String), String>>;
+/// Notifications as `(channel, payload)`; an error or the end when the
+/// connection is lost.
+type Notifications = tokio::sync::mpsc::UnboundedReceiver<Result<(String, String), String>>;
 
-/// A dedicated connection whose notifications come out as a stream.
+/// A dedicated connection, driven by its own task (which must keep polling
+/// it for the client's queries to complete), whose notifications come out
+/// of a channel.
 async fn listen(config: &PgConfig) -> Result<(tokio_postgres::Client, Notifications), String> {
-    fn stream<S, T>(mut connection: tokio_postgres::Connection<S, T>) -> Notifications
+    fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>) -> Notifications
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx))
-            .filter_map(|message| async move {
-                match message {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                let forwarded = match message {
                     Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                        Some(Ok((n.channel().to_owned(), n.payload().to_owned())))
+                        sender.send(Ok((n.channel().to_owned(), n.payload().to_owned())))
                     }
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e.to_string())),
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let _ = sender.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                if forwarded.is_err() {
+                    return;
                 }
-            })
-            .boxed()
+            }
+        });
+        receiver
     }
     match config.tls()? {
         Some(tls) => {
             let (client, connection) = config.connection().connect(tls).await.map_err(|e| e.to_string())?;
-            Ok((client, stream(connection)))
+            Ok((client, drive(connection)))
         }
         None => {
             let (client, connection) =
                 config.connection().connect(tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
-            Ok((client, stream(connection)))
+            Ok((client, drive(connection)))
         }
     }
 }

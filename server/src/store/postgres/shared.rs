@@ -6,7 +6,8 @@
 //! replicas racing for a key, exactly one row write succeeds, and a claim
 //! whose owner died is taken over once its TTL (on the database's clock)
 //! has passed. Storing a lease deletes the claim and notifies
-//! [`LEASES_CHANNEL`], in the same transaction.
+//! [`LEASES_CHANNEL`], in the same transaction; so a claim won right after
+//! that commit is followed by a second look, which then finds the lease.
 
 use std::time::Duration;
 
@@ -51,8 +52,22 @@ impl Shared for PgStore {
             )
             .await
             .map_err(pg)?;
-        let claimed = client.query_opt(&claim, &[&key, &owner, &claim_ttl.as_secs_f64()]).await.map_err(pg)?;
-        Ok(if claimed.is_some() { LeaseSlot::Claimed } else { LeaseSlot::ClaimedElsewhere })
+        if client.query_opt(&claim, &[&key, &owner, &claim_ttl.as_secs_f64()]).await.map_err(pg)?.is_none() {
+            return Ok(LeaseSlot::ClaimedElsewhere);
+        }
+        // The claim may be free because its holder just stored the lease
+        // (both in one commit, after the look above): look again.
+        if let Some(row) = client.query_opt(&lease, &[&key, &least_expiry]).await.map_err(pg)? {
+            client
+                .execute("DELETE FROM lease_claims WHERE key = $1 AND owner = $2", &[&key, &owner])
+                .await
+                .map_err(pg)?;
+            return Ok(LeaseSlot::Stored(SharedLease {
+                sealed: row.get(0),
+                expire_time: Timestamp::from_micros(row.get(1)),
+            }));
+        }
+        Ok(LeaseSlot::Claimed)
     }
 
     async fn store_lease(&self, key: &str, lease: &SharedLease, owner: &str) -> Result<(), Error> {

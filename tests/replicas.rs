@@ -1,0 +1,333 @@
+//! Two replicas on one real PostgreSQL 15: every promise of the single-node
+//! service holds across them (changes within a second, one token request
+//! per burst, shared leases, one verifiable audit chain), and they survive
+//! a replica killed, a claimant killed, PostgreSQL stopped, and a rolling
+//! restart under load.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use pullpass::v1::{Credential, Role};
+use pullpass_client::Client;
+use pullpass_tests::postgres::{Cluster, Database};
+use pullpass_tests::registry::world::{ALICE_PASSWORD, code_and_reason, ok};
+use pullpass_tests::replicas::{Replicas, within};
+use pullpass_tests::{create_workspace, error_reason};
+use tonic::Code;
+
+/// How soon another replica's change must take effect.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_created_on_a_leases_on_b_and_a_lease_fetched_on_a_is_served_on_b_without_the_registry() {
+    let r = Replicas::start().await;
+    let (a, b) = (r.a.client().await, r.b.client().await);
+    let image = r.image("team/app:1.0");
+    let seeded = r.token_requests();
+    // B has looked at the workspace (and cached that it has no credential).
+    let none = Replicas::issue(&b, &image).await.unwrap();
+    assert_eq!(code_and_reason(&none).0, Code::NotFound);
+    r.add(&a, "reg").await;
+    let on_b = within(PROPAGATION, || async {
+        Replicas::issue(&b, &image).await.is_ok_and(|auth| auth.status.as_ref().is_some_and(|s| s.code == 0))
+    })
+    .await;
+    assert!(on_b.is_some(), "a credential created on A must lease on B within 1 s");
+    assert_eq!(r.token_requests() - seeded, 1, "{:?}", r.issuer.peer.stats());
+
+    let fresh = r.image("team/other:1.0");
+    let on_a = Replicas::issue(&a, &fresh).await.unwrap();
+    ok(&on_a);
+    assert!(!on_a.cached);
+    assert_eq!(r.token_requests() - seeded, 2);
+    let on_b = Replicas::issue(&b, &fresh).await.unwrap();
+    ok(&on_b);
+    assert_eq!(on_b.token, on_a.token, "B serves A's lease");
+    assert!(on_b.cached, "served without waiting for the registry");
+    assert_eq!(r.token_requests() - seeded, 2, "no upstream request from B");
+    // The shared lease is sealed: the token is nowhere at rest.
+    let mut a_server = r.a;
+    a_server.stop();
+    assert!(a_server.stored_files_containing(on_a.token.as_bytes()).is_empty(), "a lease token at rest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_rotated_on_a_is_used_on_b_within_a_second() {
+    let r = Replicas::start().await;
+    let (a, b) = (r.a.client().await, r.b.client().await);
+    a.create_credential("acme", "reg", r.credential("wrong-CANARY-pw")).await.unwrap();
+    let image = r.image("team/app:1.0");
+    let refused = Replicas::issue(&b, &image).await.unwrap();
+    assert_eq!(code_and_reason(&refused).0, Code::PermissionDenied);
+    let mut rotated = a.get_credential("acme", "reg").await.unwrap();
+    rotated.secret = ALICE_PASSWORD.into();
+    let started = Instant::now();
+    a.update_credential(rotated, &["secret"]).await.unwrap();
+    let taken = within(PROPAGATION, || async {
+        Replicas::issue(&b, &image).await.is_ok_and(|auth| auth.status.as_ref().is_some_and(|s| s.code == 0))
+    })
+    .await;
+    assert!(
+        taken.is_some(),
+        "B still used the old secret {:?} after the rotation: {}",
+        started.elapsed(),
+        r.b.current_logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_on_a_is_refused_on_b_within_a_second_and_a_deleted_workspace_goes_too() {
+    let r = Replicas::start().await;
+    let root_a = r.a.client().await;
+    r.add(&root_a, "reg").await;
+    let launcher = root_a.create_access_token("acme", Role::Launcher, &[], None, "replicated").await.unwrap();
+    let on_b = r.b.client_with(Some(&launcher.token)).await;
+    let image = r.image("team/app:1.0");
+    ok(&Replicas::issue(&on_b, &image).await.expect("the launcher works on B"));
+    root_a.revoke_access_token(&launcher.name).await.unwrap();
+    let refused = within(PROPAGATION, || async {
+        Replicas::issue(&on_b, &image).await.is_err_and(|status| status.code() == Code::Unauthenticated)
+    })
+    .await;
+    assert!(refused.is_some(), "B still accepted a token revoked on A");
+
+    create_workspace(&root_a, "gone").await;
+    root_a.create_credential("gone", "reg", r.credential(ALICE_PASSWORD)).await.unwrap();
+    let root_b = r.b.client().await;
+    let in_gone = |client: Client| {
+        let image = image.clone();
+        async move {
+            client
+                .registry_auth_service()
+                .issue_registry_auth(pullpass::v1::IssueRegistryAuthRequest {
+                    workspace: "workspaces/gone".into(),
+                    images: vec![image],
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let served = within(PROPAGATION, || async {
+        in_gone(root_b.clone())
+            .await
+            .is_ok_and(|r| r.into_inner().auths[0].status.as_ref().is_some_and(|s| s.code == 0))
+    })
+    .await;
+    assert!(served.is_some());
+    root_a.delete_workspace("gone", true).await.unwrap();
+    let gone =
+        within(PROPAGATION, || async { in_gone(root_b.clone()).await.is_err_and(|s| s.code() == Code::NotFound) })
+            .await;
+    assert!(gone.is_some(), "B still served a workspace deleted on A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_way_burst_split_across_both_replicas_makes_exactly_one_token_request() {
+    let r = Replicas::start().await;
+    let (a, b) = (r.a.client().await, r.b.client().await);
+    r.add(&a, "reg").await;
+    // Both replicas know the credential before the burst.
+    let warm = r.image("team/warm:1.0");
+    ok(&Replicas::issue(&a, &warm).await.unwrap());
+    ok(&Replicas::issue(&b, &warm).await.unwrap());
+    let before = r.token_requests();
+    let image = r.image("team/app:1.0");
+    let calls = (0..200).map(|i| {
+        let client = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let image = image.clone();
+        tokio::spawn(async move { Replicas::issue(&client, &image).await })
+    });
+    let mut tokens = HashSet::new();
+    for call in futures_util::future::join_all(calls).await {
+        let auth = call.unwrap().expect("RPC");
+        tokens.insert(ok(&auth).token.clone());
+    }
+    assert_eq!(tokens.len(), 1, "every caller on both replicas got the same token");
+    assert_eq!(r.token_requests() - before, 1, "exactly one token request for the burst");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_mutations_on_both_replicas_leave_one_verifiable_audit_chain() {
+    let r = Replicas::start().await;
+    let (a, b) = (r.a.client().await, r.b.client().await);
+    let image = r.image("team/app:1.0");
+    let work = |client: Client, side: &'static str| {
+        let credential = r.credential(ALICE_PASSWORD);
+        let image = image.clone();
+        async move {
+            for i in 0..15 {
+                let id = format!("{side}{i}");
+                client.create_credential("acme", &id, credential.clone()).await.unwrap();
+                let _ = Replicas::issue(&client, &image).await.unwrap();
+                let mut changed = client.get_credential("acme", &id).await.unwrap();
+                changed.description = format!("changed on {side}");
+                client.update_credential(changed, &["description"]).await.unwrap();
+                if i % 3 == 0 {
+                    client.delete_credential("acme", &id).await.unwrap();
+                }
+            }
+        }
+    };
+    tokio::join!(work(a.clone(), "a"), work(b.clone(), "b"));
+    let output = r.b.command(&["audit", "verify"]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("audit chain intact"), "{text}");
+    let listed = a.list_credentials("acme", "").await.unwrap();
+    assert_eq!(listed.len(), 20);
+    assert!(listed.iter().all(|c: &Credential| c.description.starts_with("changed on")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_replica_mid_burst_leaves_the_other_completing_every_call() {
+    let mut r = Replicas::start().await;
+    let (a, b) = (r.a.client().await, r.b.client().await);
+    r.add(&a, "reg").await;
+    ok(&Replicas::issue(&b, &r.image("team/warm:1.0")).await.unwrap());
+    // Slow token answers, so A dies holding claims for images B wants.
+    r.issuer.peer.control(serde_json::json!({"token_delay": 0.3}));
+    let images: Vec<String> = (0..10).map(|i| r.image(&format!("team/app{i}:1.0"))).collect();
+    let on_b: Vec<_> = (0..200)
+        .map(|i| {
+            let (b, image) = (b.clone(), images[i % images.len()].clone());
+            tokio::spawn(async move { Replicas::issue(&b, &image).await })
+        })
+        .collect();
+    let on_a: Vec<_> = (0..100)
+        .map(|i| {
+            let (a, image) = (a.clone(), images[i % images.len()].clone());
+            tokio::spawn(async move { Replicas::issue(&a, &image).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    r.a.kill();
+    r.issuer.peer.control(serde_json::json!({}));
+    for call in futures_util::future::join_all(on_b).await {
+        let auth = call.unwrap().expect("every call on B completes");
+        ok(&auth);
+    }
+    for call in on_a {
+        let _ = call.await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_claimant_dies_mid_fetch_another_replica_fetches_after_the_claim_expires() {
+    let mut r = Replicas::start().await;
+    let (a, b) = (r.a.client().await, r.b.client().await);
+    r.add(&a, "reg").await;
+    ok(&Replicas::issue(&b, &r.image("team/warm:1.0")).await.unwrap());
+    let before = r.token_requests();
+    r.issuer.peer.control(serde_json::json!({"token_delay": 30}));
+    let image = r.image("team/app:1.0");
+    let stuck = {
+        let (a, image) = (a.clone(), image.clone());
+        tokio::spawn(async move { Replicas::issue(&a, &image).await })
+    };
+    let arrived = within(Duration::from_secs(5), || async { r.token_requests() > before }).await;
+    assert!(arrived.is_some(), "A's token request reached the issuer");
+    let claimed_at = Instant::now();
+    r.a.kill();
+    let _ = stuck.await;
+    r.issuer.peer.control(serde_json::json!({}));
+    let auth = Replicas::issue(&b, &image).await.unwrap();
+    ok(&auth);
+    let waited = claimed_at.elapsed();
+    assert_eq!(r.token_requests() - before, 2, "B fetched once A's claim lapsed");
+    assert!(waited >= Duration::from_secs(3), "B waited for the claim ({waited:?})");
+    assert!(waited < Duration::from_secs(10), "B took over after the claim's TTL ({waited:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgresql_stopped_writes_are_unavailable_cached_leases_still_serve_and_all_recovers() {
+    let cluster = Cluster::start();
+    let database = Database::in_cluster(&cluster);
+    let r = Replicas::start_on(database, &[]).await;
+    let a = r.a.client().await;
+    r.add(&a, "reg").await;
+    let image = r.image("team/app:1.0");
+    let warm = Replicas::issue(&a, &image).await.unwrap();
+    ok(&warm);
+    cluster.stop();
+    let cached = Replicas::issue(&a, &image).await.unwrap();
+    assert_eq!(ok(&cached).token, warm.token, "a cached lease is served without the database");
+    let refused = a
+        .credentials()
+        .create_credential(pullpass::v1::CreateCredentialRequest {
+            parent: "workspaces/acme".into(),
+            credential_id: "later".into(),
+            credential: Some(r.credential(ALICE_PASSWORD)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(error_reason(&refused).as_deref(), Some("DATABASE_UNAVAILABLE"), "{refused:?}");
+    let listed = a.list_credentials("acme", "").await.unwrap_err();
+    assert!(listed.is_retryable(), "{listed:?}");
+    cluster.resume();
+    let recovered = within(Duration::from_secs(15), || async {
+        a.create_credential("acme", "later", r.credential(ALICE_PASSWORD)).await.is_ok()
+    })
+    .await;
+    assert!(recovered.is_some(), "writes work again once PostgreSQL is back");
+    // And the other replica's changes reach A again (its listener is back).
+    let b = r.b.client().await;
+    b.delete_credential("acme", "reg").await.unwrap();
+    b.delete_credential("acme", "later").await.unwrap();
+    let evicted = within(Duration::from_secs(3), || async {
+        Replicas::issue(&a, &image).await.is_ok_and(|auth| auth.status.as_ref().is_some_and(|s| s.code != 0))
+    })
+    .await;
+    assert!(evicted.is_some(), "A saw B's deletion after PostgreSQL came back");
+    assert!(!r.a.current_logs().contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_fails_no_call_of_a_client_that_knows_both_replicas() {
+    let mut r = Replicas::start_on(Database::fresh(), &["--drain-delay", "1"]).await;
+    let root = r.a.root_token.clone();
+    let first = r.a.client().await;
+    r.add(&first, "reg").await;
+    let client = Client::builder(r.endpoints()).token(root).timeout(Duration::from_secs(20)).connect().await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let image = r.image("team/app:1.0");
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (client, stop, image, credential) =
+                (client.clone(), stop.clone(), image.clone(), r.credential(ALICE_PASSWORD));
+            tokio::spawn(async move {
+                let (mut calls, mut failures) = (0u64, Vec::new());
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let lease = client.registry_auth(&image).workspace("acme").no_cache().send().await;
+                    if let Err(e) = lease {
+                        failures.push(format!("lease: {e}"));
+                    }
+                    if w % 2 == 0
+                        && let Err(e) = client.create_credential("acme", &format!("w{w}-{i}"), credential.clone()).await
+                    {
+                        failures.push(format!("write: {e}"));
+                    }
+                    calls += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (calls, failures)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    r.restart(false, &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    r.restart(true, &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut calls, mut failures) = (0, Vec::new());
+    for worker in workers {
+        let (c, f) = worker.await.unwrap();
+        calls += c;
+        failures.extend(f);
+    }
+    assert!(calls > 50, "the load ran throughout ({calls} rounds)");
+    assert!(failures.is_empty(), "{} failed calls of {calls} rounds: {failures:?}", failures.len());
+}
