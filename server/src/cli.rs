@@ -36,8 +36,10 @@ pub enum Command {
     /// Manage master keys (key-encryption keys).
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Write a consistent copy of the live database (SQLite online backup).
-    /// Safe while the server runs. The master key is not included.
+    /// Write a consistent copy of the live database to an SQLite file (the
+    /// SQLite online backup, or a snapshot of the PostgreSQL database with
+    /// --database-url). Safe while servers run. The master key is not
+    /// included.
     Backup {
         /// Destination file.
         #[arg(long, value_name = "FILE")]
@@ -52,6 +54,38 @@ pub enum Command {
     /// Check or maintain the tamper-evident audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Move an installation between databases.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `pullpassd store …`
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every workspace, credential (still sealed: no key needed),
+    /// access token (hashes) and audit event (the chain stays verifiable)
+    /// from one database into an empty one, from a consistent snapshot.
+    /// Interrupted? Run the same command again: it resumes. Stop the
+    /// servers using the source first, or changes made during the copy are
+    /// not in it.
+    ///
+    /// Example: pullpassd store copy --from sqlite:/var/lib/pullpass/pullpass.db
+    /// --to postgres://pullpass@db.internal/pullpass?sslmode=verify-full
+    Copy {
+        /// The source: `sqlite:PATH` or `postgres://…`.
+        #[arg(long, value_name = "DATABASE")]
+        from: String,
+        /// The destination (created and migrated if needed; must be empty or
+        /// an interrupted copy from the same source).
+        #[arg(long, value_name = "DATABASE")]
+        to: String,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch_size: u32,
+        /// Testing hook: abort after this many batches (simulates a crash).
+        #[arg(long, hide = true)]
+        fault_abort_after_batches: Option<usize>,
+    },
 }
 
 /// `pullpassd audit …`

@@ -174,14 +174,35 @@ pub async fn keys_list(settings: &Settings) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// `backup --to FILE`: an online, consistent copy of the database.
-pub fn backup(settings: &Settings, destination: &Path, overwrite: bool) -> Result<(), StartupError> {
-    let source = settings.database_path();
-    if !source.exists() {
-        return Err(StartupError(format!("no database at {}", source.display())));
-    }
+/// `backup --to FILE`: an online, consistent copy of the database, as an
+/// SQLite file (for PostgreSQL: a snapshot copied with `store copy`).
+pub async fn backup(settings: &Settings, destination: &Path, overwrite: bool) -> Result<(), StartupError> {
     if destination.exists() && !overwrite {
         return Err(StartupError(format!("{} exists; pass --force to overwrite it", destination.display())));
+    }
+    let source = match &settings.database {
+        store::Location::Sqlite(path) => path.clone(),
+        store::Location::Postgres(_) => {
+            if overwrite {
+                remove_database_file(destination);
+            }
+            let to = store::Location::Sqlite(destination.to_owned());
+            let report = store::copy::copy(&settings.database, &to, 1000, |_, _, _| {}).await?;
+            let rows: u64 = report.copied.iter().map(|(_, n)| n).sum();
+            println!(
+                "backed up {} to {} ({rows} rows, one snapshot); the master key is not in it: keep the key file backed up separately",
+                settings.database.describe(),
+                destination.display()
+            );
+            println!(
+                "restore into an empty database with: pullpassd store copy --from sqlite:{} --to postgres://…",
+                destination.display()
+            );
+            return Ok(());
+        }
+    };
+    if !source.exists() {
+        return Err(StartupError(format!("no database at {}", source.display())));
     }
     if overwrite {
         let _ = std::fs::remove_file(destination);
@@ -196,9 +217,82 @@ pub fn backup(settings: &Settings, destination: &Path, overwrite: bool) -> Resul
     Ok(())
 }
 
+/// Removes an SQLite database and its WAL files.
+fn remove_database_file(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(name);
+    }
+}
+
+/// Parses `sqlite:PATH` or `postgres://…` (the password, when not in the
+/// URL, from --database-password-file or PGPASSFILE).
+fn location(text: &str, settings_password_file: Option<&Path>) -> Result<store::Location, StartupError> {
+    if let Some(path) = text.strip_prefix("sqlite:") {
+        if path.is_empty() {
+            return Err(StartupError("`sqlite:` needs a path, as in sqlite:/var/lib/pullpass/pullpass.db".into()));
+        }
+        return Ok(store::Location::Sqlite(path.into()));
+    }
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return store::postgres::PgConfig::parse(text, settings_password_file)
+            .map(store::Location::Postgres)
+            .map_err(StartupError);
+    }
+    Err(StartupError(format!(
+        "`{}` is not a database: use sqlite:PATH or postgres://USER@HOST/DB",
+        crate::domain::ids::shorten(text)
+    )))
+}
+
+/// `store copy --from A --to B`: moves an installation (see
+/// [`store::copy`]), printing progress per table.
+pub async fn store_copy(
+    settings: &Settings,
+    from: &str,
+    to: &str,
+    batch: usize,
+    abort_after_batches: Option<usize>,
+) -> Result<(), StartupError> {
+    let from = location(from, settings.database_password_file.as_deref())?;
+    let to = location(to, settings.database_password_file.as_deref())?;
+    println!("copying {} to {} ({batch} rows per transaction)", from.describe(), to.describe());
+    let started = std::time::Instant::now();
+    let mut last_print = std::time::Instant::now();
+    let mut batches = 0;
+    let report = store::copy::copy(&from, &to, batch, |table, done, total| {
+        batches += 1;
+        if abort_after_batches == Some(batches) {
+            eprintln!("fault hook: aborting after {batches} batch(es)");
+            std::process::abort();
+        }
+        if done == total || last_print.elapsed() > std::time::Duration::from_secs(2) {
+            println!("{table}: {done}/{total}");
+            last_print = std::time::Instant::now();
+        }
+    })
+    .await
+    .map_err(|e| StartupError(format!("store copy stopped (run the same command again to resume): {e}")))?;
+    let rows: u64 = report.copied.iter().map(|(_, n)| n).sum();
+    let elapsed = started.elapsed().as_secs_f64();
+    if report.resumed {
+        println!("resumed an interrupted copy");
+    }
+    for (table, n) in &report.copied {
+        println!("  {table}: {n} row(s) copied");
+    }
+    println!(
+        "done: {rows} row(s) in {elapsed:.1} s; run `pullpassd audit verify` and `pullpassd keys verify` against the destination"
+    );
+    Ok(())
+}
+
 /// `tokens create-root`: a root token for production set-ups.
 pub async fn tokens_create_root(settings: &Settings, description: &str) -> Result<(), StartupError> {
-    startup::ensure_data_dir(&settings.data_dir)?;
+    if let store::Location::Sqlite(_) = &settings.database {
+        startup::ensure_data_dir(&settings.data_dir)?;
+    }
     let store = store::open(&settings.database, Default::default()).await?;
     let actor = crate::audit::Actor::command("tokens create-root");
     let (record, token) = access::create_root_token(&store, &actor, description)

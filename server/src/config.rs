@@ -288,6 +288,8 @@ pub struct Settings {
     pub gateway: Option<GatewaySettings>,
     /// Where the database is.
     pub database: crate::store::Location,
+    /// The PostgreSQL password file, if given (for `store copy` ends).
+    pub database_password_file: Option<PathBuf>,
     /// Testing hook (see `--fault-audit-fail`).
     pub fault_audit_fail: Option<String>,
 }
@@ -362,20 +364,19 @@ impl Settings {
             (None, false) if dev => KeySource::File(data_dir.join(DEV_KEY_FILE)),
             (None, false) => KeySource::None,
         };
+        let database_password_file = common.database_password_file.clone().or(file.database_password_file);
         let database = match common.database_url.clone().or(file.database_url) {
-            Some(url) => {
-                let password_file = common.database_password_file.clone().or(file.database_password_file);
-                crate::store::Location::Postgres(crate::store::postgres::PgConfig::parse(
-                    &url,
-                    password_file.as_deref(),
-                )?)
-            }
+            Some(url) => crate::store::Location::Postgres(crate::store::postgres::PgConfig::parse(
+                &url,
+                database_password_file.as_deref(),
+            )?),
             None => crate::store::Location::Sqlite(data_dir.join(DATABASE_FILE)),
         };
         Ok(Self {
             keys,
             gateway,
             database,
+            database_password_file,
             log_format: common.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             log_level: common.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".into()),
             dev,

@@ -37,7 +37,7 @@ pub mod tls;
 pub mod upstream;
 pub mod workspaces;
 
-use cli::{AuditCommand, Cli, Command, KeysCommand, TokensCommand};
+use cli::{AuditCommand, Cli, Command, KeysCommand, StoreCommand, TokensCommand};
 use config::Settings;
 use startup::StartupError;
 
@@ -89,7 +89,10 @@ async fn dispatch(command: Option<Command>, settings: Settings) -> Result<(), St
         }
         Some(Command::Keys(KeysCommand::List)) => commands::keys_list(&settings).await,
         Some(Command::Keys(KeysCommand::Verify)) => commands::keys_verify(&settings).await,
-        Some(Command::Backup { to, force }) => commands::backup(&settings, &to, force),
+        Some(Command::Backup { to, force }) => commands::backup(&settings, &to, force).await,
+        Some(Command::Store(StoreCommand::Copy { from, to, batch_size, fault_abort_after_batches })) => {
+            commands::store_copy(&settings, &from, &to, batch_size as usize, fault_abort_after_batches).await
+        }
         Some(Command::Tokens(TokensCommand::CreateRoot { description })) => {
             commands::tokens_create_root(&settings, &description).await
         }

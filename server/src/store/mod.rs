@@ -13,6 +13,7 @@
 //!   than this binary ([`Backend`] implementations read [`DatabaseFacts`]
 //!   without writing), so start-up checks happen before any change.
 
+pub mod copy;
 pub mod postgres;
 pub(crate) mod rows;
 pub mod sqlite;

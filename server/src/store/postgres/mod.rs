@@ -14,7 +14,7 @@
 
 pub mod changes;
 pub mod config;
-mod migrations;
+pub(crate) mod migrations;
 pub mod shared;
 
 use std::future::Future;

@@ -12,7 +12,7 @@
 pub mod audit;
 pub mod credentials;
 pub mod meta;
-mod migrations;
+pub(crate) mod migrations;
 pub mod tokens;
 pub mod workspaces;
 mod writer;
@@ -186,7 +186,7 @@ impl SqliteStore {
 }
 
 /// Opens a connection with the pragmas every connection needs.
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.set_prepared_statement_cache_capacity(64);
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
