@@ -3,7 +3,6 @@
 //! and lease, a hash chain that names the first tampered event, fail-closed
 //! mutations, retention that keeps the chain verifiable.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pullpass::v1::{
@@ -12,7 +11,7 @@ use pullpass::v1::{
     ListWorkspacesRequest, Provider, RevokeAccessTokenRequest, Role,
 };
 use pullpass_client::Client;
-use pullpass_tests::{Options, Pullpassd, create_workspace, error_reason, files_containing, violation_fields};
+use pullpass_tests::{Options, Pullpassd, create_workspace, error_reason, violation_fields};
 use tonic::Code;
 
 async fn mint(client: &Client, role: Role, projects: &[&str]) -> Result<AccessToken, tonic::Status> {

@@ -14,7 +14,7 @@ use pullpass_tests::registry::world::{
     ALICE_PASSWORD, ECR_PASSWORD, ECR_SECRET_ACCESS_KEY, World, code_and_reason, ok, users,
 };
 use pullpass_tests::registry::{Issuer, Peer, Registry, inspect_with_token, seed};
-use pullpass_tests::{Options, Pullpassd, create_workspace, files_containing};
+use pullpass_tests::{Options, Pullpassd, create_workspace};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

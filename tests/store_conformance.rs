@@ -37,7 +37,11 @@ impl Subject {
     fn postgres() -> Self {
         let database = Database::fresh();
         let config = PgConfig::parse(&database.url, Some(&database.password_file)).unwrap();
-        Self { location: Location::Postgres(config), _dir: tempfile::tempdir().unwrap(), _database: Some(database) }
+        Self {
+            location: Location::Postgres(Box::new(config)),
+            _dir: tempfile::tempdir().unwrap(),
+            _database: Some(database),
+        }
     }
 
     async fn open(&self) -> Store {

@@ -237,7 +237,7 @@ fn location(text: &str, settings_password_file: Option<&Path>) -> Result<store::
     }
     if text.starts_with("postgres://") || text.starts_with("postgresql://") {
         return store::postgres::PgConfig::parse(text, settings_password_file)
-            .map(store::Location::Postgres)
+            .map(|config| store::Location::Postgres(Box::new(config)))
             .map_err(StartupError);
     }
     Err(StartupError(format!(

@@ -366,10 +366,10 @@ impl Settings {
         };
         let database_password_file = common.database_password_file.clone().or(file.database_password_file);
         let database = match common.database_url.clone().or(file.database_url) {
-            Some(url) => crate::store::Location::Postgres(crate::store::postgres::PgConfig::parse(
+            Some(url) => crate::store::Location::Postgres(Box::new(crate::store::postgres::PgConfig::parse(
                 &url,
                 database_password_file.as_deref(),
-            )?),
+            )?)),
             None => crate::store::Location::Sqlite(data_dir.join(DATABASE_FILE)),
         };
         Ok(Self {

@@ -226,7 +226,7 @@ async fn serve(
     authn.follow(&changes);
     let follower = match &settings.database {
         crate::store::Location::Postgres(config) => {
-            Some(crate::store::postgres::changes::follow(config.clone(), changes.clone()))
+            Some(crate::store::postgres::changes::follow(config.as_ref().clone(), changes.clone()))
         }
         crate::store::Location::Sqlite(_) => None,
     };

@@ -149,18 +149,18 @@ async fn store_creates(callers: usize, writes: usize) -> Figures {
     use pullpass_server::domain::{CredentialId, WorkspaceId};
     use pullpass_server::secret::SecretBytes;
     let dir = bench_dir();
-    let store = pullpass_server::store::Store::open(&dir.path().join("pullpass.db")).unwrap();
+    let location = pullpass_server::store::Location::Sqlite(dir.path().join("pullpass.db"));
+    let store = pullpass_server::store::open(&location, Default::default()).await.unwrap();
     let keys = pullpass_server::seal::Keyring::parse(&format!("bench:{}", "A".repeat(43)), "bench").unwrap();
     let sealer = std::sync::Arc::new(pullpass_server::seal::Sealer::new(keys));
     let pages = std::sync::Arc::new(pullpass_server::paging::PageTokens::new(sealer.derive_mac_key("pages")));
     let changes = pullpass_server::changes::ChangeFeed::default();
-    let audit = pullpass_server::audit::Appender::default();
     let actor = pullpass_server::audit::Actor::command("bench");
-    pullpass_server::workspaces::Workspaces::new(store.clone(), pages.clone(), changes.clone(), audit.clone())
+    pullpass_server::workspaces::Workspaces::new(store.clone(), pages.clone(), changes.clone())
         .create(&actor, "acme", 1, String::new())
         .await
         .unwrap();
-    let credentials = Credentials::new(store.clone(), sealer, pages, changes, audit);
+    let credentials = Credentials::new(store.clone(), sealer, pages, changes);
     let figures = measure(callers, writes, |c, i| {
         let credentials = credentials.clone();
         let actor = actor.clone();

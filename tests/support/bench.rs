@@ -1,5 +1,6 @@
 //! What the benchmarks share: latency figures (rate, p50, p99) and a driver
-//! that runs calls in concurrent sequences and times each one.
+//! that runs calls in concurrent sequences and times each one, and the
+//! h2load driver.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -58,4 +59,158 @@ where
 /// A count from the environment variable `name`, or `default`.
 pub fn env_count(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Driving pullpassd with `h2load` (Debian nghttp2-client, a load
+/// generator we did not write): unary gRPC calls over HTTP/2 cleartext.
+pub mod h2load {
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::Duration;
+
+    use prost::Message;
+
+    use super::{Figures, figures};
+
+    /// A gRPC length-prefixed message (uncompressed).
+    pub fn grpc_frame(message: &impl Message) -> Vec<u8> {
+        let body = message.encode_to_vec();
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    pub fn which_h2load() -> Option<std::path::PathBuf> {
+        std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join("h2load")).find(|p| p.is_file())
+    }
+
+    /// Alternating h2load rounds per method.
+    pub const ROUNDS: usize = 3;
+
+    /// One gRPC method as h2load calls it.
+    #[derive(Debug)]
+    pub struct Call<'a> {
+        /// The method's path.
+        pub path: &'a str,
+        /// The framed request message.
+        pub body: &'a [u8],
+        /// The DATA bytes of one successful response.
+        pub response_bytes: usize,
+    }
+
+    /// h2load against the server: unary calls over HTTP/2 cleartext, 4
+    /// connections with 16 streams each, one h2load thread.
+    #[derive(Debug)]
+    pub struct H2load<'a> {
+        /// The h2load binary.
+        pub program: &'a Path,
+        /// `host:port` of pullpassd.
+        pub address: &'a str,
+        /// The bearer token.
+        pub token: &'a str,
+        /// pullpassd, whose CPU time each round reads.
+        pub pid: u32,
+    }
+
+    /// One h2load run.
+    #[derive(Debug)]
+    pub struct Round {
+        /// How long it took.
+        pub elapsed: Duration,
+        /// Every call's latency.
+        pub latencies: Vec<Duration>,
+        /// pullpassd's CPU time meanwhile.
+        pub server_cpu: Duration,
+    }
+
+    impl Round {
+        /// Rate over all rounds' time; percentiles over all their calls; and
+        /// pullpassd's CPU time per call.
+        pub fn combine(rounds: Vec<Round>) -> (Figures, Duration) {
+            let elapsed = rounds.iter().map(|r| r.elapsed).sum();
+            let cpu: Duration = rounds.iter().map(|r| r.server_cpu).sum();
+            let calls: usize = rounds.iter().map(|r| r.latencies.len()).sum();
+            (figures(rounds.into_iter().flat_map(|r| r.latencies).collect(), elapsed), cpu / calls.max(1) as u32)
+        }
+    }
+
+    /// User + system CPU time of a process so far (Linux `/proc`).
+    pub fn cpu_time(pid: u32) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<u64> = after.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+        let ticks: u64 = fields.iter().sum();
+        Duration::from_secs_f64(ticks as f64 / 100.0)
+    }
+
+    impl H2load<'_> {
+        /// Runs `requests` calls; every response must carry exactly the
+        /// expected DATA bytes (a gRPC error carries none), so a failed call
+        /// cannot pass for a fast one.
+        pub fn run(&self, call: &Call<'_>, requests: usize) -> Round {
+            let requests = requests.max(100);
+            let dir = tempfile::tempdir().unwrap();
+            let (body_file, log_file) = (dir.path().join("body"), dir.path().join("log"));
+            std::fs::write(&body_file, call.body).unwrap();
+            let cpu_before = cpu_time(self.pid);
+            let output = Command::new(self.program)
+                .args(["-n", &requests.to_string(), "-c", "4", "-m", "16", "-t", "1"])
+                .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+                .args(["-H", &format!("authorization: Bearer {}", self.token)])
+                .arg("-d")
+                .arg(&body_file)
+                .arg("--log-file")
+                .arg(&log_file)
+                .arg(format!("http://{}{}", self.address, call.path))
+                .output()
+                .expect("run h2load");
+            let server_cpu = cpu_time(self.pid).saturating_sub(cpu_before);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(output.status.success(), "h2load failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+            let answered = h2load_number(&stdout, "status codes: ", " 2xx");
+            assert_eq!(answered, requests as u64, "h2load: not every call answered 200\n{stdout}");
+            let data = h2load_data_bytes(&stdout);
+            assert_eq!(
+                data,
+                (requests * call.response_bytes) as u64,
+                "h2load: not every call got a full answer\n{stdout}"
+            );
+            let per_second = h2load_rate(&stdout);
+            let latencies = std::fs::read_to_string(&log_file)
+                .unwrap()
+                .lines()
+                .filter_map(|line| line.split('\t').nth(2)?.trim().parse().ok().map(Duration::from_micros))
+                .collect();
+            Round { elapsed: Duration::from_secs_f64(requests as f64 / per_second), latencies, server_cpu }
+        }
+    }
+
+    /// The number between `before` and `after` on the first line containing both.
+    fn h2load_number(stdout: &str, before: &str, after: &str) -> u64 {
+        stdout
+            .lines()
+            .find_map(|line| line.split_once(before).and_then(|(_, rest)| rest.split_once(after)))
+            .and_then(|(number, _)| number.trim().parse().ok())
+            .unwrap_or_else(|| panic!("h2load output without `{before}…{after}`:\n{stdout}"))
+    }
+
+    /// The exact DATA byte count of `traffic: … , 2.67MB (2800000) data`.
+    fn h2load_data_bytes(stdout: &str) -> u64 {
+        let line = stdout.lines().find(|l| l.trim_start().starts_with("traffic:")).expect("h2load traffic line");
+        let before_data = line.rsplit_once(" data").expect("data figure").0;
+        let number = before_data.rsplit_once('(').and_then(|(_, n)| n.strip_suffix(')')).expect("(bytes)");
+        number.parse().expect("byte count")
+    }
+
+    /// The rate of `finished in 1.2s, 16260.16 req/s, 3.37MB/s`.
+    fn h2load_rate(stdout: &str) -> f64 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("finished in ").and_then(|r| r.split(", ").nth(1)))
+            .and_then(|r| r.strip_suffix(" req/s"))
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("h2load output without a rate:\n{stdout}"))
+    }
 }

@@ -133,7 +133,7 @@ pub enum Location {
     /// An SQLite file.
     Sqlite(std::path::PathBuf),
     /// A PostgreSQL database (`--database-url`).
-    Postgres(postgres::PgConfig),
+    Postgres(Box<postgres::PgConfig>),
 }
 
 impl Location {
