@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # Builds release binaries and runs benchmarks that print their figures.
-# Usage: scripts/bench.sh [foundation|broker|sdk|gateway ...]   (default: every bench)
-# The broker bench drives pullpassd with h2load (Debian nghttp2-client), which
-# this script installs when missing; the gateway bench needs the test peers
-# (docker-registry, skopeo, the issuer fixture), installed by
-# scripts/install-test-deps.sh.
+# Usage: scripts/bench.sh [foundation|broker|sdk|gateway|replicas ...]   (default: every bench)
+# The broker and replicas benches drive pullpassd with h2load (Debian
+# nghttp2-client), which this script installs when missing; the gateway and
+# replicas benches need the test peers (docker-registry, skopeo, PostgreSQL,
+# the issuer fixture), installed by scripts/install-test-deps.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v h2load >/dev/null 2>&1 && { [ $# -eq 0 ] || [[ " $* " == *" broker "* ]]; }; then
+if ! command -v h2load >/dev/null 2>&1 && { [ $# -eq 0 ] || [[ " $* " == *" broker "* ]] || [[ " $* " == *" replicas "* ]]; }; then
   echo "bench: installing nghttp2-client (h2load)" >&2
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nghttp2-client >/dev/null
 fi
-if [ $# -eq 0 ] || [[ " $* " == *" gateway "* ]]; then
+if [ $# -eq 0 ] || [[ " $* " == *" gateway "* ]] || [[ " $* " == *" replicas "* ]]; then
   scripts/install-test-deps.sh
 fi
 cargo build --release --workspace --bins --locked
