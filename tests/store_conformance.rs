@@ -82,6 +82,7 @@ conformance!(
     rewrapping_stores_only_rows_whose_secret_did_not_change_and_pages_walk_every_credential,
     tokens_are_found_by_hash_and_id_and_revocation_keeps_the_first_time,
     every_mutation_extends_one_verifiable_chain_even_when_concurrent,
+    of_concurrent_creates_of_one_name_one_wins_and_the_losers_leave_nothing,
     a_mutation_whose_audit_event_fails_changes_nothing,
     audit_events_filter_and_page_and_pruning_keeps_the_chain_verifiable,
     key_facts_are_recorded_and_read_back,
@@ -460,6 +461,37 @@ async fn every_mutation_extends_one_verifiable_chain_even_when_concurrent(subjec
     assert_eq!(chain_is_intact(&store).await, 1 + 40 * 3);
     let (seq, _) = store.audit_head().await.unwrap().unwrap();
     assert_eq!(seq, 121);
+}
+
+async fn of_concurrent_creates_of_one_name_one_wins_and_the_losers_leave_nothing(subject: Subject) {
+    let store = subject.open().await;
+    with_workspace(&store, "acme").await;
+    let attempts = (0..12u8).map(|i| {
+        let store = store.clone();
+        async move {
+            // Each also creates a name of its own, in the same batch on
+            // backends that group writes.
+            let own = stored("acme", &format!("own{i}"), "registry.example", 100 + i);
+            let own = [(own.clone(), create_event(&own))];
+            let same = stored("acme", "contested", "registry.example", i + 1);
+            let same = [(same.clone(), create_event(&same))];
+            let workspace = ws("acme");
+            let (own, same) = tokio::join!(
+                store.insert_credentials(&workspace, &own, false),
+                store.insert_credentials(&workspace, &same, false)
+            );
+            own.unwrap();
+            same
+        }
+    });
+    let outcomes = futures_util::future::join_all(attempts).await;
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().filter_map(|o| o.as_ref().err()).all(|e| matches!(e, Error::AlreadyExists { .. })));
+    let events = all_events(&store).await;
+    assert_eq!(events.iter().filter(|e| e.ends_with("/contested")).count(), 1, "{events:?}");
+    assert_eq!(events.len(), 1 + 12 + 1);
+    assert_eq!(store.workspace_credentials(&ws("acme")).await.unwrap().unwrap().len(), 13);
+    chain_is_intact(&store).await;
 }
 
 async fn a_mutation_whose_audit_event_fails_changes_nothing(subject: Subject) {

@@ -35,10 +35,14 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let cluster = Cluster::start_with(true);
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-    println!("pullpass replicas bench ({cpus} CPUs; PostgreSQL 15 with fsync and synchronous_commit on, on this machine)");
+    println!(
+        "pullpass replicas bench ({cpus} CPUs; PostgreSQL 15 with fsync and synchronous_commit on, on this machine)"
+    );
     println!();
 
-    println!("1. CreateCredential, {writes} per configuration (commit before the answer, audit event in the same transaction)");
+    println!(
+        "1. CreateCredential, {writes} per configuration (commit before the answer, audit event in the same transaction)"
+    );
     println!("   {:<46} {:>10} {:>9} {:>9}", "configuration", "commits/s", "p50 ms", "p99 ms");
     let sqlite = server(None);
     let postgres = server(Some(Database::in_cluster(&cluster)));
@@ -52,7 +56,9 @@ fn main() {
     println!();
 
     let replicas = runtime.block_on(Replicas::start_on(Database::in_cluster(&cluster), &["--rate-limit", "0"]));
-    println!("2. cached IssueRegistryAuth, {requests} calls per replica per run (h2load: 4 connections x 16 streams each)");
+    println!(
+        "2. cached IssueRegistryAuth, {requests} calls per replica per run (h2load: 4 connections x 16 streams each)"
+    );
     match which_h2load() {
         Some(h2load) => {
             let image = replicas.image("team/app:1.0");
@@ -62,7 +68,11 @@ fn main() {
                 images: vec![image.clone()],
                 ..Default::default()
             });
-            let call = Call { path: "/pullpass.v1.RegistryAuthService/IssueRegistryAuth", body: &body, response_bytes: expected };
+            let call = Call {
+                path: "/pullpass.v1.RegistryAuthService/IssueRegistryAuth",
+                body: &body,
+                response_bytes: expected,
+            };
             let token = &replicas.a.root_token;
             let a = H2load { program: &h2load, address: &replicas.a.address, token, pid: replicas.a.pid() };
             let b = H2load { program: &h2load, address: &replicas.b.address, token, pid: replicas.b.pid() };
@@ -234,7 +244,10 @@ async fn store_copy(cluster: &Cluster, count: usize) -> (u64, Duration) {
     measure(16, count, |c, i| {
         let client = connections[c].clone();
         async move {
-            client.create_credential("acme", &format!("c{c:02}-{i:07}"), credential("copied-secret")).await.expect("create");
+            client
+                .create_credential("acme", &format!("c{c:02}-{i:07}"), credential("copied-secret"))
+                .await
+                .expect("create");
         }
     })
     .await;

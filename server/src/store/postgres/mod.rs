@@ -3,9 +3,11 @@
 //! * Connections come from a deadpool-postgres pool (`RecyclingMethod::Clean`),
 //!   over rustls (ring) when TLS is on; the password never appears in a log
 //!   or error.
-//! * Every operation is one transaction, committed before it returns.
-//!   Serialization failures and deadlocks (40001, 40P01) are retried here
-//!   and never reach a caller; a lost database is `UNAVAILABLE`.
+//! * Every operation commits before it returns. Mutations are
+//!   group-committed per replica ([`writer`]: one transaction, a savepoint
+//!   each); other writes are one transaction each. Serialization failures
+//!   and deadlocks (40001, 40P01) are retried here and never reach a
+//!   caller; a lost database is `UNAVAILABLE`.
 //! * One audit chain for all replicas: an append locks the `audit_head` row
 //!   until its transaction commits, so events get gapless `seq`s in commit
 //!   order, and a race is an error (retried), never a fork.
@@ -16,6 +18,7 @@ pub mod changes;
 pub mod config;
 pub(crate) mod migrations;
 pub mod shared;
+mod writer;
 
 use std::future::Future;
 use std::time::Duration;
@@ -105,7 +108,7 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
 pub struct PgStore {
     pool: Pool,
     config: PgConfig,
-    fault: AuditFault,
+    writer: std::sync::Arc<writer::Writer>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -198,7 +201,8 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Unreachable(e.to_string()))?;
-        Ok(Self { pool, config: config.clone(), fault })
+        let writer = std::sync::Arc::new(writer::Writer::start(pool.clone(), fault));
+        Ok(Self { pool, config: config.clone(), writer })
     }
 
     /// The settings.
@@ -233,6 +237,21 @@ impl PgStore {
         }
     }
 
+    /// Runs a mutation in the next group commit of this replica (see
+    /// [`writer`]); its value once committed.
+    async fn mutate<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: for<'t, 'c> Fn(
+                &'t writer::Tx<'t, 'c>,
+            ) -> std::pin::Pin<Box<dyn Future<Output = Result<T, TxError>> + Send + 't>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.writer.mutate(work).await
+    }
+
     /// Reads with one statement (no transaction).
     async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error> {
         let client = self.client().await?;
@@ -248,16 +267,12 @@ fn jitter() -> Duration {
 }
 
 /// Appends `events` to the chain inside `tx` (locking the head until
-/// commit), and notifies the replicas of each mutation among them.
-pub(crate) async fn append(
-    tx: &deadpool_postgres::Transaction<'_>,
-    fault: &AuditFault,
-    events: &[AuditEvent],
-) -> Result<(), TxError> {
+/// commit), and notifies the replicas of each mutation among them: once
+/// per batch ([`writer`]), pipelined.
+pub(crate) async fn append(tx: &deadpool_postgres::Transaction<'_>, events: &[AuditEvent]) -> Result<(), TxError> {
     if events.is_empty() {
         return Ok(());
     }
-    fault.check(events)?;
     let head = tx.query_one("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE", &[]).await?;
     let (seq, hash): (i64, Vec<u8>) = (head.get(0), head.get(1));
     let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("audit head hash length".into()))?;
@@ -296,8 +311,11 @@ pub(crate) async fn append(
     if let Some(last) = rows.last() {
         tx.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", &[&last.seq, &last.hash]).await?;
     }
-    for event in events.iter().filter(|e| changes::is_change(e)) {
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES_CHANNEL, &changes::payload(event)]).await?;
+    let payloads: Vec<String> = events.iter().filter(|e| changes::is_change(e)).map(changes::payload).collect();
+    let params: Vec<[&(dyn ToSql + Sync); 2]> = payloads.iter().map(|p| [&CHANGES_CHANNEL as _, p as _]).collect();
+    let notifies = params.iter().map(|p| tx.execute("SELECT pg_notify($1, $2)", p));
+    for notified in futures_util::future::join_all(notifies).await {
+        notified?;
     }
     Ok(())
 }
@@ -407,10 +425,10 @@ impl Backend for PgStore {
 
     async fn create_workspace(&self, workspace: &Workspace, events: &[AuditEvent]) -> Result<(), Error> {
         let r = WorkspaceRow::of(workspace);
-        self.retrying(|mut client| {
-            let (r, events, fault) = (r.clone(), events.to_vec(), self.fault.clone());
-            async move {
-                let tx = client.transaction().await?;
+        let (r, events) = (r.clone(), events.to_vec());
+        self.mutate(move |tx| {
+            let (r, events) = (r.clone(), events.clone());
+            Box::pin(async move {
                 let inserted = tx
                     .execute(
                         "INSERT INTO workspaces (id, kind, display_name, create_time) VALUES ($1, $2, $3, $4) \
@@ -421,10 +439,9 @@ impl Backend for PgStore {
                 if inserted == 0 {
                     return Err(Error::already_exists(format!("workspaces/{}", r.id)).into());
                 }
-                append(&tx, &fault, &events).await?;
-                tx.commit().await?;
+                tx.audit(&events)?;
                 Ok(())
-            }
+            })
         })
         .await
     }
@@ -452,10 +469,10 @@ impl Backend for PgStore {
         force: bool,
         events: &[AuditEvent],
     ) -> Result<WorkspaceDeletion, Error> {
-        self.retrying(|mut client| {
-            let (id, events, fault) = (id.as_str().to_owned(), events.to_vec(), self.fault.clone());
-            async move {
-                let tx = client.transaction().await?;
+        let (id, events) = (id.as_str().to_owned(), events.to_vec());
+        self.mutate(move |tx| {
+            let (id, events) = (id.clone(), events.clone());
+            Box::pin(async move {
                 if tx.query_opt("SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE", &[&id]).await?.is_none() {
                     return Ok(WorkspaceDeletion::Missing);
                 }
@@ -467,10 +484,9 @@ impl Backend for PgStore {
                     return Ok(WorkspaceDeletion::NotEmpty { credentials: credentials as u64, tokens: tokens as u64 });
                 }
                 tx.execute("DELETE FROM workspaces WHERE id = $1", &[&id]).await?;
-                append(&tx, &fault, &events).await?;
-                tx.commit().await?;
+                tx.audit(&events)?;
                 Ok(WorkspaceDeletion::Deleted)
-            }
+            })
         })
         .await
     }
@@ -483,10 +499,10 @@ impl Backend for PgStore {
     ) -> Result<Vec<bool>, Error> {
         let rows: Vec<(CredentialRow, AuditEvent)> =
             rows.iter().map(|(stored, event)| (CredentialRow::of(stored), event.clone())).collect();
-        self.retrying(|mut client| {
-            let (workspace, rows, fault) = (workspace.clone(), rows.clone(), self.fault.clone());
-            async move {
-                let tx = client.transaction().await?;
+        let (workspace, rows) = (workspace.clone(), rows.clone());
+        self.mutate(move |tx| {
+            let (workspace, rows) = (workspace.clone(), rows.clone());
+            Box::pin(async move {
                 // Locks the workspace: a concurrent deletion waits or wins.
                 if tx
                     .query_opt("SELECT 1 FROM workspaces WHERE id = $1 FOR SHARE", &[&workspace.as_str()])
@@ -498,7 +514,7 @@ impl Backend for PgStore {
                 let mut inserted = Vec::with_capacity(rows.len());
                 let mut events = Vec::new();
                 for (row, event) in &rows {
-                    if insert_credential(&tx, row).await? == 1 {
+                    if insert_credential(tx, row).await? == 1 {
                         inserted.push(true);
                         events.push(event.clone());
                     } else if skip_taken {
@@ -511,10 +527,9 @@ impl Backend for PgStore {
                         .into());
                     }
                 }
-                append(&tx, &fault, &events).await?;
-                tx.commit().await?;
+                tx.audit(&events)?;
                 Ok(inserted)
-            }
+            })
         })
         .await
     }
@@ -583,10 +598,10 @@ impl Backend for PgStore {
     ) -> Result<Replaced, Error> {
         let r = CredentialRow::of(replacement);
         let (uid, update_time) = (read.uid.0.to_vec(), read.update_time.as_micros());
-        self.retrying(|mut client| {
-            let (r, uid, events, fault) = (r.clone(), uid.clone(), events.to_vec(), self.fault.clone());
-            async move {
-                let tx = client.transaction().await?;
+        let (r, uid, events) = (r.clone(), uid.clone(), events.to_vec());
+        self.mutate(move |tx| {
+            let (r, uid, events) = (r.clone(), uid.clone(), events.clone());
+            Box::pin(async move {
                 let current = tx
                     .query_opt(
                         "SELECT uid, update_time FROM credentials WHERE workspace_id = $1 AND credential_id = $2 FOR UPDATE",
@@ -625,19 +640,18 @@ impl Backend for PgStore {
                     ],
                 )
                 .await?;
-                append(&tx, &fault, &events).await?;
-                tx.commit().await?;
+                tx.audit(&events)?;
                 Ok(Replaced::Done)
-            }
+            })
         })
         .await
     }
 
     async fn delete_credential(&self, name: &CredentialName, events: &[AuditEvent]) -> Result<bool, Error> {
-        self.retrying(|mut client| {
-            let (name, events, fault) = (name.clone(), events.to_vec(), self.fault.clone());
-            async move {
-                let tx = client.transaction().await?;
+        let (name, events) = (name.clone(), events.to_vec());
+        self.mutate(move |tx| {
+            let (name, events) = (name.clone(), events.clone());
+            Box::pin(async move {
                 let deleted = tx
                     .execute(
                         "DELETE FROM credentials WHERE workspace_id = $1 AND credential_id = $2",
@@ -647,10 +661,9 @@ impl Backend for PgStore {
                 if deleted == 0 {
                     return Ok(false);
                 }
-                append(&tx, &fault, &events).await?;
-                tx.commit().await?;
+                tx.audit(&events)?;
                 Ok(true)
-            }
+            })
         })
         .await
     }
@@ -712,10 +725,10 @@ impl Backend for PgStore {
 
     async fn insert_token(&self, record: &AccessTokenRecord, events: &[AuditEvent]) -> Result<(), Error> {
         let r = TokenRow::of(record);
-        self.retrying(|mut client| {
-            let (r, events, fault) = (r.clone(), events.to_vec(), self.fault.clone());
-            async move {
-                let tx = client.transaction().await?;
+        let (r, events) = (r.clone(), events.to_vec());
+        self.mutate(move |tx| {
+            let (r, events) = (r.clone(), events.clone());
+            Box::pin(async move {
                 if let Some(workspace) = &r.workspace_id
                     && tx.query_opt("SELECT 1 FROM workspaces WHERE id = $1 FOR SHARE", &[workspace]).await?.is_none()
                 {
@@ -744,10 +757,9 @@ impl Backend for PgStore {
                 if inserted == 0 {
                     return Err(Error::internal("token id collision; retry").into());
                 }
-                append(&tx, &fault, &events).await?;
-                tx.commit().await?;
+                tx.audit(&events)?;
                 Ok(())
-            }
+            })
         })
         .await
     }
@@ -802,11 +814,10 @@ impl Backend for PgStore {
         at: Timestamp,
         events: &[AuditEvent],
     ) -> Result<Option<AccessTokenRecord>, Error> {
-        self.retrying(|mut client| {
-            let (workspace, id, events, fault) =
-                (workspace.as_str().to_owned(), id.as_str().to_owned(), events.to_vec(), self.fault.clone());
-            async move {
-                let tx = client.transaction().await?;
+        let (workspace, id, events) = (workspace.as_str().to_owned(), id.as_str().to_owned(), events.to_vec());
+        self.mutate(move |tx| {
+            let (workspace, id, events) = (workspace.clone(), id.clone(), events.clone());
+            Box::pin(async move {
                 let row = tx
                     .query_opt(
                         &format!(
@@ -817,10 +828,9 @@ impl Backend for PgStore {
                     )
                     .await?;
                 let Some(row) = row else { return Ok(None) };
-                append(&tx, &fault, &events).await?;
-                tx.commit().await?;
+                tx.audit(&events)?;
                 Ok(Some(token_row(&row).record()?))
-            }
+            })
         })
         .await
     }
@@ -841,14 +851,13 @@ impl Backend for PgStore {
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), Error> {
-        self.retrying(|mut client| {
-            let (events, fault) = (events.to_vec(), self.fault.clone());
-            async move {
-                let tx = client.transaction().await?;
-                append(&tx, &fault, &events).await?;
-                tx.commit().await?;
+        let events = events.to_vec();
+        self.mutate(move |tx| {
+            let events = events.clone();
+            Box::pin(async move {
+                tx.audit(&events)?;
                 Ok(())
-            }
+            })
         })
         .await
     }
@@ -957,6 +966,7 @@ impl Backend for PgStore {
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.pool.close();
     }
 }
