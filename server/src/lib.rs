@@ -20,7 +20,9 @@ pub mod domain;
 pub mod error;
 pub mod filter;
 pub mod gateway;
+pub mod http_listener;
 pub mod logging;
+pub mod metrics;
 pub mod paging;
 #[cfg(test)]
 mod parser_properties;

@@ -13,6 +13,7 @@ use crate::access::gateway_password::{self, GatewayPasswords};
 use crate::access::rate_limit::RateLimiter;
 use crate::access::tokens::AccessTokens;
 use crate::access::{self, Authenticator};
+use crate::api::metrics_layer::MetricsLayer;
 use crate::api::rpc_layer::RpcLayer;
 use crate::api::{self, ApiState};
 use crate::audit::{Actor, Auditor};
@@ -60,12 +61,54 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         Some(gateway) => Some(bind_gateway(gateway, settings.insecure_plaintext).await?),
         None => None,
     };
+    let metrics = bind_metrics(&settings).await?;
     // The listeners are bound: connections made from now on wait in their backlogs.
     if let Some(gateway) = &gateway {
         println!("pullpassd: gateway on {} (runtimes pull from {})", gateway.address, gateway.public_host);
     }
+    if let Some(metrics) = &metrics {
+        let scheme = if metrics.tls.is_some() { "https" } else { "http" };
+        println!("pullpassd: metrics on {scheme}://{}/metrics", metrics.address);
+    }
     println!("pullpassd: serving on {address}");
-    serve(prepared.opened, listener, tls, gateway, started, &settings, wait_for_signal()).await
+    let listeners = Listeners { grpc: listener, tls, gateway, metrics };
+    serve(prepared.opened, listeners, started, &settings, wait_for_signal()).await
+}
+
+/// Every listener, bound.
+struct Listeners {
+    grpc: TcpListener,
+    tls: Option<ReloadableTls>,
+    gateway: Option<GatewayListener>,
+    metrics: Option<MetricsListener>,
+}
+
+/// The metrics endpoint's listener, bound.
+struct MetricsListener {
+    listener: TcpListener,
+    address: SocketAddr,
+    tls: Option<ReloadableTls>,
+}
+
+/// Binds `--metrics-listen`, if set: over TLS with the server's certificate
+/// when it has one.
+async fn bind_metrics(settings: &Settings) -> Result<Option<MetricsListener>, StartupError> {
+    let Some(listen) = settings.metrics_listen else { return Ok(None) };
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartupError(format!("cannot listen on {listen} for metrics: {e}")))?;
+    let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
+    let tls = match &settings.tls {
+        Some(files) => {
+            let files = crate::config::TlsFiles { client_ca: None, ..files.clone() };
+            Some(ReloadableTls::load_with_alpn(&files, crate::tls::HTTP_ALPN).map_err(StartupError)?)
+        }
+        None => {
+            refuse_exposed_plaintext("metrics", address, settings.insecure_plaintext)?;
+            None
+        }
+    };
+    Ok(Some(MetricsListener { listener, address, tls }))
 }
 
 /// The pull gateway's listener, bound.
@@ -118,6 +161,8 @@ pub struct Embedded {
     pub address: SocketAddr,
     /// The pull gateway's address, when it is served.
     pub gateway_address: Option<SocketAddr>,
+    /// The metrics endpoint's address, when it is served.
+    pub metrics_address: Option<SocketAddr>,
     /// The root token (dev mode mints one on first start).
     pub root_token: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -136,15 +181,18 @@ impl Embedded {
             None => None,
         };
         let gateway_address = gateway.as_ref().map(|g| g.address);
+        let metrics = bind_metrics(&settings).await?;
+        let metrics_address = metrics.as_ref().map(|m| m.address);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            serve(prepared.opened, listener, None, gateway, Instant::now(), &settings, shutdown).await
+            let listeners = Listeners { grpc: listener, tls: None, gateway, metrics };
+            serve(prepared.opened, listeners, Instant::now(), &settings, shutdown).await
         });
         let root_token = prepared.new_root_token.map(|(_, token)| token.expose().to_owned());
-        Ok(Self { address, gateway_address, root_token, stop: Some(stop), task: Some(task) })
+        Ok(Self { address, gateway_address, metrics_address, root_token, stop: Some(stop), task: Some(task) })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -192,7 +240,7 @@ fn refuse_exposed_plaintext(what: &str, address: SocketAddr, allowed: bool) -> R
         tracing::warn!(%address, listener = what, "serving plaintext on a non-loopback address (--insecure-plaintext)");
         Ok(())
     } else {
-        let flags = if what == "gateway" {
+        let flags = if what != "gRPC" && what != "metrics" {
             "--gateway-tls-cert and --gateway-tls-key (or --tls-cert and --tls-key)"
         } else {
             "--tls-cert and --tls-key"
@@ -206,13 +254,15 @@ fn refuse_exposed_plaintext(what: &str, address: SocketAddr, allowed: bool) -> R
 
 async fn serve(
     opened: Opened,
-    listener: TcpListener,
-    tls: Option<ReloadableTls>,
-    gateway: Option<GatewayListener>,
+    listeners: Listeners,
     started: Instant,
     settings: &Settings,
     signal: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), StartupError> {
+    let Listeners { grpc: listener, tls, gateway, metrics } = listeners;
+    if metrics.is_some() {
+        crate::metrics::enable();
+    }
     let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
     let grace = settings.shutdown_grace;
     let drain_delay = settings.drain_delay;
@@ -273,6 +323,7 @@ async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| StartupError(format!("reflection: {e}")))?;
 
     let router = Server::builder()
+        .layer(MetricsLayer::new(metrics.is_some()))
         .layer(RpcLayer::new(authn, limiter.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -290,6 +341,7 @@ async fn serve(
 
     let stopping = Arc::new(tokio::sync::Notify::new());
     let (gateway_stop, mut gateway_stopped) = tokio::sync::watch::channel(false);
+    let mut metrics_stopped = gateway_stop.subscribe();
     let shutdown = {
         let health = health_reporter.clone();
         let stopping = Arc::clone(&stopping);
@@ -313,6 +365,7 @@ async fn serve(
         }
     };
     let gateway_tls = gateway.as_ref().and_then(|g| g.tls.clone());
+    let metrics_tls = metrics.as_ref().and_then(|m| m.tls.clone());
     let gateway_task = match (gateway, pulls) {
         (Some(bound), Some(pulls)) => {
             tracing::info!(address = %bound.address, public_host = %bound.public_host, transport = if bound.tls.is_some() { "TLS" } else { "plaintext" }, "gateway serving");
@@ -324,11 +377,17 @@ async fn serve(
         }
         _ => None,
     };
+    let metrics_task = metrics.map(|bound| {
+        let stopped = async move {
+            let _ = metrics_stopped.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(crate::metrics::listener::serve(bound.listener, bound.tls, stopped, grace))
+    });
     let grace_over = async {
         stopping.notified().await;
         tokio::time::sleep(grace).await;
     };
-    let reloadable: Vec<ReloadableTls> = tls.iter().cloned().chain(gateway_tls).collect();
+    let reloadable: Vec<ReloadableTls> = tls.iter().cloned().chain(gateway_tls).chain(metrics_tls).collect();
     let reloader = (!reloadable.is_empty()).then(|| tokio::spawn(reload_on_sighup(reloadable)));
     let served = match tls {
         Some(tls) => {
@@ -364,6 +423,9 @@ async fn serve(
     }
     if let Some(gateway_task) = gateway_task {
         let _ = gateway_task.await;
+    }
+    if let Some(metrics_task) = metrics_task {
+        let _ = metrics_task.await;
     }
     auditor.close(audit_flusher).await;
     opened.store.close().await;

@@ -9,7 +9,10 @@
 //! 3. cached `IssueRegistryAuth` throughput and p99 next to the same server's
 //!    `grpc.health.v1.Health/Check`, driven by `h2load` (Debian
 //!    nghttp2-client, a load generator we did not write) and by our own tonic
-//!    driver.
+//!    driver;
+//! 4. cached `IssueRegistryAuth` with metrics served and recorded, next to a
+//!    second server with `--metrics-listen off`, both at default settings
+//!    (info logs to a file, audit on), rounds alternating.
 //!
 //! Run: `scripts/bench.sh broker` (installs h2load, builds release binaries).
 //! Environment: `BENCH_REQUESTS` (cached calls per configuration, default
@@ -131,6 +134,72 @@ fn main() {
     let dropped = server.current_logs().matches("lease event was dropped").count();
     println!();
     println!("audit events dropped under this load: {dropped}");
+    drop(server);
+    println!();
+    metrics_on_and_off(&runtime, &realm, requests);
+}
+
+/// Section 4: the cost of metrics on the cached lease.
+fn metrics_on_and_off(runtime: &tokio::runtime::Runtime, realm: &TokenRealm, requests: usize) {
+    println!(
+        "4. cached IssueRegistryAuth with metrics on vs --metrics-listen off ({requests} calls each; default settings: info logs to a file, audit on)"
+    );
+    let Some(h2load) = which_h2load() else {
+        println!("   h2load not found: run `scripts/bench.sh broker`, which installs nghttp2-client");
+        return;
+    };
+    let start = |metrics: &str| {
+        Pullpassd::start_with(Options {
+            args: vec![
+                "--rate-limit".into(),
+                "0".into(),
+                "--insecure-registry".into(),
+                realm.address.clone(),
+                "--metrics-listen".into(),
+                metrics.into(),
+            ],
+            ..Default::default()
+        })
+        .expect("pullpassd starts")
+    };
+    let (on, off) = (start("127.0.0.1:0"), start("off"));
+    assert!(!on.metrics.is_empty() && off.metrics.is_empty());
+    let image = format!("{}/acme/metered:1", realm.address);
+    let body = grpc_frame(&lease_request(&image));
+    let mut rounds = Vec::new();
+    for server in [&on, &off] {
+        let client = runtime.block_on(setup(server, realm));
+        let expected = runtime.block_on(warm_cache(&client, &image));
+        let load = H2load { program: &h2load, address: &server.address, token: &server.root_token, pid: server.pid() };
+        rounds.push((load, expected));
+    }
+    let calls: Vec<Call> =
+        rounds.iter().map(|(_, bytes)| Call { path: LEASE_PATH, body: &body, response_bytes: *bytes }).collect();
+    for ((load, _), call) in rounds.iter().zip(&calls) {
+        load.run(call, requests / 10);
+    }
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        with.push(rounds[0].0.run(&calls[0], requests / ROUNDS));
+        without.push(rounds[1].0.run(&calls[1], requests / ROUNDS));
+    }
+    let ((with, with_cpu), (without, without_cpu)) = (Round::combine(with), Round::combine(without));
+    print_header();
+    print_row("h2load: cached lease, metrics off", &without);
+    print_row("h2load: cached lease, metrics on (recorded, served)", &with);
+    println!(
+        "   metrics on: {:.3}x the RPS with metrics off (target >= 0.95x); CPU per call {:.1} us vs {:.1} us",
+        with.per_second / without.per_second,
+        with_cpu.as_secs_f64() * 1e6,
+        without_cpu.as_secs_f64() * 1e6
+    );
+    let (_, text) = pullpass_tests::registry::http_request(&on.metrics, "GET", "/metrics", None);
+    let counted = text
+        .lines()
+        .filter(|l| l.starts_with("pullpass_leases_issued_total{") && l.contains("cache=\"hit\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>();
+    println!("   the metered server counted {counted} cached leases");
 }
 
 /// The workspace and a credential for the realm.

@@ -70,6 +70,8 @@ pub struct Pullpassd {
     pub address: String,
     /// The pull gateway's `127.0.0.1:PORT` (empty when it is not served).
     pub gateway: String,
+    /// The metrics endpoint's `127.0.0.1:PORT` (empty when not served).
+    pub metrics: String,
     /// The root token printed on first start (empty on later starts).
     pub root_token: String,
     /// Its PostgreSQL database, when not on SQLite.
@@ -135,6 +137,9 @@ impl Pullpassd {
         if !options.args.iter().any(|a| a == "--listen") {
             command.arg("--listen").arg("127.0.0.1:0");
         }
+        if !options.args.iter().any(|a| a == "--metrics-listen") {
+            command.arg("--metrics-listen").arg("127.0.0.1:0");
+        }
         command
             .arg("--dev")
             .arg("--data-dir")
@@ -168,12 +173,20 @@ impl Pullpassd {
                     .and_then(|rest| rest.split_whitespace().next())
                     .unwrap_or_default()
                     .to_owned();
+                let metrics = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("pullpassd: metrics on "))
+                    .and_then(|url| url.split("://").nth(1))
+                    .and_then(|rest| rest.strip_suffix("/metrics"))
+                    .unwrap_or_default()
+                    .to_owned();
                 return Ok(Self {
                     child: Some(child),
                     home,
                     data_dir,
                     address: address.trim().to_owned(),
                     gateway,
+                    metrics,
                     root_token,
                     database,
                     stdout,

@@ -8,6 +8,7 @@
 //! record, which is then read again. A generation counter keeps a read that
 //! started before such a drop from caching what it read.
 
+use crate::metrics::{self, AuthFailure};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -70,13 +71,18 @@ impl Authenticator {
 
     /// The principal of an `authorization` header value.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, Error> {
-        let header = header.ok_or_else(|| Error::Unauthenticated(NO_TOKEN.into()))?;
-        self.authenticate_token(bearer_token(header)?).await
+        let Some(header) = header else {
+            metrics::authentication_failure(AuthFailure::Missing);
+            return Err(Error::Unauthenticated(NO_TOKEN.into()));
+        };
+        let token = bearer_token(header).inspect_err(|_| metrics::authentication_failure(AuthFailure::Malformed))?;
+        self.authenticate_token(token).await
     }
 
     /// The principal of a token string (`pp_…`).
     pub async fn authenticate_token(&self, token: &str) -> Result<Principal, Error> {
         if !is_well_formed(token) {
+            metrics::authentication_failure(AuthFailure::Malformed);
             return Err(Error::Unauthenticated(MALFORMED.into()));
         }
         let hash = hash_token(token);
@@ -85,11 +91,15 @@ impl Authenticator {
             None => {
                 let generation = self.generation.load(Ordering::SeqCst);
                 let found = self.store.token_by_hash(&hash).await?;
-                let record = found.ok_or_else(|| Error::Unauthenticated("unknown access token".into()))?;
+                let record = found.ok_or_else(|| {
+                    metrics::authentication_failure(AuthFailure::Unknown);
+                    Error::Unauthenticated("unknown access token".into())
+                })?;
                 self.remember(record, generation)
             }
         };
         if !bool::from(record.token_hash.ct_eq(&hash)) {
+            metrics::authentication_failure(AuthFailure::Unknown);
             return Err(Error::Unauthenticated("unknown access token".into()));
         }
         self.check(&record)
@@ -135,9 +145,11 @@ impl Authenticator {
     fn check(&self, record: &AccessTokenRecord) -> Result<Principal, Error> {
         let now = Timestamp::now();
         if record.revoke_time.is_some() {
+            metrics::authentication_failure(AuthFailure::Revoked);
             return Err(Error::Unauthenticated(format!("access token {} was revoked", record.resource_name())));
         }
         if record.expire_time.is_some_and(|expiry| expiry <= now) {
+            metrics::authentication_failure(AuthFailure::Expired);
             return Err(Error::Unauthenticated(format!("access token {} has expired", record.resource_name())));
         }
         self.touch(record, now);

@@ -2,7 +2,9 @@
 //! check the caller's permission, call a domain service, and map the result
 //! back. No SQL, no key material and no business rules live here.
 //!
+//! * [`metrics_layer`]: gRPC metrics (outermost layer).
 //! * [`rpc_layer`]: authentication, request ids and the per-RPC log line.
+//! * `call_end`: when a call ends and with which status (for both layers).
 //! * [`status`]: domain errors → gRPC statuses (the only place that knows
 //!   gRPC codes).
 //! * [`convert`]: domain ⇄ proto field mapping.
@@ -10,8 +12,10 @@
 
 mod access_service;
 mod audit_service;
+mod call_end;
 pub mod convert;
 mod credential_service;
+pub mod metrics_layer;
 mod registry_auth_service;
 pub mod rpc_layer;
 pub mod status;

@@ -15,10 +15,10 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response};
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::body::Body;
 use tower::{Layer, Service};
 
+use super::call_end::{self, Outcome};
 use super::status::to_status;
 use crate::access::rate_limit::RateLimiter;
 use crate::access::{Authenticator, Principal};
@@ -118,7 +118,7 @@ where
                         let mut response = status.into_http::<Body>();
                         set_request_id(&mut response, &request_id);
                         let log = RpcLog { method, principal, request_id, started, public, done: false };
-                        log.finish(Some(&response_status(response.headers())));
+                        log.finish(Some(&Outcome::of_headers(response.headers())));
                         return Ok(response);
                     }
                 }
@@ -127,13 +127,7 @@ where
             let (mut parts, body) = response.into_parts();
             set_request_id_headers(&mut parts.headers, &request_id);
             let log = RpcLog { method, principal, request_id, started, public, done: false };
-            if parts.headers.contains_key("grpc-status") {
-                // Trailers-only response (an error): the outcome is known now.
-                log.finish(Some(&response_status(&parts.headers)));
-                return Ok(Response::from_parts(parts, body));
-            }
-            let body = LoggedBody { inner: body, log: Some(log) };
-            Ok(Response::from_parts(parts, Body::new(body)))
+            Ok(call_end::observe(Response::from_parts(parts, body), move |outcome| log.finish(outcome)))
         })
     }
 }
@@ -162,21 +156,6 @@ fn set_request_id(response: &mut Response<Body>, request_id: &str) {
 fn set_request_id_headers(headers: &mut http::HeaderMap, request_id: &str) {
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", value);
-    }
-}
-
-/// The final outcome of an RPC as logged.
-#[derive(Debug, Clone)]
-struct Outcome {
-    code: tonic::Code,
-    message: String,
-}
-
-fn response_status(headers: &http::HeaderMap) -> Outcome {
-    let status = tonic::Status::from_header_map(headers);
-    match status {
-        Some(status) => Outcome { code: status.code(), message: status.message().to_owned() },
-        None => Outcome { code: tonic::Code::Unknown, message: "response without grpc-status".into() },
     }
 }
 
@@ -220,57 +199,5 @@ impl RpcLog {
 impl Drop for RpcLog {
     fn drop(&mut self) {
         self.emit(None);
-    }
-}
-
-/// A response body that writes the RPC's log line when it ends.
-struct LoggedBody {
-    inner: Body,
-    log: Option<RpcLog>,
-}
-
-impl HttpBody for LoggedBody {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    let outcome = response_status(trailers);
-                    if let Some(log) = self.log.take() {
-                        log.finish(Some(&outcome));
-                    }
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(log) = self.log.take() {
-                    log.finish(Some(&Outcome {
-                        code: tonic::Code::Unknown,
-                        message: "the response ended without grpc-status".into(),
-                    }));
-                }
-            }
-            Poll::Ready(Some(Err(status))) => {
-                let outcome = Outcome { code: status.code(), message: status.message().to_owned() };
-                if let Some(log) = self.log.take() {
-                    log.finish(Some(&outcome));
-                }
-            }
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -93,16 +93,21 @@ impl Auditor {
     /// Records a failed attempt, best-effort (a failure to record is logged).
     pub async fn record_failure(&self, actor: &Actor, action: &str, workspace: &str, resource: &str, status_code: i32) {
         let event = actor.event(action, workspace, resource, status_code);
-        if let Err(e) = self.store.append_audit(&[event]).await {
-            tracing::error!(error = %e, action, "could not record a failed attempt in the audit trail");
+        match self.store.append_audit(&[event]).await {
+            Ok(()) => crate::metrics::audit_written(1),
+            Err(e) => tracing::error!(error = %e, action, "could not record a failed attempt in the audit trail"),
         }
     }
 
     /// Queues a lease event (committed within a few milliseconds).
     pub fn record_lease(&self, event: AuditEvent) {
         let Some(sender) = &self.leases else { return };
-        if sender.try_send(event).is_err() {
-            tracing::error!("the audit queue is full; a lease event was dropped");
+        match sender.try_send(event) {
+            Ok(()) => crate::metrics::audit_queued(),
+            Err(_) => {
+                crate::metrics::audit_dropped(1);
+                tracing::error!("the audit queue is full; a lease event was dropped");
+            }
         }
     }
 
@@ -169,9 +174,12 @@ async fn flush_leases(store: Store, mut receiver: mpsc::Receiver<AuditEvent>) {
             }
         }
         let count = batch.len();
-        let written = store.append_audit(&batch).await;
-        if let Err(e) = written {
-            tracing::error!(error = %e, events = count, "lease audit events could not be written");
+        match store.append_audit(&batch).await {
+            Ok(()) => crate::metrics::audit_written(count),
+            Err(e) => {
+                crate::metrics::audit_dropped(count);
+                tracing::error!(error = %e, events = count, "lease audit events could not be written");
+            }
         }
     }
 }

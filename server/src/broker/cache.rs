@@ -12,11 +12,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::domain::{Accept, CredentialName, CredentialUid, Lease, Timestamp};
 use crate::error::Error;
+use crate::metrics;
+pub use crate::metrics::CacheOutcome;
 use crate::singleflight::Flights;
 
 /// What a lease is cached under.
@@ -55,24 +58,26 @@ impl LeaseCache {
 
     /// A lease for `key` with at least `min_ttl` left: cached, or from
     /// `fetch` (run once for all concurrent callers of the key; its flag says
-    /// whether it came without an upstream exchange, from another replica).
-    /// The flag returned is true when this call did not wait for an upstream
-    /// exchange.
+    /// whether it came without an upstream exchange, from another replica),
+    /// with how it was found.
     pub async fn get_or_fetch<F, Fut>(
         &self,
         key: CacheKey,
         min_ttl: Duration,
         fetch: F,
-    ) -> Result<(Arc<Lease>, bool), Error>
+    ) -> Result<(Arc<Lease>, CacheOutcome), Error>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(Lease, bool), Error>>,
     {
         if let Some(lease) = self.lock().get(&key).filter(|lease| remaining(lease) >= min_ttl) {
-            return Ok((Arc::clone(lease), true));
+            return Ok((Arc::clone(lease), CacheOutcome::Hit));
         }
-        self.flights
+        let ran = AtomicBool::new(false);
+        let (lease, shared) = self
+            .flights
             .run(key.clone(), || async {
+                ran.store(true, Ordering::Relaxed);
                 let (lease, shared) = fetch().await?;
                 let lease = Arc::new(lease);
                 // Kept before the flight lands, so a caller arriving just
@@ -82,9 +87,16 @@ impl LeaseCache {
                 if ready.len() > self.capacity {
                     evict(&mut ready, self.capacity);
                 }
+                metrics::lease_cache_entries(ready.len());
                 Ok((lease, shared))
             })
-            .await
+            .await?;
+        let outcome = match (shared, ran.load(Ordering::Relaxed)) {
+            (true, _) => CacheOutcome::Shared,
+            (false, true) => CacheOutcome::Miss,
+            (false, false) => CacheOutcome::Joined,
+        };
+        Ok((lease, outcome))
     }
 
     /// Drops the lease under `key` if it is still `lease` (a registry
@@ -94,21 +106,27 @@ impl LeaseCache {
         if ready.get(key).is_some_and(|current| Arc::ptr_eq(current, lease)) {
             ready.remove(key);
         }
+        metrics::lease_cache_entries(ready.len());
     }
 
     /// Drops every lease a credential issued (after it changed).
     pub fn evict_credential(&self, name: &CredentialName) {
-        self.lock().retain(|_, lease| &lease.credential != name);
+        let mut ready = self.lock();
+        ready.retain(|_, lease| &lease.credential != name);
+        metrics::lease_cache_entries(ready.len());
     }
 
     /// Drops every lease of a workspace.
     pub fn evict_workspace(&self, workspace: &crate::domain::WorkspaceId) {
-        self.lock().retain(|_, lease| &lease.credential.workspace != workspace);
+        let mut ready = self.lock();
+        ready.retain(|_, lease| &lease.credential.workspace != workspace);
+        metrics::lease_cache_entries(ready.len());
     }
 
     /// Drops every lease.
     pub fn clear(&self) {
         self.lock().clear();
+        metrics::lease_cache_entries(0);
     }
 
     /// Number of entries (ready and in flight).
@@ -200,17 +218,16 @@ mod tests {
                     .unwrap()
             }));
         }
-        let mut cached = 0;
+        let mut outcomes = HashMap::new();
         for task in tasks {
-            if task.await.unwrap().1 {
-                cached += 1;
-            }
+            *outcomes.entry(task.await.unwrap().1).or_insert(0) += 1;
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
-        assert!(cached <= 199);
-        let (_, hit) =
+        assert_eq!(outcomes.get(&CacheOutcome::Miss), Some(&1), "{outcomes:?}");
+        assert!(outcomes.get(&CacheOutcome::Joined).is_some_and(|joined| *joined > 0), "{outcomes:?}");
+        let (_, outcome) =
             cache.get_or_fetch(key("s"), Duration::from_secs(30), || async { unreachable!() }).await.unwrap();
-        assert!(hit);
+        assert_eq!(outcome, CacheOutcome::Hit);
     }
 
     #[tokio::test]
@@ -226,14 +243,14 @@ mod tests {
             })
             .await
             .unwrap();
-        assert!(!hit, "20 s left is less than min_ttl 30 s");
+        assert_eq!(hit, CacheOutcome::Miss, "20 s left is less than min_ttl 30 s");
         let failed = cache.get_or_fetch(key("e"), Duration::ZERO, || async { Err(Error::internal("boom")) }).await;
         assert!(failed.is_err());
         let (_, hit) = cache
             .get_or_fetch(key("e"), Duration::ZERO, || async { Ok((lease(Duration::from_secs(300), "c"), false)) })
             .await
             .unwrap();
-        assert!(!hit);
+        assert_eq!(hit, CacheOutcome::Miss);
     }
 
     #[tokio::test]
@@ -248,7 +265,7 @@ mod tests {
         }
         assert!(cache.len() <= 10, "{}", cache.len());
         let (_, hit) = cache.get_or_fetch(key("s29"), Duration::ZERO, || async { unreachable!() }).await.unwrap();
-        assert!(hit, "the longest-lived lease is kept");
+        assert_eq!(hit, CacheOutcome::Hit, "the longest-lived lease is kept");
         cache.evict_credential(&CredentialName {
             workspace: WorkspaceId::parse("acme").unwrap(),
             credential: CredentialId::parse("c").unwrap(),

@@ -248,8 +248,8 @@ impl Broker {
         deadline: Instant,
     ) -> Result<UpstreamAuth, Error> {
         let wanted = Wanted { actions: &[Action::Pull], accept: Accept::Gateway, min_ttl: GATEWAY_MIN_TTL, deadline };
-        let (key, lease, cached) = self.cached_lease(&wanted, image, credential).await?;
-        Ok(UpstreamAuth { lease, cached, key })
+        let (key, lease, outcome) = self.cached_lease(&wanted, image, credential).await?;
+        Ok(UpstreamAuth { lease, cached: outcome.cached(), key })
     }
 
     /// Drops `auth`'s lease from the cache after the registry refused it,
@@ -276,8 +276,9 @@ impl Broker {
             min_ttl: request.min_ttl,
             deadline: request.deadline,
         };
-        let (_, lease, cached) = self.cached_lease(&wanted, &image, &stored).await?;
-        Ok(Issued { image, lease, cached })
+        let (_, lease, outcome) = self.cached_lease(&wanted, &image, &stored).await?;
+        crate::metrics::lease_issued(matches!(lease.grant, crate::domain::Grant::Bearer { .. }), outcome);
+        Ok(Issued { image, lease, cached: outcome.cached() })
     }
 
     async fn cached_lease(
@@ -285,7 +286,7 @@ impl Broker {
         wanted: &Wanted<'_>,
         image: &ImageRef,
         stored: &Arc<StoredCredential>,
-    ) -> Result<(CacheKey, Arc<Lease>, bool), Error> {
+    ) -> Result<(CacheKey, Arc<Lease>, cache::CacheOutcome), Error> {
         let scope = Scope::request(image.repository(), wanted.actions);
         let key = CacheKey {
             uid: stored.credential.uid,
@@ -294,7 +295,7 @@ impl Broker {
             scope: scope.to_string(),
             accept: wanted.accept,
         };
-        let (lease, cached) = self
+        let (lease, outcome) = self
             .inner
             .cache
             .get_or_fetch(key.clone(), wanted.min_ttl, || async {
@@ -305,7 +306,7 @@ impl Broker {
                 }
             })
             .await?;
-        Ok((key, lease, cached))
+        Ok((key, lease, outcome))
     }
 
     /// One upstream exchange for a cache miss (unless another replica saw

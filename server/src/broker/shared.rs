@@ -151,6 +151,7 @@ impl SharedLeases {
         let Some(shared) = self.store.shared() else { return Ok(()) };
         match shared.blocked_until(&block_key(key, endpoint)).await {
             Ok(Some(until)) => {
+                crate::metrics::upstream_held_back();
                 let retry_after = until.saturating_since(Timestamp::now()).max(Duration::from_secs(1));
                 Err(Error::ResourceExhausted {
                     reason: pullpass::reason::UPSTREAM_RATE_LIMITED,

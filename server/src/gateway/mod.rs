@@ -19,27 +19,20 @@ pub mod range;
 pub mod response;
 pub mod route;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, header};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::access::rate_limit::RateLimiter;
 use crate::audit::Actor;
 use crate::pulls::{PullError, Pulls};
-use crate::tls::{HANDSHAKE_TIMEOUT, ReloadableTls};
+use crate::tls::ReloadableTls;
 use errors::GatewayError;
 use response::{Body, RequestLog};
 use route::{Route, Target};
-
-/// Longest a client may take to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The gateway's request handler.
 #[derive(Debug, Clone)]
@@ -98,7 +91,10 @@ impl Gateway {
         }
         let query = request.uri().query();
         let gateway_ref = match route::parse(request.uri().path(), query, self.pulls.addressing())? {
-            Route::Root => return Ok(response::api_root()),
+            Route::Root => {
+                log.kind = "base";
+                return Ok(response::api_root());
+            }
             Route::Pull(gateway_ref) => gateway_ref,
         };
         let actor = Actor {
@@ -111,17 +107,20 @@ impl Gateway {
         let head = method == Method::HEAD;
         match &gateway_ref.target {
             Target::Manifest(reference) => {
+                log.kind = "manifest";
                 let accept = joined(request.headers(), header::ACCEPT);
                 let (answer, cached) = self.pulls.manifest(&pull, reference, accept.as_deref(), head, deadline).await?;
                 log.cached = cached;
                 Ok(response::manifest(&answer, head))
             }
             Target::Blob(digest) => {
+                log.kind = "blob";
                 let range = range::single_byte_range(request.headers().get(header::RANGE).map(|v| v.as_bytes()));
                 let blob = self.pulls.blob(&pull, digest, range.as_deref(), head, deadline).await?;
                 Ok(response::blob(blob))
             }
             Target::Tags => {
+                log.kind = "tags";
                 let tags = self.pulls.tags(&pull, tags_query(query).as_deref(), deadline).await?;
                 Ok(response::tags(tags, &gateway_ref, pull.image.repository(), head))
             }
@@ -158,65 +157,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
-    let mut connections = tokio::task::JoinSet::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(60)));
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "gateway: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            () = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let handler = gateway.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.handle(request, Some(peer)).await) }
-        });
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
-        let tls = tls.as_ref().map(ReloadableTls::acceptor);
-        connections.spawn(async move {
-            let served = match tls {
-                None => watcher.watch(builder.serve_connection(TokioIo::new(tcp), service).into_owned()).await,
-                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
-                    }
-                    Ok(Err(e)) => {
-                        tracing::info!(%peer, error = %e, "gateway: TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::info!(%peer, "gateway: TLS handshake timed out");
-                        return;
-                    }
-                },
-            };
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "gateway: connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(open = connections.len(), "gateway: grace period over; closing open connections");
-            connections.abort_all();
-        }
-    }
-    while connections.join_next().await.is_some() {}
+    let handle = move |request, peer| {
+        let gateway = gateway.clone();
+        async move { gateway.handle(request, Some(peer)).await }
+    };
+    crate::http_listener::serve("gateway", listener, tls, handle, shutdown, grace).await;
 }
 
 #[cfg(test)]

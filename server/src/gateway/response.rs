@@ -175,6 +175,9 @@ pub struct RequestLog {
     pub error: Option<String>,
     /// Served from the manifest cache.
     pub cached: bool,
+    /// What was asked for, for metrics: `base`, `manifest`, `blob`, `tags`,
+    /// or `other` (refused before the path was understood).
+    pub kind: &'static str,
     method: http::Method,
     path: String,
     started: Instant,
@@ -192,6 +195,7 @@ impl RequestLog {
             principal: String::new(),
             error: None,
             cached: false,
+            kind: "other",
             method: request.method().clone(),
             path: loggable_path(request.uri().path()),
             started: Instant::now(),
@@ -206,6 +210,7 @@ impl RequestLog {
 /// end, an error, or the client going away), or with the handler.
 impl Drop for RequestLog {
     fn drop(&mut self) {
+        crate::metrics::gateway_request(&self.method, self.kind, self.status, self.bytes);
         let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let client = self.client.map(|c| c.to_string()).unwrap_or_default();
         let complete = self.complete;

@@ -62,6 +62,7 @@ impl BlobStream {
                     if let Some((wanted, hasher)) = self.check.take() {
                         let actual = wanted.finish(hasher);
                         if actual != wanted {
+                            crate::metrics::gateway_digest_mismatch("blob");
                             self.held = None;
                             return Some(Err(PullError::BadUpstream(format!(
                                 "the registry sent blob {wanted} of {} with digest {actual}; the transfer is cut short",

@@ -937,7 +937,8 @@ impl Pulls {
     }
 }
 
-fn mismatch(what: &str, wanted: &Digest, actual: &Digest, image: &ImageRef) -> PullError {
+fn mismatch(what: &'static str, wanted: &Digest, actual: &Digest, image: &ImageRef) -> PullError {
+    crate::metrics::gateway_digest_mismatch(what);
     PullError::BadUpstream(format!(
         "registry {} sent a {what} of {} whose digest is {actual}, not {wanted}; nothing of it is served or kept",
         image.endpoint(),

@@ -100,10 +100,13 @@ impl Upstream {
             }
             builder
         };
-        let response = self.http().open(build, request.deadline).await.map_err(|failure| match failure {
-            HttpFailure::Deadline => Failure::Deadline,
-            other => Failure::from(other),
-        })?;
+        let response =
+            self.http().open(crate::metrics::UpstreamKind::Registry, build, request.deadline).await.map_err(
+                |failure| match failure {
+                    HttpFailure::Deadline => Failure::Deadline,
+                    other => Failure::from(other),
+                },
+            )?;
         Ok(Opened { status: response.status(), headers: response.headers().clone(), url, response })
     }
 }

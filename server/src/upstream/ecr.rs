@@ -86,6 +86,7 @@ pub async fn authorization_token(
     let reply = upstream
         .http()
         .send(
+            crate::metrics::UpstreamKind::Ecr,
             || {
                 client
                     .post(url.clone())

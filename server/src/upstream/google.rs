@@ -103,6 +103,7 @@ async fn access_token(
     let reply = upstream
         .http()
         .send(
+            crate::metrics::UpstreamKind::Google,
             || {
                 client
                     .post(token_uri.clone())

@@ -14,6 +14,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Client, RequestBuilder, StatusCode, header::HeaderMap};
 
 use super::realm::is_forbidden_address;
+use crate::metrics::{self, UpstreamKind, UpstreamOutcome};
 
 /// Largest response body read, in bytes.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -113,8 +114,13 @@ impl Http {
     /// Sends the request built by `build` until it gets a non-5xx answer,
     /// at most [`MAX_ATTEMPTS`] times, within `deadline`, and reads the body
     /// (at most [`MAX_BODY`] bytes).
-    pub async fn send(&self, build: impl Fn() -> RequestBuilder, deadline: Instant) -> Result<Reply, HttpFailure> {
-        let response = self.open(build, deadline).await?;
+    pub async fn send(
+        &self,
+        kind: UpstreamKind,
+        build: impl Fn() -> RequestBuilder,
+        deadline: Instant,
+    ) -> Result<Reply, HttpFailure> {
+        let response = self.open(kind, build, deadline).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = read_body(response, MAX_BODY, deadline).await?;
@@ -126,6 +132,7 @@ impl Http {
     /// answer or a connection error is retried before any body is read.
     pub async fn open(
         &self,
+        kind: UpstreamKind,
         build: impl Fn() -> RequestBuilder,
         deadline: Instant,
     ) -> Result<reqwest::Response, HttpFailure> {
@@ -136,10 +143,17 @@ impl Http {
             if remaining.is_zero() {
                 return Err(HttpFailure::Deadline);
             }
+            let sent_at = Instant::now();
             let outcome = match tokio::time::timeout(remaining, build().send()).await {
                 Err(_) => Err(HttpFailure::Deadline),
                 Ok(sent) => sent.map_err(|e| classify(&e)),
             };
+            let measured = match &outcome {
+                Ok(response) => UpstreamOutcome::Status(response.status().as_u16()),
+                Err(HttpFailure::Deadline) => UpstreamOutcome::Timeout,
+                Err(_) => UpstreamOutcome::Error,
+            };
+            metrics::upstream_request(kind, measured, sent_at.elapsed());
             let retryable = match &outcome {
                 Ok(response) => response.status().is_server_error(),
                 Err(HttpFailure::Transport(_)) => true,

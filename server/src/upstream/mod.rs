@@ -215,7 +215,10 @@ impl Upstream {
     /// Exchanges `secret` for short-lived auth, by the credential's provider.
     pub async fn exchange(&self, exchange: Exchange<'_>, secret: &SecretBytes) -> Result<Lease, Failure> {
         let limit_key = (exchange.credential.uid, exchange.endpoint.to_owned());
-        self.check_rate_limit(&limit_key)?;
+        if let Err(held) = self.check_rate_limit(&limit_key) {
+            crate::metrics::upstream_held_back();
+            return Err(held);
+        }
         let result = match exchange.credential.provider {
             Provider::Ecr => ecr::authorization_token(self, exchange, secret).await,
             Provider::Google => google::exchange(self, exchange, secret).await,
@@ -227,6 +230,11 @@ impl Upstream {
             }
         };
         if let Err(Failure::RateLimited(retry_after)) = &result {
+            crate::metrics::upstream_rate_limited(match exchange.credential.provider {
+                Provider::Ecr => crate::metrics::UpstreamKind::Ecr,
+                Provider::Google => crate::metrics::UpstreamKind::Google,
+                _ => crate::metrics::UpstreamKind::Token,
+            });
             let mut map = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             if map.len() > 10_000 {

@@ -24,6 +24,7 @@ use super::challenge;
 use super::http::Reply;
 use super::{Exchange, Failure, Upstream, failure_of, retry_after};
 use crate::domain::{Accept, Grant, Lease, LeaseSecret, Timestamp};
+use crate::metrics::UpstreamKind;
 
 /// How a registry wants to be authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +109,7 @@ async fn challenge_of(upstream: &Upstream, exchange: Exchange<'_>, base: &str) -
     // contacted at all.
     upstream.config().realm.check_transport(&url).map_err(Failure::Refused)?;
     let client = upstream.http().client_for(&exchange.credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
-    let reply = upstream.http().send(|| client.get(url.clone()), exchange.deadline).await?;
+    let reply = upstream.http().send(UpstreamKind::Challenge, || client.get(url.clone()), exchange.deadline).await?;
     let scheme = match reply.status {
         StatusCode::UNAUTHORIZED => read_challenge(&reply, base)?,
         status if status.is_success() => return Err(Failure::NoAuthNeeded),
@@ -158,7 +159,7 @@ async fn bearer_token(
     let client = upstream.http().client_for(&exchange.credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
     let reply = upstream
         .http()
-        .send(|| client.get(url.clone()).basic_auth(username, Some(password)), exchange.deadline)
+        .send(UpstreamKind::Token, || client.get(url.clone()).basic_auth(username, Some(password)), exchange.deadline)
         .await?;
     match reply.status {
         status if status.is_success() => read_token(exchange, &reply),
@@ -283,7 +284,7 @@ async fn verify_basic(
     let client = upstream.http().client_for(&exchange.credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
     let reply = upstream
         .http()
-        .send(|| client.get(url.clone()).basic_auth(username, Some(password)), exchange.deadline)
+        .send(UpstreamKind::Token, || client.get(url.clone()).basic_auth(username, Some(password)), exchange.deadline)
         .await?;
     if reply.status.is_success() { Ok(()) } else { Err(failure_of(&reply, "GET /v2/ with the stored credential")) }
 }

@@ -64,8 +64,14 @@ impl Writer {
             });
             (failed, completion)
         });
+        let submitted = std::time::Instant::now();
         sender.send(job).await.map_err(|_| Error::from(StoreError::Closed))?;
-        outcome.await.map_err(|_| Error::internal("the database write was abandoned; see the server log"))?
+        let outcome =
+            outcome.await.map_err(|_| Error::internal("the database write was abandoned; see the server log"))?;
+        if outcome.is_ok() {
+            crate::metrics::store_write("sqlite", submitted.elapsed());
+        }
+        outcome
     }
 
     /// Stops accepting writes, finishes the queued ones, and closes the

@@ -1,0 +1,470 @@
+//! Prometheus metrics: what the service counts, under which names.
+//!
+//! One process-wide registry ([`prometheus-client`](prometheus_client)),
+//! because counters are facts about the process, not about one module:
+//! the gRPC layer, the broker, upstream, audit, the store and the gateway
+//! each call a `record_*` function here and need no handle passed down.
+//! Nothing is recorded until [`enable`] is called (`--metrics-listen` set),
+//! so a server without metrics pays one relaxed atomic load per site.
+//!
+//! Labels are bounded by construction: each is a `&'static str` from a
+//! fixed set (a gRPC method known to the descriptors, a code, a kind, an
+//! outcome). A workspace, credential, image or token never becomes a label.
+//! The exposition (OpenMetrics or text 0.0.4) is [`exposition`]; its HTTP
+//! listener is [`listener`].
+
+pub mod exposition;
+pub mod grpc;
+pub mod listener;
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub use grpc::GrpcMethod;
+
+/// Buckets of latency histograms (seconds): Prometheus' defaults, the ones
+/// go-grpc-prometheus uses, so existing dashboards' quantiles line up.
+const LATENCY_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Buckets of store write latencies (seconds): a commit takes 0.1–30 ms.
+const WRITE_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// Starts recording (called once, when the metrics listener is configured).
+pub fn enable() {
+    LazyLock::force(&METRICS);
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// The metrics, when recording is on.
+fn on() -> Option<&'static Metrics> {
+    ENABLED.load(Ordering::Relaxed).then(|| &*METRICS)
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+fn write_histogram() -> Histogram {
+    Histogram::new(WRITE_BUCKETS)
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcLabels {
+    grpc_type: &'static str,
+    grpc_service: &'static str,
+    grpc_method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandledLabels {
+    grpc_type: &'static str,
+    grpc_service: &'static str,
+    grpc_method: &'static str,
+    grpc_code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabels {
+    form: &'static str,
+    cache: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GatewayLabels {
+    method: &'static str,
+    kind: &'static str,
+    code: &'static str,
+}
+
+/// Every metric family, registered once.
+struct Metrics {
+    registry: Registry,
+    grpc_started: Family<GrpcLabels, Counter>,
+    grpc_handled: Family<HandledLabels, Counter>,
+    grpc_handling: Histograms<GrpcLabels>,
+    leases: Family<LeaseLabels, Counter>,
+    upstream_requests: Family<UpstreamLabels, Counter>,
+    upstream_latency: Histograms<KindLabel>,
+    upstream_rate_limited: Family<KindLabel, Counter>,
+    upstream_held_back: Counter,
+    lease_cache_entries: Gauge,
+    audit_queued: Counter,
+    audit_written: Counter,
+    audit_dropped: Counter,
+    store_writes: Histograms<BackendLabel>,
+    auth_failures: Family<ReasonLabel, Counter>,
+    gateway_requests: Family<GatewayLabels, Counter>,
+    gateway_bytes: Family<KindLabel, Counter>,
+    gateway_digest_mismatches: Family<KindLabel, Counter>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Self {
+            grpc_started: Family::default(),
+            grpc_handled: Family::default(),
+            grpc_handling: Family::new_with_constructor(latency_histogram),
+            leases: Family::default(),
+            upstream_requests: Family::default(),
+            upstream_latency: Family::new_with_constructor(latency_histogram),
+            upstream_rate_limited: Family::default(),
+            upstream_held_back: Counter::default(),
+            lease_cache_entries: Gauge::default(),
+            audit_queued: Counter::default(),
+            audit_written: Counter::default(),
+            audit_dropped: Counter::default(),
+            store_writes: Family::new_with_constructor(write_histogram),
+            auth_failures: Family::default(),
+            gateway_requests: Family::default(),
+            gateway_bytes: Family::default(),
+            gateway_digest_mismatches: Family::default(),
+            registry: Registry::default(),
+        };
+        let m = &metrics;
+        registry.register("grpc_server_started", "RPCs started on the server.", m.grpc_started.clone());
+        registry.register(
+            "grpc_server_handled",
+            "RPCs completed on the server, regardless of success or failure.",
+            m.grpc_handled.clone(),
+        );
+        registry.register(
+            "grpc_server_handling_seconds",
+            "Response latency (seconds) of gRPC that had been application-level handled by the server.",
+            m.grpc_handling.clone(),
+        );
+        registry.register(
+            "pullpass_leases_issued",
+            "Registry auth leases issued (per image), by form (bearer, basic) and cache outcome (hit, shared: another replica's, miss: this call's exchange, joined: another call's exchange in flight).",
+            m.leases.clone(),
+        );
+        registry.register(
+            "pullpass_upstream_requests",
+            "HTTP requests to registries and token services, by kind (challenge, token, google, ecr, registry) and outcome (2xx, 3xx, 4xx, 429, 5xx, timeout, error); retries count one each.",
+            m.upstream_requests.clone(),
+        );
+        registry.register(
+            "pullpass_upstream_request_duration_seconds",
+            "Latency of HTTP requests to registries and token services, to the response headers.",
+            m.upstream_latency.clone(),
+        );
+        registry.register(
+            "pullpass_upstream_rate_limited",
+            "Token exchanges a registry or token service refused with a rate limit (429, or ECR throttling).",
+            m.upstream_rate_limited.clone(),
+        );
+        registry.register(
+            "pullpass_upstream_held_back",
+            "Token exchanges not attempted because a Retry-After from the registry (seen here or by another replica) had not passed.",
+            m.upstream_held_back.clone(),
+        );
+        registry.register(
+            "pullpass_lease_cache_entries",
+            "Leases held in this process's cache.",
+            m.lease_cache_entries.clone(),
+        );
+        registry.register(
+            "pullpass_audit_events_queued",
+            "Lease audit events queued for group commit.",
+            m.audit_queued.clone(),
+        );
+        registry.register(
+            "pullpass_audit_events_written",
+            "Audit events committed to the store.",
+            m.audit_written.clone(),
+        );
+        registry.register(
+            "pullpass_audit_events_dropped",
+            "Lease audit events dropped (queue full, or the store refused the batch).",
+            m.audit_dropped.clone(),
+        );
+        registry.register(
+            "pullpass_store_write_duration_seconds",
+            "Time from a mutation reaching the store's writer to its commit, by backend.",
+            m.store_writes.clone(),
+        );
+        registry.register(
+            "pullpass_authentication_failures",
+            "Access tokens or gateway passwords refused, by reason (missing, malformed, unknown, revoked, expired).",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "pullpass_gateway_requests",
+            "Pull gateway requests, by method, kind (base, manifest, blob, tags, other) and status class.",
+            m.gateway_requests.clone(),
+        );
+        registry.register(
+            "pullpass_gateway_response_bytes",
+            "Body bytes the pull gateway sent, by kind.",
+            m.gateway_bytes.clone(),
+        );
+        registry.register(
+            "pullpass_gateway_digest_mismatches",
+            "Manifests and blobs a registry sent whose digest did not match (never served whole, never cached).",
+            m.gateway_digest_mismatches.clone(),
+        );
+        Self { registry, ..metrics }
+    }
+}
+
+/// The exposition of every metric in OpenMetrics text (ends with `# EOF`).
+pub fn openmetrics_text() -> String {
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &METRICS.registry);
+    text
+}
+
+/// A gRPC call started.
+pub fn grpc_started(method: &GrpcMethod) {
+    if let Some(m) = on() {
+        m.grpc_started.get_or_create(&method.labels()).inc();
+    }
+}
+
+/// A gRPC call ended with `code` after `elapsed`.
+pub fn grpc_handled(method: &GrpcMethod, code: tonic::Code, elapsed: Duration) {
+    if let Some(m) = on() {
+        let labels = method.labels();
+        m.grpc_handling.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        let handled = HandledLabels {
+            grpc_type: labels.grpc_type,
+            grpc_service: labels.grpc_service,
+            grpc_method: labels.grpc_method,
+            grpc_code: grpc::code_name(code),
+        };
+        m.grpc_handled.get_or_create(&handled).inc();
+    }
+}
+
+/// How a lease was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheOutcome {
+    /// In this process's cache.
+    Hit,
+    /// Stored by another replica (PostgreSQL), no upstream call.
+    Shared,
+    /// This call ran the upstream exchange.
+    Miss,
+    /// This call waited for another call's exchange.
+    Joined,
+}
+
+impl CacheOutcome {
+    /// Came without waiting for an upstream exchange.
+    pub fn cached(self) -> bool {
+        matches!(self, CacheOutcome::Hit | CacheOutcome::Shared)
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Shared => "shared",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Joined => "joined",
+        }
+    }
+}
+
+/// A lease was issued to a caller.
+pub fn lease_issued(bearer: bool, outcome: CacheOutcome) {
+    if let Some(m) = on() {
+        let form = if bearer { "bearer" } else { "basic" };
+        m.leases.get_or_create(&LeaseLabels { form, cache: outcome.label() }).inc();
+    }
+}
+
+/// What an upstream HTTP request was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// `GET /v2/` for the `WWW-Authenticate` challenge.
+    Challenge,
+    /// A registry token service (or a Basic check of `/v2/`).
+    Token,
+    /// Google's OAuth token endpoint.
+    Google,
+    /// ECR's `GetAuthorizationToken`.
+    Ecr,
+    /// Manifests, blobs and tags, for the pull gateway.
+    Registry,
+}
+
+impl UpstreamKind {
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamKind::Challenge => "challenge",
+            UpstreamKind::Token => "token",
+            UpstreamKind::Google => "google",
+            UpstreamKind::Ecr => "ecr",
+            UpstreamKind::Registry => "registry",
+        }
+    }
+}
+
+/// How an upstream HTTP request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamOutcome {
+    /// An answer with this status.
+    Status(u16),
+    /// No answer within the deadline.
+    Timeout,
+    /// Connection, TLS or protocol failure.
+    Error,
+}
+
+/// An upstream HTTP request ended (each attempt counts).
+pub fn upstream_request(kind: UpstreamKind, outcome: UpstreamOutcome, elapsed: Duration) {
+    if let Some(m) = on() {
+        let outcome = match outcome {
+            UpstreamOutcome::Status(429) => "429",
+            UpstreamOutcome::Status(200..=299) => "2xx",
+            UpstreamOutcome::Status(300..=399) => "3xx",
+            UpstreamOutcome::Status(400..=499) => "4xx",
+            UpstreamOutcome::Status(_) => "5xx",
+            UpstreamOutcome::Timeout => "timeout",
+            UpstreamOutcome::Error => "error",
+        };
+        m.upstream_requests.get_or_create(&UpstreamLabels { kind: kind.label(), outcome }).inc();
+        m.upstream_latency.get_or_create(&KindLabel { kind: kind.label() }).observe(elapsed.as_secs_f64());
+    }
+}
+
+/// An exchange was refused by a rate limit upstream.
+pub fn upstream_rate_limited(kind: UpstreamKind) {
+    if let Some(m) = on() {
+        m.upstream_rate_limited.get_or_create(&KindLabel { kind: kind.label() }).inc();
+    }
+}
+
+/// An exchange was held back by a `Retry-After` not yet passed.
+pub fn upstream_held_back() {
+    if let Some(m) = on() {
+        m.upstream_held_back.inc();
+    }
+}
+
+/// The lease cache now holds `entries` leases.
+pub fn lease_cache_entries(entries: usize) {
+    if let Some(m) = on() {
+        m.lease_cache_entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+}
+
+/// Lease audit events: one queued.
+pub fn audit_queued() {
+    if let Some(m) = on() {
+        m.audit_queued.inc();
+    }
+}
+
+/// Audit events: `n` committed.
+pub fn audit_written(n: usize) {
+    if let Some(m) = on() {
+        m.audit_written.inc_by(n as u64);
+    }
+}
+
+/// Lease audit events: `n` dropped.
+pub fn audit_dropped(n: usize) {
+    if let Some(m) = on() {
+        m.audit_dropped.inc_by(n as u64);
+    }
+}
+
+/// A store mutation committed after `elapsed` on `backend` (`sqlite`,
+/// `postgres`).
+pub fn store_write(backend: &'static str, elapsed: Duration) {
+    if let Some(m) = on() {
+        m.store_writes.get_or_create(&BackendLabel { backend }).observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Why a presented token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `authorization` header (or no gateway credentials).
+    Missing,
+    /// Not a pullpass token.
+    Malformed,
+    /// Well-formed, but no such token.
+    Unknown,
+    /// Revoked.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+}
+
+/// A presented token was refused.
+pub fn authentication_failure(reason: AuthFailure) {
+    if let Some(m) = on() {
+        let reason = match reason {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Unknown => "unknown",
+            AuthFailure::Revoked => "revoked",
+            AuthFailure::Expired => "expired",
+        };
+        m.auth_failures.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
+
+/// A gateway request ended with `status` after sending `bytes` of body.
+/// `kind` is one of `base`, `manifest`, `blob`, `tags`, `other`.
+pub fn gateway_request(method: &http::Method, kind: &'static str, status: u16, bytes: u64) {
+    if let Some(m) = on() {
+        let method = match *method {
+            http::Method::GET => "GET",
+            http::Method::HEAD => "HEAD",
+            _ => "other",
+        };
+        let code = match status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        m.gateway_requests.get_or_create(&GatewayLabels { method, kind, code }).inc();
+        m.gateway_bytes.get_or_create(&KindLabel { kind }).inc_by(bytes);
+    }
+}
+
+/// A registry sent a manifest or blob (`kind`) whose digest did not match.
+pub fn gateway_digest_mismatch(kind: &'static str) {
+    if let Some(m) = on() {
+        m.gateway_digest_mismatches.get_or_create(&KindLabel { kind }).inc();
+    }
+}
