@@ -57,6 +57,34 @@ pub enum Command {
     /// Move an installation between databases.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Ask a server's grpc.health.v1 whether it is SERVING: exit status 0
+    /// if so, 1 otherwise (for container and orchestrator probes).
+    Healthcheck {
+        /// The server: `HOST:PORT` (plaintext), or `https://HOST:PORT`.
+        #[arg(value_name = "ADDR", default_value = "127.0.0.1:50051")]
+        address: String,
+        /// CA certificates (PEM) to verify a TLS server with (implies TLS).
+        /// [default: the Mozilla roots]
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
+        /// The service to ask about. [default: the whole server]
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Write man pages (pullpassd.1 and one per subcommand) into DIR.
+    Man {
+        /// Where to write them (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `pullpassd store …`
@@ -147,4 +175,21 @@ pub enum TokensCommand {
         #[arg(long, default_value = "created by pullpassd tokens create-root")]
         description: String,
     },
+}
+
+/// Writes the man pages of `command` and its subcommands into `dir`;
+/// returns the exit code.
+pub fn write_man_pages(command: clap::Command, dir: &std::path::Path) -> i32 {
+    let name = command.get_name().to_owned();
+    let written = std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(command, dir));
+    match written {
+        Ok(()) => {
+            println!("{name}: man pages written to {} (try: man -l {}/{name}.1)", dir.display(), dir.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("{name}: cannot write man pages to {}: {e}", dir.display());
+            1
+        }
+    }
 }

@@ -21,6 +21,10 @@ pub const DEV_GATEWAY_LISTEN: &str = "127.0.0.1:50052";
 pub const DEV_METRICS_LISTEN: &str = "127.0.0.1:9464";
 /// Environment variable holding master keys inline.
 pub const MASTER_KEY_ENV: &str = "PULLPASS_MASTER_KEY";
+/// Where systemd puts credentials loaded with `LoadCredential=`.
+pub const SYSTEMD_CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
+/// The credential name of the master key file under systemd.
+pub const SYSTEMD_KEY_CREDENTIAL: &str = "master.key";
 /// Database file name inside the data directory.
 pub const DATABASE_FILE: &str = "pullpass.db";
 /// Key file name inside the data directory (`--dev` only).
@@ -51,8 +55,9 @@ pub struct CommonArgs {
 
     /// Master key file (mode 0600): one `<key-id>:<base64url 32 bytes>` per
     /// line, the last one active. Alternatively put the same text in the
-    /// PULLPASS_MASTER_KEY environment variable. [default with --dev:
-    /// DATA_DIR/master.key, created if absent]
+    /// PULLPASS_MASTER_KEY environment variable. [default:
+    /// $CREDENTIALS_DIRECTORY/master.key when systemd's LoadCredential= gives
+    /// one; else, with --dev, DATA_DIR/master.key, created if absent]
     #[arg(long, env = "PULLPASS_KEY_FILE", global = true, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 
@@ -373,8 +378,11 @@ impl Settings {
             }
             (Some(path), false) => KeySource::File(path),
             (None, true) => KeySource::Environment,
-            (None, false) if dev => KeySource::File(data_dir.join(DEV_KEY_FILE)),
-            (None, false) => KeySource::None,
+            (None, false) => match systemd_credential() {
+                Some(path) => KeySource::File(path),
+                None if dev => KeySource::File(data_dir.join(DEV_KEY_FILE)),
+                None => KeySource::None,
+            },
         };
         let database_password_file = common.database_password_file.clone().or(file.database_password_file);
         let database = match common.database_url.clone().or(file.database_url) {
@@ -446,6 +454,13 @@ impl Settings {
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join(DATABASE_FILE)
     }
+}
+
+/// The master key systemd hands over with `LoadCredential=master.key:…`.
+fn systemd_credential() -> Option<PathBuf> {
+    let dir = std::env::var_os(SYSTEMD_CREDENTIALS_ENV).filter(|d| !d.is_empty())?;
+    let path = Path::new(&dir).join(SYSTEMD_KEY_CREDENTIAL);
+    path.is_file().then_some(path)
 }
 
 fn upstream_config(serve: &ServeArgs, file: &FileSettings) -> Result<crate::upstream::UpstreamConfig, String> {

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod paging;
 #[cfg(test)]
 mod parser_properties;
+pub mod probe;
 pub mod providers;
 pub mod pulls;
 pub mod request_id;
@@ -45,6 +46,20 @@ use startup::StartupError;
 
 /// Runs the command line; returns the process exit code.
 pub fn main_with(cli: Cli) -> i32 {
+    // Commands that need no settings (and must work whatever the
+    // environment holds: a probe inherits the server's variables).
+    match &cli.command {
+        Some(Command::Healthcheck { address, tls_ca, service, timeout }) => {
+            return probe::healthcheck(address, tls_ca.as_deref(), service, std::time::Duration::from_secs(*timeout));
+        }
+        Some(Command::Man { dir }) => return cli::write_man_pages(<Cli as clap::CommandFactory>::command(), dir),
+        Some(Command::Completions { shell }) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "pullpassd", &mut std::io::stdout());
+            return 0;
+        }
+        _ => {}
+    }
     let settings = match Settings::resolve(&cli.common, &cli.serve) {
         Ok(settings) => settings,
         Err(message) => {
@@ -103,6 +118,9 @@ async fn dispatch(command: Option<Command>, settings: Settings) -> Result<(), St
         Some(Command::Audit(AuditCommand::Prune { older_than_days, older_than_seconds })) => {
             let seconds = older_than_seconds.unwrap_or(older_than_days.unwrap_or(1) * 86_400);
             commands::audit_prune(&settings, std::time::Duration::from_secs(seconds)).await
+        }
+        Some(Command::Healthcheck { .. } | Command::Man { .. } | Command::Completions { .. }) => {
+            unreachable!("handled before the settings are read")
         }
     }
 }

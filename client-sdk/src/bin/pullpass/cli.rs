@@ -99,6 +99,12 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write man pages (pullpass.1 and one per subcommand) into DIR.
+    Man {
+        /// Where to write them (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
 }
 
 /// `pullpass workspaces …`

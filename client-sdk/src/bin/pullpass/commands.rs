@@ -27,6 +27,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             clap_complete::generate(shell, &mut command, "pullpass", &mut std::io::stdout());
             Ok(())
         }
+        Command::Man { dir } => {
+            let command = <Cli as clap::CommandFactory>::command();
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| clap_mangen::generate_to(command, &dir))
+                .map_err(|e| Failure::Other(format!("cannot write man pages to {}: {e}", dir.display())))?;
+            println!("pullpass: man pages written to {} (try: man -l {}/pullpass.1)", dir.display(), dir.display());
+            Ok(())
+        }
         Command::Workspaces(command) => workspaces(&connect(&cli.connection).await?, command, format).await,
         Command::Credentials(command) => credentials(&connect(&cli.connection).await?, command, format).await,
         Command::Tokens(command) => tokens(&connect(&cli.connection).await?, command, format).await,
