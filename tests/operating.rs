@@ -123,3 +123,55 @@ fn both_binaries_write_man_pages_and_completions() {
     let bash = String::from_utf8_lossy(&run("pullpassd", &["completions", "bash"]).stdout).into_owned();
     assert!(bash.contains("--metrics-listen") && bash.contains("healthcheck"), "completions cover flags and commands");
 }
+
+fn check_packaging(env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(pullpass_tests::repo_root().join("scripts/check-packaging.sh"));
+    command.stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run check-packaging.sh")
+}
+
+#[test]
+fn the_unit_scores_at_most_2_0_and_the_manifests_and_containerfile_pass_their_checks() {
+    let checked = check_packaging(&[]);
+    assert!(checked.status.success(), "{}", text(&checked));
+    let said = text(&checked);
+    let exposure: f64 = said
+        .split("exposure=")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|score| score.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in {said}"));
+    assert!(exposure <= 2.0, "{said}");
+    assert!(said.contains("manifests=9"), "{said}");
+}
+
+#[test]
+fn the_packaging_check_fails_an_unhardened_unit_and_an_invalid_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("pullpassd.service");
+    std::fs::write(
+        &unit,
+        "[Unit]\nDescription=x\n[Service]\nExecStart=/usr/bin/pullpassd\n[Install]\nWantedBy=multi-user.target\n",
+    )
+    .unwrap();
+    let open = check_packaging(&[("PACKAGING_UNIT", unit.to_str().unwrap())]);
+    assert!(!open.status.success(), "an unhardened unit must fail: {}", text(&open));
+
+    let manifests = dir.path().join("kubernetes");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(pullpass_tests::repo_root().join("packaging/kubernetes"))
+        .arg(&manifests)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let statefulset = manifests.join("sqlite/statefulset.yaml");
+    let yaml = std::fs::read_to_string(&statefulset).unwrap();
+    std::fs::write(&statefulset, yaml.replacen("readOnlyRootFilesystem", "readOnlyRootFileSystem", 1)).unwrap();
+    let invalid = check_packaging(&[("PACKAGING_MANIFESTS", manifests.to_str().unwrap())]);
+    assert!(!invalid.status.success(), "a misspelled field must fail: {}", text(&invalid));
+    assert!(text(&invalid).contains("readOnlyRootFileSystem"), "{}", text(&invalid));
+}

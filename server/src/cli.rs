@@ -67,6 +67,11 @@ pub enum Command {
         /// [default: the Mozilla roots]
         #[arg(long, value_name = "FILE")]
         tls_ca: Option<PathBuf>,
+        /// The name the server's certificate must carry, when it differs
+        /// from ADDR's host (a probe dialling 127.0.0.1 of a server whose
+        /// certificate names its service).
+        #[arg(long, value_name = "NAME")]
+        tls_server_name: Option<String>,
         /// The service to ask about. [default: the whole server]
         #[arg(long, default_value = "")]
         service: String,

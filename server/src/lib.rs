@@ -36,6 +36,7 @@ pub mod server;
 pub mod singleflight;
 pub mod startup;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod workspaces;
@@ -49,8 +50,9 @@ pub fn main_with(cli: Cli) -> i32 {
     // Commands that need no settings (and must work whatever the
     // environment holds: a probe inherits the server's variables).
     match &cli.command {
-        Some(Command::Healthcheck { address, tls_ca, service, timeout }) => {
-            return probe::healthcheck(address, tls_ca.as_deref(), service, std::time::Duration::from_secs(*timeout));
+        Some(Command::Healthcheck { address, tls_ca, tls_server_name, service, timeout }) => {
+            let tls = probe::Tls { ca: tls_ca.as_deref(), server_name: tls_server_name.as_deref() };
+            return probe::healthcheck(address, tls, service, std::time::Duration::from_secs(*timeout));
         }
         Some(Command::Man { dir }) => return cli::write_man_pages(<Cli as clap::CommandFactory>::command(), dir),
         Some(Command::Completions { shell }) => {
@@ -67,7 +69,6 @@ pub fn main_with(cli: Cli) -> i32 {
             return 2;
         }
     };
-    logging::init(settings.log_format, &settings.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -75,6 +76,12 @@ pub fn main_with(cli: Cli) -> i32 {
             return 1;
         }
     };
+    // The trace exporter's gRPC channel needs the runtime.
+    let entered = runtime.enter();
+    logging::init(settings.log_format, &settings.log_level);
+    #[cfg(feature = "otel")]
+    let _flush_traces = telemetry::TracingGuard;
+    drop(entered);
     let result = runtime.block_on(dispatch(cli.command, settings));
     match result {
         Ok(()) => 0,

@@ -11,8 +11,17 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// How to check a TLS server.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tls<'a> {
+    /// CA certificates to trust instead of the Mozilla roots.
+    pub ca: Option<&'a Path>,
+    /// The name the certificate must carry, when not the address's host.
+    pub server_name: Option<&'a str>,
+}
+
 /// Asks `address` about `service` within `timeout`; returns the exit code.
-pub fn healthcheck(address: &str, tls_ca: Option<&Path>, service: &str, timeout: Duration) -> i32 {
+pub fn healthcheck(address: &str, tls: Tls<'_>, service: &str, timeout: Duration) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -20,7 +29,7 @@ pub fn healthcheck(address: &str, tls_ca: Option<&Path>, service: &str, timeout:
             return 1;
         }
     };
-    let answer = runtime.block_on(async { tokio::time::timeout(timeout, check(address, tls_ca, service)).await });
+    let answer = runtime.block_on(async { tokio::time::timeout(timeout, check(address, tls, service)).await });
     match answer {
         Ok(Ok(ServingStatus::Serving)) => {
             println!("SERVING");
@@ -41,8 +50,8 @@ pub fn healthcheck(address: &str, tls_ca: Option<&Path>, service: &str, timeout:
     }
 }
 
-async fn check(address: &str, tls_ca: Option<&Path>, service: &str) -> Result<ServingStatus, String> {
-    let tls = address.starts_with("https://") || tls_ca.is_some();
+async fn check(address: &str, settings: Tls<'_>, service: &str) -> Result<ServingStatus, String> {
+    let tls = address.starts_with("https://") || settings.ca.is_some() || settings.server_name.is_some();
     let url = match address.split_once("://") {
         Some(_) => address.to_owned(),
         None if tls => format!("https://{address}"),
@@ -51,9 +60,12 @@ async fn check(address: &str, tls_ca: Option<&Path>, service: &str) -> Result<Se
     let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|e| format!("`{address}` is not an address: {e}"))?;
     if tls {
         let mut config = ClientTlsConfig::new().with_webpki_roots();
-        if let Some(path) = tls_ca {
+        if let Some(path) = settings.ca {
             let pem = std::fs::read(path).map_err(|e| format!("--tls-ca {}: {e}", path.display()))?;
             config = config.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let Some(name) = settings.server_name {
+            config = config.domain_name(name);
         }
         endpoint = endpoint.tls_config(config).map_err(|e| format!("TLS: {e}"))?;
     }

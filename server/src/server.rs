@@ -15,6 +15,7 @@ use crate::access::tokens::AccessTokens;
 use crate::access::{self, Authenticator};
 use crate::api::metrics_layer::MetricsLayer;
 use crate::api::rpc_layer::RpcLayer;
+use crate::api::trace_layer::TraceLayer;
 use crate::api::{self, ApiState};
 use crate::audit::{Actor, Auditor};
 use crate::broker::Broker;
@@ -324,6 +325,7 @@ async fn serve(
 
     let router = Server::builder()
         .layer(MetricsLayer::new(metrics.is_some()))
+        .layer(TraceLayer)
         .layer(RpcLayer::new(authn, limiter.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -3,6 +3,7 @@
 //! back. No SQL, no key material and no business rules live here.
 //!
 //! * [`metrics_layer`]: gRPC metrics (outermost layer).
+//! * [`trace_layer`]: a trace span per RPC (when traces are exported).
 //! * [`rpc_layer`]: authentication, request ids and the per-RPC log line.
 //! * `call_end`: when a call ends and with which status (for both layers).
 //! * [`status`]: domain errors → gRPC statuses (the only place that knows
@@ -19,6 +20,7 @@ pub mod metrics_layer;
 mod registry_auth_service;
 pub mod rpc_layer;
 pub mod status;
+pub mod trace_layer;
 
 use std::sync::Arc;
 

@@ -66,7 +66,7 @@ pub struct RpcService<S> {
 }
 
 /// Paths served without a token.
-fn is_public(path: &str) -> bool {
+pub(super) fn is_public(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
 }
 

@@ -324,6 +324,17 @@ pub enum UpstreamKind {
 }
 
 impl UpstreamKind {
+    /// The name of its trace span.
+    pub fn span_name(self) -> &'static str {
+        match self {
+            UpstreamKind::Challenge => "upstream.challenge",
+            UpstreamKind::Token => "upstream.token",
+            UpstreamKind::Google => "upstream.google",
+            UpstreamKind::Ecr => "upstream.ecr",
+            UpstreamKind::Registry => "upstream.registry",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             UpstreamKind::Challenge => "challenge",

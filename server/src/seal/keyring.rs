@@ -116,7 +116,10 @@ impl fmt::Display for KeyError {
 impl std::error::Error for KeyError {}
 
 impl Keyring {
-    /// Loads a key file, refusing one that group or others may read or write.
+    /// Loads a key file, refusing one that others may read or anyone but
+    /// its owner may write. Like PostgreSQL's rule for its TLS key, group
+    /// read is allowed only when root owns the file: what Kubernetes makes
+    /// of a Secret mounted for a non-root pod (root, the pod's group, 0440).
     pub fn load_file(path: &Path) -> Result<Self, KeyError> {
         let metadata = match fs::metadata(path) {
             Ok(m) => m,
@@ -124,7 +127,9 @@ impl Keyring {
             Err(e) => return Err(KeyError::Io(path.to_owned(), e)),
         };
         let mode = metadata.permissions().mode();
-        if mode & 0o077 != 0 {
+        let private = mode & 0o077 == 0;
+        let root_owned_group_read = std::os::unix::fs::MetadataExt::uid(&metadata) == 0 && mode & 0o037 == 0;
+        if !private && !root_owned_group_read {
             return Err(KeyError::TooOpen { path: path.to_owned(), mode });
         }
         let text = Zeroizing::new(fs::read_to_string(path).map_err(|e| KeyError::Io(path.to_owned(), e))?);
@@ -269,14 +274,33 @@ mod tests {
     }
 
     #[test]
-    fn group_or_world_readable_key_files_are_refused() {
+    fn world_readable_or_group_writable_key_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master.key");
         create_key_file(&path).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        let error = Keyring::load_file(&path).unwrap_err();
-        assert!(matches!(error, KeyError::TooOpen { .. }));
-        assert!(error.to_string().contains("chmod 600"));
+        for mode in [0o644, 0o660, 0o604] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let error = Keyring::load_file(&path).unwrap_err();
+            assert!(matches!(error, KeyError::TooOpen { .. }), "{mode:o}");
+            assert!(error.to_string().contains("chmod 600"));
+        }
+    }
+
+    #[test]
+    fn group_read_is_allowed_only_on_a_key_file_root_owns() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        create_key_file(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o440)).unwrap();
+        let owner = fs::metadata(&path).unwrap().uid();
+        assert_eq!(Keyring::load_file(&path).is_ok(), owner == 0, "owner uid {owner}");
+        if owner == 0 {
+            // Handed to another user, group read is too open again.
+            let chowned = std::process::Command::new("chown").arg("65534").arg(&path).status().unwrap();
+            assert!(chowned.success());
+            assert!(matches!(Keyring::load_file(&path), Err(KeyError::TooOpen { .. })));
+        }
     }
 
     #[test]

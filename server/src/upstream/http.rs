@@ -144,7 +144,8 @@ impl Http {
                 return Err(HttpFailure::Deadline);
             }
             let sent_at = Instant::now();
-            let outcome = match tokio::time::timeout(remaining, build().send()).await {
+            let sent = tracing::Instrument::instrument(build().send(), crate::telemetry::child(kind.span_name()));
+            let outcome = match tokio::time::timeout(remaining, sent).await {
                 Err(_) => Err(HttpFailure::Deadline),
                 Ok(sent) => sent.map_err(|e| classify(&e)),
             };

@@ -214,6 +214,14 @@ impl Upstream {
 
     /// Exchanges `secret` for short-lived auth, by the credential's provider.
     pub async fn exchange(&self, exchange: Exchange<'_>, secret: &SecretBytes) -> Result<Lease, Failure> {
+        tracing::Instrument::instrument(
+            self.exchange_now(exchange, secret),
+            crate::telemetry::child("upstream.exchange"),
+        )
+        .await
+    }
+
+    async fn exchange_now(&self, exchange: Exchange<'_>, secret: &SecretBytes) -> Result<Lease, Failure> {
         let limit_key = (exchange.credential.uid, exchange.endpoint.to_owned());
         if let Err(held) = self.check_rate_limit(&limit_key) {
             crate::metrics::upstream_held_back();

@@ -107,8 +107,11 @@ impl Writer {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let queue = queue.ok_or(StoreError::Closed)?;
         let submitted = std::time::Instant::now();
-        queue.send(Job { work, done }).await.map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)??;
+        let committed = async {
+            queue.send(Job { work, done }).await.map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        };
+        tracing::Instrument::instrument(committed, crate::telemetry::child("store.write")).await?;
         crate::metrics::store_write("postgres", submitted.elapsed());
         let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         value.ok_or_else(|| Error::internal("a committed write left no result"))

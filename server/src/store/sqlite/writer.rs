@@ -65,9 +65,11 @@ impl Writer {
             (failed, completion)
         });
         let submitted = std::time::Instant::now();
-        sender.send(job).await.map_err(|_| Error::from(StoreError::Closed))?;
-        let outcome =
-            outcome.await.map_err(|_| Error::internal("the database write was abandoned; see the server log"))?;
+        let committed = async {
+            sender.send(job).await.map_err(|_| Error::from(StoreError::Closed))?;
+            outcome.await.map_err(|_| Error::internal("the database write was abandoned; see the server log"))
+        };
+        let outcome = tracing::Instrument::instrument(committed, crate::telemetry::child("store.write")).await?;
         if outcome.is_ok() {
             crate::metrics::store_write("sqlite", submitted.elapsed());
         }
