@@ -16,7 +16,8 @@
 //!
 //! Run: `scripts/bench.sh broker` (installs h2load, builds release binaries).
 //! Environment: `BENCH_REQUESTS` (cached calls per configuration, default
-//! 20000), `BENCH_BURST` (default 1000), `BENCH_UNCACHED` (default 500).
+//! 20000), `BENCH_BURST` (default 1000), `BENCH_UNCACHED` (default 500),
+//! `BENCH_ONLY=metrics` (section 4 alone).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -40,6 +41,11 @@ fn main() {
     let burst = env_count("BENCH_BURST", 1000);
     let uncached = env_count("BENCH_UNCACHED", 500);
     let realm = TokenRealm::start(3600, USERNAME, PASSWORD);
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "metrics") {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        metrics_on_and_off(&runtime, &realm, requests);
+        return;
+    }
     let server = Pullpassd::start_with(Options {
         env: vec![("PULLPASS_LOG".into(), "warn".into())],
         args: vec!["--rate-limit".into(), "0".into(), "--insecure-registry".into(), realm.address.clone()],

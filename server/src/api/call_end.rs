@@ -23,8 +23,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The status in `grpc-status`/`grpc-message` headers or trailers.
+    /// The status in `grpc-status`/`grpc-message` headers or trailers. An
+    /// OK is read without allocating (it is every successful call); the
+    /// message of an error is decoded as tonic does.
     pub fn of_headers(headers: &http::HeaderMap) -> Outcome {
+        if headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"0") {
+            return Outcome { code: tonic::Code::Ok, message: String::new() };
+        }
         match tonic::Status::from_header_map(headers) {
             Some(status) => Outcome { code: status.code(), message: status.message().to_owned() },
             None => Outcome { code: tonic::Code::Unknown, message: "response without grpc-status".into() },

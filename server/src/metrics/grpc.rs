@@ -21,10 +21,13 @@ pub struct GrpcMethod {
     grpc_type: &'static str,
     service: &'static str,
     method: &'static str,
+    /// Its position in [`METHODS`] order (for per-method metric handles);
+    /// `usize::MAX` for unknown paths.
+    pub(super) index: usize,
 }
 
 /// Labels of paths no descriptor names.
-const UNKNOWN: GrpcMethod = GrpcMethod { grpc_type: "unary", service: "unknown", method: "unknown" };
+const UNKNOWN: GrpcMethod = GrpcMethod { grpc_type: "unary", service: "unknown", method: "unknown", index: usize::MAX };
 
 static METHODS: LazyLock<HashMap<String, GrpcMethod>> = LazyLock::new(|| {
     let sets = [
@@ -53,7 +56,8 @@ static METHODS: LazyLock<HashMap<String, GrpcMethod>> = LazyLock::new(|| {
                     let name = method.name.unwrap_or_default();
                     let path = format!("/{full}/{name}");
                     let method: &'static str = Box::leak(name.into_boxed_str());
-                    methods.insert(path, GrpcMethod { grpc_type, service: service_name, method });
+                    let index = methods.len();
+                    methods.insert(path, GrpcMethod { grpc_type, service: service_name, method, index });
                 }
             }
         }
@@ -67,9 +71,9 @@ impl GrpcMethod {
         METHODS.get(path).copied().unwrap_or(UNKNOWN)
     }
 
-    /// Every method served (for tests and documentation).
-    pub fn all() -> Vec<GrpcMethod> {
-        METHODS.values().copied().collect()
+    /// How many methods the descriptors name.
+    pub(super) fn count() -> usize {
+        METHODS.len()
     }
 
     /// `pullpass.v1.CredentialService`.

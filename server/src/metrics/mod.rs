@@ -249,10 +249,35 @@ pub fn openmetrics_text() -> String {
     text
 }
 
+/// A method's series, looked up once: the per-call cost is then two
+/// atomic increments and a histogram observation, with no label hashing.
+struct MethodSeries {
+    started: Counter,
+    handling: Histogram,
+    /// `handled` by code, created on a code's first use (so the exposition
+    /// lists only codes that happened).
+    handled: [std::sync::OnceLock<Counter>; 17],
+}
+
+static SERIES: LazyLock<Vec<std::sync::OnceLock<MethodSeries>>> =
+    LazyLock::new(|| (0..GrpcMethod::count()).map(|_| std::sync::OnceLock::new()).collect());
+
+fn series(m: &Metrics, method: &GrpcMethod) -> Option<&'static MethodSeries> {
+    let slot = SERIES.get(method.index)?;
+    Some(slot.get_or_init(|| MethodSeries {
+        started: m.grpc_started.get_or_create(&method.labels()).clone(),
+        handling: m.grpc_handling.get_or_create(&method.labels()).clone(),
+        handled: Default::default(),
+    }))
+}
+
 /// A gRPC call started.
 pub fn grpc_started(method: &GrpcMethod) {
     if let Some(m) = on() {
-        m.grpc_started.get_or_create(&method.labels()).inc();
+        match series(m, method) {
+            Some(series) => series.started.inc(),
+            None => m.grpc_started.get_or_create(&method.labels()).inc(),
+        };
     }
 }
 
@@ -260,14 +285,26 @@ pub fn grpc_started(method: &GrpcMethod) {
 pub fn grpc_handled(method: &GrpcMethod, code: tonic::Code, elapsed: Duration) {
     if let Some(m) = on() {
         let labels = method.labels();
-        m.grpc_handling.get_or_create(&labels).observe(elapsed.as_secs_f64());
-        let handled = HandledLabels {
-            grpc_type: labels.grpc_type,
-            grpc_service: labels.grpc_service,
-            grpc_method: labels.grpc_method,
-            grpc_code: grpc::code_name(code),
+        let handled = || {
+            let labels = HandledLabels {
+                grpc_type: labels.grpc_type,
+                grpc_service: labels.grpc_service,
+                grpc_method: labels.grpc_method,
+                grpc_code: grpc::code_name(code),
+            };
+            m.grpc_handled.get_or_create(&labels).clone()
         };
-        m.grpc_handled.get_or_create(&handled).inc();
+        match series(m, method) {
+            Some(series) => {
+                series.handling.observe(elapsed.as_secs_f64());
+                let slot = &series.handled[(code as usize).min(16)];
+                slot.get_or_init(handled).inc();
+            }
+            None => {
+                m.grpc_handling.get_or_create(&labels).observe(elapsed.as_secs_f64());
+                handled().inc();
+            }
+        }
     }
 }
 
@@ -300,11 +337,14 @@ impl CacheOutcome {
     }
 }
 
+static LEASE_SERIES: [std::sync::OnceLock<Counter>; 8] = [const { std::sync::OnceLock::new() }; 8];
+
 /// A lease was issued to a caller.
 pub fn lease_issued(bearer: bool, outcome: CacheOutcome) {
     if let Some(m) = on() {
         let form = if bearer { "bearer" } else { "basic" };
-        m.leases.get_or_create(&LeaseLabels { form, cache: outcome.label() }).inc();
+        let slot = &LEASE_SERIES[usize::from(bearer) * 4 + outcome as usize];
+        slot.get_or_init(|| m.leases.get_or_create(&LeaseLabels { form, cache: outcome.label() }).clone()).inc();
     }
 }
 
