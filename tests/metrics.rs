@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use pullpass::v1::{Credential, IssueRegistryAuthRequest, ListWorkspacesRequest, Provider};
+use pullpass_tests::files_containing;
 use pullpass_tests::gateway::{GatewayWorld, basic, http_client};
-use pullpass_tests::registry::world::ok;
+use pullpass_tests::registry::world::{ALICE_PASSWORD, ok};
 use pullpass_tests::registry::{Peer, python};
 use pullpass_tests::{Pullpassd, binary};
 
@@ -140,8 +141,9 @@ async fn every_counter_moves_by_exactly_the_number_of_calls_made() {
     let before = scrape(&metrics).await;
     let tokens_before = gw.world.token_requests();
     let images: Vec<String> = (0..N).map(|i| gw.world.registry.image(&format!("team/app{i}:1.0"))).collect();
+    let mut issued_tokens = Vec::new();
     for image in &images {
-        ok(&gw.world.issue(&[image], &[]).await[0]);
+        issued_tokens.push(ok(&gw.world.issue(&[image], &[]).await[0]).token.clone());
     }
     for image in &images {
         assert!(ok(&gw.world.issue(&[image], &[]).await[0]).cached);
@@ -229,6 +231,14 @@ async fn every_counter_moves_by_exactly_the_number_of_calls_made() {
     let (_, text) = scrape_as(&metrics, None).await;
     for needle in ["acme", "made0", "team/app", "CANARY", "alice", "pp_", "registry-0.example", &authorization[6..]] {
         assert!(!text.contains(needle), "the exposition names `{needle}`");
+    }
+    // Nor is any secret in the database, its WAL or the logs.
+    let gateway_password = gw.password("team/app:1.0").await;
+    let mut secrets = vec!["metrics-CANARY-secret".to_owned(), ALICE_PASSWORD.to_owned(), gateway_password];
+    secrets.extend(issued_tokens);
+    for secret in &secrets {
+        let found = files_containing(&gw.world.server.home, secret.as_bytes());
+        assert!(found.is_empty(), "a secret is in {found:?}");
     }
 }
 

@@ -241,7 +241,7 @@ fn refuse_exposed_plaintext(what: &str, address: SocketAddr, allowed: bool) -> R
         tracing::warn!(%address, listener = what, "serving plaintext on a non-loopback address (--insecure-plaintext)");
         Ok(())
     } else {
-        let flags = if what != "gRPC" && what != "metrics" {
+        let flags = if what == "gateway" {
             "--gateway-tls-cert and --gateway-tls-key (or --tls-cert and --tls-key)"
         } else {
             "--tls-cert and --tls-key"
