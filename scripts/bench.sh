@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds release binaries and runs benchmarks that print their figures.
-# Usage: scripts/bench.sh [foundation|broker|sdk|gateway|replicas ...]   (default: every bench)
+# Usage: scripts/bench.sh [foundation|broker|sdk|gateway|replicas|startup ...]   (default: every bench)
 # The broker and replicas benches drive pullpassd with h2load (Debian
 # nghttp2-client), which this script installs when missing; the gateway and
 # replicas benches need the test peers (docker-registry, skopeo, PostgreSQL,

@@ -86,6 +86,7 @@ conformance!(
     a_mutation_whose_audit_event_fails_changes_nothing,
     audit_events_filter_and_page_and_pruning_keeps_the_chain_verifiable,
     key_facts_are_recorded_and_read_back,
+    key_usage_follows_inserts_rewraps_replacements_deletes_and_cascades,
     what_was_written_is_there_after_reopening,
     a_second_handle_on_the_same_database_sees_and_extends_the_same_data,
     shared_leases_elect_one_claimant_and_serve_the_others,
@@ -581,6 +582,84 @@ async fn key_facts_are_recorded_and_read_back(subject: Subject) {
     let read_only = store::inspect(&subject.location).await.unwrap().unwrap();
     assert_eq!(read_only.key_checks, facts.key_checks);
     assert_eq!(read_only.schema_version, facts.schema_version);
+}
+
+/// The data keys per master key, counted the slow way: a walk over every
+/// credential.
+async fn counted_by_walking(store: &Store) -> Vec<(String, u64)> {
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    let mut cursor = None;
+    loop {
+        let page = store.credentials_page(None, &cursor, 7).await.unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = Some((
+            last.credential.name.workspace.as_str().to_owned(),
+            last.credential.name.credential.as_str().to_owned(),
+        ));
+        for s in &page {
+            *counts.entry(s.sealed.kek_id.clone()).or_default() += 1;
+        }
+    }
+    counts.into_iter().collect()
+}
+
+async fn key_usage_follows_inserts_rewraps_replacements_deletes_and_cascades(subject: Subject) {
+    let store = subject.open().await;
+    let under = |w: &str, id: &str, uid: u8, kek: &str| {
+        let mut s = stored(w, id, "registry.example", uid);
+        s.sealed.kek_id = kek.into();
+        (s.clone(), create_event(&s))
+    };
+    for w in ["a", "b"] {
+        with_workspace(&store, w).await;
+    }
+    let base = |w: &str| if w == "a" { 0 } else { 100 };
+    for w in ["a", "b"] {
+        let rows: Vec<_> = (0..6u8).map(|i| under(w, &format!("c{i}"), base(w) + i + 1, "k1")).collect();
+        store.insert_credentials(&ws(w), &rows, false).await.unwrap();
+    }
+    store.insert_credentials(&ws("a"), &[under("a", "n", 50, "k2")], false).await.unwrap();
+    let usage = || async { store.facts().await.unwrap().key_usage };
+    assert_eq!(usage().await, [("k1".to_owned(), 12), ("k2".to_owned(), 1)]);
+
+    // Rewrapping moves three to k2; a replacement moves one to k3.
+    let page = store.credentials_page(Some("k2"), &None, 3).await.unwrap();
+    let rewraps: Vec<Rewrap> = page
+        .iter()
+        .map(|s| Rewrap {
+            credential: s.credential.clone(),
+            sealed: SealedSecret { kek_id: "k2".into(), ..s.sealed.clone() },
+        })
+        .collect();
+    assert_eq!(store.rewrap(&rewraps).await.unwrap(), 3);
+    let read = store.credential(&name("b", "c0")).await.unwrap().unwrap();
+    let mut replaced = read.clone();
+    replaced.sealed.kek_id = "k3".into();
+    replaced.credential.secret_version = 2;
+    replaced.credential.update_time = replaced.credential.update_time.plus(Duration::from_secs(1));
+    let replacement = store.replace_credential(&read.credential, &replaced, &[]).await.unwrap();
+    assert!(matches!(replacement, Replaced::Done), "{replacement:?}");
+    // A replacement under the same key changes no count.
+    let read = store.credential(&name("b", "c1")).await.unwrap().unwrap();
+    let mut same_key = read.clone();
+    same_key.credential.description = "edited".into();
+    same_key.credential.update_time = same_key.credential.update_time.plus(Duration::from_secs(1));
+    store.replace_credential(&read.credential, &same_key, &[]).await.unwrap();
+    assert_eq!(usage().await, [("k1".to_owned(), 8), ("k2".to_owned(), 4), ("k3".to_owned(), 1)]);
+    assert_eq!(usage().await, counted_by_walking(&store).await);
+    assert_eq!(store.count_not_under_key("k2").await.unwrap(), 9);
+
+    // Deleting the last credential under a key removes the key from use.
+    assert!(store.delete_credential(&name("b", "c0"), &[]).await.unwrap());
+    assert_eq!(store.facts().await.unwrap().key_ids_in_use, ["k1", "k2"]);
+    // A forced workspace deletion cascades to its credentials, and counts.
+    store.delete_workspace(&ws("a"), true, &[]).await.unwrap();
+    assert_eq!(usage().await, counted_by_walking(&store).await);
+    assert_eq!(usage().await, [("k1".to_owned(), 5)]);
+    store.close().await;
+    let read_only = store::inspect(&subject.location).await.unwrap().unwrap();
+    assert_eq!(read_only.key_usage, [("k1".to_owned(), 5)]);
+    assert_eq!(read_only.key_ids_in_use, ["k1"]);
 }
 
 async fn what_was_written_is_there_after_reopening(subject: Subject) {

@@ -65,6 +65,9 @@ pub struct RpcService<S> {
     limiter: Option<Arc<RateLimiter>>,
 }
 
+/// The lease call: its successes log at debug, not info (see [`RpcLog`]).
+const LEASE_METHOD: &str = "/pullpass.v1.RegistryAuthService/IssueRegistryAuth";
+
 /// Paths served without a token.
 pub(super) fn is_public(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
@@ -92,6 +95,7 @@ where
             let started = Instant::now();
             let method = request.uri().path().to_owned();
             let public = is_public(&method);
+            let quiet_ok = public || method == LEASE_METHOD;
             let request_id = request_id(&request);
             let client_address = client_address(&request);
             request.extensions_mut().insert(CallContext { request_id: request_id.clone(), client_address });
@@ -117,7 +121,7 @@ where
                         let status = to_status(&error);
                         let mut response = status.into_http::<Body>();
                         set_request_id(&mut response, &request_id);
-                        let log = RpcLog { method, principal, request_id, started, public, done: false };
+                        let log = RpcLog { method, principal, request_id, started, quiet_ok, done: false };
                         log.finish(Some(&Outcome::of_headers(response.headers())));
                         return Ok(response);
                     }
@@ -126,7 +130,7 @@ where
             let response = inner.call(request).await?;
             let (mut parts, body) = response.into_parts();
             set_request_id_headers(&mut parts.headers, &request_id);
-            let log = RpcLog { method, principal, request_id, started, public, done: false };
+            let log = RpcLog { method, principal, request_id, started, quiet_ok, done: false };
             Ok(call_end::observe(Response::from_parts(parts, body), move |outcome| log.finish(outcome)))
         })
     }
@@ -159,12 +163,18 @@ fn set_request_id_headers(headers: &mut http::HeaderMap, request_id: &str) {
     }
 }
 
+/// The one log line of an RPC. Failures log at warn. Successes log at
+/// info, except on the hot paths, which log at debug: health checks and
+/// reflection, and `IssueRegistryAuth`, whose every lease the audit trail
+/// already records (with its image and granted scope) and the metrics
+/// count. At tens of thousands of leases a second, an info line each would
+/// be the largest cost of a cached lease and gigabytes of log a day.
 struct RpcLog {
     method: String,
     principal: String,
     request_id: String,
     started: Instant,
-    public: bool,
+    quiet_ok: bool,
     done: bool,
 }
 
@@ -185,8 +195,8 @@ impl RpcLog {
         };
         let code_name = format!("{code:?}");
         if code == tonic::Code::Ok {
-            if self.public {
-                tracing::debug!(target: "pullpass::rpc", method = %self.method, code = %code_name, latency_ms, request_id = %self.request_id, "rpc");
+            if self.quiet_ok {
+                tracing::debug!(target: "pullpass::rpc", method = %self.method, code = %code_name, latency_ms, principal = %self.principal, request_id = %self.request_id, "rpc");
             } else {
                 tracing::info!(target: "pullpass::rpc", method = %self.method, code = %code_name, latency_ms, principal = %self.principal, request_id = %self.request_id, "rpc");
             }

@@ -127,6 +127,15 @@ pub struct DatabaseFacts {
     pub key_usage: Vec<(String, u64)>,
 }
 
+impl DatabaseFacts {
+    /// Facts with this key usage (and the key ids it names in use), the
+    /// rest default.
+    pub fn with_key_usage(key_usage: Vec<(String, u64)>) -> Self {
+        let key_ids_in_use = key_usage.iter().filter(|(_, n)| *n > 0).map(|(id, _)| id.clone()).collect();
+        Self { key_ids_in_use, key_usage, ..Self::default() }
+    }
+}
+
 /// Where the database is.
 #[derive(Debug, Clone)]
 pub enum Location {

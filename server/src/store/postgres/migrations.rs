@@ -112,6 +112,38 @@ const MIGRATIONS: &[&str] = &[
         until BIGINT NOT NULL
     );
     "#,
+    // 4: how many data keys each master key wraps, so start-up reads the
+    // key facts in O(keys) instead of scanning every credential. A trigger
+    // keeps it in the transaction of each write that changes it (cascades
+    // from workspaces included). The table lock keeps writes of replicas
+    // still on version 3 out until the counts and the trigger commit.
+    r#"
+    LOCK TABLE credentials IN SHARE ROW EXCLUSIVE MODE;
+    CREATE TABLE key_usage (
+        kek_id    TEXT PRIMARY KEY,
+        data_keys BIGINT NOT NULL CHECK (data_keys > 0)
+    );
+    INSERT INTO key_usage (kek_id, data_keys)
+        SELECT secret_kek_id, count(*) FROM credentials GROUP BY secret_kek_id;
+    CREATE FUNCTION pullpass_key_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' AND OLD.secret_kek_id = NEW.secret_kek_id THEN
+            RETURN NULL;
+        END IF;
+        IF TG_OP IN ('DELETE', 'UPDATE') THEN
+            DELETE FROM key_usage WHERE kek_id = OLD.secret_kek_id AND data_keys = 1;
+            UPDATE key_usage SET data_keys = data_keys - 1 WHERE kek_id = OLD.secret_kek_id;
+        END IF;
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            INSERT INTO key_usage (kek_id, data_keys) VALUES (NEW.secret_kek_id, 1)
+                ON CONFLICT (kek_id) DO UPDATE SET data_keys = key_usage.data_keys + 1;
+        END IF;
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER key_usage AFTER INSERT OR DELETE OR UPDATE OF secret_kek_id ON credentials
+        FOR EACH ROW EXECUTE FUNCTION pullpass_key_usage();
+    "#,
 ];
 
 /// The schema version this binary creates and understands.

@@ -167,20 +167,16 @@ async fn read_facts(client: &impl GenericClient, schema_version: i64) -> Result<
         .await
         .map_err(pg)?
         .map(|r| r.get(0));
-    let key_usage: Vec<(String, u64)> = client
-        .query("SELECT secret_kek_id, count(*) FROM credentials GROUP BY 1 ORDER BY 1", &[])
-        .await
-        .map_err(pg)?
-        .iter()
-        .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
-        .collect();
-    Ok(DatabaseFacts {
-        schema_version,
-        key_checks,
-        active_key_id,
-        key_ids_in_use: key_usage.iter().map(|(id, _)| id.clone()).collect(),
-        key_usage,
-    })
+    // `key_usage` (kept by a trigger) came with schema version 4; an older
+    // database, read once before it is migrated, is counted the slow way.
+    let sql = if schema_version >= 4 {
+        "SELECT kek_id, data_keys FROM key_usage ORDER BY 1"
+    } else {
+        "SELECT secret_kek_id, count(*) FROM credentials GROUP BY 1 ORDER BY 1"
+    };
+    let key_usage: Vec<(String, u64)> =
+        client.query(sql, &[]).await.map_err(pg)?.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect();
+    Ok(DatabaseFacts { schema_version, key_checks, active_key_id, ..DatabaseFacts::with_key_usage(key_usage) })
 }
 
 impl PgStore {
@@ -719,7 +715,9 @@ impl Backend for PgStore {
     }
 
     async fn count_not_under_key(&self, kek_id: &str) -> Result<u64, Error> {
-        let rows = self.query("SELECT count(*) FROM credentials WHERE secret_kek_id <> $1", &[&kek_id]).await?;
+        let rows = self
+            .query("SELECT coalesce(sum(data_keys), 0)::BIGINT FROM key_usage WHERE kek_id <> $1", &[&kek_id])
+            .await?;
         Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
     }
 

@@ -173,16 +173,20 @@ pub fn delete(conn: &Connection, name: &CredentialName) -> Result<bool, StoreErr
     )? > 0)
 }
 
-/// Master key ids that wrap at least one stored data key.
-pub fn key_ids_in_use(conn: &Connection) -> Result<Vec<String>, StoreError> {
-    let mut statement = conn.prepare("SELECT DISTINCT secret_kek_id FROM credentials ORDER BY 1")?;
-    let rows = statement.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
+/// The schema version that added `key_usage`.
+const KEY_USAGE_SCHEMA: i64 = 3;
 
-/// How many data keys each master-key id wraps.
+/// How many data keys each master-key id wraps, read from `key_usage`,
+/// which triggers keep: no scan of the credentials. A database from before
+/// that table (read once, before it is migrated) is counted the slow way.
 pub fn key_usage(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
-    let mut statement = conn.prepare("SELECT secret_kek_id, count(*) FROM credentials GROUP BY 1 ORDER BY 1")?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let sql = if version >= KEY_USAGE_SCHEMA {
+        "SELECT kek_id, data_keys FROM key_usage ORDER BY 1"
+    } else {
+        "SELECT secret_kek_id, count(*) FROM credentials GROUP BY 1 ORDER BY 1"
+    };
+    let mut statement = conn.prepare(sql)?;
     let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -190,7 +194,7 @@ pub fn key_usage(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
 /// How many stored data keys are wrapped under another key than `kek_id`.
 pub fn count_not_under_key(conn: &Connection, kek_id: &str) -> Result<u64, StoreError> {
     let n: i64 =
-        conn.query_row("SELECT count(*) FROM credentials WHERE secret_kek_id <> ?1", [kek_id], |r| r.get(0))?;
+        conn.query_row("SELECT coalesce(sum(data_keys), 0) FROM key_usage WHERE kek_id <> ?1", [kek_id], |r| r.get(0))?;
     Ok(n as u64)
 }
 

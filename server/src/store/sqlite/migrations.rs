@@ -89,6 +89,33 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX audit_events_by_workspace ON audit_events (workspace_id, seq);
     "#,
+    // 3: how many data keys each master key wraps, so start-up reads the
+    // key facts in O(keys) instead of scanning every credential. Triggers
+    // keep it in the transaction of each write that changes it (foreign-key
+    // cascades fire them too); the counts start from one scan, here.
+    r#"
+    CREATE TABLE key_usage (
+        kek_id    TEXT PRIMARY KEY,
+        data_keys INTEGER NOT NULL CHECK (data_keys > 0)
+    ) STRICT;
+    INSERT INTO key_usage (kek_id, data_keys)
+        SELECT secret_kek_id, count(*) FROM credentials GROUP BY secret_kek_id;
+    CREATE TRIGGER key_usage_on_insert AFTER INSERT ON credentials BEGIN
+        INSERT INTO key_usage (kek_id, data_keys) VALUES (NEW.secret_kek_id, 1)
+            ON CONFLICT (kek_id) DO UPDATE SET data_keys = data_keys + 1;
+    END;
+    CREATE TRIGGER key_usage_on_delete AFTER DELETE ON credentials BEGIN
+        DELETE FROM key_usage WHERE kek_id = OLD.secret_kek_id AND data_keys = 1;
+        UPDATE key_usage SET data_keys = data_keys - 1 WHERE kek_id = OLD.secret_kek_id;
+    END;
+    CREATE TRIGGER key_usage_on_rewrap AFTER UPDATE OF secret_kek_id ON credentials
+        WHEN OLD.secret_kek_id IS NOT NEW.secret_kek_id BEGIN
+        DELETE FROM key_usage WHERE kek_id = OLD.secret_kek_id AND data_keys = 1;
+        UPDATE key_usage SET data_keys = data_keys - 1 WHERE kek_id = OLD.secret_kek_id;
+        INSERT INTO key_usage (kek_id, data_keys) VALUES (NEW.secret_kek_id, 1)
+            ON CONFLICT (kek_id) DO UPDATE SET data_keys = data_keys + 1;
+    END;
+    "#,
 ];
 
 /// The schema version this binary creates and understands.
@@ -109,9 +136,13 @@ pub fn refuse_newer(conn: &Connection) -> Result<(), StoreError> {
 
 /// Brings the database to [`SCHEMA_VERSION`], one transaction per version.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+fn migrate_to(conn: &mut Connection, target: i64) -> Result<(), StoreError> {
     refuse_newer(conn)?;
     let mut version = current_version(conn)?;
-    while version < SCHEMA_VERSION {
+    while version < target {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(MIGRATIONS[version as usize])?;
         version += 1;
@@ -132,5 +163,28 @@ mod tests {
         migrate(&mut conn).unwrap();
         migrate(&mut conn).unwrap();
         assert_eq!(current_version(&conn).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn key_usage_starts_from_the_credentials_a_version_2_database_holds() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 2).unwrap();
+        conn.execute_batch("INSERT INTO workspaces VALUES ('a', 1, 'A', 0);").unwrap();
+        for (id, kek) in [("c1", "k1"), ("c2", "k1"), ("c3", "k2")] {
+            conn.execute(
+                "INSERT INTO credentials VALUES ('a', ?1, x'00', 1, 'r', '', 'u', 1, ?2, x'00', x'00', '', 0, '', '', '', 0, 0)",
+                [id, kek],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let usage: Vec<(String, i64)> = conn
+            .prepare("SELECT kek_id, data_keys FROM key_usage ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(usage, [("k1".to_owned(), 2), ("k2".to_owned(), 1)]);
     }
 }

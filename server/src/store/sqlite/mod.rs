@@ -79,8 +79,7 @@ fn read_facts(path: &Path) -> Result<Option<DatabaseFacts>, StoreError> {
         schema_version,
         key_checks: meta::key_checks(&conn)?,
         active_key_id: meta::get(&conn, super::ACTIVE_KEY_ID)?,
-        key_ids_in_use: credentials::key_ids_in_use(&conn)?,
-        key_usage: credentials::key_usage(&conn)?,
+        ..DatabaseFacts::with_key_usage(credentials::key_usage(&conn)?)
     }))
 }
 
@@ -537,8 +536,7 @@ impl Backend for SqliteStore {
                 schema_version: conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(StoreError::from)?,
                 key_checks: meta::key_checks(conn)?,
                 active_key_id: meta::get(conn, super::ACTIVE_KEY_ID)?,
-                key_ids_in_use: credentials::key_ids_in_use(conn)?,
-                key_usage: credentials::key_usage(conn)?,
+                ..DatabaseFacts::with_key_usage(credentials::key_usage(conn)?)
             })
         })
         .await
