@@ -2,8 +2,9 @@
 # Installs what the tests need (scripts/install-test-deps.sh), builds every
 # binary, and runs the whole suite: unit tests, end-to-end tests against the
 # real peers, doctests; then the end-to-end broker, access and audit tests a
-# second time with every server on PostgreSQL. The README's test command; CI
-# runs exactly this.
+# second time with every server on PostgreSQL; then every fuzz target for a
+# bounded time (scripts/fuzz.sh, PULLPASS_FUZZ_SECONDS per target, default
+# 20). The README's test command; CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +25,6 @@ else
   cargo test --workspace --locked --no-fail-fast
   PULLPASS_TEST_BACKEND=postgres cargo test -p pullpass-tests --locked --no-fail-fast "${on_postgres[@]}"
 fi
+
+# Every fuzz target, bounded (hour-long runs: scripts/fuzz.sh 3600).
+scripts/fuzz.sh "${PULLPASS_FUZZ_SECONDS:-20}"

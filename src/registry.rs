@@ -257,22 +257,19 @@ fn parse_registry_server(input: &str) -> Result<ParsedRegistryServer, RegistrySe
     Ok(ParsedRegistryServer { server: RegistryServer { host, namespace }, normalizations })
 }
 
-/// Removes a trailing `/` and a trailing API-version segment (`v1`, `v2`),
-/// then validates what is left as a namespace.
+/// Removes a trailing `/` and trailing API-version segments (`v1`, `v2`),
+/// then validates what is left as a namespace. Every such segment goes, so
+/// the normal form never ends in one and parses back to itself.
 fn normalize_path(path: &str, normalizations: &mut Vec<String>) -> Result<Option<String>, RegistryServerError> {
     let without_slash = path.strip_suffix('/').unwrap_or(path);
-    let namespace = match strip_api_version(without_slash) {
-        Some((rest, version)) => {
-            normalizations.push(format!("removed trailing API path `/{version}/`"));
-            rest
-        }
-        None => {
-            if without_slash.len() < path.len() {
-                normalizations.push("removed trailing `/`".to_owned());
-            }
-            without_slash
-        }
-    };
+    let mut namespace = without_slash;
+    while let Some((rest, version)) = strip_api_version(namespace) {
+        normalizations.push(format!("removed trailing API path `/{version}/`"));
+        namespace = rest;
+    }
+    if namespace.len() == without_slash.len() && without_slash.len() < path.len() {
+        normalizations.push("removed trailing `/`".to_owned());
+    }
     if namespace.is_empty() {
         return Ok(None);
     }
@@ -429,6 +426,10 @@ mod tests {
         assert_eq!(parsed.server.to_string(), "registry.example.com:5000/team");
         assert_eq!(parsed.normalizations.len(), 2);
         assert_eq!(parse("HTTPS://GHCR.io/").server.to_string(), "ghcr.io");
+        // Found by the registry_server fuzz target: one pass left `/v1` behind.
+        let parsed = parse("https://registry.example/team/v1/v1/");
+        assert_eq!(parsed.server.to_string(), "registry.example/team");
+        assert_eq!(parse(&parsed.server.to_string()).normalizations, Vec::<String>::new());
     }
 
     #[test]

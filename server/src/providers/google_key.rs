@@ -58,7 +58,15 @@ impl GoogleServiceAccountKey {
         if let Some(kind) = &file.kind
             && kind != "service_account"
         {
-            return Err(format!("the JSON key has type `{kind}`; expected `service_account`"));
+            // The value is echoed only when it looks like a type name: in a
+            // mangled file it may hold part of the private key (found by
+            // the google_key fuzz target).
+            let looks_like_a_type = kind.len() <= 32 && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            return Err(if looks_like_a_type {
+                format!("the JSON key has type `{kind}`; expected `service_account`")
+            } else {
+                "the JSON key's `type` is not `service_account`".to_owned()
+            });
         }
         let client_email = file
             .client_email
@@ -126,5 +134,20 @@ pub(crate) mod tests {
         }
         let error = GoogleServiceAccountKey::parse(&SecretBytes::from_string("{not json".into())).unwrap_err();
         assert!(error.contains("JSON"));
+    }
+
+    #[test]
+    fn a_mangled_type_is_not_echoed() {
+        // Found by the google_key fuzz target: a file cut so that the
+        // private key lands inside `type` had it echoed in the error.
+        let mangled = r#"{"type": "service_-----BEGIN PRIVATE KEY-----
+MIIEvQ0BAQEFAASC
+-----END PRIVATE KEY-----
+"}"#;
+        let error = GoogleServiceAccountKey::parse(&SecretBytes::from_string(mangled.into())).unwrap_err();
+        assert!(!error.contains("MIIEvQ") && !error.contains("BEGIN"), "{error}");
+        let error = GoogleServiceAccountKey::parse(&SecretBytes::from_string(r#"{"type": "authorized_user"}"#.into()))
+            .unwrap_err();
+        assert!(error.contains("`authorized_user`"), "{error}");
     }
 }

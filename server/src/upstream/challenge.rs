@@ -43,12 +43,13 @@ fn parse_one(header: &str) -> Vec<Challenge> {
             lexer.skip_whitespace_and_commas();
             let checkpoint = lexer.at;
             let Some(name) = lexer.token() else { break };
+            // Token68 (`Basic abc==`): its `=` padding ends the challenge.
+            if challenge.params.is_empty() && lexer.token68_padding() {
+                continue;
+            }
             lexer.skip_whitespace();
             if !lexer.eat(b'=') {
-                // Token68 (`Basic abc==`) or the next challenge's scheme.
-                if lexer.peek().is_none_or(|b| b == b',') && challenge.params.is_empty() && name.ends_with('=') {
-                    continue;
-                }
+                // The next challenge's scheme (or a token68 without padding).
                 lexer.at = checkpoint;
                 break;
             }
@@ -109,20 +110,33 @@ impl Lexer<'_> {
         }
     }
 
-    /// An RFC 9110 token (also accepting token68 characters `/`, `=` trail).
+    /// An RFC 9110 token (with token68's `/` among its characters). Never
+    /// holds `=`: parameter names and schemes are tokens.
     fn token(&mut self) -> Option<String> {
         let start = self.at;
         while self.peek().is_some_and(is_token_char) {
             self.at += 1;
         }
-        // token68 may end in `=` padding.
-        while self.peek() == Some(b'=') && self.input.get(self.at + 1).is_none_or(|b| *b == b',' || *b == b' ') {
-            if self.at == start {
-                break;
-            }
-            self.at += 1;
-        }
         (self.at > start).then(|| String::from_utf8_lossy(&self.input[start..self.at]).into_owned())
+    }
+
+    /// Skips a token68's `=` padding if one is here, ending the challenge
+    /// (at the end of the value, or before a comma).
+    fn token68_padding(&mut self) -> bool {
+        let mut end = self.at;
+        while self.input.get(end) == Some(&b'=') {
+            end += 1;
+        }
+        let mut after = end;
+        while self.input.get(after).is_some_and(|b| *b == b' ' || *b == b'\t') {
+            after += 1;
+        }
+        if end > self.at && self.input.get(after).is_none_or(|b| *b == b',') {
+            self.at = after;
+            true
+        } else {
+            false
+        }
     }
 
     /// An unquoted parameter value: lenient, up to the next comma or space
@@ -181,6 +195,19 @@ mod tests {
         assert_eq!(c.param("realm"), Some("https://auth.docker.io/token"));
         assert_eq!(c.param("service"), Some("registry.docker.io"));
         assert_eq!(c.param("scope"), Some("repository:library/ubuntu:pull"));
+    }
+
+    #[test]
+    fn parameter_names_never_take_an_equals_sign_from_the_value() {
+        // Found by the www_authenticate fuzz target: `r= =r` once read as
+        // the name `r=`, which no written form could give back.
+        let c = one("Bearer r= =r");
+        assert_eq!(c.params.keys().collect::<Vec<_>>(), ["r"]);
+        assert_eq!(c.param("r"), Some("=r"));
+        let basic = parse(&["Basic dXNlcjpwYXNz==, Bearer realm=x"]);
+        assert_eq!(basic.len(), 2, "{basic:?}");
+        assert!(basic[0].params.is_empty());
+        assert_eq!(basic[1].param("realm"), Some("x"));
     }
 
     #[test]

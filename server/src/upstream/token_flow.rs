@@ -206,16 +206,32 @@ fn read_token(exchange: Exchange<'_>, reply: &Reply) -> Result<Lease, Failure> {
     })
 }
 
-/// A token realm's answer, checked.
-struct TokenAnswer {
-    token: String,
-    issued: Timestamp,
-    expires: Timestamp,
-    granted: Option<Scope>,
+/// A token realm's answer, checked. Its `Debug` leaves the token out.
+pub struct TokenAnswer {
+    /// The issued token (`token`, else `access_token`); never empty.
+    pub token: String,
+    /// When it was issued, by our clock (never later than `now`).
+    pub issued: Timestamp,
+    /// When it expires, by our clock: at most a day after `issued`.
+    pub expires: Timestamp,
+    /// What a JWT's `access` claim grants of the request, if it says.
+    pub granted: Option<Scope>,
 }
 
-/// Reads a token realm's JSON answer to a request for `requested`.
-fn parse_token_answer(body: &[u8], requested: &Scope, now: Timestamp) -> Result<TokenAnswer, Failure> {
+impl std::fmt::Debug for TokenAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAnswer")
+            .field("token", &"<redacted>")
+            .field("issued", &self.issued)
+            .field("expires", &self.expires)
+            .field("granted", &self.granted.as_ref().map(ToString::to_string))
+            .finish()
+    }
+}
+
+/// Reads a token realm's JSON answer to a request for `requested`, at
+/// `now` by our clock.
+pub fn parse_token_answer(body: &[u8], requested: &Scope, now: Timestamp) -> Result<TokenAnswer, Failure> {
     let parsed: TokenResponse = serde_json::from_slice(body)
         .map_err(|_| Failure::Protocol("the token realm's answer is not the expected JSON".into()))?;
     let token = parsed

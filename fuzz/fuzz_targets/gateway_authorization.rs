@@ -1,0 +1,21 @@
+//! The pull gateway's `Authorization` header. Property: credentials read
+//! from a header, written back as `Basic base64(user:password)`, read the
+//! same; and their `Debug` never shows the password.
+#![no_main]
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use libfuzzer_sys::fuzz_target;
+use pullpass_server::gateway::credentials::basic;
+
+fuzz_target!(|data: &[u8]| {
+    let Some(credentials) = basic(Some(data)) else { return };
+    let written = format!("Basic {}", STANDARD.encode(format!("{}:{}", credentials.username, *credentials.password)));
+    let again = basic(Some(written.as_bytes())).expect("written credentials read back");
+    assert_eq!(again.username, credentials.username);
+    assert_eq!(*again.password, *credentials.password);
+    assert!(!credentials.username.contains(':'), "a username with ':' cannot be written back");
+    if credentials.password.len() >= 8 && !credentials.username.contains(credentials.password.as_str()) {
+        assert!(!format!("{credentials:?}").contains(credentials.password.as_str()), "Debug shows the password");
+    }
+});
