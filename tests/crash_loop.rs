@@ -378,3 +378,153 @@ async fn lease_loop(
         }
     }
 }
+
+/// Calls made and calls failed by the load beside a key rotation.
+#[derive(Default)]
+struct Load {
+    calls: u64,
+    failures: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_killed_under_load_and_rerun_fails_no_call_and_leaves_every_secret_readable() {
+    let realm = TokenRealm::start(3600, USERNAME, PASSWORD);
+    let options = || Options {
+        args: vec!["--rate-limit".into(), "0".into(), "--insecure-registry".into(), realm.address.clone()],
+        ..Default::default()
+    };
+    let mut server = Pullpassd::start_with(options()).expect("pullpassd starts");
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    client.create_credential("acme", "lease", credential_for(&realm.address, PASSWORD)).await.expect("create");
+    for i in 0..300 {
+        let registry = format!("{}/old{i}", realm.address);
+        client
+            .create_credential("acme", &format!("old{i}"), credential_for(&registry, PASSWORD))
+            .await
+            .expect("create");
+    }
+    // A second key, active after the restart; 301 data keys to move.
+    let added = server.command(&["keys", "add"]);
+    assert!(added.status.success(), "{added:?}");
+    server.restart_with(options());
+
+    let client = pullpass_client::Client::builder(server.endpoint())
+        .token(server.root_token.clone())
+        .retries(0)
+        .connect()
+        .await
+        .expect("connect");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = Arc::new(Mutex::new(Load::default()));
+    let mut tasks = Vec::new();
+    for worker in 0..3u64 {
+        // Each lease asks for a new repository: a token request, which
+        // opens the credential's secret while its data key is rewrapped.
+        let (client, stop, load, registry) = (client.clone(), stop.clone(), load.clone(), realm.address.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let image = format!("{registry}/old{}/w{worker}-{n}:1", n % 300);
+                let request = IssueRegistryAuthRequest {
+                    workspace: "workspaces/acme".into(),
+                    images: vec![image],
+                    ..Default::default()
+                };
+                let outcome = match client.registry_auth_service().issue_registry_auth(request).await {
+                    Ok(r) => match r.into_inner().auths.into_iter().find_map(|a| a.status.filter(|s| s.code != 0)) {
+                        Some(status) => Err(format!("lease: {}", status.message)),
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(format!("lease RPC: {e}")),
+                };
+                record(&load, outcome);
+            }
+        }));
+    }
+    {
+        let (client, stop, load, registry) = (client.clone(), stop.clone(), load.clone(), realm.address.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let request = CreateCredentialRequest {
+                    parent: "workspaces/acme".into(),
+                    credential_id: format!("new{n}"),
+                    credential: Some(credential_for(&format!("{registry}/new{n}"), PASSWORD)),
+                };
+                let outcome = client.credentials().create_credential(request).await.map(|_| ());
+                record(&load, outcome.map_err(|e| format!("create: {e}")));
+                let get = GetCredentialRequest { name: format!("workspaces/acme/credentials/old{}", n % 300) };
+                let outcome = client.credentials().get_credential(get).await.map(|_| ());
+                record(&load, outcome.map_err(|e| format!("get: {e}")));
+            }
+        }));
+    }
+
+    // `keys rotate` in small batches, killed with SIGKILL midway.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut rotation = std::process::Command::new(pullpass_tests::binary("pullpassd"))
+        .arg("--dev")
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .args(["keys", "rotate", "--batch-size", "10"])
+        .env_remove("PULLPASS_MASTER_KEY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start keys rotate");
+    // Killed once it reports its first batch, so it dies midway.
+    let stdout = rotation.stdout.take().expect("piped stdout");
+    let first_batch = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.starts_with("rotated "))
+    })
+    .await
+    .unwrap();
+    let _ = rotation.kill();
+    let _ = rotation.wait();
+    println!("killed the rotation after: {first_batch:?}");
+    let midway = server.command(&["keys", "verify"]);
+    assert!(midway.status.success(), "every secret opens after the killed rotation: {midway:?}");
+
+    // Rerun to the end, still under load.
+    let rerun = server.command(&["keys", "rotate", "--batch-size", "10"]);
+    assert!(rerun.status.success(), "the rerun completes: {rerun:?}");
+    let rerun_text = String::from_utf8_lossy(&rerun.stdout).to_string();
+    println!("the rerun: {:?}", rerun_text.lines().next().unwrap_or(""));
+    assert!(!rerun_text.contains("rotating 0 data key(s)"), "the kill came too late to test a resume: {rerun_text}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.expect("a load task panicked");
+    }
+    let load = load.lock().unwrap();
+    println!("rotation under load: {} calls, {} failed", load.calls, load.failures.len());
+    assert!(load.calls > 100, "the load ran: {} calls", load.calls);
+    assert!(
+        load.failures.is_empty(),
+        "calls failed during the rotation: {:?}",
+        &load.failures[..load.failures.len().min(5)]
+    );
+    let verify = server.command(&["keys", "verify"]);
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success() && out.contains(", 0 do not"), "{verify:?}");
+    // Every data key is under the new key: the old one wraps none.
+    let list = server.command(&["keys", "list"]);
+    let text = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(list.status.success(), "{list:?}");
+    let counts: Vec<&str> = text.lines().skip(1).filter_map(|l| l.split_whitespace().last()).collect();
+    assert_eq!(counts.len(), 2, "{text}");
+    assert!(counts.contains(&"0"), "the old key still wraps data keys: {text}");
+}
+
+fn record(load: &Mutex<Load>, outcome: Result<(), String>) {
+    let mut load = load.lock().unwrap();
+    load.calls += 1;
+    if let Err(failure) = outcome {
+        load.failures.push(failure);
+    }
+}

@@ -533,7 +533,8 @@ async fn test_credential_reports_success_and_failure_without_the_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_and_issued_tokens_stay_out_of_the_database_and_logs() {
-    let mut world = World::start().await;
+    // At debug, so every call's line (a lease's is debug) is searched too.
+    let mut world = World::start_with(&["--log-level".into(), "debug".into()]).await;
     world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
     let auths = world.issue(&[&world.registry.image("team/app:1.0")], &[]).await;
     let token = ok(&auths[0]).token.clone();
