@@ -121,7 +121,7 @@ const MIGRATIONS: &[&str] = &[
     LOCK TABLE credentials IN SHARE ROW EXCLUSIVE MODE;
     CREATE TABLE key_usage (
         kek_id    TEXT PRIMARY KEY,
-        data_keys BIGINT NOT NULL CHECK (data_keys > 0)
+        data_keys BIGINT NOT NULL CHECK (data_keys >= 0)
     );
     INSERT INTO key_usage (kek_id, data_keys)
         SELECT secret_kek_id, count(*) FROM credentials GROUP BY secret_kek_id;
@@ -130,9 +130,12 @@ const MIGRATIONS: &[&str] = &[
         IF TG_OP = 'UPDATE' AND OLD.secret_kek_id = NEW.secret_kek_id THEN
             RETURN NULL;
         END IF;
+        -- Decrement first (waiting for, then seeing, concurrent changes to
+        -- the row), then drop it at zero: a DELETE matched on a snapshot
+        -- could miss a row another transaction was about to decrement.
         IF TG_OP IN ('DELETE', 'UPDATE') THEN
-            DELETE FROM key_usage WHERE kek_id = OLD.secret_kek_id AND data_keys = 1;
             UPDATE key_usage SET data_keys = data_keys - 1 WHERE kek_id = OLD.secret_kek_id;
+            DELETE FROM key_usage WHERE kek_id = OLD.secret_kek_id AND data_keys = 0;
         END IF;
         IF TG_OP IN ('INSERT', 'UPDATE') THEN
             INSERT INTO key_usage (kek_id, data_keys) VALUES (NEW.secret_kek_id, 1)

@@ -170,7 +170,7 @@ async fn read_facts(client: &impl GenericClient, schema_version: i64) -> Result<
     // `key_usage` (kept by a trigger) came with schema version 4; an older
     // database, read once before it is migrated, is counted the slow way.
     let sql = if schema_version >= 4 {
-        "SELECT kek_id, data_keys FROM key_usage ORDER BY 1"
+        "SELECT kek_id, data_keys FROM key_usage WHERE data_keys > 0 ORDER BY 1"
     } else {
         "SELECT secret_kek_id, count(*) FROM credentials GROUP BY 1 ORDER BY 1"
     };

@@ -182,7 +182,7 @@ const KEY_USAGE_SCHEMA: i64 = 3;
 pub fn key_usage(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let sql = if version >= KEY_USAGE_SCHEMA {
-        "SELECT kek_id, data_keys FROM key_usage ORDER BY 1"
+        "SELECT kek_id, data_keys FROM key_usage WHERE data_keys > 0 ORDER BY 1"
     } else {
         "SELECT secret_kek_id, count(*) FROM credentials GROUP BY 1 ORDER BY 1"
     };

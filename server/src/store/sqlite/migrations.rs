@@ -96,7 +96,7 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE key_usage (
         kek_id    TEXT PRIMARY KEY,
-        data_keys INTEGER NOT NULL CHECK (data_keys > 0)
+        data_keys INTEGER NOT NULL CHECK (data_keys >= 0)
     ) STRICT;
     INSERT INTO key_usage (kek_id, data_keys)
         SELECT secret_kek_id, count(*) FROM credentials GROUP BY secret_kek_id;
@@ -105,13 +105,13 @@ const MIGRATIONS: &[&str] = &[
             ON CONFLICT (kek_id) DO UPDATE SET data_keys = data_keys + 1;
     END;
     CREATE TRIGGER key_usage_on_delete AFTER DELETE ON credentials BEGIN
-        DELETE FROM key_usage WHERE kek_id = OLD.secret_kek_id AND data_keys = 1;
         UPDATE key_usage SET data_keys = data_keys - 1 WHERE kek_id = OLD.secret_kek_id;
+        DELETE FROM key_usage WHERE kek_id = OLD.secret_kek_id AND data_keys = 0;
     END;
     CREATE TRIGGER key_usage_on_rewrap AFTER UPDATE OF secret_kek_id ON credentials
         WHEN OLD.secret_kek_id IS NOT NEW.secret_kek_id BEGIN
-        DELETE FROM key_usage WHERE kek_id = OLD.secret_kek_id AND data_keys = 1;
         UPDATE key_usage SET data_keys = data_keys - 1 WHERE kek_id = OLD.secret_kek_id;
+        DELETE FROM key_usage WHERE kek_id = OLD.secret_kek_id AND data_keys = 0;
         INSERT INTO key_usage (kek_id, data_keys) VALUES (NEW.secret_kek_id, 1)
             ON CONFLICT (kek_id) DO UPDATE SET data_keys = data_keys + 1;
     END;
