@@ -131,7 +131,9 @@ async fn acknowledged_writes_keys_audit_and_lease_events_survive_random_kill_9s(
                 worker,
             )));
         }
-        tokio::time::sleep(Duration::from_millis(200 + rng.below(1300))).await;
+        // Longer than the lease window, so every round checks some leases.
+        let round_time = LEASE_WINDOW + Duration::from_millis(200 + rng.below(1800));
+        tokio::time::sleep(round_time).await;
         server.kill();
         let killed_at = Instant::now();
         stop.store(true, Ordering::SeqCst);
@@ -153,8 +155,12 @@ async fn acknowledged_writes_keys_audit_and_lease_events_survive_random_kill_9s(
         let round_totals = check(&checker, &acked, killed_at, round).await;
         totals.add(&round_totals);
         println!(
-            "round {round:>3}: {} credentials and {} tokens acknowledged in all; {} leases this round, {} of them within the window at the kill",
-            round_totals.credentials, round_totals.tokens, round_totals.leases, round_totals.recent_leases
+            "round {round:>3}: {} credentials and {} tokens acknowledged in all; {} leases this round ({} checked, {} within the window at the kill)",
+            round_totals.credentials,
+            round_totals.tokens,
+            round_totals.leases,
+            round_totals.old_leases,
+            round_totals.recent_leases
         );
         acked.lock().unwrap().leases.clear();
     }
@@ -384,8 +390,7 @@ async fn lease_loop(
             Ok(response) if response.get_ref().auths.iter().all(|a| a.status.as_ref().is_none_or(|s| s.code == 0)) => {
                 acked.lock().unwrap().leases.push((request_id, Instant::now()));
             }
-            Ok(_) => {}
-            Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
         }
     }
 }
