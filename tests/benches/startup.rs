@@ -182,18 +182,7 @@ fn restart_to_serving(home: &Path) -> (Duration, u64) {
     let started = Instant::now();
     let server =
         Pullpassd::start_with(Options { home: Some(home.to_owned()), ..Default::default() }).expect("pullpassd starts");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(server.endpoint()).unwrap().connect().await.unwrap();
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-        loop {
-            let status = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
-            if status.is_ok_and(|s| s.into_inner().status == 1) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    });
+    server.block_until_serving();
     let elapsed = started.elapsed();
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
     let rss = status

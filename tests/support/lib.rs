@@ -244,6 +244,23 @@ impl Pullpassd {
         self._temp.take()
     }
 
+    /// Blocks until the health check answers SERVING (for start-up
+    /// timings; polls every millisecond).
+    pub fn block_until_serving(&self) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(self.endpoint()).unwrap().connect().await.unwrap();
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            loop {
+                let status = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
+                if status.is_ok_and(|s| s.into_inner().status == 1) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.address)
