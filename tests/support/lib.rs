@@ -9,6 +9,7 @@
 //! skipped silently.
 
 pub mod bench;
+pub mod faults;
 pub mod fixtures;
 pub mod gateway;
 pub mod http_fixture;

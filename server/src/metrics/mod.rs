@@ -121,6 +121,7 @@ struct Metrics {
     upstream_latency: Histograms<KindLabel>,
     upstream_rate_limited: Family<KindLabel, Counter>,
     upstream_held_back: Counter,
+    upstream_shed: Family<KindLabel, Counter>,
     lease_cache_entries: Gauge,
     audit_queued: Counter,
     audit_written: Counter,
@@ -144,6 +145,7 @@ impl Metrics {
             upstream_latency: Family::new_with_constructor(latency_histogram),
             upstream_rate_limited: Family::default(),
             upstream_held_back: Counter::default(),
+            upstream_shed: Family::default(),
             lease_cache_entries: Gauge::default(),
             audit_queued: Counter::default(),
             audit_written: Counter::default(),
@@ -191,6 +193,11 @@ impl Metrics {
             "pullpass_upstream_held_back",
             "Token exchanges not attempted because a Retry-After from the registry (seen here or by another replica) had not passed.",
             m.upstream_held_back.clone(),
+        );
+        registry.register(
+            "pullpass_upstream_shed",
+            "Requests and retries to registries and token services not sent, by kind: the endpoint's circuit breaker was open or its retry budget spent.",
+            m.upstream_shed.clone(),
         );
         registry.register(
             "pullpass_lease_cache_entries",
@@ -425,6 +432,14 @@ pub fn upstream_rate_limited(kind: UpstreamKind) {
 pub fn upstream_held_back() {
     if let Some(m) = on() {
         m.upstream_held_back.inc();
+    }
+}
+
+/// A request or retry was not sent: its endpoint's breaker was open or its
+/// retry budget spent.
+pub fn upstream_shed(kind: UpstreamKind) {
+    if let Some(m) = on() {
+        m.upstream_shed.get_or_create(&KindLabel { kind: kind.label() }).inc();
     }
 }
 

@@ -1,6 +1,7 @@
 //! HTTP to registries, token realms and provider APIs: reqwest over rustls
 //! (ring), never following redirects, with deadlines, bounded bodies, and at
-//! most three attempts with jittered backoff on connection errors and 5xx.
+//! most three attempts with jittered backoff on connection errors and 5xx,
+//! within each endpoint's retry budget and circuit breaker ([`budget`]).
 //!
 //! [`SafeResolver`] refuses link-local and metadata addresses after DNS, so a
 //! name pointing at `169.254.169.254` is as blocked as the literal.
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Client, RequestBuilder, StatusCode, header::HeaderMap};
 
+use super::budget::{self, Budgets, Outcome};
 use super::realm::is_forbidden_address;
 use crate::metrics::{self, UpstreamKind, UpstreamOutcome};
 
@@ -22,6 +24,9 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub const MAX_ATTEMPTS: u32 = 3;
 /// Longest a single connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An attempt that had this long and got no answer says the endpoint is
+/// failing; one cut shorter by its caller's deadline says nothing.
+const FAIR_WAIT: Duration = Duration::from_secs(1);
 
 /// A response read to the end. Its body may hold an issued token or a
 /// password, so `Debug` shows only its length.
@@ -59,6 +64,11 @@ pub enum HttpFailure {
     Deadline,
     /// The body was larger than the limit (bytes).
     TooLarge(usize),
+    /// Not sent: the endpoint's breaker is open ([`budget`]).
+    Shed(String),
+    /// The server's certificate is not acceptable (wrong name, expired,
+    /// unknown issuer…); not retried.
+    Certificate(String),
 }
 
 impl std::fmt::Display for HttpFailure {
@@ -67,6 +77,7 @@ impl std::fmt::Display for HttpFailure {
             Self::Transport(e) => f.write_str(e),
             Self::Deadline => f.write_str("no answer before the deadline"),
             Self::TooLarge(limit) => write!(f, "the response is larger than {limit} bytes"),
+            Self::Shed(why) | Self::Certificate(why) => f.write_str(why),
         }
     }
 }
@@ -75,6 +86,7 @@ impl std::fmt::Display for HttpFailure {
 pub struct Http {
     default: Client,
     private_ca: Mutex<HashMap<String, Client>>,
+    budgets: Budgets,
 }
 
 impl std::fmt::Debug for Http {
@@ -86,7 +98,7 @@ impl std::fmt::Debug for Http {
 impl Http {
     /// Clients trusting the Mozilla roots (webpki-roots).
     pub fn new() -> Result<Self, String> {
-        Ok(Self { default: build_client(&[])?, private_ca: Mutex::default() })
+        Ok(Self { default: build_client(&[])?, private_ca: Mutex::default(), budgets: Budgets::default() })
     }
 
     /// The client for a credential: trusting its CA bundle too, if any.
@@ -111,20 +123,33 @@ impl Http {
         Ok(client)
     }
 
-    /// Sends the request built by `build` until it gets a non-5xx answer,
-    /// at most [`MAX_ATTEMPTS`] times, within `deadline`, and reads the body
-    /// (at most [`MAX_BODY`] bytes).
+    /// Sends the request built by `build` until it gets a non-5xx answer
+    /// and reads its body (at most [`MAX_BODY`] bytes), before `deadline`:
+    /// at most [`MAX_ATTEMPTS`] attempts in all, retries within the
+    /// endpoint's budget. A body cut off by the network is retried too.
     pub async fn send(
         &self,
         kind: UpstreamKind,
         build: impl Fn() -> RequestBuilder,
         deadline: Instant,
     ) -> Result<Reply, HttpFailure> {
-        let response = self.open(kind, build, deadline).await?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = read_body(response, MAX_BODY, deadline).await?;
-        Ok(Reply { status, headers, body })
+        let endpoint = self.admit(kind, &build)?;
+        let mut attempt = 0;
+        loop {
+            let response = self.until_answered(kind, &build, deadline, &endpoint, &mut attempt).await?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            match read_body(response, MAX_BODY, deadline).await {
+                Ok(body) => return Ok(Reply { status, headers, body }),
+                Err(HttpFailure::Transport(cause)) => {
+                    self.budgets.record(&endpoint, Outcome::Failed(&cause));
+                    if !self.pause_before_retry(kind, &endpoint, attempt, deadline).await {
+                        return Err(HttpFailure::Transport(cause));
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
     }
 
     /// Like [`Http::send`], but returns as soon as the headers of the last
@@ -136,11 +161,37 @@ impl Http {
         build: impl Fn() -> RequestBuilder,
         deadline: Instant,
     ) -> Result<reqwest::Response, HttpFailure> {
-        let mut attempt = 0;
+        let endpoint = self.admit(kind, &build)?;
+        self.until_answered(kind, &build, deadline, &endpoint, &mut 0).await
+    }
+
+    /// The endpoint `build` names, if its breaker lets a request through.
+    fn admit(&self, kind: UpstreamKind, build: &impl Fn() -> RequestBuilder) -> Result<String, HttpFailure> {
+        let (_, request) = build().build_split();
+        let endpoint = budget::endpoint_of(request.map_err(|e| classify(&e))?.url());
+        match self.budgets.admit(&endpoint) {
+            Ok(()) => Ok(endpoint),
+            Err(shed) => {
+                metrics::upstream_shed(kind);
+                Err(HttpFailure::Shed(shed.to_string()))
+            }
+        }
+    }
+
+    /// Attempts until an answer that is not a 5xx, counting in `attempt`.
+    async fn until_answered(
+        &self,
+        kind: UpstreamKind,
+        build: &impl Fn() -> RequestBuilder,
+        deadline: Instant,
+        endpoint: &str,
+        attempt: &mut u32,
+    ) -> Result<reqwest::Response, HttpFailure> {
         loop {
-            attempt += 1;
+            *attempt += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
+                self.budgets.record(endpoint, Outcome::Inconclusive);
                 return Err(HttpFailure::Deadline);
             }
             let sent_at = Instant::now();
@@ -149,6 +200,16 @@ impl Http {
                 Err(_) => Err(HttpFailure::Deadline),
                 Ok(sent) => sent.map_err(|e| classify(&e)),
             };
+            let seen = match &outcome {
+                Ok(response) if response.status().is_server_error() => {
+                    Outcome::Failed(response.status().canonical_reason().unwrap_or("a server error"))
+                }
+                Ok(_) => Outcome::Answered,
+                Err(HttpFailure::Transport(cause) | HttpFailure::Certificate(cause)) => Outcome::Failed(cause),
+                Err(HttpFailure::Deadline) if remaining >= FAIR_WAIT => Outcome::Failed("no answer in time"),
+                Err(_) => Outcome::Inconclusive,
+            };
+            self.budgets.record(endpoint, seen);
             let measured = match &outcome {
                 Ok(response) => UpstreamOutcome::Status(response.status().as_u16()),
                 Err(HttpFailure::Deadline) => UpstreamOutcome::Timeout,
@@ -160,15 +221,28 @@ impl Http {
                 Err(HttpFailure::Transport(_)) => true,
                 Err(_) => false,
             };
-            if !retryable || attempt >= MAX_ATTEMPTS {
+            if !retryable || !self.pause_before_retry(kind, endpoint, *attempt, deadline).await {
                 return outcome;
             }
-            let pause = backoff(attempt);
-            if Instant::now() + pause >= deadline {
-                return outcome;
-            }
-            tokio::time::sleep(pause).await;
         }
+    }
+
+    /// Waits a jittered backoff and says whether attempt `attempt + 1` may
+    /// go: attempts left, time left before `deadline`, and a retry token.
+    async fn pause_before_retry(&self, kind: UpstreamKind, endpoint: &str, attempt: u32, deadline: Instant) -> bool {
+        if attempt >= MAX_ATTEMPTS {
+            return false;
+        }
+        let pause = backoff(attempt);
+        if Instant::now() + pause >= deadline {
+            return false;
+        }
+        if !self.budgets.may_retry(endpoint) {
+            metrics::upstream_shed(kind);
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        true
     }
 }
 
@@ -221,6 +295,11 @@ pub fn classify(error: &reqwest::Error) -> HttpFailure {
         message.push_str(": ");
         message.push_str(&cause.to_string());
         source = cause.source();
+    }
+    // rustls's certificate errors, however deeply wrapped, read
+    // "invalid peer certificate: <why>"; retrying cannot fix them.
+    if let Some((_, why)) = message.split_once("invalid peer certificate: ") {
+        return HttpFailure::Certificate(format!("TLS: the server's certificate is not acceptable: {why}"));
     }
     HttpFailure::Transport(strip_urls(&message))
 }

@@ -15,6 +15,7 @@
 //!
 //! This module knows nothing of gRPC, SQL or the lease cache.
 
+pub mod budget;
 pub mod challenge;
 pub mod content;
 pub mod ecr;
@@ -174,7 +175,9 @@ impl From<HttpFailure> for Failure {
     fn from(failure: HttpFailure) -> Self {
         match failure {
             HttpFailure::Deadline => Failure::Deadline,
-            HttpFailure::Transport(what) => Failure::Unavailable(what),
+            HttpFailure::Transport(what) | HttpFailure::Shed(what) | HttpFailure::Certificate(what) => {
+                Failure::Unavailable(what)
+            }
             HttpFailure::TooLarge(limit) => Failure::Protocol(format!("the response is larger than {limit} bytes")),
         }
     }
