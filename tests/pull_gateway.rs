@@ -1017,3 +1017,92 @@ async fn a_token_over_its_request_rate_is_told_to_wait_at_the_gateway_too() {
     assert!(statuses[..10].iter().all(|s| *s == 200), "a burst of twice the rate: {statuses:?}");
     assert!(statuses.contains(&429), "{statuses:?}");
 }
+
+/// Sends `raw` as is and returns what the gateway answered before it closed
+/// the connection (or 10 s passed), and how long that took.
+fn raw_exchange(address: &str, raw: &[u8]) -> (String, Duration) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    stream.write_all(raw).unwrap();
+    let mut all = Vec::new();
+    let _ = stream.read_to_end(&mut all);
+    (String::from_utf8_lossy(&all).to_string(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abusive_http_gets_precise_refusals_and_the_gateway_serves_on() {
+    let gw = GatewayWorld::start_with(&["--header-timeout", "2"]).await;
+    let auth = basic("pullpass", &gw.password("team/app:1.0").await);
+    let get = |path: &str, extra: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\n{extra}Connection: close\r\n\r\n",
+            gw.gateway
+        )
+    };
+
+    // Traversal and encoding tricks in repository names, sent byte for byte
+    // (an HTTP client library would normalize some of them away).
+    for (path, code) in [
+        (format!("/v2/{ALIAS}/team/../app/manifests/1.0"), "NAME_INVALID"),
+        (format!("/v2/{ALIAS}/team/./app/manifests/1.0"), "NAME_INVALID"),
+        (format!("/v2/{ALIAS}/team/%2e%2e/app/manifests/1.0"), "NAME_INVALID"),
+        (format!("/v2/{ALIAS}/team%2fapp/manifests/1.0"), "NAME_INVALID"),
+        (format!("/v2/{ALIAS}//team/app/manifests/1.0"), "NAME_INVALID"),
+        (format!("/v2/{ALIAS}/team/app%00/manifests/1.0"), "NAME_INVALID"),
+        (format!("/v2/{ALIAS}/../../etc/passwd/manifests/1.0"), "NAME_INVALID"),
+        (format!("/v2/{ALIAS}/team/app/manifests/..%2f1.0"), "TAG_INVALID"),
+    ] {
+        let (answer, _) = raw_exchange(&gw.gateway, get(&path, "").as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{path}: {answer}");
+        assert!(answer.contains(&format!("\"code\":\"{code}\"")), "{path}: {answer}");
+    }
+
+    // Headers past --max-header-bytes (16 KiB): 431, and nothing else.
+    let huge = format!("X-Padding: {}\r\n", "p".repeat(32 * 1024));
+    let (answer, _) = raw_exchange(&gw.gateway, get(&format!("/v2/{ALIAS}/team/app/manifests/1.0"), &huge).as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+
+    // Headers that never end: the connection is closed after --header-timeout.
+    let (answer, took) =
+        raw_exchange(&gw.gateway, format!("GET /v2/ HTTP/1.1\r\nHost: {}\r\nX-Slow: ", gw.gateway).as_bytes());
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(5), "{took:?}: {answer}");
+    assert!(!answer.contains(" 200 "), "{answer}");
+
+    // Range abuse: anything but one well-formed byte range is dropped, and
+    // the whole blob is served.
+    let manifest_path = format!("/v2/{ALIAS}/team/app/manifests/1.0");
+    let manifest_bytes =
+        request(&gw, reqwest::Method::GET, &manifest_path, &auth, Some(OCI_MANIFEST)).await.bytes().await.unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let digest = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let size = manifest["layers"][0]["size"].as_u64().unwrap();
+    let blob = format!("/v2/{ALIAS}/team/app/blobs/{digest}");
+    let many = (0..500).map(|i| format!("{i}-{i}")).collect::<Vec<_>>().join(",");
+    for range in [
+        "bytes=0-1,5-6",
+        "bytes=5-2",
+        "bytes=99999999999999999999999-",
+        "items=0-1",
+        "bytes=-0",
+        "bytes=--1",
+        &format!("bytes={many}"),
+    ] {
+        let response = http_client()
+            .get(gw.url(&blob))
+            .header("authorization", &auth)
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "Range: {range}");
+        assert_eq!(response.bytes().await.unwrap().len() as u64, size, "Range: {range}");
+    }
+
+    // And after all that, a normal pull works.
+    let response =
+        request(&gw, reqwest::Method::GET, &format!("/v2/{ALIAS}/team/app/manifests/1.0"), &auth, Some(OCI_MANIFEST))
+            .await;
+    assert_eq!(response.status(), 200);
+}

@@ -156,6 +156,29 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLPASS_MAX_REQUEST_BYTES", value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
 
+    /// Client connections open at once, across the gRPC, gateway and
+    /// metrics listeners; at the limit, new connections wait in the
+    /// kernel's queue until one closes. Lowered to fit the open-file limit
+    /// (pullpassd raises its soft limit to the hard one). [default: 16384]
+    #[arg(long, env = "PULLPASS_MAX_CONNECTIONS", value_name = "COUNT")]
+    pub max_connections: Option<usize>,
+
+    /// Concurrent HTTP/2 streams (calls) per connection, on the gRPC
+    /// listener and the gateway. [default: 100]
+    #[arg(long, env = "PULLPASS_MAX_STREAMS_PER_CONNECTION", value_name = "COUNT")]
+    pub max_streams_per_connection: Option<u32>,
+
+    /// Largest request header block (gRPC metadata, gateway headers), in
+    /// bytes; larger ones are refused. [default: 16384]
+    #[arg(long, env = "PULLPASS_MAX_HEADER_BYTES", value_name = "BYTES")]
+    pub max_header_bytes: Option<u32>,
+
+    /// Longest a client of the HTTP listeners (gateway, metrics) may take
+    /// to send a request's headers; slower connections are closed.
+    /// [default: 30]
+    #[arg(long, env = "PULLPASS_HEADER_TIMEOUT", value_name = "SECONDS")]
+    pub header_timeout: Option<u64>,
+
     /// TLS certificate chain (PEM). With --tls-key, serves gRPC over TLS.
     /// Both files are read again on SIGHUP (existing connections are kept).
     #[arg(long, env = "PULLPASS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
@@ -250,6 +273,10 @@ pub struct FileSettings {
     audit_retention_days: Option<u64>,
     rate_limit: Option<u32>,
     max_request_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    max_streams_per_connection: Option<u32>,
+    max_header_bytes: Option<u32>,
+    header_timeout: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
@@ -295,6 +322,8 @@ pub struct Settings {
     pub rate_limit: u32,
     /// Largest request message.
     pub max_request_bytes: usize,
+    /// Limits on client connections.
+    pub connections: crate::connections::Limits,
     /// TLS files, if TLS is on.
     pub tls: Option<TlsFiles>,
     /// Plaintext on non-loopback addresses allowed.
@@ -424,6 +453,28 @@ impl Settings {
                 .map(|days| std::time::Duration::from_secs(days.max(1) * 86_400)),
             rate_limit: serve.rate_limit.or(file.rate_limit).unwrap_or(1000),
             max_request_bytes: serve.max_request_bytes.or(file.max_request_bytes).unwrap_or(4 * 1024 * 1024),
+            connections: crate::connections::Limits {
+                max_connections: serve
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(crate::connections::Limits::default().max_connections)
+                    .max(1),
+                max_streams_per_connection: serve
+                    .max_streams_per_connection
+                    .or(file.max_streams_per_connection)
+                    .unwrap_or(crate::connections::Limits::default().max_streams_per_connection)
+                    .max(1),
+                max_header_bytes: serve
+                    .max_header_bytes
+                    .or(file.max_header_bytes)
+                    .unwrap_or(crate::connections::Limits::default().max_header_bytes)
+                    .max(1024),
+                header_timeout: serve
+                    .header_timeout
+                    .or(file.header_timeout)
+                    .map(|s| std::time::Duration::from_secs(s.clamp(1, 3600)))
+                    .unwrap_or(crate::connections::Limits::default().header_timeout),
+            },
             tls,
             insecure_plaintext: serve.insecure_plaintext || file.insecure_plaintext.unwrap_or(false),
             fault_audit_fail: serve.fault_audit_fail.clone(),

@@ -1,7 +1,9 @@
 //! The accept loop of pullpassd's plain-HTTP front ends (the pull gateway,
 //! the metrics endpoint): HTTP/1.1 and h2 with hyper, optional TLS with a
-//! handshake timeout, a header-read timeout, and a graceful stop that
-//! closes what is still open once the grace period is over.
+//! handshake timeout, a header-read timeout, the process's connection
+//! budget and per-connection limits ([`crate::connections`]), and a
+//! graceful stop that closes what is still open once the grace period is
+//! over.
 //!
 //! It knows nothing of what it serves: each request goes to `handle`.
 
@@ -18,10 +20,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::connections::Connections;
 use crate::tls::{HANDSHAKE_TIMEOUT, ReloadableTls};
-
-/// Longest a client may take to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `handle` on `listener` (over TLS when given) until `shutdown`
 /// completes, then lets open requests finish for up to `grace` and closes
@@ -30,6 +30,7 @@ pub async fn serve<H, F, B>(
     name: &'static str,
     listener: TcpListener,
     tls: Option<ReloadableTls>,
+    connections: Connections,
     handle: H,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -40,25 +41,27 @@ pub async fn serve<H, F, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
-    let mut connections = tokio::task::JoinSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(60)));
+    let limits = connections.limits();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size((limits.max_header_bytes as usize).max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(60)))
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .max_header_list_size(limits.max_header_bytes);
     tokio::pin!(shutdown);
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        let (tcp, peer, permit) = tokio::select! {
+            accepted = connections.accept(&listener, name) => accepted,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             () = &mut shutdown => break,
         };
-        let _ = tcp.set_nodelay(true);
         let handle = handle.clone();
         let service = hyper::service::service_fn(move |request| {
             let answer = handle(request, peer);
@@ -67,7 +70,8 @@ pub async fn serve<H, F, B>(
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.as_ref().map(ReloadableTls::acceptor);
-        connections.spawn(async move {
+        tasks.spawn(async move {
+            let _permit = permit;
             let served = match tls {
                 None => watcher.watch(builder.serve_connection(TokioIo::new(tcp), service).into_owned()).await,
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -93,9 +97,9 @@ pub async fn serve<H, F, B>(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => {
-            tracing::warn!(listener = name, open = connections.len(), "grace period over; closing open connections");
-            connections.abort_all();
+            tracing::warn!(listener = name, open = tasks.len(), "grace period over; closing open connections");
+            tasks.abort_all();
         }
     }
-    while connections.join_next().await.is_some() {}
+    while tasks.join_next().await.is_some() {}
 }

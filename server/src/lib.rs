@@ -15,6 +15,7 @@ pub mod changes;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod credentials;
 pub mod domain;
 pub mod error;

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::access::gateway_password::{self, GatewayPasswords};
 use crate::access::rate_limit::RateLimiter;
@@ -21,6 +20,7 @@ use crate::audit::{Actor, Auditor};
 use crate::broker::Broker;
 use crate::changes::ChangeFeed;
 use crate::config::{GatewaySettings, Settings};
+use crate::connections::{Connections, Held};
 use crate::credentials::Credentials;
 use crate::gateway::Gateway;
 use crate::paging::PageTokens;
@@ -323,7 +323,15 @@ async fn serve(
     let reflection_v1 = reflection().build_v1().map_err(|e| StartupError(format!("reflection: {e}")))?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| StartupError(format!("reflection: {e}")))?;
 
+    let connections = Connections::new(settings.connections, crate::connections::raise_open_file_limit());
+    let limits = connections.limits();
     let router = Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_max_header_list_size(limits.max_header_bytes)
+        // Pings find peers that vanished without closing (NAT timeouts,
+        // crashed hosts) so their connections give their place back.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .layer(MetricsLayer::new(metrics.is_some()))
         .layer(TraceLayer)
         .layer(RpcLayer::new(authn, limiter.clone()))
@@ -375,7 +383,14 @@ async fn serve(
             let stopped = async move {
                 let _ = gateway_stopped.wait_for(|stop| *stop).await;
             };
-            Some(tokio::spawn(crate::gateway::serve(handler, bound.listener, bound.tls, stopped, grace)))
+            Some(tokio::spawn(crate::gateway::serve(
+                handler,
+                bound.listener,
+                bound.tls,
+                connections.clone(),
+                stopped,
+                grace,
+            )))
         }
         _ => None,
     };
@@ -383,7 +398,7 @@ async fn serve(
         let stopped = async move {
             let _ = metrics_stopped.wait_for(|stop| *stop).await;
         };
-        tokio::spawn(crate::metrics::listener::serve(bound.listener, bound.tls, stopped, grace))
+        tokio::spawn(crate::metrics::listener::serve(bound.listener, bound.tls, connections.clone(), stopped, grace))
     });
     let grace_over = async {
         stopping.notified().await;
@@ -393,7 +408,7 @@ async fn serve(
     let reloader = (!reloadable.is_empty()).then(|| tokio::spawn(reload_on_sighup(reloadable)));
     let served = match tls {
         Some(tls) => {
-            let serving = router.serve_with_incoming_shutdown(tls.incoming(listener), shutdown);
+            let serving = router.serve_with_incoming_shutdown(tls.incoming(listener, connections), shutdown);
             tokio::select! {
                 served = serving => served,
                 () = grace_over => {
@@ -403,7 +418,11 @@ async fn serve(
             }
         }
         None => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming =
+                futures_util::stream::unfold((listener, connections), |(listener, connections)| async move {
+                    let (stream, _, permit) = connections.accept(&listener, "grpc").await;
+                    Some((Ok::<_, std::io::Error>(Held::new(stream, permit)), (listener, connections)))
+                });
             let serving = router.serve_with_incoming_shutdown(incoming, shutdown);
             tokio::select! {
                 served = serving => served,

@@ -20,6 +20,8 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
+
+use crate::connections::{Connections, Held};
 use tokio_rustls::server::TlsStream;
 
 use crate::config::TlsFiles;
@@ -65,30 +67,24 @@ impl ReloadableTls {
         TlsAcceptor::from(Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner())))
     }
 
-    /// TLS connections accepted on `listener`.
+    /// TLS connections accepted on `listener`, within the budget of
+    /// `connections` (a handshake under way counts against it).
     pub fn incoming(
         &self,
         listener: TcpListener,
-    ) -> impl Stream<Item = Result<TlsStream<TcpStream>, io::Error>> + use<> {
-        let (sender, receiver) = mpsc::channel::<TlsStream<TcpStream>>(128);
+        connections: Connections,
+    ) -> impl Stream<Item = Result<Held<TlsStream<TcpStream>>, io::Error>> + use<> {
+        let (sender, receiver) = mpsc::channel::<Held<TlsStream<TcpStream>>>(128);
         let tls = self.clone();
         tokio::spawn(async move {
             loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
+                let (tcp, peer, permit) = connections.accept(&listener, "grpc").await;
                 let acceptor = tls.acceptor();
                 let handed = sender.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let _ = handed.send(stream).await;
+                            let _ = handed.send(Held::new(stream, permit)).await;
                         }
                         Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
                         Err(_) => tracing::info!(%peer, "TLS handshake timed out"),

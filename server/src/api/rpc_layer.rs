@@ -194,6 +194,16 @@ impl RpcLog {
             None => (tonic::Code::Cancelled, "the client went away before the response ended"),
         };
         let code_name = format!("{code:?}");
+        let sampler = match code {
+            tonic::Code::Unauthenticated => Some(&UNAUTHENTICATED_LINES),
+            tonic::Code::ResourceExhausted => Some(&EXHAUSTED_LINES),
+            _ => None,
+        };
+        if let Some(sampler) = sampler
+            && !sampler.admit(&code_name)
+        {
+            return;
+        }
         if code == tonic::Code::Ok {
             if self.quiet_ok {
                 tracing::debug!(target: "pullpass::rpc", method = %self.method, code = %code_name, latency_ms, principal = %self.principal, request_id = %self.request_id, "rpc");
@@ -203,6 +213,47 @@ impl RpcLog {
         } else {
             tracing::warn!(target: "pullpass::rpc", method = %self.method, code = %code_name, latency_ms, principal = %self.principal, request_id = %self.request_id, error = %message, "rpc");
         }
+    }
+}
+
+/// Refusals logged one by one in each second, per code; the rest are
+/// counted and summed up in one line when the next second begins. A flood
+/// of calls without a valid token (or over their rate) costs a counter
+/// increment each, not a log line each; the metrics still count them all.
+const LINES_PER_SECOND: u32 = 10;
+
+static UNAUTHENTICATED_LINES: LineSampler = LineSampler::new();
+static EXHAUSTED_LINES: LineSampler = LineSampler::new();
+
+struct LineSampler {
+    second: std::sync::atomic::AtomicU64,
+    logged: std::sync::atomic::AtomicU32,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl LineSampler {
+    const fn new() -> Self {
+        use std::sync::atomic::{AtomicU32, AtomicU64};
+        Self { second: AtomicU64::new(0), logged: AtomicU32::new(0), suppressed: AtomicU64::new(0) }
+    }
+
+    /// May this refusal be logged on its own line?
+    fn admit(&self, code: &str) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let second = self.second.load(Relaxed);
+        if second != now && self.second.compare_exchange(second, now, Relaxed, Relaxed).is_ok() {
+            self.logged.store(0, Relaxed);
+            let suppressed = self.suppressed.swap(0, Relaxed);
+            if suppressed > 0 {
+                tracing::warn!(target: "pullpass::rpc", code = %code, suppressed, "rpc: {suppressed} more {code} refusals in the last second were not logged one by one");
+            }
+        }
+        if self.logged.fetch_add(1, Relaxed) < LINES_PER_SECOND {
+            return true;
+        }
+        self.suppressed.fetch_add(1, Relaxed);
+        false
     }
 }
 

@@ -154,6 +154,7 @@ pub async fn serve(
     gateway: Gateway,
     listener: TcpListener,
     tls: Option<ReloadableTls>,
+    connections: crate::connections::Connections,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) {
@@ -161,7 +162,7 @@ pub async fn serve(
         let gateway = gateway.clone();
         async move { gateway.handle(request, Some(peer)).await }
     };
-    crate::http_listener::serve("gateway", listener, tls, handle, shutdown, grace).await;
+    crate::http_listener::serve("gateway", listener, tls, connections, handle, shutdown, grace).await;
 }
 
 #[cfg(test)]

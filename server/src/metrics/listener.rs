@@ -18,11 +18,12 @@ use crate::tls::ReloadableTls;
 pub async fn serve(
     listener: TcpListener,
     tls: Option<ReloadableTls>,
+    connections: crate::connections::Connections,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) {
     let handle = |request: Request<hyper::body::Incoming>, _peer: SocketAddr| async move { answer(&request) };
-    crate::http_listener::serve("metrics", listener, tls, handle, shutdown, grace).await;
+    crate::http_listener::serve("metrics", listener, tls, connections, handle, shutdown, grace).await;
 }
 
 /// The answer to one request.

@@ -1,0 +1,237 @@
+//! Limits on client connections, shared by every listener (gRPC, the pull
+//! gateway, metrics), so slow or abusive clients cannot exhaust the process:
+//!
+//! * **a connection budget**: at most `max_connections` client
+//!   connections open at once, across listeners. At the limit the accept
+//!   loops stop accepting, and new connections wait in the kernel's queue
+//!   until one closes, rather than failing `accept` with EMFILE over and
+//!   over (which, unchecked, spins a core);
+//! * **the open-file limit**: raised at start-up from the soft to the hard
+//!   limit, and the budget lowered to fit it, leaving room for the
+//!   database, log files and connections to registries;
+//! * **accept errors** (out of descriptors, or anything else) pause the
+//!   loop for a moment and are logged at most once a minute;
+//! * **per connection**: HTTP/2 streams at once, header bytes, and the time
+//!   an HTTP/1.1 client may take over its headers, applied by each
+//!   listener's HTTP stack.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Descriptors kept for everything but client connections.
+const RESERVED_FILES: u64 = 256;
+/// Pause after a failed `accept`.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// The configured limits (see `--max-connections` and its siblings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Client connections open at once, across listeners.
+    pub max_connections: usize,
+    /// HTTP/2 streams at once per connection.
+    pub max_streams_per_connection: u32,
+    /// Largest request header block, in bytes.
+    pub max_header_bytes: u32,
+    /// Longest an HTTP/1.1 client may take to send a request's headers.
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 16_384,
+            max_streams_per_connection: 100,
+            max_header_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The process's connection budget and per-connection limits.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    permits: Arc<Semaphore>,
+    limits: Limits,
+    /// When the last "at the limit" or accept-error line was logged
+    /// (seconds since the epoch), so a flood logs once a minute.
+    last_logged: Arc<AtomicU64>,
+}
+
+impl Connections {
+    /// The budget for `limits`, lowered to fit `open_files` descriptors.
+    pub fn new(limits: Limits, open_files: Option<u64>) -> Self {
+        let mut limits = limits;
+        if let Some(files) = open_files {
+            let fits = usize::try_from(files.saturating_sub(RESERVED_FILES).max(16)).unwrap_or(usize::MAX);
+            if fits < limits.max_connections {
+                tracing::warn!(
+                    configured = limits.max_connections,
+                    open_file_limit = files,
+                    max_connections = fits,
+                    "--max-connections lowered to fit the open-file limit"
+                );
+                limits.max_connections = fits;
+            }
+        }
+        Self { permits: Arc::new(Semaphore::new(limits.max_connections)), limits, last_logged: Arc::default() }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The next connection on `listener`, once the budget has room for it.
+    /// Never fails: errors are paused on and logged (rate-limited).
+    pub async fn accept(&self, listener: &TcpListener, name: &'static str) -> (TcpStream, SocketAddr, Permit) {
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if self.may_log() {
+                    tracing::warn!(
+                        listener = name,
+                        max_connections = self.limits.max_connections,
+                        "connection limit reached: new connections wait until one closes"
+                    );
+                }
+                Arc::clone(&self.permits).acquire_owned().await.expect("the semaphore is never closed")
+            }
+        };
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (stream, peer, Permit { _held: permit });
+                }
+                Err(e) => {
+                    if self.may_log() {
+                        tracing::warn!(listener = name, error = %e, "accept failed; pausing before the next one");
+                    }
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.limits.max_connections - self.permits.available_permits()
+    }
+
+    fn may_log(&self) -> bool {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let last = self.last_logged.load(Ordering::Relaxed);
+        now >= last + 60 && self.last_logged.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+}
+
+/// A connection's place in the budget, given back when dropped.
+#[derive(Debug)]
+pub struct Permit {
+    _held: OwnedSemaphorePermit,
+}
+
+/// Raises this process's soft open-file limit to its hard limit, and
+/// returns the soft limit then in force (None where it cannot be read).
+pub fn raise_open_file_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            tracing::debug!(error = %e, "the open-file limit could not be raised");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).ok().map(|(soft, _)| soft)
+        }
+    }
+}
+
+/// A stream holding its connection's [`Permit`] for as long as it lives.
+#[derive(Debug)]
+pub struct Held<S> {
+    inner: S,
+    _permit: Permit,
+}
+
+impl<S> Held<S> {
+    /// `inner`, counted against the budget until dropped.
+    pub fn new(inner: S, permit: Permit) -> Self {
+        Self { inner, _permit: permit }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Held<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Held<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected for Held<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_lowered_to_fit_the_open_file_limit() {
+        let limits = Limits::default();
+        assert_eq!(Connections::new(limits, Some(1024)).limits().max_connections, 1024 - 256);
+        assert_eq!(Connections::new(limits, Some(1_048_576)).limits().max_connections, 16_384);
+        assert_eq!(Connections::new(limits, None).limits().max_connections, 16_384);
+        assert_eq!(Connections::new(limits, Some(100)).limits().max_connections, 16, "never below 16");
+    }
+
+    #[tokio::test]
+    async fn at_the_limit_accept_waits_until_a_connection_closes() {
+        let connections = Connections::new(Limits { max_connections: 2, ..Limits::default() }, None);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let _clients: Vec<_> = futures_util::future::join_all((0..3).map(|_| TcpStream::connect(address))).await;
+        let first = connections.accept(&listener, "test").await;
+        let second = connections.accept(&listener, "test").await;
+        assert_eq!(connections.open(), 2);
+        let third = tokio::time::timeout(Duration::from_millis(200), connections.accept(&listener, "test")).await;
+        assert!(third.is_err(), "a third connection waits");
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), connections.accept(&listener, "test")).await;
+        assert!(third.is_ok(), "and is accepted once one closes");
+        drop(second);
+    }
+}
