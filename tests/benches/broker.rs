@@ -13,13 +13,16 @@
 //!    driver;
 //! 4. cached `IssueRegistryAuth` with metrics served and recorded, next to a
 //!    second server with `--metrics-listen off`, both at default settings
-//!    (info logs to a file, audit on), rounds alternating.
+//!    (info logs to a file, audit on), rounds alternating;
+//! 5. a flood of calls with a well-formed but unknown token: how many the
+//!    server refuses a second and its CPU per refusal (h2load), and cached
+//!    leases from a valid token with and without the flood beside them.
 //!
 //! Run: `scripts/bench.sh broker` (installs h2load, builds release binaries).
 //! Environment: `BENCH_REQUESTS` (cached calls per configuration, default
 //! 20000), `BENCH_BURST` (default 1000), `BENCH_UNCACHED` (default 500),
 //! `BENCH_ONLY=metrics` (section 4 alone), `BENCH_ONLY=cached` (section 3
-//! alone).
+//! alone), `BENCH_ONLY=flood` (section 5 alone).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -46,6 +49,11 @@ fn main() {
     if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "metrics") {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         metrics_on_and_off(&runtime, &realm, requests);
+        return;
+    }
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "flood") {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        unauthenticated_flood(&runtime, &realm, requests);
         return;
     }
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
@@ -122,7 +130,101 @@ fn main() {
     if only != "cached" {
         println!();
         metrics_on_and_off(&runtime, &realm, requests);
+        println!();
+        unauthenticated_flood(&runtime, &realm, requests);
     }
+}
+
+/// Section 5: a flood of refused calls, alone and beside valid ones.
+fn unauthenticated_flood(runtime: &tokio::runtime::Runtime, realm: &TokenRealm, requests: usize) {
+    println!(
+        "5. a flood of calls with a well-formed unknown token ({requests} calls each; default settings: info logs to a file, audit on, metrics on)"
+    );
+    let Some(h2load) = which_h2load() else {
+        println!("   h2load not found: run `scripts/bench.sh broker`, which installs nghttp2-client");
+        return;
+    };
+    let server = Pullpassd::start_with(Options {
+        args: vec!["--insecure-registry".into(), realm.address.clone()],
+        ..Default::default()
+    })
+    .expect("pullpassd starts");
+    let client = runtime.block_on(setup(&server, realm));
+    let image = format!("{}/acme/cached:1", realm.address);
+    runtime.block_on(warm_cache(&client, &image));
+    let unknown = format!("pp_{}", "Z".repeat(43));
+    let flood = H2load { program: &h2load, address: &server.address, token: &unknown, pid: server.pid() };
+    let health_body = grpc_frame(&tonic_health::pb::HealthCheckRequest::default());
+    let expected_health_bytes = 5 + tonic_health::pb::HealthCheckResponse { status: 1 }.encoded_len();
+    let health = Call { path: HEALTH_PATH, body: &health_body, response_bytes: expected_health_bytes };
+    let list_body = grpc_frame(&pullpass::v1::ListWorkspacesRequest::default());
+    // Refused calls end in trailers only: no DATA.
+    let refused = refused_call(&list_body);
+    flood.run(&health, requests / 10);
+    flood.run(&refused, requests / 10);
+    let (mut health_rounds, mut refused_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        health_rounds.push(flood.run(&health, requests / ROUNDS));
+        refused_rounds.push(flood.run(&refused, requests / ROUNDS));
+    }
+    let ((health, health_cpu), (refusals, refusal_cpu)) =
+        (Round::combine(health_rounds), Round::combine(refused_rounds));
+    print_header();
+    print_row(&format!("h2load: health Check ({ROUNDS} rounds)"), &health);
+    print_row(&format!("h2load: refused, unknown token ({ROUNDS} rounds)"), &refusals);
+    println!(
+        "   {:.2}x the health RPS; pullpassd CPU per call: health {:.1} us, refusal {:.1} us",
+        refusals.per_second / health.per_second,
+        health_cpu.as_secs_f64() * 1e6,
+        refusal_cpu.as_secs_f64() * 1e6
+    );
+    let alone = runtime.block_on(cached_leases(&server, &image, requests));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let flooding = std::thread::scope(|scope| {
+        let background = scope.spawn(|| {
+            let mut refused = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                flood.run(&refused_call(&list_body), 2000);
+                refused += 2000;
+            }
+            refused
+        });
+        let started = Instant::now();
+        let figures = runtime.block_on(cached_leases(&server, &image, requests));
+        let elapsed = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let refused = background.join().unwrap();
+        (figures, refused, elapsed)
+    });
+    let (during, refused, elapsed) = flooding;
+    print_row("our tonic driver, 16 concurrent: cached leases alone", &alone);
+    print_row("the same, beside the h2load flood", &during);
+    println!(
+        "   during the flood: {:.0} refusals/s beside {:.0} leases/s ({:.2}x the leases alone); refusal log lines: {}",
+        refused as f64 / elapsed.as_secs_f64(),
+        during.per_second,
+        during.per_second / alone.per_second,
+        server.current_logs().lines().filter(|l| l.contains("Unauthenticated")).count()
+    );
+}
+
+fn refused_call(body: &[u8]) -> Call<'_> {
+    Call { path: "/pullpass.v1.AccessService/ListWorkspaces", body, response_bytes: 0 }
+}
+
+async fn cached_leases(server: &Pullpassd, image: &str, calls: usize) -> Figures {
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(server.client().await);
+    }
+    measure(16, calls, |c, _| {
+        let client = &clients[c % 4];
+        async move {
+            let response = issue(client, image).await;
+            assert!(response.auths[0].cached);
+        }
+    })
+    .await
 }
 
 /// Sections 1 and 2: cold bursts, and an uncached lease next to a direct
@@ -380,10 +482,6 @@ async fn warm_cache(client: &pullpass_client::Client, image: &str) -> usize {
 
 /// Our own driver: 16 concurrent sequences over 4 connections.
 async fn ours(server: &Pullpassd, image: &str, calls: usize) -> (Figures, Figures) {
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        clients.push(server.client().await);
-    }
     let mut health = Vec::new();
     for _ in 0..4 {
         let channel = tonic::transport::Endpoint::from_shared(server.endpoint()).unwrap().connect().await.unwrap();
@@ -396,15 +494,7 @@ async fn ours(server: &Pullpassd, image: &str, calls: usize) -> (Figures, Figure
         }
     })
     .await;
-    let leases = measure(16, calls, |c, _| {
-        let client = &clients[c % 4];
-        async move {
-            let response = issue(client, image).await;
-            assert!(response.auths[0].cached);
-        }
-    })
-    .await;
-    (health, leases)
+    (health, cached_leases(server, image, calls).await)
 }
 
 fn print_header() {
