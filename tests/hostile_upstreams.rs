@@ -10,6 +10,7 @@ use pullpass::v1::{Credential, IssueRegistryAuthRequest, Provider, RegistryAuth}
 use pullpass_server::domain::Timestamp;
 use pullpass_tests::faults::{Fault, FaultProxy, ServerTls, refusing_address};
 use pullpass_tests::http_fixture::TokenRealm;
+use pullpass_tests::process::peak_rss_kib;
 use pullpass_tests::registry::private_ca;
 use pullpass_tests::registry::world::{code_and_reason, ok};
 use pullpass_tests::{Options, Pullpassd, create_workspace};
@@ -135,16 +136,6 @@ async fn blackholes_and_a_slowloris_answer_within_the_callers_deadline_give_or_t
         assert_unavailable(&auth, "deadline");
         assert!(took <= deadline.mul_f64(1.1) && took >= deadline.mul_f64(0.8), "{fault:?} on {prefix}: {took:?}");
     }
-}
-
-/// The peak resident memory of a process (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pullpass::v1::{Credential, IssueRegistryAuthRequest, ListCredentialsRequest, Provider, Role};
 use pullpass_tests::http_fixture::TokenRealm;
+use pullpass_tests::process::{open_fds, rss_kib};
 use pullpass_tests::{Options, Pullpassd, create_workspace};
 use tonic::Code;
 
@@ -52,21 +53,6 @@ impl Shared {
 
 fn env_seconds(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// `VmRSS` of a process, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|dir| dir.count()).unwrap_or(0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -273,7 +259,7 @@ async fn mixed_traffic_keeps_memory_descriptors_and_latency_flat() {
             stats.insert(kind, (samples.len(), percentile(&samples, 0.5), percentile(&samples, 0.99)));
         }
         let get = |kind: &str| stats.get(kind).copied().unwrap_or((0, 0.0, 0.0));
-        let (rss, fds) = (rss_mib(pid), open_fds(pid));
+        let (rss, fds) = (rss_kib(pid) as f64 / 1024.0, open_fds(pid));
         let (leases, writes, lists, refused) = (get("lease"), get("write"), get("list"), get("refused"));
         println!(
             "{:>6} {:>8.1} {:>6} {:>7} {:>7.2} {:>7.2} {:>7} {:>7.2} {:>7} {:>7.2} {:>7}",

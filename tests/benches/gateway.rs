@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use pullpass::v1::IssueRegistryAuthRequest;
 use pullpass_tests::bench::{Figures, env_count, figures};
 use pullpass_tests::gateway::{ALIAS, GatewayWorld, OCI_MANIFEST, basic, http_client, pull_like_a_runtime};
+use pullpass_tests::process::{cpu_time, rss_kib};
 use pullpass_tests::registry::seed_with_layer;
 use pullpass_tests::registry::world::ok;
 
@@ -311,25 +312,6 @@ fn busy_ticks() -> Ticks {
     let total: u64 = fields.iter().take(8).sum();
     let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
     Ticks { busy: total - idle, total }
-}
-
-/// User and system CPU time `pid` has used.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok())).sum();
-    // Clock ticks are 1/100 s on Linux.
-    Duration::from_millis(ticks * 10)
-}
-
-/// Resident set size of `pid`, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
 }
 
 fn ms(duration: Duration) -> f64 {

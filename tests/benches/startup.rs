@@ -184,12 +184,7 @@ fn restart_to_serving(home: &Path) -> (Duration, u64) {
         Pullpassd::start_with(Options { home: Some(home.to_owned()), ..Default::default() }).expect("pullpassd starts");
     server.block_until_serving();
     let elapsed = started.elapsed();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+    let rss = pullpass_tests::process::rss_kib(server.pid());
     drop(server);
     (elapsed, rss)
 }

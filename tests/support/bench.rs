@@ -71,6 +71,7 @@ pub mod h2load {
     use prost::Message;
 
     use super::{Figures, figures};
+    use crate::process::cpu_time;
 
     /// A gRPC length-prefixed message (uncompressed).
     pub fn grpc_frame(message: &impl Message) -> Vec<u8> {
@@ -136,15 +137,6 @@ pub mod h2load {
     }
 
     /// User + system CPU time of a process so far (Linux `/proc`).
-    pub fn cpu_time(pid: u32) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<u64> = after.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
-        let ticks: u64 = fields.iter().sum();
-        Duration::from_secs_f64(ticks as f64 / 100.0)
-    }
-
     impl H2load<'_> {
         /// Runs `requests` calls; every response must carry exactly the
         /// expected DATA bytes (a gRPC error carries none), so a failed call

@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod gateway;
 pub mod http_fixture;
 pub mod postgres;
+pub mod process;
 pub mod registry;
 pub mod replicas;
 
