@@ -144,8 +144,10 @@ fn unauthenticated_flood(runtime: &tokio::runtime::Runtime, realm: &TokenRealm, 
         println!("   h2load not found: run `scripts/bench.sh broker`, which installs nghttp2-client");
         return;
     };
+    // The per-token rate limit off, as in section 3: one token drives the
+    // leases here.
     let server = Pullpassd::start_with(Options {
-        args: vec!["--insecure-registry".into(), realm.address.clone()],
+        args: vec!["--rate-limit".into(), "0".into(), "--insecure-registry".into(), realm.address.clone()],
         ..Default::default()
     })
     .expect("pullpassd starts");

@@ -7,6 +7,14 @@
 //! through another replica arrives through the [`ChangeFeed`] and drops the
 //! record, which is then read again. A generation counter keeps a read that
 //! started before such a drop from caching what it read.
+//!
+//! Refusals stay cheap, so a flood of calls without a valid token cannot
+//! starve the others: a hash the database did not know is remembered for
+//! [`UNKNOWN_TTL`] and refused from memory (no token is ever presented
+//! before it is minted, so this refuses nothing that could be valid), and
+//! at most [`LOOKUPS_AT_ONCE`] uncached tokens are looked up at a time, so
+//! a flood of always-new tokens waits for those few reader connections
+//! instead of taking them all. Known tokens never wait: they are in memory.
 
 use crate::metrics::{self, AuthFailure};
 use std::collections::HashMap;
@@ -31,7 +39,17 @@ pub struct Authenticator {
     by_id: Arc<RwLock<HashMap<crate::domain::AccessTokenId, Arc<AccessTokenRecord>>>>,
     last_written: Arc<std::sync::Mutex<HashMap<crate::domain::AccessTokenId, std::time::Instant>>>,
     generation: Arc<AtomicU64>,
+    /// Hashes the database did not know, and when that was seen.
+    unknown: Arc<std::sync::Mutex<HashMap<[u8; 32], std::time::Instant>>>,
+    lookups: Arc<tokio::sync::Semaphore>,
 }
+
+/// How long an unknown token's hash is refused from memory.
+pub const UNKNOWN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Unknown hashes remembered at most (then forgotten all at once).
+const MAX_UNKNOWN: usize = 100_000;
+/// Database lookups of uncached tokens under way at once.
+pub const LOOKUPS_AT_ONCE: usize = 4;
 
 /// `last_used_time` is written at most this often per token.
 const LAST_USED_RESOLUTION: std::time::Duration = std::time::Duration::from_secs(60);
@@ -54,6 +72,8 @@ impl Authenticator {
             by_id: Arc::default(),
             last_written: Arc::default(),
             generation: Arc::default(),
+            unknown: Arc::default(),
+            lookups: Arc::new(tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE)),
         }
     }
 
@@ -89,9 +109,15 @@ impl Authenticator {
         let record = match self.cached(&hash) {
             Some(record) => record,
             None => {
+                if self.known_unknown(&hash) {
+                    metrics::authentication_failure(AuthFailure::Unknown);
+                    return Err(Error::Unauthenticated("unknown access token".into()));
+                }
+                let _turn = self.lookups.acquire().await.map_err(|_| Error::internal("token lookups closed"))?;
                 let generation = self.generation.load(Ordering::SeqCst);
                 let found = self.store.token_by_hash(&hash).await?;
                 let record = found.ok_or_else(|| {
+                    self.remember_unknown(hash);
                     metrics::authentication_failure(AuthFailure::Unknown);
                     Error::Unauthenticated("unknown access token".into())
                 })?;
@@ -184,6 +210,7 @@ impl Authenticator {
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
         let fresh = Arc::new(record.clone());
+        self.unknown.lock().unwrap_or_else(|p| p.into_inner()).remove(&record.token_hash);
         cache.insert(record.token_hash, Arc::clone(&fresh));
         by_id.insert(record.id.clone(), fresh);
     }
@@ -206,6 +233,28 @@ impl Authenticator {
             cache.remove(&record.token_hash);
         }
         cache.retain(|_, record| &record.id != id);
+    }
+
+    /// Did the database say, within [`UNKNOWN_TTL`], that it does not know
+    /// this hash?
+    fn known_unknown(&self, hash: &[u8; 32]) -> bool {
+        let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        match unknown.get(hash) {
+            Some(seen) if seen.elapsed() < UNKNOWN_TTL => true,
+            Some(_) => {
+                unknown.remove(hash);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_unknown(&self, hash: [u8; 32]) {
+        let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        if unknown.len() >= MAX_UNKNOWN {
+            unknown.clear();
+        }
+        unknown.insert(hash, std::time::Instant::now());
     }
 
     fn cached(&self, hash: &[u8; 32]) -> Option<Arc<AccessTokenRecord>> {
@@ -250,6 +299,23 @@ mod tests {
             assert!(matches!(error, Error::Unauthenticated(_)), "{bad:?}: {error:?}");
             assert!(!error.message().contains(token.expose()));
         }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_token_is_then_refused_from_memory_and_a_minted_one_is_not() {
+        let (_dir, store) = temp_store();
+        let authn = Authenticator::new(store.clone());
+        let stranger = crate::access::TokenString::generate().unwrap();
+        for _ in 0..3 {
+            assert!(matches!(authn.authenticate_token(stranger.expose()).await, Err(Error::Unauthenticated(_))));
+        }
+        assert!(authn.known_unknown(&hash_token(stranger.expose())), "remembered as unknown");
+        let (record, token) = create_root_token(&store, &Default::default(), "test").await.unwrap();
+        assert!(!authn.known_unknown(&hash_token(token.expose())));
+        assert_eq!(authn.authenticate_token(token.expose()).await.unwrap().token_id, record.id);
+        authn.remember_unknown(record.token_hash);
+        authn.refresh(&record);
+        assert!(!authn.known_unknown(&record.token_hash), "a refreshed record is never refused as unknown");
     }
 
     #[tokio::test]
