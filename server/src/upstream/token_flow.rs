@@ -53,7 +53,7 @@ pub async fn issue(
         (AuthScheme::Bearer { realm, service }, Accept::Any | Accept::BearerOnly | Accept::Gateway) => {
             let result = bearer_token(upstream, exchange, &realm, service.as_deref(), username, password).await;
             if matches!(result, Err(Failure::Unavailable(_) | Failure::Protocol(_))) {
-                upstream.forget_challenge(&base);
+                upstream.forget_challenge(&challenge_key(exchange, &base));
             }
             result
         }
@@ -100,8 +100,22 @@ pub fn base_url(upstream: &Upstream, endpoint: &str) -> String {
     format!("{}://{endpoint}", upstream.config().realm.scheme_for(endpoint))
 }
 
+/// The challenge cache's key: the registry, and the roots the credential
+/// trusts. A challenge read over a connection verified with one CA bundle
+/// is not reused by a credential that could not verify that registry.
+fn challenge_key(exchange: Exchange<'_>, base: &str) -> String {
+    let roots = &exchange.credential.ca_bundle_pem;
+    if roots.is_empty() {
+        return base.to_owned();
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, roots.as_bytes());
+    let short: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{base} ca:{short}")
+}
+
 async fn challenge_of(upstream: &Upstream, exchange: Exchange<'_>, base: &str) -> Result<AuthScheme, Failure> {
-    if let Some(scheme) = upstream.cached_challenge(base) {
+    let key = challenge_key(exchange, base);
+    if let Some(scheme) = upstream.cached_challenge(&key) {
         return Ok(scheme);
     }
     let url = Url::parse(&format!("{base}/v2/")).map_err(|_| Failure::Protocol("bad registry URL".into()))?;
@@ -117,7 +131,7 @@ async fn challenge_of(upstream: &Upstream, exchange: Exchange<'_>, base: &str) -
         status if status.is_server_error() => return Err(Failure::Unavailable(format!("GET /v2/ answered {status}"))),
         status => return Err(Failure::Protocol(format!("GET /v2/ answered {status}; is this a registry?"))),
     };
-    upstream.remember_challenge(base, scheme.clone());
+    upstream.remember_challenge(&key, scheme.clone());
     Ok(scheme)
 }
 
