@@ -81,16 +81,8 @@ async fn acknowledged_writes_keys_audit_and_lease_events_survive_random_kill_9s(
     println!("crash loop: {rounds} rounds, PULLPASS_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let realm = TokenRealm::start(3600, USERNAME, PASSWORD);
-    let options = || Options {
-        args: vec!["--rate-limit".into(), "0".into(), "--insecure-registry".into(), realm.address.clone()],
-        ..Default::default()
-    };
-    let mut server = Pullpassd::start_with(options()).expect("pullpassd starts");
-    {
-        let client = server.client().await;
-        create_workspace(&client, "acme").await;
-        client.create_credential("acme", "lease", credential_for(&realm.address, PASSWORD)).await.expect("create");
-    }
+    let options = || options_for(&realm);
+    let mut server = server_with_lease_credential(&realm).await;
     let acked = Arc::new(Mutex::new(Acked::default()));
     let mut totals = Totals::default();
     for round in 0..rounds {
@@ -275,6 +267,24 @@ async fn check(client: &pullpass_client::Client, acked: &Mutex<Acked>, killed_at
     totals
 }
 
+/// The servers' options: no per-token rate limit (the loops outrun it),
+/// and the realm reachable over plain http.
+fn options_for(realm: &TokenRealm) -> Options {
+    Options {
+        args: vec!["--rate-limit".into(), "0".into(), "--insecure-registry".into(), realm.address.clone()],
+        ..Default::default()
+    }
+}
+
+/// A server with workspace `acme` and its credential `lease` for `realm`.
+async fn server_with_lease_credential(realm: &TokenRealm) -> Pullpassd {
+    let server = Pullpassd::start_with(options_for(realm)).expect("pullpassd starts");
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    client.create_credential("acme", "lease", credential_for(&realm.address, PASSWORD)).await.expect("create");
+    server
+}
+
 fn credential_for(registry: &str, secret: &str) -> Credential {
     Credential {
         provider: Provider::Generic as i32,
@@ -405,14 +415,9 @@ struct Load {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_killed_under_load_and_rerun_fails_no_call_and_leaves_every_secret_readable() {
     let realm = TokenRealm::start(3600, USERNAME, PASSWORD);
-    let options = || Options {
-        args: vec!["--rate-limit".into(), "0".into(), "--insecure-registry".into(), realm.address.clone()],
-        ..Default::default()
-    };
-    let mut server = Pullpassd::start_with(options()).expect("pullpassd starts");
+    let options = || options_for(&realm);
+    let mut server = server_with_lease_credential(&realm).await;
     let client = server.client().await;
-    create_workspace(&client, "acme").await;
-    client.create_credential("acme", "lease", credential_for(&realm.address, PASSWORD)).await.expect("create");
     for i in 0..300 {
         let registry = format!("{}/old{i}", realm.address);
         client
