@@ -31,7 +31,7 @@ use pullpass_tests::{Options, Pullpassd, create_workspace};
 /// Rounds the suite runs.
 const DEFAULT_ROUNDS: usize = 10;
 /// How long before a kill an acknowledged lease's audit event must be
-/// committed. Lease events wait 5 ms to gather, then queue behind the
+/// committed. Lease events wait 20 ms to gather, then queue behind the
 /// writes ahead of them in the writer's group commit: on an idle machine
 /// they are committed within milliseconds; with the whole suite running
 /// beside the loop, a lag of half a second was seen. The loop checks 2 s
@@ -242,7 +242,7 @@ async fn check(client: &pullpass_client::Client, acked: &Mutex<Acked>, killed_at
         .await
         .expect("list lease events")
         .into_iter()
-        .map(|e| e.request_id)
+        .flat_map(|e| e.request_ids)
         .collect();
     let mut totals =
         Totals { credentials: credentials.len(), tokens: tokens.len(), leases: leases.len(), ..Default::default() };

@@ -869,11 +869,13 @@ async fn pulls_are_audited_per_manifest_and_logged_per_request_without_secrets()
     seen.push(String::from_utf8_lossy(&wrong.bytes().await.unwrap()).into_owned());
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    // One event per manifest request (HEAD and GET: 4), one for the refused
-    // repository, none per blob or tag list.
+    // One call counted per manifest request (HEAD and GET: 4), one for the
+    // refused repository, none per blob or tag list (identical calls of one
+    // second share an event, with their count).
     let events = gw.world.client.list_audit_events("acme", "action = \"GatewayPull\"", 100).await.unwrap();
     let images: Vec<&str> = events.iter().map(|e| e.image.as_str()).collect();
-    assert_eq!(events.len(), 5, "{images:?}");
+    assert_eq!(events.iter().map(|e| e.call_count).sum::<i32>(), 5, "{images:?}");
+    assert!(events.iter().all(|e| e.request_ids.len() == e.call_count as usize));
     let (served, refused): (Vec<_>, Vec<_>) = events.iter().partition(|e| e.status_code != 7);
     assert!(served.iter().all(|e| e.resource == "workspaces/acme/credentials/reg"));
     assert_eq!(refused.len(), 1);

@@ -119,6 +119,7 @@ fn event(action: &str, workspace: &str, resource: &str) -> AuditEvent {
         request_id: "req-1".into(),
         image: String::new(),
         granted_scope: String::new(),
+        count: 1,
     }
 }
 
@@ -560,6 +561,12 @@ async fn audit_events_filter_and_page_and_pruning_keeps_the_chain_verifiable(sub
     store.append_audit(&[event("IssueRegistryAuth", "a", "r6")]).await.unwrap();
     assert_eq!(chain_is_intact(&store).await, 5);
     assert_eq!(store.audit_head().await.unwrap().unwrap().0, 7);
+    // An aggregated lease event keeps its count and request ids, in the chain.
+    let folded = AuditEvent { request_id: "q1 q2 q3".into(), count: 3, ..event("IssueRegistryAuth", "a", "r7") };
+    store.append_audit(std::slice::from_ref(&folded)).await.unwrap();
+    assert_eq!(chain_is_intact(&store).await, 6);
+    let read = store.audit_events(&AuditFilter::default(), 7, 1).await.unwrap();
+    assert_eq!((read[0].event.count, read[0].event.request_id.as_str()), (3, "q1 q2 q3"));
 }
 
 async fn key_facts_are_recorded_and_read_back(subject: Subject) {

@@ -3,6 +3,12 @@
 //! field length-prefixed), so editing, deleting or reordering a row breaks
 //! the chain at that row. Export the head (`pullpassd audit head`) to anchor
 //! it elsewhere: then even a rewrite of the whole chain is detectable.
+//!
+//! Two canonical forms: `pullpass-audit-v1` for an event standing for one
+//! call (every event written before aggregation existed has this form, so
+//! old chains verify unchanged), and `pullpass-audit-v2` for an aggregated
+//! lease event (`count` > 1), which is the v1 layout under its own tag with
+//! the count appended. The tags keep the two from ever colliding.
 
 use ring::digest;
 
@@ -13,8 +19,9 @@ pub const GENESIS: [u8; 32] = [0; 32];
 
 /// The canonical bytes of an event at position `seq`.
 pub fn canonical(seq: i64, event: &AuditEvent) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"pullpass-audit-v1");
+    let mut out = Vec::with_capacity(256 + event.request_id.len());
+    let aggregated = event.count > 1;
+    out.extend_from_slice(if aggregated { b"pullpass-audit-v2" } else { b"pullpass-audit-v1" });
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&event.event_time.as_micros().to_be_bytes());
     out.extend_from_slice(&event.status_code.to_be_bytes());
@@ -30,6 +37,9 @@ pub fn canonical(seq: i64, event: &AuditEvent) -> Vec<u8> {
     ] {
         out.extend_from_slice(&(field.len() as u32).to_be_bytes());
         out.extend_from_slice(field.as_bytes());
+    }
+    if aggregated {
+        out.extend_from_slice(&event.count.to_be_bytes());
     }
     out
 }
@@ -154,5 +164,27 @@ mod tests {
         swapped[2].event = a;
         assert_eq!(verify(&swapped), Err(Break::Altered(2)));
         assert_eq!(from_hex(&hex(&records[0].hash)), Some(records[0].hash));
+    }
+
+    #[test]
+    fn a_single_call_keeps_the_v1_form_and_an_aggregated_count_is_covered_by_the_hash() {
+        let single = AuditEvent { action: "IssueRegistryAuth".into(), request_id: "a".into(), ..Default::default() };
+        assert!(canonical(1, &single).starts_with(b"pullpass-audit-v1"));
+        // Byte for byte the form chains written before aggregation hold.
+        let mut v1 = b"pullpass-audit-v1".to_vec();
+        v1.extend_from_slice(&1i64.to_be_bytes());
+        v1.extend_from_slice(&0i64.to_be_bytes());
+        v1.extend_from_slice(&0i32.to_be_bytes());
+        for field in ["", "", "IssueRegistryAuth", "", "", "a", "", ""] {
+            v1.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            v1.extend_from_slice(field.as_bytes());
+        }
+        assert_eq!(canonical(1, &single), v1);
+        let aggregated = AuditEvent { request_id: "a b c".into(), count: 3, ..single.clone() };
+        assert!(canonical(1, &aggregated).starts_with(b"pullpass-audit-v2"));
+        let mut altered = aggregated.clone();
+        altered.count = 2;
+        assert_ne!(link(&GENESIS, 1, &aggregated), link(&GENESIS, 1, &altered), "the count is in the hash");
+        assert_ne!(link(&GENESIS, 1, &aggregated), link(&GENESIS, 1, &single));
     }
 }

@@ -211,7 +211,7 @@ impl Metrics {
         );
         registry.register(
             "pullpass_audit_events_written",
-            "Audit events committed to the store.",
+            "Audit events committed to the store (an aggregated lease event counts each call it stands for).",
             m.audit_written.clone(),
         );
         registry.register(

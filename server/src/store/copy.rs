@@ -117,6 +117,7 @@ const TABLES: &[Table] = &[
             ("request_id", Text),
             ("image", Text),
             ("granted_scope", Text),
+            ("call_count", I64),
             ("prev_hash", Bytes),
             ("hash", Bytes),
         ],
@@ -308,6 +309,11 @@ mod sqlite {
             let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             conn.busy_timeout(std::time::Duration::from_secs(10))?;
             crate::store::sqlite::migrations::refuse_newer(&conn)?;
+            let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let current = crate::store::sqlite::migrations::SCHEMA_VERSION;
+            if found < current {
+                return Err(StoreError::TooOld { found, current });
+            }
             // One read transaction: every page sees the same snapshot.
             conn.execute_batch("BEGIN; SELECT count(*) FROM meta;")?;
             Ok(Self(conn))
@@ -457,6 +463,9 @@ mod postgres {
             }
             if version > crate::store::postgres::SCHEMA_VERSION {
                 return Err(StoreError::TooNew { found: version, supported: crate::store::postgres::SCHEMA_VERSION });
+            }
+            if version < crate::store::postgres::SCHEMA_VERSION {
+                return Err(StoreError::TooOld { found: version, current: crate::store::postgres::SCHEMA_VERSION });
             }
             client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(pg)?;
             Ok(Self(client))

@@ -45,6 +45,13 @@ pub enum StoreError {
         /// The newest this binary understands.
         supported: i64,
     },
+    /// A database to copy from was last opened by an older pullpassd.
+    TooOld {
+        /// The database's schema version.
+        found: i64,
+        /// This binary's.
+        current: i64,
+    },
     /// Durability settings could not be enabled.
     NotDurable(String),
     /// A stored value does not parse (the database was edited by hand?).
@@ -66,6 +73,10 @@ impl fmt::Display for StoreError {
             Self::TooNew { found, supported } => write!(
                 f,
                 "the database has schema version {found}, but this pullpassd supports up to {supported}: run a newer pullpassd (or restore a backup made by this version)"
+            ),
+            Self::TooOld { found, current } => write!(
+                f,
+                "the database has schema version {found}, older than this pullpassd's {current}: start this pullpassd on it once (it migrates at start-up), then copy"
             ),
             Self::NotDurable(what) => write!(f, "the database cannot be made durable: {what}"),
             Self::Corrupt(what) => write!(f, "the database holds an unreadable value: {what}"),

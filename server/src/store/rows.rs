@@ -210,6 +210,7 @@ pub struct AuditRow {
     pub request_id: String,
     pub image: String,
     pub granted_scope: String,
+    pub count: i64,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
 }
@@ -229,6 +230,7 @@ impl AuditRow {
             request_id: event.request_id.clone(),
             image: event.image.clone(),
             granted_scope: event.granted_scope.clone(),
+            count: i64::from(event.count),
             prev_hash: prev_hash.to_vec(),
             hash: hash.to_vec(),
         }
@@ -252,6 +254,10 @@ impl AuditRow {
                 request_id: self.request_id.clone(),
                 image: self.image.clone(),
                 granted_scope: self.granted_scope.clone(),
+                count: u32::try_from(self.count)
+                    .ok()
+                    .filter(|count| *count > 0)
+                    .ok_or_else(|| corrupt("audit event count"))?,
             },
             prev_hash: hash(&self.prev_hash)?,
             hash: hash(&self.hash)?,

@@ -74,6 +74,8 @@ pub fn audit_event(e: &AuditEvent) -> Value {
         "status_code": e.status_code,
         "client_address": e.client_address,
         "request_id": e.request_id,
+        "call_count": e.call_count.max(1),
+        "request_ids": e.request_ids,
         "image": e.image,
         "granted_scope": e.granted_scope,
         "chain_hash": e.chain_hash,

@@ -147,6 +147,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER key_usage AFTER INSERT OR DELETE OR UPDATE OF secret_kek_id ON credentials
         FOR EACH ROW EXECUTE FUNCTION pullpass_key_usage();
     "#,
+    // 5: lease events aggregate identical calls (see `audit::aggregate`):
+    // how many calls an event stands for. Earlier events stand for one.
+    r#"
+    ALTER TABLE audit_events ADD COLUMN call_count BIGINT NOT NULL DEFAULT 1 CHECK (call_count >= 1);
+    "#,
 ];
 
 /// The schema version this binary creates and understands.

@@ -55,7 +55,7 @@ const CREDENTIAL_COLUMNS: &str = "workspace_id, credential_id, uid, provider, re
 const TOKEN_COLUMNS: &str =
     "id, workspace_id, role, projects, token_hash, description, create_time, expire_time, revoke_time, last_used_time";
 const AUDIT_COLUMNS: &str = "seq, event_time, workspace_id, principal, action, resource, status_code, client_address, \
-     request_id, image, granted_scope, prev_hash, hash";
+     request_id, image, granted_scope, call_count, prev_hash, hash";
 
 /// A PostgreSQL error as a store error: a lost connection is
 /// `Unreachable`, a unique violation `Conflict`. No message holds a secret.
@@ -274,14 +274,14 @@ pub(crate) async fn append(tx: &deadpool_postgres::Transaction<'_>, events: &[Au
     let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("audit head hash length".into()))?;
     let insert = tx
         .prepare_cached(&format!(
-            "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
         .await?;
     let links = super::chain_links(Some((seq, hash)), events);
     let rows: Vec<AuditRow> = links.iter().zip(events).map(|((s, p, h), e)| AuditRow::of(*s, e, p, h)).collect();
-    let params: Vec<[&(dyn ToSql + Sync); 13]> = rows
+    let params: Vec<[&(dyn ToSql + Sync); 14]> = rows
         .iter()
-        .map(|r| -> [&(dyn ToSql + Sync); 13] {
+        .map(|r| -> [&(dyn ToSql + Sync); 14] {
             [
                 &r.seq,
                 &r.event_time,
@@ -294,6 +294,7 @@ pub(crate) async fn append(tx: &deadpool_postgres::Transaction<'_>, events: &[Au
                 &r.request_id,
                 &r.image,
                 &r.granted_scope,
+                &r.count,
                 &r.prev_hash,
                 &r.hash,
             ]
@@ -367,8 +368,9 @@ fn audit_row(row: &Row) -> AuditRow {
         request_id: row.get(8),
         image: row.get(9),
         granted_scope: row.get(10),
-        prev_hash: row.get(11),
-        hash: row.get(12),
+        count: row.get(11),
+        prev_hash: row.get(12),
+        hash: row.get(13),
     }
 }
 

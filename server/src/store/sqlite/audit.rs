@@ -13,14 +13,14 @@ use crate::store::{AuditFilter, StoreError};
 macro_rules! columns {
     () => {
         "seq, event_time, workspace_id, principal, action, resource, status_code, client_address, \
-         request_id, image, granted_scope, prev_hash, hash"
+         request_id, image, granted_scope, call_count, prev_hash, hash"
     };
 }
 const COLUMNS: &str = columns!();
 const INSERT: &str = concat!(
     "INSERT INTO audit_events (",
     columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
 );
 
 fn from_row(row: &Row<'_>) -> Result<AuditRecord, StoreError> {
@@ -36,8 +36,9 @@ fn from_row(row: &Row<'_>) -> Result<AuditRecord, StoreError> {
         request_id: row.get(8)?,
         image: row.get(9)?,
         granted_scope: row.get(10)?,
-        prev_hash: row.get(11)?,
-        hash: row.get(12)?,
+        count: row.get(11)?,
+        prev_hash: row.get(12)?,
+        hash: row.get(13)?,
     }
     .record()
 }
@@ -74,6 +75,7 @@ pub fn insert(
         r.request_id,
         r.image,
         r.granted_scope,
+        r.count,
         r.prev_hash,
         r.hash,
     ])?;

@@ -116,6 +116,11 @@ const MIGRATIONS: &[&str] = &[
             ON CONFLICT (kek_id) DO UPDATE SET data_keys = data_keys + 1;
     END;
     "#,
+    // 4: lease events aggregate identical calls (see `audit::aggregate`):
+    // how many calls an event stands for. Earlier events stand for one.
+    r#"
+    ALTER TABLE audit_events ADD COLUMN call_count INTEGER NOT NULL DEFAULT 1 CHECK (call_count >= 1);
+    "#,
 ];
 
 /// The schema version this binary creates and understands.
