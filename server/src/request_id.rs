@@ -27,9 +27,7 @@ pub fn fresh() -> String {
         u32::from_be_bytes(bytes)
     });
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let value = (u64::from(prefix) << 32) | u64::from(count);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..16).rev().map(|shift| char::from(HEX[((value >> (shift * 4)) & 0xf) as usize])).collect()
+    format!("{:016x}", (u64::from(prefix) << 32) | u64::from(count))
 }
 
 #[cfg(test)]

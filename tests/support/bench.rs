@@ -87,7 +87,7 @@ pub mod h2load {
     }
 
     /// Alternating h2load rounds per method.
-    pub const ROUNDS: usize = 3;
+    pub const ROUNDS: usize = 5;
 
     /// One gRPC method as h2load calls it.
     #[derive(Debug)]
@@ -126,6 +126,20 @@ pub mod h2load {
     }
 
     impl Round {
+        /// Calls per second in this round.
+        pub fn rate(&self) -> f64 {
+            self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+        }
+
+        /// The median over paired rounds of `a`'s rate over `b`'s: pairs run
+        /// back to back, so a drift in the machine's load (it is noisy:
+        /// ±10 % from run to run) moves both sides of a pair alike.
+        pub fn median_ratio(a: &[Round], b: &[Round]) -> f64 {
+            let mut ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| a.rate() / b.rate()).collect();
+            ratios.sort_by(f64::total_cmp);
+            ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
+        }
+
         /// Rate over all rounds' time; percentiles over all their calls; and
         /// pullpassd's CPU time per call.
         pub fn combine(rounds: Vec<Round>) -> (Figures, Duration) {

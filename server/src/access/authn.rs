@@ -8,6 +8,10 @@
 //! record, which is then read again. A generation counter keeps a read that
 //! started before such a drop from caching what it read.
 //!
+//! A known token costs a hash and a map lookup: its cached entry holds the
+//! [`Principal`] ready made (shared, not rebuilt per call) and when its last
+//! use was written, so the hot path takes no lock but the map's read lock.
+//!
 //! Refusals stay cheap, so a flood of calls without a valid token cannot
 //! starve the others: a hash the database did not know is remembered for
 //! [`UNKNOWN_TTL`] and refused from memory (no token is ever presented
@@ -19,7 +23,8 @@
 use crate::metrics::{self, AuthFailure};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
+use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
@@ -30,14 +35,33 @@ use crate::domain::{AccessTokenRecord, Timestamp};
 use crate::error::Error;
 use crate::store::Store;
 
+/// A token known to be valid until its record says otherwise: the record,
+/// the principal it stands for, and when its last use was last written.
+struct Known {
+    record: AccessTokenRecord,
+    principal: Arc<Principal>,
+    /// Milliseconds after [`EPOCH`] of the last `last_used_time` write, plus
+    /// one (0: never).
+    written: AtomicU64,
+}
+
+impl Known {
+    fn new(record: AccessTokenRecord) -> Arc<Self> {
+        let principal = Arc::new(Principal::of(&record));
+        Arc::new(Self { record, principal, written: AtomicU64::new(0) })
+    }
+}
+
+/// The origin of [`Known::written`].
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
 /// Checks bearer tokens.
 #[derive(Clone)]
 pub struct Authenticator {
     store: Store,
-    cache: Arc<RwLock<HashMap<[u8; 32], Arc<AccessTokenRecord>>>>,
+    cache: Arc<RwLock<HashMap<[u8; 32], Arc<Known>>>>,
     /// The same records by token id (gateway passwords name their token).
-    by_id: Arc<RwLock<HashMap<crate::domain::AccessTokenId, Arc<AccessTokenRecord>>>>,
-    last_written: Arc<std::sync::Mutex<HashMap<crate::domain::AccessTokenId, std::time::Instant>>>,
+    by_id: Arc<RwLock<HashMap<crate::domain::AccessTokenId, Arc<Known>>>>,
     generation: Arc<AtomicU64>,
     /// Hashes the database did not know, and when that was seen.
     unknown: Arc<std::sync::Mutex<HashMap<[u8; 32], std::time::Instant>>>,
@@ -52,7 +76,7 @@ const MAX_UNKNOWN: usize = 100_000;
 pub const LOOKUPS_AT_ONCE: usize = 4;
 
 /// `last_used_time` is written at most this often per token.
-const LAST_USED_RESOLUTION: std::time::Duration = std::time::Duration::from_secs(60);
+const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,7 +94,6 @@ impl Authenticator {
             store,
             cache: Arc::default(),
             by_id: Arc::default(),
-            last_written: Arc::default(),
             generation: Arc::default(),
             unknown: Arc::default(),
             lookups: Arc::new(tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE)),
@@ -90,7 +113,7 @@ impl Authenticator {
     }
 
     /// The principal of an `authorization` header value.
-    pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, Error> {
+    pub async fn authenticate(&self, header: Option<&str>) -> Result<Arc<Principal>, Error> {
         let Some(header) = header else {
             metrics::authentication_failure(AuthFailure::Missing);
             return Err(Error::Unauthenticated(NO_TOKEN.into()));
@@ -100,7 +123,7 @@ impl Authenticator {
     }
 
     /// The principal of a token string (`pp_…`).
-    pub async fn authenticate_token(&self, token: &str) -> Result<Principal, Error> {
+    pub async fn authenticate_token(&self, token: &str) -> Result<Arc<Principal>, Error> {
         if !is_well_formed(token) {
             metrics::authentication_failure(AuthFailure::Malformed);
             return Err(Error::Unauthenticated(MALFORMED.into()));
@@ -124,7 +147,7 @@ impl Authenticator {
                 self.remember(record, generation)
             }
         };
-        if !bool::from(record.token_hash.ct_eq(&hash)) {
+        if !bool::from(record.record.token_hash.ct_eq(&hash)) {
             metrics::authentication_failure(AuthFailure::Unknown);
             return Err(Error::Unauthenticated("unknown access token".into()));
         }
@@ -135,7 +158,7 @@ impl Authenticator {
     /// token that asked for them). Revocation and expiry are checked as for
     /// a presented token; the record is read from the database at most once
     /// per process, then kept in memory with the others.
-    pub async fn principal_by_id(&self, id: &crate::domain::AccessTokenId) -> Result<Principal, Error> {
+    pub async fn principal_by_id(&self, id: &crate::domain::AccessTokenId) -> Result<Arc<Principal>, Error> {
         let cached = self.by_id.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned();
         let record = match cached {
             Some(record) => record,
@@ -155,20 +178,21 @@ impl Authenticator {
     /// `generation`. A record that arrived meanwhile (a revocation through
     /// [`Authenticator::refresh`]) is newer than this read and wins; after a
     /// drop meanwhile, the read is used once but not kept.
-    fn remember(&self, record: AccessTokenRecord, generation: u64) -> Arc<AccessTokenRecord> {
-        let record = Arc::new(record);
+    fn remember(&self, record: AccessTokenRecord, generation: u64) -> Arc<Known> {
+        let record = Known::new(record);
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
         if self.generation.load(Ordering::SeqCst) != generation {
             return record;
         }
-        let kept = Arc::clone(cache.entry(record.token_hash).or_insert(record));
-        by_id.entry(kept.id.clone()).or_insert_with(|| Arc::clone(&kept));
+        let kept = Arc::clone(cache.entry(record.record.token_hash).or_insert(record));
+        by_id.entry(kept.record.id.clone()).or_insert_with(|| Arc::clone(&kept));
         kept
     }
 
     /// Refuses revoked and expired tokens; records the use.
-    fn check(&self, record: &AccessTokenRecord) -> Result<Principal, Error> {
+    fn check(&self, known: &Known) -> Result<Arc<Principal>, Error> {
+        let record = &known.record;
         let now = Timestamp::now();
         if record.revoke_time.is_some() {
             metrics::authentication_failure(AuthFailure::Revoked);
@@ -178,23 +202,23 @@ impl Authenticator {
             metrics::authentication_failure(AuthFailure::Expired);
             return Err(Error::Unauthenticated(format!("access token {} has expired", record.resource_name())));
         }
-        self.touch(record, now);
-        Ok(Principal::of(record))
+        self.touch(known, now);
+        Ok(Arc::clone(&known.principal))
     }
 
     /// Records the use of a token, at most once a minute per token, in the
     /// background (no write on the call's path).
-    fn touch(&self, record: &AccessTokenRecord, now: Timestamp) {
-        {
-            let mut written = self.last_written.lock().unwrap_or_else(|p| p.into_inner());
-            if written.get(&record.id).is_some_and(|at| at.elapsed() < LAST_USED_RESOLUTION) {
-                return;
-            }
-            if written.len() > 100_000 {
-                written.clear();
-            }
-            written.insert(record.id.clone(), std::time::Instant::now());
+    fn touch(&self, known: &Known, now: Timestamp) {
+        let elapsed = EPOCH.elapsed().as_millis() as u64 + 1;
+        let last = known.written.load(Ordering::Relaxed);
+        if last != 0 && elapsed.saturating_sub(last) < LAST_USED_RESOLUTION.as_millis() as u64 {
+            return;
         }
+        // One caller of the minute wins the write.
+        if known.written.compare_exchange(last, elapsed, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return;
+        }
+        let record = &known.record;
         let store = self.store.clone();
         let uses = vec![(record.id.clone(), now)];
         tokio::spawn(async move {
@@ -209,7 +233,7 @@ impl Authenticator {
     pub fn refresh(&self, record: &AccessTokenRecord) {
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
-        let fresh = Arc::new(record.clone());
+        let fresh = Known::new(record.clone());
         self.unknown.lock().unwrap_or_else(|p| p.into_inner()).remove(&record.token_hash);
         cache.insert(record.token_hash, Arc::clone(&fresh));
         by_id.insert(record.id.clone(), fresh);
@@ -229,10 +253,10 @@ impl Authenticator {
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Some(record) = by_id.remove(id) {
-            cache.remove(&record.token_hash);
+        if let Some(known) = by_id.remove(id) {
+            cache.remove(&known.record.token_hash);
         }
-        cache.retain(|_, record| &record.id != id);
+        cache.retain(|_, known| &known.record.id != id);
     }
 
     /// Did the database say, within [`UNKNOWN_TTL`], that it does not know
@@ -257,7 +281,7 @@ impl Authenticator {
         unknown.insert(hash, std::time::Instant::now());
     }
 
-    fn cached(&self, hash: &[u8; 32]) -> Option<Arc<AccessTokenRecord>> {
+    fn cached(&self, hash: &[u8; 32]) -> Option<Arc<Known>> {
         self.cache.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
     }
 }

@@ -31,7 +31,7 @@ pub struct Principal {
     /// The token's id.
     pub token_id: AccessTokenId,
     /// The token's resource name (what logs and audit events show).
-    pub resource_name: String,
+    pub resource_name: std::sync::Arc<str>,
     /// What it may do.
     pub role: Role,
     /// Its workspace; `None` for ROOT.
@@ -47,7 +47,7 @@ impl Principal {
     pub fn of(record: &AccessTokenRecord) -> Self {
         Self {
             token_id: record.id.clone(),
-            resource_name: record.resource_name(),
+            resource_name: record.resource_name().into(),
             role: record.role,
             workspace: record.workspace.clone(),
             projects: record.projects.clone(),

@@ -52,7 +52,7 @@ impl AccessService for AccessApi {
         let request = request.into_inner();
         if principal.role != Role::Root {
             // A workspace token sees its own workspace only.
-            let own = match principal.workspace {
+            let own = match principal.workspace.clone() {
                 Some(id) => vec![convert::workspace(&self.0.workspaces.get(id).await?)],
                 None => vec![],
             };

@@ -33,7 +33,7 @@ use tonic::{Request, Status};
 use crate::access::Principal;
 use crate::access::policy::{Permission, authorize};
 use crate::access::tokens::AccessTokens;
-use crate::audit::{Actor, Auditor};
+use crate::audit::{Actor, Auditor, Origin};
 use crate::broker::Broker;
 use crate::credentials::Credentials;
 use crate::error::Error;
@@ -94,22 +94,22 @@ impl From<Error> for Status {
 }
 
 /// The authenticated caller (put there by [`rpc_layer`]).
-fn caller<T>(request: &Request<T>) -> Result<Principal, Status> {
+fn caller<T>(request: &Request<T>) -> Result<Arc<Principal>, Status> {
     request
         .extensions()
-        .get::<Principal>()
+        .get::<Arc<Principal>>()
         .cloned()
         .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` metadata"))
 }
 
 /// The caller and its audit identity.
-fn who<T>(request: &Request<T>) -> Result<(Principal, Actor), Status> {
+fn who<T>(request: &Request<T>) -> Result<(Arc<Principal>, Actor), Status> {
     let principal = caller(request)?;
     let context = request.extensions().get::<rpc_layer::CallContext>();
     let actor = Actor {
-        principal: principal.resource_name.clone(),
+        principal: Arc::clone(&principal.resource_name),
         request_id: context.map(|c| c.request_id.clone()).unwrap_or_default(),
-        client_address: context.map(|c| c.client_address.clone()).unwrap_or_default(),
+        origin: context.and_then(|c| c.client).map_or(Origin::Unknown, Origin::Peer),
     };
     Ok((principal, actor))
 }

@@ -33,7 +33,9 @@ impl RegistryAuthService for RegistryAuthApi {
     ) -> Result<Response<IssueRegistryAuthResponse>, Status> {
         let (principal, actor) = who(&request)?;
         let deadline = deadline(&request, self.0.upstream_timeout);
-        let request = request.into_inner();
+        let mut request = request.into_inner();
+        // Lent to the lease request and handed back with the outcomes.
+        let images = std::mem::take(&mut request.images);
         let checked = async {
             let workspace = field("workspace", WorkspaceId::from_name(&request.workspace))?;
             let project = match request.project.as_str() {
@@ -44,7 +46,7 @@ impl RegistryAuthService for RegistryAuthApi {
             let lease_request = LeaseRequest {
                 workspace,
                 project,
-                images: request.images.clone(),
+                images,
                 actions: actions(&request.actions)?,
                 min_ttl: min_ttl(request.min_ttl)?,
                 accept: accept(&request.accept)?,
@@ -53,7 +55,8 @@ impl RegistryAuthService for RegistryAuthApi {
             };
             if !request.via_gateway {
                 let issued = self.0.broker.issue(&lease_request).await?;
-                return Ok(issued.into_iter().map(|outcome| outcome.map(registry_auth)).collect::<Vec<_>>());
+                let auths = issued.into_iter().map(|outcome| outcome.map(registry_auth)).collect::<Vec<_>>();
+                return Ok((lease_request.images, auths));
             }
             let pulls = self.0.pulls.as_ref().ok_or_else(|| Error::FailedPrecondition {
                 reason: "GATEWAY_DISABLED",
@@ -67,15 +70,14 @@ impl RegistryAuthService for RegistryAuthApi {
                 .into());
             }
             let leases = pulls.issue(&principal, &lease_request, request.min_ttl.is_some()).await?;
-            Ok(leases.into_iter().map(|outcome| outcome.map(gateway_auth)).collect())
+            Ok((lease_request.images, leases.into_iter().map(|outcome| outcome.map(gateway_auth)).collect()))
         }
         .await;
-        let outcomes = self
+        let (images, outcomes) = self
             .0
             .audited(&actor, "IssueRegistryAuth", workspace_of(&request.workspace), &request.workspace, checked)
             .await?;
-        let auths = request
-            .images
+        let auths = images
             .into_iter()
             .zip(outcomes)
             .map(|(image, outcome)| match outcome {
@@ -160,27 +162,25 @@ fn gateway_auth(lease: GatewayLease) -> RegistryAuth {
 
 /// A lease as the registry issued it (the image is filled in by the caller).
 fn registry_auth(issued: Issued) -> RegistryAuth {
-    let lease = &issued.lease;
-    let granted = lease.granted.as_ref().map(ToString::to_string).unwrap_or_default();
-    let narrower = lease.granted.as_ref().is_some_and(|g| *g != lease.requested);
+    let (lease, text) = (&issued.lease, &issued.text);
     let status = tonic_types::Status {
         code: 0,
-        message: if narrower {
-            format!("the registry granted less than asked: {granted} of {}", lease.requested)
+        message: if text.narrower {
+            format!("the registry granted less than asked: {} of {}", text.granted, text.requested)
         } else {
             String::new()
         },
         details: vec![],
     };
     let mut auth = RegistryAuth {
-        normalized_image: issued.image.to_string(),
+        normalized_image: text.image.clone(),
         status: Some(status),
         expire_time: Some(convert::timestamp(lease.expire_time)),
         issue_time: Some(convert::timestamp(lease.issue_time)),
         registry: lease.registry.clone(),
-        granted_scope: granted,
-        requested_scope: lease.requested.to_string(),
-        credential: lease.credential.to_string(),
+        granted_scope: text.granted.clone(),
+        requested_scope: text.requested.clone(),
+        credential: text.credential.clone(),
         cached: issued.cached,
         ..Default::default()
     };

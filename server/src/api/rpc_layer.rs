@@ -30,8 +30,9 @@ use std::sync::Arc;
 pub struct CallContext {
     /// The caller's `x-request-id`, or one made up here.
     pub request_id: String,
-    /// The peer address, when known.
-    pub client_address: String,
+    /// The peer address, when known (written out only where it is used:
+    /// most calls never need it as text).
+    pub client: Option<std::net::SocketAddr>,
 }
 
 /// Layer adding authentication, rate limiting and RPC logging.
@@ -93,13 +94,15 @@ where
         let limiter = self.limiter.clone();
         Box::pin(async move {
             let started = Instant::now();
-            let method = request.uri().path().to_owned();
-            let public = is_public(&method);
-            let quiet_ok = public || method == LEASE_METHOD;
+            // A cheap clone (shared bytes); the path is written out only
+            // when the line is.
+            let method = request.uri().clone();
+            let public = is_public(method.path());
+            let quiet_ok = public || method.path() == LEASE_METHOD;
             let request_id = request_id(&request);
-            let client_address = client_address(&request);
-            request.extensions_mut().insert(CallContext { request_id: request_id.clone(), client_address });
-            let mut principal = String::new();
+            let client = client_address(&request);
+            request.extensions_mut().insert(CallContext { request_id: request_id.clone(), client });
+            let mut principal = None;
             if !public {
                 let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
                 let checked = authn.authenticate(header).await.and_then(|caller| {
@@ -114,8 +117,8 @@ where
                 });
                 match checked {
                     Ok(caller) => {
-                        principal = caller.resource_name.clone();
-                        request.extensions_mut().insert::<Principal>(caller);
+                        principal = Some(Arc::clone(&caller));
+                        request.extensions_mut().insert::<Arc<Principal>>(caller);
                     }
                     Err(error) => {
                         let status = to_status(&error);
@@ -137,15 +140,13 @@ where
 }
 
 /// The peer address, over TCP or TLS.
-fn client_address(request: &Request<Body>) -> String {
+fn client_address(request: &Request<Body>) -> Option<std::net::SocketAddr> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let extensions = request.extensions();
     extensions
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr)
         .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()))
-        .map(|addr| addr.to_string())
-        .unwrap_or_default()
 }
 
 /// The caller's `x-request-id`, or a fresh one.
@@ -170,8 +171,8 @@ fn set_request_id_headers(headers: &mut http::HeaderMap, request_id: &str) {
 /// count. At tens of thousands of leases a second, an info line each would
 /// be the largest cost of a cached lease and gigabytes of log a day.
 struct RpcLog {
-    method: String,
-    principal: String,
+    method: http::Uri,
+    principal: Option<Arc<Principal>>,
     request_id: String,
     started: Instant,
     quiet_ok: bool,
@@ -193,26 +194,37 @@ impl RpcLog {
             Some(o) => (o.code, o.message.as_str()),
             None => (tonic::Code::Cancelled, "the client went away before the response ended"),
         };
-        let code_name = format!("{code:?}");
+        let code_name = log_name(code);
         let sampler = match code {
             tonic::Code::Unauthenticated => Some(&UNAUTHENTICATED_LINES),
             tonic::Code::ResourceExhausted => Some(&EXHAUSTED_LINES),
             _ => None,
         };
         if let Some(sampler) = sampler
-            && !sampler.admit(&code_name)
+            && !sampler.admit(code_name)
         {
             return;
         }
+        let method = self.method.path();
+        let principal = self.principal.as_ref().map_or("", |p| &*p.resource_name);
         if code == tonic::Code::Ok {
             if self.quiet_ok {
-                tracing::debug!(target: "pullpass::rpc", method = %self.method, code = %code_name, latency_ms, principal = %self.principal, request_id = %self.request_id, "rpc");
+                tracing::debug!(target: "pullpass::rpc", method, code = code_name, latency_ms, principal, request_id = %self.request_id, "rpc");
             } else {
-                tracing::info!(target: "pullpass::rpc", method = %self.method, code = %code_name, latency_ms, principal = %self.principal, request_id = %self.request_id, "rpc");
+                tracing::info!(target: "pullpass::rpc", method, code = code_name, latency_ms, principal, request_id = %self.request_id, "rpc");
             }
         } else {
-            tracing::warn!(target: "pullpass::rpc", method = %self.method, code = %code_name, latency_ms, principal = %self.principal, request_id = %self.request_id, error = %message, "rpc");
+            tracing::warn!(target: "pullpass::rpc", method, code = code_name, latency_ms, principal, request_id = %self.request_id, error = %message, "rpc");
         }
+    }
+}
+
+/// A code as log lines spell it (tonic's names: `Ok`, `Cancelled`, …).
+fn log_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "Ok",
+        tonic::Code::Cancelled => "Cancelled",
+        other => crate::metrics::grpc::code_name(other),
     }
 }
 

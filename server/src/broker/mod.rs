@@ -3,7 +3,8 @@
 //! For each image: parse the reference, choose the credential ([`choose`])
 //! from the in-memory [`index`], serve a cached lease with enough life left
 //! or run one upstream exchange per key ([`cache`]), opening the sealed
-//! secret only for that exchange.
+//! secret only for that exchange. A request shape seen before skips the
+//! parsing and choosing ([`recent`]).
 //!
 //! Nothing here depends on gRPC types: the gRPC handlers call
 //! [`Broker::issue`], and the pull gateway (through `pulls`) calls it too,
@@ -12,6 +13,7 @@
 pub mod cache;
 pub mod choose;
 pub mod index;
+pub mod recent;
 pub mod shared;
 
 use std::sync::Arc;
@@ -30,6 +32,8 @@ use crate::error::Error;
 use crate::upstream::{Exchange, Failure, Upstream};
 use cache::{CacheKey, LeaseCache};
 use index::CredentialIndex;
+pub use recent::IssuedText;
+use recent::{Recent, Shape};
 use shared::SharedLeases;
 
 /// Most images in one request.
@@ -60,11 +64,13 @@ pub struct LeaseRequest {
 #[derive(Debug, Clone)]
 pub struct Issued {
     /// The normalized image.
-    pub image: ImageRef,
+    pub image: Arc<ImageRef>,
     /// The lease.
     pub lease: Arc<Lease>,
     /// True when served without waiting for the registry.
     pub cached: bool,
+    /// The image and the lease's facts as text.
+    pub text: Arc<IssuedText>,
 }
 
 /// Auth for the pull gateway to present to a registry, in form
@@ -93,6 +99,17 @@ pub struct TestReport {
     pub registry: String,
 }
 
+/// The shape of a request for `image` (see [`recent`]).
+fn shape<'a>(request: &'a LeaseRequest, image: &'a str) -> Shape<'a> {
+    Shape {
+        workspace: &request.workspace,
+        project: request.project.as_ref(),
+        image,
+        actions: &request.actions,
+        accept: request.accept,
+    }
+}
+
 /// What a lease must be: for which actions, in which form, with how much
 /// life left, by when.
 struct Wanted<'a> {
@@ -116,6 +133,7 @@ struct Inner {
     upstream: Upstream,
     auditor: Auditor,
     shared: Option<SharedLeases>,
+    recent: Recent,
 }
 
 impl Broker {
@@ -132,7 +150,8 @@ impl Broker {
         let index = CredentialIndex::new(credentials.store().clone());
         let shared = SharedLeases::new(credentials.store(), Arc::clone(credentials.sealer()));
         let cache = LeaseCache::new(cache_capacity);
-        let inner = Arc::new(Inner { credentials, index, cache, upstream, auditor, shared });
+        let recent = Recent::new(cache_capacity);
+        let inner = Arc::new(Inner { credentials, index, cache, upstream, auditor, shared, recent });
         let weak = Arc::downgrade(&inner);
         changes.subscribe(move |change| {
             let Some(inner) = weak.upgrade() else { return };
@@ -140,14 +159,17 @@ impl Broker {
                 Change::Credential(name) => {
                     inner.index.invalidate(&name.workspace);
                     inner.cache.evict_credential(name);
+                    inner.recent.forget_all();
                 }
                 Change::Workspace(workspace) => {
                     inner.index.invalidate(workspace);
                     inner.cache.evict_workspace(workspace);
+                    inner.recent.forget_all();
                 }
                 Change::Everything => {
                     inner.index.invalidate_all();
                     inner.cache.clear();
+                    inner.recent.forget_all();
                 }
                 Change::LeaseStored => {
                     if let Some(shared) = &inner.shared {
@@ -169,22 +191,59 @@ impl Broker {
         if request.images.len() > MAX_IMAGES {
             return Err(Error::invalid("images", format!("at most {MAX_IMAGES} images per request")));
         }
+        if let [text] = request.images.as_slice()
+            && let Some(issued) = self.recently_issued(request, text)
+        {
+            return Ok(vec![Ok(issued)]);
+        }
         let candidates = self.inner.index.credentials(&request.workspace).await?;
-        let outcomes = request.images.iter().enumerate().map(|(position, text)| {
+        let one = |position: usize| {
             let candidates = Arc::clone(&candidates);
+            let text = request.images[position].as_str();
             async move {
+                let epoch = self.inner.recent.epoch();
                 let (chosen, outcome) = match self.choose(request, &candidates, position, text) {
                     Ok((image, stored)) => {
                         let name = stored.credential.name.clone();
-                        (Some(name), self.lease(request, image, stored).await)
+                        let outcome = self.lease(request, image, Arc::clone(&stored)).await;
+                        if let Ok(issued) = &outcome {
+                            let shape = shape(request, text);
+                            let (image, lease, issued_text) =
+                                (Arc::clone(&issued.image), Arc::clone(&issued.lease), Arc::clone(&issued.text));
+                            self.inner.recent.remember(&shape, epoch, image, stored, lease, issued_text);
+                        }
+                        (Some(name), outcome)
                     }
                     Err(error) => (None, Err(error)),
                 };
                 self.audit_lease(request, text, chosen.as_ref(), &outcome);
                 outcome
             }
-        });
-        Ok(join_all(outcomes).await)
+        };
+        if request.images.len() == 1 {
+            return Ok(vec![one(0).await]);
+        }
+        Ok(join_all((0..request.images.len()).map(one)).await)
+    }
+
+    /// The lease a call of the same shape got, while it has the life asked
+    /// for and nothing changed since ([`recent`]): counted and audited as the
+    /// cache hit it is.
+    fn recently_issued(&self, request: &LeaseRequest, text: &str) -> Option<Issued> {
+        let found = self.inner.recent.get(&shape(request, text), request.min_ttl)?;
+        let issued = Issued {
+            image: Arc::clone(&found.image),
+            lease: Arc::clone(&found.lease),
+            cached: true,
+            text: Arc::clone(&found.text),
+        };
+        let outcome = Ok(issued);
+        crate::metrics::lease_issued(
+            matches!(found.lease.grant, crate::domain::Grant::Bearer { .. }),
+            cache::CacheOutcome::Hit,
+        );
+        self.audit_lease(request, text, Some(&found.stored.credential.name), &outcome);
+        outcome.ok()
     }
 
     /// Queues the audit event of one image: the credential that served (or
@@ -196,17 +255,16 @@ impl Broker {
         credential: Option<&CredentialName>,
         outcome: &Result<Issued, Error>,
     ) {
-        let resource = credential.map_or_else(|| request.workspace.name(), ToString::to_string);
-        let code = outcome.as_ref().err().map_or(0, Error::grpc_code);
-        let mut event = request.actor.event("IssueRegistryAuth", request.workspace.as_str(), &resource, code);
         match outcome {
-            Ok(issued) => {
-                event.image = issued.image.to_string();
-                event.granted_scope = issued.lease.granted.as_ref().map(ToString::to_string).unwrap_or_default();
+            Ok(issued) => self.inner.auditor.record_issued(request.actor.issued(&issued.text)),
+            Err(error) => {
+                let resource = credential.map_or_else(|| request.workspace.name(), ToString::to_string);
+                let workspace = request.workspace.as_str();
+                let mut event = request.actor.event("IssueRegistryAuth", workspace, &resource, error.grpc_code());
+                event.image = crate::domain::ids::shorten(image);
+                self.inner.auditor.record_lease(event);
             }
-            Err(_) => event.image = crate::domain::ids::shorten(image),
         }
-        self.inner.auditor.record_lease(event);
     }
 
     /// Parses the image and picks its credential.
@@ -256,6 +314,7 @@ impl Broker {
     /// unless another caller already replaced it with a fresh one.
     pub fn forget(&self, auth: &UpstreamAuth) {
         self.inner.cache.forget(&auth.key, &auth.lease);
+        self.inner.recent.forget_all();
     }
 
     /// The upstream side (for the pull gateway's registry requests).
@@ -278,7 +337,8 @@ impl Broker {
         };
         let (_, lease, outcome) = self.cached_lease(&wanted, &image, &stored).await?;
         crate::metrics::lease_issued(matches!(lease.grant, crate::domain::Grant::Bearer { .. }), outcome);
-        Ok(Issued { image, lease, cached: outcome.cached() })
+        let text = Arc::new(IssuedText::of(&image, &lease));
+        Ok(Issued { image: Arc::new(image), lease, cached: outcome.cached(), text })
     }
 
     async fn cached_lease(

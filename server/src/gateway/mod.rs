@@ -27,7 +27,7 @@ use http::{Method, Request, Response, header};
 use tokio::net::TcpListener;
 
 use crate::access::rate_limit::RateLimiter;
-use crate::audit::Actor;
+use crate::audit::{Actor, Origin};
 use crate::pulls::{PullError, Pulls};
 use crate::tls::ReloadableTls;
 use errors::GatewayError;
@@ -98,9 +98,9 @@ impl Gateway {
             Route::Pull(gateway_ref) => gateway_ref,
         };
         let actor = Actor {
-            principal: log.principal.clone(),
+            principal: log.principal.as_str().into(),
             request_id: log.request_id.clone(),
-            client_address: log.client.map(|c| c.to_string()).unwrap_or_default(),
+            origin: log.client.map_or(Origin::Unknown, Origin::Peer),
         };
         let pull = self.pulls.authorize(&caller, &gateway_ref.registry, &gateway_ref.repository, actor).await?;
         let deadline = Instant::now() + self.timeout;

@@ -167,12 +167,12 @@ pub enum Caller {
         /// What the password allows.
         grant: GatewayGrant,
         /// The token that asked for it (checked now: not revoked, not expired).
-        principal: Principal,
+        principal: Arc<Principal>,
     },
     /// An access token used as the password.
     Token {
         /// The token.
-        principal: Principal,
+        principal: Arc<Principal>,
         /// The project named by the username, if any.
         project: Option<ProjectName>,
     },
@@ -190,7 +190,7 @@ impl Caller {
     pub fn name(&self) -> String {
         match self {
             Self::Password { principal, .. } => format!("{} (gateway password)", principal.resource_name),
-            Self::Token { principal, .. } => principal.resource_name.clone(),
+            Self::Token { principal, .. } => principal.resource_name.to_string(),
         }
     }
 }
@@ -526,7 +526,7 @@ impl Pulls {
             .into_iter()
             .map(|outcome| {
                 outcome.map(|(upstream, gateway_image)| GatewayLease {
-                    image: upstream.image.clone(),
+                    image: (*upstream.image).clone(),
                     gateway_image,
                     registry: registry.clone(),
                     password: Arc::clone(&password),

@@ -1,0 +1,296 @@
+//! The broker's memo of recent request shapes, in front of the lease cache.
+//!
+//! Launchers ask for the same few images over and over. For a request shape
+//! (workspace, project, image as written, actions, accepted form) the memo
+//! keeps what the last call worked out: the parsed image, the chosen
+//! credential, the lease the cache served, and the lease's facts as text for
+//! the response and the audit event. A repeated call whose lease still has
+//! the life it asks for skips parsing the reference, choosing the
+//! credential, building the cache key and formatting scopes.
+//!
+//! It never serves what the cache would not: every change that drops index
+//! entries or cached leases (a credential or workspace changed, another
+//! replica's changes, a registry refusing a lease) moves the memo to a new
+//! epoch, and an entry of an older epoch is never served. An entry is kept
+//! only when no such change happened while it was being worked out. Bounded:
+//! past its capacity, it starts over.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use pullpass::reference::ImageRef;
+use pullpass::scope::Action;
+
+use crate::domain::credential::StoredCredential;
+use crate::domain::{Accept, Lease, ProjectName, Timestamp, WorkspaceId};
+
+/// A lease's facts as the response and the audit event print them, worked
+/// out once per lease and image.
+#[derive(Debug)]
+pub struct IssuedText {
+    /// The workspace of the credential.
+    pub workspace: String,
+    /// The normalized image (`docker.io/library/ubuntu:latest`).
+    pub image: String,
+    /// The credential's resource name.
+    pub credential: String,
+    /// The scope asked for.
+    pub requested: String,
+    /// The scope the registry granted ("" when it does not say).
+    pub granted: String,
+    /// The registry granted less than asked.
+    pub narrower: bool,
+}
+
+impl IssuedText {
+    /// The facts of `lease` issued for `image`.
+    pub fn of(image: &ImageRef, lease: &Lease) -> Self {
+        let granted = lease.granted.as_ref().map(ToString::to_string).unwrap_or_default();
+        Self {
+            workspace: lease.credential.workspace.to_string(),
+            image: image.to_string(),
+            credential: lease.credential.to_string(),
+            requested: lease.requested.to_string(),
+            narrower: lease.granted.as_ref().is_some_and(|g| *g != lease.requested),
+            granted,
+        }
+    }
+}
+
+/// A request shape, borrowed from the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape<'a> {
+    /// The workspace.
+    pub workspace: &'a WorkspaceId,
+    /// The caller's project.
+    pub project: Option<&'a ProjectName>,
+    /// The image as the caller wrote it.
+    pub image: &'a str,
+    /// The actions (empty means pull).
+    pub actions: &'a [Action],
+    /// The accepted form.
+    pub accept: Accept,
+}
+
+impl Shape<'_> {
+    fn actions_bits(&self) -> u8 {
+        self.actions.iter().fold(0, |bits, action| {
+            bits | match action {
+                Action::Pull => 1,
+                Action::Push => 2,
+            }
+        })
+    }
+
+    fn key(&self) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.workspace.as_str().hash(&mut hasher);
+        self.project.map(ProjectName::as_str).hash(&mut hasher);
+        self.image.hash(&mut hasher);
+        self.actions_bits().hash(&mut hasher);
+        self.accept.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+/// What a shape resolved to.
+#[derive(Debug)]
+pub struct Resolution {
+    epoch: u64,
+    workspace: WorkspaceId,
+    project: Option<ProjectName>,
+    written: String,
+    actions: u8,
+    accept: Accept,
+    /// The parsed image.
+    pub image: Arc<ImageRef>,
+    /// The credential that serves it.
+    pub stored: Arc<StoredCredential>,
+    /// The lease the cache served.
+    pub lease: Arc<Lease>,
+    /// The lease's facts as text.
+    pub text: Arc<IssuedText>,
+}
+
+impl Resolution {
+    fn is(&self, shape: &Shape<'_>) -> bool {
+        self.written == shape.image
+            && &self.workspace == shape.workspace
+            && self.project.as_ref() == shape.project
+            && self.actions == shape.actions_bits()
+            && self.accept == shape.accept
+    }
+}
+
+/// The memo.
+#[derive(Debug)]
+pub struct Recent {
+    entries: RwLock<HashMap<u64, Arc<Resolution>>>,
+    epoch: AtomicU64,
+    capacity: usize,
+}
+
+impl Recent {
+    /// A memo of at most `capacity` shapes.
+    pub fn new(capacity: usize) -> Self {
+        Self { entries: RwLock::default(), epoch: AtomicU64::new(0), capacity: capacity.max(1) }
+    }
+
+    /// The current epoch: read it before working a shape out, and hand it to
+    /// [`Recent::remember`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// What `shape` resolved to, if nothing changed since and its lease has
+    /// at least `min_ttl` left.
+    pub fn get(&self, shape: &Shape<'_>, min_ttl: Duration) -> Option<Arc<Resolution>> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let found = entries.get(&shape.key())?;
+        let fresh = found.epoch == self.epoch.load(Ordering::SeqCst)
+            && found.is(shape)
+            && found.lease.expire_time.saturating_since(Timestamp::now()) >= min_ttl;
+        fresh.then(|| Arc::clone(found))
+    }
+
+    /// Keeps what `shape` resolved to, unless the epoch moved on since
+    /// `epoch` (a change raced the work).
+    pub fn remember(
+        &self,
+        shape: &Shape<'_>,
+        epoch: u64,
+        image: Arc<ImageRef>,
+        stored: Arc<StoredCredential>,
+        lease: Arc<Lease>,
+        text: Arc<IssuedText>,
+    ) {
+        let resolution = Arc::new(Resolution {
+            epoch,
+            workspace: shape.workspace.clone(),
+            project: shape.project.cloned(),
+            written: shape.image.to_owned(),
+            actions: shape.actions_bits(),
+            accept: shape.accept,
+            image,
+            stored,
+            lease,
+            text,
+        });
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        if entries.len() >= self.capacity {
+            entries.clear();
+        }
+        entries.insert(shape.key(), resolution);
+    }
+
+    /// Starts a new epoch: nothing remembered so far is served again.
+    pub fn forget_all(&self) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Credential, CredentialId, CredentialName, CredentialUid, Grant, LeaseSecret, Provider};
+    use crate::domain::{SealedSecret, Timestamp};
+    use pullpass::registry::RegistryServer;
+    use pullpass::scope::Scope;
+
+    fn stored() -> Arc<StoredCredential> {
+        Arc::new(StoredCredential {
+            credential: Credential {
+                name: CredentialName {
+                    workspace: WorkspaceId::parse("acme").unwrap(),
+                    credential: CredentialId::parse("ghcr").unwrap(),
+                },
+                uid: CredentialUid([0; 16]),
+                provider: Provider::Generic,
+                registry: RegistryServer::parse("ghcr.io").unwrap().server,
+                username: "u".into(),
+                secret_version: 1,
+                allowed_projects: vec![],
+                allow_passthrough: false,
+                token_realm_allowlist: vec![],
+                ca_bundle_pem: String::new(),
+                description: String::new(),
+                create_time: Timestamp::default(),
+                update_time: Timestamp::default(),
+            },
+            sealed: SealedSecret { kek_id: "k".into(), wrapped_dek: vec![], ciphertext: vec![] },
+        })
+    }
+
+    fn lease(ttl: Duration) -> Arc<Lease> {
+        let now = Timestamp::now();
+        Arc::new(Lease {
+            grant: Grant::Bearer { token: LeaseSecret::new("t".into()) },
+            registry: "ghcr.io".into(),
+            requested: Scope::request("acme/app", &[]),
+            granted: None,
+            issue_time: now,
+            expire_time: now.plus(ttl),
+            credential: stored().credential.name.clone(),
+        })
+    }
+
+    fn remember(recent: &Recent, shape: &Shape<'_>, epoch: u64, ttl: Duration) {
+        let image = Arc::new(ImageRef::parse(shape.image).unwrap());
+        let lease = lease(ttl);
+        let text = Arc::new(IssuedText::of(&image, &lease));
+        recent.remember(shape, epoch, image, stored(), lease, text);
+    }
+
+    #[test]
+    fn a_shape_is_served_only_as_it_was_asked_while_nothing_changed_and_its_lease_lasts() {
+        let recent = Recent::new(10);
+        let workspace = WorkspaceId::parse("acme").unwrap();
+        let project = ProjectName::parse("rnaseq").unwrap();
+        let shape = Shape {
+            workspace: &workspace,
+            project: Some(&project),
+            image: "ghcr.io/acme/app:1",
+            actions: &[],
+            accept: Accept::Any,
+        };
+        remember(&recent, &shape, recent.epoch(), Duration::from_secs(300));
+        let hit = recent.get(&shape, Duration::from_secs(30)).expect("remembered");
+        assert_eq!(hit.text.image, "ghcr.io/acme/app:1");
+        assert!(recent.get(&shape, Duration::from_secs(600)).is_none(), "not enough life left");
+        for other in [
+            Shape { project: None, ..shape },
+            Shape { image: "ghcr.io/acme/app:2", ..shape },
+            Shape { actions: &[Action::Push], ..shape },
+            Shape { accept: Accept::BasicOnly, ..shape },
+        ] {
+            assert!(recent.get(&other, Duration::ZERO).is_none(), "{other:?}");
+        }
+        recent.forget_all();
+        assert!(recent.get(&shape, Duration::ZERO).is_none(), "a change ends the epoch");
+    }
+
+    #[test]
+    fn what_was_worked_out_across_a_change_is_not_kept() {
+        let recent = Recent::new(10);
+        let workspace = WorkspaceId::parse("acme").unwrap();
+        let shape = Shape {
+            workspace: &workspace,
+            project: None,
+            image: "ghcr.io/acme/app:1",
+            actions: &[],
+            accept: Accept::Any,
+        };
+        let before = recent.epoch();
+        recent.forget_all();
+        remember(&recent, &shape, before, Duration::from_secs(300));
+        assert!(recent.get(&shape, Duration::ZERO).is_none());
+    }
+}
