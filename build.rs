@@ -12,6 +12,7 @@ const REDACTED_DEBUG: &[&str] = &[
     ".pullpass.v1.AccessToken",
     ".pullpass.v1.RegistryAuth",
     ".pullpass.v1.ImportDockerConfigRequest",
+    ".pullpass.v1.CreateConsoleLinkResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

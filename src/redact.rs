@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::v1::{AccessToken, Credential, ImportDockerConfigRequest, RegistryAuth};
+use crate::v1::{AccessToken, CreateConsoleLinkResponse, Credential, ImportDockerConfigRequest, RegistryAuth};
 
 /// Shows whether a secret field is set without showing it.
 struct Redacted<'a>(&'a str);
@@ -33,6 +33,16 @@ impl fmt::Debug for Credential {
             .field("token_realm_allowlist", &self.token_realm_allowlist)
             .field("ca_bundle_pem_len", &self.ca_bundle_pem.len())
             .field("normalizations", &self.normalizations)
+            .field("last_used_time", &self.last_used_time)
+            .finish()
+    }
+}
+
+impl fmt::Debug for CreateConsoleLinkResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateConsoleLinkResponse")
+            .field("url", &Redacted(&self.url))
+            .field("expire_time", &self.expire_time)
             .finish()
     }
 }
@@ -97,7 +107,9 @@ mod tests {
         let token = AccessToken { token: canary.into(), ..Default::default() };
         let auth = RegistryAuth { token: canary.into(), password: canary.into(), ..Default::default() };
         let import = ImportDockerConfigRequest { config_json: canary.into(), ..Default::default() };
+        let link = CreateConsoleLinkResponse { url: canary.into(), ..Default::default() };
         for text in [
+            format!("{link:?}"),
             format!("{credential:?}"),
             format!("{token:?}"),
             format!("{auth:?}"),

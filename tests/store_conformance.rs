@@ -90,7 +90,69 @@ conformance!(
     what_was_written_is_there_after_reopening,
     a_second_handle_on_the_same_database_sees_and_extends_the_same_data,
     shared_leases_elect_one_claimant_and_serve_the_others,
+    console_sessions_are_found_by_hash_login_links_are_taken_once_and_go_with_their_token,
+    a_credentials_last_use_moves_forward_only_and_changes_nothing_else,
 );
+
+async fn console_sessions_are_found_by_hash_login_links_are_taken_once_and_go_with_their_token(subject: Subject) {
+    use pullpass_server::domain::session::{ConsoleSession, SessionKind};
+    let store = subject.open().await;
+    with_workspace(&store, "acme").await;
+    store.insert_token(&token("t1", Some("acme"), 7), &[event("CreateAccessToken", "acme", "t1")]).await.unwrap();
+    let now = Timestamp::now();
+    let session = |hash: u8, kind, expire: Timestamp| ConsoleSession {
+        id_hash: [hash; 32],
+        kind,
+        token_id: AccessTokenId::parse("t1").unwrap(),
+        create_time: now,
+        expire_time: expire,
+        last_seen: now,
+    };
+    let later = now.plus(Duration::from_secs(300));
+    store.insert_console_session(&session(1, SessionKind::Session, later)).await.unwrap();
+    store.insert_console_session(&session(2, SessionKind::LoginLink, later)).await.unwrap();
+    store
+        .insert_console_session(&session(3, SessionKind::LoginLink, now.saturating_minus(Duration::from_secs(1))))
+        .await
+        .unwrap();
+    assert_eq!(store.console_session(&[1; 32]).await.unwrap(), Some(session(1, SessionKind::Session, later)));
+    assert_eq!(store.console_session(&[2; 32]).await.unwrap(), None, "a login link is no session");
+    assert_eq!(store.redeem_console_login(&[1; 32], now).await.unwrap(), None, "a session is no login link");
+    assert_eq!(store.redeem_console_login(&[3; 32], now).await.unwrap(), None, "an expired link");
+    let taken = store.redeem_console_login(&[2; 32], now).await.unwrap();
+    assert_eq!(taken.map(|s| s.token_id.to_string()), Some("t1".to_owned()));
+    assert_eq!(store.redeem_console_login(&[2; 32], now).await.unwrap(), None, "taken once");
+    let seen = now.plus(Duration::from_secs(120));
+    store.touch_console_session(&[1; 32], seen).await.unwrap();
+    store.touch_console_session(&[1; 32], now).await.unwrap();
+    assert_eq!(store.console_session(&[1; 32]).await.unwrap().unwrap().last_seen, seen, "never moves back");
+    store.delete_console_session(&[1; 32]).await.unwrap();
+    assert_eq!(store.console_session(&[1; 32]).await.unwrap(), None);
+    // Sessions go with their token's workspace.
+    store.insert_console_session(&session(4, SessionKind::Session, later)).await.unwrap();
+    store.delete_workspace(&ws("acme"), true, &[event("DeleteWorkspace", "acme", "workspaces/acme")]).await.unwrap();
+    assert_eq!(store.console_session(&[4; 32]).await.unwrap(), None);
+}
+
+async fn a_credentials_last_use_moves_forward_only_and_changes_nothing_else(subject: Subject) {
+    let store = subject.open().await;
+    with_workspace(&store, "acme").await;
+    let s = stored("acme", "reg", "registry.example.com", 9);
+    store.insert_credentials(&ws("acme"), &[(s.clone(), create_event(&s))], false).await.unwrap();
+    let head = store.audit_head().await.unwrap();
+    let at = Timestamp::from_micros(1_800_000_000_000_000);
+    let name = s.credential.name.clone();
+    store.touch_credentials(&[(name.clone(), s.credential.uid, at)]).await.unwrap();
+    store.touch_credentials(&[(name.clone(), s.credential.uid, Timestamp::from_micros(1))]).await.unwrap();
+    // Another uid (a credential deleted and made again) is left alone.
+    store.touch_credentials(&[(name.clone(), CredentialUid([1; 16]), at.plus(Duration::from_secs(9)))]).await.unwrap();
+    let read = store.credential(&name).await.unwrap().unwrap();
+    assert_eq!(read.credential.last_used_time, Some(at));
+    assert_eq!(read.credential.update_time, s.credential.update_time, "a use is not a change");
+    assert_eq!(store.audit_head().await.unwrap(), head, "and leaves no audit event");
+    let listed = store.credentials(&ws("acme"), &Default::default(), None, 10).await.unwrap().unwrap();
+    assert_eq!(listed[0].last_used_time, Some(at));
+}
 
 // --- builders ---------------------------------------------------------------
 
@@ -144,6 +206,7 @@ fn stored(workspace: &str, id: &str, registry: &str, uid: u8) -> StoredCredentia
             description: format!("credential {id}"),
             create_time: time,
             update_time: time,
+            last_used_time: None,
         },
         sealed: SealedSecret { kek_id: "k1".into(), wrapped_dek: vec![1, uid, 2], ciphertext: vec![3, uid, 4, 0, 255] },
     }

@@ -250,6 +250,13 @@ impl Client {
             .into_inner())
     }
 
+    /// A one-time link that signs this client's token in to the web console
+    /// (valid five minutes, for one sign-in). The URL is a secret until used.
+    pub async fn create_console_link(&self) -> Result<pullpass::v1::CreateConsoleLinkResponse, Error> {
+        let request = pullpass::v1::CreateConsoleLinkRequest {};
+        Ok(self.access().create_console_link(request).await?.into_inner())
+    }
+
     /// Audit events of a workspace (or `-` for all, ROOT only), oldest first,
     /// at most `limit`.
     pub async fn list_audit_events(

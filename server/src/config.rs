@@ -19,6 +19,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEV_GATEWAY_LISTEN: &str = "127.0.0.1:50052";
 /// The metrics endpoint's address with `--dev`.
 pub const DEV_METRICS_LISTEN: &str = "127.0.0.1:9464";
+/// Where `--dev` serves the web console.
+pub const DEV_CONSOLE_LISTEN: &str = "127.0.0.1:50053";
 /// Environment variable holding master keys inline.
 pub const MASTER_KEY_ENV: &str = "PULLPASS_MASTER_KEY";
 /// Where systemd puts credentials loaded with `LoadCredential=`.
@@ -245,6 +247,20 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLPASS_METRICS_LISTEN", value_name = "ADDR|off")]
     pub metrics_listen: Option<String>,
 
+    /// Serve the web console (people add and manage their registry
+    /// credentials in a browser) under `/console/` on this address, or
+    /// `off`. Over TLS with --tls-cert; plaintext on a non-loopback address
+    /// needs --insecure-plaintext. Off unless set. [default with --dev:
+    /// 127.0.0.1:50053]
+    #[arg(long, env = "PULLPASS_CONSOLE_LISTEN", value_name = "ADDR|off")]
+    pub console_listen: Option<String>,
+
+    /// The address people open the console at, when it is not the listen
+    /// address (behind a proxy): `https://pullpass.example.com`. Login links
+    /// (`pullpass console-link`) point there. [default: the listen address]
+    #[arg(long, env = "PULLPASS_CONSOLE_PUBLIC_URL", value_name = "URL")]
+    pub console_public_url: Option<String>,
+
     /// Testing hook: make audit appends for this action (or `*`) fail.
     #[arg(long, env = "PULLPASS_FAULT_AUDIT_FAIL", hide = true)]
     pub fault_audit_fail: Option<String>,
@@ -289,6 +305,8 @@ pub struct FileSettings {
     gateway_password_ttl: Option<u64>,
     gateway_tag_ttl: Option<u64>,
     metrics_listen: Option<String>,
+    console_listen: Option<String>,
+    console_public_url: Option<String>,
 }
 
 /// Settings after precedence and defaults.
@@ -332,12 +350,36 @@ pub struct Settings {
     pub gateway: Option<GatewaySettings>,
     /// Where metrics are served, if they are.
     pub metrics_listen: Option<SocketAddr>,
+    /// The web console, if it is served.
+    pub console: Option<ConsoleSettings>,
     /// Where the database is.
     pub database: crate::store::Location,
     /// The PostgreSQL password file, if given (for `store copy` ends).
     pub database_password_file: Option<PathBuf>,
     /// Testing hook (see `--fault-audit-fail`).
     pub fault_audit_fail: Option<String>,
+}
+
+/// `--console-public-url` must be an http(s) origin without a path, query,
+/// fragment or user info (it is where login links point).
+fn check_public_url(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let host = rest.map(|r| r.trim_end_matches('/'));
+    match host {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']) => Ok(()),
+        _ => Err(format!(
+            "--console-public-url `{url}` is not an origin such as https://pullpass.example.com (http or https, a host and an optional port, no path)"
+        )),
+    }
+}
+
+/// Settings of the web console.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Where people open it (`https://host`), when not the listen address.
+    pub public_url: Option<String>,
 }
 
 /// Settings of the pull gateway.
@@ -429,10 +471,24 @@ impl Settings {
             None if dev => Some(DEV_METRICS_LISTEN.parse().expect("the dev metrics address parses")),
             None => None,
         };
+        let console_listen = match serve.console_listen.clone().or(file.console_listen).map(|m| m.trim().to_owned()) {
+            Some(off) if off.eq_ignore_ascii_case("off") => None,
+            Some(address) => Some(address.parse().map_err(|_| {
+                format!("--console-listen `{address}` is not an address such as 127.0.0.1:50053, or `off`")
+            })?),
+            None if dev => Some(DEV_CONSOLE_LISTEN.parse().expect("the dev console address parses")),
+            None => None,
+        };
+        let console_public_url = serve.console_public_url.clone().or(file.console_public_url);
+        if let Some(url) = &console_public_url {
+            check_public_url(url)?;
+        }
+        let console = console_listen.map(|listen| ConsoleSettings { listen, public_url: console_public_url.clone() });
         Ok(Self {
             keys,
             gateway,
             metrics_listen,
+            console,
             database,
             database_password_file,
             log_format: common.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
@@ -496,6 +552,7 @@ impl Settings {
             listen: Some(loopback),
             gateway_listen: Some(loopback),
             metrics_listen: Some(loopback.to_string()),
+            console_listen: Some(loopback.to_string()),
             ..Default::default()
         };
         Self::resolve(&common, &serve)

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod connections;
+pub mod console;
 pub mod credentials;
 pub mod domain;
 pub mod error;

@@ -10,6 +10,7 @@ use tonic::transport::Server;
 
 use crate::access::gateway_password::{self, GatewayPasswords};
 use crate::access::rate_limit::RateLimiter;
+use crate::access::sessions::ConsoleSessions;
 use crate::access::tokens::AccessTokens;
 use crate::access::{self, Authenticator};
 use crate::api::metrics_layer::MetricsLayer;
@@ -63,6 +64,7 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         None => None,
     };
     let metrics = bind_metrics(&settings).await?;
+    let console = bind_console(&settings).await?;
     // The listeners are bound: connections made from now on wait in their backlogs.
     if let Some(gateway) = &gateway {
         println!("pullpassd: gateway on {} (runtimes pull from {})", gateway.address, gateway.public_host);
@@ -71,8 +73,11 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         let scheme = if metrics.tls.is_some() { "https" } else { "http" };
         println!("pullpassd: metrics on {scheme}://{}/metrics", metrics.address);
     }
+    if let Some(console) = &console {
+        println!("pullpassd: console on {}/console/", console.public_url);
+    }
     println!("pullpassd: serving on {address}");
-    let listeners = Listeners { grpc: listener, tls, gateway, metrics };
+    let listeners = Listeners { grpc: listener, tls, gateway, metrics, console };
     serve(prepared.opened, listeners, started, &settings, wait_for_signal()).await
 }
 
@@ -82,6 +87,41 @@ struct Listeners {
     tls: Option<ReloadableTls>,
     gateway: Option<GatewayListener>,
     metrics: Option<MetricsListener>,
+    console: Option<ConsoleListener>,
+}
+
+/// The console's listener, bound.
+struct ConsoleListener {
+    listener: TcpListener,
+    tls: Option<ReloadableTls>,
+    /// Where people open it (`http://127.0.0.1:50053`), without a path.
+    public_url: String,
+}
+
+/// Binds `--console-listen`, if set: over TLS with the server's certificate
+/// when it has one.
+async fn bind_console(settings: &Settings) -> Result<Option<ConsoleListener>, StartupError> {
+    let Some(console) = &settings.console else { return Ok(None) };
+    let listener = TcpListener::bind(console.listen)
+        .await
+        .map_err(|e| StartupError(format!("cannot listen on {} for the console: {e}", console.listen)))?;
+    let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
+    let tls = match &settings.tls {
+        Some(files) => {
+            let files = crate::config::TlsFiles { client_ca: None, ..files.clone() };
+            Some(ReloadableTls::load_with_alpn(&files, crate::tls::HTTP_ALPN).map_err(StartupError)?)
+        }
+        None => {
+            refuse_exposed_plaintext("console", address, settings.insecure_plaintext)?;
+            None
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let public_url = match &console.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("{scheme}://{address}"),
+    };
+    Ok(Some(ConsoleListener { listener, tls, public_url }))
 }
 
 /// The metrics endpoint's listener, bound.
@@ -164,6 +204,8 @@ pub struct Embedded {
     pub gateway_address: Option<SocketAddr>,
     /// The metrics endpoint's address, when it is served.
     pub metrics_address: Option<SocketAddr>,
+    /// The console's URL (`http://127.0.0.1:PORT/console/`), when it is served.
+    pub console_url: Option<String>,
     /// The root token (dev mode mints one on first start).
     pub root_token: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -184,16 +226,26 @@ impl Embedded {
         let gateway_address = gateway.as_ref().map(|g| g.address);
         let metrics = bind_metrics(&settings).await?;
         let metrics_address = metrics.as_ref().map(|m| m.address);
+        let console = bind_console(&settings).await?;
+        let console_url = console.as_ref().map(|c| format!("{}/console/", c.public_url));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            let listeners = Listeners { grpc: listener, tls: None, gateway, metrics };
+            let listeners = Listeners { grpc: listener, tls: None, gateway, metrics, console };
             serve(prepared.opened, listeners, Instant::now(), &settings, shutdown).await
         });
         let root_token = prepared.new_root_token.map(|(_, token)| token.expose().to_owned());
-        Ok(Self { address, gateway_address, metrics_address, root_token, stop: Some(stop), task: Some(task) })
+        Ok(Self {
+            address,
+            gateway_address,
+            metrics_address,
+            console_url,
+            root_token,
+            stop: Some(stop),
+            task: Some(task),
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -260,7 +312,7 @@ async fn serve(
     settings: &Settings,
     signal: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), StartupError> {
-    let Listeners { grpc: listener, tls, gateway, metrics } = listeners;
+    let Listeners { grpc: listener, tls, gateway, metrics, console } = listeners;
     if metrics.is_some() {
         crate::metrics::enable();
     }
@@ -282,6 +334,12 @@ async fn serve(
         crate::store::Location::Sqlite(_) => None,
     };
     let tokens = AccessTokens::new(opened.store.clone(), authn.clone(), pages);
+    let sessions = ConsoleSessions::new(
+        opened.store.clone(),
+        authn.clone(),
+        opened.sealer.derive_mac_key("console-csrf"),
+        console.as_ref().map(|c| format!("{}/console/login", c.public_url)),
+    );
     let upstream = Upstream::new(settings.upstream.clone()).map_err(StartupError)?;
     let broker = Broker::new(credentials.clone(), upstream, settings.lease_cache_size, &changes, auditor.clone());
     let pulls = match (&gateway, &settings.gateway) {
@@ -304,6 +362,15 @@ async fn serve(
         )),
         _ => None,
     };
+    let console_services = crate::console::Services {
+        credentials: credentials.clone(),
+        workspaces: workspaces.clone(),
+        tokens: tokens.clone(),
+        auditor: auditor.clone(),
+        broker: broker.clone(),
+        sessions: sessions.clone(),
+        upstream_timeout: settings.upstream_timeout,
+    };
     let services = api::services(
         ApiState {
             credentials,
@@ -312,6 +379,7 @@ async fn serve(
             auditor: auditor.clone(),
             broker,
             pulls: pulls.clone(),
+            sessions,
             upstream_timeout: settings.upstream_timeout,
         },
         settings.max_request_bytes,
@@ -352,6 +420,7 @@ async fn serve(
     let stopping = Arc::new(tokio::sync::Notify::new());
     let (gateway_stop, mut gateway_stopped) = tokio::sync::watch::channel(false);
     let mut metrics_stopped = gateway_stop.subscribe();
+    let mut console_stopped = gateway_stop.subscribe();
     let shutdown = {
         let health = health_reporter.clone();
         let stopping = Arc::clone(&stopping);
@@ -376,6 +445,7 @@ async fn serve(
     };
     let gateway_tls = gateway.as_ref().and_then(|g| g.tls.clone());
     let metrics_tls = metrics.as_ref().and_then(|m| m.tls.clone());
+    let console_tls = console.as_ref().and_then(|c| c.tls.clone());
     let gateway_task = match (gateway, pulls) {
         (Some(bound), Some(pulls)) => {
             tracing::info!(address = %bound.address, public_host = %bound.public_host, transport = if bound.tls.is_some() { "TLS" } else { "plaintext" }, "gateway serving");
@@ -400,11 +470,27 @@ async fn serve(
         };
         tokio::spawn(crate::metrics::listener::serve(bound.listener, bound.tls, connections.clone(), stopped, grace))
     });
+    let console_task = console.map(|bound| {
+        let secure = bound.tls.is_some();
+        tracing::info!(url = %format!("{}/console/", bound.public_url), "console serving");
+        let stopped = async move {
+            let _ = console_stopped.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(crate::console::serve(
+            crate::console::Console::new(console_services, secure),
+            bound.listener,
+            bound.tls,
+            connections.clone(),
+            stopped,
+            grace,
+        ))
+    });
     let grace_over = async {
         stopping.notified().await;
         tokio::time::sleep(grace).await;
     };
-    let reloadable: Vec<ReloadableTls> = tls.iter().cloned().chain(gateway_tls).chain(metrics_tls).collect();
+    let reloadable: Vec<ReloadableTls> =
+        tls.iter().cloned().chain(gateway_tls).chain(metrics_tls).chain(console_tls).collect();
     let reloader = (!reloadable.is_empty()).then(|| tokio::spawn(reload_on_sighup(reloadable)));
     let served = match tls {
         Some(tls) => {
@@ -447,6 +533,9 @@ async fn serve(
     }
     if let Some(metrics_task) = metrics_task {
         let _ = metrics_task.await;
+    }
+    if let Some(console_task) = console_task {
+        let _ = console_task.await;
     }
     auditor.close(audit_flusher).await;
     opened.store.close().await;

@@ -156,6 +156,7 @@ async fn write_workspace(store: &Store, sealer: &Sealer, index: usize, count: us
                 description: String::new(),
                 create_time: now,
                 update_time: now,
+                last_used_time: None,
             };
             (StoredCredential { credential, sealed }, event("CreateCredential", &id, &name.to_string()))
         })

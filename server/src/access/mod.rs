@@ -15,6 +15,7 @@ pub mod authn;
 pub mod gateway_password;
 pub mod policy;
 pub mod rate_limit;
+pub mod sessions;
 pub mod token;
 pub mod tokens;
 

@@ -27,6 +27,9 @@ pub enum Permission<'a> {
     ReadTokens(&'a WorkspaceId),
     /// Read audit events of a workspace (ADMIN, VIEWER), or of all (ROOT).
     ReadAudit(Option<&'a WorkspaceId>),
+    /// Sign in to the web console (ROOT, ADMIN, VIEWER: a LAUNCHER may only
+    /// issue registry auth, which the console does not offer).
+    UseConsole,
 }
 
 impl Permission<'_> {
@@ -47,12 +50,16 @@ impl Permission<'_> {
             Self::ReadTokens(_) => "reading access tokens needs an ADMIN token".into(),
             Self::ReadAudit(Some(_)) => "reading audit events needs an ADMIN or VIEWER token".into(),
             Self::ReadAudit(None) => "reading the audit events of every workspace needs a ROOT token".into(),
+            Self::UseConsole => {
+                "the web console is for ADMIN and VIEWER tokens (and ROOT); a LAUNCHER token only issues registry auth"
+                    .into()
+            }
         }
     }
 
     fn workspace(&self) -> Option<&WorkspaceId> {
         match *self {
-            Self::ManageWorkspaces | Self::ReadAudit(None) => None,
+            Self::ManageWorkspaces | Self::ReadAudit(None) | Self::UseConsole => None,
             Self::ReadWorkspace(w)
             | Self::ManageCredentials(w)
             | Self::ReadCredentials(w)
@@ -87,6 +94,7 @@ pub fn authorize(principal: &Principal, permission: Permission<'_>) -> Result<()
         (Role::Admin, Permission::ManageTokens(_, role)) => role != Role::Admin && role != Role::Root,
         (Role::Admin, Permission::ReadTokens(_)) => true,
         (Role::Admin | Role::Viewer, Permission::ReadAudit(Some(_))) => true,
+        (Role::Admin | Role::Viewer, Permission::UseConsole) => true,
         _ => false,
     };
     if allowed {

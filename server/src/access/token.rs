@@ -25,9 +25,7 @@ pub struct TokenString(Zeroizing<String>);
 impl TokenString {
     /// A new random token.
     pub fn generate() -> Result<Self, Error> {
-        let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
-        SystemRandom::new().fill(bytes.as_mut()).map_err(|_| Error::internal("the system random generator failed"))?;
-        Ok(Self(Zeroizing::new(format!("{TOKEN_PREFIX}{}", base62(bytes.as_ref())))))
+        random_secret(TOKEN_PREFIX).map(Self)
     }
 
     /// The token, to hand to its owner once.
@@ -57,8 +55,22 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 
 /// Is `token` shaped like a pullpass token (prefix, length, alphabet)?
 pub fn is_well_formed(token: &str) -> bool {
-    token
-        .strip_prefix(TOKEN_PREFIX)
+    is_shaped(token, TOKEN_PREFIX)
+}
+
+/// `prefix` followed by 256 fresh random bits in base62: the shape of every
+/// pullpass secret handed to a person (access tokens, console sessions,
+/// login codes).
+pub(crate) fn random_secret(prefix: &str) -> Result<Zeroizing<String>, Error> {
+    let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
+    SystemRandom::new().fill(bytes.as_mut()).map_err(|_| Error::internal("the system random generator failed"))?;
+    Ok(Zeroizing::new(format!("{prefix}{}", base62(bytes.as_ref()))))
+}
+
+/// Is `secret` `prefix` followed by 43 base62 digits?
+pub(crate) fn is_shaped(secret: &str, prefix: &str) -> bool {
+    secret
+        .strip_prefix(prefix)
         .is_some_and(|digits| digits.len() == TOKEN_DIGITS && digits.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 

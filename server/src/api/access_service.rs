@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use pullpass::v1::access_service_server::AccessService;
 use pullpass::v1::{
-    AccessToken, CreateAccessTokenRequest, CreateWorkspaceRequest, DeleteWorkspaceRequest, GetAccessTokenRequest,
-    GetWorkspaceRequest, ListAccessTokensRequest, ListAccessTokensResponse, ListWorkspacesRequest,
-    ListWorkspacesResponse, RevokeAccessTokenRequest, Workspace,
+    AccessToken, CreateAccessTokenRequest, CreateConsoleLinkRequest, CreateConsoleLinkResponse, CreateWorkspaceRequest,
+    DeleteWorkspaceRequest, GetAccessTokenRequest, GetWorkspaceRequest, ListAccessTokensRequest,
+    ListAccessTokensResponse, ListWorkspacesRequest, ListWorkspacesResponse, RevokeAccessTokenRequest, Workspace,
 };
 use tonic::{Request, Response, Status};
 
@@ -147,5 +147,17 @@ impl AccessService for AccessApi {
         }
         .await;
         self.0.audited(&actor, "RevokeAccessToken", workspace_of(&resource), &resource, result).await
+    }
+
+    async fn create_console_link(
+        &self,
+        request: Request<CreateConsoleLinkRequest>,
+    ) -> Result<Response<CreateConsoleLinkResponse>, Status> {
+        let (principal, _) = who(&request)?;
+        let link = self.0.sessions.create_login_link(&principal).await?;
+        Ok(Response::new(CreateConsoleLinkResponse {
+            url: link.url.expose().to_owned(),
+            expire_time: Some(convert::timestamp(link.expire_time)),
+        }))
     }
 }

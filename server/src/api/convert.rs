@@ -28,6 +28,7 @@ pub fn credential(c: &Credential) -> v1::Credential {
         description: c.description.clone(),
         create_time: Some(timestamp(c.create_time)),
         update_time: Some(timestamp(c.update_time)),
+        last_used_time: c.last_used_time.map(timestamp),
         token_realm_allowlist: c.token_realm_allowlist.iter().map(ToString::to_string).collect(),
         ca_bundle_pem: c.ca_bundle_pem.clone(),
         normalizations: Vec::new(),

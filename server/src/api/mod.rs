@@ -55,6 +55,8 @@ pub struct ApiState {
     /// Pulls through the gateway (when it is served): mints gateway
     /// passwords for `via_gateway`.
     pub pulls: Option<crate::pulls::Pulls>,
+    /// Console sign-ins (`CreateConsoleLink`).
+    pub sessions: crate::access::sessions::ConsoleSessions,
     /// Upstream time budget when the caller sets no deadline.
     pub upstream_timeout: std::time::Duration,
 }

@@ -250,6 +250,11 @@ impl Auditor {
         Ok(crate::paging::Page::from_fetched(fetched, size, &pages, &query, |r| r.seq.to_string()))
     }
 
+    /// Walks the whole chain (see [`verify`]).
+    pub async fn verify(&self) -> Result<Verification, Error> {
+        verify(&self.store).await
+    }
+
     /// Stops queueing and waits for queued lease events to be committed.
     pub async fn close(self, flusher: tokio::task::JoinHandle<()>) {
         drop(self.leases);

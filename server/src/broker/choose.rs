@@ -81,6 +81,7 @@ mod tests {
                 description: String::new(),
                 create_time: Timestamp::from_micros(0),
                 update_time: Timestamp::from_micros(0),
+                last_used_time: None,
             },
             sealed: SealedSecret { kek_id: "k".into(), wrapped_dek: vec![], ciphertext: vec![] },
         })

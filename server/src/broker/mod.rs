@@ -15,6 +15,7 @@ pub mod choose;
 pub mod index;
 pub mod recent;
 pub mod shared;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -134,6 +135,7 @@ struct Inner {
     auditor: Auditor,
     shared: Option<SharedLeases>,
     recent: Recent,
+    usage: usage::Usage,
 }
 
 impl Broker {
@@ -151,7 +153,8 @@ impl Broker {
         let shared = SharedLeases::new(credentials.store(), Arc::clone(credentials.sealer()));
         let cache = LeaseCache::new(cache_capacity);
         let recent = Recent::new(cache_capacity);
-        let inner = Arc::new(Inner { credentials, index, cache, upstream, auditor, shared, recent });
+        let usage = usage::Usage::new(credentials.store().clone());
+        let inner = Arc::new(Inner { credentials, index, cache, upstream, auditor, shared, recent, usage });
         let weak = Arc::downgrade(&inner);
         changes.subscribe(move |change| {
             let Some(inner) = weak.upgrade() else { return };
@@ -207,10 +210,16 @@ impl Broker {
                         let name = stored.credential.name.clone();
                         let outcome = self.lease(request, image, Arc::clone(&stored)).await;
                         if let Ok(issued) = &outcome {
-                            let shape = shape(request, text);
-                            let (image, lease, issued_text) =
-                                (Arc::clone(&issued.image), Arc::clone(&issued.lease), Arc::clone(&issued.text));
-                            self.inner.recent.remember(&shape, epoch, image, stored, lease, issued_text);
+                            let slot = self.inner.usage.slot(&stored);
+                            self.inner.usage.used(&slot, &stored);
+                            let resolved = recent::Resolved {
+                                image: Arc::clone(&issued.image),
+                                stored,
+                                lease: Arc::clone(&issued.lease),
+                                text: Arc::clone(&issued.text),
+                                usage: slot,
+                            };
+                            self.inner.recent.remember(&shape(request, text), epoch, resolved);
                         }
                         (Some(name), outcome)
                     }
@@ -230,7 +239,8 @@ impl Broker {
     /// for and nothing changed since ([`recent`]): counted and audited as the
     /// cache hit it is.
     fn recently_issued(&self, request: &LeaseRequest, text: &str) -> Option<Issued> {
-        let found = self.inner.recent.get(&shape(request, text), request.min_ttl)?;
+        let memo = self.inner.recent.get(&shape(request, text), request.min_ttl)?;
+        let found = &memo.resolved;
         let issued = Issued {
             image: Arc::clone(&found.image),
             lease: Arc::clone(&found.lease),
@@ -238,6 +248,7 @@ impl Broker {
             text: Arc::clone(&found.text),
         };
         let outcome = Ok(issued);
+        self.inner.usage.used(&found.usage, &found.stored);
         crate::metrics::lease_issued(
             matches!(found.lease.grant, crate::domain::Grant::Bearer { .. }),
             cache::CacheOutcome::Hit,
@@ -307,6 +318,7 @@ impl Broker {
     ) -> Result<UpstreamAuth, Error> {
         let wanted = Wanted { actions: &[Action::Pull], accept: Accept::Gateway, min_ttl: GATEWAY_MIN_TTL, deadline };
         let (key, lease, outcome) = self.cached_lease(&wanted, image, credential).await?;
+        self.inner.usage.used(&self.inner.usage.slot(credential), credential);
         Ok(UpstreamAuth { lease, cached: outcome.cached(), key })
     }
 

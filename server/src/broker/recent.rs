@@ -96,15 +96,9 @@ impl Shape<'_> {
     }
 }
 
-/// What a shape resolved to.
+/// What a shape resolves to.
 #[derive(Debug)]
-pub struct Resolution {
-    epoch: u64,
-    workspace: WorkspaceId,
-    project: Option<ProjectName>,
-    written: String,
-    actions: u8,
-    accept: Accept,
+pub struct Resolved {
     /// The parsed image.
     pub image: Arc<ImageRef>,
     /// The credential that serves it.
@@ -113,6 +107,21 @@ pub struct Resolution {
     pub lease: Arc<Lease>,
     /// The lease's facts as text.
     pub text: Arc<IssuedText>,
+    /// When the credential's use was last recorded.
+    pub usage: super::usage::Slot,
+}
+
+/// A remembered shape and what it resolved to.
+#[derive(Debug)]
+pub struct Resolution {
+    epoch: u64,
+    workspace: WorkspaceId,
+    project: Option<ProjectName>,
+    written: String,
+    actions: u8,
+    accept: Accept,
+    /// What it resolved to.
+    pub resolved: Resolved,
 }
 
 impl Resolution {
@@ -152,21 +161,13 @@ impl Recent {
         let found = entries.get(&shape.key())?;
         let fresh = found.epoch == self.epoch.load(Ordering::SeqCst)
             && found.is(shape)
-            && found.lease.expire_time.saturating_since(Timestamp::now()) >= min_ttl;
+            && found.resolved.lease.expire_time.saturating_since(Timestamp::now()) >= min_ttl;
         fresh.then(|| Arc::clone(found))
     }
 
     /// Keeps what `shape` resolved to, unless the epoch moved on since
     /// `epoch` (a change raced the work).
-    pub fn remember(
-        &self,
-        shape: &Shape<'_>,
-        epoch: u64,
-        image: Arc<ImageRef>,
-        stored: Arc<StoredCredential>,
-        lease: Arc<Lease>,
-        text: Arc<IssuedText>,
-    ) {
+    pub fn remember(&self, shape: &Shape<'_>, epoch: u64, resolved: Resolved) {
         let resolution = Arc::new(Resolution {
             epoch,
             workspace: shape.workspace.clone(),
@@ -174,10 +175,7 @@ impl Recent {
             written: shape.image.to_owned(),
             actions: shape.actions_bits(),
             accept: shape.accept,
-            image,
-            stored,
-            lease,
-            text,
+            resolved,
         });
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if self.epoch.load(Ordering::SeqCst) != epoch {
@@ -224,6 +222,7 @@ mod tests {
                 description: String::new(),
                 create_time: Timestamp::default(),
                 update_time: Timestamp::default(),
+                last_used_time: None,
             },
             sealed: SealedSecret { kek_id: "k".into(), wrapped_dek: vec![], ciphertext: vec![] },
         })
@@ -246,7 +245,7 @@ mod tests {
         let image = Arc::new(ImageRef::parse(shape.image).unwrap());
         let lease = lease(ttl);
         let text = Arc::new(IssuedText::of(&image, &lease));
-        recent.remember(shape, epoch, image, stored(), lease, text);
+        recent.remember(shape, epoch, Resolved { image, stored: stored(), lease, text, usage: Default::default() });
     }
 
     #[test]
@@ -263,7 +262,7 @@ mod tests {
         };
         remember(&recent, &shape, recent.epoch(), Duration::from_secs(300));
         let hit = recent.get(&shape, Duration::from_secs(30)).expect("remembered");
-        assert_eq!(hit.text.image, "ghcr.io/acme/app:1");
+        assert_eq!(hit.resolved.text.image, "ghcr.io/acme/app:1");
         assert!(recent.get(&shape, Duration::from_secs(600)).is_none(), "not enough life left");
         for other in [
             Shape { project: None, ..shape },

@@ -327,6 +327,7 @@ impl Credentials {
             description: String::new(),
             create_time: now,
             update_time: now,
+            last_used_time: None,
         };
         let credential = apply(&template, spec, now);
         let sealed = seal(&self.sealer, &credential, spec.secret.as_ref())?;
@@ -368,6 +369,7 @@ fn apply(base: &Credential, spec: &CredentialSpec, now: Timestamp) -> Credential
         description: spec.description.clone(),
         create_time: base.create_time,
         update_time: now,
+        last_used_time: base.last_used_time,
     }
 }
 

@@ -167,6 +167,9 @@ pub struct Credential {
     pub create_time: Timestamp,
     /// Last change.
     pub update_time: Timestamp,
+    /// When it last served a lease (recorded at most once a minute), if
+    /// ever. Not a change: it moves neither `update_time` nor any cache.
+    pub last_used_time: Option<Timestamp>,
 }
 
 impl Credential {

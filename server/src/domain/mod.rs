@@ -8,6 +8,7 @@ pub mod audit;
 pub mod credential;
 pub mod ids;
 pub mod lease;
+pub mod session;
 pub mod time;
 pub mod token;
 pub mod workspace;

@@ -33,6 +33,13 @@ impl Role {
         self as i32
     }
 
+    /// A role by its wire name (`ADMIN`), case-insensitively.
+    pub fn from_wire_name(name: &str) -> Option<Self> {
+        [Self::Admin, Self::Launcher, Self::Viewer, Self::Root]
+            .into_iter()
+            .find(|r| r.wire_name().eq_ignore_ascii_case(name))
+    }
+
     /// The wire name (`ADMIN`).
     pub fn wire_name(self) -> &'static str {
         match self {

@@ -14,7 +14,8 @@
 //!   destination holding anything else is refused.
 //! * Both schemas have the same tables and columns; [`TABLES`] describes
 //!   them once. PostgreSQL's replica-only tables (shared leases, claims,
-//!   blocks) are caches and are not copied.
+//!   blocks) are caches and are not copied, nor are console sessions and
+//!   login links (people sign in again on the copy).
 
 use std::path::Path;
 
@@ -84,6 +85,7 @@ const TABLES: &[Table] = &[
             ("description", Text),
             ("create_time", I64),
             ("update_time", I64),
+            ("last_used_time", OptI64),
         ],
     },
     Table {

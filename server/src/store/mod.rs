@@ -26,6 +26,7 @@ use pullpass::registry::RegistryServer;
 
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
+use crate::domain::session::ConsoleSession;
 use crate::domain::{
     AccessTokenId, AccessTokenRecord, Credential, CredentialName, Provider, SealedSecret, Timestamp, Workspace,
     WorkspaceId,
@@ -210,6 +211,9 @@ pub struct AuditFilter {
     pub before: Option<Timestamp>,
 }
 
+/// A credential's use: its name and uid, and when it served a lease.
+pub type CredentialUse = (CredentialName, crate::domain::CredentialUid, Timestamp);
+
 /// Where a walk over every credential stands: `(workspace id, credential
 /// id)` of the last row seen.
 pub type RowCursor = Option<(String, String)>;
@@ -362,6 +366,29 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn touch_tokens(&self, uses: &[(AccessTokenId, Timestamp)]) -> Result<(), Error>;
     /// Is there any root token (revoked or not)?
     async fn any_root_token(&self) -> Result<bool, Error>;
+
+    // --- credential use ---
+
+    /// Records when credentials last served a lease (a later time only; a
+    /// credential deleted or recreated meanwhile, with another uid, is left
+    /// alone). No audit event and no change: nothing derived from the
+    /// credential moves.
+    async fn touch_credentials(&self, uses: &[CredentialUse]) -> Result<(), Error>;
+
+    // --- console sign-ins ---
+
+    /// Stores a console session or one-time login link (by the hash of its
+    /// secret), deleting those that expired.
+    async fn insert_console_session(&self, session: &ConsoleSession) -> Result<(), Error>;
+    /// The console session (not a login link) whose secret hashes to `hash`.
+    async fn console_session(&self, hash: &[u8; 32]) -> Result<Option<ConsoleSession>, Error>;
+    /// Deletes and returns the unexpired login link whose code hashes to
+    /// `hash`, in one step: a link works once, on any replica.
+    async fn redeem_console_login(&self, hash: &[u8; 32], now: Timestamp) -> Result<Option<ConsoleSession>, Error>;
+    /// Records a session's last activity (a later time only).
+    async fn touch_console_session(&self, hash: &[u8; 32], at: Timestamp) -> Result<(), Error>;
+    /// Ends a session.
+    async fn delete_console_session(&self, hash: &[u8; 32]) -> Result<(), Error>;
 
     // --- audit trail ---
 

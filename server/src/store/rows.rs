@@ -34,6 +34,7 @@ pub struct CredentialRow {
     pub description: String,
     pub create_time: i64,
     pub update_time: i64,
+    pub last_used_time: Option<i64>,
     pub secret_kek_id: String,
     pub secret_wrapped_dek: Vec<u8>,
     pub secret_ciphertext: Vec<u8>,
@@ -61,6 +62,7 @@ impl CredentialRow {
             description: c.description.clone(),
             create_time: c.create_time.as_micros(),
             update_time: c.update_time.as_micros(),
+            last_used_time: c.last_used_time.map(Timestamp::as_micros),
             secret_kek_id: stored.sealed.kek_id.clone(),
             secret_wrapped_dek: stored.sealed.wrapped_dek.clone(),
             secret_ciphertext: stored.sealed.ciphertext.clone(),
@@ -96,6 +98,7 @@ impl CredentialRow {
             description: self.description.clone(),
             create_time: Timestamp::from_micros(self.create_time),
             update_time: Timestamp::from_micros(self.update_time),
+            last_used_time: self.last_used_time.map(Timestamp::from_micros),
         })
     }
 
@@ -261,6 +264,45 @@ impl AuditRow {
             },
             prev_hash: hash(&self.prev_hash)?,
             hash: hash(&self.hash)?,
+        })
+    }
+}
+
+/// A `console_sessions` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id_hash: Vec<u8>,
+    pub kind: i32,
+    pub token_id: String,
+    pub create_time: i64,
+    pub expire_time: i64,
+    pub last_seen: i64,
+}
+
+impl SessionRow {
+    /// The row of a session.
+    pub fn of(session: &crate::domain::session::ConsoleSession) -> Self {
+        Self {
+            id_hash: session.id_hash.to_vec(),
+            kind: session.kind.code(),
+            token_id: session.token_id.as_str().to_owned(),
+            create_time: session.create_time.as_micros(),
+            expire_time: session.expire_time.as_micros(),
+            last_seen: session.last_seen.as_micros(),
+        }
+    }
+
+    /// The session, checked.
+    pub fn session(&self) -> Result<crate::domain::session::ConsoleSession, StoreError> {
+        use crate::domain::session::{ConsoleSession, SessionKind};
+        Ok(ConsoleSession {
+            id_hash: self.id_hash.clone().try_into().map_err(|_| corrupt("console session hash length"))?,
+            kind: SessionKind::from_code(self.kind)
+                .ok_or_else(|| corrupt(format!("console session kind {}", self.kind)))?,
+            token_id: AccessTokenId::parse(&self.token_id).map_err(corrupt)?,
+            create_time: Timestamp::from_micros(self.create_time),
+            expire_time: Timestamp::from_micros(self.expire_time),
+            last_seen: Timestamp::from_micros(self.last_seen),
         })
     }
 }

@@ -89,6 +89,9 @@ pub enum Command {
     },
     /// Short-lived registry auth for images, rendered for a consumer.
     Auth(AuthArgs),
+    /// Print a one-time link that signs this token in to the web console
+    /// (it works once, within five minutes; open it in your browser).
+    ConsoleLink,
     /// Show how an image reference is normalized (JSON), without a server.
     ParseRef {
         /// The image reference.

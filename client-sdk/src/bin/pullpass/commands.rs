@@ -59,6 +59,21 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Auth(args) => auth(&connect(&cli.connection).await?, args).await,
+        Command::ConsoleLink => {
+            let client = connect(&cli.connection).await?;
+            let link = client.create_console_link().await?;
+            match format {
+                OutputFormat::Json => {
+                    println!("{}", json!({ "url": link.url, "expire_time": output::time(&link.expire_time) }));
+                }
+                OutputFormat::Table => {
+                    println!("{}", link.url);
+                    let until = output::short_time(&link.expire_time);
+                    eprintln!("pullpass: open this link in your browser; it signs you in once, until {until}");
+                }
+            }
+            Ok(())
+        }
     }
 }
 

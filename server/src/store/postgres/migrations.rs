@@ -152,6 +152,21 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE audit_events ADD COLUMN call_count BIGINT NOT NULL DEFAULT 1 CHECK (call_count >= 1);
     "#,
+    // 6: the web console: when each credential last served a lease, and
+    // console sign-ins (sessions and one-time login links; the SHA-256 of
+    // their secret only), which go with their access token.
+    r#"
+    ALTER TABLE credentials ADD COLUMN last_used_time BIGINT;
+    CREATE TABLE console_sessions (
+        id_hash     BYTEA PRIMARY KEY,
+        kind        INTEGER NOT NULL,
+        token_id    TEXT NOT NULL REFERENCES access_tokens(id) ON DELETE CASCADE,
+        create_time BIGINT NOT NULL,
+        expire_time BIGINT NOT NULL,
+        last_seen   BIGINT NOT NULL
+    );
+    CREATE INDEX console_sessions_by_expiry ON console_sessions (expire_time);
+    "#,
 ];
 
 /// The schema version this binary creates and understands.

@@ -32,13 +32,14 @@ use tokio_postgres::{GenericClient, Row};
 pub use config::PgConfig;
 pub use migrations::SCHEMA_VERSION;
 
-use super::rows::{AuditRow, CredentialRow, TokenRow, WorkspaceRow};
+use super::rows::{AuditRow, CredentialRow, SessionRow, TokenRow, WorkspaceRow};
 use super::{
-    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, DatabaseFacts, Replaced, Rewrap, RowCursor,
-    StoreError, WorkspaceDeletion,
+    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Replaced, Rewrap,
+    RowCursor, StoreError, WorkspaceDeletion,
 };
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
+use crate::domain::session::{ConsoleSession, SessionKind};
 use crate::domain::{
     AccessTokenId, AccessTokenRecord, Credential, CredentialName, Provider, Timestamp, Workspace, WorkspaceId,
 };
@@ -51,7 +52,8 @@ const ATTEMPTS: u32 = 8;
 
 const CREDENTIAL_COLUMNS: &str = "workspace_id, credential_id, uid, provider, registry_host, registry_namespace, \
      username, secret_version, allowed_projects, allow_passthrough, token_realm_allowlist, ca_bundle_pem, \
-     description, create_time, update_time, secret_kek_id, secret_wrapped_dek, secret_ciphertext";
+     description, create_time, update_time, secret_kek_id, secret_wrapped_dek, secret_ciphertext, last_used_time";
+const SESSION_COLUMNS: &str = "id_hash, kind, token_id, create_time, expire_time, last_seen";
 const TOKEN_COLUMNS: &str =
     "id, workspace_id, role, projects, token_hash, description, create_time, expire_time, revoke_time, last_used_time";
 const AUDIT_COLUMNS: &str = "seq, event_time, workspace_id, principal, action, resource, status_code, client_address, \
@@ -337,6 +339,18 @@ fn credential_row(row: &Row) -> CredentialRow {
         secret_kek_id: row.get(15),
         secret_wrapped_dek: row.get(16),
         secret_ciphertext: row.get(17),
+        last_used_time: row.get(18),
+    }
+}
+
+fn session_row(row: &Row) -> SessionRow {
+    SessionRow {
+        id_hash: row.get(0),
+        kind: row.get(1),
+        token_id: row.get(2),
+        create_time: row.get(3),
+        expire_time: row.get(4),
+        last_seen: row.get(5),
     }
 }
 
@@ -385,7 +399,7 @@ async fn insert_credential(
     let statement = tx
         .prepare_cached(&format!(
             "INSERT INTO credentials ({CREDENTIAL_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
              ON CONFLICT (workspace_id, credential_id) DO NOTHING"
         ))
         .await?;
@@ -410,6 +424,7 @@ async fn insert_credential(
             &r.secret_kek_id,
             &r.secret_wrapped_dek,
             &r.secret_ciphertext,
+            &r.last_used_time,
         ],
     )
     .await
@@ -848,6 +863,67 @@ impl Backend for PgStore {
 
     async fn any_root_token(&self) -> Result<bool, Error> {
         Ok(!self.query("SELECT 1 FROM access_tokens WHERE workspace_id IS NULL LIMIT 1", &[]).await?.is_empty())
+    }
+
+    async fn touch_credentials(&self, uses: &[CredentialUse]) -> Result<(), Error> {
+        for (name, uid, at) in uses {
+            self.query(
+                "UPDATE credentials SET last_used_time = $4 \
+                 WHERE workspace_id = $1 AND credential_id = $2 AND uid = $3 \
+                   AND (last_used_time IS NULL OR last_used_time < $4)",
+                &[&name.workspace.as_str(), &name.credential.as_str(), &&uid.0[..], &at.as_micros()],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_console_session(&self, session: &ConsoleSession) -> Result<(), Error> {
+        self.query("DELETE FROM console_sessions WHERE expire_time <= $1", &[&Timestamp::now().as_micros()]).await?;
+        let r = SessionRow::of(session);
+        self.query(
+            &format!("INSERT INTO console_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &[&r.id_hash, &r.kind, &r.token_id, &r.create_time, &r.expire_time, &r.last_seen],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn console_session(&self, hash: &[u8; 32]) -> Result<Option<ConsoleSession>, Error> {
+        let rows = self
+            .query(
+                &format!("SELECT {SESSION_COLUMNS} FROM console_sessions WHERE id_hash = $1 AND kind = $2"),
+                &[&&hash[..], &SessionKind::Session.code()],
+            )
+            .await?;
+        rows.first().map(|r| session_row(r).session()).transpose().map_err(Error::from)
+    }
+
+    async fn redeem_console_login(&self, hash: &[u8; 32], now: Timestamp) -> Result<Option<ConsoleSession>, Error> {
+        let rows = self
+            .query(
+                &format!(
+                    "DELETE FROM console_sessions WHERE id_hash = $1 AND kind = $2 AND expire_time > $3 \
+                     RETURNING {SESSION_COLUMNS}"
+                ),
+                &[&&hash[..], &SessionKind::LoginLink.code(), &now.as_micros()],
+            )
+            .await?;
+        rows.first().map(|r| session_row(r).session()).transpose().map_err(Error::from)
+    }
+
+    async fn touch_console_session(&self, hash: &[u8; 32], at: Timestamp) -> Result<(), Error> {
+        self.query(
+            "UPDATE console_sessions SET last_seen = $2 WHERE id_hash = $1 AND last_seen < $2",
+            &[&&hash[..], &at.as_micros()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_console_session(&self, hash: &[u8; 32]) -> Result<(), Error> {
+        self.query("DELETE FROM console_sessions WHERE id_hash = $1", &[&&hash[..]]).await?;
+        Ok(())
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), Error> {

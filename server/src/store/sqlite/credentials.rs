@@ -10,7 +10,7 @@ use crate::store::{CredentialFilter, RowCursor, StoreError};
 
 const META_COLUMNS: &str = "workspace_id, credential_id, uid, provider, registry_host, registry_namespace, \
      username, secret_version, allowed_projects, allow_passthrough, token_realm_allowlist, ca_bundle_pem, \
-     description, create_time, update_time";
+     description, create_time, update_time, last_used_time";
 const SEALED_COLUMNS: &str = "secret_kek_id, secret_wrapped_dek, secret_ciphertext";
 
 fn row_of(row: &Row<'_>, with_secret: bool) -> Result<CredentialRow, StoreError> {
@@ -30,9 +30,10 @@ fn row_of(row: &Row<'_>, with_secret: bool) -> Result<CredentialRow, StoreError>
         description: row.get(12)?,
         create_time: row.get(13)?,
         update_time: row.get(14)?,
-        secret_kek_id: if with_secret { row.get(15)? } else { String::new() },
-        secret_wrapped_dek: if with_secret { row.get(16)? } else { Vec::new() },
-        secret_ciphertext: if with_secret { row.get(17)? } else { Vec::new() },
+        last_used_time: row.get(15)?,
+        secret_kek_id: if with_secret { row.get(16)? } else { String::new() },
+        secret_wrapped_dek: if with_secret { row.get(17)? } else { Vec::new() },
+        secret_ciphertext: if with_secret { row.get(18)? } else { Vec::new() },
     })
 }
 
@@ -49,7 +50,7 @@ pub fn insert(conn: &Connection, stored: &StoredCredential) -> Result<(), StoreE
     let r = CredentialRow::of(stored);
     conn.prepare_cached(&format!(
         "INSERT INTO credentials ({META_COLUMNS}, {SEALED_COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
     ))?
     .execute(params![
         r.workspace_id,
@@ -67,6 +68,7 @@ pub fn insert(conn: &Connection, stored: &StoredCredential) -> Result<(), StoreE
         r.description,
         r.create_time,
         r.update_time,
+        r.last_used_time,
         r.secret_kek_id,
         r.secret_wrapped_dek,
         r.secret_ciphertext,
@@ -163,6 +165,23 @@ pub fn in_workspace(conn: &Connection, workspace: &WorkspaceId) -> Result<Vec<St
         out.push(stored_from_row(row)?);
     }
     Ok(out)
+}
+
+/// Records when credentials last served a lease (never moving it back);
+/// a credential replaced or deleted meanwhile (another uid) is left alone.
+pub fn set_last_used(
+    conn: &Connection,
+    uses: &[(CredentialName, crate::domain::CredentialUid, crate::domain::Timestamp)],
+) -> Result<(), StoreError> {
+    let mut statement = conn.prepare_cached(
+        "UPDATE credentials SET last_used_time = ?4 \
+         WHERE workspace_id = ?1 AND credential_id = ?2 AND uid = ?3 \
+           AND (last_used_time IS NULL OR last_used_time < ?4)",
+    )?;
+    for (name, uid, at) in uses {
+        statement.execute(params![name.workspace.as_str(), name.credential.as_str(), &uid.0[..], at.as_micros()])?;
+    }
+    Ok(())
 }
 
 /// Deletes a credential. False if absent.

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod credentials;
 pub mod meta;
 pub(crate) mod migrations;
+pub mod sessions;
 pub mod tokens;
 pub mod workspaces;
 mod writer;
@@ -29,11 +30,12 @@ pub use migrations::SCHEMA_VERSION;
 use writer::Writer;
 
 use super::{
-    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, DatabaseFacts, Replaced, Rewrap, RowCursor,
-    StoreError, WorkspaceDeletion,
+    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Replaced, Rewrap,
+    RowCursor, StoreError, WorkspaceDeletion,
 };
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
+use crate::domain::session::ConsoleSession;
 use crate::domain::{AccessTokenId, AccessTokenRecord, Credential, CredentialName, Timestamp, Workspace, WorkspaceId};
 use crate::error::Error;
 
@@ -495,6 +497,36 @@ impl Backend for SqliteStore {
 
     async fn any_root_token(&self) -> Result<bool, Error> {
         self.read(|conn| Ok(tokens::any_root(conn)?)).await
+    }
+
+    async fn touch_credentials(&self, uses: &[CredentialUse]) -> Result<(), Error> {
+        let uses = uses.to_vec();
+        self.write(move |conn| Ok(credentials::set_last_used(conn, &uses)?)).await
+    }
+
+    async fn insert_console_session(&self, session: &ConsoleSession) -> Result<(), Error> {
+        let session = session.clone();
+        self.write(move |conn| Ok(sessions::insert(conn, &session)?)).await
+    }
+
+    async fn console_session(&self, hash: &[u8; 32]) -> Result<Option<ConsoleSession>, Error> {
+        let hash = *hash;
+        self.read(move |conn| Ok(sessions::get(conn, &hash)?)).await
+    }
+
+    async fn redeem_console_login(&self, hash: &[u8; 32], now: Timestamp) -> Result<Option<ConsoleSession>, Error> {
+        let hash = *hash;
+        self.write(move |conn| Ok(sessions::take_login(conn, &hash, now)?)).await
+    }
+
+    async fn touch_console_session(&self, hash: &[u8; 32], at: Timestamp) -> Result<(), Error> {
+        let hash = *hash;
+        self.write(move |conn| Ok(sessions::touch(conn, &hash, at)?)).await
+    }
+
+    async fn delete_console_session(&self, hash: &[u8; 32]) -> Result<(), Error> {
+        let hash = *hash;
+        self.write(move |conn| Ok(sessions::delete(conn, &hash)?)).await
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), Error> {

@@ -1,0 +1,413 @@
+//! The web console: people of a workspace add and manage their registry
+//! credentials, access tokens and audit trail in a browser, served by
+//! `pullpassd` itself under `/console/` on its own listener
+//! (`--console-listen`).
+//!
+//! A third front end beside `api/` (gRPC) and `gateway/`, over the same
+//! domain services and the same policy function: it is not a second API.
+//! It knows no gRPC and no SQL and never sees key material. Pages are
+//! rendered on the server ([`views`], maud); the browser gets two static
+//! files ([`ASSETS`](route::ASSETS)) and no inline script.
+//!
+//! A request's journey, in [`Console::respond`]:
+//! 1. the path becomes a typed [`Route`] (else 404) that must allow the
+//!    method (else 405);
+//! 2. a POST body is read once, bounded, into a [`Form`];
+//! 3. the session cookie is looked up ([`ConsoleSessions`]): none sends the
+//!    browser to the sign-in page;
+//! 4. a POST must carry the session's CSRF token and, when the browser says
+//!    where it comes from (`Origin`), come from this console;
+//! 5. the handler ([`pages`]) checks the permission and does the work;
+//! 6. every answer gets the security headers (a strict CSP, `nosniff`,
+//!    `no-referrer`, no caching) and one log line without query or body.
+
+pub mod form;
+pub mod pages;
+pub mod route;
+pub mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use maud::Markup;
+use tokio::net::TcpListener;
+
+use crate::access::sessions::{ConsoleSessions, Session};
+use crate::access::tokens::AccessTokens;
+use crate::audit::{Actor, Auditor, Origin};
+use crate::broker::Broker;
+use crate::connections::Connections;
+use crate::credentials::Credentials;
+use crate::tls::ReloadableTls;
+use crate::workspaces::Workspaces;
+use form::{Form, FormError, MAX_FORM_BYTES};
+use route::Route;
+use views::Errors;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "pullpass_session";
+
+/// The Content-Security-Policy of every answer: only this origin's files,
+/// no inline script or style, never framed.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+const STYLESHEET: &str = include_str!("assets/console.css");
+const SCRIPT: &str = include_str!("assets/console.js");
+
+/// The domain services the console calls.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// Credential management.
+    pub credentials: Credentials,
+    /// Workspace management.
+    pub workspaces: Workspaces,
+    /// Access-token management.
+    pub tokens: AccessTokens,
+    /// The audit trail.
+    pub auditor: Auditor,
+    /// TestCredential.
+    pub broker: Broker,
+    /// Sign-ins.
+    pub sessions: ConsoleSessions,
+    /// Upstream time budget for Test.
+    pub upstream_timeout: Duration,
+}
+
+/// The console front end.
+#[derive(Debug, Clone)]
+pub struct Console {
+    inner: Arc<Services>,
+    /// Served over TLS (cookies get `Secure`).
+    secure: bool,
+}
+
+/// What a handler answers.
+#[derive(Debug)]
+pub enum Reply {
+    /// A page with its status.
+    Page(StatusCode, Markup),
+    /// 303 to another page.
+    Redirect(String),
+}
+
+impl Console {
+    /// The console over `services`; `secure` when served over TLS.
+    pub fn new(services: Services, secure: bool) -> Self {
+        Self { inner: Arc::new(services), secure }
+    }
+
+    /// Answers one request from `peer`.
+    pub async fn respond<B>(&self, request: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let request_id = crate::request_id::of(request.headers());
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let (response, principal) = self.journey(request, peer, &request_id).await;
+        let mut response = with_security_headers(response);
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        let status = response.status().as_u16();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if status >= 500 {
+            tracing::warn!(target: "pullpass::console", %method, path, status, latency_ms, principal, request_id, "console request");
+        } else {
+            tracing::info!(target: "pullpass::console", %method, path, status, latency_ms, principal, request_id, "console request");
+        }
+        response
+    }
+
+    async fn journey<B>(
+        &self,
+        request: Request<B>,
+        peer: SocketAddr,
+        request_id: &str,
+    ) -> (Response<Full<Bytes>>, String)
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Some(route) = Route::parse(request.uri().path()) else {
+            return (
+                page(StatusCode::NOT_FOUND, views::problem(None, "Not found", "There is no such page.")),
+                String::new(),
+            );
+        };
+        if !route.allows(request.method()) {
+            let mut response = page(
+                StatusCode::METHOD_NOT_ALLOWED,
+                views::problem(None, "Not allowed", "This page does not take that method."),
+            );
+            let allow = if matches!(route, Route::Logout | Route::Test(_) | Route::Revoke(..)) {
+                "POST"
+            } else {
+                "GET, HEAD, POST"
+            };
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            return (response, String::new());
+        }
+        if let Route::Asset(file) = route {
+            return (asset(file), String::new());
+        }
+        let post = request.method() == Method::POST;
+        let same_origin = same_origin(&request);
+        let cookie = cookie(request.headers(), COOKIE);
+        let had_cookie = cookie.is_some();
+        let query = request.uri().query().unwrap_or("").to_owned();
+        let form = if post {
+            let (parts, body) = request.into_parts();
+            let bytes = match Limited::new(body, MAX_FORM_BYTES).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => return (too_large(), String::new()),
+            };
+            match Form::read(&parts.headers, bytes).await {
+                Ok(form) => Some(form),
+                Err(FormError::TooLarge) => return (too_large(), String::new()),
+                Err(FormError::Malformed(why)) => {
+                    return (page(StatusCode::BAD_REQUEST, views::problem(None, "Not a form", &why)), String::new());
+                }
+            }
+        } else {
+            None
+        };
+        if post && !same_origin {
+            let message = "This form was sent from another site; the console takes forms from its own pages only.";
+            return (page(StatusCode::FORBIDDEN, views::problem(None, "Refused", message)), String::new());
+        }
+        let session = match cookie {
+            Some(value) => match self.inner.sessions.session(&value).await {
+                Ok(session) => session,
+                Err(error) => {
+                    let message = error.message();
+                    return (
+                        page(StatusCode::SERVICE_UNAVAILABLE, views::problem(None, "Unavailable", &message)),
+                        String::new(),
+                    );
+                }
+            },
+            None => None,
+        };
+        let origin = Origin::Peer(peer);
+        if route == Route::Login {
+            return (self.login(session, form, origin, request_id).await, String::new());
+        }
+        let Some(session) = session else {
+            // Not signed in (or the session ended): sign in first.
+            let mut response = redirect(&route::to::login());
+            if had_cookie {
+                set_cookie(&mut response, &self.clear_cookie());
+            }
+            return (response, String::new());
+        };
+        let principal = session.principal.resource_name.to_string();
+        if post {
+            let presented = form.as_ref().map(|f| f.text("csrf")).unwrap_or_default();
+            if !self.inner.sessions.csrf_matches(&session, &presented) {
+                let message = "This form's CSRF token is missing or wrong (the page may be from an older session): reload the page and send it again.";
+                return (page(StatusCode::FORBIDDEN, views::problem(None, "Refused", message)), principal);
+            }
+        }
+        if route == Route::Logout {
+            let _ = self.inner.sessions.sign_out(&session).await;
+            let mut response = redirect(&route::to::login());
+            set_cookie(&mut response, &self.clear_cookie());
+            return (response, principal);
+        }
+        let actor = Actor {
+            principal: Arc::clone(&session.principal.resource_name),
+            request_id: request_id.to_owned(),
+            origin,
+        };
+        let call = pages::Call { session: &session, actor, form, query };
+        let reply = pages::handle(self, route, call).await;
+        (reply_response(reply), principal)
+    }
+
+    /// The sign-in page, and signing in.
+    async fn login(
+        &self,
+        session: Option<Session>,
+        form: Option<Form>,
+        origin: Origin,
+        request_id: &str,
+    ) -> Response<Full<Bytes>> {
+        let Some(form) = form else {
+            if session.is_some() {
+                return redirect("/console/");
+            }
+            return page(StatusCode::OK, pages::login_page(&Errors::default()));
+        };
+        let presented = form.secret("token").unwrap_or_default();
+        let actor = Actor { principal: Arc::from(""), request_id: request_id.to_owned(), origin };
+        match self.inner.sessions.sign_in(&presented, &actor).await {
+            Ok((secret, session)) => {
+                let mut response = redirect("/console/");
+                let max_age = session.expire_time.saturating_since(crate::domain::Timestamp::now()).as_secs();
+                set_cookie(&mut response, &self.session_cookie(secret.expose(), max_age));
+                response
+            }
+            Err(error) => {
+                tracing::warn!(target: "pullpass::console", error = %error.message(), request_id, "console sign-in refused");
+                let errors = Errors { items: vec![("token".into(), error.message())] };
+                page(StatusCode::UNAUTHORIZED, pages::login_page(&errors))
+            }
+        }
+    }
+
+    fn session_cookie(&self, value: &str, max_age: u64) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!("{COOKIE}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+    }
+
+    fn clear_cookie(&self) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+    }
+}
+
+/// Serves the console on `listener` until `shutdown`.
+pub async fn serve(
+    console: Console,
+    listener: TcpListener,
+    tls: Option<ReloadableTls>,
+    connections: Connections,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) {
+    let handle = move |request: Request<hyper::body::Incoming>, peer: SocketAddr| {
+        let console = console.clone();
+        async move { console.respond(request, peer).await }
+    };
+    crate::http_listener::serve("console", listener, tls, connections, handle, shutdown, grace).await;
+}
+
+fn page(status: StatusCode, markup: Markup) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(markup.into_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    response
+}
+
+fn redirect(to: &str) -> Response<Full<Bytes>> {
+    let mut response = page(StatusCode::SEE_OTHER, views::moved(to));
+    if let Ok(location) = HeaderValue::from_str(to) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
+    match reply {
+        Reply::Page(status, markup) => page(status, markup),
+        Reply::Redirect(to) => redirect(&to),
+    }
+}
+
+fn too_large() -> Response<Full<Bytes>> {
+    let message = format!("The form is larger than {} KiB.", MAX_FORM_BYTES / 1024);
+    page(StatusCode::PAYLOAD_TOO_LARGE, views::problem(None, "Too large", &message))
+}
+
+fn asset(file: &str) -> Response<Full<Bytes>> {
+    let (body, content_type) = match file {
+        "console.css" => (STYLESHEET, "text/css; charset=utf-8"),
+        _ => (SCRIPT, "text/javascript; charset=utf-8"),
+    };
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    response
+}
+
+fn set_cookie(response: &mut Response<Full<Bytes>>, cookie: &str) {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+/// Adds the headers every console answer carries.
+fn with_security_headers(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// The value of cookie `name`, if sent.
+fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim().to_owned())
+}
+
+/// Does a POST come from this console's own pages? Browsers send `Origin`
+/// with every POST; it must name the host the request was sent to. A
+/// request without `Origin` (not a browser form) passes to the CSRF check.
+fn same_origin<B>(request: &Request<B>) -> bool {
+    let Some(origin) = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let origin_host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_read_by_name_and_posts_from_other_origins_are_told_apart() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; pullpass_session=pps_x ; b=2"));
+        assert_eq!(cookie(&headers, COOKIE).as_deref(), Some("pps_x"));
+        assert_eq!(cookie(&headers, "c"), None);
+        let request = |origin: Option<&str>| {
+            let mut builder = Request::post("/console/login").header(header::HOST, "127.0.0.1:50053");
+            if let Some(origin) = origin {
+                builder = builder.header(header::ORIGIN, origin);
+            }
+            builder.body(()).unwrap()
+        };
+        assert!(same_origin(&request(None)));
+        assert!(same_origin(&request(Some("http://127.0.0.1:50053"))));
+        assert!(!same_origin(&request(Some("http://evil.example"))));
+        assert!(!same_origin(&request(Some("null"))));
+    }
+
+    #[test]
+    fn every_answer_carries_the_security_headers() {
+        let response = with_security_headers(page(StatusCode::OK, maud::html! { p { "x" } }));
+        let headers = response.headers();
+        let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'self'")
+                && csp.contains("frame-ancestors 'none'")
+                && !csp.contains("unsafe-inline")
+        );
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    }
+}
