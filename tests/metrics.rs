@@ -350,7 +350,7 @@ fn metrics_on_a_non_loopback_address_in_plaintext_are_refused_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let refused = std::process::Command::new(binary("pullpassd"))
         .args(["--dev", "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .args(["--gateway-listen", "127.0.0.1:0", "--metrics-listen", "0.0.0.0:0"])
+        .args(["--gateway-listen", "127.0.0.1:0", "--metrics-listen", "0.0.0.0:0", "--console-listen", "127.0.0.1:0"])
         .env_remove("PULLPASS_MASTER_KEY")
         .stdin(std::process::Stdio::null())
         .output()

@@ -181,6 +181,8 @@ fn help_documents_every_flag_and_command() {
         "--dev",
         "--data-dir",
         "--listen",
+        "--console-listen",
+        "PULLPASS_CONSOLE_LISTEN",
         "--key-file",
         "--config",
         "--log-format",

@@ -161,6 +161,8 @@ fn plaintext_on_a_non_loopback_address_is_refused_unless_explicitly_allowed() {
             "--listen",
             "0.0.0.0:0",
             "--insecure-plaintext",
+            "--console-listen",
+            "127.0.0.1:0",
             "--gateway-listen",
             "127.0.0.1:0",
             "--metrics-listen",

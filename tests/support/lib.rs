@@ -74,6 +74,9 @@ pub struct Pullpassd {
     pub gateway: String,
     /// The metrics endpoint's `127.0.0.1:PORT` (empty when not served).
     pub metrics: String,
+    /// The console's URL, `http://127.0.0.1:PORT/console/` (empty when not
+    /// served).
+    pub console: String,
     /// The root token printed on first start (empty on later starts).
     pub root_token: String,
     /// Its PostgreSQL database, when not on SQLite.
@@ -142,6 +145,9 @@ impl Pullpassd {
         if !options.args.iter().any(|a| a == "--metrics-listen") {
             command.arg("--metrics-listen").arg("127.0.0.1:0");
         }
+        if !options.args.iter().any(|a| a == "--console-listen") {
+            command.arg("--console-listen").arg("127.0.0.1:0");
+        }
         command
             .arg("--dev")
             .arg("--data-dir")
@@ -182,6 +188,12 @@ impl Pullpassd {
                     .and_then(|rest| rest.strip_suffix("/metrics"))
                     .unwrap_or_default()
                     .to_owned();
+                let console = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("pullpassd: console on "))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
                 return Ok(Self {
                     child: Some(child),
                     home,
@@ -189,6 +201,7 @@ impl Pullpassd {
                     address: address.trim().to_owned(),
                     gateway,
                     metrics,
+                    console,
                     root_token,
                     database,
                     stdout,

@@ -359,13 +359,21 @@ fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
         .map(|(_, value)| value.trim().to_owned())
 }
 
-/// Does a POST come from this console's own pages? Browsers send `Origin`
-/// with every POST; it must name the host the request was sent to. A
-/// request without `Origin` (not a browser form) passes to the CSRF check.
+/// Does a POST come from this console's own pages? Browsers say where a
+/// request comes from in `Sec-Fetch-Site`; anything but `same-origin` (or
+/// `none`, typed by the person) is refused. Without it, an `Origin` must
+/// name the host the request was sent to (`null`, which browsers send under
+/// `Referrer-Policy: no-referrer`, says nothing). A request saying neither
+/// (not a browser form) goes on to the CSRF check.
 fn same_origin<B>(request: &Request<B>) -> bool {
-    let Some(origin) = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
-    let host = request
-        .headers()
+    let headers = request.headers();
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).filter(|o| *o != "null") else {
+        return true;
+    };
+    let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
@@ -383,17 +391,20 @@ mod tests {
         headers.insert(header::COOKIE, HeaderValue::from_static("a=1; pullpass_session=pps_x ; b=2"));
         assert_eq!(cookie(&headers, COOKIE).as_deref(), Some("pps_x"));
         assert_eq!(cookie(&headers, "c"), None);
-        let request = |origin: Option<&str>| {
+        let request = |header_name: &str, value: Option<&str>| {
             let mut builder = Request::post("/console/login").header(header::HOST, "127.0.0.1:50053");
-            if let Some(origin) = origin {
-                builder = builder.header(header::ORIGIN, origin);
+            if let Some(value) = value {
+                builder = builder.header(header_name, value);
             }
             builder.body(()).unwrap()
         };
-        assert!(same_origin(&request(None)));
-        assert!(same_origin(&request(Some("http://127.0.0.1:50053"))));
-        assert!(!same_origin(&request(Some("http://evil.example"))));
-        assert!(!same_origin(&request(Some("null"))));
+        assert!(same_origin(&request("origin", None)));
+        assert!(same_origin(&request("origin", Some("http://127.0.0.1:50053"))));
+        assert!(!same_origin(&request("origin", Some("http://evil.example"))));
+        assert!(same_origin(&request("origin", Some("null"))), "says nothing");
+        assert!(same_origin(&request("sec-fetch-site", Some("same-origin"))));
+        assert!(!same_origin(&request("sec-fetch-site", Some("cross-site"))));
+        assert!(!same_origin(&request("sec-fetch-site", Some("same-site"))));
     }
 
     #[test]

@@ -188,7 +188,7 @@ async fn workspaces(console: &Console, call: &Call<'_>) -> Result<Reply, Error> 
 // --- credentials ---
 
 /// Where each API field of a credential shows on the form.
-const CREDENTIAL_FIELDS: [(&str, &str); 9] = [
+const CREDENTIAL_FIELDS: [(&str, &str); 10] = [
     ("credential_id", "name"),
     ("credential.provider", "provider"),
     ("credential.username", "username"),
@@ -197,6 +197,7 @@ const CREDENTIAL_FIELDS: [(&str, &str); 9] = [
     ("credential.allowed_projects", "projects"),
     ("credential.allow_passthrough", "passthrough"),
     ("credential.description", "description"),
+    ("credential.token_realm_allowlist", "token_realms"),
     ("repository", "test_repository"),
 ];
 
@@ -227,6 +228,7 @@ fn submitted(form: &Form) -> CredentialForm {
         passthrough: form.checked("passthrough"),
         description: form.text("description"),
         test_repository: form.text("test_repository"),
+        token_realms: form.text("token_realms"),
     }
 }
 
@@ -253,7 +255,7 @@ fn credential_input(form: &Form, provider: Option<Provider>) -> Result<Credentia
         allowed_projects: projects,
         allow_passthrough: form.checked("passthrough"),
         description: form.text("description"),
-        token_realm_allowlist: Vec::new(),
+        token_realm_allowlist: form.list("token_realms"),
         ca_bundle_pem: String::new(),
     })
 }
@@ -373,7 +375,8 @@ async fn credential(console: &Console, call: &Call<'_>, name: CredentialName, te
     };
     // Leaving the password blank keeps the stored secret; a Google user
     // name comes from its key.
-    let mut mask = vec!["registry_server", "allowed_projects", "allow_passthrough", "description"];
+    let mut mask =
+        vec!["registry_server", "allowed_projects", "allow_passthrough", "description", "token_realm_allowlist"];
     if current.provider != Provider::Google {
         mask.push("username");
     }

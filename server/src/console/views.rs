@@ -334,6 +334,8 @@ pub struct CredentialForm {
     pub description: String,
     /// Repository the Test button asks a token for.
     pub test_repository: String,
+    /// Extra token-realm origins, comma-separated (edit form).
+    pub token_realms: String,
 }
 
 impl CredentialForm {
@@ -349,6 +351,7 @@ impl CredentialForm {
             passthrough: c.allow_passthrough,
             description: c.description.clone(),
             test_repository: String::new(),
+            token_realms: c.token_realm_allowlist.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         }
     }
 }
@@ -460,6 +463,7 @@ pub fn edit(
                 (text_field("registry_server", "Registry server", &form.registry_server, errors, Some(REGISTRY_HINT)))
                 @if credential.provider == Provider::Google { (google_key_field(errors)) }
                 (restrictions(form, errors))
+                (text_field("token_realms", "Token realms", &form.token_realms, errors, Some("Other origins (https://host[:port]) the secret may be sent to for a token, beyond the registry itself and its provider's known realm: a self-hosted registry whose token service runs elsewhere. Comma-separated.")))
                 (text_field("test_repository", "Repository to test", &form.test_repository, errors, Some("For Test: a repository under this credential's registry, such as team/app.")))
                 div.buttons {
                     button type="submit" { "Save" }
@@ -621,7 +625,7 @@ pub fn tokens(
                                 @else if roles.contains(&t.role.wire_name()) {
                                     form method="post" action=(to::revoke(workspace, &t.id)) {
                                         (csrf(&chrome.csrf))
-                                        button.danger type="submit" aria-label=(format!("Revoke {}", t.id)) { "Revoke" }
+                                        button.danger type="submit" { "Revoke" }
                                     }
                                 } @else { "active" }
                             }
