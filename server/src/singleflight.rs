@@ -4,8 +4,10 @@
 //! nobody waits for do not pile up.
 //!
 //! Results are not kept here: callers that want a cache store the result
-//! from inside the work, before the flight lands, so a caller arriving just
-//! after finds it in the cache rather than starting another run.
+//! from inside the work, before the flight lands, and look in the cache
+//! again as the work starts. A caller that missed the cache just before a
+//! flight landed starts a new flight just after, and must find the result
+//! there rather than run the work a second time.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -77,6 +77,11 @@ impl LeaseCache {
         let (lease, shared) = self
             .flights
             .run(key.clone(), || async {
+                // A caller that missed above may start a flight just after
+                // the last one landed: by then its lease is kept here.
+                if let Some(lease) = self.lock().get(&key).filter(|lease| remaining(lease) >= min_ttl) {
+                    return Ok((Arc::clone(lease), false));
+                }
                 ran.store(true, Ordering::Relaxed);
                 let (lease, shared) = fetch().await?;
                 let lease = Arc::new(lease);

@@ -670,10 +670,27 @@ impl Pulls {
             return Ok((ManifestAnswer::Full(manifest), cached));
         }
         let flights = &self.inner.flights;
+        // Inside each flight the tag is looked up again: a caller that
+        // missed above may start a flight just after the last one landed,
+        // when the tag is already known.
         let answer = if head {
-            flights.run(FlightKey::TagHead(key.clone()), || self.head_tag(pull, &key, deadline)).await?
+            let run = || async {
+                match self.inner.manifests.tag(&key) {
+                    Some(known) => Ok(ManifestAnswer::Head(known)),
+                    None => self.head_tag(pull, &key, deadline).await,
+                }
+            };
+            flights.run(FlightKey::TagHead(key.clone()), run).await?
         } else {
-            flights.run(FlightKey::TagGet(key.clone()), || self.get_tag(pull, &key, deadline)).await?
+            let run = || async {
+                match self.inner.manifests.tag(&key) {
+                    Some(known) => {
+                        Ok(ManifestAnswer::Full(self.by_digest(pull, &known.digest, accept, deadline).await?.0))
+                    }
+                    None => self.get_tag(pull, &key, deadline).await,
+                }
+            };
+            flights.run(FlightKey::TagGet(key.clone()), run).await?
         };
         Ok((answer, false))
     }
@@ -694,6 +711,11 @@ impl Pulls {
             .inner
             .flights
             .run(FlightKey::Digest(key.clone()), || async {
+                // A caller that missed above may start a flight just after
+                // the last one landed: by then the manifest is kept.
+                if let Some(manifest) = self.inner.manifests.manifest(&key) {
+                    return Ok(ManifestAnswer::Full(manifest));
+                }
                 let manifest =
                     Arc::new(self.fetch_manifest(pull, &ManifestRef::Digest(digest.clone()), accept, deadline).await?);
                 self.inner.manifests.remember_manifest(key.clone(), Arc::clone(&manifest));
