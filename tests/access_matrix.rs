@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pullpass::v1::{
-    AccessToken, CreateAccessTokenRequest, CreateCredentialRequest, CreateWorkspaceRequest, Credential,
-    DeleteCredentialRequest, DeleteWorkspaceRequest, GetAccessTokenRequest, GetCredentialRequest, GetWorkspaceRequest,
-    ImportDockerConfigRequest, IssueRegistryAuthRequest, ListAccessTokensRequest, ListAuditEventsRequest,
-    ListCredentialsRequest, ListWorkspacesRequest, Provider, RevokeAccessTokenRequest, Role, TestCredentialRequest,
-    UpdateCredentialRequest, Workspace, WorkspaceKind,
+    AccessToken, CreateAccessTokenRequest, CreateConsoleLinkRequest, CreateCredentialRequest, CreateWorkspaceRequest,
+    Credential, DeleteCredentialRequest, DeleteWorkspaceRequest, GetAccessTokenRequest, GetCredentialRequest,
+    GetWorkspaceRequest, ImportDockerConfigRequest, IssueRegistryAuthRequest, ListAccessTokensRequest,
+    ListAuditEventsRequest, ListCredentialsRequest, ListWorkspacesRequest, Provider, RevokeAccessTokenRequest, Role,
+    TestCredentialRequest, UpdateCredentialRequest, Workspace, WorkspaceKind,
 };
 use pullpass_client::Client;
 use pullpass_tests::{Options, Pullpassd, create_workspace};
@@ -55,6 +55,8 @@ const TABLE: &[(&str, [Code; 6])] = &[
     ("pullpass.v1.AccessService/GetAccessToken", [OK, OK, PD, PD, PD, NF]),
     ("pullpass.v1.AccessService/ListAccessTokens", [OK, OK, PD, PD, PD, NF]),
     ("pullpass.v1.AccessService/RevokeAccessToken", [OK, OK, PD, PD, PD, NF]),
+    // A link signs in as the caller: any console role, for its own token.
+    ("pullpass.v1.AccessService/CreateConsoleLink", [OK, OK, PD, PD, OK, OK]),
     ("pullpass.v1.CredentialService/CreateCredential", [OK, OK, PD, PD, PD, NF]),
     ("pullpass.v1.CredentialService/GetCredential", [OK, OK, PD, PD, OK, NF]),
     ("pullpass.v1.CredentialService/ListCredentials", [OK, OK, PD, PD, OK, NF]),
@@ -177,6 +179,9 @@ async fn call(rpc: &str, client: &Client, root: &Client, n: usize) -> Code {
                 .await
                 .map(drop),
         ),
+        "pullpass.v1.AccessService/CreateConsoleLink" => {
+            code(client.access().create_console_link(CreateConsoleLinkRequest {}).await.map(drop))
+        }
         "pullpass.v1.AccessService/GetAccessToken" => {
             let token = mint(root, "acme", Role::Viewer, &[], None).await;
             code(client.access().get_access_token(GetAccessTokenRequest { name: token.name }).await.map(drop))
