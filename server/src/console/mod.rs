@@ -16,7 +16,8 @@
 //! 3. the session cookie is looked up ([`ConsoleSessions`]): none sends the
 //!    browser to the sign-in page;
 //! 4. a POST must carry the session's CSRF token and, when the browser says
-//!    where it comes from (`Origin`), come from this console;
+//!    where it comes from (`Sec-Fetch-Site`, else `Origin`), come from this
+//!    console;
 //! 5. the handler ([`pages`]) checks the permission and does the work;
 //! 6. every answer gets the security headers (a strict CSP, `nosniff`,
 //!    `no-referrer`, no caching) and one log line without query or body.

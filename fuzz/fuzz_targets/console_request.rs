@@ -1,0 +1,80 @@
+//! The web console's request paths and form bodies. Input: the path on the
+//! first line, the `Content-Type` on the second, the body after.
+//! Properties: a path the console serves has one canonical spelling, which
+//! parses back to the same page (so links it prints always lead where they
+//! say, and no `.`, `..`, empty or encoded segment names anything); reading
+//! a form never waits (the body is already in memory) and never panics;
+//! a form's `Debug` shows field names only, never a value.
+#![no_main]
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use pullpass_server::console::form::Form;
+use pullpass_server::console::route::{PREFIX, Route, to};
+
+fuzz_target!(|data: &[u8]| {
+    let mut lines = data.splitn(3, |b| *b == b'\n');
+    let path = lines.next().unwrap_or_default();
+    let content_type = lines.next().unwrap_or_default();
+    let body = lines.next().unwrap_or_default();
+
+    if let Ok(path) = std::str::from_utf8(path)
+        && let Some(route) = Route::parse(path)
+    {
+        let canonical = canonical(&route);
+        assert_eq!(Route::parse(&canonical).as_ref(), Some(&route), "{path:?} -> {canonical:?}");
+        for segment in canonical.trim_start_matches(PREFIX).split('/').skip(1) {
+            assert!(!matches!(segment, "." | ".."), "{canonical:?}");
+            assert!(!segment.contains(['%', '\\', '?', '#']), "{canonical:?}");
+        }
+    }
+
+    let mut headers = http::HeaderMap::new();
+    if let Ok(value) = http::HeaderValue::from_bytes(content_type) {
+        headers.insert(http::header::CONTENT_TYPE, value);
+    }
+    let read = pin!(Form::read(&headers, Bytes::copy_from_slice(body)));
+    let Poll::Ready(form) = read.poll(&mut Context::from_waker(Waker::noop())) else {
+        panic!("reading a form waited");
+    };
+    let Ok(form) = form else { return };
+    let shown = format!("{form:?}");
+    let urlencoded = content_type.is_empty() || content_type.eq_ignore_ascii_case(b"application/x-www-form-urlencoded");
+    if urlencoded {
+        let pairs: Vec<_> = form_urlencoded::parse(body).collect();
+        // Exactly the names, sorted: no value, however it is spelled.
+        let mut names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_ref()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(shown, format!("Form {{ names: {names:?} }}"));
+        for (name, _) in &pairs {
+            // What the handlers read is what was sent, trimmed.
+            let first = pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim()).unwrap_or_default();
+            assert_eq!(form.text(name), first);
+        }
+    }
+});
+
+/// The one spelling of each page, from the links the console prints.
+fn canonical(route: &Route) -> String {
+    match route {
+        Route::Home => format!("{PREFIX}/"),
+        Route::Login => to::login(),
+        Route::Logout => format!("{PREFIX}/logout"),
+        Route::Asset(file) => to::asset(file),
+        Route::Workspaces => to::workspaces(),
+        Route::Credentials(w) => to::credentials(w),
+        Route::Add(w) => to::add(w),
+        Route::Credential(name) => to::credential(name),
+        Route::Test(name) => to::test(name),
+        Route::Delete(name) => to::delete(name),
+        Route::Import(w) => to::import(w),
+        Route::Tokens(w) => to::tokens(w),
+        Route::Revoke(w, token) => to::revoke(w, token),
+        Route::Audit(w) => to::audit(w),
+    }
+}
