@@ -51,7 +51,7 @@ say "skopeo: $(skopeo --version 2>&1 | head -n 1)"
 say "containerd: $(containerd --version 2>&1 | head -n 1)"
 say "podman: $(podman --version 2>&1 | head -n 1)"
 say "postgresql: $(/usr/lib/postgresql/15/bin/postgres --version 2>&1 | head -n 1)"
-say "chromium: $(/usr/bin/chromium --version 2>&1 | head -n 1)"
+say "chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n 1)"
 
 # --- grpcurl ---------------------------------------------------------------
 GRPCURL_WRAPPER_VERSION=1.8.6.post2
