@@ -37,6 +37,11 @@ const DEFAULT_ROUNDS: usize = 10;
 /// beside the loop, a lag of half a second was seen. The loop checks 2 s
 /// and prints the oldest lease it found missing.
 const LEASE_WINDOW: Duration = Duration::from_secs(2);
+/// The workspace the lease loops lease from: its own, so that resolving an
+/// image does not read the thousands of credentials the create loops add
+/// to `acme` (a change to a workspace makes its next lease reload its
+/// credentials).
+const LEASES: &str = "leases";
 const USERNAME: &str = "ci";
 const PASSWORD: &str = "crash-loop-pw";
 
@@ -256,7 +261,7 @@ async fn check(
     }
     let recorded: BTreeSet<String> = client
         .list_audit_events(
-            "acme",
+            LEASES,
             &format!(r#"action = IssueRegistryAuth AND event_time >= "{}""#, since(round_started)),
             usize::MAX,
         )
@@ -303,12 +308,14 @@ fn options_for(realm: &TokenRealm) -> Options {
     }
 }
 
-/// A server with workspace `acme` and its credential `lease` for `realm`.
+/// A server with workspace `acme`, and workspace [`LEASES`] with its
+/// credential `lease` for `realm`.
 async fn server_with_lease_credential(realm: &TokenRealm) -> Pullpassd {
     let server = Pullpassd::start_with(options_for(realm)).expect("pullpassd starts");
     let client = server.client().await;
     create_workspace(&client, "acme").await;
-    client.create_credential("acme", "lease", credential_for(&realm.address, PASSWORD)).await.expect("create");
+    create_workspace(&client, LEASES).await;
+    client.create_credential(LEASES, "lease", credential_for(&realm.address, PASSWORD)).await.expect("create");
     server
 }
 
@@ -418,7 +425,7 @@ async fn lease_loop(
         // cached leases, some token requests.
         let image = format!("{registry}/lease/app{}:1", n % 8);
         let mut request = tonic::Request::new(IssueRegistryAuthRequest {
-            workspace: "workspaces/acme".into(),
+            workspace: format!("workspaces/{LEASES}"),
             images: vec![image],
             ..Default::default()
         });
