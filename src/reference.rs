@@ -65,7 +65,10 @@ impl fmt::Display for ReferenceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Empty => f.write_str("is empty"),
-            Self::TooLong => write!(f, "is too long (name at most {MAX_NAME_LEN} characters)"),
+            Self::TooLong => write!(
+                f,
+                "is too long (at most {MAX_REFERENCE_LEN} characters in all once normalized, {MAX_NAME_LEN} for the name)"
+            ),
             Self::Uppercase => f.write_str("has uppercase letters in the repository name (it must be lowercase)"),
             Self::BadComponent(c) => write!(
                 f,
@@ -154,6 +157,18 @@ impl ImageRef {
             (None, None) => Some("latest".to_owned()),
             (tag, _) => tag,
         };
+        // The normal form is what is printed and sent on: it must fit the
+        // limit too, and it can be longer than the input (`docker.io/library/`,
+        // `:latest`), so a reference is accepted only if its normal form
+        // parses back.
+        let normalized_len = registry.as_str().len()
+            + 1
+            + repository.len()
+            + tag.as_ref().map_or(0, |t| 1 + t.len())
+            + digest.as_ref().map_or(0, |d| 1 + d.len());
+        if normalized_len > MAX_REFERENCE_LEN {
+            return Err(ReferenceError::TooLong);
+        }
         Ok(Self { registry, repository, tag, digest })
     }
 
@@ -295,6 +310,16 @@ mod tests {
     }
 
     #[test]
+    fn a_reference_whose_normal_form_fits_the_limit_is_accepted_and_parses_back() {
+        // docker.io/library/app@custom:… is 1024 characters exactly.
+        let input = format!("app@custom:{}", "a".repeat(995));
+        let image = ImageRef::parse(&input).unwrap();
+        let printed = image.to_string();
+        assert_eq!(printed.len(), MAX_REFERENCE_LEN);
+        assert_eq!(ImageRef::parse(&printed).unwrap(), image);
+    }
+
+    #[test]
     fn invalid_references_are_rejected_with_the_reason() {
         use ReferenceError as E;
         let cases: Vec<(String, E)> = vec![
@@ -313,6 +338,9 @@ mod tests {
             ("gh_cr.io/acme/app".into(), E::BadDomain("gh_cr.io".into())),
             ("a".repeat(64), E::HexIdentifier),
             (format!("ghcr.io/{}", "a/".repeat(130) + "a"), E::TooLong),
+            // 1011 characters as written; normalized (`docker.io/library/`)
+            // 1029, over the limit: found by the image_reference fuzzer.
+            (format!("app@custom:{}", "a".repeat(1000)), E::TooLong),
             ("ghcr.io/acme/app with space".into(), E::BadComponent("app with space".into())),
             ("Intranet/app".into(), E::AmbiguousDomain("Intranet".into())),
         ];
