@@ -1,6 +1,6 @@
 //! The pull gateway's `Authorization` header. Property: credentials read
 //! from a header, written back as `Basic base64(user:password)`, read the
-//! same; and their `Debug` never shows the password.
+//! same; and their `Debug` does not depend on the password.
 #![no_main]
 
 use base64::Engine;
@@ -15,7 +15,13 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again.username, credentials.username);
     assert_eq!(*again.password, *credentials.password);
     assert!(!credentials.username.contains(':'), "a username with ':' cannot be written back");
-    if credentials.password.len() >= 8 && !credentials.username.contains(credentials.password.as_str()) {
-        assert!(!format!("{credentials:?}").contains(credentials.password.as_str()), "Debug shows the password");
-    }
+    // `Debug` does not depend on the password: the same credentials with
+    // another password of the same length print the same.
+    let mut swapped = basic(Some(data)).expect("deterministic");
+    *swapped.password = credentials
+        .password
+        .chars()
+        .flat_map(|c| std::iter::repeat_n(if c == 'x' { 'y' } else { 'x' }, c.len_utf8()))
+        .collect();
+    assert_eq!(format!("{credentials:?}"), format!("{swapped:?}"), "Debug shows something of the password");
 });
