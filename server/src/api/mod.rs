@@ -110,7 +110,7 @@ fn who<T>(request: &Request<T>) -> Result<(Arc<Principal>, Actor), Status> {
     let context = request.extensions().get::<rpc_layer::CallContext>();
     let actor = Actor {
         principal: Arc::clone(&principal.resource_name),
-        request_id: context.map(|c| c.request_id.clone()).unwrap_or_default(),
+        request_id: context.map_or_else(|| Arc::from(""), |c| Arc::clone(&c.request_id)),
         origin: context.and_then(|c| c.client).map_or(Origin::Unknown, Origin::Peer),
     };
     Ok((principal, actor))

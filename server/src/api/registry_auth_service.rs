@@ -69,7 +69,8 @@ impl RegistryAuthService for RegistryAuthApi {
                 )
                 .into());
             }
-            let leases = pulls.issue(&principal, &lease_request, request.min_ttl.is_some()).await?;
+            // Boxed, as the lease path's future should not carry this one's size.
+            let leases = Box::pin(pulls.issue(&principal, &lease_request, request.min_ttl.is_some())).await?;
             Ok((lease_request.images, leases.into_iter().map(|outcome| outcome.map(gateway_auth)).collect()))
         }
         .await;

@@ -29,7 +29,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct CallContext {
     /// The caller's `x-request-id`, or one made up here.
-    pub request_id: String,
+    pub request_id: Arc<str>,
     /// The peer address, when known (written out only where it is used:
     /// most calls never need it as text).
     pub client: Option<std::net::SocketAddr>,
@@ -101,7 +101,7 @@ where
             let quiet_ok = public || method.path() == LEASE_METHOD;
             let request_id = request_id(&request);
             let client = client_address(&request);
-            request.extensions_mut().insert(CallContext { request_id: request_id.clone(), client });
+            request.extensions_mut().insert(CallContext { request_id: Arc::clone(&request_id), client });
             let mut principal = None;
             if !public {
                 let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -150,7 +150,7 @@ fn client_address(request: &Request<Body>) -> Option<std::net::SocketAddr> {
 }
 
 /// The caller's `x-request-id`, or a fresh one.
-fn request_id(request: &Request<Body>) -> String {
+fn request_id(request: &Request<Body>) -> Arc<str> {
     crate::request_id::of(request.headers())
 }
 
@@ -173,7 +173,7 @@ fn set_request_id_headers(headers: &mut http::HeaderMap, request_id: &str) {
 struct RpcLog {
     method: http::Uri,
     principal: Option<Arc<Principal>>,
-    request_id: String,
+    request_id: Arc<str>,
     started: Instant,
     quiet_ok: bool,
     done: bool,

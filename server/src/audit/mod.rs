@@ -48,15 +48,15 @@ const LEASE_BATCH: usize = 4096;
 pub struct Actor {
     /// The token's resource name (`workspaces/a/accessTokens/x`, `rootTokens/y`).
     pub principal: Arc<str>,
-    /// The request id.
-    pub request_id: String,
+    /// The request id (shared with the call's log line and context).
+    pub request_id: Arc<str>,
     /// Where the call came from.
     pub origin: Origin,
 }
 
 impl Default for Actor {
     fn default() -> Self {
-        Self { principal: Arc::from(""), request_id: String::new(), origin: Origin::Unknown }
+        Self { principal: Arc::from(""), request_id: Arc::from(""), origin: Origin::Unknown }
     }
 }
 
@@ -86,7 +86,7 @@ impl std::fmt::Display for Origin {
 impl Actor {
     /// An actor for offline commands.
     pub fn command(name: &str) -> Self {
-        Self { principal: format!("pullpassd {name}").into(), request_id: String::new(), origin: Origin::Local }
+        Self { principal: format!("pullpassd {name}").into(), request_id: Arc::from(""), origin: Origin::Local }
     }
 
     /// An event by this actor.
@@ -99,7 +99,7 @@ impl Actor {
             resource: resource.to_owned(),
             status_code,
             client_address: self.origin.to_string(),
-            request_id: self.request_id.clone(),
+            request_id: self.request_id.to_string(),
             image: String::new(),
             granted_scope: String::new(),
             count: 1,
@@ -113,7 +113,7 @@ impl Actor {
             time: Timestamp::now(),
             principal: Arc::clone(&self.principal),
             origin: self.origin,
-            request_id: self.request_id.clone(),
+            request_id: Arc::clone(&self.request_id),
             text: Arc::clone(text),
         }
     }
@@ -127,7 +127,7 @@ pub struct IssuedNote {
     time: Timestamp,
     principal: Arc<str>,
     origin: Origin,
-    request_id: String,
+    request_id: Arc<str>,
     text: Arc<crate::broker::IssuedText>,
 }
 
@@ -141,7 +141,7 @@ impl IssuedNote {
             resource: self.text.credential.clone(),
             status_code: 0,
             client_address: self.origin.to_string(),
-            request_id: self.request_id.clone(),
+            request_id: self.request_id.to_string(),
             image: self.text.image.clone(),
             granted_scope: self.text.granted.clone(),
             count: 1,

@@ -199,6 +199,14 @@ impl Broker {
         {
             return Ok(vec![Ok(issued)]);
         }
+        // Boxed: the resolving path's future is kilobytes (upstream
+        // exchanges), and the cached path above should not carry it.
+        Box::pin(self.resolve_and_issue(request)).await
+    }
+
+    /// [`Broker::issue`] past the recent-lease memo: chooses each image's
+    /// credential and leases it (from the cache or upstream).
+    async fn resolve_and_issue(&self, request: &LeaseRequest) -> Result<Vec<Result<Issued, Error>>, Error> {
         let candidates = self.inner.index.credentials(&request.workspace).await?;
         let one = |position: usize| {
             let candidates = Arc::clone(&candidates);

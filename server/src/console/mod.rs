@@ -120,9 +120,9 @@ impl Console {
         let status = response.status().as_u16();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         if status >= 500 {
-            tracing::warn!(target: "pullpass::console", %method, path, status, latency_ms, principal, request_id, "console request");
+            tracing::warn!(target: "pullpass::console", %method, path, status, latency_ms, principal, request_id = &*request_id, "console request");
         } else {
-            tracing::info!(target: "pullpass::console", %method, path, status, latency_ms, principal, request_id, "console request");
+            tracing::info!(target: "pullpass::console", %method, path, status, latency_ms, principal, request_id = &*request_id, "console request");
         }
         response
     }
@@ -225,7 +225,7 @@ impl Console {
         }
         let actor = Actor {
             principal: Arc::clone(&session.principal.resource_name),
-            request_id: request_id.to_owned(),
+            request_id: Arc::from(request_id),
             origin,
         };
         let call = pages::Call { session: &session, actor, form, query };
@@ -248,7 +248,7 @@ impl Console {
             return page(StatusCode::OK, pages::login_page(&Errors::default()));
         };
         let presented = form.secret("token").unwrap_or_default();
-        let actor = Actor { principal: Arc::from(""), request_id: request_id.to_owned(), origin };
+        let actor = Actor { principal: Arc::from(""), request_id: Arc::from(request_id), origin };
         match self.inner.sessions.sign_in(&presented, &actor).await {
             Ok((secret, session)) => {
                 let mut response = redirect("/console/");

@@ -99,7 +99,7 @@ impl Gateway {
         };
         let actor = Actor {
             principal: log.principal.as_str().into(),
-            request_id: log.request_id.clone(),
+            request_id: std::sync::Arc::clone(&log.request_id),
             origin: log.client.map_or(Origin::Unknown, Origin::Peer),
         };
         let pull = self.pulls.authorize(&caller, &gateway_ref.registry, &gateway_ref.repository, actor).await?;

@@ -166,7 +166,7 @@ fn loggable_path(path: &str) -> String {
 #[derive(Debug)]
 pub struct RequestLog {
     /// The request id (the caller's `x-request-id`, else a fresh one).
-    pub request_id: String,
+    pub request_id: std::sync::Arc<str>,
     /// The client.
     pub client: Option<SocketAddr>,
     /// Who (the token's name; empty before authentication).
