@@ -13,6 +13,7 @@ pub mod audit;
 pub mod broker;
 pub mod changes;
 pub mod cli;
+pub mod coalesce;
 pub mod commands;
 pub mod config;
 pub mod connections;

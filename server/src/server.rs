@@ -20,6 +20,7 @@ use crate::api::{self, ApiState};
 use crate::audit::{Actor, Auditor};
 use crate::broker::Broker;
 use crate::changes::ChangeFeed;
+use crate::coalesce::Coalesced;
 use crate::config::{GatewaySettings, Settings};
 use crate::connections::{Connections, Held};
 use crate::credentials::Credentials;
@@ -400,6 +401,8 @@ async fn serve(
         // crashed hosts) so their connections give their place back.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        // Responses' data cut into frames h2 sends together (see coalesce).
+        .layer(tower::util::MapResponseLayer::new(crate::coalesce::small_frames))
         .layer(MetricsLayer::new(metrics.is_some()))
         .layer(TraceLayer)
         .layer(RpcLayer::new(authn, limiter.clone()))
@@ -507,7 +510,7 @@ async fn serve(
             let incoming =
                 futures_util::stream::unfold((listener, connections), |(listener, connections)| async move {
                     let (stream, _, permit) = connections.accept(&listener, "grpc").await;
-                    Some((Ok::<_, std::io::Error>(Held::new(stream, permit)), (listener, connections)))
+                    Some((Ok::<_, std::io::Error>(Held::new(Coalesced::new(stream), permit)), (listener, connections)))
                 });
             let serving = router.serve_with_incoming_shutdown(incoming, shutdown);
             tokio::select! {

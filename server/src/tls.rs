@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
+use crate::coalesce::Coalesced;
 use crate::connections::{Connections, Held};
 use tokio_rustls::server::TlsStream;
 
@@ -73,8 +74,8 @@ impl ReloadableTls {
         &self,
         listener: TcpListener,
         connections: Connections,
-    ) -> impl Stream<Item = Result<Held<TlsStream<TcpStream>>, io::Error>> + use<> {
-        let (sender, receiver) = mpsc::channel::<Held<TlsStream<TcpStream>>>(128);
+    ) -> impl Stream<Item = Result<Held<Coalesced<TlsStream<TcpStream>>>, io::Error>> + use<> {
+        let (sender, receiver) = mpsc::channel::<Held<Coalesced<TlsStream<TcpStream>>>>(128);
         let tls = self.clone();
         tokio::spawn(async move {
             loop {
@@ -84,7 +85,7 @@ impl ReloadableTls {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let _ = handed.send(Held::new(stream, permit)).await;
+                            let _ = handed.send(Held::new(Coalesced::new(stream), permit)).await;
                         }
                         Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
                         Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
