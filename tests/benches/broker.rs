@@ -10,7 +10,9 @@
 //!    (info logs to a file, audit on, metrics on), next to the same server's
 //!    `grpc.health.v1.Health/Check`, driven by `h2load` (Debian
 //!    nghttp2-client, a load generator we did not write) and by our own tonic
-//!    driver;
+//!    driver; twice: with the realm's few-byte tokens, and with tokens of a
+//!    registry JWT's size (1.5 KiB), whose responses cross h2's 1 KiB frame
+//!    limit;
 //! 4. cached `IssueRegistryAuth` with metrics served and recorded, next to a
 //!    second server with `--metrics-listen off`, both at default settings
 //!    (info logs to a file, audit on), rounds alternating;
@@ -20,9 +22,11 @@
 //!
 //! Run: `scripts/bench.sh broker` (installs h2load, builds release binaries).
 //! Environment: `BENCH_REQUESTS` (cached calls per configuration, default
-//! 100000, in 5 alternating rounds), `BENCH_BURST` (default 1000), `BENCH_UNCACHED` (default 500),
-//! `BENCH_ONLY=metrics` (section 4 alone), `BENCH_ONLY=cached` (section 3
-//! alone), `BENCH_ONLY=flood` (section 5 alone).
+//! 100000, in 5 alternating rounds), `BENCH_BURST` (default 1000),
+//! `BENCH_UNCACHED` (default 500), `BENCH_TOKEN_BYTES` (the JWT-sized
+//! tokens of section 3, default 1536), `BENCH_ONLY=metrics` (section 4
+//! alone), `BENCH_ONLY=cached` (section 3 alone), `BENCH_ONLY=flood`
+//! (section 5 alone).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -57,8 +61,20 @@ fn main() {
         return;
     }
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    // A second registry whose realm issues tokens of a JWT's length, the
+    // size most registries' tokens are: a lease's response is then over
+    // h2's 1 KiB frame limit, as it is in production.
+    let token_bytes = env_count("BENCH_TOKEN_BYTES", 1536);
+    let jwt_realm = TokenRealm::start_issuing(3600, USERNAME, PASSWORD, token_bytes);
     let server = Pullpassd::start_with(Options {
-        args: vec!["--rate-limit".into(), "0".into(), "--insecure-registry".into(), realm.address.clone()],
+        args: vec![
+            "--rate-limit".into(),
+            "0".into(),
+            "--insecure-registry".into(),
+            realm.address.clone(),
+            "--insecure-registry".into(),
+            jwt_realm.address.clone(),
+        ],
         ..Default::default()
     })
     .expect("pullpassd starts");
@@ -77,49 +93,19 @@ fn main() {
         "3. cached IssueRegistryAuth vs the same server's health Check ({requests} calls each; default settings: info logs to a file, audit on, metrics on)"
     );
     let image = format!("{}/acme/cached:1", realm.address);
-    let expected_lease_bytes = runtime.block_on(warm_cache(&client, &image));
-    let lease_body = grpc_frame(&IssueRegistryAuthRequest {
-        workspace: "workspaces/acme".into(),
-        images: vec![image.clone()],
-        ..Default::default()
-    });
-    let health_body = grpc_frame(&tonic_health::pb::HealthCheckRequest::default());
-    let expected_health_bytes = 5 + tonic_health::pb::HealthCheckResponse { status: 1 }.encoded_len();
+    println!("   the realm's tokens: `tok-N`, a few bytes");
     print_header();
-    match which_h2load() {
-        Some(h2load) => {
-            let tokens_before = realm.token_requests();
-            let load =
-                H2load { program: &h2load, address: &server.address, token: &server.root_token, pid: server.pid() };
-            let health = Call { path: HEALTH_PATH, body: &health_body, response_bytes: expected_health_bytes };
-            let lease = Call { path: LEASE_PATH, body: &lease_body, response_bytes: expected_lease_bytes };
-            // Warm up both, then alternate rounds so that drift in the
-            // machine's load affects both sides alike.
-            load.run(&health, requests / 10);
-            load.run(&lease, requests / 10);
-            let (mut health_rounds, mut lease_rounds) = (Vec::new(), Vec::new());
-            for _ in 0..ROUNDS {
-                health_rounds.push(load.run(&health, requests / ROUNDS));
-                lease_rounds.push(load.run(&lease, requests / ROUNDS));
-            }
-            let median = Round::median_ratio(&lease_rounds, &health_rounds);
-            let ((health, health_cpu), (leases, lease_cpu)) =
-                (Round::combine(health_rounds), Round::combine(lease_rounds));
-            print_row(&format!("h2load: health Check ({ROUNDS} rounds)"), &health);
-            print_row(&format!("h2load: IssueRegistryAuth, cached ({ROUNDS} rounds)"), &leases);
-            println!(
-                "   {:.2}x the health RPS over all rounds, {median:.2}x the median of paired rounds (target >= 0.8x); token requests during the run: {}",
-                leases.per_second / health.per_second,
-                realm.token_requests() - tokens_before
-            );
-            println!(
-                "   pullpassd CPU per call: health {:.1} us, cached lease {:.1} us",
-                health_cpu.as_secs_f64() * 1e6,
-                lease_cpu.as_secs_f64() * 1e6
-            );
-        }
-        None => println!("   h2load not found: run `scripts/bench.sh broker`, which installs nghttp2-client"),
-    }
+    health_vs_cached_lease(&runtime, &server, &client, &realm, &image, requests);
+    runtime.block_on(add_credential(&client, "jwt-sized", &jwt_realm));
+    println!("   the realm's tokens: {token_bytes} bytes, a registry JWT's size (BENCH_TOKEN_BYTES)");
+    health_vs_cached_lease(
+        &runtime,
+        &server,
+        &client,
+        &jwt_realm,
+        &format!("{}/acme/cached:1", jwt_realm.address),
+        requests,
+    );
     let (health, leases) = runtime.block_on(ours(&server, &image, requests));
     print_row("our tonic driver, 16 concurrent: health Check", &health);
     print_row("our tonic driver, 16 concurrent: IssueRegistryAuth", &leases);
@@ -134,6 +120,57 @@ fn main() {
         println!();
         unauthenticated_flood(&runtime, &realm, requests);
     }
+}
+
+/// Section 3's h2load rounds: the health check and a cached lease of
+/// `image` (from `realm`), alternating.
+fn health_vs_cached_lease(
+    runtime: &tokio::runtime::Runtime,
+    server: &Pullpassd,
+    client: &pullpass_client::Client,
+    realm: &TokenRealm,
+    image: &str,
+    requests: usize,
+) {
+    let expected_lease_bytes = runtime.block_on(warm_cache(client, image));
+    let lease_body = grpc_frame(&IssueRegistryAuthRequest {
+        workspace: "workspaces/acme".into(),
+        images: vec![image.to_owned()],
+        ..Default::default()
+    });
+    let health_body = grpc_frame(&tonic_health::pb::HealthCheckRequest::default());
+    let expected_health_bytes = 5 + tonic_health::pb::HealthCheckResponse { status: 1 }.encoded_len();
+    let Some(h2load) = which_h2load() else {
+        println!("   h2load not found: run `scripts/bench.sh broker`, which installs nghttp2-client");
+        return;
+    };
+    let tokens_before = realm.token_requests();
+    let load = H2load { program: &h2load, address: &server.address, token: &server.root_token, pid: server.pid() };
+    let health = Call { path: HEALTH_PATH, body: &health_body, response_bytes: expected_health_bytes };
+    let lease = Call { path: LEASE_PATH, body: &lease_body, response_bytes: expected_lease_bytes };
+    // Warm up both, then alternate rounds so that drift in the
+    // machine's load affects both sides alike.
+    load.run(&health, requests / 10);
+    load.run(&lease, requests / 10);
+    let (mut health_rounds, mut lease_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        health_rounds.push(load.run(&health, requests / ROUNDS));
+        lease_rounds.push(load.run(&lease, requests / ROUNDS));
+    }
+    let median = Round::median_ratio(&lease_rounds, &health_rounds);
+    let ((health, health_cpu), (leases, lease_cpu)) = (Round::combine(health_rounds), Round::combine(lease_rounds));
+    print_row(&format!("h2load: health Check ({ROUNDS} rounds)"), &health);
+    print_row(&format!("h2load: IssueRegistryAuth, cached ({ROUNDS} rounds)"), &leases);
+    println!(
+        "   {:.2}x the health RPS over all rounds, {median:.2}x the median of paired rounds (target >= 0.8x); response {expected_lease_bytes} bytes; token requests during the run: {}",
+        leases.per_second / health.per_second,
+        realm.token_requests() - tokens_before
+    );
+    println!(
+        "   pullpassd CPU per call: health {:.1} us, cached lease {:.1} us",
+        health_cpu.as_secs_f64() * 1e6,
+        lease_cpu.as_secs_f64() * 1e6
+    );
 }
 
 /// Section 5: a flood of refused calls, alone and beside valid ones.
@@ -338,10 +375,16 @@ fn metrics_on_and_off(runtime: &tokio::runtime::Runtime, realm: &TokenRealm, req
 async fn setup(server: &Pullpassd, realm: &TokenRealm) -> pullpass_client::Client {
     let client = server.client().await;
     create_workspace(&client, "acme").await;
+    add_credential(&client, "fixture", realm).await;
+    client
+}
+
+/// A credential `id` in workspace acme for the registry at `realm`.
+async fn add_credential(client: &pullpass_client::Client, id: &str, realm: &TokenRealm) {
     client
         .create_credential(
             "acme",
-            "fixture",
+            id,
             Credential {
                 provider: Provider::Generic as i32,
                 registry_server: realm.address.clone(),
@@ -352,7 +395,6 @@ async fn setup(server: &Pullpassd, realm: &TokenRealm) -> pullpass_client::Clien
         )
         .await
         .expect("create credential");
-    client
 }
 
 fn lease_request(image: &str) -> IssueRegistryAuthRequest {

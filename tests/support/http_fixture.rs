@@ -1,8 +1,9 @@
 //! A tiny registry-and-token-realm in Rust, for in-process SDK tests and
 //! benchmarks that need a token flow without the real registry: `GET /v2/`
 //! answers 401 with a Bearer challenge pointing at `/token`, and `/token`
-//! issues opaque tokens (`tok-N`) with a configurable `expires_in`,
-//! counting requests. HTTP/1.1, one thread per connection, loopback only.
+//! issues opaque tokens (`tok-N`, or padded to a registry JWT's length)
+//! with a configurable `expires_in`, counting requests. HTTP/1.1, one
+//! thread per connection, loopback only.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,6 +23,12 @@ impl TokenRealm {
     /// Starts a realm whose tokens live `expires_in` seconds and that
     /// accepts `username`/`password`.
     pub fn start(expires_in: u64, username: &str, password: &str) -> Self {
+        Self::start_issuing(expires_in, username, password, 0)
+    }
+
+    /// [`TokenRealm::start`], with tokens padded to `token_bytes` (registry
+    /// JWTs are around a kilobyte or two; `tok-N` is a few bytes).
+    pub fn start_issuing(expires_in: u64, username: &str, password: &str, token_bytes: usize) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address").to_string();
         let token_requests = Arc::new(AtomicU64::new(0));
@@ -30,7 +37,7 @@ impl TokenRealm {
             "Basic {}",
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{username}:{password}"))
         );
-        let counters = Counters { tokens: Arc::clone(&token_requests), all: Arc::clone(&requests) };
+        let counters = Counters { tokens: Arc::clone(&token_requests), all: Arc::clone(&requests), token_bytes };
         let realm_address = address.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -56,6 +63,7 @@ impl TokenRealm {
 struct Counters {
     tokens: Arc<AtomicU64>,
     all: Arc<AtomicU64>,
+    token_bytes: usize,
 }
 
 fn serve(stream: TcpStream, counters: &Counters, expected: &str, expires_in: u64, address: &str) {
@@ -99,7 +107,8 @@ fn serve(stream: TcpStream, counters: &Counters, expected: &str, expires_in: u64
                 ("401 Unauthorized", String::new(), "{}".to_owned())
             } else {
                 let n = counters.tokens.fetch_add(1, Ordering::SeqCst) + 1;
-                ("200 OK", String::new(), format!("{{\"token\":\"tok-{n}\",\"expires_in\":{expires_in}}}"))
+                let token = padded(format!("tok-{n}"), counters.token_bytes);
+                ("200 OK", String::new(), format!("{{\"token\":\"{token}\",\"expires_in\":{expires_in}}}"))
             }
         } else {
             ("404 Not Found", String::new(), "{}".to_owned())
@@ -112,4 +121,12 @@ fn serve(stream: TcpStream, counters: &Counters, expected: &str, expires_in: u64
             return;
         }
     }
+}
+
+/// `token`, followed by base64url characters up to `length` bytes.
+fn padded(mut token: String, length: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let missing = length.saturating_sub(token.len());
+    token.extend(ALPHABET.iter().cycle().take(missing).map(|&b| char::from(b)));
+    token
 }
