@@ -1,21 +1,29 @@
 //! Fewer, larger writes on gRPC connections.
 //!
-//! h2 (under tonic) gathers the frames of many responses in its
-//! connection's write buffer and writes them out together, but only frames
-//! whose payload is small: under 256 bytes when the socket takes vectored
-//! writes, under 1 KiB when it does not. A larger DATA frame is written
-//! from its own buffer, and h2 flushes the socket before it takes the next
-//! frame: one write per response. A lease carrying a registry's JWT (most
-//! are 500 B to 2 KiB) is such a response, so under load every lease cost a
-//! write (and, over TLS, a record) of its own, while health checks shared
-//! theirs. With 900-byte tokens the broker bench measured a cached lease
-//! at 0.66× the health check's rate, against 0.81× with 6-byte ones.
+//! h2 (under tonic) writes a connection's frames from its own buffer and
+//! flushes the socket whenever it has nothing more to send. Two things
+//! made that one write per response under load:
 //!
-//! [`Coalesced`] tells h2 it has no vectored writes, so frames under 1 KiB
-//! are gathered with their neighbours, and it keeps what h2 writes until h2
-//! flushes, so a larger frame still goes out in one write with the bytes
-//! before it (as one `writev` did). Data is never held past a flush: h2
-//! flushes whenever it has nothing more to send.
+//! - **h2 flushes as soon as the responses ready at that moment are
+//!   buffered**, and each handler finishes its response in its own task.
+//!   The connection's task is woken by the first response and writes it
+//!   alone, before the handlers already due to run have finished theirs:
+//!   the broker bench measured 0.77 `sendto` per call.
+//! - **h2 gathers only small frames**: under 256 bytes when the socket takes
+//!   vectored writes, under 1 KiB when it does not. A larger DATA frame is
+//!   written from its own buffer, and h2 flushes before it takes the next
+//!   frame. A lease carrying a registry's JWT (commonly 1–2 KiB) is such a
+//!   response.
+//!
+//! [`Coalesced`] wraps each connection's socket. It keeps what h2 writes
+//! until h2 flushes, and it puts a flush off once: it wakes the
+//! connection's task and answers `Pending`, so the tasks already due to run
+//! go first and the responses they finish join the same write. Under load
+//! one write then carries many responses (about 0.1 `sendto` per call in the
+//! same bench, and about half the server's CPU per call); on an idle
+//! connection the flush waits only for one turn of the scheduler. Data is
+//! never held past the second flush. It also tells h2 it has no vectored
+//! writes, so frames under 1 KiB are gathered with their neighbours.
 //!
 //! [`small_frames`] cuts the DATA of a response of up to [`MAX_CUT`] bytes
 //! into frames under h2's 1 KiB limit, so those are gathered too: a lease
@@ -50,12 +58,14 @@ pub struct Coalesced<S> {
     /// Accepted bytes not yet written; `pending[written..]` is still due.
     pending: Vec<u8>,
     written: usize,
+    /// A flush was put off once, behind the tasks already due to run.
+    deferred: bool,
 }
 
 impl<S> Coalesced<S> {
     /// `inner`, with its writes gathered.
     pub fn new(inner: S) -> Self {
-        Self { inner, pending: Vec::new(), written: 0 }
+        Self { inner, pending: Vec::new(), written: 0, deferred: false }
     }
 
     /// The wrapped stream.
@@ -103,7 +113,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
         Poll::Ready(Ok(buf.len()))
     }
 
+    /// Puts a flush with bytes due off once, behind the tasks already due
+    /// to run (see the module docs); the next call writes them out.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.written < self.pending.len() && !self.deferred {
+            self.deferred = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.deferred = false;
         ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -227,6 +245,35 @@ mod tests {
         assert_eq!(stream.get_ref().writes, 1);
         assert_eq!(stream.get_ref().flushes, 1);
         assert_eq!(stream.get_ref().got, b"frame head and payload, the next response");
+    }
+
+    /// Counts wake-ups.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl futures_util::task::ArcWake for Wakes {
+        fn wake_by_ref(arc_self: &std::sync::Arc<Self>) {
+            arc_self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_flush_gives_way_once_to_the_tasks_due_to_run_then_writes() {
+        let wakes = std::sync::Arc::new(Wakes::default());
+        let waker = futures_util::task::waker(std::sync::Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let mut stream = Coalesced::new(Trickle { step: usize::MAX, ..Trickle::default() });
+        let flush = |stream: &mut Coalesced<Trickle>, cx: &mut Context<'_>| Pin::new(stream).poll_flush(cx);
+        assert!(flush(&mut stream, &mut cx).is_ready(), "nothing due: nothing to wait for");
+        assert!(Pin::new(&mut stream).poll_write(&mut cx, b"first response").is_ready());
+        assert!(flush(&mut stream, &mut cx).is_pending(), "the first flush gives way");
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1, "and wakes its task, so it is polled again");
+        assert_eq!(stream.get_ref().writes, 0);
+        assert!(Pin::new(&mut stream).poll_write(&mut cx, b", second").is_ready());
+        assert!(flush(&mut stream, &mut cx).is_ready(), "the next flush writes");
+        assert_eq!((stream.get_ref().writes, stream.get_ref().got.as_slice()), (1, &b"first response, second"[..]));
+        assert!(Pin::new(&mut stream).poll_write(&mut cx, b"later").is_ready());
+        assert!(flush(&mut stream, &mut cx).is_pending(), "each new batch gives way once");
     }
 
     #[tokio::test]
