@@ -146,17 +146,9 @@ fn health_vs_cached_lease(
     };
     let tokens_before = realm.token_requests();
     let load = H2load { program: &h2load, address: &server.address, token: &server.root_token, pid: server.pid() };
-    let health = Call { path: HEALTH_PATH, body: &health_body, response_bytes: expected_health_bytes };
-    let lease = Call { path: LEASE_PATH, body: &lease_body, response_bytes: expected_lease_bytes };
-    // Warm up both, then alternate rounds so that drift in the
-    // machine's load affects both sides alike.
-    load.run(&health, requests / 10);
-    load.run(&lease, requests / 10);
-    let (mut health_rounds, mut lease_rounds) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        health_rounds.push(load.run(&health, requests / ROUNDS));
-        lease_rounds.push(load.run(&lease, requests / ROUNDS));
-    }
+    let health_call = Call { path: HEALTH_PATH, body: &health_body, response_bytes: expected_health_bytes };
+    let lease_call = Call { path: LEASE_PATH, body: &lease_body, response_bytes: expected_lease_bytes };
+    let (health_rounds, lease_rounds) = load.alternate(&health_call, &lease_call, requests);
     let median = Round::median_ratio(&lease_rounds, &health_rounds);
     let ((health, health_cpu), (leases, lease_cpu)) = (Round::combine(health_rounds), Round::combine(lease_rounds));
     print_row(&format!("h2load: health Check ({ROUNDS} rounds)"), &health);
@@ -170,6 +162,16 @@ fn health_vs_cached_lease(
         "   pullpassd CPU per call: health {:.1} us, cached lease {:.1} us",
         health_cpu.as_secs_f64() * 1e6,
         lease_cpu.as_secs_f64() * 1e6
+    );
+    // An idle server's latency: a gathered write must not cost it.
+    let serial = (requests / 50).max(1000);
+    print_row(
+        &format!("h2load, one call at a time: health Check ({serial})"),
+        &load.serial(&health_call, serial).figures(),
+    );
+    print_row(
+        &format!("h2load, one call at a time: IssueRegistryAuth ({serial})"),
+        &load.serial(&lease_call, serial).figures(),
     );
 }
 
@@ -200,13 +202,7 @@ fn unauthenticated_flood(runtime: &tokio::runtime::Runtime, realm: &TokenRealm, 
     let list_body = grpc_frame(&pullpass::v1::ListWorkspacesRequest::default());
     // Refused calls end in trailers only: no DATA.
     let refused = refused_call(&list_body);
-    flood.run(&health, requests / 10);
-    flood.run(&refused, requests / 10);
-    let (mut health_rounds, mut refused_rounds) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        health_rounds.push(flood.run(&health, requests / ROUNDS));
-        refused_rounds.push(flood.run(&refused, requests / ROUNDS));
-    }
+    let (health_rounds, refused_rounds) = flood.alternate(&health, &refused, requests);
     let ((health, health_cpu), (refusals, refusal_cpu)) =
         (Round::combine(health_rounds), Round::combine(refused_rounds));
     print_header();

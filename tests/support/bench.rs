@@ -100,8 +100,8 @@ pub mod h2load {
         pub response_bytes: usize,
     }
 
-    /// h2load against the server: unary calls over HTTP/2 cleartext, 4
-    /// connections with 16 streams each, one h2load thread.
+    /// h2load against the server: unary calls over HTTP/2 cleartext, one
+    /// h2load thread.
     #[derive(Debug)]
     pub struct H2load<'a> {
         /// The h2load binary.
@@ -140,6 +140,11 @@ pub mod h2load {
             ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
         }
 
+        /// This round's rate and latency percentiles.
+        pub fn figures(self) -> Figures {
+            figures(self.latencies, self.elapsed)
+        }
+
         /// Rate over all rounds' time; percentiles over all their calls; and
         /// pullpassd's CPU time per call.
         pub fn combine(rounds: Vec<Round>) -> (Figures, Duration) {
@@ -150,19 +155,44 @@ pub mod h2load {
         }
     }
 
-    /// User + system CPU time of a process so far (Linux `/proc`).
     impl H2load<'_> {
-        /// Runs `requests` calls; every response must carry exactly the
-        /// expected DATA bytes (a gRPC error carries none), so a failed call
-        /// cannot pass for a fast one.
+        /// Runs `requests` calls, 64 at a time (4 connections with 16
+        /// streams each); every response must carry exactly the expected
+        /// DATA bytes (a gRPC error carries none), so a failed call cannot
+        /// pass for a fast one.
         pub fn run(&self, call: &Call<'_>, requests: usize) -> Round {
+            self.run_with(call, requests, 4, 16)
+        }
+
+        /// Runs `requests` calls one at a time, over one connection: the
+        /// latency of a call on an idle server.
+        pub fn serial(&self, call: &Call<'_>, requests: usize) -> Round {
+            self.run_with(call, requests, 1, 1)
+        }
+
+        /// Warms `a` and `b` up, then runs [`ROUNDS`] rounds of each,
+        /// alternating, so that a drift in the machine's load moves both
+        /// sides alike.
+        pub fn alternate(&self, a: &Call<'_>, b: &Call<'_>, requests: usize) -> (Vec<Round>, Vec<Round>) {
+            self.run(a, requests / 10);
+            self.run(b, requests / 10);
+            let (mut a_rounds, mut b_rounds) = (Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                a_rounds.push(self.run(a, requests / ROUNDS));
+                b_rounds.push(self.run(b, requests / ROUNDS));
+            }
+            (a_rounds, b_rounds)
+        }
+
+        fn run_with(&self, call: &Call<'_>, requests: usize, connections: usize, streams: usize) -> Round {
             let requests = requests.max(100);
             let dir = tempfile::tempdir().unwrap();
             let (body_file, log_file) = (dir.path().join("body"), dir.path().join("log"));
             std::fs::write(&body_file, call.body).unwrap();
             let cpu_before = cpu_time(self.pid);
             let output = Command::new(self.program)
-                .args(["-n", &requests.to_string(), "-c", "4", "-m", "16", "-t", "1"])
+                .args(["-n", &requests.to_string(), "-t", "1"])
+                .args(["-c", &connections.to_string(), "-m", &streams.to_string()])
                 .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
                 .args(["-H", &format!("authorization: Bearer {}", self.token)])
                 .arg("-d")
