@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use pullpass::v1::{ListCredentialsRequest, Provider};
+use pullpass::v1::{Credential, IssueRegistryAuthRequest, ListCredentialsRequest, Provider};
+use pullpass_tests::faults::{Fault, FaultProxy};
 use pullpass_tests::fixtures::credential;
+use pullpass_tests::http_fixture::TokenRealm;
 use pullpass_tests::{Options, Pullpassd, create_credential, create_workspace, list_credentials};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,25 +42,61 @@ async fn a_write_acknowledged_before_a_kill_survives_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_rpcs_and_closes_the_database_cleanly() {
-    let mut server = Pullpassd::start();
+    // Leases whose token requests the upstream holds for a second are
+    // certainly in flight when SIGTERM arrives: they must still be answered.
+    const HELD: usize = 4;
+    let realm = TokenRealm::start(300, "ci", "drain-pw");
+    let proxy = FaultProxy::start(&realm.address);
+    proxy.set("/token", Fault::Delay(Duration::from_secs(1)));
+    let args = vec!["--insecure-registry".to_owned(), proxy.address.clone()];
+    let mut server = Pullpassd::start_with(Options { args, ..Default::default() }).expect("pullpassd starts");
     let client = server.client().await;
     create_workspace(&client, "acme").await;
-    let mut tasks = Vec::new();
+    let upstream = Credential {
+        provider: Provider::Generic as i32,
+        registry_server: proxy.address.clone(),
+        username: "ci".into(),
+        secret: "drain-pw".into(),
+        ..Default::default()
+    };
+    client.create_credential("acme", "upstream", upstream).await.expect("create credential");
+    let leases: Vec<_> = (0..HELD)
+        .map(|i| {
+            let (client, image) = (client.clone(), format!("{}/team/app{i}:1", proxy.address));
+            tokio::spawn(async move {
+                client
+                    .registry_auth_service()
+                    .issue_registry_auth(IssueRegistryAuthRequest {
+                        workspace: "workspaces/acme".into(),
+                        images: vec![image],
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    // Writes racing the signal: those acknowledged must survive it.
+    let mut writes = Vec::new();
     for i in 0..400 {
         let client = client.clone();
-        tasks.push(tokio::spawn(async move {
+        writes.push(tokio::spawn(async move {
             (i, create_credential(&client, &format!("c{i:03}"), credential(Provider::Generic, "pw")).await)
         }));
     }
-    // Signal once calls are flowing (a fixed sleep raced the first requests
-    // reaching the server), so that many are in flight at SIGTERM.
-    let flowing = std::time::Instant::now() + Duration::from_secs(10);
-    while server.current_logs().matches("CreateCredential").count() < 20 && std::time::Instant::now() < flowing {
+    let reached = std::time::Instant::now() + Duration::from_secs(10);
+    while proxy.faulted() < HELD as u64 && std::time::Instant::now() < reached {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    assert_eq!(proxy.faulted(), HELD as u64, "every lease's token request is held upstream");
     let _ = std::process::Command::new("kill").arg("-TERM").arg(server.pid().to_string()).status();
+    assert!(leases.iter().all(|lease| !lease.is_finished()), "the leases were in flight at SIGTERM");
+    for lease in leases {
+        let auths = lease.await.unwrap().expect("a lease in flight at SIGTERM is answered").into_inner().auths;
+        let code = auths[0].status.as_ref().map_or(0, |status| status.code);
+        assert!(code == 0 && !auths[0].token.is_empty(), "{:?}", auths[0].status);
+    }
     let mut acknowledged = Vec::new();
-    for task in tasks {
+    for task in writes {
         let (i, result) = task.await.unwrap();
         if result.is_ok() {
             acknowledged.push(format!("workspaces/acme/credentials/c{i:03}"));
@@ -66,13 +104,16 @@ async fn sigterm_drains_in_flight_rpcs_and_closes_the_database_cleanly() {
     }
     assert!(server.stop(), "exit status 0 after SIGTERM");
     let logs = server.current_logs();
-    let after_signal =
-        logs.split("SIGTERM received").nth(1).map(|rest| rest.matches(r#""code":"Ok""#).count()).unwrap_or_default();
-    assert!(after_signal > 0, "RPCs in flight at SIGTERM completed: {logs}");
+    assert!(logs.contains("SIGTERM received"), "{logs}");
     assert!(logs.contains("draining in-flight RPCs"), "{logs}");
     assert!(logs.contains("database closed"), "{logs}");
     let wal = server.data_dir.join("pullpass.db-wal");
     assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "the WAL is checkpointed on close");
+    for file in ["pullpass.db", "pullpass.db-wal"].map(|name| server.data_dir.join(name)) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(memchr::memmem::find(&bytes, b"drain-pw").is_none(), "the upstream's password in {file:?}");
+    }
+    assert!(!logs.contains("drain-pw"), "the upstream's password in the logs");
     let server = server.restart();
     let stored: Vec<String> = list_credentials(&server.client().await).await.into_iter().map(|c| c.name).collect();
     for name in &acknowledged {

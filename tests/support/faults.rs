@@ -29,6 +29,8 @@ pub enum Fault {
     Blackhole,
     /// Forward it, then send the upstream's answer one byte per second.
     Slowloris,
+    /// Wait this long, then forward it and return the upstream's answer.
+    Delay(Duration),
     /// A 200 whose chunked body (no length) runs to this many bytes.
     Huge(usize),
     /// A canned answer.
@@ -161,8 +163,11 @@ impl FaultProxy {
             if fault != Fault::Pass {
                 self.faulted.fetch_add(1, Ordering::SeqCst);
             }
+            if let Fault::Delay(wait) = fault {
+                tokio::time::sleep(wait).await;
+            }
             let keep_going = match fault {
-                Fault::Pass => match self.forward(&request, upstream).await {
+                Fault::Pass | Fault::Delay(_) => match self.forward(&request, upstream).await {
                     Some(answer) => client.write_all(&answer).await.is_ok(),
                     None => false,
                 },
