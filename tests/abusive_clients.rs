@@ -123,6 +123,31 @@ async fn never_reading_connection(address: &str) -> (h2::client::SendRequest<byt
     (h2, limit)
 }
 
+/// A `ListAuditEvents` call on `h2`, whose answer a never-reading
+/// connection leaves unread; the stream, and the request with it.
+fn unread_call(
+    h2: &mut h2::client::SendRequest<bytes::Bytes>,
+    server: &Pullpassd,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let message = prost::Message::encode_to_vec(&ListAuditEventsRequest {
+        parent: "workspaces/-".into(),
+        page_size: 1000,
+        ..Default::default()
+    });
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    let request = http::Request::post(format!("http://{}/pullpass.v1.AuditService/ListAuditEvents", server.address))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {}", server.root_token))
+        .body(())
+        .unwrap();
+    let (response, mut stream) = h2.send_request(request, false).unwrap();
+    stream.send_data(bytes::Bytes::from(framed), true).unwrap();
+    (response, stream)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_opens_streams_and_never_reads_costs_bounded_memory_and_starves_nobody() {
     let server = Pullpassd::start();
@@ -134,17 +159,6 @@ async fn a_client_that_opens_streams_and_never_reads_costs_bounded_memory_and_st
     .unwrap();
     assert_eq!(never_reading_connection(&limited.address).await.1, 7, "the flag sets the announced limit");
 
-    let body = {
-        let message = prost::Message::encode_to_vec(&ListAuditEventsRequest {
-            parent: "workspaces/-".into(),
-            page_size: 1000,
-            ..Default::default()
-        });
-        let mut framed = vec![0u8];
-        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        framed.extend_from_slice(&message);
-        bytes::Bytes::from(framed)
-    };
     let rss_before = rss_kib(pid);
     let mut held = Vec::new();
     for _ in 0..10 {
@@ -153,16 +167,7 @@ async fn a_client_that_opens_streams_and_never_reads_costs_bounded_memory_and_st
         for _ in 0..150 {
             let Ok(Ok(ready)) = tokio::time::timeout(Duration::from_millis(500), h2.ready()).await else { break };
             h2 = ready;
-            let request =
-                http::Request::post(format!("http://{}/pullpass.v1.AuditService/ListAuditEvents", server.address))
-                    .header("content-type", "application/grpc")
-                    .header("te", "trailers")
-                    .header("authorization", format!("Bearer {}", server.root_token))
-                    .body(())
-                    .unwrap();
-            let (response, mut stream) = h2.send_request(request, false).unwrap();
-            stream.send_data(body.clone(), true).unwrap();
-            held.push(response);
+            held.push(unread_call(&mut h2, &server));
         }
     }
     let client = server.client().await;
@@ -175,6 +180,37 @@ async fn a_client_that_opens_streams_and_never_reads_costs_bounded_memory_and_st
     println!("10 connections x 150 calls never read: server RSS +{growth_mib} MiB; 20 calls beside them took {took:?}");
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert!(growth_mib < 64, "RSS grew by {growth_mib} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_a_client_that_never_reads_keeps_the_server_up_no_longer_than_the_grace_period() {
+    let mut server =
+        Pullpassd::start_with(Options { args: vec!["--shutdown-grace".into(), "1".into()], ..Default::default() })
+            .unwrap();
+    let (mut h2, _) = never_reading_connection(&server.address).await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        h2 = h2.ready().await.unwrap();
+        held.push(unread_call(&mut h2, &server));
+    }
+    // The pull gateway too: its 401 to an anonymous `GET /v2/` has a body.
+    let (gateway, _) = never_reading_connection(&server.gateway).await;
+    let request = http::Request::get(format!("http://{}/v2/", server.gateway)).body(()).unwrap();
+    let (unread_401, _gateway_stream) = gateway.ready().await.unwrap().send_request(request, true).unwrap();
+    // The answers are written as far as the window allows: their headers.
+    for (response, _) in &mut held {
+        tokio::time::timeout(Duration::from_secs(5), response).await.expect("headers").expect("a response");
+    }
+    let status = tokio::time::timeout(Duration::from_secs(5), unread_401).await.expect("headers").unwrap().status();
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+    let started = Instant::now();
+    assert!(server.stop(), "exit status 0 after SIGTERM");
+    let took = started.elapsed();
+    println!("SIGTERM with 6 unread answers (5 gRPC, 1 gateway) and --shutdown-grace 1: exited after {took:?}");
+    assert!(took < Duration::from_secs(5), "exited {took:?} after SIGTERM, with a 1 s grace period");
+    let logs = server.current_logs();
+    assert!(logs.contains("grace period over"), "{logs}");
+    assert!(logs.contains("database closed"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

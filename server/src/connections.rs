@@ -13,15 +13,25 @@
 //!   loop for a moment and are logged at most once a minute;
 //! * **per connection**: HTTP/2 streams at once, header bytes, and the time
 //!   an HTTP/1.1 client may take over its headers, applied by each
-//!   listener's HTTP stack.
+//!   listener's HTTP stack;
+//! * **closing what is left when the grace period is over**: tonic runs
+//!   each gRPC connection in a task of its own that pullpassd cannot
+//!   abort, and a client that never reads keeps its connection (and the
+//!   handlers' hold on the store) alive past any grace. Every accepted
+//!   connection is registered, and [`Connections::close_all`] makes the
+//!   reads and writes of each [`Held`] stream fail, which ends it. There is
+//!   no lock on the I/O path: an atomic load per read or write, and the
+//!   reading task's waker kept in an `AtomicWaker`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -63,6 +73,49 @@ pub struct Connections {
     /// When the last "at the limit" or accept-error line was logged
     /// (seconds since the epoch), so a flood logs once a minute.
     last_logged: Arc<AtomicU64>,
+    /// The connections open now, to close once the grace period is over.
+    open: Arc<Mutex<OpenConnections>>,
+}
+
+/// The registry behind [`Connections::close_all`].
+#[derive(Debug, Default)]
+struct OpenConnections {
+    next: u64,
+    closers: HashMap<u64, Arc<Closer>>,
+    /// Set by `close_all`: connections accepted after it start closed.
+    closing: bool,
+}
+
+/// How a connection learns it is to close.
+#[derive(Debug, Default)]
+struct Closer {
+    closed: AtomicBool,
+    /// The task last polling the connection, woken to see `closed`.
+    waker: AtomicWaker,
+}
+
+impl Closer {
+    /// An error once the connection is to close.
+    fn check(&self) -> std::io::Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the shutdown grace period is over",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Like [`Closer::check`], registering the polling task first, so that
+    /// `close_all` wakes it. Reads do this: a connection's task polls its
+    /// reads whenever it runs, so its writes need only check.
+    fn check_and_register(&self, cx: &Context<'_>) -> std::io::Result<()> {
+        if !self.closed.load(Ordering::Acquire) {
+            self.waker.register(cx.waker());
+        }
+        // A close before the registration woke no one: look again.
+        self.check()
+    }
 }
 
 impl Connections {
@@ -81,7 +134,35 @@ impl Connections {
                 limits.max_connections = fits;
             }
         }
-        Self { permits: Arc::new(Semaphore::new(limits.max_connections)), limits, last_logged: Arc::default() }
+        Self {
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            limits,
+            last_logged: Arc::default(),
+            open: Arc::default(),
+        }
+    }
+
+    /// Makes every connection accepted so far, or from now on, fail its
+    /// next read or write, so that it ends (see the module docs). For the
+    /// end of the shutdown grace period.
+    pub fn close_all(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.closing = true;
+        for closer in open.closers.values() {
+            closer.closed.store(true, Ordering::Release);
+            closer.waker.wake();
+        }
+    }
+
+    /// Registers a connection just accepted.
+    fn register(&self, held: OwnedSemaphorePermit) -> Permit {
+        let closer = Arc::new(Closer::default());
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        closer.closed.store(open.closing, Ordering::Release);
+        let id = open.next;
+        open.next += 1;
+        open.closers.insert(id, Arc::clone(&closer));
+        Permit { _held: held, id, closer, open: Arc::clone(&self.open) }
     }
 
     /// The limits in force.
@@ -109,7 +190,7 @@ impl Connections {
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    return (stream, peer, Permit { _held: permit });
+                    return (stream, peer, self.register(permit));
                 }
                 Err(e) => {
                     if self.may_log() {
@@ -133,10 +214,20 @@ impl Connections {
     }
 }
 
-/// A connection's place in the budget, given back when dropped.
+/// A connection's place in the budget and in the registry of open
+/// connections, given back when dropped.
 #[derive(Debug)]
 pub struct Permit {
     _held: OwnedSemaphorePermit,
+    id: u64,
+    closer: Arc<Closer>,
+    open: Arc<Mutex<OpenConnections>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).closers.remove(&self.id);
+    }
 }
 
 /// Raises this process's soft open-file limit to its hard limit, and
@@ -151,32 +242,36 @@ pub fn raise_open_file_limit() -> Option<u64> {
     }
 }
 
-/// A stream holding its connection's [`Permit`] for as long as it lives.
+/// A stream holding its connection's [`Permit`] for as long as it lives,
+/// whose reads and writes fail once [`Connections::close_all`] is called.
 #[derive(Debug)]
 pub struct Held<S> {
     inner: S,
-    _permit: Permit,
+    permit: Permit,
 }
 
 impl<S> Held<S> {
     /// `inner`, counted against the budget until dropped.
     pub fn new(inner: S, permit: Permit) -> Self {
-        Self { inner, _permit: permit }
+        Self { inner, permit }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Held<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        self.permit.closer.check_and_register(cx)?;
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Held<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.permit.closer.check()?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.permit.closer.check()?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -189,6 +284,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Held<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        self.permit.closer.check()?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -233,5 +329,29 @@ mod tests {
         let third = tokio::time::timeout(Duration::from_secs(5), connections.accept(&listener, "test")).await;
         assert!(third.is_ok(), "and is accepted once one closes");
         drop(second);
+    }
+
+    #[tokio::test]
+    async fn close_all_ends_a_read_waiting_on_an_idle_peer_and_closes_later_connections_at_once() {
+        use tokio::io::AsyncReadExt;
+        let connections = Connections::new(Limits::default(), None);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let _idle_peer = TcpStream::connect(address).await.unwrap();
+        let (stream, _, permit) = connections.accept(&listener, "test").await;
+        let mut held = Held::new(stream, permit);
+        let read = tokio::spawn(async move { held.read(&mut [0u8; 16]).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!read.is_finished(), "the peer sent nothing: the read waits");
+        connections.close_all();
+        let ended = tokio::time::timeout(Duration::from_secs(5), read).await.expect("woken").unwrap();
+        assert_eq!(ended.unwrap_err().kind(), std::io::ErrorKind::ConnectionAborted);
+
+        let _late_peer = TcpStream::connect(address).await.unwrap();
+        let (stream, _, permit) = connections.accept(&listener, "test").await;
+        let mut late = Held::new(stream, permit);
+        assert!(late.read(&mut [0u8; 16]).await.is_err(), "accepted after close_all: closed from the start");
+        drop(late);
+        assert_eq!(connections.open.lock().unwrap().closers.len(), 0, "dropped connections leave the registry");
     }
 }

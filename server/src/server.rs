@@ -488,9 +488,13 @@ async fn serve(
             grace,
         ))
     });
+    let open_connections = connections.clone();
     let grace_over = async {
         stopping.notified().await;
         tokio::time::sleep(grace).await;
+        // tonic's connection tasks outlive `serving`: end them, so the
+        // handlers still running let go of the store (see connections).
+        open_connections.close_all();
     };
     let reloadable: Vec<ReloadableTls> =
         tls.iter().cloned().chain(gateway_tls).chain(metrics_tls).chain(console_tls).collect();
