@@ -82,9 +82,11 @@ where
     })
 }
 
-fn in_seconds(seconds: i64) -> prost_types::Timestamp {
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
-    prost_types::Timestamp { seconds: now + seconds, nanos: 0 }
+/// Now plus `seconds`, to the nanosecond: cut to whole seconds it could land
+/// a few milliseconds ahead and be in the past by the time the server checks.
+fn in_seconds(seconds: u64) -> prost_types::Timestamp {
+    let at = (SystemTime::now() + Duration::from_secs(seconds)).duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    prost_types::Timestamp { seconds: at.as_secs() as i64, nanos: at.subsec_nanos() as i32 }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +203,7 @@ async fn mixed_traffic_keeps_memory_descriptors_and_latency_flat() {
         }));
     }
 
-    // Refused tokens: a revoked token, then one that expired (after 1 s),
+    // Refused tokens: a revoked token, then one that expired (after 2 s),
     // each used once it no longer works (UNAUTHENTICATED every time): about
     // one a second, as the expired ones wait out their life.
     {
@@ -209,7 +211,7 @@ async fn mixed_traffic_keeps_memory_descriptors_and_latency_flat() {
         tasks.push(paced(&shared, Duration::from_millis(500), move |n| {
             let (client, shared, endpoint) = (client.clone(), shared2.clone(), endpoint.clone());
             async move {
-                let expiry = (n % 2 == 1).then(|| in_seconds(1));
+                let expiry = (n % 2 == 1).then(|| in_seconds(2));
                 let minted = match client.create_access_token("soak", Role::Viewer, &[], expiry, "soak").await {
                     Ok(minted) => minted,
                     Err(e) => return shared.unexpected(&format!("mint: {e}")),
@@ -219,7 +221,7 @@ async fn mixed_traffic_keeps_memory_descriptors_and_latency_flat() {
                         return shared.unexpected(&format!("revoke: {e}"));
                     }
                 } else {
-                    tokio::time::sleep(Duration::from_millis(2100)).await;
+                    tokio::time::sleep(Duration::from_millis(2500)).await;
                 }
                 let Ok(refused) =
                     pullpass_client::Client::builder(endpoint).token(minted.token).retries(0).connect().await
