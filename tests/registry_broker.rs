@@ -14,7 +14,7 @@ use pullpass_tests::registry::world::{
     ALICE_PASSWORD, ECR_PASSWORD, ECR_SECRET_ACCESS_KEY, World, code_and_reason, ok, users,
 };
 use pullpass_tests::registry::{Issuer, Peer, Registry, inspect_with_token, seed};
-use pullpass_tests::{Options, Pullpassd, create_workspace};
+use pullpass_tests::{Options, Pullpassd, create_workspace, issue_registry_auth};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,17 +131,7 @@ async fn five_hundred_concurrent_identical_requests_cost_one_token_request() {
     for _ in 0..500 {
         let client = world.client.clone();
         let image = image.clone();
-        tasks.push(tokio::spawn(async move {
-            client
-                .registry_auth_service()
-                .issue_registry_auth(IssueRegistryAuthRequest {
-                    workspace: "workspaces/acme".into(),
-                    images: vec![image],
-                    ..Default::default()
-                })
-                .await
-                .map(|r| r.into_inner().auths.remove(0))
-        }));
+        tasks.push(tokio::spawn(async move { issue_registry_auth(&client, &image).await }));
     }
     let mut tokens = std::collections::HashSet::new();
     for task in tasks {

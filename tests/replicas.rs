@@ -12,7 +12,7 @@ use pullpass_client::Client;
 use pullpass_tests::postgres::{Cluster, Database};
 use pullpass_tests::registry::world::{ALICE_PASSWORD, code_and_reason, ok};
 use pullpass_tests::replicas::{Replicas, within};
-use pullpass_tests::{create_workspace, error_reason};
+use pullpass_tests::{create_workspace, error_reason, issue_registry_auth};
 use tonic::Code;
 
 /// How soon another replica's change must take effect.
@@ -25,22 +25,22 @@ async fn a_credential_created_on_a_leases_on_b_and_a_lease_fetched_on_a_is_serve
     let image = r.image("team/app:1.0");
     let seeded = r.token_requests();
     // B has looked at the workspace (and cached that it has no credential).
-    let none = Replicas::issue(&b, &image).await.unwrap();
+    let none = issue_registry_auth(&b, &image).await.unwrap();
     assert_eq!(code_and_reason(&none).0, Code::NotFound);
     r.add(&a, "reg").await;
     let on_b = within(PROPAGATION, || async {
-        Replicas::issue(&b, &image).await.is_ok_and(|auth| auth.status.as_ref().is_some_and(|s| s.code == 0))
+        issue_registry_auth(&b, &image).await.is_ok_and(|auth| auth.status.as_ref().is_some_and(|s| s.code == 0))
     })
     .await;
     assert!(on_b.is_some(), "a credential created on A must lease on B within 1 s");
     assert_eq!(r.token_requests() - seeded, 1, "{:?}", r.issuer.peer.stats());
 
     let fresh = r.image("team/other:1.0");
-    let on_a = Replicas::issue(&a, &fresh).await.unwrap();
+    let on_a = issue_registry_auth(&a, &fresh).await.unwrap();
     ok(&on_a);
     assert!(!on_a.cached);
     assert_eq!(r.token_requests() - seeded, 2);
-    let on_b = Replicas::issue(&b, &fresh).await.unwrap();
+    let on_b = issue_registry_auth(&b, &fresh).await.unwrap();
     ok(&on_b);
     assert_eq!(on_b.token, on_a.token, "B serves A's lease");
     assert!(on_b.cached, "served without waiting for the registry");
@@ -57,14 +57,14 @@ async fn a_secret_rotated_on_a_is_used_on_b_within_a_second() {
     let (a, b) = (r.a.client().await, r.b.client().await);
     a.create_credential("acme", "reg", r.credential("wrong-CANARY-pw")).await.unwrap();
     let image = r.image("team/app:1.0");
-    let refused = Replicas::issue(&b, &image).await.unwrap();
+    let refused = issue_registry_auth(&b, &image).await.unwrap();
     assert_eq!(code_and_reason(&refused).0, Code::PermissionDenied);
     let mut rotated = a.get_credential("acme", "reg").await.unwrap();
     rotated.secret = ALICE_PASSWORD.into();
     let started = Instant::now();
     a.update_credential(rotated, &["secret"]).await.unwrap();
     let taken = within(PROPAGATION, || async {
-        Replicas::issue(&b, &image).await.is_ok_and(|auth| auth.status.as_ref().is_some_and(|s| s.code == 0))
+        issue_registry_auth(&b, &image).await.is_ok_and(|auth| auth.status.as_ref().is_some_and(|s| s.code == 0))
     })
     .await;
     assert!(
@@ -83,10 +83,10 @@ async fn a_token_revoked_on_a_is_refused_on_b_within_a_second_and_a_deleted_work
     let launcher = root_a.create_access_token("acme", Role::Launcher, &[], None, "replicated").await.unwrap();
     let on_b = r.b.client_with(Some(&launcher.token)).await;
     let image = r.image("team/app:1.0");
-    ok(&Replicas::issue(&on_b, &image).await.expect("the launcher works on B"));
+    ok(&issue_registry_auth(&on_b, &image).await.expect("the launcher works on B"));
     root_a.revoke_access_token(&launcher.name).await.unwrap();
     let refused = within(PROPAGATION, || async {
-        Replicas::issue(&on_b, &image).await.is_err_and(|status| status.code() == Code::Unauthenticated)
+        issue_registry_auth(&on_b, &image).await.is_err_and(|status| status.code() == Code::Unauthenticated)
     })
     .await;
     assert!(refused.is_some(), "B still accepted a token revoked on A");
@@ -128,14 +128,14 @@ async fn a_200_way_burst_split_across_both_replicas_makes_exactly_one_token_requ
     r.add(&a, "reg").await;
     // Both replicas know the credential before the burst.
     let warm = r.image("team/warm:1.0");
-    ok(&Replicas::issue(&a, &warm).await.unwrap());
-    ok(&Replicas::issue(&b, &warm).await.unwrap());
+    ok(&issue_registry_auth(&a, &warm).await.unwrap());
+    ok(&issue_registry_auth(&b, &warm).await.unwrap());
     let before = r.token_requests();
     let image = r.image("team/app:1.0");
     let calls = (0..200).map(|i| {
         let client = if i % 2 == 0 { a.clone() } else { b.clone() };
         let image = image.clone();
-        tokio::spawn(async move { Replicas::issue(&client, &image).await })
+        tokio::spawn(async move { issue_registry_auth(&client, &image).await })
     });
     let mut tokens = HashSet::new();
     for call in futures_util::future::join_all(calls).await {
@@ -158,7 +158,7 @@ async fn concurrent_mutations_on_both_replicas_leave_one_verifiable_audit_chain(
             for i in 0..15 {
                 let id = format!("{side}{i}");
                 client.create_credential("acme", &id, credential.clone()).await.unwrap();
-                let _ = Replicas::issue(&client, &image).await.unwrap();
+                let _ = issue_registry_auth(&client, &image).await.unwrap();
                 let mut changed = client.get_credential("acme", &id).await.unwrap();
                 changed.description = format!("changed on {side}");
                 client.update_credential(changed, &["description"]).await.unwrap();
@@ -183,20 +183,20 @@ async fn killing_one_replica_mid_burst_leaves_the_other_completing_every_call() 
     let mut r = Replicas::start().await;
     let (a, b) = (r.a.client().await, r.b.client().await);
     r.add(&a, "reg").await;
-    ok(&Replicas::issue(&b, &r.image("team/warm:1.0")).await.unwrap());
+    ok(&issue_registry_auth(&b, &r.image("team/warm:1.0")).await.unwrap());
     // Slow token answers, so A dies holding claims for images B wants.
     r.issuer.peer.control(serde_json::json!({"token_delay": 0.3}));
     let images: Vec<String> = (0..10).map(|i| r.image(&format!("team/app{i}:1.0"))).collect();
     let on_b: Vec<_> = (0..200)
         .map(|i| {
             let (b, image) = (b.clone(), images[i % images.len()].clone());
-            tokio::spawn(async move { Replicas::issue(&b, &image).await })
+            tokio::spawn(async move { issue_registry_auth(&b, &image).await })
         })
         .collect();
     let on_a: Vec<_> = (0..100)
         .map(|i| {
             let (a, image) = (a.clone(), images[i % images.len()].clone());
-            tokio::spawn(async move { Replicas::issue(&a, &image).await })
+            tokio::spawn(async move { issue_registry_auth(&a, &image).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -216,13 +216,13 @@ async fn when_the_claimant_dies_mid_fetch_another_replica_fetches_after_the_clai
     let mut r = Replicas::start().await;
     let (a, b) = (r.a.client().await, r.b.client().await);
     r.add(&a, "reg").await;
-    ok(&Replicas::issue(&b, &r.image("team/warm:1.0")).await.unwrap());
+    ok(&issue_registry_auth(&b, &r.image("team/warm:1.0")).await.unwrap());
     let before = r.token_requests();
     r.issuer.peer.control(serde_json::json!({"token_delay": 30}));
     let image = r.image("team/app:1.0");
     let stuck = {
         let (a, image) = (a.clone(), image.clone());
-        tokio::spawn(async move { Replicas::issue(&a, &image).await })
+        tokio::spawn(async move { issue_registry_auth(&a, &image).await })
     };
     let arrived = within(Duration::from_secs(5), || async { r.token_requests() > before }).await;
     assert!(arrived.is_some(), "A's token request reached the issuer");
@@ -230,7 +230,7 @@ async fn when_the_claimant_dies_mid_fetch_another_replica_fetches_after_the_clai
     r.a.kill();
     let _ = stuck.await;
     r.issuer.peer.control(serde_json::json!({}));
-    let auth = Replicas::issue(&b, &image).await.unwrap();
+    let auth = issue_registry_auth(&b, &image).await.unwrap();
     ok(&auth);
     let waited = claimed_at.elapsed();
     assert_eq!(r.token_requests() - before, 2, "B fetched once A's claim lapsed");
@@ -246,10 +246,10 @@ async fn with_postgresql_stopped_writes_are_unavailable_cached_leases_still_serv
     let a = r.a.client().await;
     r.add(&a, "reg").await;
     let image = r.image("team/app:1.0");
-    let warm = Replicas::issue(&a, &image).await.unwrap();
+    let warm = issue_registry_auth(&a, &image).await.unwrap();
     ok(&warm);
     cluster.stop();
-    let cached = Replicas::issue(&a, &image).await.unwrap();
+    let cached = issue_registry_auth(&a, &image).await.unwrap();
     assert_eq!(ok(&cached).token, warm.token, "a cached lease is served without the database");
     let refused = a
         .credentials()
@@ -275,7 +275,7 @@ async fn with_postgresql_stopped_writes_are_unavailable_cached_leases_still_serv
     b.delete_credential("acme", "reg").await.unwrap();
     b.delete_credential("acme", "later").await.unwrap();
     let evicted = within(Duration::from_secs(3), || async {
-        Replicas::issue(&a, &image).await.is_ok_and(|auth| auth.status.as_ref().is_some_and(|s| s.code != 0))
+        issue_registry_auth(&a, &image).await.is_ok_and(|auth| auth.status.as_ref().is_some_and(|s| s.code != 0))
     })
     .await;
     assert!(evicted.is_some(), "A saw B's deletion after PostgreSQL came back");

@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
-use pullpass::v1::{Credential, IssueRegistryAuthRequest, ListCredentialsRequest, Provider};
+use pullpass::v1::{Credential, ListCredentialsRequest, Provider};
 use pullpass_tests::faults::{Fault, FaultProxy};
 use pullpass_tests::fixtures::credential;
 use pullpass_tests::http_fixture::TokenRealm;
-use pullpass_tests::{Options, Pullpassd, create_credential, create_workspace, list_credentials};
+use pullpass_tests::{
+    Options, Pullpassd, create_credential, create_workspace, files_containing, issue_registry_auth, list_credentials,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_workspaces_credentials_versions_and_the_root_token() {
@@ -63,16 +65,7 @@ async fn sigterm_drains_in_flight_rpcs_and_closes_the_database_cleanly() {
     let leases: Vec<_> = (0..HELD)
         .map(|i| {
             let (client, image) = (client.clone(), format!("{}/team/app{i}:1", proxy.address));
-            tokio::spawn(async move {
-                client
-                    .registry_auth_service()
-                    .issue_registry_auth(IssueRegistryAuthRequest {
-                        workspace: "workspaces/acme".into(),
-                        images: vec![image],
-                        ..Default::default()
-                    })
-                    .await
-            })
+            tokio::spawn(async move { issue_registry_auth(&client, &image).await })
         })
         .collect();
     // Writes racing the signal: those acknowledged must survive it.
@@ -91,9 +84,9 @@ async fn sigterm_drains_in_flight_rpcs_and_closes_the_database_cleanly() {
     let _ = std::process::Command::new("kill").arg("-TERM").arg(server.pid().to_string()).status();
     assert!(leases.iter().all(|lease| !lease.is_finished()), "the leases were in flight at SIGTERM");
     for lease in leases {
-        let auths = lease.await.unwrap().expect("a lease in flight at SIGTERM is answered").into_inner().auths;
-        let code = auths[0].status.as_ref().map_or(0, |status| status.code);
-        assert!(code == 0 && !auths[0].token.is_empty(), "{:?}", auths[0].status);
+        let auth = lease.await.unwrap().expect("a lease in flight at SIGTERM is answered");
+        let code = auth.status.as_ref().map_or(0, |status| status.code);
+        assert!(code == 0 && !auth.token.is_empty(), "{:?}", auth.status);
     }
     let mut acknowledged = Vec::new();
     for task in writes {
@@ -109,10 +102,8 @@ async fn sigterm_drains_in_flight_rpcs_and_closes_the_database_cleanly() {
     assert!(logs.contains("database closed"), "{logs}");
     let wal = server.data_dir.join("pullpass.db-wal");
     assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "the WAL is checkpointed on close");
-    for file in ["pullpass.db", "pullpass.db-wal"].map(|name| server.data_dir.join(name)) {
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        assert!(memchr::memmem::find(&bytes, b"drain-pw").is_none(), "the upstream's password in {file:?}");
-    }
+    let leaked = files_containing(&server.data_dir, b"drain-pw");
+    assert!(leaked.is_empty(), "the upstream's password in {leaked:?}");
     assert!(!logs.contains("drain-pw"), "the upstream's password in the logs");
     let server = server.restart();
     let stored: Vec<String> = list_credentials(&server.client().await).await.into_iter().map(|c| c.name).collect();

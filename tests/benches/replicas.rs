@@ -25,7 +25,7 @@ use pullpass_tests::bench::h2load::{Call, H2load, grpc_frame, which_h2load};
 use pullpass_tests::bench::{Figures, env_count, figures, measure};
 use pullpass_tests::postgres::{Cluster, Database};
 use pullpass_tests::replicas::Replicas;
-use pullpass_tests::{Options, Pullpassd, create_workspace, pullpassd_command_on};
+use pullpass_tests::{Options, Pullpassd, create_workspace, issue_registry_auth, pullpassd_command_on};
 
 fn main() {
     let writes = env_count("BENCH_WRITES", 2000);
@@ -182,7 +182,7 @@ async fn warm(replicas: &Replicas, image: &str) -> usize {
     for server in [&replicas.a, &replicas.b] {
         let client = server.client().await;
         for _ in 0..2 {
-            let auth = Replicas::issue(&client, image).await.expect("lease");
+            let auth = issue_registry_auth(&client, image).await.expect("lease");
             assert_eq!(auth.status.as_ref().map(|s| s.code), Some(0), "{auth:?}");
         }
         let response = client
@@ -214,11 +214,11 @@ async fn propagation(replicas: &Replicas, changes: usize) -> Propagation {
     for _ in 0..changes {
         let token = root.create_access_token("acme", Role::Launcher, &[], None, "bench").await.unwrap();
         let on_b = replicas.b.client_with(Some(&token.token)).await;
-        Replicas::issue(&on_b, &image).await.expect("the token works on B");
+        issue_registry_auth(&on_b, &image).await.expect("the token works on B");
         let revoked = Instant::now();
         root.revoke_access_token(&token.name).await.unwrap();
         loop {
-            if Replicas::issue(&on_b, &image).await.is_err_and(|s| s.code() == tonic::Code::Unauthenticated) {
+            if issue_registry_auth(&on_b, &image).await.is_err_and(|s| s.code() == tonic::Code::Unauthenticated) {
                 break;
             }
             assert!(revoked.elapsed() < Duration::from_secs(10), "B never saw the revocation");

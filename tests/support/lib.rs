@@ -556,6 +556,22 @@ pub async fn create_credential(
         .map(tonic::Response::into_inner)
 }
 
+/// One `IssueRegistryAuth` for `image` in workspace `acme`: its one auth.
+pub async fn issue_registry_auth(
+    client: &pullpass_client::Client,
+    image: &str,
+) -> Result<pullpass::v1::RegistryAuth, tonic::Status> {
+    client
+        .registry_auth_service()
+        .issue_registry_auth(pullpass::v1::IssueRegistryAuthRequest {
+            workspace: "workspaces/acme".into(),
+            images: vec![image.to_owned()],
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().auths.remove(0))
+}
+
 /// Every credential of workspace `acme` (one page of up to 1000).
 pub async fn list_credentials(client: &pullpass_client::Client) -> Vec<pullpass::v1::Credential> {
     client

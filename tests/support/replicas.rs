@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use pullpass::v1::{Credential, IssueRegistryAuthRequest, Provider, RegistryAuth};
+use pullpass::v1::{Credential, Provider};
 use pullpass_client::Client;
 
 use crate::postgres::Database;
@@ -107,19 +107,6 @@ impl Replicas {
     /// Creates credential `id` (alice, the right password) through `client`.
     pub async fn add(&self, client: &Client, id: &str) {
         client.create_credential("acme", id, self.credential(ALICE_PASSWORD)).await.expect("create credential");
-    }
-
-    /// One `IssueRegistryAuth` for `team/app:1.0` in workspace acme.
-    pub async fn issue(client: &Client, image: &str) -> Result<RegistryAuth, tonic::Status> {
-        client
-            .registry_auth_service()
-            .issue_registry_auth(IssueRegistryAuthRequest {
-                workspace: "workspaces/acme".into(),
-                images: vec![image.to_owned()],
-                ..Default::default()
-            })
-            .await
-            .map(|r| r.into_inner().auths.remove(0))
     }
 
     /// The registry image `repository:tag`.
