@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use pullpass::v1::{ListAuditEventsRequest, ListWorkspacesRequest};
+use pullpass_tests::bench::h2load::grpc_frame;
 use pullpass_tests::process::{cpu_time, open_fds, own_file_limit, rss_kib};
 use pullpass_tests::{Options, Pullpassd};
 use tonic::Code;
@@ -129,14 +130,8 @@ fn unread_call(
     h2: &mut h2::client::SendRequest<bytes::Bytes>,
     server: &Pullpassd,
 ) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
-    let message = prost::Message::encode_to_vec(&ListAuditEventsRequest {
-        parent: "workspaces/-".into(),
-        page_size: 1000,
-        ..Default::default()
-    });
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&message);
+    let framed =
+        grpc_frame(&ListAuditEventsRequest { parent: "workspaces/-".into(), page_size: 1000, ..Default::default() });
     let request = http::Request::post(format!("http://{}/pullpass.v1.AuditService/ListAuditEvents", server.address))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
