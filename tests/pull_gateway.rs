@@ -326,8 +326,7 @@ async fn wrong_expired_and_revoked_passwords_get_401() {
 async fn a_repository_outside_the_grant_is_denied_without_an_upstream_request() {
     let gw = GatewayWorld::start().await;
     let auth = basic("pullpass", &gw.password("team/app:1.0").await);
-    let before = gw.world.registry.served().len();
-    assert!(before > 0, "the registry's log is read (issuing the password asked /v2/)");
+    let before = gw.world.registry.mark().await;
     let tokens_before = gw.world.token_requests();
     for path in [
         format!("/v2/{ALIAS}/other/tool/manifests/1.0"),
@@ -339,7 +338,13 @@ async fn a_repository_outside_the_grant_is_denied_without_an_upstream_request() 
         assert_eq!(response.status(), 403, "{path}");
         assert_eq!(error_code(response).await, "DENIED", "{path}");
     }
-    assert_eq!(gw.world.registry.served().len(), before, "the registry heard nothing");
+    let after = gw.world.registry.mark().await;
+    assert_eq!(
+        after,
+        before + 1,
+        "the registry heard nothing but the marks: {:?}",
+        &gw.world.registry.served()[before..]
+    );
     assert_eq!(gw.world.token_requests(), tokens_before);
 }
 
@@ -448,7 +453,7 @@ async fn fifty_concurrent_pulls_of_a_new_image_cost_one_token_request_and_one_ma
         gw.world.client.create_access_token("acme", pullpass::v1::Role::Launcher, &[], None, "").await.unwrap();
     let authorization = basic("pullpass", &launcher.token);
     let tokens_before = gw.world.token_requests();
-    let served_before = gw.world.registry.served().len();
+    let served_before = gw.world.registry.mark().await;
     let mut pulls = Vec::new();
     for _ in 0..50 {
         let (gw, authorization) = (std::sync::Arc::clone(&gw), authorization.clone());
@@ -458,8 +463,10 @@ async fn fifty_concurrent_pulls_of_a_new_image_cost_one_token_request_and_one_ma
         pull.await.expect("a pull");
     }
     assert_eq!(gw.world.token_requests() - tokens_before, 1, "one token request for 50 runtimes");
+    let served_after = gw.world.registry.mark().await;
     let served = gw.world.registry.served();
-    let manifests: Vec<_> = served[served_before..].iter().filter(|s| s.uri.contains("/manifests/")).collect();
+    let manifests: Vec<_> =
+        served[served_before..served_after].iter().filter(|s| s.uri.contains("/manifests/")).collect();
     let (heads, gets): (Vec<&&Served>, Vec<&&Served>) = manifests.iter().partition(|s| s.method == "HEAD");
     assert_eq!(heads.len(), 1, "one HEAD of the tag, which registries do not count as a pull: {manifests:?}");
     assert_eq!(gets.len(), 1, "one manifest fetch, by digest: {manifests:?}");
@@ -660,8 +667,8 @@ async fn skopeo_pulls_the_upstream_name_through_a_registries_conf_mirror() {
         &[],
     );
     assert!(copied.status.success(), "skopeo through the mirror: {}", String::from_utf8_lossy(&copied.stderr));
-    let logs = gw.world.server.logs();
-    assert!(logs.contains(&format!("/v2/{ALIAS}/team/app/manifests/1.0")), "the mirror served it");
+    let path = format!("/v2/{ALIAS}/team/app/manifests/1.0");
+    gw.world.server.wait_for_log(Duration::from_secs(5), |logs| logs.contains(&path)).await;
 }
 
 fn base64_of(text: &str) -> String {
@@ -719,7 +726,8 @@ async fn ctr_pulls_through_the_gateway_with_override_path_and_with_the_ns_form()
         );
         let listed = containerd.ctr(&["images", "ls", "-q"]);
         assert!(String::from_utf8_lossy(&listed.stdout).lines().any(|l| l == image), "{image} is in containerd");
-        assert!(gw.world.server.logs().contains(&path), "the gateway served {path}");
+        // The gateway logs a request when its body ends.
+        gw.world.server.wait_for_log(Duration::from_secs(5), |logs| logs.contains(&path)).await;
     }
 }
 
@@ -867,12 +875,17 @@ async fn pulls_are_audited_per_manifest_and_logged_per_request_without_secrets()
     }
     let wrong = request(&gw, reqwest::Method::GET, "/v2/", &basic("pullpass", ALICE_PASSWORD), None).await;
     seen.push(String::from_utf8_lossy(&wrong.bytes().await.unwrap()).into_owned());
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     // One call counted per manifest request (HEAD and GET: 4), one for the
     // refused repository, none per blob or tag list (identical calls of one
-    // second share an event, with their count).
-    let events = gw.world.client.list_audit_events("acme", "action = \"GatewayPull\"", 100).await.unwrap();
+    // second share an event, with their count). Pull events are committed
+    // in groups a little after the answers: wait for all five.
+    let events =
+        pullpass_tests::eventually("five gateway pulls in the audit trail", Duration::from_secs(10), || async {
+            let events = gw.world.client.list_audit_events("acme", "action = \"GatewayPull\"", 100).await.unwrap();
+            (events.iter().map(|e| e.call_count).sum::<i32>() >= 5).then_some(events)
+        })
+        .await;
     let images: Vec<&str> = events.iter().map(|e| e.image.as_str()).collect();
     assert_eq!(events.iter().map(|e| e.call_count).sum::<i32>(), 5, "{images:?}");
     assert!(events.iter().all(|e| e.request_ids.len() == e.call_count as usize));
@@ -884,10 +897,16 @@ async fn pulls_are_audited_per_manifest_and_logged_per_request_without_secrets()
     assert_eq!(events.iter().filter(|e| e.status_code == 5).count(), 1, "the unknown tag");
     assert!(images.iter().any(|i| i.contains("@sha256:")));
 
-    // Every request is logged, with its principal and status; no secret is.
-    let logs = gw.world.server.logs();
+    // Every request is logged (when its body ends), with its principal and
+    // status; no secret is.
+    let logs = gw
+        .world
+        .server
+        .wait_for_log(Duration::from_secs(5), |logs| {
+            logs.lines().filter(|l| l.contains("gateway request")).count() >= 9
+        })
+        .await;
     let gateway_lines: Vec<&str> = logs.lines().filter(|l| l.contains("gateway request")).collect();
-    assert!(gateway_lines.len() >= 9, "{}", gateway_lines.len());
     assert!(gateway_lines.iter().any(|l| l.contains("\"status\":403") && l.contains("other/tool")));
     assert!(gateway_lines.iter().any(|l| l.contains("blobs/sha256:") && l.contains("\"bytes\":")));
     let upstream_token = ok(&gw.world.issue(&[&gw.world.registry.image("team/app:1.0")], &[]).await[0]).token.clone();

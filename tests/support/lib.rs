@@ -343,6 +343,18 @@ impl Pullpassd {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// The current run's stderr once `check` holds of it, polled for at
+    /// most `limit` (what the server logs after a response, such as a
+    /// summary line or a gateway request's line, may land a little later
+    /// than the answer the test saw). Panics with the log on timeout.
+    pub async fn wait_for_log(&self, limit: Duration, check: impl Fn(&str) -> bool) -> String {
+        eventually("the server's log to show what the test expects", limit, || {
+            let logs = self.current_logs();
+            std::future::ready(check(&logs).then_some(logs))
+        })
+        .await
+    }
+
     /// Runs a `pullpassd` maintenance command against this server's
     /// database (and key file).
     pub fn command(&self, args: &[&str]) -> Output {
@@ -415,6 +427,24 @@ impl Drop for Pullpassd {
 /// Runs `pullpassd --dev --data-dir DIR ARGS…` to completion (no stdin).
 pub fn pullpassd_command(data_dir: &Path, args: &[&str]) -> Output {
     pullpassd_command_on(data_dir, None, args)
+}
+
+/// Polls `attempt` every 20 ms until it gives a value, for at most
+/// `limit`; panics naming `what` on timeout. Tests wait for what they
+/// assert with this instead of sleeping and hoping.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(Instant::now() < until, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `--database-url URL --database-password-file FILE`, or nothing.

@@ -268,6 +268,34 @@ impl Registry {
         lines.iter().filter_map(|l| parse_served(l)).collect()
     }
 
+    /// Sends the (plain-http) registry a request of its own and waits until
+    /// the registry has logged it; returns how many requests it had served
+    /// then. Every request the registry answered before the mark is in
+    /// `served()[..mark]`, so `served()[mark..]` holds only what came
+    /// after: a test can say "the registry heard nothing" without racing
+    /// the thread that reads its log.
+    pub async fn mark(&self) -> usize {
+        static MARKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let path = format!(
+            "/v2/pullpass-test-mark-{}-{}/tags/list",
+            std::process::id(),
+            MARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(&self.address).expect("connect to the registry");
+            stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.address)
+                .expect("send the mark");
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
+        crate::eventually("the registry to log the mark", Duration::from_secs(10), || {
+            let served = self.served();
+            std::future::ready(served.iter().position(|s| s.uri == path).map(|at| at + 1))
+        })
+        .await
+    }
+
     /// Stops the registry (a later [`Registry::restart`] brings it back on
     /// the same port).
     pub fn stop(&mut self) {

@@ -201,7 +201,7 @@ impl RpcLog {
             _ => None,
         };
         if let Some(sampler) = sampler
-            && !sampler.admit(code_name)
+            && !sampler.admit()
         {
             return;
         }
@@ -229,43 +229,72 @@ fn log_name(code: tonic::Code) -> &'static str {
 }
 
 /// Refusals logged one by one in each second, per code; the rest are
-/// counted and summed up in one line when the next second begins. A flood
-/// of calls without a valid token (or over their rate) costs a counter
-/// increment each, not a log line each; the metrics still count them all.
+/// counted and summed up in one line once that second is over (by the next
+/// refusal, or by a timer the first suppressed refusal of the second sets,
+/// so the sum is written even when the flood stops). A flood of calls
+/// without a valid token (or over their rate) costs a counter increment
+/// each, not a log line each; the metrics still count them all.
 const LINES_PER_SECOND: u32 = 10;
 
-static UNAUTHENTICATED_LINES: LineSampler = LineSampler::new();
-static EXHAUSTED_LINES: LineSampler = LineSampler::new();
+static UNAUTHENTICATED_LINES: LineSampler = LineSampler::new("Unauthenticated");
+static EXHAUSTED_LINES: LineSampler = LineSampler::new("ResourceExhausted");
 
 struct LineSampler {
+    code: &'static str,
     second: std::sync::atomic::AtomicU64,
     logged: std::sync::atomic::AtomicU32,
     suppressed: std::sync::atomic::AtomicU64,
 }
 
+/// Whole seconds since the Unix epoch.
+fn unix_second() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 impl LineSampler {
-    const fn new() -> Self {
+    const fn new(code: &'static str) -> Self {
         use std::sync::atomic::{AtomicU32, AtomicU64};
-        Self { second: AtomicU64::new(0), logged: AtomicU32::new(0), suppressed: AtomicU64::new(0) }
+        Self { code, second: AtomicU64::new(0), logged: AtomicU32::new(0), suppressed: AtomicU64::new(0) }
     }
 
     /// May this refusal be logged on its own line?
-    fn admit(&self, code: &str) -> bool {
+    fn admit(&'static self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        self.roll(unix_second());
+        if self.logged.fetch_add(1, Relaxed) < LINES_PER_SECOND {
+            return true;
+        }
+        if self.suppressed.fetch_add(1, Relaxed) == 0 {
+            // The first refusal left out this second: make sure the sum is
+            // written once the second is over, even if no refusal follows.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let into_second = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.subsec_nanos())
+                        .unwrap_or(0);
+                    let rest = std::time::Duration::from_nanos(1_000_000_000 - u64::from(into_second));
+                    tokio::time::sleep(rest + std::time::Duration::from_millis(5)).await;
+                    self.roll(unix_second());
+                });
+            }
+        }
+        false
+    }
+
+    /// Starts second `now` if it is a new one, summing up the refusals the
+    /// second before left out.
+    fn roll(&self, now: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
         let second = self.second.load(Relaxed);
         if second != now && self.second.compare_exchange(second, now, Relaxed, Relaxed).is_ok() {
             self.logged.store(0, Relaxed);
             let suppressed = self.suppressed.swap(0, Relaxed);
             if suppressed > 0 {
-                tracing::warn!(target: "pullpass::rpc", code = %code, suppressed, "rpc: {suppressed} more {code} refusals in the last second were not logged one by one");
+                let code = self.code;
+                tracing::warn!(target: "pullpass::rpc", code, suppressed, "rpc: {suppressed} more {code} refusals in the last second were not logged one by one");
             }
         }
-        if self.logged.fetch_add(1, Relaxed) < LINES_PER_SECOND {
-            return true;
-        }
-        self.suppressed.fetch_add(1, Relaxed);
-        false
     }
 }
 
