@@ -23,3 +23,7 @@ pub const WORKSPACE_NOT_EMPTY: &str = "WORKSPACE_NOT_EMPTY";
 pub const ROLE_DENIED: &str = "ROLE_DENIED";
 /// The caller exceeded its request rate.
 pub const RATE_LIMITED: &str = "RATE_LIMITED";
+/// A replica could not confirm the other replicas' changes within its
+/// staleness limit (`--max-staleness`), and the database did not answer in
+/// time: retry, or call another replica.
+pub const REPLICA_STALE: &str = "REPLICA_STALE";

@@ -135,6 +135,15 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLPASS_PASSTHROUGH_TTL", value_name = "SECONDS")]
     pub passthrough_ttl: Option<u64>,
 
+    /// With replicas on PostgreSQL: the longest a replica honours state that
+    /// another replica changed (a revoked token, a narrowed or deleted
+    /// credential). Past it, a replica that cannot confirm the others'
+    /// changes from the database serves nothing from its caches (calls
+    /// confirm first, or fail UNAVAILABLE) and reports NOT_SERVING.
+    /// 2-3600. [default: 10]
+    #[arg(long, env = "PULLPASS_MAX_STALENESS", value_name = "SECONDS")]
+    pub max_staleness: Option<u64>,
+
     /// Most leases kept in the cache. [default: 10000]
     #[arg(long, env = "PULLPASS_LEASE_CACHE_SIZE", value_name = "N")]
     pub lease_cache_size: Option<usize>,
@@ -285,6 +294,7 @@ pub struct FileSettings {
     ecr_endpoint: Option<String>,
     passthrough_ttl: Option<u64>,
     lease_cache_size: Option<usize>,
+    max_staleness: Option<u64>,
     upstream_timeout: Option<u64>,
     audit_retention_days: Option<u64>,
     rate_limit: Option<u32>,
@@ -332,6 +342,9 @@ pub struct Settings {
     pub upstream: crate::upstream::UpstreamConfig,
     /// Lease cache capacity.
     pub lease_cache_size: usize,
+    /// How long a replica may serve from caches without confirming the
+    /// other replicas' changes.
+    pub max_staleness: std::time::Duration,
     /// Upstream time budget without a caller deadline.
     pub upstream_timeout: std::time::Duration,
     /// Audit retention, if any.
@@ -535,6 +548,15 @@ impl Settings {
             insecure_plaintext: serve.insecure_plaintext || file.insecure_plaintext.unwrap_or(false),
             fault_audit_fail: serve.fault_audit_fail.clone(),
             lease_cache_size: serve.lease_cache_size.or(file.lease_cache_size).unwrap_or(10_000),
+            max_staleness: match serve.max_staleness.or(file.max_staleness) {
+                None => crate::changes::DEFAULT_MAX_STALENESS,
+                Some(seconds @ 2..=3600) => std::time::Duration::from_secs(seconds),
+                Some(other) => {
+                    return Err(format!(
+                        "--max-staleness {other}: must be 2-3600 seconds (the change feed is confirmed every second)"
+                    ));
+                }
+            },
             upstream_timeout: std::time::Duration::from_secs(
                 serve.upstream_timeout.or(file.upstream_timeout).unwrap_or(30).clamp(1, 600),
             ),

@@ -60,6 +60,8 @@ pub enum Error {
         reason: &'static str,
         /// What could not be reached.
         message: String,
+        /// When to try again (`RetryInfo`), if the server can tell.
+        retry_after: Option<Duration>,
     },
     /// `RESOURCE_EXHAUSTED` with `RetryInfo`.
     ResourceExhausted {

@@ -11,6 +11,7 @@ pub mod access;
 pub mod api;
 pub mod audit;
 pub mod broker;
+pub mod buckets;
 pub mod changes;
 pub mod cli;
 pub mod coalesce;

@@ -321,17 +321,21 @@ async fn serve(
     let grace = settings.shutdown_grace;
     let drain_delay = settings.drain_delay;
     let pages = Arc::new(PageTokens::new(opened.sealer.derive_mac_key("page-tokens")));
-    let changes = ChangeFeed::default();
+    let changes = match &settings.database {
+        crate::store::Location::Postgres(_) => ChangeFeed::bounded(settings.max_staleness),
+        crate::store::Location::Sqlite(_) => ChangeFeed::default(),
+    };
     let (auditor, audit_flusher) = Auditor::new(opened.store.clone(), Arc::clone(&pages));
     let credentials =
         Credentials::new(opened.store.clone(), Arc::clone(&opened.sealer), Arc::clone(&pages), changes.clone());
     let workspaces = Workspaces::new(opened.store.clone(), Arc::clone(&pages), changes.clone());
-    let authn = Authenticator::new(opened.store.clone());
-    authn.follow(&changes);
+    let authn = Authenticator::new(opened.store.clone()).following(&changes);
     let follower = match &settings.database {
-        crate::store::Location::Postgres(config) => {
-            Some(crate::store::postgres::changes::follow(config.as_ref().clone(), changes.clone()))
-        }
+        crate::store::Location::Postgres(config) => Some(crate::store::postgres::changes::follow(
+            config.as_ref().clone(),
+            opened.store.clone(),
+            changes.clone(),
+        )),
         crate::store::Location::Sqlite(_) => None,
     };
     let tokens = AccessTokens::new(opened.store.clone(), authn.clone(), pages);
@@ -417,6 +421,10 @@ async fn serve(
     for name in SERVICE_NAMES.into_iter().chain([""]) {
         health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
+    let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let staleness_watch = changes
+        .limit()
+        .map(|_| tokio::spawn(report_staleness(changes.clone(), health_reporter.clone(), Arc::clone(&shutting_down))));
     let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
     tracing::info!(%address, transport = scheme, startup_ms = started.elapsed().as_millis() as u64, "serving");
 
@@ -429,6 +437,7 @@ async fn serve(
         let stopping = Arc::clone(&stopping);
         async move {
             signal.await;
+            shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
             // Health first, so load balancers move calls elsewhere while
             // this replica still serves them.
             for name in SERVICE_NAMES.into_iter().chain([""]) {
@@ -532,6 +541,9 @@ async fn serve(
     if let Some(pruner) = pruner {
         pruner.abort();
     }
+    if let Some(watch) = staleness_watch {
+        watch.abort();
+    }
     if let Some(follower) = follower {
         follower.abort();
     }
@@ -573,6 +585,43 @@ async fn prune_audit(store: crate::store::Store, retention: std::time::Duration)
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "pruned old audit events"),
             Err(e) => tracing::warn!(error = %e, "audit pruning failed"),
+        }
+    }
+}
+
+/// On a replica: health follows the change feed. SERVING while what the
+/// replica derived is within `--max-staleness` of the database (calls may
+/// still confirm it themselves past that), NOT_SERVING once it is not, so
+/// load balancers send calls to replicas that can answer them.
+async fn report_staleness(
+    changes: ChangeFeed,
+    health: tonic_health::server::HealthReporter,
+    shutting_down: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut serving = true;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        if shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let fresh = changes.is_fresh();
+        if fresh == serving {
+            continue;
+        }
+        serving = fresh;
+        let status = if fresh {
+            tracing::info!("the change feed is within --max-staleness again: health is SERVING");
+            tonic_health::ServingStatus::Serving
+        } else {
+            tracing::warn!(
+                staleness_s = changes.staleness().as_secs(),
+                "the change feed is older than --max-staleness: health is NOT_SERVING until it is confirmed"
+            );
+            tonic_health::ServingStatus::NotServing
+        };
+        for name in SERVICE_NAMES.into_iter().chain([""]) {
+            health.set_service_status(name, status).await;
         }
     }
 }

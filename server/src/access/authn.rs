@@ -6,7 +6,11 @@
 //! too, and revocation through this server updates the cache at once; one
 //! through another replica arrives through the [`ChangeFeed`] and drops the
 //! record, which is then read again. A generation counter keeps a read that
-//! started before such a drop from caching what it read.
+//! started before such a drop from caching what it read. On replicas, a
+//! cached record is used only while the change feed is fresh (see
+//! `changes`), and as a backstop none is used longer than the staleness
+//! limit after it was read (`--max-staleness`; the same 10 s by default on
+//! a single replica, where it also bounds an offline `tokens revoke-root`).
 //!
 //! A known token costs a hash and a map lookup: its cached entry holds the
 //! [`Principal`] ready made (shared, not rebuilt per call) and when its last
@@ -40,6 +44,8 @@ use crate::store::Store;
 struct Known {
     record: AccessTokenRecord,
     principal: Arc<Principal>,
+    /// When the record was read from the database.
+    read: Instant,
     /// Milliseconds after [`EPOCH`] of the last `last_used_time` write, plus
     /// one (0: never).
     written: AtomicU64,
@@ -48,7 +54,7 @@ struct Known {
 impl Known {
     fn new(record: AccessTokenRecord) -> Arc<Self> {
         let principal = Arc::new(Principal::of(&record));
-        Arc::new(Self { record, principal, written: AtomicU64::new(0) })
+        Arc::new(Self { record, principal, read: Instant::now(), written: AtomicU64::new(0) })
     }
 }
 
@@ -66,6 +72,10 @@ pub struct Authenticator {
     /// Hashes the database did not know, and when that was seen.
     unknown: Arc<std::sync::Mutex<HashMap<[u8; 32], std::time::Instant>>>,
     lookups: Arc<tokio::sync::Semaphore>,
+    /// The change feed whose freshness cached records depend on.
+    feed: ChangeFeed,
+    /// Longest a cached record is used after it was read.
+    record_ttl: Duration,
 }
 
 /// How long an unknown token's hash is refused from memory.
@@ -97,19 +107,27 @@ impl Authenticator {
             generation: Arc::default(),
             unknown: Arc::default(),
             lookups: Arc::new(tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE)),
+            feed: ChangeFeed::default(),
+            record_ttl: crate::changes::DEFAULT_MAX_STALENESS,
         }
     }
 
-    /// Drops what `changes` made stale: a revoked token's record, and
-    /// everything when a workspace went or other replicas' changes were
-    /// missed.
-    pub fn follow(&self, changes: &ChangeFeed) {
-        let this = self.clone();
+    /// Follows `changes`: drops what they made stale (a revoked token's
+    /// record, and everything when a workspace went or other replicas'
+    /// changes were missed), and serves cached records only while the feed
+    /// is fresh and for at most its staleness limit after their read.
+    pub fn following(mut self, changes: &ChangeFeed) -> Self {
+        let listener = self.clone();
         changes.subscribe(move |change| match change {
-            Change::Token(id) => this.forget(id),
-            Change::Workspace(_) | Change::Everything => this.clear(),
-            Change::Credential(_) | Change::LeaseStored => {}
+            Change::Token(id) => listener.forget(id),
+            Change::Workspace(_) | Change::Everything => listener.clear(),
+            Change::Credential(_) | Change::LeaseStored | Change::LeaseDropped(_) => {}
         });
+        self.feed = changes.clone();
+        if let Some(limit) = changes.limit() {
+            self.record_ttl = limit;
+        }
+        self
     }
 
     /// The principal of an `authorization` header value.
@@ -129,6 +147,9 @@ impl Authenticator {
             return Err(Error::Unauthenticated(MALFORMED.into()));
         }
         let hash = hash_token(token);
+        if !self.feed.is_fresh() {
+            self.feed.fresh(Instant::now() + crate::changes::CONFIRM_WAIT).await?;
+        }
         let record = match self.cached(&hash) {
             Some(record) => record,
             None => {
@@ -159,7 +180,11 @@ impl Authenticator {
     /// a presented token; the record is read from the database at most once
     /// per process, then kept in memory with the others.
     pub async fn principal_by_id(&self, id: &crate::domain::AccessTokenId) -> Result<Arc<Principal>, Error> {
-        let cached = self.by_id.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned();
+        if !self.feed.is_fresh() {
+            self.feed.fresh(Instant::now() + crate::changes::CONFIRM_WAIT).await?;
+        }
+        let cached =
+            self.by_id.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned().filter(|known| self.current(known));
         let record = match cached {
             Some(record) => record,
             None => {
@@ -185,8 +210,25 @@ impl Authenticator {
         if self.generation.load(Ordering::SeqCst) != generation {
             return record;
         }
-        let kept = Arc::clone(cache.entry(record.record.token_hash).or_insert(record));
-        by_id.entry(kept.record.id.clone()).or_insert_with(|| Arc::clone(&kept));
+        // A record older than the limit is replaced by this read; a fresher
+        // one (a revocation through `refresh`) stays.
+        let kept = match cache.get(&record.record.token_hash) {
+            Some(current) if self.current(current) => Arc::clone(current),
+            previous => {
+                // When the last use was written carries over (once a minute).
+                if let Some(previous) = previous {
+                    record.written.store(previous.written.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+                cache.insert(record.record.token_hash, Arc::clone(&record));
+                record
+            }
+        };
+        match by_id.get(&kept.record.id) {
+            Some(current) if self.current(current) => {}
+            _ => {
+                by_id.insert(kept.record.id.clone(), Arc::clone(&kept));
+            }
+        }
         kept
     }
 
@@ -282,7 +324,13 @@ impl Authenticator {
     }
 
     fn cached(&self, hash: &[u8; 32]) -> Option<Arc<Known>> {
-        self.cache.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned().filter(|known| self.current(known))
+    }
+
+    /// May a cached record still be used (read less than the staleness
+    /// limit ago)? An older one is read again, and replaces it.
+    fn current(&self, known: &Known) -> bool {
+        known.read.elapsed() < self.record_ttl
     }
 }
 

@@ -4,43 +4,25 @@
 //! gateway request `429 TOOMANYREQUESTS` with `Retry-After`, each saying when
 //! a token is back.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::buckets::Buckets;
 use crate::domain::AccessTokenId;
 
 /// Buckets by token.
 #[derive(Debug)]
-pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<AccessTokenId, (f64, Instant)>>,
-}
+pub struct RateLimiter(Buckets<AccessTokenId>);
 
 impl RateLimiter {
     /// `per_second` calls per second per token, bursts of twice as many.
     pub fn new(per_second: u32) -> Self {
         let per_second = f64::from(per_second.max(1));
-        Self { per_second, burst: per_second * 2.0, buckets: Mutex::default() }
+        Self(Buckets::new(per_second, per_second * 2.0))
     }
 
     /// Takes one call from `token`'s bucket, or says how long to wait.
     pub fn check(&self, token: &AccessTokenId) -> Result<(), Duration> {
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > 100_000 {
-            buckets.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(60));
-        }
-        let (tokens, last) = buckets.entry(token.clone()).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_second))
-        }
+        self.0.take(token)
     }
 }
 

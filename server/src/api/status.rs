@@ -39,7 +39,11 @@ pub fn to_status(error: &Error) -> Status {
         Error::PermissionDenied { reason, .. } => {
             Status::with_error_details(Code::PermissionDenied, message, info(reason))
         }
-        Error::Unavailable { reason, .. } => Status::with_error_details(Code::Unavailable, message, info(reason)),
+        Error::Unavailable { reason, retry_after, .. } => {
+            let mut details = info(reason);
+            details.set_retry_info(*retry_after);
+            Status::with_error_details(Code::Unavailable, message, details)
+        }
         Error::ResourceExhausted { reason, retry_after, .. } => {
             let mut details = info(reason);
             details.set_retry_info(Some(*retry_after));
@@ -123,7 +127,7 @@ mod tests {
             Error::FailedPrecondition { reason: "R", message: "m".into() },
             Error::PermissionDenied { reason: "R", message: "m".into() },
             Error::Unauthenticated("m".into()),
-            Error::Unavailable { reason: "R", message: "m".into() },
+            Error::Unavailable { reason: "R", message: "m".into(), retry_after: None },
             Error::ResourceExhausted {
                 reason: "R",
                 message: "m".into(),

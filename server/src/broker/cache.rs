@@ -37,6 +37,17 @@ pub struct CacheKey {
     pub accept: Accept,
 }
 
+impl CacheKey {
+    /// Is `lease`, issued with `credential`, the one cached under this
+    /// key?
+    pub fn names(&self, credential: &crate::domain::Credential, lease: &Lease) -> bool {
+        credential.uid == self.uid
+            && credential.secret_version == self.secret_version
+            && credential.update_time == self.updated
+            && lease.requested.to_string() == self.scope
+    }
+}
+
 /// The cache.
 pub struct LeaseCache {
     ready: Mutex<HashMap<CacheKey, Arc<Lease>>>,
@@ -111,6 +122,14 @@ impl LeaseCache {
         if ready.get(key).is_some_and(|current| Arc::ptr_eq(current, lease)) {
             ready.remove(key);
         }
+        metrics::lease_cache_entries(ready.len());
+    }
+
+    /// Drops whatever lease is under `key` (another replica saw the
+    /// registry refuse it).
+    pub fn forget_key(&self, key: &CacheKey) {
+        let mut ready = self.lock();
+        ready.remove(key);
         metrics::lease_cache_entries(ready.len());
     }
 

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod choose;
 pub mod index;
 pub mod recent;
+pub mod refresh;
 pub mod shared;
 pub mod usage;
 
@@ -35,6 +36,7 @@ use cache::{CacheKey, LeaseCache};
 use index::CredentialIndex;
 pub use recent::IssuedText;
 use recent::{Recent, Shape};
+use refresh::Refreshes;
 use shared::SharedLeases;
 
 /// Most images in one request.
@@ -136,6 +138,8 @@ struct Inner {
     shared: Option<SharedLeases>,
     recent: Recent,
     usage: usage::Usage,
+    changes: ChangeFeed,
+    refreshes: Refreshes,
 }
 
 impl Broker {
@@ -154,13 +158,24 @@ impl Broker {
         let cache = LeaseCache::new(cache_capacity);
         let recent = Recent::new(cache_capacity);
         let usage = usage::Usage::new(credentials.store().clone());
-        let inner = Arc::new(Inner { credentials, index, cache, upstream, auditor, shared, recent, usage });
+        let inner = Arc::new(Inner {
+            credentials,
+            index,
+            cache,
+            upstream,
+            auditor,
+            shared,
+            recent,
+            usage,
+            changes: changes.clone(),
+            refreshes: Refreshes::default(),
+        });
         let weak = Arc::downgrade(&inner);
         changes.subscribe(move |change| {
             let Some(inner) = weak.upgrade() else { return };
             match change {
                 Change::Credential(name) => {
-                    inner.index.invalidate(&name.workspace);
+                    inner.index.changed(name);
                     inner.cache.evict_credential(name);
                     inner.recent.forget_all();
                 }
@@ -179,6 +194,12 @@ impl Broker {
                         shared.wake();
                     }
                 }
+                Change::LeaseDropped(text) => {
+                    if let Some(key) = inner.shared.as_ref().and_then(|shared| shared.dropped_elsewhere(text)) {
+                        inner.cache.forget_key(&key);
+                        inner.recent.forget_lease(|resolved| key.names(&resolved.stored.credential, &resolved.lease));
+                    }
+                }
                 Change::Token(_) => {}
             }
         });
@@ -194,6 +215,10 @@ impl Broker {
         if request.images.len() > MAX_IMAGES {
             return Err(Error::invalid("images", format!("at most {MAX_IMAGES} images per request")));
         }
+        // Nothing remembered is served unless it is known to be current.
+        if !self.inner.changes.is_fresh() {
+            self.inner.changes.fresh(request.deadline).await?;
+        }
         if let [text] = request.images.as_slice()
             && let Some(issued) = self.recently_issued(request, text)
         {
@@ -207,12 +232,14 @@ impl Broker {
     /// [`Broker::issue`] past the recent-lease memo: chooses each image's
     /// credential and leases it (from the cache or upstream).
     async fn resolve_and_issue(&self, request: &LeaseRequest) -> Result<Vec<Result<Issued, Error>>, Error> {
+        // The memo's ticket first: a change published while the candidates
+        // load must keep what is worked out from them out of the memo.
+        let ticket = self.inner.recent.ticket();
         let candidates = self.inner.index.credentials(&request.workspace).await?;
         let one = |position: usize| {
             let candidates = Arc::clone(&candidates);
             let text = request.images[position].as_str();
             async move {
-                let epoch = self.inner.recent.epoch();
                 let (chosen, outcome) = match self.choose(request, &candidates, position, text) {
                     Ok((image, stored)) => {
                         let name = stored.credential.name.clone();
@@ -227,7 +254,7 @@ impl Broker {
                                 text: Arc::clone(&issued.text),
                                 usage: slot,
                             };
-                            self.inner.recent.remember(&shape(request, text), epoch, resolved);
+                            self.inner.recent.remember(&shape(request, text), ticket, resolved);
                         }
                         (Some(name), outcome)
                     }
@@ -310,6 +337,7 @@ impl Broker {
         project: Option<&ProjectName>,
         image: &ImageRef,
     ) -> Result<Arc<StoredCredential>, Error> {
+        self.inner.changes.fresh(Instant::now() + crate::changes::CONFIRM_WAIT).await?;
         let candidates = self.inner.index.credentials(workspace).await?;
         Ok(Arc::clone(choose::choose(&candidates, workspace, image, project)?))
     }
@@ -330,11 +358,23 @@ impl Broker {
         Ok(UpstreamAuth { lease, cached: outcome.cached(), key })
     }
 
-    /// Drops `auth`'s lease from the cache after the registry refused it,
-    /// unless another caller already replaced it with a fresh one.
-    pub fn forget(&self, auth: &UpstreamAuth) {
+    /// After the registry refused `auth`'s lease before its time (it
+    /// rotated its keys, say): drops the lease here, and from the table the
+    /// replicas share (unless another replica already replaced it), and
+    /// the memo entries holding it, so the next call fetches a fresh one.
+    /// False when this credential's refreshes are over their rate: then
+    /// the refusal stands (a caller probing repositories its credential
+    /// cannot read costs the registry a few exchanges, not one per probe).
+    pub async fn forget(&self, auth: &UpstreamAuth) -> bool {
+        if !self.inner.refreshes.allow(&auth.key.uid) {
+            return false;
+        }
         self.inner.cache.forget(&auth.key, &auth.lease);
-        self.inner.recent.forget_all();
+        self.inner.recent.forget_lease(|resolved| Arc::ptr_eq(&resolved.lease, &auth.lease));
+        if let Some(shared) = &self.inner.shared {
+            shared.refused(&auth.key).await;
+        }
+        true
     }
 
     /// The upstream side (for the pull gateway's registry requests).

@@ -10,10 +10,13 @@
 //!
 //! It never serves what the cache would not: every change that drops index
 //! entries or cached leases (a credential or workspace changed, another
-//! replica's changes, a registry refusing a lease) moves the memo to a new
-//! epoch, and an entry of an older epoch is never served. An entry is kept
-//! only when no such change happened while it was being worked out. Bounded:
-//! past its capacity, it starts over.
+//! replica's changes) moves the memo to a new epoch, and an entry of an
+//! older epoch is never served. A registry refusing one lease drops only
+//! the entries holding that lease ([`Recent::forget_lease`]), so a caller
+//! probing repositories its credential cannot read cannot flush every other
+//! tenant's memo. An entry is kept only when nothing was dropped while it
+//! was being worked out ([`Ticket`]). Bounded: past its capacity, it starts
+//! over.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -139,19 +142,36 @@ impl Resolution {
 pub struct Recent {
     entries: RwLock<HashMap<u64, Arc<Resolution>>>,
     epoch: AtomicU64,
+    /// Leases dropped one by one so far.
+    dropped: AtomicU64,
     capacity: usize,
+}
+
+/// Where the memo stood when a shape began to be worked out: take it
+/// before reading anything the work depends on (the credential index
+/// first of all), hand it to [`Recent::remember`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    epoch: u64,
+    dropped: u64,
 }
 
 impl Recent {
     /// A memo of at most `capacity` shapes.
     pub fn new(capacity: usize) -> Self {
-        Self { entries: RwLock::default(), epoch: AtomicU64::new(0), capacity: capacity.max(1) }
+        Self {
+            entries: RwLock::default(),
+            epoch: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            capacity: capacity.max(1),
+        }
     }
 
-    /// The current epoch: read it before working a shape out, and hand it to
+    /// Where the memo stands: take it before working a shape out (before
+    /// loading the credentials it is chosen from), and hand it to
     /// [`Recent::remember`].
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
+    pub fn ticket(&self) -> Ticket {
+        Ticket { epoch: self.epoch.load(Ordering::SeqCst), dropped: self.dropped.load(Ordering::SeqCst) }
     }
 
     /// What `shape` resolved to, if nothing changed since and its lease has
@@ -165,9 +185,10 @@ impl Recent {
         fresh.then(|| Arc::clone(found))
     }
 
-    /// Keeps what `shape` resolved to, unless the epoch moved on since
-    /// `epoch` (a change raced the work).
-    pub fn remember(&self, shape: &Shape<'_>, epoch: u64, resolved: Resolved) {
+    /// Keeps what `shape` resolved to, unless something was dropped since
+    /// `ticket` (a change or a refused lease raced the work).
+    pub fn remember(&self, shape: &Shape<'_>, ticket: Ticket, resolved: Resolved) {
+        let epoch = ticket.epoch;
         let resolution = Arc::new(Resolution {
             epoch,
             workspace: shape.workspace.clone(),
@@ -178,13 +199,21 @@ impl Recent {
             resolved,
         });
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if self.epoch.load(Ordering::SeqCst) != epoch {
+        if self.ticket() != ticket {
             return;
         }
         if entries.len() >= self.capacity {
             entries.clear();
         }
         entries.insert(shape.key(), resolution);
+    }
+
+    /// Forgets the entries whose lease `dead` says is dead (a registry
+    /// refused it); the others stay.
+    pub fn forget_lease(&self, dead: impl Fn(&Resolved) -> bool) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.dropped.fetch_add(1, Ordering::SeqCst);
+        entries.retain(|_, resolution| !dead(&resolution.resolved));
     }
 
     /// Starts a new epoch: nothing remembered so far is served again.
@@ -241,11 +270,11 @@ mod tests {
         })
     }
 
-    fn remember(recent: &Recent, shape: &Shape<'_>, epoch: u64, ttl: Duration) {
+    fn remember(recent: &Recent, shape: &Shape<'_>, ticket: Ticket, ttl: Duration) {
         let image = Arc::new(ImageRef::parse(shape.image).unwrap());
         let lease = lease(ttl);
         let text = Arc::new(IssuedText::of(&image, &lease));
-        recent.remember(shape, epoch, Resolved { image, stored: stored(), lease, text, usage: Default::default() });
+        recent.remember(shape, ticket, Resolved { image, stored: stored(), lease, text, usage: Default::default() });
     }
 
     #[test]
@@ -260,7 +289,7 @@ mod tests {
             actions: &[],
             accept: Accept::Any,
         };
-        remember(&recent, &shape, recent.epoch(), Duration::from_secs(300));
+        remember(&recent, &shape, recent.ticket(), Duration::from_secs(300));
         let hit = recent.get(&shape, Duration::from_secs(30)).expect("remembered");
         assert_eq!(hit.resolved.text.image, "ghcr.io/acme/app:1");
         assert!(recent.get(&shape, Duration::from_secs(600)).is_none(), "not enough life left");
@@ -287,9 +316,25 @@ mod tests {
             actions: &[],
             accept: Accept::Any,
         };
-        let before = recent.epoch();
+        let before = recent.ticket();
         recent.forget_all();
         remember(&recent, &shape, before, Duration::from_secs(300));
         assert!(recent.get(&shape, Duration::ZERO).is_none());
+        let before = recent.ticket();
+        recent.forget_lease(|_| false);
+        remember(&recent, &shape, before, Duration::from_secs(300));
+        assert!(recent.get(&shape, Duration::ZERO).is_none(), "a lease dropped meanwhile may be this one");
+    }
+
+    #[test]
+    fn a_refused_lease_is_forgotten_alone() {
+        let recent = Recent::new(10);
+        let workspace = WorkspaceId::parse("acme").unwrap();
+        let shape = |image| Shape { workspace: &workspace, project: None, image, actions: &[], accept: Accept::Any };
+        remember(&recent, &shape("ghcr.io/acme/app:1"), recent.ticket(), Duration::from_secs(300));
+        remember(&recent, &shape("ghcr.io/acme/other:1"), recent.ticket(), Duration::from_secs(300));
+        recent.forget_lease(|resolved| resolved.image.repository() == "acme/app");
+        assert!(recent.get(&shape("ghcr.io/acme/app:1"), Duration::ZERO).is_none());
+        assert!(recent.get(&shape("ghcr.io/acme/other:1"), Duration::ZERO).is_some(), "the others stay");
     }
 }

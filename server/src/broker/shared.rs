@@ -11,7 +11,11 @@
 //!   claimant that dies leaves a claim that expires after [`CLAIM_TTL`], and
 //!   the next replica to look takes it over.
 //! * a registry's `Retry-After` is recorded too, so one replica's 429 stops
-//!   the others from calling it.
+//!   the others from calling it;
+//! * a lease a registry refused before its time (it rotated its keys) is
+//!   deleted from the table, compared on its sealed bytes so that a fresh
+//!   one another replica stored meanwhile stays, and the other replicas
+//!   drop their copies when the database tells them (`LeaseDropped`).
 //!
 //! The database is an optimization here: if it cannot be reached, the
 //! replica fetches on its own (its cached leases keep being served).
@@ -46,7 +50,15 @@ pub struct SharedLeases {
     /// This replica's name on claims (random per process).
     owner: String,
     stored: Notify,
+    /// The sealed bytes of the shared lease this replica last served or
+    /// stored under each key: what a refusal compares on.
+    seen: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
 }
+
+/// Most keys whose sealed bytes are remembered (then they start over; a
+/// forgotten one only means a refused lease stays in the table for other
+/// replicas to find refused too).
+const MAX_SEEN: usize = 100_000;
 
 impl std::fmt::Debug for SharedLeases {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,7 +87,7 @@ impl SharedLeases {
         let mut owner = [0u8; 12];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut owner).ok()?;
         let owner = format!("{}-{}", std::process::id(), hex(&owner));
-        Some(Self { store: store.clone(), sealer, owner, stored: Notify::new() })
+        Some(Self { store: store.clone(), sealer, owner, stored: Notify::new(), seen: Default::default() })
     }
 
     /// Wakes the callers waiting for another replica's lease (it stored one).
@@ -106,7 +118,10 @@ impl SharedLeases {
             stored.as_mut().enable();
             match shared.lease_or_claim(&text, min_ttl, &self.owner, CLAIM_TTL).await {
                 Ok(LeaseSlot::Stored(lease)) => match self.open(&text, &lease) {
-                    Ok(lease) => return Ok((lease, true)),
+                    Ok(opened) => {
+                        self.saw(text, lease.sealed);
+                        return Ok((opened, true));
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "a shared lease does not open here; fetching");
                         return fetch().await.map(|l| (l, false));
@@ -131,6 +146,7 @@ impl SharedLeases {
                             reason: pullpass::reason::UPSTREAM_UNAVAILABLE,
                             message: "another replica is fetching this lease and did not finish before the deadline"
                                 .into(),
+                            retry_after: None,
                         });
                     }
                     let wait = pause.min(deadline - now);
@@ -143,6 +159,38 @@ impl SharedLeases {
                 }
             }
         }
+    }
+
+    /// The registry refused the lease under `key`: deletes the shared row
+    /// if it still holds the lease this replica had (the other replicas
+    /// are told, and drop their copies).
+    pub async fn refused(&self, key: &CacheKey) {
+        let Some(shared) = self.store.shared() else { return };
+        let text = key_text(key);
+        let Some(sealed) = self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(&text) else { return };
+        if let Err(e) = shared.drop_lease(&text, &sealed, &self.owner).await {
+            tracing::warn!(error = %e, "could not drop a refused lease from the replicas' table");
+        }
+    }
+
+    /// The cache key of a lease another replica dropped (from its
+    /// notification: `OWNER KEY`); `None` for this replica's own drops or
+    /// a payload that does not parse.
+    pub fn dropped_elsewhere(&self, payload: &str) -> Option<CacheKey> {
+        let (owner, text) = payload.split_once(' ')?;
+        if owner == self.owner {
+            return None;
+        }
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(text);
+        parse_key_text(text)
+    }
+
+    fn saw(&self, text: String, sealed: Vec<u8>) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_SEEN {
+            seen.clear();
+        }
+        seen.insert(text, sealed);
     }
 
     /// Refuses at once while another replica recorded a registry's
@@ -184,8 +232,9 @@ impl SharedLeases {
             }
         };
         let stored = SharedLease { sealed, expire_time: lease.expire_time };
-        if let Err(e) = shared.store_lease(text, &stored, &self.owner).await {
-            tracing::warn!(error = %e, "could not share a lease with the other replicas");
+        match shared.store_lease(text, &stored, &self.owner).await {
+            Ok(()) => self.saw(text.to_owned(), stored.sealed),
+            Err(e) => tracing::warn!(error = %e, "could not share a lease with the other replicas"),
         }
     }
 
@@ -244,6 +293,30 @@ fn key_text(key: &CacheKey) -> String {
     format!("{} {} {} {accept} {}", hex(&key.uid.0), key.secret_version, key.updated.as_micros(), key.scope)
 }
 
+/// The cache key a [`key_text`] stands for.
+fn parse_key_text(text: &str) -> Option<CacheKey> {
+    let mut parts = text.splitn(5, ' ');
+    let uid = parts.next()?;
+    let mut bytes = [0u8; 16];
+    if uid.len() != 32 {
+        return None;
+    }
+    for (at, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(uid.get(at * 2..at * 2 + 2)?, 16).ok()?;
+    }
+    let secret_version = parts.next()?.parse().ok()?;
+    let updated = Timestamp::from_micros(parts.next()?.parse().ok()?);
+    let accept = match parts.next()? {
+        "any" => Accept::Any,
+        "basic" => Accept::BasicOnly,
+        "bearer" => Accept::BearerOnly,
+        "gateway" => Accept::Gateway,
+        _ => return None,
+    };
+    let scope = parts.next()?.to_owned();
+    Some(CacheKey { uid: crate::domain::CredentialUid(bytes), secret_version, updated, scope, accept })
+}
+
 /// The database key of a rate-limit block: the credential (by uid) and the
 /// registry endpoint, as [`crate::upstream::Upstream`] keys its own.
 fn block_key(key: &CacheKey, endpoint: &str) -> String {
@@ -276,6 +349,13 @@ mod tests {
         ];
         for variant in &variants {
             assert_ne!(key_text(variant), key_text(&base), "{variant:?}");
+            assert_eq!(parse_key_text(&key_text(variant)).as_ref(), Some(variant), "round trip");
+        }
+        assert_eq!(parse_key_text(&key_text(&base)), Some(base));
+        for bad in
+            ["", "zz 1 2 any s", &format!("{} x 2 any s", "0".repeat(32)), &format!("{} 1 2 all s", "0".repeat(32))]
+        {
+            assert_eq!(parse_key_text(bad), None, "{bad}");
         }
     }
 }

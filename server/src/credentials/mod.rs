@@ -211,6 +211,7 @@ impl Credentials {
         Err(Error::Unavailable {
             reason: "CONCURRENT_UPDATES",
             message: format!("{name} kept changing while this update was applied; retry"),
+            retry_after: None,
         })
     }
 

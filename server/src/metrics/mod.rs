@@ -121,6 +121,8 @@ struct Metrics {
     upstream_latency: Histograms<KindLabel>,
     upstream_rate_limited: Family<KindLabel, Counter>,
     upstream_held_back: Counter,
+    change_feed_staleness: Gauge<f64, std::sync::atomic::AtomicU64>,
+    stale_refusals: Counter,
     upstream_shed: Family<KindLabel, Counter>,
     lease_cache_entries: Gauge,
     audit_queued: Counter,
@@ -145,6 +147,8 @@ impl Metrics {
             upstream_latency: Family::new_with_constructor(latency_histogram),
             upstream_rate_limited: Family::default(),
             upstream_held_back: Counter::default(),
+            change_feed_staleness: Gauge::default(),
+            stale_refusals: Counter::default(),
             upstream_shed: Family::default(),
             lease_cache_entries: Gauge::default(),
             audit_queued: Counter::default(),
@@ -193,6 +197,16 @@ impl Metrics {
             "pullpass_upstream_held_back",
             "Token exchanges not attempted because a Retry-After from the registry (seen here or by another replica) had not passed.",
             m.upstream_held_back.clone(),
+        );
+        registry.register(
+            "pullpass_change_feed_staleness_seconds",
+            "On a replica sharing PostgreSQL: how long ago it last confirmed it had seen every change the other replicas committed (about 1 s when healthy; past --max-staleness, calls confirm from the database themselves or fail UNAVAILABLE).",
+            m.change_feed_staleness.clone(),
+        );
+        registry.register(
+            "pullpass_stale_refusals",
+            "Calls refused UNAVAILABLE because this replica could not confirm the other replicas' changes within --max-staleness.",
+            m.stale_refusals.clone(),
         );
         registry.register(
             "pullpass_upstream_shed",
@@ -425,6 +439,20 @@ pub fn upstream_request(kind: UpstreamKind, outcome: UpstreamOutcome, elapsed: D
 pub fn upstream_rate_limited(kind: UpstreamKind) {
     if let Some(m) = on() {
         m.upstream_rate_limited.get_or_create(&KindLabel { kind: kind.label() }).inc();
+    }
+}
+
+/// How long ago this replica last confirmed the change feed.
+pub fn change_feed_staleness(age: Duration) {
+    if let Some(m) = on() {
+        m.change_feed_staleness.set(age.as_secs_f64());
+    }
+}
+
+/// A call was refused because the change feed could not be confirmed.
+pub fn stale_refusal() {
+    if let Some(m) = on() {
+        m.stale_refusals.inc();
     }
 }
 

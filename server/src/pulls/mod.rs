@@ -908,8 +908,8 @@ impl Pulls {
             };
             let opened =
                 self.inner.broker.upstream().open_content(&request).await.map_err(|f| pull.upstream_error(f))?;
-            if opened.status == http::StatusCode::UNAUTHORIZED && attempt == 1 {
-                self.inner.broker.forget(&auth);
+            if opened.status == http::StatusCode::UNAUTHORIZED && attempt == 1 && self.inner.broker.forget(&auth).await
+            {
                 continue;
             }
             return Ok(opened);

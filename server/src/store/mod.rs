@@ -114,10 +114,12 @@ impl From<StoreError> for Error {
             StoreError::Closed => Error::Unavailable {
                 reason: "SERVER_SHUTTING_DOWN",
                 message: "the server is shutting down; retry on another replica or after restart".into(),
+                retry_after: None,
             },
             StoreError::Unreachable(what) => Error::Unavailable {
                 reason: "DATABASE_UNAVAILABLE",
                 message: format!("the database cannot be reached ({what}); retry shortly"),
+                retry_after: Some(std::time::Duration::from_secs(1)),
             },
             other => Error::internal(format!("storage failure: {other}")),
         }
@@ -438,6 +440,16 @@ pub struct SharedLease {
     pub expire_time: Timestamp,
 }
 
+/// What [`Shared::changes_after`] read.
+#[derive(Debug, Clone, Default)]
+pub struct ChangesAfter {
+    /// The cursor every change up to which has committed.
+    pub head: i64,
+    /// `(action, resource)` of each changing event after the cursor asked
+    /// for, oldest first.
+    pub changes: Vec<(String, String)>,
+}
+
 /// Where a shared lease key stands for a replica that needs it.
 #[derive(Debug, Clone)]
 pub enum LeaseSlot {
@@ -475,6 +487,15 @@ pub trait Shared: Send + Sync {
     async fn blocked_until(&self, key: &str) -> Result<Option<Timestamp>, Error>;
     /// Records a registry's `Retry-After` for `key`.
     async fn block(&self, key: &str, until: Timestamp) -> Result<(), Error>;
+    /// Deletes the lease under `key` if it is still `sealed` (a registry
+    /// refused it; a fresher one another replica stored stays), and tells
+    /// the replicas (but `owner`, the replica dropping it), which drop
+    /// their copies. True when it was deleted.
+    async fn drop_lease(&self, key: &str, sealed: &[u8], owner: &str) -> Result<bool, Error>;
+    /// The change cursor now (the audit trail's head), and the changes
+    /// committed after `cursor` up to it, oldest first: what the change
+    /// follower publishes. `None` asks for the head only.
+    async fn changes_after(&self, cursor: Option<i64>) -> Result<ChangesAfter, Error>;
 }
 
 /// Handle to the store; cheap to clone.
@@ -529,6 +550,7 @@ pub fn audit_unavailable() -> Error {
     Error::Unavailable {
         reason: "AUDIT_UNAVAILABLE",
         message: "the audit trail could not be written, so the change was not made".into(),
+        retry_after: None,
     }
 }
 

@@ -114,6 +114,7 @@ impl Failure {
             Failure::Unavailable(what) => Error::Unavailable {
                 reason: reason::UPSTREAM_UNAVAILABLE,
                 message: format!("registry {registry} is unavailable: {what}"),
+                retry_after: None,
             },
             Failure::Rejected(what) => Error::PermissionDenied {
                 reason: reason::UPSTREAM_REJECTED_CREDENTIAL,
@@ -158,6 +159,7 @@ impl Failure {
             Failure::Protocol(what) => Error::Unavailable {
                 reason: reason::UPSTREAM_UNAVAILABLE,
                 message: format!("registry {registry} answered outside the protocol: {what}"),
+                retry_after: None,
             },
             Failure::Misconfigured(what) => Error::FailedPrecondition {
                 reason: "CREDENTIAL_MISCONFIGURED",
@@ -166,6 +168,7 @@ impl Failure {
             Failure::Deadline => Error::Unavailable {
                 reason: reason::UPSTREAM_UNAVAILABLE,
                 message: format!("registry {registry} did not answer before the deadline"),
+                retry_after: None,
             },
         }
     }

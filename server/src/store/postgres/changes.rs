@@ -1,31 +1,42 @@
-//! Other replicas' changes, applied here within a second.
+//! Other replicas' changes, applied here within a second, and the
+//! confirmation that bounds how stale this replica may be.
 //!
 //! Every mutation appends an audit event in its transaction, and the audit
-//! `seq` is gapless in commit order, so the audit trail is the change feed:
+//! `seq` is gapless in commit order, so the audit trail is the change feed
+//! and its head is a cursor:
 //! * the fast path: mutations `NOTIFY pullpass_changes` (delivered at
 //!   commit); a listener connection publishes each into the local
-//!   [`ChangeFeed`];
-//! * the backstop: every second, the mutation events after the cursor (the
-//!   `seq` last seen) are read and published too, so a lost notification
-//!   costs at most a second;
-//! * a listener that lost its connection publishes [`Change::Everything`]
-//!   when it is back: what happened meanwhile is unknown, so every derived
-//!   cache is dropped then (not before: while the database is out of reach,
-//!   cached leases keep being served).
+//!   [`ChangeFeed`] at once;
+//! * the backstop and the proof: every second, the changes after the cursor
+//!   are read through the pool ([`Shared::changes_after`]) and published,
+//!   and the feed is [confirmed](ChangeFeed::confirmed) as of the moment
+//!   the read began. The same catch-up runs on demand when a call finds
+//!   the feed older than `--max-staleness` ([`Confirmer`]);
+//! * the cursor survives lost connections: what committed during a gap is
+//!   replayed from it, so nothing is lost and no cache has to be dropped.
+//!   Only a replica that never read a cursor (its database was out of reach
+//!   since start-up) drops every derived cache at its first catch-up.
 //!
-//! Applying a change twice (notification and poll) only costs a cache miss.
+//! Every statement runs under the store's `query_timeout`, and the
+//! listener's connection is checked each second, so a silent database is
+//! noticed in seconds. Applying a change twice (notification and poll) only
+//! costs a cache miss.
 
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
 use super::{CHANGES_CHANNEL, PgConfig};
-use crate::changes::{Change, ChangeFeed};
+use crate::changes::{Change, ChangeFeed, Confirmer};
 use crate::domain::audit::AuditEvent;
 use crate::domain::{AccessTokenId, CredentialName, WorkspaceId};
+use crate::store::{ChangesAfter, Store};
 
 /// Mutations whose success invalidates what replicas derived.
-const CHANGING: &[&str] = &[
+pub const CHANGING: &[&str] = &[
     "CreateCredential",
     "UpdateCredential",
     "DeleteCredential",
@@ -33,7 +44,7 @@ const CHANGING: &[&str] = &[
     "DeleteWorkspace",
     "RevokeAccessToken",
 ];
-/// How often the backstop polls.
+/// How often the backstop polls (and confirms).
 const POLL: Duration = Duration::from_secs(1);
 
 /// Does this event change what replicas cache?
@@ -55,7 +66,12 @@ fn publish(feed: &ChangeFeed, action: &str, resource: &str) {
             }
         }
         "RevokeAccessToken" => {
-            if let Some(id) = resource.rsplit_once("/accessTokens/").and_then(|(_, id)| AccessTokenId::parse(id).ok()) {
+            let id = resource
+                .rsplit_once("/accessTokens/")
+                .map(|(_, id)| id)
+                .or_else(|| resource.strip_prefix("rootTokens/"))
+                .and_then(|id| AccessTokenId::parse(id).ok());
+            if let Some(id) = id {
                 feed.publish(Change::Token(&id));
             }
         }
@@ -67,74 +83,173 @@ fn publish(feed: &ChangeFeed, action: &str, resource: &str) {
     }
 }
 
-/// Follows the database's changes until the process ends, publishing them
-/// into `feed`. Reconnects by itself (and then drops every cache).
-pub fn follow(config: PgConfig, feed: ChangeFeed) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut first = true;
-        loop {
-            if let Err(e) = follow_once(&config, &feed, &mut first).await {
-                tracing::warn!(
-                    error = %e,
-                    "lost the database's change feed; serving from caches, which are dropped once it is back"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
+/// Where the changes are read from: the store ([`Shared::changes_after`]).
+pub trait Source: Send + Sync {
+    /// See [`Shared::changes_after`].
+    fn changes_after(
+        &self,
+        cursor: Option<i64>,
+    ) -> Pin<Box<dyn Future<Output = Result<ChangesAfter, String>> + Send + '_>>;
 }
 
-async fn follow_once(config: &PgConfig, feed: &ChangeFeed, first: &mut bool) -> Result<(), String> {
-    let (client, mut notifications) = listen(config).await?;
-    client
-        .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}; LISTEN {}", super::shared::LEASES_CHANNEL))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut cursor: i64 =
-        client.query_one("SELECT seq FROM audit_head WHERE id = 1", &[]).await.map_err(|e| e.to_string())?.get(0);
-    if !*first {
-        // Back after a gap: what happened meanwhile is unknown.
-        feed.publish(Change::Everything);
+impl Source for Store {
+    fn changes_after(
+        &self,
+        cursor: Option<i64>,
+    ) -> Pin<Box<dyn Future<Output = Result<ChangesAfter, String>> + Send + '_>> {
+        Box::pin(async move {
+            let shared = self.shared().ok_or("the database is not shared")?;
+            shared.changes_after(cursor).await.map_err(|e| e.to_string())
+        })
     }
-    *first = false;
-    let mut poll = tokio::time::interval(POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            notification = notifications.recv() => match notification {
-                Some(Ok((channel, payload))) => {
-                    if channel == super::shared::LEASES_CHANNEL {
-                        feed.publish(Change::LeaseStored);
-                    } else if let Some((action, resource)) = payload.split_once(' ') {
-                        publish(feed, action, resource);
-                    }
-                }
-                Some(Err(e)) => return Err(e),
-                None => return Err("the listener connection closed".into()),
-            },
-            _ = poll.tick() => {
-                // The head is read first: every event up to it has committed.
-                let head: i64 = client
-                    .query_one("SELECT seq FROM audit_head WHERE id = 1", &[])
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .get(0);
-                if head > cursor {
-                    let rows = client
-                        .query(
-                            "SELECT action, resource FROM audit_events \
-                             WHERE seq > $1 AND seq <= $2 AND status_code = 0 AND action = ANY($3) ORDER BY seq",
-                            &[&cursor, &head, &CHANGING],
-                        )
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    for row in &rows {
-                        publish(feed, row.get(0), row.get(1));
-                    }
-                    cursor = head;
+}
+
+/// Follows the other replicas' changes into a feed, and confirms it.
+pub struct Follower {
+    source: Box<dyn Source>,
+    feed: ChangeFeed,
+    /// The last cursor read; `None` until the first read.
+    cursor: tokio::sync::Mutex<Option<i64>>,
+}
+
+impl Follower {
+    /// A follower of `source`'s changes into `feed`, which it confirms
+    /// on demand from now on.
+    pub fn new(source: impl Source + 'static, feed: ChangeFeed) -> Arc<Self> {
+        let follower = Arc::new(Self { source: Box::new(source), feed, cursor: tokio::sync::Mutex::new(None) });
+        follower.feed.set_confirmer(follower.clone());
+        follower
+    }
+
+    /// Reads and publishes the changes after the cursor, then confirms the
+    /// feed as of the moment the read began.
+    async fn catch_up(&self) -> Result<(), String> {
+        let mut cursor = self.cursor.lock().await;
+        let asked = Instant::now();
+        let read = self.source.changes_after(*cursor).await?;
+        match *cursor {
+            // What this replica derived before its first read is unknown.
+            None => self.feed.publish(Change::Everything),
+            Some(_) => {
+                for (action, resource) in &read.changes {
+                    publish(&self.feed, action, resource);
                 }
             }
         }
+        *cursor = Some(read.head);
+        self.feed.confirmed(asked);
+        Ok(())
+    }
+
+    /// Runs until the process ends: notifications on a dedicated
+    /// connection (reconnecting by itself), a catch-up every second.
+    pub fn run(self: Arc<Self>, config: PgConfig) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let poller = Arc::clone(&self);
+            let poll = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(POLL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut failing = false;
+                loop {
+                    tick.tick().await;
+                    match poller.catch_up().await {
+                        Ok(()) if failing => {
+                            failing = false;
+                            tracing::info!("the change feed is confirmed again");
+                        }
+                        Ok(()) => {}
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(
+                                error = %e,
+                                limit_s = poller.feed.limit().unwrap_or_default().as_secs(),
+                                "cannot confirm the other replicas' changes; caches are served until --max-staleness, then calls confirm from the database or fail UNAVAILABLE"
+                            );
+                        }
+                        Err(_) => {}
+                    }
+                    crate::metrics::change_feed_staleness(poller.feed.staleness());
+                }
+            });
+            let _poll = AbortOnDrop(poll);
+            loop {
+                if let Err(e) = self.listen(&config).await {
+                    tracing::debug!(error = %e, "the change notifications' connection ended; reconnecting");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    }
+
+    /// Publishes notifications until the connection fails or goes silent.
+    async fn listen(&self, config: &PgConfig) -> Result<(), String> {
+        let limit = config.query_timeout;
+        let bounded = |what: &'static str| move |_| format!("{what}: no answer within {} s", limit.as_secs());
+        let (client, mut notifications) =
+            tokio::time::timeout(limit, listen(config)).await.map_err(bounded("connecting"))??;
+        tokio::time::timeout(
+            limit,
+            client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}; LISTEN {}", super::shared::LEASES_CHANNEL)),
+        )
+        .await
+        .map_err(bounded("LISTEN"))?
+        .map_err(|e| e.to_string())?;
+        // What committed before LISTEN took effect and was not yet polled
+        // comes with the next catch-up.
+        let mut check = tokio::time::interval(POLL);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                notification = notifications.recv() => match notification {
+                    Some(Ok((channel, payload))) => {
+                        if channel == super::shared::LEASES_CHANNEL {
+                            match payload.strip_prefix(super::shared::DROPPED) {
+                                Some(key) => self.feed.publish(Change::LeaseDropped(key)),
+                                None => self.feed.publish(Change::LeaseStored),
+                            }
+                        } else if let Some((action, resource)) = payload.split_once(' ') {
+                            publish(&self.feed, action, resource);
+                        }
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => return Err("the listener connection closed".into()),
+                },
+                _ = check.tick() => {
+                    // A silent connection delivers no notifications and
+                    // reports no error: ask it something.
+                    tokio::time::timeout(limit, client.simple_query(""))
+                        .await
+                        .map_err(bounded("the notifications' connection"))?
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+}
+
+impl Confirmer for Follower {
+    fn confirm(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(self.catch_up())
+    }
+}
+
+/// Aborts a task when dropped (the poller dies with the follower).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts following `store`'s changes into `feed` (see [`Follower`]).
+pub fn follow(config: PgConfig, store: Store, feed: ChangeFeed) -> tokio::task::JoinHandle<()> {
+    Follower::new(store, feed).run(config)
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower").finish_non_exhaustive()
     }
 }
 
@@ -182,5 +297,90 @@ async fn listen(config: &PgConfig) -> Result<(tokio_postgres::Client, Notificati
                 config.connection().connect(tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
             Ok((client, drive(connection)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Answers from a script (`None`: the database is out of reach), and
+    /// records the cursors asked for.
+    #[derive(Default)]
+    struct Script {
+        answers: Mutex<Vec<Option<ChangesAfter>>>,
+        asked: Mutex<Vec<Option<i64>>>,
+    }
+
+    impl Source for Arc<Script> {
+        fn changes_after(
+            &self,
+            cursor: Option<i64>,
+        ) -> Pin<Box<dyn Future<Output = Result<ChangesAfter, String>> + Send + '_>> {
+            self.asked.lock().unwrap().push(cursor);
+            let next = self.answers.lock().unwrap().remove(0);
+            Box::pin(async move { next.ok_or_else(|| "out of reach".to_owned()) })
+        }
+    }
+
+    fn script(answers: Vec<Option<ChangesAfter>>) -> Arc<Script> {
+        Arc::new(Script { answers: Mutex::new(answers), asked: Mutex::default() })
+    }
+
+    fn recorded(feed: &ChangeFeed) -> Arc<Mutex<Vec<String>>> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&seen);
+        feed.subscribe(move |change| kept.lock().unwrap().push(format!("{change:?}")));
+        seen
+    }
+
+    fn change(action: &str, resource: &str) -> (String, String) {
+        (action.to_owned(), resource.to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_first_read_that_fails_leaves_the_feed_unconfirmed_and_the_first_that_works_drops_everything() {
+        let feed = ChangeFeed::bounded(Duration::from_millis(30));
+        let source = script(vec![None, Some(ChangesAfter { head: 7, changes: vec![] })]);
+        let seen = recorded(&feed);
+        let follower = Follower::new(Arc::clone(&source), feed.clone());
+        assert!(follower.catch_up().await.is_err());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(!feed.is_fresh(), "never confirmed: past the limit nothing cached is served");
+        feed.fresh(Instant::now() + Duration::from_secs(1)).await.expect("confirmed on demand");
+        assert_eq!(*seen.lock().unwrap(), ["Everything"], "what was cached before the first read is unknown");
+        assert_eq!(*source.asked.lock().unwrap(), [None, None]);
+    }
+
+    #[tokio::test]
+    async fn after_a_gap_the_changes_are_replayed_from_the_cursor_and_nothing_else_is_dropped() {
+        let feed = ChangeFeed::bounded(Duration::from_secs(10));
+        let source = script(vec![
+            Some(ChangesAfter { head: 7, changes: vec![] }),
+            None,
+            None,
+            Some(ChangesAfter {
+                head: 9,
+                changes: vec![
+                    change("RevokeAccessToken", "workspaces/acme/accessTokens/t1"),
+                    change("RevokeAccessToken", "rootTokens/r1"),
+                    change("UpdateCredential", "workspaces/acme/credentials/reg"),
+                    change("DeleteWorkspace", "workspaces/gone"),
+                ],
+            }),
+        ]);
+        let follower = Follower::new(Arc::clone(&source), feed.clone());
+        follower.catch_up().await.unwrap();
+        let seen = recorded(&feed);
+        assert!(follower.catch_up().await.is_err());
+        assert!(follower.catch_up().await.is_err());
+        follower.catch_up().await.unwrap();
+        let seen = seen.lock().unwrap().join("\n");
+        assert!(!seen.contains("Everything"), "{seen}");
+        assert_eq!(seen.matches("Token(").count(), 2, "{seen}");
+        assert!(seen.contains("Credential("), "{seen}");
+        assert!(seen.contains("Workspace("), "{seen}");
+        assert_eq!(*source.asked.lock().unwrap(), [None, Some(7), Some(7), Some(7)], "the cursor survives the gap");
     }
 }

@@ -39,6 +39,12 @@ pub struct PgConfig {
     shown: String,
     /// Most pooled connections.
     pub pool_size: usize,
+    /// Longest a database operation may take, connection and statements
+    /// included, before it fails `UNAVAILABLE` (URL parameter
+    /// `query_timeout`, seconds). A database that goes silent (a dropped
+    /// network path: queries hang, nothing is refused) costs a call this
+    /// long at most, never the kernel's 15 minutes.
+    pub query_timeout: Duration,
 }
 
 impl std::fmt::Debug for PgConfig {
@@ -49,6 +55,17 @@ impl std::fmt::Debug for PgConfig {
 
 /// Connections pooled per replica by default.
 const DEFAULT_POOL_SIZE: usize = 16;
+/// Default `query_timeout`.
+const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive on every connection: first probe after this much
+/// silence, then every [`KEEPALIVE_INTERVAL`], giving up after
+/// [`KEEPALIVE_RETRIES`] unanswered probes. With [`TCP_USER_TIMEOUT`]
+/// (data sent but unacknowledged), a dropped path breaks the connection in
+/// seconds on both idle and busy connections.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl PgConfig {
     /// Parses `url`; the password comes from the URL, else `password_file`,
@@ -61,6 +78,7 @@ impl PgConfig {
         let mut tls = TlsUse::Prefer;
         let mut root_cert = None;
         let mut pool_size = DEFAULT_POOL_SIZE;
+        let mut query_timeout = DEFAULT_QUERY_TIMEOUT;
         let mut kept: Vec<(String, String)> = Vec::new();
         for (key, value) in parsed.query_pairs() {
             match key.as_ref() {
@@ -82,6 +100,14 @@ impl PgConfig {
                 "pool_size" => {
                     pool_size =
                         value.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or("pool_size must be 1-1000")?
+                }
+                "query_timeout" => {
+                    query_timeout = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=3600).contains(n))
+                        .map(Duration::from_secs)
+                        .ok_or("query_timeout must be 1-3600 (seconds)")?
                 }
                 _ => kept.push((key.into_owned(), value.into_owned())),
             }
@@ -105,6 +131,10 @@ impl PgConfig {
             config.connect_timeout(Duration::from_secs(5));
         }
         config.keepalives(true);
+        config.keepalives_idle(KEEPALIVE_IDLE);
+        config.keepalives_interval(KEEPALIVE_INTERVAL);
+        config.keepalives_retries(KEEPALIVE_RETRIES);
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
         config.application_name("pullpassd");
         let password = match (url_password, password_file) {
             (Some(password), _) => Some(password),
@@ -119,7 +149,7 @@ impl PgConfig {
         if let Some(password) = password {
             config.password(password.as_bytes());
         }
-        Ok(Self { config, tls, root_cert, shown, pool_size })
+        Ok(Self { config, tls, root_cert, shown, pool_size, query_timeout })
     }
 
     /// The URL without its password, for logs and messages.
@@ -339,10 +369,19 @@ mod tests {
         .unwrap();
         assert_eq!(config.tls_use(), TlsUse::VerifyFull);
         assert_eq!(config.pool_size, 4);
+        assert_eq!(config.query_timeout, DEFAULT_QUERY_TIMEOUT);
+        assert_eq!(config.connection().get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert_eq!(config.connection().get_keepalives_idle(), KEEPALIVE_IDLE);
         assert_eq!(config.connection().get_password(), Some("s3cr:t-CANARY".as_bytes()));
         assert!(!config.describe().contains("CANARY") && !format!("{config:?}").contains("CANARY"));
         assert!(config.describe().starts_with("postgres://pullpass@db.example:6543/pullpass"), "{}", config.describe());
-        for bad in ["mysql://x/y", "not a url", "postgres://h/db?sslmode=sometimes", "postgres://h/db?pool_size=0"] {
+        for bad in [
+            "mysql://x/y",
+            "not a url",
+            "postgres://h/db?sslmode=sometimes",
+            "postgres://h/db?pool_size=0",
+            "postgres://h/db?query_timeout=0",
+        ] {
             assert!(PgConfig::parse(bad, None).is_err(), "{bad}");
         }
     }

@@ -194,12 +194,15 @@ impl PgStore {
         };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(5)))
+            .wait_timeout(Some(config.query_timeout))
+            .create_timeout(Some(Duration::from_secs(5).min(config.query_timeout)))
+            // A connection returned while its statement hung (a timeout)
+            // is checked before reuse; one that does not answer goes.
+            .recycle_timeout(Some(Duration::from_secs(2)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Unreachable(e.to_string()))?;
-        let writer = std::sync::Arc::new(writer::Writer::start(pool.clone(), fault));
+        let writer = std::sync::Arc::new(writer::Writer::start(pool.clone(), fault, config.query_timeout));
         Ok(Self { pool, config: config.clone(), writer })
     }
 
@@ -212,6 +215,21 @@ impl PgStore {
         self.pool.get().await.map_err(|e| StoreError::Unreachable(e.to_string()).into())
     }
 
+    /// `work` (a connection from the pool and its statements), failing
+    /// `UNAVAILABLE` once the `query_timeout` is over: a silent database
+    /// costs that long, not the kernel's retransmission timeout.
+    pub(crate) async fn bounded<T>(&self, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        match tokio::time::timeout(self.config.query_timeout, work).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::Unreachable(format!(
+                "{}: no answer within {} s",
+                self.config.describe(),
+                self.config.query_timeout.as_secs()
+            ))
+            .into()),
+        }
+    }
+
     /// Runs `attempt` with a fresh connection until it commits, retrying
     /// serialization failures and deadlocks with a short jittered pause.
     pub(crate) async fn retrying<T, F, Fut>(&self, attempt: F) -> Result<T, Error>
@@ -219,20 +237,23 @@ impl PgStore {
         F: Fn(Object) -> Fut,
         Fut: Future<Output = Result<T, TxError>>,
     {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let client = self.client().await?;
-            match attempt(client).await {
-                Ok(value) => return Ok(value),
-                Err(TxError::Pg(e)) if retryable(&e) && tries < ATTEMPTS => {
-                    let pause = Duration::from_millis(2u64 << tries.min(6)) + jitter();
-                    tokio::time::sleep(pause).await;
+        self.bounded(async {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let client = self.client().await?;
+                match attempt(client).await {
+                    Ok(value) => return Ok(value),
+                    Err(TxError::Pg(e)) if retryable(&e) && tries < ATTEMPTS => {
+                        let pause = Duration::from_millis(2u64 << tries.min(6)) + jitter();
+                        tokio::time::sleep(pause).await;
+                    }
+                    Err(TxError::Pg(e)) => return Err(pg(e).into()),
+                    Err(TxError::Domain(e)) => return Err(e),
                 }
-                Err(TxError::Pg(e)) => return Err(pg(e).into()),
-                Err(TxError::Domain(e)) => return Err(e),
             }
-        }
+        })
+        .await
     }
 
     /// Runs a mutation in the next group commit of this replica (see
@@ -252,9 +273,12 @@ impl PgStore {
 
     /// Reads with one statement (no transaction).
     async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(pg)?;
-        client.query(&statement, params).await.map_err(|e| pg(e).into())
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(sql).await.map_err(pg)?;
+            client.query(&statement, params).await.map_err(|e| pg(e).into())
+        })
+        .await
     }
 }
 
@@ -851,14 +875,20 @@ impl Backend for PgStore {
     }
 
     async fn touch_tokens(&self, uses: &[(AccessTokenId, Timestamp)]) -> Result<(), Error> {
-        let client = self.client().await?;
-        for (id, at) in uses {
-            client
-                .execute("UPDATE access_tokens SET last_used_time = $2 WHERE id = $1", &[&id.as_str(), &at.as_micros()])
-                .await
-                .map_err(pg)?;
-        }
-        Ok(())
+        self.bounded(async {
+            let client = self.client().await?;
+            for (id, at) in uses {
+                client
+                    .execute(
+                        "UPDATE access_tokens SET last_used_time = $2 WHERE id = $1",
+                        &[&id.as_str(), &at.as_micros()],
+                    )
+                    .await
+                    .map_err(pg)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn any_root_token(&self) -> Result<bool, Error> {
@@ -1008,9 +1038,12 @@ impl Backend for PgStore {
     }
 
     async fn facts(&self) -> Result<DatabaseFacts, Error> {
-        let client = self.client().await?;
-        let version = migrations::current_version(&client).await?;
-        Ok(read_facts(&**client, version).await?)
+        self.bounded(async {
+            let client = self.client().await?;
+            let version = migrations::current_version(&client).await?;
+            Ok(read_facts(&**client, version).await?)
+        })
+        .await
     }
 
     async fn record_keys(&self, checks: &[(String, Vec<u8>)], active: &str) -> Result<(), Error> {

@@ -16,14 +16,59 @@ use async_trait::async_trait;
 use super::{PgStore, pg};
 use crate::domain::Timestamp;
 use crate::error::Error;
-use crate::store::{LeaseSlot, Shared, SharedLease};
+use crate::store::{ChangesAfter, LeaseSlot, Shared, SharedLease};
 
 /// The channel a stored lease is announced on (payload: nothing secret,
 /// the replicas only need waking).
 pub const LEASES_CHANNEL: &str = "pullpass_leases";
+/// The payload prefix of a dropped lease on [`LEASES_CHANNEL`] (then the
+/// dropping replica and the key, which names a credential by uid and a
+/// scope: nothing secret).
+pub const DROPPED: &str = "drop ";
+/// The change cursor.
+const HEAD: &str = "SELECT seq FROM audit_head WHERE id = 1";
+/// The changing events between two cursors.
+const CHANGES: &str = "SELECT action, resource FROM audit_events \
+                       WHERE seq > $1 AND seq <= $2 AND status_code = 0 AND action = ANY($3) ORDER BY seq";
 
 #[async_trait]
 impl Shared for PgStore {
+    async fn drop_lease(&self, key: &str, sealed: &[u8], owner: &str) -> Result<bool, Error> {
+        self.retrying(|mut client| {
+            let (key, sealed, owner) = (key.to_owned(), sealed.to_vec(), owner.to_owned());
+            async move {
+                let tx = client.transaction().await?;
+                let deleted =
+                    tx.execute("DELETE FROM shared_leases WHERE key = $1 AND sealed = $2", &[&key, &sealed]).await?;
+                if deleted > 0 {
+                    let payload = format!("{DROPPED}{owner} {key}");
+                    tx.execute("SELECT pg_notify($1, $2)", &[&LEASES_CHANNEL, &payload]).await?;
+                }
+                tx.commit().await?;
+                Ok(deleted > 0)
+            }
+        })
+        .await
+    }
+
+    async fn changes_after(&self, cursor: Option<i64>) -> Result<ChangesAfter, Error> {
+        self.bounded(async {
+            let client = self.client().await?;
+            // The head first: every event up to it has committed (`seq` is
+            // gapless in commit order), so nothing before it is missed.
+            let head: i64 = client.query_one(HEAD, &[]).await.map_err(pg)?.get(0);
+            let mut read = ChangesAfter { head, changes: Vec::new() };
+            if let Some(cursor) = cursor.filter(|cursor| head > *cursor) {
+                let changing = super::changes::CHANGING;
+                let statement = client.prepare_cached(CHANGES).await.map_err(pg)?;
+                let rows = client.query(&statement, &[&cursor, &head, &changing]).await.map_err(pg)?;
+                read.changes = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+            }
+            Ok(read)
+        })
+        .await
+    }
+
     async fn lease_or_claim(
         &self,
         key: &str,
@@ -31,43 +76,46 @@ impl Shared for PgStore {
         owner: &str,
         claim_ttl: Duration,
     ) -> Result<LeaseSlot, Error> {
-        let client = self.client().await?;
-        let least_expiry = Timestamp::now().plus(min_life).as_micros();
-        let lease = client
-            .prepare_cached("SELECT sealed, expire_time FROM shared_leases WHERE key = $1 AND expire_time >= $2")
-            .await
-            .map_err(pg)?;
-        if let Some(row) = client.query_opt(&lease, &[&key, &least_expiry]).await.map_err(pg)? {
-            return Ok(LeaseSlot::Stored(SharedLease {
-                sealed: row.get(0),
-                expire_time: Timestamp::from_micros(row.get(1)),
-            }));
-        }
-        let claim = client
-            .prepare_cached(
-                "INSERT INTO lease_claims (key, owner, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3)) \
-                 ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
-                 WHERE lease_claims.expires_at < now() OR lease_claims.owner = excluded.owner \
-                 RETURNING owner",
-            )
-            .await
-            .map_err(pg)?;
-        if client.query_opt(&claim, &[&key, &owner, &claim_ttl.as_secs_f64()]).await.map_err(pg)?.is_none() {
-            return Ok(LeaseSlot::ClaimedElsewhere);
-        }
-        // The claim may be free because its holder just stored the lease
-        // (both in one commit, after the look above): look again.
-        if let Some(row) = client.query_opt(&lease, &[&key, &least_expiry]).await.map_err(pg)? {
-            client
-                .execute("DELETE FROM lease_claims WHERE key = $1 AND owner = $2", &[&key, &owner])
+        self.bounded(async {
+            let client = self.client().await?;
+            let least_expiry = Timestamp::now().plus(min_life).as_micros();
+            let lease = client
+                .prepare_cached("SELECT sealed, expire_time FROM shared_leases WHERE key = $1 AND expire_time >= $2")
                 .await
                 .map_err(pg)?;
-            return Ok(LeaseSlot::Stored(SharedLease {
-                sealed: row.get(0),
-                expire_time: Timestamp::from_micros(row.get(1)),
-            }));
-        }
-        Ok(LeaseSlot::Claimed)
+            if let Some(row) = client.query_opt(&lease, &[&key, &least_expiry]).await.map_err(pg)? {
+                return Ok(LeaseSlot::Stored(SharedLease {
+                    sealed: row.get(0),
+                    expire_time: Timestamp::from_micros(row.get(1)),
+                }));
+            }
+            let claim = client
+                .prepare_cached(
+                    "INSERT INTO lease_claims (key, owner, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3)) \
+                     ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+                     WHERE lease_claims.expires_at < now() OR lease_claims.owner = excluded.owner \
+                     RETURNING owner",
+                )
+                .await
+                .map_err(pg)?;
+            if client.query_opt(&claim, &[&key, &owner, &claim_ttl.as_secs_f64()]).await.map_err(pg)?.is_none() {
+                return Ok(LeaseSlot::ClaimedElsewhere);
+            }
+            // The claim may be free because its holder just stored the lease
+            // (both in one commit, after the look above): look again.
+            if let Some(row) = client.query_opt(&lease, &[&key, &least_expiry]).await.map_err(pg)? {
+                client
+                    .execute("DELETE FROM lease_claims WHERE key = $1 AND owner = $2", &[&key, &owner])
+                    .await
+                    .map_err(pg)?;
+                return Ok(LeaseSlot::Stored(SharedLease {
+                    sealed: row.get(0),
+                    expire_time: Timestamp::from_micros(row.get(1)),
+                }));
+            }
+            Ok(LeaseSlot::Claimed)
+        })
+        .await
     }
 
     async fn store_lease(&self, key: &str, lease: &SharedLease, owner: &str) -> Result<(), Error> {
@@ -99,35 +147,47 @@ impl Shared for PgStore {
     }
 
     async fn release_claim(&self, key: &str, owner: &str) -> Result<(), Error> {
-        let client = self.client().await?;
-        client.execute("DELETE FROM lease_claims WHERE key = $1 AND owner = $2", &[&key, &owner]).await.map_err(pg)?;
-        Ok(())
+        self.bounded(async {
+            let client = self.client().await?;
+            client
+                .execute("DELETE FROM lease_claims WHERE key = $1 AND owner = $2", &[&key, &owner])
+                .await
+                .map_err(pg)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn blocked_until(&self, key: &str) -> Result<Option<Timestamp>, Error> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT until FROM upstream_blocks WHERE key = $1 AND until > $2")
-            .await
-            .map_err(pg)?;
-        let row = client.query_opt(&statement, &[&key, &Timestamp::now().as_micros()]).await.map_err(pg)?;
-        Ok(row.map(|r| Timestamp::from_micros(r.get(0))))
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached("SELECT until FROM upstream_blocks WHERE key = $1 AND until > $2")
+                .await
+                .map_err(pg)?;
+            let row = client.query_opt(&statement, &[&key, &Timestamp::now().as_micros()]).await.map_err(pg)?;
+            Ok(row.map(|r| Timestamp::from_micros(r.get(0))))
+        })
+        .await
     }
 
     async fn block(&self, key: &str, until: Timestamp) -> Result<(), Error> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO upstream_blocks (key, until) VALUES ($1, $2) \
-                 ON CONFLICT (key) DO UPDATE SET until = greatest(upstream_blocks.until, excluded.until)",
-                &[&key, &until.as_micros()],
-            )
-            .await
-            .map_err(pg)?;
-        client
-            .execute("DELETE FROM upstream_blocks WHERE until < $1", &[&Timestamp::now().as_micros()])
-            .await
-            .map_err(pg)?;
-        Ok(())
+        self.bounded(async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "INSERT INTO upstream_blocks (key, until) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET until = greatest(upstream_blocks.until, excluded.until)",
+                    &[&key, &until.as_micros()],
+                )
+                .await
+                .map_err(pg)?;
+            client
+                .execute("DELETE FROM upstream_blocks WHERE until < $1", &[&Timestamp::now().as_micros()])
+                .await
+                .map_err(pg)?;
+            Ok(())
+        })
+        .await
     }
 }

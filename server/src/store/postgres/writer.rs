@@ -76,10 +76,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task over `pool`, with the audit fault hook.
-    pub fn start(pool: Pool, fault: AuditFault) -> Self {
+    /// Starts the writer task over `pool`, with the audit fault hook; a
+    /// batch that takes longer than `timeout` (a silent database) fails.
+    pub fn start(pool: Pool, fault: AuditFault, timeout: Duration) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(pool, fault, receiver));
+        let task = tokio::spawn(run(pool, fault, timeout, receiver));
         Self { queue: Mutex::new(Some(sender)), task: Mutex::new(Some(task)) }
     }
 
@@ -127,7 +128,7 @@ impl Writer {
     }
 }
 
-async fn run(pool: Pool, fault: AuditFault, mut queue: mpsc::Receiver<Job>) {
+async fn run(pool: Pool, fault: AuditFault, timeout: Duration, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -136,7 +137,17 @@ async fn run(pool: Pool, fault: AuditFault, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let outcomes = batch(&pool, &fault, &jobs).await;
+        let outcomes = match tokio::time::timeout(timeout, batch(&pool, &fault, &jobs)).await {
+            Ok(outcomes) => outcomes,
+            Err(_) => {
+                // Whether a COMMIT sent just before reached the database is
+                // unknown, as for any lost connection.
+                let failed: Error =
+                    StoreError::Unreachable(format!("the database did not answer within {} s", timeout.as_secs()))
+                        .into();
+                jobs.iter().map(|_| Err(failed.clone())).collect()
+            }
+        };
         for (job, outcome) in jobs.into_iter().zip(outcomes) {
             let _ = job.done.send(outcome);
         }
@@ -166,6 +177,7 @@ async fn batch(pool: &Pool, fault: &AuditFault, jobs: &[Job]) -> Vec<Result<(), 
                 let failed = Error::Unavailable {
                     reason: "DATABASE_CONTENTION",
                     message: "the database kept refusing the transaction (serialization failures); retry".into(),
+                    retry_after: Some(Duration::from_millis(100)),
                 };
                 return jobs.iter().map(|_| Err(failed.clone())).collect();
             }
