@@ -331,3 +331,167 @@ async fn a_rolling_restart_under_load_fails_no_call_of_a_client_that_knows_both_
     assert!(calls > 50, "the load ran throughout ({calls} rounds)");
     assert!(failures.is_empty(), "{} failed calls of {calls} rounds: {failures:?}", failures.len());
 }
+
+/// What a cut-off replica answered one probe of a change made on A.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// The old state was honoured.
+    Stale,
+    /// The call was refused for staleness: UNAVAILABLE, with a retry delay.
+    Unavailable,
+    /// The new state.
+    Current,
+    /// No answer before the call's deadline.
+    Hung,
+}
+
+/// Issues `image` for `project` on `client`; how the answer stands to a
+/// change that should make `is_current` hold of it.
+async fn probe(
+    client: &Client,
+    image: &str,
+    project: &str,
+    is_current: impl Fn(&Result<pullpass::v1::RegistryAuth, tonic::Status>) -> bool,
+) -> Answer {
+    let answer = client
+        .registry_auth_service()
+        .issue_registry_auth(pullpass::v1::IssueRegistryAuthRequest {
+            workspace: "workspaces/acme".into(),
+            project: project.into(),
+            images: vec![image.to_owned()],
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().auths.remove(0));
+    if std::env::var_os("PROBE_DEBUG").is_some() {
+        println!("probe {image} {project}: {answer:?}");
+    }
+    match &answer {
+        Err(status) if status.code() == Code::Unavailable => {
+            let details = tonic_types::StatusExt::get_error_details(status);
+            assert!(
+                details.retry_info().is_some_and(|r| r.retry_delay.is_some()),
+                "UNAVAILABLE with RetryInfo: {status:?}"
+            );
+            assert_eq!(error_reason(status).as_deref(), Some("REPLICA_STALE"), "{status:?}");
+            Answer::Unavailable
+        }
+        Err(status) if matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled) => Answer::Hung,
+        answer if is_current(answer) => Answer::Current,
+        _ => Answer::Stale,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_the_database_honours_no_change_past_the_staleness_limit_and_catches_up_once_healed() {
+    const LIMIT: Duration = Duration::from_secs(3);
+    let (r, path) = Replicas::start_with_b_cuttable(&["--max-staleness", "3"]).await;
+    let a = r.a.client().await;
+    // `reg` (user ops) covers the registry, `team` (alice) its team/ namespace.
+    let reg = Credential { username: "ops".into(), ..r.credential("ops-pw") };
+    a.create_credential("acme", "reg", reg).await.unwrap();
+    let mut team = r.credential(ALICE_PASSWORD);
+    team.registry_server = format!("{}/team", r.registry.address);
+    a.create_credential("acme", "team", team).await.unwrap();
+    let launcher = a.create_access_token("acme", Role::Launcher, &[], None, "cut off").await.unwrap();
+    let on_b = |token: &str| {
+        Client::builder(r.b.endpoint())
+            .token(token.to_owned())
+            .timeout(Duration::from_secs(2))
+            .connect_timeout(Duration::from_secs(2))
+            .retries(0)
+            .connect()
+    };
+    let (b_launcher, b_root) = (on_b(&launcher.token).await.unwrap(), on_b(&r.a.root_token).await.unwrap());
+    let (team_image, other_image) = (r.image("team/app:1.0"), r.image("other/app:1.0"));
+    let served_by = |auth: &Result<pullpass::v1::RegistryAuth, tonic::Status>, credential: &str| {
+        auth.as_ref()
+            .is_ok_and(|a| a.status.as_ref().is_some_and(|s| s.code == 0) && a.credential.ends_with(credential))
+    };
+    // B has cached all three: the token, the credentials, their leases.
+    let warm = within(PROPAGATION * 5, || async {
+        probe(&b_launcher, &team_image, "rnaseq", |a| served_by(a, "/team")).await == Answer::Current
+            && probe(&b_root, &other_image, "rnaseq", |a| served_by(a, "/reg")).await == Answer::Current
+    })
+    .await;
+    assert!(warm.is_some(), "B serves before the cut");
+
+    path.silence();
+    let cut = Instant::now();
+    // On A: revoke the launcher token, narrow `reg` to another project,
+    // delete `team`.
+    a.revoke_access_token(&launcher.name).await.unwrap();
+    let mut narrowed = a.get_credential("acme", "reg").await.unwrap();
+    narrowed.allowed_projects = vec!["other".into()];
+    a.update_credential(narrowed, &["allowed_projects"]).await.unwrap();
+    a.delete_credential("acme", "team").await.unwrap();
+    let committed = Instant::now();
+
+    // B, cut off, answers each of the three until it must stop: never
+    // past the limit, and never slower than the call's deadline.
+    let (mut last_stale, mut refusals, mut hung, mut slowest) = (None, 0, 0, Duration::ZERO);
+    while committed.elapsed() < LIMIT + Duration::from_secs(3) {
+        for (client, image, current) in [
+            (&b_launcher, &team_image, "revocation"),
+            (&b_root, &other_image, "narrowing"),
+            (&b_root, &team_image, "deletion"),
+        ] {
+            let asked = Instant::now();
+            let answer = probe(client, image, "rnaseq", |answer| match current {
+                "revocation" => answer.as_ref().is_err_and(|s| s.code() == Code::Unauthenticated),
+                "narrowing" => {
+                    answer.as_ref().is_ok_and(|a| a.status.as_ref().is_some_and(|s| s.code == Code::NotFound as i32))
+                }
+                _ => !served_by(answer, "/team"),
+            })
+            .await;
+            slowest = slowest.max(asked.elapsed());
+            match answer {
+                Answer::Stale => last_stale = Some((committed.elapsed(), current)),
+                Answer::Unavailable => refusals += 1,
+                Answer::Hung => hung += 1,
+                Answer::Current => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "cut for {:?}: last stale answer {last_stale:?} after the commit; {refusals} refusals; {hung} calls past their deadline; slowest call {slowest:?}",
+        cut.elapsed()
+    );
+    if let Some((after, what)) = last_stale {
+        assert!(
+            after <= LIMIT,
+            "B honoured the old state ({what}) {after:?} after the change, past the limit of {LIMIT:?}"
+        );
+    }
+    assert!(refusals > 0, "past the limit, a cut-off replica refuses");
+    assert_eq!(hung, 0, "calls went unanswered until their deadline (slowest {slowest:?})");
+
+    path.heal();
+    let back = within(Duration::from_secs(15), || async {
+        probe(&b_root, &other_image, "other", |a| served_by(a, "/reg")).await == Answer::Current
+    })
+    .await;
+    assert!(back.is_some(), "B serves again once the path heals");
+    // Every change made in the gap is reflected.
+    assert_eq!(
+        probe(&b_launcher, &team_image, "rnaseq", |a| a.as_ref().is_err_and(|s| s.code() == Code::Unauthenticated))
+            .await,
+        Answer::Current,
+        "the revoked token"
+    );
+    assert_eq!(
+        probe(&b_root, &other_image, "rnaseq", |a| a
+            .as_ref()
+            .is_ok_and(|a| a.status.as_ref().is_some_and(|s| s.code == Code::NotFound as i32)))
+        .await,
+        Answer::Current,
+        "the narrowed credential"
+    );
+    assert_eq!(
+        probe(&b_root, &team_image, "rnaseq", |a| !served_by(a, "/team")).await,
+        Answer::Current,
+        "the deleted one"
+    );
+}

@@ -44,9 +44,13 @@ pub const TOKEN_FILE_ENV: &str = "PULLPASS_TOKEN_FILE";
 /// The endpoint when none is configured.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50051";
 
-/// Adds `authorization: Bearer <token>` to each request.
+/// Adds `authorization: Bearer <token>` to each request, and the client's
+/// timeout as `grpc-timeout` (unless the request sets its own), so the
+/// server knows the deadline too and answers before it (a replica that
+/// cannot confirm its data answers UNAVAILABLE in time, instead of the
+/// call running out on this side).
 #[derive(Clone)]
-pub struct BearerToken(Option<MetadataValue<Ascii>>);
+pub struct BearerToken(Option<MetadataValue<Ascii>>, Option<Duration>);
 
 impl fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -58,6 +62,11 @@ impl Interceptor for BearerToken {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
             request.metadata_mut().insert("authorization", value.clone());
+        }
+        if let Some(timeout) = self.1
+            && !request.metadata().contains_key("grpc-timeout")
+        {
+            request.set_timeout(timeout);
         }
         Ok(request)
     }
@@ -208,7 +217,7 @@ impl ClientBuilder {
             inner: Arc::new(Inner {
                 targets,
                 current: AtomicUsize::new(first),
-                token: BearerToken(token),
+                token: BearerToken(token, self.timeout),
                 cache: LeaseCache { slots: Mutex::default(), capacity: self.cache_capacity, margin: self.cache_margin },
                 retries,
                 timeout: self.timeout,

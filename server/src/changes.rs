@@ -88,6 +88,10 @@ struct Bound {
     confirmer: OnceLock<Arc<dyn Confirmer>>,
     /// One confirmation at a time; the others wait for it.
     confirming: tokio::sync::Mutex<()>,
+    /// When a confirmation last failed (ms after [`EPOCH`], plus one; 0:
+    /// never): for [`RETRY_AFTER`] after it, calls are refused at once
+    /// instead of each waiting out its deadline on a silent database.
+    failed: AtomicU64,
 }
 
 #[derive(Default)]
@@ -118,6 +122,7 @@ impl ChangeFeed {
                 confirmed: AtomicU64::new(millis(Instant::now())),
                 confirmer: OnceLock::new(),
                 confirming: tokio::sync::Mutex::new(()),
+                failed: AtomicU64::new(0),
             }),
         }))
     }
@@ -178,6 +183,10 @@ impl ChangeFeed {
             return Ok(());
         }
         let Some(bound) = &self.0.bound else { return Ok(()) };
+        let failed = bound.failed.load(Ordering::SeqCst);
+        if failed != 0 && millis(Instant::now()) + 1 < failed + RETRY_AFTER.as_millis() as u64 {
+            return Err(self.stale("the last attempt to confirm it failed moments ago"));
+        }
         let confirmed = async {
             let _turn = bound.confirming.lock().await;
             // Another call may have confirmed it while this one waited.
@@ -196,7 +205,10 @@ impl ChangeFeed {
         match outcome {
             Ok(()) if self.is_fresh() => Ok(()),
             Ok(()) => Err(self.stale("the confirmation came too late")),
-            Err(why) => Err(self.stale(&why)),
+            Err(why) => {
+                bound.failed.store(millis(Instant::now()) + 1, Ordering::SeqCst);
+                Err(self.stale(&why))
+            }
         }
     }
 
@@ -274,6 +286,9 @@ mod tests {
         let refused = feed.fresh(Instant::now() + Duration::from_secs(5)).await.unwrap_err();
         assert!(matches!(refused, Error::Unavailable { retry_after: Some(_), .. }), "{refused:?}");
         assert!(refused.to_string().contains("--max-staleness"), "{refused}");
+        let started = Instant::now();
+        feed.fresh(started + Duration::from_secs(5)).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(10), "refused at once right after a failure");
     }
 
     #[tokio::test]

@@ -351,3 +351,102 @@ pub fn refusing_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address").to_string()
 }
+
+/// A TCP path that can go silent: a proxy on loopback in front of a
+/// database (or any TCP service) that passes bytes both ways until
+/// [`SilentPath::silence`], then forwards nothing and refuses nothing, as a
+/// network that drops packets does: connections stay open, new ones are
+/// accepted, queries hang. [`SilentPath::heal`] lets the held bytes through
+/// again (as TCP retransmission would). It runs on a thread of its own and
+/// stops with the process.
+#[derive(Clone)]
+pub struct SilentPath {
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+    silent: Arc<tokio::sync::watch::Sender<bool>>,
+    connections: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for SilentPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SilentPath").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+impl SilentPath {
+    /// A path to `upstream` (`host:port`), passing everything.
+    pub fn start(upstream: &str) -> Self {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let address = std_listener.local_addr().expect("address").to_string();
+        let (silent, _) = tokio::sync::watch::channel(false);
+        let path = Self { address, silent: Arc::new(silent), connections: Arc::default() };
+        let (running, upstream) = (path.clone(), upstream.to_owned());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).expect("listener");
+                loop {
+                    let Ok((client, _)) = listener.accept().await else { continue };
+                    running.connections.fetch_add(1, Ordering::SeqCst);
+                    let (silent, upstream) = (running.silent.subscribe(), upstream.clone());
+                    tokio::spawn(async move {
+                        let mut gate = silent.clone();
+                        // A connection opened while silent waits, unanswered.
+                        let _ = gate.wait_for(|silent| !silent).await;
+                        let Ok(server) = TcpStream::connect(&upstream).await else { return };
+                        let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        tokio::join!(
+                            pass_unless_silent(client_read, server_write, silent.clone()),
+                            pass_unless_silent(server_read, client_write, silent),
+                        );
+                    });
+                }
+            });
+        });
+        path
+    }
+
+    /// From now on nothing passes either way (bytes already sent are held).
+    pub fn silence(&self) {
+        self.silent.send_replace(true);
+    }
+
+    /// Lets everything through again.
+    pub fn heal(&self) {
+        self.silent.send_replace(false);
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` to `to`, holding each piece while the path is silent.
+async fn pass_unless_silent(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut silent: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => {
+                // Even the end is held back while silent.
+                let _ = silent.wait_for(|silent| !silent).await;
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        if silent.wait_for(|silent| !silent).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}

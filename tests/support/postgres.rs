@@ -253,6 +253,25 @@ impl Database {
         vec![data.join("base").join(oid.trim()), data.join("pg_wal"), data.join("global"), dir.join("server.log")]
     }
 
+    /// The same database reached through `address` (`127.0.0.1:PORT`, a
+    /// proxy in front of the cluster, such as a
+    /// [`crate::faults::SilentPath`]).
+    pub fn through(&self, address: &str) -> Self {
+        let mut routed = self.clone();
+        if let Some(at) = routed.url.find("@127.0.0.1:") {
+            let host_start = at + 1;
+            let host_end = routed.url[host_start..].find('/').map_or(routed.url.len(), |end| host_start + end);
+            routed.url.replace_range(host_start..host_end, address);
+        }
+        routed
+    }
+
+    /// The cluster's `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        let after = self.url.split_once('@').map_or("", |(_, rest)| rest);
+        after.split('/').next().unwrap_or_default().to_owned()
+    }
+
     /// The URL with the password in it (for the embedded server's settings).
     pub fn url_with_password(&self) -> String {
         self.url.replacen(&format!("{USER}@"), &format!("{USER}:{}@", self.password), 1)

@@ -11,6 +11,7 @@ use std::time::Duration;
 use pullpass::v1::{Credential, Provider};
 use pullpass_client::Client;
 
+use crate::faults::SilentPath;
 use crate::postgres::Database;
 use crate::registry::world::{ALICE_PASSWORD, users};
 use crate::registry::{Issuer, Registry, seed};
@@ -43,8 +44,21 @@ impl Replicas {
         Self::start_on(Database::fresh(), &[]).await
     }
 
+    /// Starts both replicas on a fresh database, with extra flags, B
+    /// reaching it through a path that can go silent (a cut-off replica).
+    pub async fn start_with_b_cuttable(extra: &[&str]) -> (Self, SilentPath) {
+        let database = Database::fresh();
+        let path = SilentPath::start(&database.address());
+        let replicas = Self::start_with(database, extra, Some(&path)).await;
+        (replicas, path)
+    }
+
     /// Starts both replicas on `database` with extra flags.
     pub async fn start_on(database: Database, extra: &[&str]) -> Self {
+        Self::start_with(database, extra, None).await
+    }
+
+    async fn start_with(database: Database, extra: &[&str], b_path: Option<&SilentPath>) -> Self {
         let issuer = Issuer::start(users());
         let registry = Registry::start(&issuer.realm(), &issuer.bundle());
         seed(&registry, "team/app:1.0", "seed", "seed-pw");
@@ -57,7 +71,8 @@ impl Replicas {
         args.extend(extra.iter().map(|s| s.to_string()));
         let a = Self::replica(&database, &args, None);
         let key_file = a.data_dir.join("master.key");
-        let mut b = Self::replica(&database, &args, Some(&key_file));
+        let b_database = b_path.map_or_else(|| database.clone(), |path| database.through(&path.address));
+        let mut b = Self::replica(&b_database, &args, Some(&key_file));
         b.root_token = a.root_token.clone();
         assert!(!a.root_token.is_empty(), "replica A creates the root token");
         create_workspace(&a.client().await, "acme").await;
@@ -83,7 +98,8 @@ impl Replicas {
         let mut args = self.args.clone();
         args.extend(["--listen".to_owned(), server.address.clone()]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        server.restart_with(Options { args, database: Some(self.database.clone()), ..Default::default() });
+        let database = server.database.clone().or_else(|| Some(self.database.clone()));
+        server.restart_with(Options { args, database, ..Default::default() });
     }
 
     /// `http://A,http://B`.

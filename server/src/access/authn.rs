@@ -131,24 +131,30 @@ impl Authenticator {
     }
 
     /// The principal of an `authorization` header value.
-    pub async fn authenticate(&self, header: Option<&str>) -> Result<Arc<Principal>, Error> {
+    /// Confirming the change feed (see [`ChangeFeed::fresh`]) waits until
+    /// `deadline` at most.
+    pub async fn authenticate(&self, header: Option<&str>, deadline: Instant) -> Result<Arc<Principal>, Error> {
         let Some(header) = header else {
             metrics::authentication_failure(AuthFailure::Missing);
             return Err(Error::Unauthenticated(NO_TOKEN.into()));
         };
         let token = bearer_token(header).inspect_err(|_| metrics::authentication_failure(AuthFailure::Malformed))?;
-        self.authenticate_token(token).await
+        self.authenticate_token_by(token, deadline).await
     }
 
     /// The principal of a token string (`pp_…`).
     pub async fn authenticate_token(&self, token: &str) -> Result<Arc<Principal>, Error> {
+        self.authenticate_token_by(token, Instant::now() + crate::changes::CONFIRM_WAIT).await
+    }
+
+    async fn authenticate_token_by(&self, token: &str, deadline: Instant) -> Result<Arc<Principal>, Error> {
         if !is_well_formed(token) {
             metrics::authentication_failure(AuthFailure::Malformed);
             return Err(Error::Unauthenticated(MALFORMED.into()));
         }
         let hash = hash_token(token);
         if !self.feed.is_fresh() {
-            self.feed.fresh(Instant::now() + crate::changes::CONFIRM_WAIT).await?;
+            self.feed.fresh(deadline).await?;
         }
         let record = match self.cached(&hash) {
             Some(record) => record,
@@ -349,16 +355,20 @@ mod tests {
     use crate::access::create_root_token;
     use crate::store::sqlite::test_support::temp_store;
 
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
     #[tokio::test]
     async fn a_valid_root_token_authenticates_and_others_do_not() {
         let (_dir, store) = temp_store();
         let (record, token) = create_root_token(&store, &Default::default(), "test").await.unwrap();
         let authn = Authenticator::new(store);
         let header = format!("Bearer {}", token.expose());
-        let principal = authn.authenticate(Some(&header)).await.unwrap();
+        let principal = authn.authenticate(Some(&header), soon()).await.unwrap();
         assert_eq!(principal.token_id, record.id);
         // Second call is served from the cache.
-        assert_eq!(authn.authenticate(Some(&format!("bearer {}", token.expose()))).await.unwrap(), principal);
+        assert_eq!(authn.authenticate(Some(&format!("bearer {}", token.expose())), soon()).await.unwrap(), principal);
         let other = crate::access::TokenString::generate().unwrap();
         for bad in [
             None,
@@ -367,7 +377,7 @@ mod tests {
             Some("Bearer pp_short".to_owned()),
             Some(format!("Bearer {}", other.expose())),
         ] {
-            let error = authn.authenticate(bad.as_deref()).await.unwrap_err();
+            let error = authn.authenticate(bad.as_deref(), soon()).await.unwrap_err();
             assert!(matches!(error, Error::Unauthenticated(_)), "{bad:?}: {error:?}");
             assert!(!error.message().contains(token.expose()));
         }
@@ -409,9 +419,9 @@ mod tests {
         let (mut record, token) = create_root_token(&store, &Default::default(), "test").await.unwrap();
         let authn = Authenticator::new(store);
         let header = format!("Bearer {}", token.expose());
-        authn.authenticate(Some(&header)).await.unwrap();
+        authn.authenticate(Some(&header), soon()).await.unwrap();
         record.revoke_time = Some(Timestamp::now());
         authn.refresh(&record);
-        assert!(matches!(authn.authenticate(Some(&header)).await, Err(Error::Unauthenticated(_))));
+        assert!(matches!(authn.authenticate(Some(&header), soon()).await, Err(Error::Unauthenticated(_))));
     }
 }

@@ -154,8 +154,12 @@ fn field<T>(name: &str, parsed: Result<T, String>) -> Result<T, Status> {
 /// When upstream work must stop: a little before the caller's
 /// `grpc-timeout` (so the answer still reaches it), at most `budget`.
 fn deadline<T>(request: &Request<T>, budget: std::time::Duration) -> std::time::Instant {
-    let given = request
-        .metadata()
+    deadline_of(request.metadata().as_ref(), budget)
+}
+
+/// [`deadline`] from a call's HTTP headers.
+pub(crate) fn deadline_of(headers: &http::HeaderMap, budget: std::time::Duration) -> std::time::Instant {
+    let given = headers
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)

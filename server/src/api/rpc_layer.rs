@@ -105,7 +105,8 @@ where
             let mut principal = None;
             if !public {
                 let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-                let checked = authn.authenticate(header).await.and_then(|caller| {
+                let deadline = super::deadline_of(request.headers(), crate::changes::CONFIRM_WAIT);
+                let checked = authn.authenticate(header, deadline).await.and_then(|caller| {
                     match limiter.as_ref().map(|l| l.check(&caller.token_id)) {
                         Some(Err(retry_after)) => Err(Error::ResourceExhausted {
                             reason: pullpass::reason::RATE_LIMITED,
