@@ -495,3 +495,72 @@ async fn a_replica_cut_off_from_the_database_honours_no_change_past_the_stalenes
         "the deleted one"
     );
 }
+
+/// A gateway password from `client` for the registry's `team/app:1.0`.
+async fn gateway_password(client: &Client, r: &Replicas) -> String {
+    let auths = client
+        .registry_auth_service()
+        .issue_registry_auth(pullpass::v1::IssueRegistryAuthRequest {
+            workspace: "workspaces/acme".into(),
+            images: vec![r.image("team/app:1.0")],
+            via_gateway: true,
+            ..Default::default()
+        })
+        .await
+        .expect("IssueRegistryAuth via the gateway")
+        .into_inner()
+        .auths;
+    ok(&auths[0]).password.clone()
+}
+
+/// GETs `path` of `team/app` through a replica's gateway (containerd's
+/// `?ns=` form names the registry); the status and body.
+async fn through_gateway(gateway: &str, r: &Replicas, path: &str, password: &str) -> (u16, Vec<u8>) {
+    let url = format!("http://{gateway}/v2/team/app/{path}?ns={}", r.registry.address);
+    let response = pullpass_tests::gateway::http_client()
+        .get(url)
+        .header("authorization", pullpass_tests::gateway::basic("pullpass", password))
+        .header("accept", pullpass_tests::gateway::OCI_MANIFEST)
+        .send()
+        .await
+        .expect("a gateway answer");
+    (response.status().as_u16(), response.bytes().await.expect("a body").to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_invalidates_its_tokens_costs_one_fresh_exchange_across_replicas_and_the_dead_token_is_not_used_again()
+ {
+    let mut r = Replicas::start().await;
+    let (a, b) = (r.a.client().await, r.b.client().await);
+    r.add(&a, "reg").await;
+    let (password_a, password_b) = (gateway_password(&a, &r).await, gateway_password(&b, &r).await);
+    let (status, manifest) = through_gateway(&r.a.gateway, &r, "manifests/1.0", &password_a).await;
+    assert_eq!(status, 200);
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let blob = format!("blobs/{}", manifest["config"]["digest"].as_str().expect("a config blob"));
+    // Both replicas pull with the lease they share.
+    assert_eq!(through_gateway(&r.a.gateway, &r, &blob, &password_a).await.0, 200);
+    assert_eq!(through_gateway(&r.b.gateway, &r, &blob, &password_b).await.0, 200);
+
+    // The registry's signing key changes: every token issued so far is dead.
+    r.issuer.peer.control(serde_json::json!({"rotate_key": true}));
+    r.registry.restart();
+    let before = r.token_requests();
+    assert_eq!(through_gateway(&r.a.gateway, &r, &blob, &password_a).await.0, 200, "A recovers");
+    assert_eq!(r.token_requests() - before, 1, "with one fresh exchange");
+    assert_eq!(through_gateway(&r.b.gateway, &r, &blob, &password_b).await.0, 200, "B recovers");
+    let password_b = gateway_password(&b, &r).await;
+    assert_eq!(r.token_requests() - before, 1, "B took A's fresh lease: no exchange of its own");
+
+    // From now on neither replica presents the dead token.
+    let mark = r.registry.mark().await;
+    for (gateway, password) in [(&r.a.gateway, &password_a), (&r.b.gateway, &password_b)] {
+        for _ in 0..3 {
+            assert_eq!(through_gateway(gateway, &r, &blob, password).await.0, 200);
+        }
+    }
+    let end = r.registry.mark().await;
+    let refused: Vec<_> = r.registry.served()[mark..end - 1].iter().filter(|s| s.status == 401).cloned().collect();
+    assert!(refused.is_empty(), "the registry refused a token again: {refused:?}");
+    assert_eq!(r.token_requests() - before, 1);
+}

@@ -67,6 +67,9 @@ impl Replicas {
             registry.address.clone(),
             "--insecure-registry".to_owned(),
             issuer.peer.address.clone(),
+            // The registry's name on both gateways.
+            "--gateway-alias".to_owned(),
+            format!("{}={}", crate::gateway::ALIAS, registry.address),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let a = Self::replica(&database, &args, None);
