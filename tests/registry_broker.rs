@@ -683,3 +683,58 @@ async fn a_google_key_naming_a_token_uri_off_the_allow_list_is_refused_without_a
     assert!(auths[0].status.as_ref().unwrap().message.contains("--google-token-uri"));
     assert_eq!(recorder.count("requests"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_narrowed_while_leases_are_being_worked_out_is_never_served_to_the_old_project_again() {
+    let world = World::start().await;
+    // A workspace large enough that working a lease out takes a while.
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "u:p");
+    let auths: serde_json::Map<String, serde_json::Value> =
+        (0..3000).map(|i| (format!("r{i}.example"), serde_json::json!({ "auth": auth }))).collect();
+    let config = serde_json::json!({ "auths": auths }).to_string();
+    world.client.import_docker_config("acme", config, "", false).await.expect("import");
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    let image = world.registry.image("team/app:1.0");
+    let issue = |project: &'static str| {
+        let image = image.clone();
+        let world = &world;
+        async move {
+            let request =
+                IssueRegistryAuthRequest { images: vec![image], project: project.into(), ..Default::default() };
+            let auths = world.issue_with(request).await.expect("IssueRegistryAuth");
+            auths[0].status.as_ref().is_some_and(|s| s.code == 0)
+        }
+    };
+    assert!(issue("p1").await);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (projects, allowed, denied) = (["p1", "p2"], "p2", "p1");
+    for round in 0..10 {
+        let (allowed, denied) = if round % 2 == 0 { (allowed, denied) } else { (denied, allowed) };
+        // Leases asked for all the while; each change below makes the next
+        // one work its lease out again.
+        let asking = async {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for project in projects {
+                    issue(project).await;
+                }
+            }
+        };
+        let changing = async {
+            // A change elsewhere in the workspace, then the narrowing right
+            // behind it, while the lease of `image` is being worked out.
+            world.add(&format!("churn{round}"), world.credential("elsewhere", "alice", ALICE_PASSWORD)).await;
+            let mut narrowed = world.client.get_credential("acme", "reg").await.unwrap();
+            narrowed.allowed_projects = vec![allowed.to_owned()];
+            world.client.update_credential(narrowed, &["allowed_projects"]).await.unwrap();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        };
+        tokio::join!(asking, changing);
+        stop.store(false, std::sync::atomic::Ordering::Relaxed);
+        // Once the narrowing returned, the old project is refused, every
+        // time: nothing worked out across the change is remembered.
+        for _ in 0..20 {
+            assert!(!issue(denied).await, "round {round}: a lease for {denied} after reg was narrowed to {allowed}");
+            assert!(issue(allowed).await, "round {round}: {allowed} is allowed");
+        }
+    }
+}

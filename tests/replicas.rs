@@ -385,7 +385,7 @@ async fn probe(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_cut_off_from_the_database_honours_no_change_past_the_staleness_limit_and_catches_up_once_healed() {
     const LIMIT: Duration = Duration::from_secs(3);
-    let (r, path) = Replicas::start_with_b_cuttable(&["--max-staleness", "3"]).await;
+    let (r, path) = Replicas::start_with_b_cuttable(Database::fresh(), &["--max-staleness", "3"]).await;
     let a = r.a.client().await;
     // `reg` (user ops) covers the registry, `team` (alice) its team/ namespace.
     let reg = Credential { username: "ops".into(), ..r.credential("ops-pw") };

@@ -18,15 +18,21 @@
 //!    (info logs to a file, audit on), rounds alternating;
 //! 5. a flood of calls with a well-formed but unknown token: how many the
 //!    server refuses a second and its CPU per refusal (h2load), and cached
-//!    leases from a valid token with and without the flood beside them.
+//!    leases from a valid token with and without the flood beside them;
+//! 6. a large workspace (20 000 credentials) under continuous change:
+//!    cached leases/s (h2load) while another client creates 50 credentials
+//!    a second in the same workspace, against the same without the writer
+//!    (rounds alternating); the target is at least 0.7x.
 //!
 //! Run: `scripts/bench.sh broker` (installs h2load, builds release binaries).
 //! Environment: `BENCH_REQUESTS` (cached calls per configuration, default
 //! 100000, in 5 alternating rounds), `BENCH_BURST` (default 1000),
 //! `BENCH_UNCACHED` (default 500), `BENCH_TOKEN_BYTES` (the JWT-sized
-//! tokens of section 3, default 1536), `BENCH_ONLY=metrics` (section 4
-//! alone), `BENCH_ONLY=cached` (section 3 alone), `BENCH_ONLY=flood`
-//! (section 5 alone).
+//! tokens of section 3, default 1536), `BENCH_WORKSPACE_CREDENTIALS`
+//! (section 6, default 20000), `BENCH_WRITES_PER_SECOND` (section 6, default
+//! 50), `BENCH_ONLY=metrics` (section 4 alone), `BENCH_ONLY=cached`
+//! (section 3 alone), `BENCH_ONLY=flood` (section 5 alone),
+//! `BENCH_ONLY=large` (section 6 alone).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -58,6 +64,11 @@ fn main() {
     if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "flood") {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         unauthenticated_flood(&runtime, &realm, requests);
+        return;
+    }
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "large") {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        large_workspace_under_change(&runtime, &realm, requests);
         return;
     }
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
@@ -119,7 +130,95 @@ fn main() {
         metrics_on_and_off(&runtime, &realm, requests);
         println!();
         unauthenticated_flood(&runtime, &realm, requests);
+        println!();
+        large_workspace_under_change(&runtime, &realm, requests);
     }
+}
+
+/// Section 6: cached leases in a workspace of many credentials, with and
+/// without a client creating credentials in it all the while.
+fn large_workspace_under_change(runtime: &tokio::runtime::Runtime, realm: &TokenRealm, requests: usize) {
+    let size = env_count("BENCH_WORKSPACE_CREDENTIALS", 20_000);
+    let per_second = env_count("BENCH_WRITES_PER_SECOND", 50);
+    println!(
+        "6. a workspace of {size} credentials: cached IssueRegistryAuth ({requests} calls each; default settings), with and without a client creating {per_second} credentials a second in it"
+    );
+    let Some(h2load) = which_h2load() else {
+        println!("   h2load not found: run `scripts/bench.sh broker`, which installs nghttp2-client");
+        return;
+    };
+    let server = Pullpassd::start_with(Options {
+        args: vec!["--rate-limit".into(), "0".into(), "--insecure-registry".into(), realm.address.clone()],
+        ..Default::default()
+    })
+    .expect("pullpassd starts");
+    let client = runtime.block_on(setup(&server, realm));
+    let started = Instant::now();
+    runtime.block_on(fill_workspace(&client, size));
+    println!("   {size} credentials imported in {:.1} s", started.elapsed().as_secs_f64());
+    let image = format!("{}/acme/cached:1", realm.address);
+    let expected = runtime.block_on(warm_cache(&client, &image));
+    let body = grpc_frame(&lease_request(&image));
+    let call = Call { path: LEASE_PATH, body: &body, response_bytes: expected };
+    let load = H2load { program: &h2load, address: &server.address, token: &server.root_token, pid: server.pid() };
+    load.run(&call, requests / 10);
+    let (mut quiet, mut changing, mut written) = (Vec::new(), Vec::new(), 0);
+    for round in 0..ROUNDS {
+        quiet.push(load.run(&call, requests / ROUNDS));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (leases, created) = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| create_steadily(&server, per_second, round, &stop));
+            let leases = load.run(&call, requests / ROUNDS);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            (leases, writer.join().unwrap())
+        });
+        written += created;
+        changing.push(leases);
+    }
+    let ratio = Round::median_ratio(&changing, &quiet);
+    let writes_per_second = written as f64 / changing.iter().map(|r| r.elapsed.as_secs_f64()).sum::<f64>();
+    let ((quiet, _), (changing, _)) = (Round::combine(quiet), Round::combine(changing));
+    print_header();
+    print_row(&format!("h2load: cached leases, no writer ({ROUNDS} rounds)"), &quiet);
+    print_row(&format!("h2load: cached leases, {writes_per_second:.0} creates/s beside ({ROUNDS} rounds)"), &changing);
+    println!("   {ratio:.2}x the leases/s without the writer (median of paired rounds; target at least 0.70x)");
+}
+
+/// Imports `size` credentials (registries `rN.bench.example`) into
+/// workspace acme, a few thousand per `ImportDockerConfig`.
+async fn fill_workspace(client: &pullpass_client::Client, size: usize) {
+    let auth = base64::engine::general_purpose::STANDARD.encode("bench:bench-pw");
+    for batch in (0..size).collect::<Vec<_>>().chunks(5000) {
+        let auths: serde_json::Map<String, serde_json::Value> =
+            batch.iter().map(|i| (format!("r{i}.bench.example"), serde_json::json!({ "auth": auth }))).collect();
+        let config = serde_json::json!({ "auths": auths }).to_string();
+        let imported = client.import_docker_config("acme", config, "", false).await.expect("import");
+        assert_eq!(imported.created_count as usize, batch.len(), "every entry imported");
+    }
+}
+
+/// Creates credentials in workspace acme at `per_second` until `stop`;
+/// how many.
+fn create_steadily(server: &Pullpassd, per_second: usize, round: usize, stop: &std::sync::atomic::AtomicBool) -> usize {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = server.client().await;
+        let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second.max(1) as u32);
+        let mut created = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tick.tick().await;
+            let credential = Credential {
+                provider: Provider::Generic as i32,
+                registry_server: format!("w{round}-{created}.writer.example"),
+                username: USERNAME.into(),
+                secret: PASSWORD.into(),
+                ..Default::default()
+            };
+            client.create_credential("acme", &format!("w{round}-{created}"), credential).await.expect("create");
+            created += 1;
+        }
+        created
+    })
 }
 
 /// Section 3's h2load rounds: the health check and a cached lease of

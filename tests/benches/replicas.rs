@@ -12,17 +12,24 @@
 //! 3. how long a change on A takes to be seen on B (a token revoked on A,
 //!    polled on B every millisecond): p50 and p99;
 //! 4. `store copy` of an SQLite installation of N credentials (default
-//!    100 000) into PostgreSQL: rows/s.
+//!    100 000) into PostgreSQL: rows/s;
+//! 5. the staleness bound as measured: B's path to PostgreSQL goes silent
+//!    (a proxy that forwards nothing and refuses nothing), a token is
+//!    revoked on A, and B is polled with it every 50 ms: the time from the
+//!    revocation's commit to B's last stale answer, p50 and max over N cuts
+//!    (default 10), at the default `--max-staleness` (10 s).
 //!
 //! Run: `scripts/bench.sh replicas`. Environment: `BENCH_WRITES` (default
 //! 2000 per configuration), `BENCH_REQUESTS` (default 20000 per h2load run),
-//! `BENCH_CHANGES` (default 100), `BENCH_COPY_CREDENTIALS` (default 100000).
+//! `BENCH_CHANGES` (default 100), `BENCH_COPY_CREDENTIALS` (default 100000),
+//! `BENCH_CUTS` (default 10), `BENCH_ONLY=staleness` (section 5 alone).
 
 use std::time::{Duration, Instant};
 
 use pullpass::v1::{CreateCredentialRequest, Credential, IssueRegistryAuthRequest, Provider, Role};
 use pullpass_tests::bench::h2load::{Call, H2load, grpc_frame, which_h2load};
 use pullpass_tests::bench::{Figures, env_count, figures, measure};
+use pullpass_tests::faults::SilentPath;
 use pullpass_tests::postgres::{Cluster, Database};
 use pullpass_tests::replicas::Replicas;
 use pullpass_tests::{Options, Pullpassd, create_workspace, issue_registry_auth, pullpassd_command_on};
@@ -32,8 +39,13 @@ fn main() {
     let requests = env_count("BENCH_REQUESTS", 20_000);
     let changes = env_count("BENCH_CHANGES", 100);
     let copy_credentials = env_count("BENCH_COPY_CREDENTIALS", 100_000);
+    let cuts = env_count("BENCH_CUTS", 10);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let cluster = Cluster::start_with(true);
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "staleness") {
+        staleness(&runtime, &cluster, cuts);
+        return;
+    }
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     println!(
         "pullpass replicas bench ({cpus} CPUs; PostgreSQL 15 with fsync and synchronous_commit on, on this machine)"
@@ -120,6 +132,85 @@ fn main() {
         rows as f64 / elapsed.as_secs_f64(),
         copy_credentials as f64 / elapsed.as_secs_f64()
     );
+    println!();
+    staleness(&runtime, &cluster, cuts);
+}
+
+/// Section 5: how long a cut-off replica honours a revocation made on the
+/// other, at default settings.
+fn staleness(runtime: &tokio::runtime::Runtime, cluster: &Cluster, cuts: usize) {
+    println!(
+        "5. B cut off from PostgreSQL (packets dropped: nothing forwarded, nothing refused), a token revoked on A, B polled with it every 50 ms ({cuts} cuts, default --max-staleness 10 s)"
+    );
+    let (replicas, path) =
+        runtime.block_on(Replicas::start_with_b_cuttable(Database::in_cluster(cluster), &["--rate-limit", "0"]));
+    let (mut bounds, mut refused_within) = (Vec::new(), Vec::new());
+    for cut in 0..cuts {
+        let (bound, refused) = runtime.block_on(one_cut(&replicas, &path, cut));
+        bounds.push(bound);
+        refused_within.push(refused);
+    }
+    bounds.sort();
+    refused_within.sort();
+    println!(
+        "   from the revocation's commit to B's last stale answer: p50 {:.2} s, max {:.2} s (limit 10 s)",
+        bounds[bounds.len() / 2].as_secs_f64(),
+        bounds.last().copied().unwrap_or_default().as_secs_f64()
+    );
+    println!(
+        "   to B's first refusal (UNAVAILABLE, REPLICA_STALE): p50 {:.2} s, max {:.2} s",
+        refused_within[refused_within.len() / 2].as_secs_f64(),
+        refused_within.last().copied().unwrap_or_default().as_secs_f64()
+    );
+}
+
+/// One cut: a token B has cached is revoked on A while B is cut off; the
+/// time from the commit to B's last answer honouring it, and to its first
+/// refusal. The path is healed and B is back in service before it returns.
+async fn one_cut(replicas: &Replicas, path: &SilentPath, cut: usize) -> (Duration, Duration) {
+    let a = replicas.a.client().await;
+    let token = a.create_access_token("acme", Role::Launcher, &[], None, &format!("cut {cut}")).await.unwrap();
+    let on_b = pullpass_client::Client::builder(replicas.b.endpoint())
+        .token(token.token.clone())
+        .timeout(Duration::from_secs(2))
+        .retries(0)
+        .connect()
+        .await
+        .unwrap();
+    let list = || {
+        let on_b = on_b.clone();
+        async move { on_b.access().list_workspaces(pullpass::v1::ListWorkspacesRequest::default()).await }
+    };
+    // B serves the token (and has cached it) before the cut.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while list().await.is_err() {
+        assert!(Instant::now() < deadline, "B does not serve before cut {cut}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    path.silence();
+    a.revoke_access_token(&token.name).await.unwrap();
+    let committed = Instant::now();
+    let mut last_stale = Duration::ZERO;
+    let refused = loop {
+        match list().await {
+            Ok(_) => last_stale = committed.elapsed(),
+            Err(_) => break committed.elapsed(),
+        }
+        assert!(committed.elapsed() < Duration::from_secs(60), "B kept honouring a revoked token for a minute");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    path.heal();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match list().await {
+            Err(status) if status.code() == tonic::Code::Unauthenticated => break,
+            _ => {
+                assert!(Instant::now() < deadline, "B does not recover after cut {cut}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    (last_stale, refused)
 }
 
 fn print_row(name: &str, figures: &Figures) {

@@ -44,10 +44,9 @@ impl Replicas {
         Self::start_on(Database::fresh(), &[]).await
     }
 
-    /// Starts both replicas on a fresh database, with extra flags, B
-    /// reaching it through a path that can go silent (a cut-off replica).
-    pub async fn start_with_b_cuttable(extra: &[&str]) -> (Self, SilentPath) {
-        let database = Database::fresh();
+    /// Starts both replicas on `database`, with extra flags, B reaching it
+    /// through a path that can go silent (a cut-off replica).
+    pub async fn start_with_b_cuttable(database: Database, extra: &[&str]) -> (Self, SilentPath) {
         let path = SilentPath::start(&database.address());
         let replicas = Self::start_with(database, extra, Some(&path)).await;
         (replicas, path)
