@@ -108,7 +108,7 @@ impl Actor {
 
     /// The event of a lease this actor was issued, for
     /// [`Auditor::record_issued`].
-    pub fn issued(&self, text: &Arc<crate::broker::IssuedText>) -> IssuedNote {
+    pub fn issued(&self, text: &Arc<crate::domain::IssuedText>) -> IssuedNote {
         IssuedNote {
             time: Timestamp::now(),
             principal: Arc::clone(&self.principal),
@@ -128,7 +128,7 @@ pub struct IssuedNote {
     principal: Arc<str>,
     origin: Origin,
     request_id: Arc<str>,
-    text: Arc<crate::broker::IssuedText>,
+    text: Arc<crate::domain::IssuedText>,
 }
 
 impl IssuedNote {
@@ -291,10 +291,10 @@ async fn flush_leases(store: Store, mut receiver: mpsc::Receiver<Queued>) {
 /// already folded together: cheaply, by reference, so a burst of identical
 /// cached leases is written out once, not once per call.
 fn written_out(batch: Vec<Queued>) -> Vec<AuditEvent> {
-    type NoteKey = (*const crate::broker::IssuedText, *const u8, Origin, i64);
+    type NoteKey = (*const crate::domain::IssuedText, *const u8, Origin, i64);
     // The shared parts are held until the end, so no key's address can be
     // reused by another value meanwhile.
-    type Held = (usize, Arc<crate::broker::IssuedText>, Arc<str>);
+    type Held = (usize, Arc<crate::domain::IssuedText>, Arc<str>);
     let mut groups: std::collections::HashMap<NoteKey, Held> = std::collections::HashMap::new();
     let mut out: Vec<AuditEvent> = Vec::with_capacity(batch.len().min(64));
     for queued in batch {
@@ -464,7 +464,7 @@ mod tests {
     #[test]
     fn notes_of_one_issued_lease_are_written_out_once_between_other_events_in_queue_order() {
         let workspace = crate::domain::WorkspaceId::parse("acme").unwrap();
-        let text = Arc::new(crate::broker::IssuedText {
+        let text = Arc::new(crate::domain::IssuedText {
             workspace: workspace.to_string(),
             image: "ghcr.io/acme/app:1".into(),
             credential: "workspaces/acme/credentials/ghcr".into(),

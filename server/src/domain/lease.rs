@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use pullpass::reference::ImageRef;
 use pullpass::scope::Scope;
 use zeroize::Zeroizing;
 
@@ -84,4 +85,37 @@ pub struct Lease {
     pub expire_time: Timestamp,
     /// The credential that served it.
     pub credential: CredentialName,
+}
+
+/// A lease's facts as the response and the audit event print them, worked
+/// out once per lease and image.
+#[derive(Debug)]
+pub struct IssuedText {
+    /// The workspace of the credential.
+    pub workspace: String,
+    /// The normalized image (`docker.io/library/ubuntu:latest`).
+    pub image: String,
+    /// The credential's resource name.
+    pub credential: String,
+    /// The scope asked for.
+    pub requested: String,
+    /// The scope the registry granted ("" when it does not say).
+    pub granted: String,
+    /// The registry granted less than asked.
+    pub narrower: bool,
+}
+
+impl IssuedText {
+    /// The facts of `lease` issued for `image`.
+    pub fn of(image: &ImageRef, lease: &Lease) -> Self {
+        let granted = lease.granted.as_ref().map(ToString::to_string).unwrap_or_default();
+        Self {
+            workspace: lease.credential.workspace.to_string(),
+            image: image.to_string(),
+            credential: lease.credential.to_string(),
+            requested: lease.requested.to_string(),
+            narrower: lease.granted.as_ref().is_some_and(|g| *g != lease.requested),
+            granted,
+        }
+    }
 }

@@ -15,7 +15,7 @@ pub mod workspace;
 
 pub use credential::{Credential, CredentialUid, Provider, SealedSecret};
 pub use ids::{AccessTokenId, CredentialId, CredentialName, ProjectName, WorkspaceId};
-pub use lease::{Accept, Grant, Lease, LeaseSecret};
+pub use lease::{Accept, Grant, IssuedText, Lease, LeaseSecret};
 pub use time::Timestamp;
 pub use token::{AccessTokenRecord, Role};
 pub use workspace::{Workspace, WorkspaceKind};
