@@ -641,17 +641,24 @@ async fn audit(console: &Console, call: &Call<'_>, workspace: WorkspaceId) -> Re
         link.append_pair("page", &page.next_page_token);
         format!("{}?{}", to::audit(&workspace), link.finish())
     });
-    let check = if get("check") == "1" {
-        let verification = console.inner.auditor.verify().await?;
-        Some(match verification.broken {
-            None => ChainCheck::Intact { checked: verification.checked },
-            Some(broken) => ChainCheck::Broken(broken.to_string()),
-        })
+    // The whole chain: ROOT's alone, and rationed (see chain_check).
+    let (status, check) = if get("check") == "1" {
+        match console.chain_checks.start(call.session) {
+            Ok(_running) => {
+                let verification = console.inner.auditor.verify().await?;
+                let check = match verification.broken {
+                    None => ChainCheck::Intact { checked: verification.checked },
+                    Some(broken) => ChainCheck::Broken(broken.to_string()),
+                };
+                (StatusCode::OK, Some(check))
+            }
+            Err(refusal) => (refusal.status(), Some(ChainCheck::Refused(refusal.to_string()))),
+        }
     } else {
-        None
+        (StatusCode::OK, None)
     };
     Ok(Reply::Page(
-        StatusCode::OK,
+        status,
         views::audit(&chrome, &workspace, &query, &Errors::default(), &page.items, next, check.as_ref()),
     ))
 }
@@ -665,7 +672,8 @@ fn form_field(filter_field: &str) -> &'static str {
     }
 }
 
-/// Markup for a signed-out visitor's sign-in page.
-pub fn login_page(errors: &Errors) -> Markup {
-    views::login(errors)
+/// Markup for a signed-out visitor's sign-in page, whose form carries
+/// `csrf`.
+pub fn login_page(errors: &Errors, csrf: &str) -> Markup {
+    views::login(errors, csrf)
 }
