@@ -360,6 +360,35 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn multipart_bodies_read_back_what_was_written_and_anything_else_never_panics(
+            fields in proptest::collection::vec(("[a-z_]{1,10}", "\\PC{0,40}"), 1..5),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            boundary in "[A-Za-z0-9'()+_,./:=?-]{1,70}",
+        ) {
+            let mut text = String::new();
+            for (name, value) in &fields {
+                text.push_str(&format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"));
+            }
+            text.push_str(&format!("--{boundary}--\r\n"));
+            let content_type = format!("multipart/form-data; boundary=\"{boundary}\"");
+            if !fields.iter().any(|(_, value)| value.contains(&format!("\r\n--{boundary}"))) {
+                let form = Form::read(&headers(&content_type), body(text.as_bytes())).unwrap();
+                for (name, value) in &fields {
+                    let first = fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim()).unwrap_or_default();
+                    proptest::prop_assert_eq!(form.text(name), first, "{}", value);
+                }
+            }
+            let mut mangled = text.into_bytes();
+            mangled.extend_from_slice(&noise);
+            let shift = noise.len().min(mangled.len());
+            mangled.rotate_left(shift);
+            let _ = Form::read(&headers(&content_type), body(&mangled));
+            let _ = Form::read(&headers(&content_type), body(&noise));
+        }
+    }
+
     #[tokio::test]
     async fn a_body_is_collected_whole_across_frames_and_bounded() {
         let frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> =
