@@ -6,9 +6,9 @@
 use std::time::{Duration, Instant};
 
 use pullpass::v1::{
-    AccessToken, CreateAccessTokenRequest, CreateCredentialRequest, Credential, GetAccessTokenRequest,
-    IssueRegistryAuthRequest, ListAccessTokensRequest, ListAuditEventsRequest, ListCredentialsRequest,
-    ListWorkspacesRequest, Provider, RevokeAccessTokenRequest, Role,
+    AccessToken, CreateAccessTokenRequest, CreateCredentialRequest, Credential, DeleteCredentialRequest,
+    GetAccessTokenRequest, IssueRegistryAuthRequest, ListAccessTokensRequest, ListAuditEventsRequest,
+    ListCredentialsRequest, ListWorkspacesRequest, Provider, RevokeAccessTokenRequest, Role,
 };
 use pullpass_client::Client;
 use pullpass_tests::{Options, Pullpassd, create_workspace, error_reason, violation_fields};
@@ -173,6 +173,63 @@ async fn tokens_are_shown_once_hashed_at_rest_and_refused_right_after_revocation
         assert!(!server.logs().contains(token.as_str()));
         assert!(!server.stdout().contains(token.as_str()));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_call_against_another_workspace_is_audited_in_the_callers_own_trail_only() {
+    let server = Pullpassd::start();
+    let root = server.client().await;
+    create_workspace(&root, "acme").await;
+    create_workspace(&root, "globex").await;
+    let acme_admin = mint(&root, Role::Admin, &[]).await.unwrap();
+    let globex_admin = root
+        .access()
+        .create_access_token(CreateAccessTokenRequest {
+            parent: "workspaces/globex".into(),
+            access_token: Some(AccessToken { role: Role::Admin as i32, ..Default::default() }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let globex = server.client_with(Some(&globex_admin.token)).await;
+    globex
+        .credentials()
+        .create_credential(CreateCredentialRequest {
+            parent: "workspaces/globex".into(),
+            credential_id: "reg".into(),
+            credential: Some(Credential {
+                provider: Provider::Generic as i32,
+                registry_server: "registry.example.com".into(),
+                username: "ci".into(),
+                secret: "globex-secret".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+
+    // ACME's admin probes globex: a real name, and text of its choosing.
+    let prober = server.client_with(Some(&acme_admin.token)).await;
+    let chosen = format!("workspaces/globex/credentials/reg\u{1b}[31mFORGED\n{}", "x".repeat(500));
+    for name in ["workspaces/globex/credentials/reg".to_owned(), chosen] {
+        let refused = prober.credentials().delete_credential(DeleteCredentialRequest { name }).await.unwrap_err();
+        assert!(matches!(refused.code(), Code::NotFound | Code::InvalidArgument), "{refused:?}");
+    }
+
+    let probes = |list: &[pullpass::v1::AuditEvent]| -> Vec<pullpass::v1::AuditEvent> {
+        list.iter().filter(|e| e.principal == acme_admin.name).cloned().collect()
+    };
+    assert_eq!(probes(&events(&globex, "workspaces/globex", "").await), [], "nothing in globex's trail");
+    let acme_admin_client = server.client_with(Some(&acme_admin.token)).await;
+    let own = probes(&events(&acme_admin_client, "workspaces/acme", r#"action = "DeleteCredential""#).await);
+    assert_eq!(own.len(), 2, "{own:#?}");
+    for event in &own {
+        assert!(event.name.starts_with("workspaces/acme/auditEvents/"), "{}", event.name);
+        assert!(event.resource.chars().count() <= 81, "bounded: {}", event.resource);
+        assert!(!event.resource.chars().any(char::is_control), "sanitized: {:?}", event.resource);
+    }
+    assert_eq!(own[0].resource, "workspaces/globex/credentials/reg");
+    assert!(own[1].resource.starts_with("workspaces/globex/credentials/reg?[31mFORGED?xxx"), "{}", own[1].resource);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

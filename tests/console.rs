@@ -7,13 +7,27 @@
 //!
 //! `PULLPASS_UPDATE_SCREENSHOTS=1` writes the screenshots the README shows
 //! into `docs/console/` (else into a temporary directory).
+//!
+//! The console under abuse is tested here too, over plain HTTP (no browser
+//! needed): the full audit-chain check, floods of unknown session cookies
+//! and login codes, slow bodies, the console's share of the connections,
+//! the sign-in form's CSRF pair, the `Secure` flag behind an HTTPS proxy,
+//! database errors before sign-in, and the root path.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use pullpass::v1::{CreateConsoleLinkRequest, CreateCredentialRequest, Credential, Provider};
+use pullpass::v1::{
+    AccessToken, CreateAccessTokenRequest, CreateConsoleLinkRequest, CreateCredentialRequest, Credential, Provider,
+    Role,
+};
+use pullpass_tests::gateway::http_client;
 use pullpass_tests::registry::{Issuer, Registry, world::ALICE_PASSWORD, world::users};
-use pullpass_tests::{Options, Pullpassd};
+use pullpass_tests::replicas::free_port;
+use pullpass_tests::{Options, Pullpassd, create_workspace};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic_types::StatusExt;
 
 const GHCR_PAT: &str = "ghp_consoleCANARY0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6";
@@ -127,4 +141,391 @@ fn the_console_walk_through_refusals_and_accessibility_pass_in_chromium_and_no_s
         assert!(!network.is_empty(), "node wrote the browser's network log");
     }
     drop(server);
+}
+
+/// An answer of the console, read whole.
+#[derive(Debug)]
+struct Page {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl Page {
+    /// The `Set-Cookie` line of cookie `name`, if this answer sets it.
+    fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|line| line.starts_with(&format!("{name}=")))
+            .map(str::to_owned)
+    }
+
+    /// The value of the form's hidden `csrf` field ("" when there is none:
+    /// the POST that sends it is then refused, and says so).
+    fn csrf(&self) -> String {
+        let rest = self.text.split_once(r#"name="csrf" value=""#).map_or("", |(_, rest)| rest);
+        rest.split('"').next().unwrap_or_default().to_owned()
+    }
+}
+
+/// A person at the console without a browser: plain HTTP, cookies kept by
+/// hand (name → value), redirects not followed.
+struct Visitor {
+    origin: String,
+    http: reqwest::Client,
+    cookies: BTreeMap<String, String>,
+}
+
+impl Visitor {
+    fn new(server: &Pullpassd) -> Self {
+        Self::at(server.console.trim_end_matches('/').trim_end_matches("/console"))
+    }
+
+    /// A visitor of the console at `origin` (`http://127.0.0.1:PORT`).
+    fn at(origin: &str) -> Self {
+        Self { origin: origin.to_owned(), http: http_client(), cookies: BTreeMap::new() }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let request = self.http.get(format!("{}{path}", self.origin));
+        self.send(request).await
+    }
+
+    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let body: String =
+            reqwest::Url::parse_with_params("http://x/", fields).unwrap().query().unwrap_or("").to_owned();
+        let request = self
+            .http
+            .post(format!("{}{path}", self.origin))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        self.send(request).await
+    }
+
+    async fn send(&mut self, mut request: reqwest::RequestBuilder) -> Page {
+        if !self.cookies.is_empty() {
+            let header: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            request = request.header("cookie", header.join("; "));
+        }
+        let response = request.send().await.expect("the console answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        for line in headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()) {
+            let pair = line.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                if value.is_empty() || line.contains("Max-Age=0") {
+                    self.cookies.remove(name);
+                } else {
+                    self.cookies.insert(name.to_owned(), value.to_owned());
+                }
+            }
+        }
+        Page { status, headers, text: response.text().await.unwrap_or_default() }
+    }
+
+    /// Signs in with `token` through the sign-in form.
+    async fn sign_in(&mut self, token: &str) -> Page {
+        let form = self.get("/console/login").await;
+        assert_eq!(form.status, 200, "{}", form.text);
+        self.post("/console/login", &[("token", token), ("csrf", &form.csrf())]).await
+    }
+}
+
+/// A token of `role` in workspace `workspace`, minted by ROOT.
+async fn mint(server: &Pullpassd, workspace: &str, role: Role) -> String {
+    let root = server.client().await;
+    let token = root
+        .access()
+        .create_access_token(CreateAccessTokenRequest {
+            parent: format!("workspaces/{workspace}"),
+            access_token: Some(AccessToken { role: role as i32, ..Default::default() }),
+        })
+        .await
+        .expect("mint a token")
+        .into_inner();
+    token.token
+}
+
+/// Store writes so far (`pullpass_store_write_duration_seconds_count`,
+/// summed over backends).
+async fn store_writes(server: &Pullpassd) -> f64 {
+    let text =
+        http_client().get(format!("http://{}/metrics", server.metrics)).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|line| line.starts_with("pullpass_store_write_duration_seconds_count"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// A secret of the shape `prefix` + 43 letters and digits, never made.
+fn forged(prefix: &str, n: usize) -> String {
+    format!("{prefix}{n:0>43}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_audit_chain_check_is_roots_alone_and_a_second_one_right_away_is_refused() {
+    let server = Pullpassd::start();
+    create_workspace(&server.client().await, "acme").await;
+    for role in [Role::Viewer, Role::Admin] {
+        let mut visitor = Visitor::new(&server);
+        assert_eq!(visitor.sign_in(&mint(&server, "acme", role).await).await.status, 303);
+        let trail = visitor.get("/console/workspaces/acme/audit").await;
+        assert_eq!(trail.status, 200, "{role:?}");
+        assert!(!trail.text.contains("Check chain"), "{role:?} is offered no chain check");
+        let check = visitor.get("/console/workspaces/acme/audit?check=1").await;
+        assert_eq!(check.status, 403, "{role:?}: {}", check.text);
+        assert!(check.text.contains("Checking the chain is for ROOT"), "{role:?}: {}", check.text);
+        assert!(!check.text.contains("intact") && !check.text.contains("checked;"), "{role:?}: {}", check.text);
+    }
+    let mut root = Visitor::new(&server);
+    assert_eq!(root.sign_in(&server.root_token).await.status, 303);
+    assert!(root.get("/console/workspaces/acme/audit").await.text.contains("Check chain"));
+    let check = root.get("/console/workspaces/acme/audit?check=1").await;
+    assert_eq!(check.status, 200, "{}", check.text);
+    assert!(check.text.contains("Chain check: intact."), "{}", check.text);
+    let again = root.get("/console/workspaces/acme/audit?check=1").await;
+    assert_eq!(again.status, 429, "{}", again.text);
+    assert!(again.text.contains("This session checked the chain less than 60 s ago"), "{}", again.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_unknown_session_cookies_and_login_codes_from_one_address_are_limited_and_write_nothing() {
+    let server = Pullpassd::start();
+    let console = server.console.clone();
+    // Before any other call, so that nothing else writes meanwhile.
+    let writes = store_writes(&server).await;
+    let mut visitor = Visitor::new(&server);
+    let form = visitor.get("/console/login").await;
+    let csrf = form.csrf();
+    let http = http_client();
+
+    // Attempts until both an answered one and a refused one were seen, and
+    // at least 100 in all; returns (answered, refused, seconds taken).
+    async fn flood<F, Fut>(mut attempt: F, answered_status: u16) -> (u32, u32, f64)
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = reqwest::Response>,
+    {
+        let started = Instant::now();
+        let (mut answered, mut refused) = (0, 0);
+        for n in 0.. {
+            let response = attempt(n).await;
+            match response.status().as_u16() {
+                429 => {
+                    let retry: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                    assert!((1..=2).contains(&retry), "Retry-After: {retry}");
+                    refused += 1;
+                }
+                status => {
+                    assert_eq!(status, answered_status, "{}", response.text().await.unwrap_or_default());
+                    answered += 1;
+                }
+            }
+            if n >= 100 && answered > 0 && refused > 0 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "no refusal after {n} attempts");
+        }
+        (answered, refused, started.elapsed().as_secs_f64())
+    }
+
+    let codes = flood(
+        |n| {
+            let request = http
+                .post(format!("{console}login"))
+                .header(
+                    "cookie",
+                    format!("pullpass_signin={}", visitor.cookies.get("pullpass_signin").cloned().unwrap_or_default()),
+                )
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("csrf={csrf}&token={}", forged("ppl_", n)));
+            async move { request.send().await.unwrap() }
+        },
+        401,
+    )
+    .await;
+    let cookies = flood(
+        |n| {
+            let request = http
+                .get(format!("{console}workspaces"))
+                .header("cookie", format!("pullpass_session={}", forged("pps_", n)));
+            async move { request.send().await.unwrap() }
+        },
+        303,
+    )
+    .await;
+    for (what, (answered, refused, seconds)) in [("login codes", codes), ("session cookies", cookies)] {
+        // A burst of 20, then 10 a second.
+        let allowed = 20.0 + 10.0 * seconds + 1.0;
+        assert!(f64::from(answered) <= allowed, "{what}: {answered} answered in {seconds:.1} s, {refused} refused");
+    }
+    assert_eq!(store_writes(&server).await, writes, "unknown codes and cookies cost no database write");
+
+    // A real login link still works, once the address may try again.
+    let link = server.client().await.access().create_console_link(CreateConsoleLinkRequest {}).await.unwrap();
+    let code = link.into_inner().url.split_once('#').unwrap().1.to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let signed_in = visitor.post("/console/login", &[("token", &code), ("csrf", &csrf)]).await;
+        if signed_in.status != 429 {
+            assert_eq!(signed_in.status, 303, "{}", signed_in.text);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let home = visitor.get("/console/workspaces").await;
+    assert_eq!(home.status, 200, "signed in with the link: {}", home.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_body_that_is_slower_than_the_deadline_gets_408() {
+    let server = Pullpassd::start();
+    let address = server.console.trim_start_matches("http://").split('/').next().unwrap().to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /console/login HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 1000\r\n\r\ntoken=pp_"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut answer)).await;
+    let n = read.expect("answered before 20 s").unwrap();
+    let elapsed = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(13), "answered after {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_console_connection_taken_grpc_calls_still_succeed() {
+    let server =
+        Pullpassd::start_with(Options { args: vec!["--max-connections".into(), "16".into()], ..Default::default() })
+            .expect("pullpassd starts");
+    let address = server.console.trim_start_matches("http://").split('/').next().unwrap().to_owned();
+    // Clients that are served once and then hold their connection open,
+    // one after the other, until the console answers no more: it holds its
+    // share (16 / 8 = 2) of the budget, and new clients wait in the queue.
+    let mut held = Vec::new();
+    loop {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let request = format!("GET /console/login HTTP/1.1\r\nHost: {address}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = [0u8; 16];
+        match tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut answer)).await {
+            Ok(read) => {
+                read.unwrap();
+                assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+                held.push(stream);
+            }
+            Err(_) => {
+                held.push(stream);
+                break;
+            }
+        }
+        assert!(held.len() <= 16, "the console took the whole budget");
+    }
+    assert_eq!(held.len() - 1, 2, "the console serves its share of the connections at once");
+    let call = async {
+        let client = server.client().await;
+        create_workspace(&client, "acme").await;
+    };
+    tokio::time::timeout(Duration::from_secs(10), call).await.expect("a gRPC call is served");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut visitor = Visitor::new(&server);
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(1), visitor.get("/console/login")).await;
+        if answer.is_ok_and(|page| page.status == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the console serves again once its connections close");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_without_the_pair_of_its_forms_cookie_and_token_is_refused() {
+    let server = Pullpassd::start();
+    let mut forger = Visitor::new(&server);
+    let refused = forger.post("/console/login", &[("token", &server.root_token)]).await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert!(refused.set_cookie("pullpass_session").is_none());
+    assert!(refused.text.contains("not sent from this console"), "{}", refused.text);
+    // A token of another browser's form.
+    let mut other = Visitor::new(&server);
+    let csrf = other.get("/console/login").await.csrf();
+    let mut victim = Visitor::new(&server);
+    victim.get("/console/login").await;
+    let mixed = victim.post("/console/login", &[("token", &server.root_token), ("csrf", &csrf)]).await;
+    assert_eq!(mixed.status, 403, "{}", mixed.text);
+    assert!(mixed.set_cookie("pullpass_session").is_none());
+    // The console's own page pairs them.
+    let signed_in = other.post("/console/login", &[("token", &server.root_token), ("csrf", &csrf)]).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text);
+    assert!(signed_in.set_cookie("pullpass_session").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_an_https_public_url_the_console_cookies_are_secure_on_plaintext_loopback() {
+    let port = free_port();
+    let server = Pullpassd::start_with(Options {
+        args: vec![
+            "--console-listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--console-public-url".into(),
+            "https://console.example.test".into(),
+        ],
+        ..Default::default()
+    })
+    .expect("pullpassd starts");
+    let mut visitor = Visitor::at(&format!("http://127.0.0.1:{port}"));
+    let form = visitor.get("/console/login").await;
+    let form_cookie = form.set_cookie("pullpass_signin").expect("the form's cookie");
+    assert!(form_cookie.contains("; Secure"), "{form_cookie}");
+    let signed_in = visitor.post("/console/login", &[("token", &server.root_token), ("csrf", &form.csrf())]).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text);
+    let session = signed_in.set_cookie("pullpass_session").expect("a session cookie");
+    assert!(session.contains("; Secure") && session.contains("HttpOnly"), "{session}");
+    let csrf = visitor.get("/console/workspaces").await.csrf();
+    let out = visitor.post("/console/logout", &[("csrf", &csrf)]).await;
+    assert!(out.set_cookie("pullpass_session").is_some_and(|c| c.contains("; Secure")), "the clearing cookie too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_error_is_not_shown_to_a_visitor_who_is_not_signed_in() {
+    let server = Pullpassd::start();
+    let mut visitor = Visitor::new(&server);
+    let csrf = visitor.get("/console/login").await.csrf();
+    // Cheapest way to make the database fail: take away the table.
+    server.sql("DROP TABLE console_sessions");
+    visitor.cookies.insert("pullpass_session".into(), forged("pps_", 1));
+    let page = visitor.get("/console/workspaces").await;
+    visitor.cookies.remove("pullpass_session");
+    let sign_in = visitor.post("/console/login", &[("token", &forged("ppl_", 2)), ("csrf", &csrf)]).await;
+    for (what, page) in [("a session lookup", page), ("a sign-in", sign_in)] {
+        assert_eq!(page.status, 503, "{what}: {}", page.text);
+        let request_id = page.headers["x-request-id"].to_str().unwrap();
+        assert!(page.text.contains(request_id), "{what} names its request id: {}", page.text);
+        for detail in ["console_sessions", "storage", "sqlite", "relation", "SQL"] {
+            assert!(!page.text.contains(detail), "{what} shows `{detail}`: {}", page.text);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.current_logs().contains("console_sessions") {
+        assert!(Instant::now() < deadline, "the log has the detail");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_path_sends_people_to_the_console() {
+    let server = Pullpassd::start();
+    let mut visitor = Visitor::new(&server);
+    let root = visitor.get("/").await;
+    assert_eq!(root.status, 303, "{}", root.text);
+    assert_eq!(root.headers["location"], "/console/");
+    assert_eq!(visitor.get("/elsewhere").await.status, 404);
 }

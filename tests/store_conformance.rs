@@ -117,6 +117,13 @@ async fn console_sessions_are_found_by_hash_login_links_are_taken_once_and_go_wi
         .unwrap();
     assert_eq!(store.console_session(&[1; 32]).await.unwrap(), Some(session(1, SessionKind::Session, later)));
     assert_eq!(store.console_session(&[2; 32]).await.unwrap(), None, "a login link is no session");
+    assert_eq!(store.console_login(&[1; 32]).await.unwrap(), None, "a session is no login link");
+    assert_eq!(store.console_login(&[2; 32]).await.unwrap(), Some(session(2, SessionKind::LoginLink, later)));
+    assert_eq!(
+        store.console_login(&[2; 32]).await.unwrap(),
+        Some(session(2, SessionKind::LoginLink, later)),
+        "read, not taken"
+    );
     assert_eq!(store.redeem_console_login(&[1; 32], now).await.unwrap(), None, "a session is no login link");
     assert_eq!(store.redeem_console_login(&[3; 32], now).await.unwrap(), None, "an expired link");
     let taken = store.redeem_console_login(&[2; 32], now).await.unwrap();

@@ -167,8 +167,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLPASS_MAX_REQUEST_BYTES", value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
 
-    /// Client connections open at once, across the gRPC, gateway and
-    /// metrics listeners; at the limit, new connections wait in the
+    /// Client connections open at once, across the gRPC, gateway, metrics
+    /// and console listeners; at the limit, new connections wait in the
     /// kernel's queue until one closes. Lowered to fit the open-file limit
     /// (pullpassd raises its soft limit to the hard one). [default: 16384]
     #[arg(long, env = "PULLPASS_MAX_CONNECTIONS", value_name = "COUNT")]
@@ -270,6 +270,14 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLPASS_CONSOLE_PUBLIC_URL", value_name = "URL")]
     pub console_public_url: Option<String>,
 
+    /// The console's share of --max-connections: at most this many console
+    /// connections are open at once (the rest wait in the kernel's queue),
+    /// so that clients who need no token to connect cannot take the
+    /// connections gRPC callers need. [default: an eighth of
+    /// --max-connections]
+    #[arg(long, env = "PULLPASS_CONSOLE_MAX_CONNECTIONS", value_name = "COUNT")]
+    pub console_max_connections: Option<usize>,
+
     /// Testing hook: make audit appends for this action (or `*`) fail.
     #[arg(long, env = "PULLPASS_FAULT_AUDIT_FAIL", hide = true)]
     pub fault_audit_fail: Option<String>,
@@ -317,6 +325,7 @@ pub struct FileSettings {
     metrics_listen: Option<String>,
     console_listen: Option<String>,
     console_public_url: Option<String>,
+    console_max_connections: Option<usize>,
 }
 
 /// Settings after precedence and defaults.
@@ -393,6 +402,8 @@ pub struct ConsoleSettings {
     pub listen: SocketAddr,
     /// Where people open it (`https://host`), when not the listen address.
     pub public_url: Option<String>,
+    /// Its share of the connection budget; `None`: an eighth of it.
+    pub max_connections: Option<usize>,
 }
 
 /// Settings of the pull gateway.
@@ -496,7 +507,17 @@ impl Settings {
         if let Some(url) = &console_public_url {
             check_public_url(url)?;
         }
-        let console = console_listen.map(|listen| ConsoleSettings { listen, public_url: console_public_url.clone() });
+        let console_max_connections = serve.console_max_connections.or(file.console_max_connections);
+        if console_max_connections == Some(0) {
+            return Err(
+                "--console-max-connections must be at least 1 (turn the console off with --console-listen off)".into(),
+            );
+        }
+        let console = console_listen.map(|listen| ConsoleSettings {
+            listen,
+            public_url: console_public_url.clone(),
+            max_connections: console_max_connections,
+        });
         Ok(Self {
             keys,
             gateway,

@@ -1,11 +1,16 @@
 //! Limits on client connections, shared by every listener (gRPC, the pull
-//! gateway, metrics), so slow or abusive clients cannot exhaust the process:
+//! gateway, metrics, the console), so slow or abusive clients cannot
+//! exhaust the process:
 //!
 //! * **a connection budget**: at most `max_connections` client
 //!   connections open at once, across listeners. At the limit the accept
 //!   loops stop accepting, and new connections wait in the kernel's queue
 //!   until one closes, rather than failing `accept` with EMFILE over and
 //!   over (which, unchecked, spins a core);
+//! * **a listener's share** ([`Connections::capped`]): the console, whose
+//!   clients need no token to connect, may hold at most its own part of
+//!   the budget (`--console-max-connections`), so that anonymous clients
+//!   holding connections open cannot take the places gRPC callers need;
 //! * **the open-file limit**: raised at start-up from the soft to the hard
 //!   limit, and the budget lowered to fit it, leaving room for the
 //!   database, log files and connections to registries;
@@ -69,12 +74,24 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct Connections {
     permits: Arc<Semaphore>,
+    /// This listener's own share of the budget, when it has one.
+    share: Option<Share>,
     limits: Limits,
     /// When the last "at the limit" or accept-error line was logged
     /// (seconds since the epoch), so a flood logs once a minute.
     last_logged: Arc<AtomicU64>,
     /// The connections open now, to close once the grace period is over.
     open: Arc<Mutex<OpenConnections>>,
+}
+
+/// A listener's own cap, within the budget (see [`Connections::capped`]).
+#[derive(Debug, Clone)]
+struct Share {
+    permits: Arc<Semaphore>,
+    max: usize,
+    /// When its "at its cap" line was last logged (its own: it must not
+    /// silence the budget's).
+    last_logged: Arc<AtomicU64>,
 }
 
 /// The registry behind [`Connections::close_all`].
@@ -136,10 +153,21 @@ impl Connections {
         }
         Self {
             permits: Arc::new(Semaphore::new(limits.max_connections)),
+            share: None,
             limits,
             last_logged: Arc::default(),
             open: Arc::default(),
         }
+    }
+
+    /// The same budget for a listener that may hold at most `max` of its
+    /// connections (at least one, at most the budget): its connections count
+    /// against both, and at its cap it stops accepting while the others go
+    /// on.
+    pub fn capped(&self, max: usize) -> Self {
+        let max = max.clamp(1, self.limits.max_connections);
+        let share = Share { permits: Arc::new(Semaphore::new(max)), max, last_logged: Arc::default() };
+        Self { share: Some(share), ..self.clone() }
     }
 
     /// Makes every connection accepted so far, or from now on, fail its
@@ -155,7 +183,7 @@ impl Connections {
     }
 
     /// Registers a connection just accepted.
-    fn register(&self, held: OwnedSemaphorePermit) -> Permit {
+    fn register(&self, held: (Option<OwnedSemaphorePermit>, OwnedSemaphorePermit)) -> Permit {
         let closer = Arc::new(Closer::default());
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         closer.closed.store(open.closing, Ordering::Release);
@@ -173,6 +201,24 @@ impl Connections {
     /// The next connection on `listener`, once the budget has room for it.
     /// Never fails: errors are paused on and logged (rate-limited).
     pub async fn accept(&self, listener: &TcpListener, name: &'static str) -> (TcpStream, SocketAddr, Permit) {
+        // The listener's share first: a listener at its cap waits without
+        // holding a place of the budget.
+        let share = match &self.share {
+            None => None,
+            Some(share) => Some(match Arc::clone(&share.permits).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    if may_log(&share.last_logged) {
+                        tracing::warn!(
+                            listener = name,
+                            max_connections = share.max,
+                            "this listener's connection limit is reached: its new connections wait until one closes"
+                        );
+                    }
+                    Arc::clone(&share.permits).acquire_owned().await.expect("the semaphore is never closed")
+                }
+            }),
+        };
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -190,7 +236,7 @@ impl Connections {
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    return (stream, peer, self.register(permit));
+                    return (stream, peer, self.register((share, permit)));
                 }
                 Err(e) => {
                     if self.may_log() {
@@ -208,17 +254,23 @@ impl Connections {
     }
 
     fn may_log(&self) -> bool {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let last = self.last_logged.load(Ordering::Relaxed);
-        now >= last + 60 && self.last_logged.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        may_log(&self.last_logged)
     }
+}
+
+/// May a line last logged at `last_logged` (seconds since the epoch) be
+/// logged again (once a minute)? Records now if so.
+fn may_log(last_logged: &AtomicU64) -> bool {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let last = last_logged.load(Ordering::Relaxed);
+    now >= last + 60 && last_logged.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
 /// A connection's place in the budget and in the registry of open
 /// connections, given back when dropped.
 #[derive(Debug)]
 pub struct Permit {
-    _held: OwnedSemaphorePermit,
+    _held: (Option<OwnedSemaphorePermit>, OwnedSemaphorePermit),
     id: u64,
     closer: Arc<Closer>,
     open: Arc<Mutex<OpenConnections>>,
@@ -329,6 +381,29 @@ mod tests {
         let third = tokio::time::timeout(Duration::from_secs(5), connections.accept(&listener, "test")).await;
         assert!(third.is_ok(), "and is accepted once one closes");
         drop(second);
+    }
+
+    #[tokio::test]
+    async fn a_capped_listener_waits_at_its_cap_while_the_budget_serves_the_others() {
+        let connections = Connections::new(Limits { max_connections: 16, ..Limits::default() }, None);
+        let console = connections.capped(2);
+        let capped = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (capped_address, other_address) = (capped.local_addr().unwrap(), other.local_addr().unwrap());
+        let _clients: Vec<_> = futures_util::future::join_all((0..3).map(|_| TcpStream::connect(capped_address))).await;
+        let first = console.accept(&capped, "console").await;
+        let _second = console.accept(&capped, "console").await;
+        let third = tokio::time::timeout(Duration::from_millis(200), console.accept(&capped, "console")).await;
+        assert!(third.is_err(), "a third console connection waits");
+        assert_eq!(connections.open(), 2, "the console's connections count against the budget");
+        let _peer = TcpStream::connect(other_address).await.unwrap();
+        let served = tokio::time::timeout(Duration::from_secs(5), connections.accept(&other, "grpc")).await;
+        assert!(served.is_ok(), "other listeners still accept");
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), console.accept(&capped, "console")).await;
+        assert!(third.is_ok(), "and the console accepts again once one of its connections closes");
+        assert_eq!(connections.capped(0).share.unwrap().max, 1, "a cap is at least one");
+        assert_eq!(connections.capped(100).share.unwrap().max, 16, "and at most the budget");
     }
 
     #[tokio::test]

@@ -91,6 +91,9 @@ struct Listeners {
     console: Option<ConsoleListener>,
 }
 
+/// The console's default share of the connection budget: one in this many.
+const CONSOLE_SHARE: usize = 8;
+
 /// The console's listener, bound.
 struct ConsoleListener {
     listener: TcpListener,
@@ -482,8 +485,13 @@ async fn serve(
         };
         tokio::spawn(crate::metrics::listener::serve(bound.listener, bound.tls, connections.clone(), stopped, grace))
     });
+    let console_max_connections = settings.console.as_ref().and_then(|c| c.max_connections);
     let console_task = console.map(|bound| {
-        let secure = bound.tls.is_some();
+        // Cookies are `Secure` whenever people reach the console over
+        // HTTPS: served here with TLS, or behind a proxy that terminates it.
+        let secure = bound.public_url.starts_with("https://");
+        let console_connections =
+            connections.capped(console_max_connections.unwrap_or(limits.max_connections / CONSOLE_SHARE));
         tracing::info!(url = %format!("{}/console/", bound.public_url), "console serving");
         let stopped = async move {
             let _ = console_stopped.wait_for(|stop| *stop).await;
@@ -492,7 +500,7 @@ async fn serve(
             crate::console::Console::new(console_services, secure),
             bound.listener,
             bound.tls,
-            connections.clone(),
+            console_connections,
             stopped,
             grace,
         ))

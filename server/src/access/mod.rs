@@ -4,7 +4,9 @@
 //! * [`token`]: minting `pp_…` token strings and hashing them.
 //! * [`authn`]: turning an `authorization` header into a [`Principal`].
 //! * [`policy`]: what each role may do.
-//! * [`rate_limit`]: calls per second per token.
+//! * [`rate_limit`]: calls per second per token (or per client address).
+//! * [`sessions`]: console sign-ins; [`unknown`]: the secrets the database
+//!   did not know, refused from memory.
 //! * [`gateway_password`]: the stateless, short-lived passwords of the pull
 //!   gateway.
 //!
@@ -18,6 +20,7 @@ pub mod rate_limit;
 pub mod sessions;
 pub mod token;
 pub mod tokens;
+pub mod unknown;
 
 use crate::audit::Actor;
 use crate::domain::{AccessTokenId, AccessTokenRecord, ProjectName, Role, Timestamp, WorkspaceId};

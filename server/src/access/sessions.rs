@@ -11,7 +11,17 @@
 //! (the store takes them in one step).
 //!
 //! Every form carries a CSRF token: an HMAC of the session's hash under a
-//! key derived from the master key, compared in constant time.
+//! key derived from the master key, compared in constant time. The sign-in
+//! form, which no session protects yet, carries one too (login CSRF, in
+//! browsers that do not say where a request comes from): the page sets a
+//! random pre-session value (`ppf_…`) in a cookie and the form carries its
+//! HMAC under the same key, with another label; a sign-in needs both, and
+//! only this console's own page can pair them.
+//!
+//! Anonymous work stays cheap: a session cookie or login code the database
+//! did not know is remembered by its hash ([`Unknown`]) and refused from
+//! memory, and a login code is read before it is taken, so a code nobody
+//! made never reaches the writer.
 //!
 //! Knows nothing of HTTP or gRPC: the console and the gRPC API both call it.
 
@@ -23,6 +33,7 @@ use zeroize::Zeroizing;
 
 use super::policy::{Permission, authorize};
 use super::token::{hash_token, is_shaped, random_secret};
+use super::unknown::Unknown;
 use super::{Authenticator, Principal};
 use crate::audit::Actor;
 use crate::domain::Timestamp;
@@ -42,6 +53,11 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 pub const SESSION_PREFIX: &str = "pps_";
 /// Prefix of login-link codes.
 pub const LOGIN_PREFIX: &str = "ppl_";
+/// Prefix of the sign-in form's pre-session value (its cookie).
+pub const SIGN_IN_PREFIX: &str = "ppf_";
+/// What the HMAC of a sign-in form's CSRF token starts with, so that it is
+/// never the CSRF token of a session.
+const SIGN_IN_LABEL: &[u8] = b"pullpass console sign-in form\0";
 
 /// A secret to hand to a browser once (cookie value or login code).
 /// `Debug` is redacted; zeroized on drop.
@@ -89,6 +105,8 @@ pub struct ConsoleSessions {
     store: Store,
     authn: Authenticator,
     csrf_key: Arc<hmac::Key>,
+    /// Cookies and login codes the database did not know.
+    unknown: Arc<Unknown>,
     /// The console's sign-in page (`http://127.0.0.1:50053/console/login`),
     /// when a console is served.
     login_page: Option<String>,
@@ -103,7 +121,7 @@ impl std::fmt::Debug for ConsoleSessions {
 impl ConsoleSessions {
     /// The service; `login_page` is `None` when no console is served.
     pub fn new(store: Store, authn: Authenticator, csrf_key: hmac::Key, login_page: Option<String>) -> Self {
-        Self { store, authn, csrf_key: Arc::new(csrf_key), login_page }
+        Self { store, authn, csrf_key: Arc::new(csrf_key), unknown: Arc::default(), login_page }
     }
 
     /// Opens a session for what a person pasted into the sign-in form: an
@@ -111,10 +129,22 @@ impl ConsoleSessions {
     pub async fn sign_in(&self, presented: &str, actor: &Actor) -> Result<(SessionSecret, Session), Error> {
         let presented = presented.trim();
         let principal = if is_shaped(presented, LOGIN_PREFIX) {
+            let used =
+                || Error::Unauthenticated("this login link was used already or has expired; ask for a new one".into());
+            let hash = hash_token(presented);
+            if self.unknown.contains(&hash) {
+                return Err(used());
+            }
+            // Read first: only a link that exists is taken, through the
+            // writer.
             let now = Timestamp::now();
-            let link = self.store.redeem_console_login(&hash_token(presented), now).await?.ok_or_else(|| {
-                Error::Unauthenticated("this login link was used already or has expired; ask for a new one".into())
-            })?;
+            if self.store.console_login(&hash).await?.is_none_or(|link| link.expire_time <= now) {
+                self.unknown.insert(hash);
+                return Err(used());
+            }
+            let link = self.store.redeem_console_login(&hash, now).await?;
+            self.unknown.insert(hash);
+            let link = link.ok_or_else(used)?;
             self.authn.principal_by_id(&link.token_id).await?
         } else {
             self.authn.authenticate_token(presented).await?
@@ -147,16 +177,24 @@ impl ConsoleSessions {
             return Ok(None);
         }
         let hash = hash_token(cookie);
-        let Some(stored) = self.store.console_session(&hash).await? else { return Ok(None) };
+        if self.unknown.contains(&hash) {
+            return Ok(None);
+        }
+        let Some(stored) = self.store.console_session(&hash).await? else {
+            self.unknown.insert(hash);
+            return Ok(None);
+        };
         let now = Timestamp::now();
         if stored.expire_time <= now || stored.last_seen.plus(SESSION_IDLE) <= now {
             self.store.delete_console_session(&hash).await?;
+            self.unknown.insert(hash);
             return Ok(None);
         }
         let principal = match self.authn.principal_by_id(&stored.token_id).await {
             Ok(principal) => principal,
             Err(Error::Unauthenticated(_)) => {
                 self.store.delete_console_session(&hash).await?;
+                self.unknown.insert(hash);
                 return Ok(None);
             }
             Err(other) => return Err(other),
@@ -175,7 +213,9 @@ impl ConsoleSessions {
 
     /// Ends a session.
     pub async fn sign_out(&self, session: &Session) -> Result<(), Error> {
-        self.store.delete_console_session(&session.id_hash).await
+        self.store.delete_console_session(&session.id_hash).await?;
+        self.unknown.insert(session.id_hash);
+        Ok(())
     }
 
     /// A one-time login link for `principal`: valid [`LOGIN_LINK_TTL`], for
@@ -209,8 +249,37 @@ impl ConsoleSessions {
         hmac::verify(&self.csrf_key, &session.id_hash, &bytes).is_ok()
     }
 
+    /// Is `cookie` shaped like a session's (else it is no session, and
+    /// looking it up costs nothing)?
+    pub fn is_session_cookie(cookie: &str) -> bool {
+        is_shaped(cookie, SESSION_PREFIX)
+    }
+
+    /// A new pre-session value for the sign-in form's cookie.
+    pub fn sign_in_nonce(&self) -> Result<SessionSecret, Error> {
+        random_secret(SIGN_IN_PREFIX).map(SessionSecret)
+    }
+
+    /// Is `cookie` shaped like a sign-in form's pre-session value?
+    pub fn is_sign_in_nonce(cookie: &str) -> bool {
+        is_shaped(cookie, SIGN_IN_PREFIX)
+    }
+
+    /// The CSRF token of the sign-in form whose cookie holds `nonce`.
+    pub fn sign_in_csrf(&self, nonce: &str) -> String {
+        hex(hmac::sign(&self.csrf_key, &sign_in_message(nonce)).as_ref())
+    }
+
+    /// Does a sign-in carry a matching pair: the form's cookie `nonce` and
+    /// the form's token `presented`?
+    pub fn sign_in_csrf_matches(&self, nonce: Option<&str>, presented: &str) -> bool {
+        let Some(nonce) = nonce.filter(|n| Self::is_sign_in_nonce(n)) else { return false };
+        let Some(bytes) = from_hex(presented) else { return false };
+        hmac::verify(&self.csrf_key, &sign_in_message(nonce), &bytes).is_ok()
+    }
+
     fn session_of(&self, principal: Arc<Principal>, id_hash: [u8; 32], expire_time: Timestamp) -> Session {
-        let csrf = hmac::sign(&self.csrf_key, &id_hash).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let csrf = hex(hmac::sign(&self.csrf_key, &id_hash).as_ref());
         Session { principal, id_hash, csrf, expire_time }
     }
 
@@ -218,6 +287,14 @@ impl ConsoleSessions {
     fn end_of(&self, principal: &Principal, at: Timestamp) -> Timestamp {
         principal.expire_time.map_or(at, |expiry| expiry.min(at))
     }
+}
+
+fn sign_in_message(nonce: &str) -> Vec<u8> {
+    [SIGN_IN_LABEL, nonce.as_bytes()].concat()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn from_hex(text: &str) -> Option<Vec<u8>> {
@@ -279,6 +356,45 @@ mod tests {
             let bytes = std::fs::read(entry.unwrap().path()).unwrap();
             assert!(!bytes.windows(code.len()).any(|w| w == code.as_bytes()), "the code is stored in clear");
         }
+    }
+
+    #[tokio::test]
+    async fn unknown_cookies_and_codes_are_then_refused_from_memory_and_no_code_is_taken_unread() {
+        let (_dir, store) = temp_store();
+        let (_, token) = create_root_token(&store, &Actor::default(), "test").await.unwrap();
+        let sessions = sessions(&store);
+        let cookie = random_secret(SESSION_PREFIX).unwrap();
+        assert!(sessions.session(&cookie).await.unwrap().is_none());
+        assert!(sessions.unknown.contains(&hash_token(&cookie)), "remembered as unknown");
+        let code = random_secret(LOGIN_PREFIX).unwrap();
+        assert!(matches!(sessions.sign_in(&code, &Actor::default()).await, Err(Error::Unauthenticated(_))));
+        assert!(sessions.unknown.contains(&hash_token(&code)));
+        // A real link still works, once; then it is known to be used.
+        let principal = sessions.authn.authenticate_token(token.expose()).await.unwrap();
+        let link = sessions.create_login_link(&principal).await.unwrap();
+        let code = link.url.expose().split_once('#').unwrap().1.to_owned();
+        assert!(!sessions.unknown.contains(&hash_token(&code)));
+        let (secret, session) = sessions.sign_in(&code, &Actor::default()).await.unwrap();
+        assert!(sessions.unknown.contains(&hash_token(&code)), "a used code is refused from memory");
+        sessions.sign_out(&session).await.unwrap();
+        assert!(sessions.unknown.contains(&hash_token(secret.expose())), "so is an ended session");
+    }
+
+    #[tokio::test]
+    async fn the_sign_in_form_needs_its_cookie_and_the_tokens_of_a_session_and_a_form_differ() {
+        let (_dir, store) = temp_store();
+        let sessions = sessions(&store);
+        let nonce = sessions.sign_in_nonce().unwrap();
+        let csrf = sessions.sign_in_csrf(nonce.expose());
+        assert!(sessions.sign_in_csrf_matches(Some(nonce.expose()), &csrf));
+        assert!(!sessions.sign_in_csrf_matches(None, &csrf), "no cookie");
+        assert!(!sessions.sign_in_csrf_matches(Some(nonce.expose()), ""), "no field");
+        let other = sessions.sign_in_nonce().unwrap();
+        assert!(!sessions.sign_in_csrf_matches(Some(other.expose()), &csrf), "another browser's pair");
+        assert!(!sessions.sign_in_csrf_matches(Some("ppf_short"), &sessions.sign_in_csrf("ppf_short")), "not a nonce");
+        let id_hash = hash_token(nonce.expose());
+        let session_csrf = hex(hmac::sign(&sessions.csrf_key, &id_hash).as_ref());
+        assert_ne!(session_csrf, csrf);
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use pullpass::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{ApiState, allow, caller, convert, field, required, who, workspace_of};
+use super::{ApiState, allow, caller, convert, field, required, who};
 use crate::access::policy::Permission;
 use crate::access::tokens::{AccessTokens, NewToken};
 use crate::domain::ids::AccessTokenName;
@@ -34,7 +34,7 @@ impl AccessService for AccessApi {
             Ok(Response::new(convert::workspace(&created)))
         }
         .await;
-        self.0.audited(&actor, "CreateWorkspace", &request.workspace_id, &resource, result).await
+        self.0.audited(&actor, "CreateWorkspace", &resource, result).await
     }
 
     async fn get_workspace(&self, request: Request<GetWorkspaceRequest>) -> Result<Response<Workspace>, Status> {
@@ -78,7 +78,7 @@ impl AccessService for AccessApi {
         if result.is_ok() {
             self.0.tokens.forget_cached();
         }
-        self.0.audited(&actor, "DeleteWorkspace", workspace_of(&request.name), &request.name, result).await
+        self.0.audited(&actor, "DeleteWorkspace", &request.name, result).await
     }
 
     async fn create_access_token(
@@ -105,7 +105,7 @@ impl AccessService for AccessApi {
         }
         .await;
         let resource = format!("{}/accessTokens", request.parent);
-        self.0.audited(&actor, "CreateAccessToken", workspace_of(&request.parent), &resource, result).await
+        self.0.audited(&actor, "CreateAccessToken", &resource, result).await
     }
 
     async fn get_access_token(&self, request: Request<GetAccessTokenRequest>) -> Result<Response<AccessToken>, Status> {
@@ -146,7 +146,7 @@ impl AccessService for AccessApi {
             Ok(Response::new(convert::access_token(&record)))
         }
         .await;
-        self.0.audited(&actor, "RevokeAccessToken", workspace_of(&resource), &resource, result).await
+        self.0.audited(&actor, "RevokeAccessToken", &resource, result).await
     }
 
     async fn create_console_link(

@@ -11,7 +11,7 @@ use pullpass::v1::{
 use tonic::{Request, Response, Status};
 
 use super::status::{ok_rpc_status, to_rpc_status};
-use super::{ApiState, allow, caller, convert, deadline, field, required, who, workspace_of};
+use super::{ApiState, allow, caller, convert, deadline, field, required, who};
 use crate::access::policy::Permission;
 use crate::domain::{CredentialId, CredentialName, Grant, WorkspaceId};
 
@@ -28,7 +28,6 @@ impl CredentialService for CredentialApi {
         let (principal, actor) = who(&request)?;
         let request = request.into_inner();
         let resource = format!("{}/credentials/{}", request.parent, request.credential_id);
-        let parent = request.parent.clone();
         let result = async {
             let workspace = field("parent", WorkspaceId::from_name(&request.parent))?;
             allow(&principal, Permission::ManageCredentials(&workspace))?;
@@ -38,7 +37,7 @@ impl CredentialService for CredentialApi {
             Ok(Response::new(convert::saved_credential(saved)))
         }
         .await;
-        self.0.audited(&actor, "CreateCredential", workspace_of(&parent), &resource, result).await
+        self.0.audited(&actor, "CreateCredential", &resource, result).await
     }
 
     async fn get_credential(&self, request: Request<GetCredentialRequest>) -> Result<Response<Credential>, Status> {
@@ -80,7 +79,7 @@ impl CredentialService for CredentialApi {
             Ok(Response::new(convert::saved_credential(saved)))
         }
         .await;
-        self.0.audited(&actor, "UpdateCredential", workspace_of(&resource), &resource, result).await
+        self.0.audited(&actor, "UpdateCredential", &resource, result).await
     }
 
     async fn delete_credential(&self, request: Request<DeleteCredentialRequest>) -> Result<Response<()>, Status> {
@@ -93,7 +92,7 @@ impl CredentialService for CredentialApi {
             Ok(Response::new(()))
         }
         .await;
-        self.0.audited(&actor, "DeleteCredential", workspace_of(&resource), &resource, result).await
+        self.0.audited(&actor, "DeleteCredential", &resource, result).await
     }
 
     async fn test_credential(
@@ -133,7 +132,7 @@ impl CredentialService for CredentialApi {
             Ok(Response::new(response))
         }
         .await;
-        self.0.audited(&actor, "TestCredential", workspace_of(&resource), &resource, result).await
+        self.0.audited(&actor, "TestCredential", &resource, result).await
     }
 
     async fn import_docker_config(
@@ -176,6 +175,6 @@ impl CredentialService for CredentialApi {
             Ok(Response::new(ImportDockerConfigResponse { results, created_count }))
         }
         .await;
-        self.0.audited(&actor, "ImportDockerConfig", workspace_of(&parent), &parent, result).await
+        self.0.audited(&actor, "ImportDockerConfig", &parent, result).await
     }
 }

@@ -118,27 +118,21 @@ fn who<T>(request: &Request<T>) -> Result<(Arc<Principal>, Actor), Status> {
 
 impl ApiState {
     /// Records a failed mutation in the audit trail (successes are recorded
-    /// by the domain services inside their transactions).
+    /// by the domain services inside their transactions); a workspace
+    /// token's in its own workspace's trail, whichever workspace `resource`
+    /// names (see [`crate::audit::Auditor::record_failure`]).
     async fn audited<T>(
         &self,
         actor: &Actor,
         action: &str,
-        workspace: &str,
         resource: &str,
         result: Result<T, Status>,
     ) -> Result<T, Status> {
         if let Err(status) = &result {
-            let resource = crate::domain::ids::shorten(resource);
-            let workspace = crate::domain::WorkspaceId::parse(workspace).map(|w| w.to_string()).unwrap_or_default();
-            self.auditor.record_failure(actor, action, &workspace, &resource, status.code() as i32).await;
+            self.auditor.record_failure(actor, action, resource, status.code() as i32).await;
         }
         result
     }
-}
-
-/// The workspace id in `workspaces/{w}/…`, or "" (for audit events).
-fn workspace_of(name: &str) -> &str {
-    name.strip_prefix("workspaces/").map_or("", |rest| rest.split('/').next().unwrap_or(""))
 }
 
 /// Checks that `principal` has `permission`.

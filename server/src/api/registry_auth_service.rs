@@ -9,7 +9,7 @@ use pullpass::v1::{AuthKind, IssueRegistryAuthRequest, IssueRegistryAuthResponse
 use tonic::{Request, Response, Status};
 
 use super::status::to_rpc_status;
-use super::{ApiState, allow, convert, deadline, field, who, workspace_of};
+use super::{ApiState, allow, convert, deadline, field, who};
 use crate::access::policy::Permission;
 use crate::broker::{Issued, LeaseRequest};
 use crate::domain::{Accept, Grant, ProjectName, WorkspaceId};
@@ -74,10 +74,7 @@ impl RegistryAuthService for RegistryAuthApi {
             Ok((lease_request.images, leases.into_iter().map(|outcome| outcome.map(gateway_auth)).collect()))
         }
         .await;
-        let (images, outcomes) = self
-            .0
-            .audited(&actor, "IssueRegistryAuth", workspace_of(&request.workspace), &request.workspace, checked)
-            .await?;
+        let (images, outcomes) = self.0.audited(&actor, "IssueRegistryAuth", &request.workspace, checked).await?;
         let auths = images
             .into_iter()
             .zip(outcomes)

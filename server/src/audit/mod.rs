@@ -89,6 +89,12 @@ impl Actor {
         Self { principal: format!("pullpassd {name}").into(), request_id: Arc::from(""), origin: Origin::Local }
     }
 
+    /// The workspace of the caller's own token (`workspaces/{w}/…`), or ""
+    /// for ROOT and offline commands.
+    pub fn own_workspace(&self) -> &str {
+        self.principal.strip_prefix("workspaces/").and_then(|rest| rest.split('/').next()).unwrap_or("")
+    }
+
     /// An event by this actor.
     pub fn event(&self, action: &str, workspace: &str, resource: &str, status_code: i32) -> AuditEvent {
         AuditEvent {
@@ -178,8 +184,24 @@ impl Auditor {
     }
 
     /// Records a failed attempt, best-effort (a failure to record is logged).
-    pub async fn record_failure(&self, actor: &Actor, action: &str, workspace: &str, resource: &str, status_code: i32) {
-        let event = actor.event(action, workspace, resource, status_code);
+    /// A workspace token's attempt goes into its own workspace's trail,
+    /// whichever workspace `resource` names: a caller probing another
+    /// tenant leaves nothing in that tenant's trail, and its own admins see
+    /// what it tried. ROOT may act in every workspace: its attempt goes into
+    /// the trail of the workspace `resource` names (`workspaces/{w}…`), if
+    /// any. `resource` is what the caller wrote, so at most 80 characters
+    /// of it are kept, control characters replaced.
+    pub async fn record_failure(&self, actor: &Actor, action: &str, resource: &str, status_code: i32) {
+        let workspace = match actor.own_workspace() {
+            "" => resource
+                .strip_prefix("workspaces/")
+                .and_then(|rest| crate::domain::WorkspaceId::parse(rest.split('/').next().unwrap_or("")).ok())
+                .map(|w| w.to_string())
+                .unwrap_or_default(),
+            own => own.to_owned(),
+        };
+        let resource = crate::domain::ids::shorten(resource);
+        let event = actor.event(action, &workspace, &resource, status_code);
         match self.store.append_audit(&[event]).await {
             Ok(()) => crate::metrics::audit_written(1),
             Err(e) => tracing::error!(error = %e, action, "could not record a failed attempt in the audit trail"),

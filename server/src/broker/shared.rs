@@ -66,8 +66,9 @@ impl std::fmt::Debug for SharedLeases {
     }
 }
 
-/// A lease as stored (inside the seal): every field of [`Lease`].
-#[derive(Serialize, Deserialize)]
+/// A lease as stored (inside the seal): every field of [`Lease`]; wiped
+/// when dropped, as it holds the lease's secret.
+#[derive(Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 struct Stored {
     bearer: Option<String>,
     username: Option<String>,
@@ -261,8 +262,8 @@ impl SharedLeases {
 
     fn open(&self, text: &str, lease: &SharedLease) -> Result<Lease, String> {
         let plain = self.sealer.open_blob(PURPOSE, text.as_bytes(), &lease.sealed).map_err(|e| e.to_string())?;
-        let stored: Stored = serde_json::from_slice(&plain).map_err(|_| "unreadable shared lease".to_owned())?;
-        let grant = match (stored.bearer, stored.username, stored.password) {
+        let mut stored: Stored = serde_json::from_slice(&plain).map_err(|_| "unreadable shared lease".to_owned())?;
+        let grant = match (stored.bearer.take(), stored.username.take(), stored.password.take()) {
             (Some(token), None, None) => Grant::Bearer { token: LeaseSecret::new(token) },
             (None, Some(username), Some(password)) => Grant::Basic { username, password: LeaseSecret::new(password) },
             _ => return Err("unreadable shared lease".into()),
@@ -271,7 +272,7 @@ impl SharedLeases {
             |text: &str| pullpass::scope::Scope::parse(text).ok_or_else(|| "unreadable shared lease".to_owned());
         Ok(Lease {
             grant,
-            registry: stored.registry,
+            registry: std::mem::take(&mut stored.registry),
             requested: scope(&stored.requested)?,
             granted: stored.granted.as_deref().map(scope).transpose()?,
             issue_time: Timestamp::from_micros(stored.issue_time),
@@ -357,5 +358,11 @@ mod tests {
         {
             assert_eq!(parse_key_text(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_stored_lease_is_wiped_when_dropped() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<Stored>();
     }
 }

@@ -10,47 +10,79 @@
 //! files ([`ASSETS`](route::ASSETS)) and no inline script.
 //!
 //! A request's journey, in [`Console::respond`]:
-//! 1. the path becomes a typed [`Route`] (else 404) that must allow the
-//!    method (else 405);
-//! 2. a POST body is read once, bounded, into a [`Form`];
+//! 1. the path becomes a typed [`Route`] (else 404; `/` is sent to
+//!    `/console/`) that must allow the method (else 405);
+//! 2. a POST body is read once, bounded in size ([`MAX_FORM_BYTES`]) and
+//!    time ([`BODY_DEADLINE`], else 408), into a zeroizing buffer and then
+//!    a [`Form`];
 //! 3. the session cookie is looked up ([`ConsoleSessions`]): none sends the
 //!    browser to the sign-in page;
 //! 4. a POST must carry the session's CSRF token and, when the browser says
 //!    where it comes from (`Sec-Fetch-Site`, else `Origin`), come from this
-//!    console;
+//!    console; a sign-in, which has no session yet, must carry the pair of
+//!    its form's cookie ([`SIGN_IN_COOKIE`]) and token;
 //! 5. the handler ([`pages`]) checks the permission and does the work;
 //! 6. every answer gets the security headers (a strict CSP, `nosniff`,
 //!    `no-referrer`, no caching) and one log line without query or body.
+//!
+//! Anyone who can reach the console can make it work before signing in,
+//! so that work is bounded: each client address (an IPv6 one by its /64)
+//! has a bucket of [`ANONYMOUS_PER_SECOND`] lookups a second (a burst of
+//! twice as many) for sign-ins and session cookies, and a lookup that finds
+//! a session, or a sign-in that succeeds, gives its turn back; past it, the
+//! answer is 429 with `Retry-After`. Cookies and login codes the database
+//! did not know are refused from memory, and login codes are read before
+//! they are taken ([`ConsoleSessions`]). The console's connections have
+//! their own cap within the process's budget (`--console-max-connections`,
+//! [`crate::connections`]). Behind a proxy every client has the proxy's
+//! address, and shares one bucket: anonymous floods then slow everyone's
+//! sign-in, never a signed-in person's pages.
+//!
+//! What went wrong inside (a database error) is never shown to someone not
+//! signed in: they get a request id, and the log gets the detail.
 
+pub mod chain_check;
 pub mod form;
 pub mod pages;
 pub mod route;
 pub mod views;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use maud::Markup;
 use tokio::net::TcpListener;
 
+use crate::access::rate_limit::RateLimiter;
 use crate::access::sessions::{ConsoleSessions, Session};
 use crate::access::tokens::AccessTokens;
 use crate::audit::{Actor, Auditor, Origin};
 use crate::broker::Broker;
 use crate::connections::Connections;
 use crate::credentials::Credentials;
+use crate::error::Error;
 use crate::tls::ReloadableTls;
 use crate::workspaces::Workspaces;
+use chain_check::ChainChecks;
 use form::{Form, FormError, MAX_FORM_BYTES};
 use route::Route;
 use views::Errors;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "pullpass_session";
+/// The sign-in form's cookie: a random pre-session value whose HMAC the
+/// form carries (login CSRF).
+pub const SIGN_IN_COOKIE: &str = "pullpass_signin";
+/// Longest a client may take to send a form's body, once its headers are
+/// in; a slower one gets 408.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+/// Sign-ins and session-cookie lookups per second per client address,
+/// with bursts of twice as many (those that find a session are given back).
+pub const ANONYMOUS_PER_SECOND: u32 = 10;
 
 /// The Content-Security-Policy of every answer: only this origin's files,
 /// no inline script or style, never framed.
@@ -83,8 +115,12 @@ pub struct Services {
 #[derive(Debug, Clone)]
 pub struct Console {
     inner: Arc<Services>,
-    /// Served over TLS (cookies get `Secure`).
+    /// Reached over HTTPS (cookies get `Secure`).
     secure: bool,
+    /// Anonymous work per client address.
+    anonymous: Arc<RateLimiter<IpAddr>>,
+    /// Who may check the whole audit chain, and when.
+    chain_checks: Arc<ChainChecks>,
 }
 
 /// What a handler answers.
@@ -97,9 +133,15 @@ pub enum Reply {
 }
 
 impl Console {
-    /// The console over `services`; `secure` when served over TLS.
+    /// The console over `services`; `secure` when people reach it over
+    /// HTTPS (with TLS here, or through a proxy).
     pub fn new(services: Services, secure: bool) -> Self {
-        Self { inner: Arc::new(services), secure }
+        Self {
+            inner: Arc::new(services),
+            secure,
+            anonymous: Arc::new(RateLimiter::new(ANONYMOUS_PER_SECOND)),
+            chain_checks: Arc::default(),
+        }
     }
 
     /// Answers one request from `peer`.
@@ -137,6 +179,10 @@ impl Console {
         B: http_body::Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let get = request.method() == Method::GET || request.method() == Method::HEAD;
+        if request.uri().path() == "/" && get {
+            return (redirect("/console/"), String::new());
+        }
         let Some(route) = Route::parse(request.uri().path()) else {
             return (
                 page(StatusCode::NOT_FOUND, views::problem(None, "Not found", "There is no such page.")),
@@ -162,17 +208,22 @@ impl Console {
         let post = request.method() == Method::POST;
         let same_origin = same_origin(&request);
         let cookie = cookie(request.headers(), COOKIE);
+        let sign_in_cookie = self::cookie(request.headers(), SIGN_IN_COOKIE);
         let had_cookie = cookie.is_some();
         let query = request.uri().query().unwrap_or("").to_owned();
         let form = if post {
             let (parts, body) = request.into_parts();
-            let bytes = match Limited::new(body, MAX_FORM_BYTES).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(_) => return (too_large(), String::new()),
+            let read = match tokio::time::timeout(BODY_DEADLINE, form::collect(body)).await {
+                Ok(read) => read.and_then(|bytes| Form::read(&parts.headers, bytes)),
+                Err(_) => return (too_slow(), String::new()),
             };
-            match Form::read(&parts.headers, bytes).await {
+            match read {
                 Ok(form) => Some(form),
                 Err(FormError::TooLarge) => return (too_large(), String::new()),
+                Err(FormError::Broken) => {
+                    let message = "The form did not arrive whole; send it again.";
+                    return (page(StatusCode::BAD_REQUEST, views::problem(None, "Not a form", message)), String::new());
+                }
                 Err(FormError::Malformed(why)) => {
                     return (page(StatusCode::BAD_REQUEST, views::problem(None, "Not a form", &why)), String::new());
                 }
@@ -184,22 +235,36 @@ impl Console {
             let message = "This form was sent from another site; the console takes forms from its own pages only.";
             return (page(StatusCode::FORBIDDEN, views::problem(None, "Refused", message)), String::new());
         }
+        let client = client_key(peer.ip());
         let session = match cookie {
-            Some(value) => match self.inner.sessions.session(&value).await {
-                Ok(session) => session,
-                Err(error) => {
-                    let message = error.message();
-                    return (
-                        page(StatusCode::SERVICE_UNAVAILABLE, views::problem(None, "Unavailable", &message)),
-                        String::new(),
-                    );
+            Some(value) if ConsoleSessions::is_session_cookie(&value) => {
+                if let Err(wait) = self.anonymous.check(&client) {
+                    return (too_many(wait), String::new());
                 }
-            },
-            None => None,
+                match self.inner.sessions.session(&value).await {
+                    Ok(Some(session)) => {
+                        self.anonymous.give_back(&client);
+                        Some(session)
+                    }
+                    Ok(None) => None,
+                    Err(error) => {
+                        tracing::error!(target: "pullpass::console", error = %error.message(), request_id, "a console session could not be looked up");
+                        let message = format!(
+                            "The console cannot check your sign-in right now. Try again in a moment; if this goes on, tell your operator the request id {request_id}."
+                        );
+                        return (
+                            page(StatusCode::SERVICE_UNAVAILABLE, views::problem(None, "Unavailable", &message)),
+                            String::new(),
+                        );
+                    }
+                }
+            }
+            _ => None,
         };
         let origin = Origin::Peer(peer);
         if route == Route::Login {
-            return (self.login(session, form, origin, request_id).await, String::new());
+            let attempt = SignIn { session, form, form_cookie: sign_in_cookie, client, origin };
+            return (self.login(attempt, request_id).await, String::new());
         }
         let Some(session) = session else {
             // Not signed in (or the session ended): sign in first.
@@ -234,34 +299,82 @@ impl Console {
     }
 
     /// The sign-in page, and signing in.
-    async fn login(
-        &self,
-        session: Option<Session>,
-        form: Option<Form>,
-        origin: Origin,
-        request_id: &str,
-    ) -> Response<Full<Bytes>> {
-        let Some(form) = form else {
-            if session.is_some() {
+    async fn login(&self, attempt: SignIn, request_id: &str) -> Response<Full<Bytes>> {
+        let sessions = &self.inner.sessions;
+        let Some(form) = attempt.form else {
+            if attempt.session.is_some() {
                 return redirect("/console/");
             }
-            return page(StatusCode::OK, pages::login_page(&Errors::default()));
+            return self.sign_in_page(StatusCode::OK, &Errors::default(), attempt.form_cookie.as_deref(), request_id);
         };
+        if !sessions.sign_in_csrf_matches(attempt.form_cookie.as_deref(), &form.text("csrf")) {
+            let message = "This sign-in was not sent from this console's sign-in page, or the page is too old: sign in again here.";
+            let errors = Errors { items: vec![(String::new(), message.into())] };
+            return self.sign_in_page(StatusCode::FORBIDDEN, &errors, None, request_id);
+        }
+        if let Err(wait) = self.anonymous.check(&attempt.client) {
+            return too_many(wait);
+        }
         let presented = form.secret("token").unwrap_or_default();
-        let actor = Actor { principal: Arc::from(""), request_id: Arc::from(request_id), origin };
-        match self.inner.sessions.sign_in(&presented, &actor).await {
+        let actor = Actor { principal: Arc::from(""), request_id: Arc::from(request_id), origin: attempt.origin };
+        match sessions.sign_in(&presented, &actor).await {
             Ok((secret, session)) => {
+                self.anonymous.give_back(&attempt.client);
                 let mut response = redirect("/console/");
                 let max_age = session.expire_time.saturating_since(crate::domain::Timestamp::now()).as_secs();
                 set_cookie(&mut response, &self.session_cookie(secret.expose(), max_age));
                 response
             }
-            Err(error) => {
+            Err(error @ (Error::Unauthenticated(_) | Error::PermissionDenied { .. })) => {
                 tracing::warn!(target: "pullpass::console", error = %error.message(), request_id, "console sign-in refused");
                 let errors = Errors { items: vec![("token".into(), error.message())] };
-                page(StatusCode::UNAUTHORIZED, pages::login_page(&errors))
+                let form_cookie = attempt.form_cookie.as_deref();
+                self.sign_in_page(StatusCode::UNAUTHORIZED, &errors, form_cookie, request_id)
+            }
+            Err(error) => {
+                tracing::error!(target: "pullpass::console", error = %error.message(), request_id, "console sign-in failed");
+                let message = format!(
+                    "Signing in is not possible right now. Try again in a moment; if this goes on, tell your operator the request id {request_id}."
+                );
+                let errors = Errors { items: vec![(String::new(), message)] };
+                let form_cookie = attempt.form_cookie.as_deref();
+                self.sign_in_page(StatusCode::SERVICE_UNAVAILABLE, &errors, form_cookie, request_id)
             }
         }
+    }
+
+    /// The sign-in form, with its CSRF token: of the form cookie the
+    /// browser sent, else of a new one set with this answer.
+    fn sign_in_page(
+        &self,
+        status: StatusCode,
+        errors: &Errors,
+        form_cookie: Option<&str>,
+        request_id: &str,
+    ) -> Response<Full<Bytes>> {
+        let sessions = &self.inner.sessions;
+        let (nonce, fresh) = match form_cookie.filter(|c| ConsoleSessions::is_sign_in_nonce(c)) {
+            Some(nonce) => (zeroize::Zeroizing::new(nonce.to_owned()), false),
+            None => match sessions.sign_in_nonce() {
+                Ok(nonce) => (zeroize::Zeroizing::new(nonce.expose().to_owned()), true),
+                Err(error) => {
+                    tracing::error!(target: "pullpass::console", error = %error.message(), request_id, "no sign-in form");
+                    let message = format!("Try again in a moment; the request id is {request_id}.");
+                    return page(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        views::problem(None, "Something went wrong", &message),
+                    );
+                }
+            },
+        };
+        let mut response = page(status, pages::login_page(errors, &sessions.sign_in_csrf(&nonce)));
+        if fresh {
+            let secure = if self.secure { "; Secure" } else { "" };
+            let cookie =
+                format!("{SIGN_IN_COOKIE}={}; Path=/console/login; HttpOnly; SameSite=Strict{secure}", &*nonce);
+            set_cookie(&mut response, &cookie);
+        }
+        response
     }
 
     fn session_cookie(&self, value: &str, max_age: u64) -> String {
@@ -272,6 +385,33 @@ impl Console {
     fn clear_cookie(&self) -> String {
         let secure = if self.secure { "; Secure" } else { "" };
         format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+    }
+}
+
+/// What a sign-in request brings.
+struct SignIn {
+    /// The session of the cookie sent, if it is one.
+    session: Option<Session>,
+    /// The sign-in form, for a POST.
+    form: Option<Form>,
+    /// The sign-in form's cookie, if sent.
+    form_cookie: Option<String>,
+    /// Whose bucket pays for the attempt.
+    client: IpAddr,
+    /// Where it comes from, for the audit trail.
+    origin: Origin,
+}
+
+/// The key of a client address in the anonymous-work limit: an IPv4
+/// address (also when mapped into IPv6), or an IPv6 address's /64, which
+/// one client usually holds whole.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
     }
 }
 
@@ -311,6 +451,20 @@ fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
         Reply::Page(status, markup) => page(status, markup),
         Reply::Redirect(to) => redirect(&to),
     }
+}
+
+fn too_slow() -> Response<Full<Bytes>> {
+    let message = format!("The form took longer than {} s to arrive; send it again.", BODY_DEADLINE.as_secs());
+    page(StatusCode::REQUEST_TIMEOUT, views::problem(None, "Too slow", &message))
+}
+
+fn too_many(wait: Duration) -> Response<Full<Bytes>> {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let message =
+        format!("Too many sign-in attempts or unknown session cookies from your address; try again in {seconds} s.");
+    let mut response = page(StatusCode::TOO_MANY_REQUESTS, views::problem(None, "Too many requests", &message));
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 fn too_large() -> Response<Full<Bytes>> {
@@ -406,6 +560,15 @@ mod tests {
         assert!(same_origin(&request("sec-fetch-site", Some("same-origin"))));
         assert!(!same_origin(&request("sec-fetch-site", Some("cross-site"))));
         assert!(!same_origin(&request("sec-fetch-site", Some("same-site"))));
+    }
+
+    #[test]
+    fn clients_are_keyed_by_ipv4_address_or_ipv6_slash_64() {
+        let key = |text: &str| client_key(text.parse().unwrap());
+        assert_eq!(key("192.0.2.7"), key("::ffff:192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 
     #[test]

@@ -131,16 +131,10 @@ fn form_errors(error: &Error, fields: &[(&str, &str)]) -> Errors {
     Errors { items }
 }
 
-/// Records a failed change, as the API does.
-async fn audit_failure(
-    console: &Console,
-    call: &Call<'_>,
-    action: &str,
-    workspace: &str,
-    resource: &str,
-    error: &Error,
-) {
-    console.inner.auditor.record_failure(&call.actor, action, workspace, resource, error.grpc_code()).await;
+/// Records a failed change, as the API does (a workspace token's in its
+/// own workspace's trail).
+async fn audit_failure(console: &Console, call: &Call<'_>, action: &str, resource: &str, error: &Error) {
+    console.inner.auditor.record_failure(&call.actor, action, resource, error.grpc_code()).await;
 }
 
 // --- workspaces (ROOT) ---
@@ -164,8 +158,7 @@ async fn workspaces(console: &Console, call: &Call<'_>) -> Result<Reply, Error> 
         match services.workspaces.create(&call.actor, &form.id, kind, form.display_name.clone()).await {
             Ok(created) => return Ok(Reply::Redirect(to::credentials(&created.id))),
             Err(error) => {
-                audit_failure(console, call, "CreateWorkspace", &form.id, &format!("workspaces/{}", form.id), &error)
-                    .await;
+                audit_failure(console, call, "CreateWorkspace", &format!("workspaces/{}", form.id), &error).await;
                 errors = form_errors(
                     &error,
                     &[
@@ -292,7 +285,7 @@ async fn add_credential(console: &Console, call: &Call<'_>, workspace: Workspace
     match created {
         Ok(saved) => Ok(Reply::Redirect(to::credential(&saved.credential.name))),
         Err(error) => {
-            audit_failure(console, call, "CreateCredential", workspace.as_str(), &resource, &error).await;
+            audit_failure(console, call, "CreateCredential", &resource, &error).await;
             let mut errors = form_errors(&error, &CREDENTIAL_FIELDS);
             if let Error::AlreadyExists { .. } = error {
                 errors.items = vec![("name".into(), error.message())];
@@ -396,7 +389,7 @@ async fn credential(console: &Console, call: &Call<'_>, name: CredentialName, te
             ))
         }
         Err(error) => {
-            audit_failure(console, call, "UpdateCredential", name.workspace.as_str(), &name.to_string(), &error).await;
+            audit_failure(console, call, "UpdateCredential", &name.to_string(), &error).await;
             let errors = form_errors(&error, &CREDENTIAL_FIELDS);
             Ok(Reply::Page(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -444,7 +437,7 @@ async fn delete(console: &Console, call: &Call<'_>, name: CredentialName) -> Res
     match console.inner.credentials.delete(&call.actor, name.clone()).await {
         Ok(()) => Ok(Reply::Redirect(to::credentials(&name.workspace))),
         Err(error) => {
-            audit_failure(console, call, "DeleteCredential", name.workspace.as_str(), &name.to_string(), &error).await;
+            audit_failure(console, call, "DeleteCredential", &name.to_string(), &error).await;
             Err(error)
         }
     }
@@ -484,7 +477,7 @@ async fn import(console: &Console, call: &Call<'_>, workspace: WorkspaceId) -> R
             Ok(Reply::Page(StatusCode::OK, views::import(&chrome, &workspace, &prefix, &Errors::default(), &rows)))
         }
         Err(error) => {
-            audit_failure(console, call, "ImportDockerConfig", workspace.as_str(), &resource, &error).await;
+            audit_failure(console, call, "ImportDockerConfig", &resource, &error).await;
             let errors = form_errors(&error, &[("config_json", "config_json"), ("name_prefix", "name_prefix")]);
             Ok(Reply::Page(StatusCode::UNPROCESSABLE_ENTITY, views::import(&chrome, &workspace, &prefix, &errors, &[])))
         }
@@ -547,7 +540,7 @@ async fn tokens(console: &Console, call: &Call<'_>, workspace: WorkspaceId) -> R
             Ok((record, token)) => minted = Some((record.resource_name(), token)),
             Err(error) => {
                 let resource = format!("{}/accessTokens", workspace.name());
-                audit_failure(console, call, "CreateAccessToken", workspace.as_str(), &resource, &error).await;
+                audit_failure(console, call, "CreateAccessToken", &resource, &error).await;
                 if let Error::PermissionDenied { .. } | Error::NotFound { .. } = error {
                     return Err(error);
                 }
@@ -581,8 +574,7 @@ async fn revoke(
     match console.inner.tokens.revoke(&call.actor, workspace.clone(), token).await {
         Ok(_) => Ok(Reply::Redirect(to::tokens(&workspace))),
         Err(error) => {
-            audit_failure(console, call, "RevokeAccessToken", workspace.as_str(), &existing.resource_name(), &error)
-                .await;
+            audit_failure(console, call, "RevokeAccessToken", &existing.resource_name(), &error).await;
             Err(error)
         }
     }
@@ -649,17 +641,24 @@ async fn audit(console: &Console, call: &Call<'_>, workspace: WorkspaceId) -> Re
         link.append_pair("page", &page.next_page_token);
         format!("{}?{}", to::audit(&workspace), link.finish())
     });
-    let check = if get("check") == "1" {
-        let verification = console.inner.auditor.verify().await?;
-        Some(match verification.broken {
-            None => ChainCheck::Intact { checked: verification.checked },
-            Some(broken) => ChainCheck::Broken(broken.to_string()),
-        })
+    // The whole chain: ROOT's alone, and rationed (see chain_check).
+    let (status, check) = if get("check") == "1" {
+        match console.chain_checks.start(call.session) {
+            Ok(_running) => {
+                let verification = console.inner.auditor.verify().await?;
+                let check = match verification.broken {
+                    None => ChainCheck::Intact { checked: verification.checked },
+                    Some(broken) => ChainCheck::Broken(broken.to_string()),
+                };
+                (StatusCode::OK, Some(check))
+            }
+            Err(refusal) => (refusal.status(), Some(ChainCheck::Refused(refusal.to_string()))),
+        }
     } else {
-        None
+        (StatusCode::OK, None)
     };
     Ok(Reply::Page(
-        StatusCode::OK,
+        status,
         views::audit(&chrome, &workspace, &query, &Errors::default(), &page.items, next, check.as_ref()),
     ))
 }
@@ -673,7 +672,8 @@ fn form_field(filter_field: &str) -> &'static str {
     }
 }
 
-/// Markup for a signed-out visitor's sign-in page.
-pub fn login_page(errors: &Errors) -> Markup {
-    views::login(errors)
+/// Markup for a signed-out visitor's sign-in page, whose form carries
+/// `csrf`.
+pub fn login_page(errors: &Errors, csrf: &str) -> Markup {
+    views::login(errors, csrf)
 }

@@ -179,13 +179,14 @@ fn time(t: Option<Timestamp>) -> Markup {
 }
 
 /// The sign-in page.
-pub fn login(errors: &Errors) -> Markup {
+pub fn login(errors: &Errors, csrf_token: &str) -> Markup {
     page(
         "Sign in",
         None,
         html! {
             (general_errors(errors))
             form.card method="post" action="/console/login" id="login-form" {
+                (csrf(csrf_token))
                 (secret_field("token", "Access token", errors, Some("Paste an ADMIN or VIEWER access token (pp_…) of your workspace, or ROOT's. A login link from `pullpass console-link` signs you in by itself.")))
                 button type="submit" { "Sign in" }
             }
@@ -677,6 +678,8 @@ pub enum ChainCheck {
     },
     /// The first broken link.
     Broken(String),
+    /// Not run, and why (not ROOT, or not now).
+    Refused(String),
 }
 
 /// A workspace's audit trail.
@@ -694,8 +697,9 @@ pub fn audit(
         Some(chrome),
         html! {
             @match check {
-                Some(ChainCheck::Intact { checked }) => p.notice role="status" id="chain-check" { "Chain check: intact. " (checked) " events checked; every one links to the one before." },
+                Some(ChainCheck::Intact { checked }) => p.notice role="status" id="chain-check" { "Chain check: intact. " (checked) " events of every workspace checked; every one links to the one before." },
                 Some(ChainCheck::Broken(why)) => div.error role="alert" id="chain-check" { p { "Chain check: broken. " (why) } },
+                Some(ChainCheck::Refused(why)) => div.error role="alert" id="chain-check" { p { "Chain check: not run. " (why) } },
                 None => {},
             }
             (general_errors(errors))
@@ -706,7 +710,9 @@ pub fn audit(
                 (text_field("since", "Since", &query.since, errors, Some("RFC 3339, such as 2026-12-01T00:00:00Z")))
                 div.buttons {
                     button type="submit" { "Filter" }
-                    button.secondary type="submit" name="check" value="1" { "Check chain" }
+                    @if chrome.root {
+                        button.secondary type="submit" name="check" value="1" { "Check chain" }
+                    }
                 }
             }
             table {

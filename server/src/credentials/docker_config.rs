@@ -6,6 +6,9 @@
 //! bearer token), entries without credentials, `credHelpers` and
 //! `credsStore` (programs pullpass cannot run), and entries that hold
 //! short-lived tokens (ECR, Google `oauth2accesstoken`).
+//!
+//! The parsed document holds every secret of the file, so it is wiped
+//! (every string in it zeroized) when reading is done ([`Wiped`]).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -39,9 +42,11 @@ pub fn read(config_json: &str) -> Result<Vec<ConfigEntry>, Error> {
         return Err(invalid(format!("is larger than {MAX_CONFIG_LEN} bytes")));
     }
     // The parser error names a position only, never the document's content.
-    let document: Value = serde_json::from_str(config_json)
-        .map_err(|e| invalid(format!("is not valid JSON (line {}, column {})", e.line(), e.column())))?;
-    let Value::Object(document) = document else {
+    let parsed = Wiped(
+        serde_json::from_str(config_json)
+            .map_err(|e| invalid(format!("is not valid JSON (line {}, column {})", e.line(), e.column())))?,
+    );
+    let Value::Object(document) = &parsed.0 else {
         return Err(invalid("must be a JSON object with `auths`".into()));
     };
     let mut entries = Vec::new();
@@ -84,6 +89,27 @@ pub fn read(config_json: &str) -> Result<Vec<ConfigEntry>, Error> {
         return Err(invalid("holds no `auths`, `credHelpers` or `credsStore` entries".into()));
     }
     Ok(entries)
+}
+
+/// A parsed document, every string of which is zeroized when dropped.
+struct Wiped(Value);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+/// Zeroizes every string in `value` (object keys are registry names and
+/// field names: they are dropped as they are).
+fn wipe(value: &mut Value) {
+    use zeroize::Zeroize;
+    match value {
+        Value::String(text) => text.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(wipe),
+        Value::Object(fields) => fields.values_mut().for_each(wipe),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
 }
 
 fn unsupported(message: String) -> Error {
@@ -184,6 +210,28 @@ pub fn credential_id_for(prefix: &str, server: &RegistryServer) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_string_of_a_parsed_document_is_wiped() {
+        let mut document: Value = serde_json::from_str(
+            r#"{"auths": {"quay.io": {"auth": "c2VjcmV0", "list": ["secret", 1, true, null]}}, "credsStore": "x"}"#,
+        )
+        .unwrap();
+        wipe(&mut document);
+        fn strings(value: &Value, found: &mut Vec<String>) {
+            match value {
+                Value::String(text) => found.push(text.clone()),
+                Value::Array(items) => items.iter().for_each(|v| strings(v, found)),
+                Value::Object(fields) => fields.values().for_each(|v| strings(v, found)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        strings(&document, &mut found);
+        assert_eq!(found.len(), 3);
+        assert!(found.iter().all(String::is_empty), "{found:?}");
+        assert_eq!(document["auths"]["quay.io"]["list"][1], 1, "only strings are touched");
+    }
 
     fn b64(s: &str) -> String {
         STANDARD.encode(s)

@@ -384,6 +384,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn insert_console_session(&self, session: &ConsoleSession) -> Result<(), Error>;
     /// The console session (not a login link) whose secret hashes to `hash`.
     async fn console_session(&self, hash: &[u8; 32]) -> Result<Option<ConsoleSession>, Error>;
+    /// The login link (not a session) whose code hashes to `hash`, read
+    /// without taking it: a code nobody made costs no write.
+    async fn console_login(&self, hash: &[u8; 32]) -> Result<Option<ConsoleSession>, Error>;
     /// Deletes and returns the unexpired login link whose code hashes to
     /// `hash`, in one step: a link works once, on any replica.
     async fn redeem_console_login(&self, hash: &[u8; 32], now: Timestamp) -> Result<Option<ConsoleSession>, Error>;

@@ -929,6 +929,16 @@ impl Backend for PgStore {
         rows.first().map(|r| session_row(r).session()).transpose().map_err(Error::from)
     }
 
+    async fn console_login(&self, hash: &[u8; 32]) -> Result<Option<ConsoleSession>, Error> {
+        let rows = self
+            .query(
+                &format!("SELECT {SESSION_COLUMNS} FROM console_sessions WHERE id_hash = $1 AND kind = $2"),
+                &[&&hash[..], &SessionKind::LoginLink.code()],
+            )
+            .await?;
+        rows.first().map(|r| session_row(r).session()).transpose().map_err(Error::from)
+    }
+
     async fn redeem_console_login(&self, hash: &[u8; 32], now: Timestamp) -> Result<Option<ConsoleSession>, Error> {
         let rows = self
             .query(

@@ -35,7 +35,7 @@ use super::{
 };
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
-use crate::domain::session::ConsoleSession;
+use crate::domain::session::{ConsoleSession, SessionKind};
 use crate::domain::{AccessTokenId, AccessTokenRecord, Credential, CredentialName, Timestamp, Workspace, WorkspaceId};
 use crate::error::Error;
 
@@ -511,7 +511,12 @@ impl Backend for SqliteStore {
 
     async fn console_session(&self, hash: &[u8; 32]) -> Result<Option<ConsoleSession>, Error> {
         let hash = *hash;
-        self.read(move |conn| Ok(sessions::get(conn, &hash)?)).await
+        self.read(move |conn| Ok(sessions::get(conn, &hash, SessionKind::Session)?)).await
+    }
+
+    async fn console_login(&self, hash: &[u8; 32]) -> Result<Option<ConsoleSession>, Error> {
+        let hash = *hash;
+        self.read(move |conn| Ok(sessions::get(conn, &hash, SessionKind::LoginLink)?)).await
     }
 
     async fn redeem_console_login(&self, hash: &[u8; 32], now: Timestamp) -> Result<Option<ConsoleSession>, Error> {

@@ -31,11 +31,11 @@ pub fn insert(conn: &Connection, session: &ConsoleSession) -> Result<(), StoreEr
     Ok(())
 }
 
-/// The session (not a login link) whose secret hashes to `hash`.
-pub fn get(conn: &Connection, hash: &[u8; 32]) -> Result<Option<ConsoleSession>, StoreError> {
+/// The session or login link (as `kind` says) whose secret hashes to `hash`.
+pub fn get(conn: &Connection, hash: &[u8; 32], kind: SessionKind) -> Result<Option<ConsoleSession>, StoreError> {
     let found = conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM console_sessions WHERE id_hash = ?1 AND kind = ?2"))?
-        .query_row(params![&hash[..], SessionKind::Session.code()], read)
+        .query_row(params![&hash[..], kind.code()], read)
         .optional()?;
     found.map(|row| row.session()).transpose()
 }
