@@ -16,7 +16,7 @@ use pullpass_server::domain::{
 use pullpass_server::error::Error;
 use pullpass_server::store::postgres::PgConfig;
 use pullpass_server::store::{
-    self, AuditFault, AuditFilter, CredentialFilter, LeaseSlot, Location, Replaced, Rewrap, SharedLease, Store,
+    self, AuditFault, AuditFilter, CredentialFilter, LeaseSlot, Location, Pruned, Replaced, Rewrap, SharedLease, Store,
     WorkspaceDeletion,
 };
 use pullpass_tests::postgres::Database;
@@ -85,6 +85,7 @@ conformance!(
     of_concurrent_creates_of_one_name_one_wins_and_the_losers_leave_nothing,
     a_mutation_whose_audit_event_fails_changes_nothing,
     audit_events_filter_and_page_and_pruning_keeps_the_chain_verifiable,
+    pruning_never_deletes_a_newer_event_when_event_times_are_out_of_sequence,
     key_facts_are_recorded_and_read_back,
     key_usage_follows_inserts_rewraps_replacements_deletes_and_cascades,
     what_was_written_is_there_after_reopening,
@@ -616,10 +617,10 @@ async fn audit_events_filter_and_page_and_pruning_keeps_the_chain_verifiable(sub
     assert_eq!(page[1].prev_hash, page[0].hash);
 
     assert_eq!(store.audit_checkpoint().await.unwrap(), None);
-    assert_eq!(store.prune_audit(old.plus(Duration::from_secs(1))).await.unwrap(), 2);
+    assert_eq!(store.prune_audit(old.plus(Duration::from_secs(1))).await.unwrap(), pruned(2, 0));
     let checkpoint = store.audit_checkpoint().await.unwrap().unwrap();
     assert_eq!(checkpoint.0, 2);
-    assert_eq!(store.prune_audit(old.plus(Duration::from_secs(1))).await.unwrap(), 0);
+    assert_eq!(store.prune_audit(old.plus(Duration::from_secs(1))).await.unwrap(), pruned(0, 0));
     assert_eq!(chain_is_intact(&store).await, 4);
     store.append_audit(&[event("IssueRegistryAuth", "a", "r6")]).await.unwrap();
     assert_eq!(chain_is_intact(&store).await, 5);
@@ -630,6 +631,42 @@ async fn audit_events_filter_and_page_and_pruning_keeps_the_chain_verifiable(sub
     assert_eq!(chain_is_intact(&store).await, 6);
     let read = store.audit_events(&AuditFilter::default(), 7, 1).await.unwrap();
     assert_eq!((read[0].event.count, read[0].event.request_id.as_str()), (3, "q1 q2 q3"));
+}
+
+fn pruned(deleted: u64, kept_older: u64) -> Pruned {
+    Pruned { deleted, kept_older }
+}
+
+async fn pruning_never_deletes_a_newer_event_when_event_times_are_out_of_sequence(subject: Subject) {
+    let store = subject.open().await;
+    let now = Timestamp::now();
+    let old = now.saturating_minus(Duration::from_secs(3600));
+    let cutoff = now.saturating_minus(Duration::from_secs(1800));
+    // seq:   1    2    3    4    5    6
+    // time:  old  old  new  old  old  new   (a group commit, a replica's clock)
+    let times = [old, old, now, old, old, now];
+    let events: Vec<AuditEvent> = times
+        .iter()
+        .enumerate()
+        .map(|(i, time)| AuditEvent { event_time: *time, ..event("IssueRegistryAuth", "a", &format!("r{}", i + 1)) })
+        .collect();
+    store.append_audit(&events).await.unwrap();
+    // Only the run before the first newer event goes; 4 and 5 stay, counted.
+    assert_eq!(store.prune_audit(cutoff).await.unwrap(), pruned(2, 2));
+    let left = all_events(&store).await;
+    assert_eq!(left, ["IssueRegistryAuth r3", "IssueRegistryAuth r4", "IssueRegistryAuth r5", "IssueRegistryAuth r6"]);
+    assert_eq!(store.audit_checkpoint().await.unwrap().unwrap().0, 2);
+    assert_eq!(chain_is_intact(&store).await, 4);
+    // Nothing more can go while event 3 is newer than the cutoff.
+    assert_eq!(store.prune_audit(cutoff).await.unwrap(), pruned(0, 2));
+    assert_eq!(chain_is_intact(&store).await, 4);
+    // Once event 3 is older than the cutoff too, the rest go.
+    assert_eq!(store.prune_audit(now.plus(Duration::from_micros(1))).await.unwrap().deleted, 4);
+    assert_eq!(all_events(&store).await, Vec::<String>::new());
+    assert_eq!(chain_is_intact(&store).await, 0);
+    store.append_audit(&[event("IssueRegistryAuth", "a", "r7")]).await.unwrap();
+    assert_eq!(chain_is_intact(&store).await, 1);
+    assert_eq!(store.audit_head().await.unwrap().unwrap().0, 7);
 }
 
 async fn key_facts_are_recorded_and_read_back(subject: Subject) {

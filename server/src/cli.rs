@@ -131,6 +131,13 @@ pub enum AuditCommand {
     /// outside pullpass (a ticket, a log service, a notary).
     Head,
     /// Delete events older than DAYS days; the chain stays verifiable.
+    ///
+    /// It never deletes a newer event and never leaves a gap in the chain:
+    /// it deletes the events from the start of the chain up to the first
+    /// one that is not older than the cutoff. Event times are not quite in
+    /// sequence order (a group commit's events, replicas whose clocks
+    /// differ), so a few older events that come after a newer one can stay;
+    /// it prints how many, and a later prune deletes them.
     Prune {
         /// Retention in days.
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..), required_unless_present = "older_than_seconds")]

@@ -352,9 +352,15 @@ pub async fn audit_head(settings: &Settings) -> Result<(), StartupError> {
 /// `audit prune`.
 pub async fn audit_prune(settings: &Settings, retention: std::time::Duration) -> Result<(), StartupError> {
     let store = open_for_audit(settings).await?;
-    let deleted = crate::audit::prune(&store, retention).await;
+    let pruned = crate::audit::prune(&store, retention).await;
     store.close().await;
-    let deleted = deleted.map_err(|e| StartupError(e.to_string()))?;
-    println!("deleted {deleted} audit event(s) older than {} s", retention.as_secs());
+    let pruned = pruned.map_err(|e| StartupError(e.to_string()))?;
+    println!("deleted {} audit event(s) older than {} s", pruned.deleted, retention.as_secs());
+    if pruned.kept_older > 0 {
+        println!(
+            "kept {} older event(s) that come after a newer one in the chain (event times are not in sequence order); a later prune deletes them",
+            pruned.kept_older
+        );
+    }
     Ok(())
 }

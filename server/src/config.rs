@@ -145,7 +145,9 @@ pub struct ServeArgs {
     pub upstream_timeout: Option<u64>,
 
     /// Delete audit events older than this many days (checked hourly; the
-    /// chain stays verifiable from the newest deleted event). [default: keep all]
+    /// chain stays verifiable from the newest deleted event; as `audit
+    /// prune`, never an event newer than that, so an old event that follows a
+    /// newer one in the chain waits for a later round). [default: keep all]
     #[arg(long, env = "PULLPASS_AUDIT_RETENTION_DAYS", value_name = "DAYS")]
     pub audit_retention_days: Option<u64>,
 

@@ -570,8 +570,12 @@ async fn prune_audit(store: crate::store::Store, retention: std::time::Duration)
     loop {
         every.tick().await;
         match crate::audit::prune(&store, retention).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "pruned old audit events"),
+            Ok(pruned) if pruned.deleted == 0 && pruned.kept_older == 0 => {}
+            Ok(pruned) => tracing::info!(
+                deleted = pruned.deleted,
+                kept_older = pruned.kept_older,
+                "pruned old audit events (older ones after a newer one in the chain are kept for now)"
+            ),
             Err(e) => tracing::warn!(error = %e, "audit pruning failed"),
         }
     }

@@ -211,6 +211,17 @@ pub struct AuditFilter {
     pub before: Option<Timestamp>,
 }
 
+/// What pruning the audit trail did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Events deleted (all older than the cutoff).
+    pub deleted: u64,
+    /// Events older than the cutoff that stay because a newer event comes
+    /// before them in the chain (event times are not monotonic in `seq`:
+    /// group commits, replicas' clocks); a later prune takes them.
+    pub kept_older: u64,
+}
+
 /// A credential's use: its name and uid, and when it served a lease.
 pub type CredentialUse = (CredentialName, crate::domain::CredentialUid, Timestamp);
 
@@ -401,9 +412,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn audit_head(&self) -> Result<Option<ChainLink>, Error>;
     /// Where the chain starts after pruning (the last pruned event's link).
     async fn audit_checkpoint(&self) -> Result<Option<ChainLink>, Error>;
-    /// Deletes the events older than `cutoff` and records the last deleted
-    /// one as the checkpoint; returns how many were deleted.
-    async fn prune_audit(&self, cutoff: Timestamp) -> Result<u64, Error>;
+    /// Deletes the longest run of events from the start of the chain whose
+    /// times are all before `cutoff` (never an event at or after it, and no
+    /// gap in the chain) and records the last deleted one as the checkpoint.
+    async fn prune_audit(&self, cutoff: Timestamp) -> Result<Pruned, Error>;
 
     // --- keys ---
 

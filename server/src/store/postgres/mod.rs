@@ -34,8 +34,8 @@ pub use migrations::SCHEMA_VERSION;
 
 use super::rows::{AuditRow, CredentialRow, SessionRow, TokenRow, WorkspaceRow};
 use super::{
-    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Replaced, Rewrap,
-    RowCursor, StoreError, WorkspaceDeletion,
+    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Pruned, Replaced,
+    Rewrap, RowCursor, StoreError, WorkspaceDeletion,
 };
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
@@ -983,26 +983,41 @@ impl Backend for PgStore {
         rows.first().map(|r| super::parse_checkpoint(r.get(0))).transpose().map_err(Error::from)
     }
 
-    async fn prune_audit(&self, cutoff: Timestamp) -> Result<u64, Error> {
+    async fn prune_audit(&self, cutoff: Timestamp) -> Result<Pruned, Error> {
         self.retrying(|mut client| async move {
             let tx = client.transaction().await?;
-            let last = tx
+            // The run from the start of the chain whose events are all older
+            // than the cutoff: the events before the first newer one.
+            let first_newer: Option<i64> = tx
                 .query_opt(
-                    "SELECT seq, hash FROM audit_events WHERE event_time < $1 ORDER BY seq DESC LIMIT 1",
+                    "SELECT seq FROM audit_events WHERE event_time >= $1 ORDER BY seq LIMIT 1",
                     &[&cutoff.as_micros()],
                 )
+                .await?
+                .map(|r| r.get(0));
+            let last = tx
+                .query_opt(
+                    "SELECT seq, hash FROM audit_events WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
+                    &[&first_newer.unwrap_or(i64::MAX)],
+                )
                 .await?;
-            let Some(last) = last else { return Ok(0) };
-            let (seq, hash): (i64, Vec<u8>) = (last.get(0), last.get(1));
-            let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("audit hash length".into()))?;
-            let deleted = tx.execute("DELETE FROM audit_events WHERE seq <= $1", &[&seq]).await?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&super::CHECKPOINT_KEY, &super::format_checkpoint((seq, hash))],
-            )
-            .await?;
+            let mut deleted = 0;
+            if let Some(last) = last {
+                let (seq, hash): (i64, Vec<u8>) = (last.get(0), last.get(1));
+                let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("audit hash length".into()))?;
+                deleted = tx.execute("DELETE FROM audit_events WHERE seq <= $1", &[&seq]).await?;
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    &[&super::CHECKPOINT_KEY, &super::format_checkpoint((seq, hash))],
+                )
+                .await?;
+            }
+            let kept_older: i64 = tx
+                .query_one("SELECT count(*) FROM audit_events WHERE event_time < $1", &[&cutoff.as_micros()])
+                .await?
+                .get(0);
             tx.commit().await?;
-            Ok(deleted)
+            Ok(Pruned { deleted, kept_older: kept_older as u64 })
         })
         .await
     }

@@ -30,8 +30,8 @@ pub use migrations::SCHEMA_VERSION;
 use writer::Writer;
 
 use super::{
-    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Replaced, Rewrap,
-    RowCursor, StoreError, WorkspaceDeletion,
+    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Pruned, Replaced,
+    Rewrap, RowCursor, StoreError, WorkspaceDeletion,
 };
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
@@ -552,14 +552,18 @@ impl Backend for SqliteStore {
         self.read(|conn| Ok(checkpoint(conn)?)).await
     }
 
-    async fn prune_audit(&self, cutoff: Timestamp) -> Result<u64, Error> {
-        self.write(move |conn| {
-            let Some(last) = audit::last_before(conn, cutoff)? else { return Ok(0) };
-            let deleted = audit::delete_through(conn, last.0)?;
-            meta::set(conn, super::CHECKPOINT_KEY, &super::format_checkpoint(last))?;
-            Ok(deleted)
-        })
-        .await
+    async fn prune_audit(&self, cutoff: Timestamp) -> Result<Pruned, Error> {
+        let deleted = self
+            .write(move |conn| {
+                let Some(last) = audit::last_of_older_prefix(conn, cutoff)? else { return Ok(0) };
+                let deleted = audit::delete_through(conn, last.0)?;
+                meta::set(conn, super::CHECKPOINT_KEY, &super::format_checkpoint(last))?;
+                Ok(deleted)
+            })
+            .await?;
+        // Counted on a reader, so the scan does not hold up the writer.
+        let kept_older = self.read(move |conn| Ok(audit::count_before(conn, cutoff)?)).await?;
+        Ok(Pruned { deleted, kept_older })
     }
 
     async fn facts(&self) -> Result<DatabaseFacts, Error> {
