@@ -40,11 +40,18 @@ pub enum Command {
     /// SQLite online backup, or a snapshot of the PostgreSQL database with
     /// --database-url). Safe while servers run. The master key is not
     /// included.
+    ///
+    /// The copy is written to a temporary file beside FILE, synced, then
+    /// renamed over FILE: a backup that fails leaves FILE as it was. FILE
+    /// is refused when it is (or a symlink or hard link leads to) the live
+    /// database, its -wal, -shm or -journal file, the master key file, or
+    /// the data directory.
     Backup {
         /// Destination file.
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
-        /// Overwrite the destination if it exists.
+        /// Replace the destination if it exists (once the new copy is
+        /// complete).
         #[arg(long)]
         force: bool,
     },

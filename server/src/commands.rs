@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::access;
+use crate::backup_file::{self, Protected, Staged};
 use crate::config::{KeySource, Settings};
 use crate::credentials::unreadable;
 use crate::seal::keyring::{append_key, create_key_file};
@@ -176,18 +177,23 @@ pub async fn keys_list(settings: &Settings) -> Result<(), StartupError> {
 
 /// `backup --to FILE`: an online, consistent copy of the database, as an
 /// SQLite file (for PostgreSQL: a snapshot copied with `store copy`).
+///
+/// The copy is written beside FILE and renamed over it once complete and
+/// synced, so a failed backup leaves FILE as it was; FILE is refused when
+/// it is (or leads to) one of the server's own files or its data directory.
 pub async fn backup(settings: &Settings, destination: &Path, overwrite: bool) -> Result<(), StartupError> {
-    if destination.exists() && !overwrite {
+    backup_file::refuse_protected(destination, &protected_files(settings))?;
+    if destination.symlink_metadata().is_ok() && !overwrite {
         return Err(StartupError(format!("{} exists; pass --force to overwrite it", destination.display())));
     }
     let source = match &settings.database {
         store::Location::Sqlite(path) => path.clone(),
         store::Location::Postgres(_) => {
-            if overwrite {
-                remove_database_file(destination);
-            }
-            let to = store::Location::Sqlite(destination.to_owned());
+            let staged = Staged::create(destination)?;
+            let to = store::Location::Sqlite(staged.path().to_owned());
             let report = store::copy::copy(&settings.database, &to, 1000, |_, _, _| {}).await?;
+            store::sqlite::SqliteStore::make_standalone(staged.path())?;
+            staged.commit()?;
             let rows: u64 = report.copied.iter().map(|(_, n)| n).sum();
             println!(
                 "backed up {} to {} ({rows} rows, one snapshot); the master key is not in it: keep the key file backed up separately",
@@ -204,10 +210,9 @@ pub async fn backup(settings: &Settings, destination: &Path, overwrite: bool) ->
     if !source.exists() {
         return Err(StartupError(format!("no database at {}", source.display())));
     }
-    if overwrite {
-        let _ = std::fs::remove_file(destination);
-    }
-    store::sqlite::SqliteStore::backup_to(&source, destination)?;
+    let staged = Staged::create(destination)?;
+    store::sqlite::SqliteStore::backup_to(&source, staged.path())?;
+    staged.commit()?;
     let bytes = std::fs::metadata(destination).map(|m| m.len()).unwrap_or_default();
     println!(
         "backed up {} to {} ({bytes} bytes); the master key is not in it: keep the key file backed up separately",
@@ -217,13 +222,20 @@ pub async fn backup(settings: &Settings, destination: &Path, overwrite: bool) ->
     Ok(())
 }
 
-/// Removes an SQLite database and its WAL files.
-fn remove_database_file(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        let _ = std::fs::remove_file(name);
+/// What a backup must never overwrite: the data directory, the database
+/// files in it (and the configured SQLite database, wherever it is), and
+/// the master key file.
+fn protected_files(settings: &Settings) -> Vec<Protected> {
+    let mut protected = vec![Protected::new(&settings.data_dir, "the data directory")];
+    if let store::Location::Sqlite(path) = &settings.database {
+        protected.extend(Protected::database(path, "the live database"));
     }
+    protected.extend(Protected::database(&settings.database_path(), "the data directory's database"));
+    if let KeySource::File(path) = &settings.keys {
+        protected.push(Protected::new(path, "the master key file"));
+    }
+    protected.push(Protected::new(settings.data_dir.join(crate::config::DEV_KEY_FILE), "the master key file"));
+    protected
 }
 
 /// Parses `sqlite:PATH` or `postgres://…` (the password, when not in the

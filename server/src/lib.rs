@@ -10,6 +10,7 @@
 pub mod access;
 pub mod api;
 pub mod audit;
+pub mod backup_file;
 pub mod broker;
 pub mod changes;
 pub mod cli;

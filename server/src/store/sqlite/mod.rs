@@ -170,8 +170,10 @@ impl SqliteStore {
         .map_err(|e| Error::internal(format!("database reader task failed: {e}")))?
     }
 
-    /// Writes a consistent copy of the live database to `destination` using
-    /// SQLite's online backup API (other connections keep working).
+    /// Writes a consistent copy of the live database into `destination` (an
+    /// empty file the caller made, and renames into place once this
+    /// returns) using SQLite's online backup API (other connections keep
+    /// working). The copy is one self-contained file.
     pub fn backup_to(source: &Path, destination: &Path) -> Result<(), StoreError> {
         let from =
             Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
@@ -182,6 +184,19 @@ impl SqliteStore {
             backup.run_to_completion(256, std::time::Duration::from_millis(5), None)?;
         }
         to.pragma_update(None, "journal_mode", "DELETE")?;
+        Ok(())
+    }
+
+    /// Makes the database at `path` one self-contained file: its WAL
+    /// checkpointed and removed, rollback-journal mode (so the file alone,
+    /// renamed or copied, holds everything).
+    pub fn make_standalone(path: &Path) -> Result<(), StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("delete") {
+            return Err(StoreError::NotDurable(format!("could not leave WAL mode (journal_mode is `{mode}`)")));
+        }
         Ok(())
     }
 }
