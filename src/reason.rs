@@ -23,3 +23,5 @@ pub const WORKSPACE_NOT_EMPTY: &str = "WORKSPACE_NOT_EMPTY";
 pub const ROLE_DENIED: &str = "ROLE_DENIED";
 /// The caller exceeded its request rate.
 pub const RATE_LIMITED: &str = "RATE_LIMITED";
+/// Revoking this root token would leave no usable root token.
+pub const LAST_ROOT_TOKEN: &str = "LAST_ROOT_TOKEN";

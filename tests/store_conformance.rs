@@ -16,8 +16,8 @@ use pullpass_server::domain::{
 use pullpass_server::error::Error;
 use pullpass_server::store::postgres::PgConfig;
 use pullpass_server::store::{
-    self, AuditFault, AuditFilter, CredentialFilter, LeaseSlot, Location, Pruned, Replaced, Rewrap, SharedLease, Store,
-    WorkspaceDeletion,
+    self, AuditFault, AuditFilter, CredentialFilter, LeaseSlot, Location, Pruned, Replaced, Rewrap, RootRevocation,
+    SharedLease, Store, WorkspaceDeletion,
 };
 use pullpass_tests::postgres::Database;
 
@@ -81,6 +81,8 @@ conformance!(
     a_replacement_applies_only_to_the_credential_as_it_was_read,
     rewrapping_stores_only_rows_whose_secret_did_not_change_and_pages_walk_every_credential,
     tokens_are_found_by_hash_and_id_and_revocation_keeps_the_first_time,
+    root_tokens_are_listed_and_revoked_but_the_last_usable_one_only_when_asked,
+    of_two_replicas_revoking_the_last_two_root_tokens_at_once_one_is_refused,
     every_mutation_extends_one_verifiable_chain_even_when_concurrent,
     of_concurrent_creates_of_one_name_one_wins_and_the_losers_leave_nothing,
     a_mutation_whose_audit_event_fails_changes_nothing,
@@ -506,6 +508,65 @@ async fn tokens_are_found_by_hash_and_id_and_revocation_keeps_the_first_time(sub
     store.touch_tokens(&[(ta.id.clone(), used)]).await.unwrap();
     assert_eq!(store.token_by_id(&ta.id).await.unwrap().unwrap().last_used_time, Some(used));
     chain_is_intact(&store).await;
+}
+
+async fn root_tokens_are_listed_and_revoked_but_the_last_usable_one_only_when_asked(subject: Subject) {
+    let store = subject.open().await;
+    let now = Timestamp::now();
+    let expired =
+        AccessTokenRecord { expire_time: Some(now.saturating_minus(Duration::from_secs(1))), ..token("r3", None, 3) };
+    for record in [token("r2", None, 2), token("r1", None, 1), expired] {
+        let event = event("CreateRootToken", "", &format!("rootTokens/{}", record.id));
+        store.insert_token(&record, &[event]).await.unwrap();
+    }
+    with_workspace(&store, "acme").await;
+    store.insert_token(&token("w1", Some("acme"), 9), &[event("CreateAccessToken", "acme", "w1")]).await.unwrap();
+    let ids = |records: Vec<AccessTokenRecord>| records.into_iter().map(|r| r.id.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(store.root_tokens().await.unwrap()), ["r1", "r2", "r3"], "root tokens only, by id");
+    let id = |s: &str| AccessTokenId::parse(s).unwrap();
+    let revoke = |s: &str| [event("RevokeAccessToken", "", &format!("rootTokens/{s}"))];
+    let at = now.plus(Duration::from_secs(1));
+    assert_eq!(store.revoke_root_token(&id("w1"), at, true, &revoke("w1")).await.unwrap(), RootRevocation::Missing);
+    assert_eq!(store.revoke_root_token(&id("zz"), at, false, &revoke("zz")).await.unwrap(), RootRevocation::Missing);
+    let RootRevocation::Revoked(r1) = store.revoke_root_token(&id("r1"), at, true, &revoke("r1")).await.unwrap() else {
+        panic!("r2 is left")
+    };
+    assert_eq!(r1.revoke_time, Some(at));
+    assert_eq!(store.token_by_id(&id("r1")).await.unwrap(), Some(r1.clone()));
+    let again = store.revoke_root_token(&id("r1"), at.plus(Duration::from_secs(9)), true, &revoke("r1")).await.unwrap();
+    assert_eq!(again, RootRevocation::AlreadyRevoked(r1));
+    // r2 is the last usable one: r3 expired, r1 is revoked.
+    let events_before = all_events(&store).await.len();
+    assert_eq!(store.revoke_root_token(&id("r2"), at, true, &revoke("r2")).await.unwrap(), RootRevocation::LastUsable);
+    assert_eq!(store.token_by_id(&id("r2")).await.unwrap().unwrap().revoke_time, None);
+    assert_eq!(all_events(&store).await.len(), events_before, "a refusal appends nothing");
+    assert!(matches!(
+        store.revoke_root_token(&id("r2"), at, false, &revoke("r2")).await.unwrap(),
+        RootRevocation::Revoked(_)
+    ));
+    let revocations: Vec<String> =
+        all_events(&store).await.into_iter().filter(|e| e.starts_with("RevokeAccessToken")).collect();
+    assert_eq!(revocations, ["RevokeAccessToken rootTokens/r1", "RevokeAccessToken rootTokens/r2"]);
+    assert!(store.token_by_id(&id("w1")).await.unwrap().unwrap().revoke_time.is_none(), "workspace tokens untouched");
+    chain_is_intact(&store).await;
+}
+
+async fn of_two_replicas_revoking_the_last_two_root_tokens_at_once_one_is_refused(subject: Subject) {
+    let (one, two) = (subject.open().await, subject.open().await);
+    for record in [token("r1", None, 1), token("r2", None, 2)] {
+        let event = event("CreateRootToken", "", &format!("rootTokens/{}", record.id));
+        one.insert_token(&record, &[event]).await.unwrap();
+    }
+    let at = Timestamp::now();
+    let revoke = |store: Store, id: &'static str| async move {
+        let event = event("RevokeAccessToken", "", &format!("rootTokens/{id}"));
+        store.revoke_root_token(&AccessTokenId::parse(id).unwrap(), at, true, &[event]).await.unwrap()
+    };
+    let (a, b) = tokio::join!(revoke(one.clone(), "r1"), revoke(two.clone(), "r2"));
+    let refused = [&a, &b].iter().filter(|o| ***o == RootRevocation::LastUsable).count();
+    assert_eq!(refused, 1, "{a:?} {b:?}");
+    let usable = one.root_tokens().await.unwrap().iter().filter(|r| r.revoke_time.is_none()).count();
+    assert_eq!(usable, 1);
 }
 
 async fn every_mutation_extends_one_verifiable_chain_even_when_concurrent(subject: Subject) {

@@ -7,6 +7,7 @@ use crate::access;
 use crate::backup_file::{self, Protected, Staged};
 use crate::config::{KeySource, Settings};
 use crate::credentials::unreadable;
+use crate::domain::{AccessTokenId, Timestamp};
 use crate::seal::keyring::{append_key, create_key_file};
 use crate::seal::{Sealer, SecretContext};
 use crate::startup::{self, StartupError};
@@ -300,19 +301,97 @@ pub async fn store_copy(
     Ok(())
 }
 
-/// `tokens create-root`: a root token for production set-ups.
-pub async fn tokens_create_root(settings: &Settings, description: &str) -> Result<(), StartupError> {
+/// `tokens create-root`: a root token for production set-ups, expiring
+/// after `ttl` when given.
+pub async fn tokens_create_root(
+    settings: &Settings,
+    description: &str,
+    ttl: Option<std::time::Duration>,
+) -> Result<(), StartupError> {
     if let store::Location::Sqlite(_) = &settings.database {
         startup::ensure_data_dir(&settings.data_dir)?;
     }
     let store = store::open(&settings.database, Default::default()).await?;
     let actor = crate::audit::Actor::command("tokens create-root");
-    let (record, token) = access::create_root_token(&store, &actor, description)
-        .await
-        .map_err(|e| StartupError(format!("cannot create the root token: {e}")))?;
+    let expire_time = ttl.map(|ttl| Timestamp::now().plus(ttl));
+    let minted = access::root_tokens::mint(&store, &actor, description, expire_time).await;
     store.close().await;
-    println!("root token {} (shown once, store it now):", record.resource_name());
+    let (record, token) = minted.map_err(|e| StartupError(format!("cannot create the root token: {e}")))?;
+    match record.expire_time {
+        Some(expiry) => println!(
+            "root token {} (shown once, store it now; it expires at {}):",
+            record.resource_name(),
+            expiry.to_rfc3339()
+        ),
+        None => println!("root token {} (shown once, store it now):", record.resource_name()),
+    }
     println!("PULLPASS_TOKEN={}", token.expose());
+    Ok(())
+}
+
+/// Opens an existing database for the root-token commands.
+async fn open_existing(settings: &Settings) -> Result<Store, StartupError> {
+    if store::inspect(&settings.database).await?.is_none() {
+        return Err(StartupError(format!("no database at {}", settings.database.describe())));
+    }
+    Ok(store::open(&settings.database, Default::default()).await?)
+}
+
+/// `tokens revoke-root NAME`: revokes a root token (the last usable one
+/// too: this is how an operator shuts out a leaked token when it is the
+/// only one), audited so running servers and replicas drop it.
+pub async fn tokens_revoke_root(settings: &Settings, name: &str) -> Result<(), StartupError> {
+    let id = if name.contains('/') { AccessTokenId::from_root_name(name) } else { AccessTokenId::parse(name) }
+        .map_err(|e| StartupError(format!("{e} (see `pullpassd tokens list-root`)")))?;
+    let store = open_existing(settings).await?;
+    let actor = crate::audit::Actor::command("tokens revoke-root");
+    let revoked = access::root_tokens::revoke(&store, &actor, &id, false).await;
+    let left = store.root_tokens().await;
+    store.close().await;
+    let resource = format!("rootTokens/{id}");
+    let record = match revoked {
+        Ok((record, true)) => record,
+        Ok((record, false)) => {
+            let when = record.revoke_time.map(|t| t.to_rfc3339()).unwrap_or_default();
+            return Err(StartupError(format!("{resource} was already revoked (at {when})")));
+        }
+        Err(crate::error::Error::NotFound { .. }) => {
+            return Err(StartupError(format!("there is no root token {resource} (see `pullpassd tokens list-root`)")));
+        }
+        Err(e) => return Err(StartupError(format!("cannot revoke {resource}: {e}"))),
+    };
+    println!("revoked {}; servers refuse it within a second", record.resource_name());
+    let now = Timestamp::now();
+    let usable = left.map(|all| all.iter().filter(|r| access::root_tokens::usable(r, now)).count()).unwrap_or(1);
+    if usable == 0 {
+        println!(
+            "no usable root token is left: mint one with `pullpassd tokens create-root` (it prints the token once)"
+        );
+    }
+    Ok(())
+}
+
+/// `tokens list-root`: every root token, never its hash.
+pub async fn tokens_list_root(settings: &Settings) -> Result<(), StartupError> {
+    let store = open_existing(settings).await?;
+    let listed = store.root_tokens().await;
+    store.close().await;
+    let roots = listed.map_err(|e| StartupError(format!("cannot list root tokens: {e}")))?;
+    let time = |t: Option<Timestamp>| t.map_or_else(|| "-".to_owned(), Timestamp::to_rfc3339);
+    println!("{:<34} {:<30} {:<30} {:<30} DESCRIPTION", "NAME", "CREATED", "EXPIRES", "REVOKED");
+    for r in &roots {
+        println!(
+            "{:<34} {:<30} {:<30} {:<30} {}",
+            r.resource_name(),
+            r.create_time.to_rfc3339(),
+            time(r.expire_time),
+            time(r.revoke_time),
+            crate::domain::ids::shorten(&r.description)
+        );
+    }
+    if roots.is_empty() {
+        println!("(no root tokens: mint one with `pullpassd tokens create-root`)");
+    }
     Ok(())
 }
 

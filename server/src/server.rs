@@ -332,7 +332,9 @@ async fn serve(
         crate::store::Location::Postgres(config) => {
             Some(crate::store::postgres::changes::follow(config.as_ref().clone(), changes.clone()))
         }
-        crate::store::Location::Sqlite(_) => None,
+        crate::store::Location::Sqlite(_) => {
+            Some(crate::store::sqlite::changes::follow(opened.store.clone(), changes.clone()).await)
+        }
     };
     let tokens = AccessTokens::new(opened.store.clone(), authn.clone(), pages);
     let sessions = ConsoleSessions::new(

@@ -211,6 +211,19 @@ pub struct AuditFilter {
     pub before: Option<Timestamp>,
 }
 
+/// What revoking a root token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootRevocation {
+    /// Revoked now: the record after.
+    Revoked(AccessTokenRecord),
+    /// It was revoked before (the record, unchanged).
+    AlreadyRevoked(AccessTokenRecord),
+    /// No root token has this id.
+    Missing,
+    /// Refused: no other usable root token would be left.
+    LastUsable,
+}
+
 /// What pruning the audit trail did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -377,6 +390,20 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn touch_tokens(&self, uses: &[(AccessTokenId, Timestamp)]) -> Result<(), Error>;
     /// Is there any root token (revoked or not)?
     async fn any_root_token(&self) -> Result<bool, Error>;
+    /// Every root token (revoked and expired ones too), by id.
+    async fn root_tokens(&self) -> Result<Vec<AccessTokenRecord>, Error>;
+    /// Revokes a root token at `at`, with its events. With `keep_one`, only
+    /// if another root token stays usable (neither revoked nor expired at
+    /// `at`), decided in the same transaction, so two revocations racing
+    /// cannot leave none. An already revoked token is left as it was (no
+    /// events).
+    async fn revoke_root_token(
+        &self,
+        id: &AccessTokenId,
+        at: Timestamp,
+        keep_one: bool,
+        events: &[AuditEvent],
+    ) -> Result<RootRevocation, Error>;
 
     // --- credential use ---
 
@@ -567,6 +594,25 @@ pub(crate) fn chain_links(head: Option<ChainLink>, events: &[AuditEvent]) -> Vec
             link
         })
         .collect()
+}
+
+/// Why a root token cannot be revoked now, given every root token (read
+/// in the revoking transaction, rows locked): `None` when it can.
+pub(crate) fn refused_root_revocation(
+    roots: &[AccessTokenRecord],
+    id: &AccessTokenId,
+    at: Timestamp,
+    keep_one: bool,
+) -> Option<RootRevocation> {
+    let Some(target) = roots.iter().find(|r| &r.id == id) else { return Some(RootRevocation::Missing) };
+    if target.revoke_time.is_some() {
+        return Some(RootRevocation::AlreadyRevoked(target.clone()));
+    }
+    let usable = |r: &&AccessTokenRecord| r.revoke_time.is_none() && r.expire_time.is_none_or(|expiry| expiry > at);
+    if keep_one && !roots.iter().filter(|r| &r.id != id).any(|r| usable(&r)) {
+        return Some(RootRevocation::LastUsable);
+    }
+    None
 }
 
 /// Reads `seq:hexhash` (the checkpoint's meta value).

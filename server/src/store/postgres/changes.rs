@@ -55,7 +55,7 @@ fn publish(feed: &ChangeFeed, action: &str, resource: &str) {
             }
         }
         "RevokeAccessToken" => {
-            if let Some(id) = resource.rsplit_once("/accessTokens/").and_then(|(_, id)| AccessTokenId::parse(id).ok()) {
+            if let Some(id) = AccessTokenId::from_resource_name(resource) {
                 feed.publish(Change::Token(&id));
             }
         }

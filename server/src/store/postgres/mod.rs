@@ -35,7 +35,7 @@ pub use migrations::SCHEMA_VERSION;
 use super::rows::{AuditRow, CredentialRow, SessionRow, TokenRow, WorkspaceRow};
 use super::{
     AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Pruned, Replaced,
-    Rewrap, RowCursor, StoreError, WorkspaceDeletion,
+    Rewrap, RootRevocation, RowCursor, StoreError, WorkspaceDeletion,
 };
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
@@ -863,6 +863,54 @@ impl Backend for PgStore {
 
     async fn any_root_token(&self) -> Result<bool, Error> {
         Ok(!self.query("SELECT 1 FROM access_tokens WHERE workspace_id IS NULL LIMIT 1", &[]).await?.is_empty())
+    }
+
+    async fn root_tokens(&self) -> Result<Vec<AccessTokenRecord>, Error> {
+        let rows = self
+            .query(&format!("SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE workspace_id IS NULL ORDER BY id"), &[])
+            .await?;
+        rows.iter().map(|r| token_row(r).record()).collect::<Result<_, _>>().map_err(Error::from)
+    }
+
+    async fn revoke_root_token(
+        &self,
+        id: &AccessTokenId,
+        at: Timestamp,
+        keep_one: bool,
+        events: &[AuditEvent],
+    ) -> Result<RootRevocation, Error> {
+        let (id, events) = (id.clone(), events.to_vec());
+        self.mutate(move |tx| {
+            let (id, events) = (id.clone(), events.clone());
+            Box::pin(async move {
+                // Every root row locked, in one order: a revocation racing
+                // this one (on any replica) waits, then sees this one's.
+                let rows = tx
+                    .query(
+                        &format!(
+                            "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE workspace_id IS NULL ORDER BY id FOR UPDATE"
+                        ),
+                        &[],
+                    )
+                    .await?;
+                let roots = rows.iter().map(|r| token_row(r).record()).collect::<Result<Vec<_>, _>>()?;
+                if let Some(outcome) = super::refused_root_revocation(&roots, &id, at, keep_one) {
+                    return Ok(outcome);
+                }
+                let row = tx
+                    .query_one(
+                        &format!(
+                            "UPDATE access_tokens SET revoke_time = coalesce(revoke_time, $2) \
+                             WHERE workspace_id IS NULL AND id = $1 RETURNING {TOKEN_COLUMNS}"
+                        ),
+                        &[&id.as_str(), &at.as_micros()],
+                    )
+                    .await?;
+                tx.audit(&events)?;
+                Ok(RootRevocation::Revoked(token_row(&row).record()?))
+            })
+        })
+        .await
     }
 
     async fn touch_credentials(&self, uses: &[CredentialUse]) -> Result<(), Error> {

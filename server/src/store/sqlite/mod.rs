@@ -8,8 +8,11 @@
 //!   in its own savepoint, so one failing write does not undo another.
 //! * [`inspect`] reads a database file without writing a byte, so start-up
 //!   checks (schema version, master keys) happen before anything is changed.
+//! * [`changes`] follows the token revocations other processes (offline
+//!   commands) commit to the same file.
 
 pub mod audit;
+pub mod changes;
 pub mod credentials;
 pub mod meta;
 pub(crate) mod migrations;
@@ -31,7 +34,7 @@ use writer::Writer;
 
 use super::{
     AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Pruned, Replaced,
-    Rewrap, RowCursor, StoreError, WorkspaceDeletion,
+    Rewrap, RootRevocation, RowCursor, StoreError, WorkspaceDeletion,
 };
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
@@ -512,6 +515,32 @@ impl Backend for SqliteStore {
 
     async fn any_root_token(&self) -> Result<bool, Error> {
         self.read(|conn| Ok(tokens::any_root(conn)?)).await
+    }
+
+    async fn root_tokens(&self) -> Result<Vec<AccessTokenRecord>, Error> {
+        self.read(|conn| Ok(tokens::list_root(conn)?)).await
+    }
+
+    async fn revoke_root_token(
+        &self,
+        id: &AccessTokenId,
+        at: Timestamp,
+        keep_one: bool,
+        events: &[AuditEvent],
+    ) -> Result<RootRevocation, Error> {
+        let (id, events) = (id.clone(), events.to_vec());
+        self.write_with(move |this, conn| {
+            let roots = tokens::list_root(conn)?;
+            if let Some(outcome) = super::refused_root_revocation(&roots, &id, at, keep_one) {
+                return Ok(outcome);
+            }
+            tokens::revoke_root(conn, &id, at)?;
+            this.append(conn, &events)?;
+            let after =
+                tokens::find_by_id(conn, &id)?.ok_or_else(|| Error::internal("a revoked root token vanished"))?;
+            Ok(RootRevocation::Revoked(after))
+        })
+        .await
     }
 
     async fn touch_credentials(&self, uses: &[CredentialUse]) -> Result<(), Error> {
