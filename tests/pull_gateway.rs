@@ -846,6 +846,48 @@ async fn a_server_without_the_gateway_refuses_via_gateway_with_the_reason() {
     assert_eq!(pullpass_tests::error_reason(&status).as_deref(), Some("GATEWAY_DISABLED"));
 }
 
+/// The TCP ports `pid` listens on (its socket inodes matched against the
+/// kernel's table of listening sockets).
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| Some(target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned()))
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (fields.get(1), fields.get(3), fields.get(9)) else {
+                continue;
+            };
+            if *state == "0A" && inodes.iter().any(|i| i == inode) {
+                let port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()).unwrap();
+                ports.push(port);
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
+}
+
+#[test]
+fn dev_with_gateway_listen_off_serves_no_gateway() {
+    let server = pullpass_tests::Pullpassd::start_with(pullpass_tests::Options {
+        args: vec!["--gateway-listen".into(), "off".into()],
+        ..Default::default()
+    })
+    .expect("pullpassd --dev --gateway-listen off starts");
+    assert!(server.gateway.is_empty());
+    assert!(!server.stdout().contains("gateway on"), "{}", server.stdout());
+    let port = |address: &str| address.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let console = server.console.trim_end_matches("/console/").to_owned();
+    let mut served = vec![port(&server.address), port(&server.metrics), port(&console)];
+    served.sort_unstable();
+    assert_eq!(listening_ports(server.pid()), served, "gRPC, metrics and console only");
+    assert!(!listening_ports(server.pid()).contains(&50052), "nothing on the default gateway port");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulls_are_audited_per_manifest_and_logged_per_request_without_secrets() {
     let gw = GatewayWorld::start().await;
