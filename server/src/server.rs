@@ -352,7 +352,8 @@ async fn serve(
             GatewayPasswords::new(
                 opened.sealer.active_key_id().to_owned(),
                 opened.sealer.derive_mac_keys(gateway_password::KEY_PURPOSE),
-            ),
+            )
+            .fitting(settings.connections.max_header_bytes),
             PullSettings {
                 addressing: Addressing {
                     public_host: listener.public_host.clone(),
