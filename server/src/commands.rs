@@ -329,14 +329,6 @@ pub async fn tokens_create_root(
     Ok(())
 }
 
-/// Opens an existing database for the root-token commands.
-async fn open_existing(settings: &Settings) -> Result<Store, StartupError> {
-    if store::inspect(&settings.database).await?.is_none() {
-        return Err(StartupError(format!("no database at {}", settings.database.describe())));
-    }
-    Ok(store::open(&settings.database, Default::default()).await?)
-}
-
 /// `tokens revoke-root NAME`: revokes a root token (the last usable one
 /// too: this is how an operator shuts out a leaked token when it is the
 /// only one), audited so running servers and replicas drop it.
@@ -395,9 +387,9 @@ pub async fn tokens_list_root(settings: &Settings) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// Opens the database for audit commands (no master key needed: the audit
-/// trail holds no secrets).
-async fn open_for_audit(settings: &Settings) -> Result<Store, StartupError> {
+/// Opens an existing database for the commands that need no master key
+/// (the audit trail and root tokens hold no secrets: token hashes only).
+async fn open_existing(settings: &Settings) -> Result<Store, StartupError> {
     if store::inspect(&settings.database).await?.is_none() {
         return Err(StartupError(format!("no database at {}", settings.database.describe())));
     }
@@ -406,7 +398,7 @@ async fn open_for_audit(settings: &Settings) -> Result<Store, StartupError> {
 
 /// `audit verify`.
 pub async fn audit_verify(settings: &Settings) -> Result<(), StartupError> {
-    let store = open_for_audit(settings).await?;
+    let store = open_existing(settings).await?;
     let result = crate::audit::verify(&store).await.map_err(|e| StartupError(e.to_string()));
     store.close().await;
     let verification = result?;
@@ -428,7 +420,7 @@ pub async fn audit_verify(settings: &Settings) -> Result<(), StartupError> {
 
 /// `audit head`.
 pub async fn audit_head(settings: &Settings) -> Result<(), StartupError> {
-    let store = open_for_audit(settings).await?;
+    let store = open_existing(settings).await?;
     let head = crate::audit::head(&store).await.map_err(|e| StartupError(e.to_string()));
     store.close().await;
     let head = head?;
@@ -442,7 +434,7 @@ pub async fn audit_head(settings: &Settings) -> Result<(), StartupError> {
 
 /// `audit prune`.
 pub async fn audit_prune(settings: &Settings, retention: std::time::Duration) -> Result<(), StartupError> {
-    let store = open_for_audit(settings).await?;
+    let store = open_existing(settings).await?;
     let pruned = crate::audit::prune(&store, retention).await;
     store.close().await;
     let pruned = pruned.map_err(|e| StartupError(e.to_string()))?;
