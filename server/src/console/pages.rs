@@ -647,7 +647,7 @@ async fn audit(console: &Console, call: &Call<'_>, workspace: WorkspaceId) -> Re
 
 /// The audit trail's filter for what the form holds: a term per field
 /// filled in, its value quoted (`filter::quoted`), so that any text, a
-/// trailing `\\`, a `"` or an ` AND ` included, is matched literally as
+/// trailing `\`, a `"` or an ` AND ` included, is matched literally as
 /// that one field's value.
 fn audit_filter(query: &AuditQuery) -> String {
     let mut terms = Vec::new();
