@@ -27,3 +27,5 @@ pub const RATE_LIMITED: &str = "RATE_LIMITED";
 /// staleness limit (`--max-staleness`), and the database did not answer in
 /// time: retry, or call another replica.
 pub const REPLICA_STALE: &str = "REPLICA_STALE";
+/// Revoking this root token would leave no usable root token.
+pub const LAST_ROOT_TOKEN: &str = "LAST_ROOT_TOKEN";

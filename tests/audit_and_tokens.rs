@@ -418,3 +418,151 @@ async fn when_the_audit_trail_cannot_be_written_the_mutation_fails_and_changes_n
         .into_inner();
     assert!(listed.credentials.is_empty(), "the credential must not exist");
 }
+
+/// Runs `pullpassd tokens …` against `server`'s database: success and
+/// everything it printed.
+fn tokens_command(server: &Pullpassd, args: &[&str]) -> (bool, String) {
+    let mut full = vec!["tokens"];
+    full.extend_from_slice(args);
+    audit_command(server, &full)
+}
+
+/// Mints a root token offline: its name and token string.
+fn create_root(server: &Pullpassd, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["create-root"];
+    args.extend_from_slice(extra);
+    let (ok, out) = tokens_command(server, &args);
+    assert!(ok, "{out}");
+    let name = out.split_whitespace().find(|w| w.starts_with("rootTokens/")).expect("the token's name").to_owned();
+    let token = out.lines().find_map(|l| l.strip_prefix("PULLPASS_TOKEN=")).expect("the token").to_owned();
+    (name, token)
+}
+
+/// The name of the root token `--dev` minted.
+fn dev_root_name(server: &Pullpassd) -> String {
+    let (ok, out) = tokens_command(server, &["list-root"]);
+    assert!(ok, "{out}");
+    let line = out.lines().find(|l| l.contains("created by pullpassd --dev")).unwrap_or_else(|| panic!("{out}"));
+    line.split_whitespace().next().unwrap().to_owned()
+}
+
+/// Polls until `token`'s calls are refused as unauthenticated (the error's
+/// message), for at most `limit`.
+async fn refused_within(server: &Pullpassd, token: &str, limit: Duration) -> Option<String> {
+    let client = server.client_with(Some(token)).await;
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match client.access().list_workspaces(ListWorkspacesRequest::default()).await {
+            Err(status) if status.code() == Code::Unauthenticated => return Some(status.message().to_owned()),
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_token_revoked_offline_is_refused_by_the_running_server() {
+    let server = Pullpassd::start();
+    let first = server.client().await;
+    first.access().list_workspaces(ListWorkspacesRequest::default()).await.expect("the root token works");
+    let (second_name, second) = create_root(&server, &["--description", "second operator"]);
+    let dev_name = dev_root_name(&server);
+    let (ok, listed) = tokens_command(&server, &["list-root"]);
+    assert!(ok && listed.contains(&second_name) && listed.contains("second operator"), "{listed}");
+    // The hash as hex (SQLite's blob text here; psql's `\x…`).
+    let hash_of_first = server.sql_text(&format!(
+        "SELECT token_hash FROM access_tokens WHERE id = '{}'",
+        dev_name.trim_start_matches("rootTokens/")
+    ));
+    let hash_of_first = hash_of_first.trim().trim_start_matches("\\x").to_lowercase();
+    assert_eq!(hash_of_first.len(), 64, "{hash_of_first}");
+    assert!(!listed.to_lowercase().contains(&hash_of_first[..16]), "never the hash: {listed}");
+
+    let (ok, out) = tokens_command(&server, &["revoke-root", &dev_name]);
+    assert!(ok, "{out}");
+    assert!(!out.contains("no usable root token"), "another one is left: {out}");
+    let refused = refused_within(&server, &server.root_token, Duration::from_secs(2)).await;
+    assert!(refused.as_deref().is_some_and(|m| m.contains("revoked")), "still accepted: {refused:?}");
+    let still = server.client_with(Some(&second)).await;
+    still.access().list_workspaces(ListWorkspacesRequest::default()).await.expect("the other root token works");
+    let revocations = events(&still, "workspaces/-", r#"action = "RevokeAccessToken""#).await;
+    assert_eq!(revocations.len(), 1, "{revocations:#?}");
+    assert_eq!(revocations[0].resource, dev_name);
+    assert_eq!(revocations[0].principal, "pullpassd tokens revoke-root");
+
+    // Clear errors for what cannot be revoked.
+    let (ok, out) = tokens_command(&server, &["revoke-root", &dev_name]);
+    assert!(!ok && out.contains("already revoked"), "{out}");
+    let (ok, out) = tokens_command(&server, &["revoke-root", "rootTokens/nosuchtoken"]);
+    assert!(!ok && out.contains("there is no root token rootTokens/nosuchtoken"), "{out}");
+    let (ok, out) = tokens_command(&server, &["revoke-root", "workspaces/acme/accessTokens/abc"]);
+    assert!(!ok && out.contains("not a root token name"), "{out}");
+    // The last one may go offline, with the way back printed.
+    let (ok, out) = tokens_command(&server, &["revoke-root", second_name.trim_start_matches("rootTokens/")]);
+    assert!(ok, "{out}");
+    assert!(out.contains("no usable root token is left") && out.contains("tokens create-root"), "{out}");
+    assert!(refused_within(&server, &second, Duration::from_secs(2)).await.is_some());
+    let (ok, out) = audit_command(&server, &["audit", "verify"]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_token_minted_with_a_ttl_is_refused_once_it_expires() {
+    let server = Pullpassd::start();
+    let (name, token) = create_root(&server, &["--ttl", "2"]);
+    let (_, listed) = tokens_command(&server, &["list-root"]);
+    let line = listed.lines().find(|l| l.starts_with(&name)).unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(line.split_whitespace().nth(3), Some("-"), "an expiry, not revoked: {line}");
+    assert!(line.split_whitespace().nth(2).is_some_and(|t| t.starts_with("20")), "{line}");
+    let client = server.client_with(Some(&token)).await;
+    client.access().list_workspaces(ListWorkspacesRequest::default()).await.expect("works before its expiry");
+    let refused = refused_within(&server, &token, Duration::from_secs(5)).await;
+    assert!(refused.as_deref().is_some_and(|m| m.contains("expired")), "{refused:?}");
+    for bad in ["0", "soon", "1w"] {
+        let (ok, out) = tokens_command(&server, &["create-root", "--ttl", bad]);
+        assert!(!ok && out.contains("--ttl"), "{bad}: {out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_revokes_another_root_token_over_the_api_but_never_the_last_usable_one() {
+    let server = Pullpassd::start();
+    let root = server.client().await;
+    create_workspace(&root, "acme").await;
+    let dev_name = dev_root_name(&server);
+    let (other_name, other) = create_root(&server, &[]);
+    let other_client = server.client_with(Some(&other)).await;
+    other_client.access().list_workspaces(ListWorkspacesRequest::default()).await.expect("cached as valid");
+    let revoke = |client: &Client, name: &str| {
+        let (client, name) = (client.clone(), name.to_owned());
+        async move { client.access().revoke_access_token(RevokeAccessTokenRequest { name }).await.map(|r| r.into_inner()) }
+    };
+
+    // Only ROOT may; a workspace ADMIN is denied.
+    let admin = mint(&root, Role::Admin, &[]).await.unwrap();
+    let denied = revoke(&server.client_with(Some(&admin.token)).await, &other_name).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    for (name, code) in [("rootTokens/nosuchtoken", Code::NotFound), ("rootTokens/NOT-AN-ID", Code::InvalidArgument)] {
+        assert_eq!(revoke(&root, name).await.unwrap_err().code(), code, "{name}");
+    }
+
+    let revoked = revoke(&root, &other_name).await.unwrap();
+    assert_eq!(revoked.name, other_name);
+    assert!(revoked.revoke_time.is_some() && revoked.role == Role::Root as i32);
+    let refused = other_client.access().list_workspaces(ListWorkspacesRequest::default()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "refused from the next call on");
+    assert!(revoke(&root, &other_name).await.unwrap().revoke_time == revoked.revoke_time, "again: unchanged");
+
+    // An expired root token does not count as another one.
+    let (_, expiring) = create_root(&server, &["--ttl", "1"]);
+    assert!(refused_within(&server, &expiring, Duration::from_secs(5)).await.is_some());
+    let last = revoke(&root, &dev_name).await.unwrap_err();
+    assert_eq!(last.code(), Code::FailedPrecondition, "{last:?}");
+    assert_eq!(error_reason(&last).as_deref(), Some("LAST_ROOT_TOKEN"));
+    assert!(last.message().contains("tokens create-root"), "{last:?}");
+    root.access().list_workspaces(ListWorkspacesRequest::default()).await.expect("the last root token still works");
+    let audited = events(&root, "workspaces/-", r#"action = "RevokeAccessToken""#).await;
+    let outcomes: Vec<(&str, i32)> = audited.iter().map(|e| (e.resource.as_str(), e.status_code)).collect();
+    assert!(outcomes.contains(&(other_name.as_str(), 0)), "{outcomes:?}");
+    assert!(outcomes.contains(&(dev_name.as_str(), Code::FailedPrecondition as i32)), "{outcomes:?}");
+}

@@ -831,6 +831,49 @@ async fn via_gateway_requests_are_checked_and_one_password_covers_the_request() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_password_too_long_for_the_header_limit_is_refused_before_any_exchange() {
+    let gw = GatewayWorld::start().await;
+    let repository = |i: usize| format!("team/{i:03}{}", "-long-repository-name".repeat(9));
+    let long = |i: usize| gw.world.registry.image(&format!("{}:1.0", repository(i)));
+    let asking = |n: usize| pullpass::v1::IssueRegistryAuthRequest {
+        workspace: "workspaces/acme".into(),
+        images: (0..n).map(long).collect(),
+        via_gateway: true,
+        ..Default::default()
+    };
+    let exchanges = gw.world.issuer.peer.count("token_requests");
+    let service = || gw.world.client.registry_auth_service();
+    let status = match service().issue_registry_auth(asking(100)).await {
+        Err(status) => status,
+        Ok(answer) => panic!("accepted, with {} auths", answer.into_inner().auths.len()),
+    };
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(pullpass_tests::violation_fields(&status), ["images"]);
+    let bad_request = tonic_types::StatusExt::get_details_bad_request(&status).expect("field violations");
+    let said = bad_request.field_violations[0].description.clone();
+    assert!(said.contains("100 repositories") && said.contains("--max-header-bytes"), "{said}");
+    assert_eq!(gw.world.issuer.peer.count("token_requests"), exchanges, "refused before any upstream exchange");
+    let fitting: usize = said
+        .split("at most ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("how many fit: {said}"));
+    assert!((1..100).contains(&fitting), "{said}");
+
+    // As many as fit: one password for all, which a runtime can send.
+    let auths = service().issue_registry_auth(asking(fitting)).await.unwrap().into_inner().auths;
+    assert_eq!(auths.len(), fitting);
+    let password = &ok(&auths[0]).password;
+    assert!(auths.iter().all(|a| &ok(a).password == password));
+    let authorization = basic("pullpass", password);
+    assert!(authorization.len() <= 8 * 1024, "{} bytes", authorization.len());
+    let path = format!("/v2/{ALIAS}/{}/manifests/1.0", repository(fitting - 1));
+    let response = request(&gw, reqwest::Method::HEAD, &path, &authorization, Some(OCI_MANIFEST)).await;
+    assert_eq!(response.status().as_u16(), 404, "authenticated and allowed; the image does not exist");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_the_gateway_refuses_via_gateway_with_the_reason() {
     let (_dir, server) = pullpass_tests::embedded_server(|settings| settings.gateway = None).await;
     assert!(server.gateway_address.is_none());
@@ -852,6 +895,48 @@ async fn a_server_without_the_gateway_refuses_via_gateway_with_the_reason() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert_eq!(pullpass_tests::error_reason(&status).as_deref(), Some("GATEWAY_DISABLED"));
+}
+
+/// The TCP ports `pid` listens on (its socket inodes matched against the
+/// kernel's table of listening sockets).
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| Some(target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned()))
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (fields.get(1), fields.get(3), fields.get(9)) else {
+                continue;
+            };
+            if *state == "0A" && inodes.iter().any(|i| i == inode) {
+                let port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()).unwrap();
+                ports.push(port);
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
+}
+
+#[test]
+fn dev_with_gateway_listen_off_serves_no_gateway() {
+    let server = pullpass_tests::Pullpassd::start_with(pullpass_tests::Options {
+        args: vec!["--gateway-listen".into(), "off".into()],
+        ..Default::default()
+    })
+    .expect("pullpassd --dev --gateway-listen off starts");
+    assert!(server.gateway.is_empty());
+    assert!(!server.stdout().contains("gateway on"), "{}", server.stdout());
+    let port = |address: &str| address.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let console = server.console.trim_end_matches("/console/").to_owned();
+    let mut served = vec![port(&server.address), port(&server.metrics), port(&console)];
+    served.sort_unstable();
+    assert_eq!(listening_ports(server.pid()), served, "gRPC, metrics and console only");
+    assert!(!listening_ports(server.pid()).contains(&50052), "nothing on the default gateway port");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

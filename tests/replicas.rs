@@ -121,6 +121,42 @@ async fn a_token_revoked_on_a_is_refused_on_b_within_a_second_and_a_deleted_work
     assert!(gone.is_some(), "B still served a workspace deleted on A");
 }
 
+/// Is `client`'s token refused (UNAUTHENTICATED) within the propagation
+/// limit?
+async fn refused_within_a_second(client: &Client) -> bool {
+    within(PROPAGATION, || async {
+        client.list_workspaces().await.is_err_and(|e| matches!(e, pullpass_client::Error::Unauthenticated(_)))
+    })
+    .await
+    .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_token_revoked_on_a_or_offline_is_refused_on_b_within_a_second() {
+    let r = Replicas::start().await;
+    let minted = r.a.command(&["tokens", "create-root", "--description", "second root"]);
+    let printed = String::from_utf8_lossy(&minted.stdout).into_owned();
+    let name = printed.split_whitespace().find(|w| w.starts_with("rootTokens/")).expect("its name").to_owned();
+    let second = printed.lines().find_map(|l| l.strip_prefix("PULLPASS_TOKEN=")).expect("the token").to_owned();
+    let second_on_b = r.b.client_with(Some(&second)).await;
+    second_on_b.list_workspaces().await.expect("B accepts (and caches) the new root token");
+    let first_on_b = r.b.client().await;
+    first_on_b.list_workspaces().await.expect("B accepts the first root token");
+
+    // Over the API on A.
+    r.a.client().await.revoke_access_token(&name).await.expect("ROOT revokes another root token");
+    assert!(refused_within_a_second(&second_on_b).await, "B still accepted a root token revoked on A");
+
+    // Offline, the last usable one: refused by both replicas.
+    let listed = String::from_utf8_lossy(&r.a.command(&["tokens", "list-root"]).stdout).into_owned();
+    let first = listed.lines().find(|l| l.contains("--dev")).and_then(|l| l.split_whitespace().next()).unwrap();
+    let revoked = r.a.command(&["tokens", "revoke-root", first]);
+    assert!(revoked.status.success(), "{revoked:?}");
+    assert!(String::from_utf8_lossy(&revoked.stdout).contains("no usable root token is left"));
+    assert!(refused_within_a_second(&first_on_b).await, "B still accepted a root token revoked offline");
+    assert!(refused_within_a_second(&r.a.client().await).await, "A still accepted a root token revoked offline");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200_way_burst_split_across_both_replicas_makes_exactly_one_token_request() {
     let r = Replicas::start().await;

@@ -165,6 +165,98 @@ async fn an_online_backup_under_concurrent_writes_restores_to_a_working_server()
         .unwrap();
 }
 
+fn output_text(output: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_onto_the_live_database_or_its_files_is_refused_and_the_server_keeps_serving() {
+    use std::os::unix::fs::MetadataExt;
+    let server = Pullpassd::start();
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    create_credential(&client, "before", credential(Provider::Generic, "pw")).await.unwrap();
+    let db = server.data_dir.join("pullpass.db");
+    let inode = std::fs::metadata(&db).unwrap().ino();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let link = elsewhere.path().join("looks-harmless.db");
+    std::os::unix::fs::symlink(&db, &link).unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let dotted = server.data_dir.join("..").join("data").join("pullpass.db");
+    for (target, named) in [
+        (path(&db), "the live database"),
+        (path(&dotted), "the live database"),
+        (path(&link), "the live database"),
+        (path(&server.data_dir.join("pullpass.db-wal")), "the write-ahead log of the live database"),
+        (path(&server.data_dir.join("pullpass.db-shm")), "the shared-memory index of the live database"),
+        (path(&server.data_dir), "the data directory"),
+        (path(&server.data_dir.join("master.key")), "the master key file"),
+    ] {
+        let refused = server.command(&["backup", "--to", &target, "--force"]);
+        let said = output_text(&refused);
+        assert!(!refused.status.success(), "{target}: {said}");
+        assert!(said.contains("refusing to write the backup") && said.contains(named), "{target}: {said}");
+    }
+    assert_eq!(std::fs::metadata(&db).unwrap().ino(), inode, "the live database is the same file");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    // The server kept its database: what it writes now is there after a restart.
+    create_credential(&client, "after", credential(Provider::Generic, "pw")).await.unwrap();
+    let server = server.restart();
+    let names: Vec<String> = list_credentials(&server.client().await).await.into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["workspaces/acme/credentials/after", "workspaces/acme/credentials/before"]);
+    let verify = server.command(&["audit", "verify"]);
+    assert!(verify.status.success(), "{}", output_text(&verify));
+}
+
+#[test]
+fn a_backup_that_fails_leaves_the_existing_target_as_it_was_and_no_partial_file() {
+    // A "database" that is not one: the copy fails after the target's
+    // directory got its temporary file.
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("pullpass.db"), vec![0x5a; 8192]).unwrap();
+    let backups = tempfile::tempdir().unwrap();
+    let target = backups.path().join("pullpass-backup.db");
+    std::fs::write(&target, b"yesterday's good backup").unwrap();
+    let failed = pullpass_tests::pullpassd_command(&data, &["backup", "--to", target.to_str().unwrap(), "--force"]);
+    assert!(!failed.status.success(), "{}", output_text(&failed));
+    assert_eq!(std::fs::read(&target).unwrap(), b"yesterday's good backup");
+    let left: Vec<_> = std::fs::read_dir(backups.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, [std::ffi::OsString::from("pullpass-backup.db")], "no partial file is left");
+    // A directory that does not exist: a clear error, nothing created.
+    let nowhere = backups.path().join("missing").join("backup.db");
+    let failed = pullpass_tests::pullpassd_command(&data, &["backup", "--to", nowhere.to_str().unwrap()]);
+    assert!(output_text(&failed).contains("does not exist"), "{}", output_text(&failed));
+    assert!(!nowhere.parent().unwrap().exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_backup_replaces_an_existing_file_with_one_that_restores() {
+    let server = Pullpassd::start();
+    let client = server.client().await;
+    create_workspace(&client, "acme").await;
+    create_credential(&client, "kept", credential(Provider::Generic, "pw")).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let target = data.join("pullpass.db");
+    std::fs::write(&target, b"an older backup").unwrap();
+    let done = server.command(&["backup", "--to", target.to_str().unwrap(), "--force"]);
+    assert!(done.status.success(), "{}", output_text(&done));
+    let left: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, [std::ffi::OsString::from("pullpass.db")], "one self-contained file");
+    std::fs::copy(server.data_dir.join("master.key"), data.join("master.key")).unwrap();
+    let restored = Pullpassd::start_with(Options { home: Some(home.path().to_owned()), ..Default::default() })
+        .expect("a server starts on the backup");
+    let names: Vec<String> = list_credentials(&restored.client_with(Some(&server.root_token)).await)
+        .await
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["workspaces/acme/credentials/kept"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_rpc_writes_one_json_log_line_with_method_code_latency_and_principal() {
     let mut server = Pullpassd::start();

@@ -16,8 +16,8 @@ use pullpass_server::domain::{
 use pullpass_server::error::Error;
 use pullpass_server::store::postgres::PgConfig;
 use pullpass_server::store::{
-    self, AuditFault, AuditFilter, CredentialFilter, LeaseSlot, Location, Replaced, Rewrap, SharedLease, Store,
-    WorkspaceDeletion,
+    self, AuditFault, AuditFilter, CredentialFilter, LeaseSlot, Location, Pruned, Replaced, Rewrap, RootRevocation,
+    SharedLease, Store, WorkspaceDeletion,
 };
 use pullpass_tests::postgres::Database;
 
@@ -81,10 +81,13 @@ conformance!(
     a_replacement_applies_only_to_the_credential_as_it_was_read,
     rewrapping_stores_only_rows_whose_secret_did_not_change_and_pages_walk_every_credential,
     tokens_are_found_by_hash_and_id_and_revocation_keeps_the_first_time,
+    root_tokens_are_listed_and_revoked_but_the_last_usable_one_only_when_asked,
+    of_two_replicas_revoking_the_last_two_root_tokens_at_once_one_is_refused,
     every_mutation_extends_one_verifiable_chain_even_when_concurrent,
     of_concurrent_creates_of_one_name_one_wins_and_the_losers_leave_nothing,
     a_mutation_whose_audit_event_fails_changes_nothing,
     audit_events_filter_and_page_and_pruning_keeps_the_chain_verifiable,
+    pruning_never_deletes_a_newer_event_when_event_times_are_out_of_sequence,
     key_facts_are_recorded_and_read_back,
     key_usage_follows_inserts_rewraps_replacements_deletes_and_cascades,
     what_was_written_is_there_after_reopening,
@@ -514,6 +517,65 @@ async fn tokens_are_found_by_hash_and_id_and_revocation_keeps_the_first_time(sub
     chain_is_intact(&store).await;
 }
 
+async fn root_tokens_are_listed_and_revoked_but_the_last_usable_one_only_when_asked(subject: Subject) {
+    let store = subject.open().await;
+    let now = Timestamp::now();
+    let expired =
+        AccessTokenRecord { expire_time: Some(now.saturating_minus(Duration::from_secs(1))), ..token("r3", None, 3) };
+    for record in [token("r2", None, 2), token("r1", None, 1), expired] {
+        let event = event("CreateRootToken", "", &format!("rootTokens/{}", record.id));
+        store.insert_token(&record, &[event]).await.unwrap();
+    }
+    with_workspace(&store, "acme").await;
+    store.insert_token(&token("w1", Some("acme"), 9), &[event("CreateAccessToken", "acme", "w1")]).await.unwrap();
+    let ids = |records: Vec<AccessTokenRecord>| records.into_iter().map(|r| r.id.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(store.root_tokens().await.unwrap()), ["r1", "r2", "r3"], "root tokens only, by id");
+    let id = |s: &str| AccessTokenId::parse(s).unwrap();
+    let revoke = |s: &str| [event("RevokeAccessToken", "", &format!("rootTokens/{s}"))];
+    let at = now.plus(Duration::from_secs(1));
+    assert_eq!(store.revoke_root_token(&id("w1"), at, true, &revoke("w1")).await.unwrap(), RootRevocation::Missing);
+    assert_eq!(store.revoke_root_token(&id("zz"), at, false, &revoke("zz")).await.unwrap(), RootRevocation::Missing);
+    let RootRevocation::Revoked(r1) = store.revoke_root_token(&id("r1"), at, true, &revoke("r1")).await.unwrap() else {
+        panic!("r2 is left")
+    };
+    assert_eq!(r1.revoke_time, Some(at));
+    assert_eq!(store.token_by_id(&id("r1")).await.unwrap(), Some(r1.clone()));
+    let again = store.revoke_root_token(&id("r1"), at.plus(Duration::from_secs(9)), true, &revoke("r1")).await.unwrap();
+    assert_eq!(again, RootRevocation::AlreadyRevoked(r1));
+    // r2 is the last usable one: r3 expired, r1 is revoked.
+    let events_before = all_events(&store).await.len();
+    assert_eq!(store.revoke_root_token(&id("r2"), at, true, &revoke("r2")).await.unwrap(), RootRevocation::LastUsable);
+    assert_eq!(store.token_by_id(&id("r2")).await.unwrap().unwrap().revoke_time, None);
+    assert_eq!(all_events(&store).await.len(), events_before, "a refusal appends nothing");
+    assert!(matches!(
+        store.revoke_root_token(&id("r2"), at, false, &revoke("r2")).await.unwrap(),
+        RootRevocation::Revoked(_)
+    ));
+    let revocations: Vec<String> =
+        all_events(&store).await.into_iter().filter(|e| e.starts_with("RevokeAccessToken")).collect();
+    assert_eq!(revocations, ["RevokeAccessToken rootTokens/r1", "RevokeAccessToken rootTokens/r2"]);
+    assert!(store.token_by_id(&id("w1")).await.unwrap().unwrap().revoke_time.is_none(), "workspace tokens untouched");
+    chain_is_intact(&store).await;
+}
+
+async fn of_two_replicas_revoking_the_last_two_root_tokens_at_once_one_is_refused(subject: Subject) {
+    let (one, two) = (subject.open().await, subject.open().await);
+    for record in [token("r1", None, 1), token("r2", None, 2)] {
+        let event = event("CreateRootToken", "", &format!("rootTokens/{}", record.id));
+        one.insert_token(&record, &[event]).await.unwrap();
+    }
+    let at = Timestamp::now();
+    let revoke = |store: Store, id: &'static str| async move {
+        let event = event("RevokeAccessToken", "", &format!("rootTokens/{id}"));
+        store.revoke_root_token(&AccessTokenId::parse(id).unwrap(), at, true, &[event]).await.unwrap()
+    };
+    let (a, b) = tokio::join!(revoke(one.clone(), "r1"), revoke(two.clone(), "r2"));
+    let refused = [&a, &b].iter().filter(|o| ***o == RootRevocation::LastUsable).count();
+    assert_eq!(refused, 1, "{a:?} {b:?}");
+    let usable = one.root_tokens().await.unwrap().iter().filter(|r| r.revoke_time.is_none()).count();
+    assert_eq!(usable, 1);
+}
+
 async fn every_mutation_extends_one_verifiable_chain_even_when_concurrent(subject: Subject) {
     let store = subject.open().await;
     with_workspace(&store, "acme").await;
@@ -623,10 +685,10 @@ async fn audit_events_filter_and_page_and_pruning_keeps_the_chain_verifiable(sub
     assert_eq!(page[1].prev_hash, page[0].hash);
 
     assert_eq!(store.audit_checkpoint().await.unwrap(), None);
-    assert_eq!(store.prune_audit(old.plus(Duration::from_secs(1))).await.unwrap(), 2);
+    assert_eq!(store.prune_audit(old.plus(Duration::from_secs(1))).await.unwrap(), pruned(2, 0));
     let checkpoint = store.audit_checkpoint().await.unwrap().unwrap();
     assert_eq!(checkpoint.0, 2);
-    assert_eq!(store.prune_audit(old.plus(Duration::from_secs(1))).await.unwrap(), 0);
+    assert_eq!(store.prune_audit(old.plus(Duration::from_secs(1))).await.unwrap(), pruned(0, 0));
     assert_eq!(chain_is_intact(&store).await, 4);
     store.append_audit(&[event("IssueRegistryAuth", "a", "r6")]).await.unwrap();
     assert_eq!(chain_is_intact(&store).await, 5);
@@ -637,6 +699,42 @@ async fn audit_events_filter_and_page_and_pruning_keeps_the_chain_verifiable(sub
     assert_eq!(chain_is_intact(&store).await, 6);
     let read = store.audit_events(&AuditFilter::default(), 7, 1).await.unwrap();
     assert_eq!((read[0].event.count, read[0].event.request_id.as_str()), (3, "q1 q2 q3"));
+}
+
+fn pruned(deleted: u64, kept_older: u64) -> Pruned {
+    Pruned { deleted, kept_older }
+}
+
+async fn pruning_never_deletes_a_newer_event_when_event_times_are_out_of_sequence(subject: Subject) {
+    let store = subject.open().await;
+    let now = Timestamp::now();
+    let old = now.saturating_minus(Duration::from_secs(3600));
+    let cutoff = now.saturating_minus(Duration::from_secs(1800));
+    // seq:   1    2    3    4    5    6
+    // time:  old  old  new  old  old  new   (a group commit, a replica's clock)
+    let times = [old, old, now, old, old, now];
+    let events: Vec<AuditEvent> = times
+        .iter()
+        .enumerate()
+        .map(|(i, time)| AuditEvent { event_time: *time, ..event("IssueRegistryAuth", "a", &format!("r{}", i + 1)) })
+        .collect();
+    store.append_audit(&events).await.unwrap();
+    // Only the run before the first newer event goes; 4 and 5 stay, counted.
+    assert_eq!(store.prune_audit(cutoff).await.unwrap(), pruned(2, 2));
+    let left = all_events(&store).await;
+    assert_eq!(left, ["IssueRegistryAuth r3", "IssueRegistryAuth r4", "IssueRegistryAuth r5", "IssueRegistryAuth r6"]);
+    assert_eq!(store.audit_checkpoint().await.unwrap().unwrap().0, 2);
+    assert_eq!(chain_is_intact(&store).await, 4);
+    // Nothing more can go while event 3 is newer than the cutoff.
+    assert_eq!(store.prune_audit(cutoff).await.unwrap(), pruned(0, 2));
+    assert_eq!(chain_is_intact(&store).await, 4);
+    // Once event 3 is older than the cutoff too, the rest go.
+    assert_eq!(store.prune_audit(now.plus(Duration::from_micros(1))).await.unwrap().deleted, 4);
+    assert_eq!(all_events(&store).await, Vec::<String>::new());
+    assert_eq!(chain_is_intact(&store).await, 0);
+    store.append_audit(&[event("IssueRegistryAuth", "a", "r7")]).await.unwrap();
+    assert_eq!(chain_is_intact(&store).await, 1);
+    assert_eq!(store.audit_head().await.unwrap().unwrap().0, 7);
 }
 
 async fn key_facts_are_recorded_and_read_back(subject: Subject) {

@@ -167,9 +167,14 @@ async fn a_backup_of_postgresql_is_an_sqlite_file_a_server_runs_on() {
     let restored = home.path().join("data");
     std::fs::create_dir_all(&restored).unwrap();
     let file = restored.join("pullpass.db");
-    let out = on_pg.command(&["backup", "--to", file.to_str().unwrap()]);
+    std::fs::write(&file, b"an older backup, replaced only by a complete one").unwrap();
+    let out = on_pg.command(&["backup", "--to", file.to_str().unwrap(), "--force"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("store copy --from sqlite:"));
+    let left: Vec<_> = std::fs::read_dir(&restored).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, [std::ffi::OsString::from("pullpass.db")], "one self-contained file, no partial one");
+    let refused = on_pg.command(&["backup", "--to", on_pg.data_dir.join("master.key").to_str().unwrap(), "--force"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("the master key file"), "{refused:?}");
     let live_head = head(&on_pg.data_dir, Some(&database));
     on_pg.stop();
     assert!(pullpass_tests::files_containing(&restored, b"backup-CANARY").is_empty());

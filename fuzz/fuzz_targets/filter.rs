@@ -1,5 +1,6 @@
 //! List filters (`ListCredentials.filter`, `ListAuditEvents.filter`).
-//! Property: accepted terms, written back canonically (values quoted),
+//! Property: accepted terms, written back canonically (values quoted with
+//! `filter::quoted`, as the console's audit filter is built),
 //! parse to the same terms; a credential filter written back as a filter
 //! parses to the same filter; and two filters with the same page-token form
 //! (`canonical`) are the same filter.
@@ -7,19 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pullpass_server::credentials::filter as credential_filter;
-use pullpass_server::filter::{self, Op};
-
-fn quoted(value: &str) -> String {
-    let mut out = String::from("\"");
-    for c in value.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
+use pullpass_server::filter::{self, Op, quoted};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -40,11 +40,18 @@ pub enum Command {
     /// SQLite online backup, or a snapshot of the PostgreSQL database with
     /// --database-url). Safe while servers run. The master key is not
     /// included.
+    ///
+    /// The copy is written to a temporary file beside FILE, synced, then
+    /// renamed over FILE: a backup that fails leaves FILE as it was. FILE
+    /// is refused when it is (or a symlink or hard link leads to) the live
+    /// database, its -wal, -shm or -journal file, the master key file, or
+    /// the data directory.
     Backup {
         /// Destination file.
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
-        /// Overwrite the destination if it exists.
+        /// Replace the destination if it exists (once the new copy is
+        /// complete).
         #[arg(long)]
         force: bool,
     },
@@ -131,6 +138,13 @@ pub enum AuditCommand {
     /// outside pullpass (a ticket, a log service, a notary).
     Head,
     /// Delete events older than DAYS days; the chain stays verifiable.
+    ///
+    /// It never deletes a newer event and never leaves a gap in the chain:
+    /// it deletes the events from the start of the chain up to the first
+    /// one that is not older than the cutoff. Event times are not quite in
+    /// sequence order (a group commit's events, replicas whose clocks
+    /// differ), so a few older events that come after a newer one can stay;
+    /// it prints how many, and a later prune deletes them.
     Prune {
         /// Retention in days.
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..), required_unless_present = "older_than_seconds")]
@@ -179,7 +193,52 @@ pub enum TokensCommand {
         /// A note on who or what the token is for.
         #[arg(long, default_value = "created by pullpassd tokens create-root")]
         description: String,
+        /// The token stops working this long after it is minted: SECONDS,
+        /// as every duration flag takes, or a number with a unit (90s, 30m,
+        /// 12h, 90d). [default: it does not expire]
+        #[arg(long, value_name = "SECONDS", value_parser = parse_ttl)]
+        ttl: Option<std::time::Duration>,
     },
+    /// Revoke a root token: every server refuses it within a second (a
+    /// running server on the same SQLite file, and every replica on
+    /// PostgreSQL). Revoking the last usable one is allowed here (not over
+    /// the API); mint the next with `tokens create-root`.
+    RevokeRoot {
+        /// The root token: its id, or `rootTokens/ID` (see `tokens
+        /// list-root`).
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// List root tokens: id, description, when each was created, expires
+    /// and was revoked (never the token or its hash).
+    ListRoot,
+}
+
+/// Longest `--ttl`: 100 years.
+const MAX_TTL_SECONDS: u64 = 100 * 365 * 86_400;
+
+/// A duration: seconds, or a number followed by `s`, `m`, `h` or `d`;
+/// at least a second, at most 100 years.
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}` is not a duration: use SECONDS or a number with s, m, h or d (as in 90d)")),
+    };
+    let amount: u64 =
+        digits.parse().map_err(|_| format!("`{text}` is not a duration: use SECONDS or a number with s, m, h or d"))?;
+    let seconds = amount.saturating_mul(scale);
+    if !(1..=MAX_TTL_SECONDS).contains(&seconds) {
+        return Err(format!("`{text}` is out of range: from 1 second to 100 years"));
+    }
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 /// Writes the man pages of `command` and its subcommands into `dir`;
@@ -195,6 +254,24 @@ pub fn write_man_pages(command: clap::Command, dir: &std::path::Path) -> i32 {
         Err(e) => {
             eprintln!("{name}: cannot write man pages to {}: {e}", dir.display());
             1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ttl_is_seconds_or_a_number_with_a_unit() {
+        let secs = |t: &str| parse_ttl(t).map(|d| d.as_secs());
+        assert_eq!(secs("2"), Ok(2));
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("30m"), Ok(1800));
+        assert_eq!(secs("12h"), Ok(43_200));
+        assert_eq!(secs("90d"), Ok(7_776_000));
+        for bad in ["", "0", "1w", "-5", "1.5h", "h", "99999999999999999999", "36500000d"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
         }
     }
 }

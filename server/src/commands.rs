@@ -4,8 +4,10 @@
 use std::path::Path;
 
 use crate::access;
+use crate::backup_file::{self, Protected, Staged};
 use crate::config::{KeySource, Settings};
 use crate::credentials::unreadable;
+use crate::domain::{AccessTokenId, Timestamp};
 use crate::seal::keyring::{append_key, create_key_file};
 use crate::seal::{Sealer, SecretContext};
 use crate::startup::{self, StartupError};
@@ -176,18 +178,23 @@ pub async fn keys_list(settings: &Settings) -> Result<(), StartupError> {
 
 /// `backup --to FILE`: an online, consistent copy of the database, as an
 /// SQLite file (for PostgreSQL: a snapshot copied with `store copy`).
+///
+/// The copy is written beside FILE and renamed over it once complete and
+/// synced, so a failed backup leaves FILE as it was; FILE is refused when
+/// it is (or leads to) one of the server's own files or its data directory.
 pub async fn backup(settings: &Settings, destination: &Path, overwrite: bool) -> Result<(), StartupError> {
-    if destination.exists() && !overwrite {
+    backup_file::refuse_protected(destination, &protected_files(settings))?;
+    if destination.symlink_metadata().is_ok() && !overwrite {
         return Err(StartupError(format!("{} exists; pass --force to overwrite it", destination.display())));
     }
     let source = match &settings.database {
         store::Location::Sqlite(path) => path.clone(),
         store::Location::Postgres(_) => {
-            if overwrite {
-                remove_database_file(destination);
-            }
-            let to = store::Location::Sqlite(destination.to_owned());
+            let staged = Staged::create(destination)?;
+            let to = store::Location::Sqlite(staged.path().to_owned());
             let report = store::copy::copy(&settings.database, &to, 1000, |_, _, _| {}).await?;
+            store::sqlite::SqliteStore::make_standalone(staged.path())?;
+            staged.commit()?;
             let rows: u64 = report.copied.iter().map(|(_, n)| n).sum();
             println!(
                 "backed up {} to {} ({rows} rows, one snapshot); the master key is not in it: keep the key file backed up separately",
@@ -204,10 +211,9 @@ pub async fn backup(settings: &Settings, destination: &Path, overwrite: bool) ->
     if !source.exists() {
         return Err(StartupError(format!("no database at {}", source.display())));
     }
-    if overwrite {
-        let _ = std::fs::remove_file(destination);
-    }
-    store::sqlite::SqliteStore::backup_to(&source, destination)?;
+    let staged = Staged::create(destination)?;
+    store::sqlite::SqliteStore::backup_to(&source, staged.path())?;
+    staged.commit()?;
     let bytes = std::fs::metadata(destination).map(|m| m.len()).unwrap_or_default();
     println!(
         "backed up {} to {} ({bytes} bytes); the master key is not in it: keep the key file backed up separately",
@@ -217,13 +223,20 @@ pub async fn backup(settings: &Settings, destination: &Path, overwrite: bool) ->
     Ok(())
 }
 
-/// Removes an SQLite database and its WAL files.
-fn remove_database_file(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        let _ = std::fs::remove_file(name);
+/// What a backup must never overwrite: the data directory, the database
+/// files in it (and the configured SQLite database, wherever it is), and
+/// the master key file.
+fn protected_files(settings: &Settings) -> Vec<Protected> {
+    let mut protected = vec![Protected::new(&settings.data_dir, "the data directory")];
+    if let store::Location::Sqlite(path) = &settings.database {
+        protected.extend(Protected::database(path, "the live database"));
     }
+    protected.extend(Protected::database(&settings.database_path(), "the data directory's database"));
+    if let KeySource::File(path) = &settings.keys {
+        protected.push(Protected::new(path, "the master key file"));
+    }
+    protected.push(Protected::new(settings.data_dir.join(crate::config::DEV_KEY_FILE), "the master key file"));
+    protected
 }
 
 /// Parses `sqlite:PATH` or `postgres://…` (the password, when not in the
@@ -288,25 +301,95 @@ pub async fn store_copy(
     Ok(())
 }
 
-/// `tokens create-root`: a root token for production set-ups.
-pub async fn tokens_create_root(settings: &Settings, description: &str) -> Result<(), StartupError> {
+/// `tokens create-root`: a root token for production set-ups, expiring
+/// after `ttl` when given.
+pub async fn tokens_create_root(
+    settings: &Settings,
+    description: &str,
+    ttl: Option<std::time::Duration>,
+) -> Result<(), StartupError> {
     if let store::Location::Sqlite(_) = &settings.database {
         startup::ensure_data_dir(&settings.data_dir)?;
     }
     let store = store::open(&settings.database, Default::default()).await?;
     let actor = crate::audit::Actor::command("tokens create-root");
-    let (record, token) = access::create_root_token(&store, &actor, description)
-        .await
-        .map_err(|e| StartupError(format!("cannot create the root token: {e}")))?;
+    let expire_time = ttl.map(|ttl| Timestamp::now().plus(ttl));
+    let minted = access::root_tokens::mint(&store, &actor, description, expire_time).await;
     store.close().await;
-    println!("root token {} (shown once, store it now):", record.resource_name());
+    let (record, token) = minted.map_err(|e| StartupError(format!("cannot create the root token: {e}")))?;
+    match record.expire_time {
+        Some(expiry) => println!(
+            "root token {} (shown once, store it now; it expires at {}):",
+            record.resource_name(),
+            expiry.to_rfc3339()
+        ),
+        None => println!("root token {} (shown once, store it now):", record.resource_name()),
+    }
     println!("PULLPASS_TOKEN={}", token.expose());
     Ok(())
 }
 
-/// Opens the database for audit commands (no master key needed: the audit
-/// trail holds no secrets).
-async fn open_for_audit(settings: &Settings) -> Result<Store, StartupError> {
+/// `tokens revoke-root NAME`: revokes a root token (the last usable one
+/// too: this is how an operator shuts out a leaked token when it is the
+/// only one), audited so running servers and replicas drop it.
+pub async fn tokens_revoke_root(settings: &Settings, name: &str) -> Result<(), StartupError> {
+    let id = if name.contains('/') { AccessTokenId::from_root_name(name) } else { AccessTokenId::parse(name) }
+        .map_err(|e| StartupError(format!("{e} (see `pullpassd tokens list-root`)")))?;
+    let store = open_existing(settings).await?;
+    let actor = crate::audit::Actor::command("tokens revoke-root");
+    let revoked = access::root_tokens::revoke(&store, &actor, &id, false).await;
+    let left = store.root_tokens().await;
+    store.close().await;
+    let resource = format!("rootTokens/{id}");
+    let record = match revoked {
+        Ok((record, true)) => record,
+        Ok((record, false)) => {
+            let when = record.revoke_time.map(|t| t.to_rfc3339()).unwrap_or_default();
+            return Err(StartupError(format!("{resource} was already revoked (at {when})")));
+        }
+        Err(crate::error::Error::NotFound { .. }) => {
+            return Err(StartupError(format!("there is no root token {resource} (see `pullpassd tokens list-root`)")));
+        }
+        Err(e) => return Err(StartupError(format!("cannot revoke {resource}: {e}"))),
+    };
+    println!("revoked {}; servers refuse it within a second", record.resource_name());
+    let now = Timestamp::now();
+    let usable = left.map(|all| all.iter().filter(|r| access::root_tokens::usable(r, now)).count()).unwrap_or(1);
+    if usable == 0 {
+        println!(
+            "no usable root token is left: mint one with `pullpassd tokens create-root` (it prints the token once)"
+        );
+    }
+    Ok(())
+}
+
+/// `tokens list-root`: every root token, never its hash.
+pub async fn tokens_list_root(settings: &Settings) -> Result<(), StartupError> {
+    let store = open_existing(settings).await?;
+    let listed = store.root_tokens().await;
+    store.close().await;
+    let roots = listed.map_err(|e| StartupError(format!("cannot list root tokens: {e}")))?;
+    let time = |t: Option<Timestamp>| t.map_or_else(|| "-".to_owned(), Timestamp::to_rfc3339);
+    println!("{:<34} {:<30} {:<30} {:<30} DESCRIPTION", "NAME", "CREATED", "EXPIRES", "REVOKED");
+    for r in &roots {
+        println!(
+            "{:<34} {:<30} {:<30} {:<30} {}",
+            r.resource_name(),
+            r.create_time.to_rfc3339(),
+            time(r.expire_time),
+            time(r.revoke_time),
+            crate::domain::ids::shorten(&r.description)
+        );
+    }
+    if roots.is_empty() {
+        println!("(no root tokens: mint one with `pullpassd tokens create-root`)");
+    }
+    Ok(())
+}
+
+/// Opens an existing database for the commands that need no master key
+/// (the audit trail and root tokens hold no secrets: token hashes only).
+async fn open_existing(settings: &Settings) -> Result<Store, StartupError> {
     if store::inspect(&settings.database).await?.is_none() {
         return Err(StartupError(format!("no database at {}", settings.database.describe())));
     }
@@ -315,7 +398,7 @@ async fn open_for_audit(settings: &Settings) -> Result<Store, StartupError> {
 
 /// `audit verify`.
 pub async fn audit_verify(settings: &Settings) -> Result<(), StartupError> {
-    let store = open_for_audit(settings).await?;
+    let store = open_existing(settings).await?;
     let result = crate::audit::verify(&store).await.map_err(|e| StartupError(e.to_string()));
     store.close().await;
     let verification = result?;
@@ -337,7 +420,7 @@ pub async fn audit_verify(settings: &Settings) -> Result<(), StartupError> {
 
 /// `audit head`.
 pub async fn audit_head(settings: &Settings) -> Result<(), StartupError> {
-    let store = open_for_audit(settings).await?;
+    let store = open_existing(settings).await?;
     let head = crate::audit::head(&store).await.map_err(|e| StartupError(e.to_string()));
     store.close().await;
     let head = head?;
@@ -351,10 +434,16 @@ pub async fn audit_head(settings: &Settings) -> Result<(), StartupError> {
 
 /// `audit prune`.
 pub async fn audit_prune(settings: &Settings, retention: std::time::Duration) -> Result<(), StartupError> {
-    let store = open_for_audit(settings).await?;
-    let deleted = crate::audit::prune(&store, retention).await;
+    let store = open_existing(settings).await?;
+    let pruned = crate::audit::prune(&store, retention).await;
     store.close().await;
-    let deleted = deleted.map_err(|e| StartupError(e.to_string()))?;
-    println!("deleted {deleted} audit event(s) older than {} s", retention.as_secs());
+    let pruned = pruned.map_err(|e| StartupError(e.to_string()))?;
+    println!("deleted {} audit event(s) older than {} s", pruned.deleted, retention.as_secs());
+    if pruned.kept_older > 0 {
+        println!(
+            "kept {} older event(s) that come after a newer one in the chain (event times are not in sequence order); a later prune deletes them",
+            pruned.kept_older
+        );
+    }
     Ok(())
 }

@@ -154,7 +154,9 @@ pub struct ServeArgs {
     pub upstream_timeout: Option<u64>,
 
     /// Delete audit events older than this many days (checked hourly; the
-    /// chain stays verifiable from the newest deleted event). [default: keep all]
+    /// chain stays verifiable from the newest deleted event; as `audit
+    /// prune`, never an event newer than that, so an old event that follows a
+    /// newer one in the chain waits for a later round). [default: keep all]
     #[arg(long, env = "PULLPASS_AUDIT_RETENTION_DAYS", value_name = "DAYS")]
     pub audit_retention_days: Option<u64>,
 
@@ -210,10 +212,10 @@ pub struct ServeArgs {
     pub insecure_plaintext: bool,
 
     /// Serve the pull gateway, a read-only OCI registry endpoint for
-    /// runtimes that take only a username and password, on this address.
-    /// Off unless set. [default with --dev: 127.0.0.1:50052]
-    #[arg(long, env = "PULLPASS_GATEWAY_LISTEN", value_name = "ADDR")]
-    pub gateway_listen: Option<SocketAddr>,
+    /// runtimes that take only a username and password, on this address,
+    /// or `off`. Off unless set. [default with --dev: 127.0.0.1:50052]
+    #[arg(long, env = "PULLPASS_GATEWAY_LISTEN", value_name = "ADDR|off")]
+    pub gateway_listen: Option<String>,
 
     /// The name runtimes reach the gateway by; it appears in the image
     /// references the gateway hands out. [default: the listen address]
@@ -315,7 +317,7 @@ pub struct FileSettings {
     tls_key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
     insecure_plaintext: Option<bool>,
-    gateway_listen: Option<SocketAddr>,
+    gateway_listen: Option<String>,
     gateway_public_host: Option<String>,
     gateway_aliases: Option<Vec<String>>,
     gateway_tls_cert: Option<PathBuf>,
@@ -593,7 +595,7 @@ impl Settings {
         let serve = ServeArgs {
             dev: true,
             listen: Some(loopback),
-            gateway_listen: Some(loopback),
+            gateway_listen: Some(loopback.to_string()),
             metrics_listen: Some(loopback.to_string()),
             console_listen: Some(loopback.to_string()),
             ..Default::default()
@@ -643,10 +645,15 @@ fn gateway_settings(
     dev: bool,
     server_tls: Option<&TlsFiles>,
 ) -> Result<Option<GatewaySettings>, String> {
-    let dev_listen = || dev.then(|| DEV_GATEWAY_LISTEN.parse().expect("the dev gateway address parses"));
-    let Some(listen) = serve.gateway_listen.or(file.gateway_listen).or_else(dev_listen) else {
-        return Ok(None);
-    };
+    let listen: SocketAddr =
+        match serve.gateway_listen.clone().or(file.gateway_listen.clone()).map(|g| g.trim().to_owned()) {
+            Some(off) if off.eq_ignore_ascii_case("off") => return Ok(None),
+            Some(address) => address.parse().map_err(|_| {
+                format!("--gateway-listen `{address}` is not an address such as 127.0.0.1:50052, or `off`")
+            })?,
+            None if dev => DEV_GATEWAY_LISTEN.parse().expect("the dev gateway address parses"),
+            None => return Ok(None),
+        };
     let tls = match (
         serve.gateway_tls_cert.clone().or(file.gateway_tls_cert.clone()),
         serve.gateway_tls_key.clone().or(file.gateway_tls_key.clone()),
@@ -734,7 +741,7 @@ mod tests {
         let dev = Settings::resolve(&CommonArgs::default(), &ServeArgs { dev: true, ..Default::default() }).unwrap();
         assert_eq!(dev.gateway.unwrap().listen.to_string(), DEV_GATEWAY_LISTEN);
         let serve = ServeArgs {
-            gateway_listen: Some("127.0.0.1:6000".parse().unwrap()),
+            gateway_listen: Some("127.0.0.1:6000".into()),
             gateway_aliases: vec!["local=127.0.0.1:5000".into()],
             gateway_password_ttl: Some(600),
             ..Default::default()
@@ -744,10 +751,7 @@ mod tests {
         assert!(gateway.public_host.is_none() && gateway.tls.is_none());
         for (bad, says) in [
             (ServeArgs { gateway_password_ttl: Some(7200), ..serve.clone() }, "at most"),
-            (
-                ServeArgs { gateway_listen: Some("0.0.0.0:6000".parse().unwrap()), ..serve.clone() },
-                "--gateway-public-host",
-            ),
+            (ServeArgs { gateway_listen: Some("0.0.0.0:6000".into()), ..serve.clone() }, "--gateway-public-host"),
             (ServeArgs { gateway_aliases: vec!["a=h:1".into(), "a=h:2".into()], ..serve.clone() }, "twice"),
             (ServeArgs { gateway_aliases: vec!["no-target".into()], ..serve.clone() }, "NAME=HOST"),
         ] {
@@ -767,6 +771,20 @@ mod tests {
         assert_eq!(resolve(true, Some("off")), Ok(None));
         assert_eq!(resolve(false, Some("127.0.0.1:9000")), Ok(Some("127.0.0.1:9000".to_owned())));
         assert!(resolve(false, Some("9000")).unwrap_err().contains("or `off`"));
+    }
+
+    #[test]
+    fn dev_turns_the_gateway_on_unless_it_is_off() {
+        let resolve = |dev: bool, gateway: Option<&str>| {
+            let serve = ServeArgs { dev, gateway_listen: gateway.map(str::to_owned), ..Default::default() };
+            Settings::resolve(&CommonArgs::default(), &serve).map(|s| s.gateway.map(|g| g.listen.to_string()))
+        };
+        assert_eq!(resolve(false, None), Ok(None));
+        assert_eq!(resolve(true, None), Ok(Some(DEV_GATEWAY_LISTEN.to_owned())));
+        assert_eq!(resolve(true, Some("off")), Ok(None));
+        assert_eq!(resolve(true, Some(" OFF ")), Ok(None));
+        assert_eq!(resolve(false, Some("127.0.0.1:6000")), Ok(Some("127.0.0.1:6000".to_owned())));
+        assert!(resolve(true, Some("6000")).unwrap_err().contains("or `off`"));
     }
 
     #[test]

@@ -59,6 +59,22 @@ pub fn terms(filter: &str) -> Result<Vec<Term>, Error> {
     }
 }
 
+/// `value` as a quoted string that [`terms`] reads back as exactly `value`,
+/// whatever it holds (backslashes and double quotes are escaped), for
+/// callers that build a filter from values they were given.
+pub fn quoted(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 /// An error for a term a list RPC does not accept.
 pub fn unsupported(term: &Term, accepted: &str) -> Error {
     Error::invalid("filter", format!("cannot filter on `{}` that way; accepted: {accepted}", shorten(&term.field)))
@@ -137,6 +153,17 @@ mod tests {
         assert!(terms("").unwrap().is_empty());
         for bad in ["a", "a =", "a > b", "a = b OR c = d", "a = \"x", "= b"] {
             assert!(terms(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_quoted_value_reads_back_as_itself() {
+        for value in ["plain", "", "x\\", "\\", "a\"b", "\"", "\\\"", "x AND y = z", "tab\there", "ünï"] {
+            let filter = format!("resource = {} AND action = next", quoted(value));
+            let parsed = terms(&filter).unwrap_or_else(|e| panic!("{value:?}: {e:?}"));
+            assert_eq!(parsed.len(), 2, "{value:?}");
+            assert_eq!(parsed[0].value, value);
+            assert_eq!(parsed[1].value, "next");
         }
     }
 }

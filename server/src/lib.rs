@@ -10,6 +10,7 @@
 pub mod access;
 pub mod api;
 pub mod audit;
+pub mod backup_file;
 pub mod broker;
 pub mod buckets;
 pub mod changes;
@@ -121,9 +122,13 @@ async fn dispatch(command: Option<Command>, settings: Settings) -> Result<(), St
         Some(Command::Store(StoreCommand::Copy { from, to, batch_size, fault_abort_after_batches })) => {
             commands::store_copy(&settings, &from, &to, batch_size as usize, fault_abort_after_batches).await
         }
-        Some(Command::Tokens(TokensCommand::CreateRoot { description })) => {
-            commands::tokens_create_root(&settings, &description).await
+        Some(Command::Tokens(TokensCommand::CreateRoot { description, ttl })) => {
+            commands::tokens_create_root(&settings, &description, ttl).await
         }
+        Some(Command::Tokens(TokensCommand::RevokeRoot { name })) => {
+            commands::tokens_revoke_root(&settings, &name).await
+        }
+        Some(Command::Tokens(TokensCommand::ListRoot)) => commands::tokens_list_root(&settings).await,
         Some(Command::Audit(AuditCommand::Verify)) => commands::audit_verify(&settings).await,
         Some(Command::Audit(AuditCommand::Head)) => commands::audit_head(&settings).await,
         Some(Command::Audit(AuditCommand::Prune { older_than_days, older_than_seconds })) => {

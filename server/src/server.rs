@@ -339,7 +339,9 @@ async fn serve(
             opened.store.clone(),
             changes.clone(),
         )),
-        crate::store::Location::Sqlite(_) => None,
+        crate::store::Location::Sqlite(_) => {
+            Some(crate::store::sqlite::changes::follow(opened.store.clone(), changes.clone()).await)
+        }
     };
     let tokens = AccessTokens::new(opened.store.clone(), authn.clone(), pages);
     let sessions = ConsoleSessions::new(
@@ -357,7 +359,8 @@ async fn serve(
             GatewayPasswords::new(
                 opened.sealer.active_key_id().to_owned(),
                 opened.sealer.derive_mac_keys(gateway_password::KEY_PURPOSE),
-            ),
+            )
+            .fitting(settings.connections.max_header_bytes),
             PullSettings {
                 addressing: Addressing {
                     public_host: listener.public_host.clone(),
@@ -590,8 +593,12 @@ async fn prune_audit(store: crate::store::Store, retention: std::time::Duration)
     loop {
         every.tick().await;
         match crate::audit::prune(&store, retention).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "pruned old audit events"),
+            Ok(pruned) if pruned.deleted == 0 && pruned.kept_older == 0 => {}
+            Ok(pruned) => tracing::info!(
+                deleted = pruned.deleted,
+                kept_older = pruned.kept_older,
+                "pruned old audit events (older ones after a newer one in the chain are kept for now)"
+            ),
             Err(e) => tracing::warn!(error = %e, "audit pruning failed"),
         }
     }

@@ -103,10 +103,30 @@ impl fmt::Debug for GatewayPassword {
     }
 }
 
+/// The header limit passwords fit unless told another
+/// ([`GatewayPasswords::fitting`]): `--max-header-bytes`' default.
+const DEFAULT_HEADER_LIMIT: u32 = 16 * 1024;
+
+/// The username runtimes send with a gateway password.
+pub const USERNAME: &str = "pullpass";
+
+/// The longest gateway password whose `authorization: Basic
+/// base64(pullpass:password)` header takes at most half of a
+/// `max_header_bytes` header block (counted as HTTP/2 counts a header: name,
+/// value and 32 bytes), leaving the other half for the request's other
+/// headers.
+pub fn max_len_for_header_limit(max_header_bytes: u32) -> usize {
+    let half = max_header_bytes as usize / 2;
+    let value = half.saturating_sub("authorization".len() + 32 + "Basic ".len());
+    (value / 4 * 3).saturating_sub(USERNAME.len() + 1)
+}
+
 /// Mints and checks gateway passwords.
 pub struct GatewayPasswords {
     active: String,
     keys: HashMap<String, hmac::Key>,
+    /// Longest password minted (see [`max_len_for_header_limit`]).
+    max_len: usize,
 }
 
 impl fmt::Debug for GatewayPasswords {
@@ -120,14 +140,50 @@ impl GatewayPasswords {
     /// `keys` (so a password minted before a master-key change still works
     /// while that key is loaded).
     pub fn new(active: String, keys: HashMap<String, hmac::Key>) -> Self {
-        Self { active, keys }
+        Self { active, keys, max_len: max_len_for_header_limit(DEFAULT_HEADER_LIMIT) }
     }
 
-    /// A password for `grant`.
+    /// Mints passwords that a runtime can send within `max_header_bytes`
+    /// of request headers (the gateway's limit).
+    pub fn fitting(mut self, max_header_bytes: u32) -> Self {
+        self.max_len = max_len_for_header_limit(max_header_bytes);
+        self
+    }
+
+    /// The longest password this mints, in bytes.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// How long the password for `grant` would be, in bytes.
+    pub fn len_of(&self, grant: &GatewayGrant) -> usize {
+        let field = |text: &str| 2 + text.len();
+        let body = 1
+            + field(&self.active)
+            + field(grant.token.as_str())
+            + field(grant.workspace.as_str())
+            + field(grant.project.as_ref().map_or("", |p| p.as_str()))
+            + 8
+            + 2
+            + grant.repositories.iter().map(|(r, repo)| field(r.as_str()) + field(repo)).sum::<usize>()
+            + TAG_LEN;
+        PREFIX.len() + (body * 4).div_ceil(3)
+    }
+
+    /// A password for `grant`; refused when it would be longer than a
+    /// runtime can send (see [`GatewayPasswords::fitting`]).
     pub fn mint(&self, grant: &GatewayGrant) -> Result<GatewayPassword, String> {
         let key = self.keys.get(&self.active).ok_or("the active master key has no gateway-password key")?;
         if grant.repositories.is_empty() || grant.repositories.len() > MAX_REPOSITORIES {
             return Err(format!("a gateway password names 1 to {MAX_REPOSITORIES} repositories"));
+        }
+        let len = self.len_of(grant);
+        if len > self.max_len {
+            return Err(format!(
+                "a gateway password naming these {} repositories would be {len} bytes, more than the {} a runtime can send",
+                grant.repositories.len(),
+                self.max_len
+            ));
         }
         let mut body = vec![VERSION];
         put(&mut body, self.active.as_bytes())?;
@@ -143,7 +199,9 @@ impl GatewayPasswords {
         }
         let tag = sign(key, &body);
         body.extend_from_slice(&tag.as_ref()[..TAG_LEN]);
-        Ok(GatewayPassword(zeroize::Zeroizing::new(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(&body)))))
+        let password = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(&body));
+        debug_assert_eq!(password.len(), len);
+        Ok(GatewayPassword(zeroize::Zeroizing::new(password)))
     }
 
     /// The grant of `password`, if it is authentic and unexpired at `now`.
@@ -314,6 +372,40 @@ mod tests {
         assert_eq!(other_key.verify(minted.expose(), Timestamp::now()), Err(PasswordError::Unauthentic));
         for junk in ["", "pp_abc", "ppg_", "ppg_!!!", "ppg_AQ", &format!("{}x", minted.expose())] {
             assert!(keys.verify(junk, Timestamp::now()).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn every_password_minted_fits_in_half_the_header_limit_as_basic_auth() {
+        for limit in [8 * 1024, 16 * 1024, 64 * 1024] {
+            let keys = passwords(&["k1"], "k1").fitting(limit);
+            let long = |n: usize| GatewayGrant {
+                repositories: (0..n)
+                    .map(|i| {
+                        (RegistryHost::parse("registry.example.com").unwrap(), format!("{i:03}/{}", "r".repeat(200)))
+                    })
+                    .collect(),
+                ..grant(600)
+            };
+            let mut minted = 0;
+            for n in 1..=MAX_REPOSITORIES {
+                let grant = long(n);
+                match keys.mint(&grant) {
+                    Ok(password) => {
+                        assert_eq!(password.expose().len(), keys.len_of(&grant));
+                        let basic = URL_SAFE_NO_PAD.encode(format!("{USERNAME}:{}", password.expose()));
+                        let field = "authorization".len() + "Basic ".len() + basic.len() + 32;
+                        assert!(field <= limit as usize / 2, "{limit}: {n} repositories take {field} bytes");
+                        minted = n;
+                    }
+                    Err(e) => {
+                        assert!(keys.len_of(&grant) > keys.max_len(), "{e}");
+                        assert!(e.contains(&keys.max_len().to_string()), "{e}");
+                        break;
+                    }
+                }
+            }
+            assert!((1..MAX_REPOSITORIES).contains(&minted), "{limit}: {minted}");
         }
     }
 

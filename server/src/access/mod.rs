@@ -9,6 +9,7 @@
 //!   did not know, refused from memory.
 //! * [`gateway_password`]: the stateless, short-lived passwords of the pull
 //!   gateway.
+//! * [`root_tokens`]: minting, listing and revoking root tokens.
 //!
 //! Token strings exist only in the response that created them; the store
 //! and every cache hold SHA-256 hashes.
@@ -17,15 +18,13 @@ pub mod authn;
 pub mod gateway_password;
 pub mod policy;
 pub mod rate_limit;
+pub mod root_tokens;
 pub mod sessions;
 pub mod token;
 pub mod tokens;
 pub mod unknown;
 
-use crate::audit::Actor;
 use crate::domain::{AccessTokenId, AccessTokenRecord, ProjectName, Role, Timestamp, WorkspaceId};
-use crate::error::Error;
-use crate::store::Store;
 pub use authn::Authenticator;
 pub use token::TokenString;
 
@@ -60,32 +59,4 @@ impl Principal {
     }
 }
 
-/// Mints a root token and stores its hash, with an audit event. The returned
-/// string must be shown once and never stored.
-pub async fn create_root_token(
-    store: &Store,
-    actor: &Actor,
-    description: &str,
-) -> Result<(AccessTokenRecord, TokenString), Error> {
-    let token = TokenString::generate()?;
-    let record = AccessTokenRecord {
-        id: token::new_token_id()?,
-        workspace: None,
-        role: Role::Root,
-        projects: Vec::new(),
-        token_hash: token.hash(),
-        description: description.to_owned(),
-        create_time: Timestamp::now(),
-        expire_time: None,
-        revoke_time: None,
-        last_used_time: None,
-    };
-    let event = actor.event("CreateRootToken", "", &record.resource_name(), 0);
-    store.insert_token(&record, &[event]).await?;
-    Ok((record, token))
-}
-
-/// Does the database hold any root token?
-pub async fn has_root_token(store: &Store) -> Result<bool, Error> {
-    store.any_root_token().await
-}
+pub use root_tokens::{create_root_token, has_root_token};

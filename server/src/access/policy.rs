@@ -12,6 +12,8 @@ use crate::error::Error;
 pub enum Permission<'a> {
     /// Create, list or delete workspaces (ROOT).
     ManageWorkspaces,
+    /// Revoke root tokens (ROOT).
+    ManageRootTokens,
     /// Read one workspace.
     ReadWorkspace(&'a WorkspaceId),
     /// Create, update, delete, test or import credentials (ADMIN).
@@ -36,6 +38,7 @@ impl Permission<'_> {
     fn describe(&self) -> String {
         match self {
             Self::ManageWorkspaces => "managing workspaces needs a ROOT token".into(),
+            Self::ManageRootTokens => "revoking root tokens needs a ROOT token".into(),
             Self::ReadWorkspace(_) => "reading this workspace needs a token of it".into(),
             Self::ManageCredentials(_) => "managing credentials needs an ADMIN token".into(),
             Self::ReadCredentials(_) => "reading credentials needs an ADMIN or VIEWER token".into(),
@@ -59,7 +62,7 @@ impl Permission<'_> {
 
     fn workspace(&self) -> Option<&WorkspaceId> {
         match *self {
-            Self::ManageWorkspaces | Self::ReadAudit(None) | Self::UseConsole => None,
+            Self::ManageWorkspaces | Self::ManageRootTokens | Self::ReadAudit(None) | Self::UseConsole => None,
             Self::ReadWorkspace(w)
             | Self::ManageCredentials(w)
             | Self::ReadCredentials(w)

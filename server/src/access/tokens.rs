@@ -1,5 +1,5 @@
 //! Access-token management: minting (the string is returned once), reading,
-//! listing and revoking the tokens of a workspace.
+//! listing and revoking the tokens of a workspace, and revoking root tokens.
 
 use std::sync::Arc;
 
@@ -155,6 +155,15 @@ impl AccessTokens {
             .revoke_token(&workspace, &id, Timestamp::now(), &[event])
             .await?
             .ok_or_else(|| Error::not_found(resource))?;
+        self.authn.refresh(&record);
+        Ok(record)
+    }
+
+    /// Revokes a root token (a ROOT caller's request); refused when no
+    /// other usable root token would be left. It is refused from the next
+    /// call on; revoking it again returns it as it is.
+    pub async fn revoke_root(&self, actor: &Actor, id: AccessTokenId) -> Result<AccessTokenRecord, Error> {
+        let (record, _) = super::root_tokens::revoke(&self.store, actor, &id, true).await?;
         self.authn.refresh(&record);
         Ok(record)
     }

@@ -13,8 +13,8 @@ use tonic::{Request, Response, Status};
 use super::{ApiState, allow, caller, convert, field, required, who};
 use crate::access::policy::Permission;
 use crate::access::tokens::{AccessTokens, NewToken};
-use crate::domain::ids::AccessTokenName;
-use crate::domain::{Role, WorkspaceId};
+use crate::domain::ids::{AccessTokenName, ROOT_TOKENS};
+use crate::domain::{AccessTokenId, Role, WorkspaceId};
 
 /// Handler state.
 #[derive(Debug)]
@@ -138,6 +138,12 @@ impl AccessService for AccessApi {
         let (principal, actor) = who(&request)?;
         let resource = request.get_ref().name.clone();
         let result = async {
+            if resource.starts_with(ROOT_TOKENS) {
+                let id = field("name", AccessTokenId::from_root_name(&resource))?;
+                allow(&principal, Permission::ManageRootTokens)?;
+                let record = self.0.tokens.revoke_root(&actor, id).await?;
+                return Ok(Response::new(convert::access_token(&record)));
+            }
             let name = field("name", AccessTokenName::parse(&resource))?;
             allow(&principal, Permission::ReadTokens(&name.workspace))?;
             let existing = self.0.tokens.get(name.workspace.clone(), name.token.clone()).await?;

@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use crate::domain::Timestamp;
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::error::Error;
-use crate::store::{AuditFilter, Store};
+use crate::store::{AuditFilter, Pruned, Store};
 
 /// How long lease events may wait to be committed.
 const LEASE_FLUSH: Duration = Duration::from_millis(20);
@@ -432,8 +432,15 @@ pub async fn head(store: &Store) -> Result<Option<(i64, [u8; 32])>, Error> {
 }
 
 /// Deletes events older than `retention` and records the last deleted one
-/// as the chain's new starting point. Returns how many were deleted.
-pub async fn prune(store: &Store, retention: Duration) -> Result<u64, Error> {
+/// as the chain's new starting point.
+///
+/// Event times are not monotonic in `seq` (a group commit's events, or
+/// replicas whose clocks differ), and the chain has no gaps: so it deletes
+/// the longest run from the start of the chain whose events are all older
+/// than the cutoff. It never deletes a newer event; an older one that comes
+/// after a newer one stays (counted in [`Pruned::kept_older`]) until a later
+/// prune can take it.
+pub async fn prune(store: &Store, retention: Duration) -> Result<Pruned, Error> {
     store.prune_audit(Timestamp::now().saturating_minus(retention)).await
 }
 

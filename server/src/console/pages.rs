@@ -594,26 +594,7 @@ async fn audit(console: &Console, call: &Call<'_>, workspace: WorkspaceId) -> Re
         principal: get("principal"),
         since: get("since"),
     };
-    let mut terms = Vec::new();
-    for (field, value, op) in [
-        ("action", &query.action, "="),
-        ("resource", &query.resource, "="),
-        ("principal", &query.principal, "="),
-        ("event_time", &query.since, ">="),
-    ] {
-        if value.is_empty() {
-            continue;
-        }
-        if value.contains('"') {
-            let errors = Errors { items: vec![(form_field(field).into(), "must not contain a double quote".into())] };
-            return Ok(Reply::Page(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                views::audit(&chrome, &workspace, &query, &errors, &[], None, None),
-            ));
-        }
-        terms.push(format!("{field} {op} \"{value}\""));
-    }
-    let filter = terms.join(" AND ");
+    let filter = audit_filter(&query);
     let page_token = get("page");
     let page = match console.inner.auditor.list(Some(workspace.clone()), PAGE_SIZE, &page_token, &filter).await {
         Ok(page) => page,
@@ -663,17 +644,58 @@ async fn audit(console: &Console, call: &Call<'_>, workspace: WorkspaceId) -> Re
     ))
 }
 
-fn form_field(filter_field: &str) -> &'static str {
-    match filter_field {
-        "action" => "action",
-        "resource" => "resource",
-        "principal" => "principal",
-        _ => "since",
+/// The audit trail's filter for what the form holds: a term per field
+/// filled in, its value quoted (`filter::quoted`), so that any text, a
+/// trailing `\`, a `"` or an ` AND ` included, is matched literally as
+/// that one field's value.
+fn audit_filter(query: &AuditQuery) -> String {
+    let mut terms = Vec::new();
+    for (field, value, op) in [
+        ("action", &query.action, "="),
+        ("resource", &query.resource, "="),
+        ("principal", &query.principal, "="),
+        ("event_time", &query.since, ">="),
+    ] {
+        if !value.is_empty() {
+            terms.push(format!("{field} {op} {}", crate::filter::quoted(value)));
+        }
     }
+    terms.join(" AND ")
 }
 
 /// Markup for a signed-out visitor's sign-in page, whose form carries
 /// `csrf`.
 pub fn login_page(errors: &Errors, csrf: &str) -> Markup {
     views::login(errors, csrf)
+}
+
+#[cfg(test)]
+mod audit_filter_tests {
+    use super::*;
+    use crate::filter::{Op, terms};
+
+    #[test]
+    fn each_audit_field_is_one_term_matched_literally_whatever_it_holds() {
+        let query = AuditQuery {
+            action: "Create\\".into(),
+            resource: "workspaces/acme/credentials/x\" AND principal = \"rootTokens/r".into(),
+            principal: "a AND b".into(),
+            since: "2026-01-01T00:00:00Z".into(),
+        };
+        let filter = audit_filter(&query);
+        let parsed = terms(&filter).unwrap_or_else(|e| panic!("{filter}: {e:?}"));
+        let read: Vec<(&str, Op, &str)> = parsed.iter().map(|t| (t.field.as_str(), t.op, t.value.as_str())).collect();
+        assert_eq!(
+            read,
+            [
+                ("action", Op::Equals, query.action.as_str()),
+                ("resource", Op::Equals, query.resource.as_str()),
+                ("principal", Op::Equals, query.principal.as_str()),
+                ("event_time", Op::AtLeast, query.since.as_str()),
+            ]
+        );
+        let only = AuditQuery { resource: "x\\".into(), ..AuditQuery::default() };
+        assert_eq!(audit_filter(&only), r#"resource = "x\\""#);
+        assert_eq!(audit_filter(&AuditQuery::default()), "");
+    }
 }

@@ -138,7 +138,27 @@ impl AccessTokenId {
         let ok = (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if ok { Ok(Self(id.to_owned())) } else { Err(format!("`{}` is not an access token id", shorten(id))) }
     }
+
+    /// Parses a root token's name, `rootTokens/{id}`.
+    pub fn from_root_name(name: &str) -> Result<Self, String> {
+        match name.strip_prefix(ROOT_TOKENS) {
+            Some(id) => Self::parse(id),
+            None => Err(format!("`{}` is not a root token name: expected `rootTokens/{{id}}`", shorten(name))),
+        }
+    }
+
+    /// The token id in any token's resource name:
+    /// `workspaces/{w}/accessTokens/{id}` or `rootTokens/{id}`.
+    pub fn from_resource_name(name: &str) -> Option<Self> {
+        if name.starts_with(ROOT_TOKENS) {
+            return Self::from_root_name(name).ok();
+        }
+        AccessTokenName::parse(name).ok().map(|n| n.token)
+    }
 }
+
+/// The collection of root tokens: `rootTokens/{id}`.
+pub const ROOT_TOKENS: &str = "rootTokens/";
 
 impl CredentialName {
     /// Parses `workspaces/{workspace}/credentials/{credential}`.
@@ -211,6 +231,19 @@ pub fn shorten(input: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_ids_come_out_of_workspace_and_root_token_names() {
+        let id = |name| AccessTokenId::from_resource_name(name).map(|id| id.to_string());
+        assert_eq!(id("workspaces/acme/accessTokens/abc1").as_deref(), Some("abc1"));
+        assert_eq!(id("rootTokens/r00t").as_deref(), Some("r00t"));
+        for bad in ["rootTokens/", "rootTokens/a/b", "rootTokens/UP", "workspaces/acme/credentials/x", "abc1", ""] {
+            assert_eq!(id(bad), None, "{bad}");
+        }
+        assert!(
+            AccessTokenId::from_root_name("workspaces/acme/accessTokens/abc1").unwrap_err().contains("rootTokens/{id}")
+        );
+    }
 
     #[test]
     fn workspace_ids_follow_aip_122() {

@@ -47,7 +47,7 @@ use digest::Digest;
 use manifests::{DigestKey, Manifest, ManifestCache, ManifestHead, Origin, TagKey};
 
 /// The username of gateway leases.
-pub const GATEWAY_USERNAME: &str = "pullpass";
+pub const GATEWAY_USERNAME: &str = crate::access::gateway_password::USERNAME;
 /// Largest manifest read from a registry.
 pub const MAX_MANIFEST_BYTES: usize = 8 * 1024 * 1024;
 /// Largest tag list read from a registry.
@@ -455,6 +455,7 @@ impl Pulls {
                 Ok((upstream, gateway_image))
             })
             .collect();
+        self.password_fits(principal, request, &mapped)?;
         // The images the gateway can name go to the broker, which answers
         // one outcome per image, in order; `asked[i]` is where the broker's
         // i-th outcome belongs.
@@ -536,6 +537,50 @@ impl Pulls {
                 })
             })
             .collect())
+    }
+
+    /// Refuses (INVALID_ARGUMENT, before any upstream exchange) a request
+    /// whose password, were every image to succeed, would be longer than a
+    /// runtime can send within the gateway's header limit.
+    fn password_fits(
+        &self,
+        principal: &Principal,
+        request: &LeaseRequest,
+        mapped: &[Result<(String, Option<String>), Error>],
+    ) -> Result<(), Error> {
+        let passwords = &self.inner.passwords;
+        let mut grant = GatewayGrant {
+            token: principal.token_id.clone(),
+            workspace: request.workspace.clone(),
+            project: request.project.clone(),
+            repositories: Vec::new(),
+            expires: Timestamp::now(),
+        };
+        // How many of the images, in order, still fit.
+        let mut fitting_images = 0;
+        for (upstream, _) in mapped.iter().filter_map(|m| m.as_ref().ok()) {
+            if let Ok(image) = ImageRef::parse(upstream) {
+                let repository = (image.registry().clone(), image.repository().to_owned());
+                if !grant.repositories.contains(&repository) {
+                    grant.repositories.push(repository);
+                }
+            }
+            if passwords.len_of(&grant) <= passwords.max_len() {
+                fitting_images += 1;
+            }
+        }
+        let len = passwords.len_of(&grant);
+        if len <= passwords.max_len() {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "images",
+            format!(
+                "the gateway password for these {} repositories would be {len} bytes, more than the {} bytes a runtime can send within the gateway's header limit (--max-header-bytes); ask for at most {fitting_images} of these images per request",
+                grant.repositories.len(),
+                passwords.max_len()
+            ),
+        ))
     }
 
     /// The caller behind a username and password: a gateway password

@@ -213,6 +213,30 @@ pub struct AuditFilter {
     pub before: Option<Timestamp>,
 }
 
+/// What revoking a root token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootRevocation {
+    /// Revoked now: the record after.
+    Revoked(AccessTokenRecord),
+    /// It was revoked before (the record, unchanged).
+    AlreadyRevoked(AccessTokenRecord),
+    /// No root token has this id.
+    Missing,
+    /// Refused: no other usable root token would be left.
+    LastUsable,
+}
+
+/// What pruning the audit trail did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Events deleted (all older than the cutoff).
+    pub deleted: u64,
+    /// Events older than the cutoff that stay because a newer event comes
+    /// before them in the chain (event times are not monotonic in `seq`:
+    /// group commits, replicas' clocks); a later prune takes them.
+    pub kept_older: u64,
+}
+
 /// A credential's use: its name and uid, and when it served a lease.
 pub type CredentialUse = (CredentialName, crate::domain::CredentialUid, Timestamp);
 
@@ -368,6 +392,20 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn touch_tokens(&self, uses: &[(AccessTokenId, Timestamp)]) -> Result<(), Error>;
     /// Is there any root token (revoked or not)?
     async fn any_root_token(&self) -> Result<bool, Error>;
+    /// Every root token (revoked and expired ones too), by id.
+    async fn root_tokens(&self) -> Result<Vec<AccessTokenRecord>, Error>;
+    /// Revokes a root token at `at`, with its events. With `keep_one`, only
+    /// if another root token stays usable (neither revoked nor expired at
+    /// `at`), decided in the same transaction, so two revocations racing
+    /// cannot leave none. An already revoked token is left as it was (no
+    /// events).
+    async fn revoke_root_token(
+        &self,
+        id: &AccessTokenId,
+        at: Timestamp,
+        keep_one: bool,
+        events: &[AuditEvent],
+    ) -> Result<RootRevocation, Error>;
 
     // --- credential use ---
 
@@ -406,9 +444,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn audit_head(&self) -> Result<Option<ChainLink>, Error>;
     /// Where the chain starts after pruning (the last pruned event's link).
     async fn audit_checkpoint(&self) -> Result<Option<ChainLink>, Error>;
-    /// Deletes the events older than `cutoff` and records the last deleted
-    /// one as the checkpoint; returns how many were deleted.
-    async fn prune_audit(&self, cutoff: Timestamp) -> Result<u64, Error>;
+    /// Deletes the longest run of events from the start of the chain whose
+    /// times are all before `cutoff` (never an event at or after it, and no
+    /// gap in the chain) and records the last deleted one as the checkpoint.
+    async fn prune_audit(&self, cutoff: Timestamp) -> Result<Pruned, Error>;
 
     // --- keys ---
 
@@ -580,6 +619,25 @@ pub(crate) fn chain_links(head: Option<ChainLink>, events: &[AuditEvent]) -> Vec
             link
         })
         .collect()
+}
+
+/// Why a root token cannot be revoked now, given every root token (read
+/// in the revoking transaction, rows locked): `None` when it can.
+pub(crate) fn refused_root_revocation(
+    roots: &[AccessTokenRecord],
+    id: &AccessTokenId,
+    at: Timestamp,
+    keep_one: bool,
+) -> Option<RootRevocation> {
+    let Some(target) = roots.iter().find(|r| &r.id == id) else { return Some(RootRevocation::Missing) };
+    if target.revoke_time.is_some() {
+        return Some(RootRevocation::AlreadyRevoked(target.clone()));
+    }
+    let usable = |r: &&AccessTokenRecord| r.revoke_time.is_none() && r.expire_time.is_none_or(|expiry| expiry > at);
+    if keep_one && !roots.iter().filter(|r| &r.id != id).any(|r| usable(&r)) {
+        return Some(RootRevocation::LastUsable);
+    }
+    None
 }
 
 /// Reads `seq:hexhash` (the checkpoint's meta value).

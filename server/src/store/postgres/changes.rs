@@ -66,12 +66,7 @@ fn publish(feed: &ChangeFeed, action: &str, resource: &str) {
             }
         }
         "RevokeAccessToken" => {
-            let id = resource
-                .rsplit_once("/accessTokens/")
-                .map(|(_, id)| id)
-                .or_else(|| resource.strip_prefix("rootTokens/"))
-                .and_then(|id| AccessTokenId::parse(id).ok());
-            if let Some(id) = id {
+            if let Some(id) = AccessTokenId::from_resource_name(resource) {
                 feed.publish(Change::Token(&id));
             }
         }

@@ -34,8 +34,8 @@ pub use migrations::SCHEMA_VERSION;
 
 use super::rows::{AuditRow, CredentialRow, SessionRow, TokenRow, WorkspaceRow};
 use super::{
-    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Replaced, Rewrap,
-    RowCursor, StoreError, WorkspaceDeletion,
+    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Pruned, Replaced,
+    Rewrap, RootRevocation, RowCursor, StoreError, WorkspaceDeletion,
 };
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
@@ -895,6 +895,54 @@ impl Backend for PgStore {
         Ok(!self.query("SELECT 1 FROM access_tokens WHERE workspace_id IS NULL LIMIT 1", &[]).await?.is_empty())
     }
 
+    async fn root_tokens(&self) -> Result<Vec<AccessTokenRecord>, Error> {
+        let rows = self
+            .query(&format!("SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE workspace_id IS NULL ORDER BY id"), &[])
+            .await?;
+        rows.iter().map(|r| token_row(r).record()).collect::<Result<_, _>>().map_err(Error::from)
+    }
+
+    async fn revoke_root_token(
+        &self,
+        id: &AccessTokenId,
+        at: Timestamp,
+        keep_one: bool,
+        events: &[AuditEvent],
+    ) -> Result<RootRevocation, Error> {
+        let (id, events) = (id.clone(), events.to_vec());
+        self.mutate(move |tx| {
+            let (id, events) = (id.clone(), events.clone());
+            Box::pin(async move {
+                // Every root row locked, in one order: a revocation racing
+                // this one (on any replica) waits, then sees this one's.
+                let rows = tx
+                    .query(
+                        &format!(
+                            "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE workspace_id IS NULL ORDER BY id FOR UPDATE"
+                        ),
+                        &[],
+                    )
+                    .await?;
+                let roots = rows.iter().map(|r| token_row(r).record()).collect::<Result<Vec<_>, _>>()?;
+                if let Some(outcome) = super::refused_root_revocation(&roots, &id, at, keep_one) {
+                    return Ok(outcome);
+                }
+                let row = tx
+                    .query_one(
+                        &format!(
+                            "UPDATE access_tokens SET revoke_time = coalesce(revoke_time, $2) \
+                             WHERE workspace_id IS NULL AND id = $1 RETURNING {TOKEN_COLUMNS}"
+                        ),
+                        &[&id.as_str(), &at.as_micros()],
+                    )
+                    .await?;
+                tx.audit(&events)?;
+                Ok(RootRevocation::Revoked(token_row(&row).record()?))
+            })
+        })
+        .await
+    }
+
     async fn touch_credentials(&self, uses: &[CredentialUse]) -> Result<(), Error> {
         for (name, uid, at) in uses {
             self.query(
@@ -1023,26 +1071,41 @@ impl Backend for PgStore {
         rows.first().map(|r| super::parse_checkpoint(r.get(0))).transpose().map_err(Error::from)
     }
 
-    async fn prune_audit(&self, cutoff: Timestamp) -> Result<u64, Error> {
+    async fn prune_audit(&self, cutoff: Timestamp) -> Result<Pruned, Error> {
         self.retrying(|mut client| async move {
             let tx = client.transaction().await?;
-            let last = tx
+            // The run from the start of the chain whose events are all older
+            // than the cutoff: the events before the first newer one.
+            let first_newer: Option<i64> = tx
                 .query_opt(
-                    "SELECT seq, hash FROM audit_events WHERE event_time < $1 ORDER BY seq DESC LIMIT 1",
+                    "SELECT seq FROM audit_events WHERE event_time >= $1 ORDER BY seq LIMIT 1",
                     &[&cutoff.as_micros()],
                 )
+                .await?
+                .map(|r| r.get(0));
+            let last = tx
+                .query_opt(
+                    "SELECT seq, hash FROM audit_events WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
+                    &[&first_newer.unwrap_or(i64::MAX)],
+                )
                 .await?;
-            let Some(last) = last else { return Ok(0) };
-            let (seq, hash): (i64, Vec<u8>) = (last.get(0), last.get(1));
-            let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("audit hash length".into()))?;
-            let deleted = tx.execute("DELETE FROM audit_events WHERE seq <= $1", &[&seq]).await?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&super::CHECKPOINT_KEY, &super::format_checkpoint((seq, hash))],
-            )
-            .await?;
+            let mut deleted = 0;
+            if let Some(last) = last {
+                let (seq, hash): (i64, Vec<u8>) = (last.get(0), last.get(1));
+                let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("audit hash length".into()))?;
+                deleted = tx.execute("DELETE FROM audit_events WHERE seq <= $1", &[&seq]).await?;
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    &[&super::CHECKPOINT_KEY, &super::format_checkpoint((seq, hash))],
+                )
+                .await?;
+            }
+            let kept_older: i64 = tx
+                .query_one("SELECT count(*) FROM audit_events WHERE event_time < $1", &[&cutoff.as_micros()])
+                .await?
+                .get(0);
             tx.commit().await?;
-            Ok(deleted)
+            Ok(Pruned { deleted, kept_older: kept_older as u64 })
         })
         .await
     }

@@ -118,18 +118,34 @@ pub fn walk(conn: &Connection, after_seq: i64, limit: usize) -> Result<Vec<Audit
     list(conn, &AuditFilter::default(), after_seq, limit)
 }
 
-/// The last event older than `cutoff`, if any.
-pub fn last_before(conn: &Connection, cutoff: Timestamp) -> Result<Option<(i64, [u8; 32])>, StoreError> {
+/// The last event of the longest run from the start of the chain whose
+/// times are all before `cutoff`, if any: the events before the first one at
+/// or after `cutoff` (all of them when there is none).
+pub fn last_of_older_prefix(conn: &Connection, cutoff: Timestamp) -> Result<Option<(i64, [u8; 32])>, StoreError> {
+    let first_newer: Option<i64> = conn
+        .query_row(
+            "SELECT seq FROM audit_events WHERE event_time >= ?1 ORDER BY seq LIMIT 1",
+            [cutoff.as_micros()],
+            |r| r.get(0),
+        )
+        .optional()?;
     let found: Option<(i64, Vec<u8>)> = conn
         .query_row(
-            "SELECT seq, hash FROM audit_events WHERE event_time < ?1 ORDER BY seq DESC LIMIT 1",
-            [cutoff.as_micros()],
+            "SELECT seq, hash FROM audit_events WHERE seq < ?1 ORDER BY seq DESC LIMIT 1",
+            [first_newer.unwrap_or(i64::MAX)],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
     found
         .map(|(seq, hash)| Ok((seq, hash.try_into().map_err(|_| StoreError::Corrupt("audit hash length".into()))?)))
         .transpose()
+}
+
+/// How many events older than `cutoff` are left.
+pub fn count_before(conn: &Connection, cutoff: Timestamp) -> Result<u64, StoreError> {
+    let n: i64 =
+        conn.query_row("SELECT count(*) FROM audit_events WHERE event_time < ?1", [cutoff.as_micros()], |r| r.get(0))?;
+    Ok(n as u64)
 }
 
 /// Deletes events up to and including `seq`; returns how many.

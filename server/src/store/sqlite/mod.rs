@@ -8,8 +8,11 @@
 //!   in its own savepoint, so one failing write does not undo another.
 //! * [`inspect`] reads a database file without writing a byte, so start-up
 //!   checks (schema version, master keys) happen before anything is changed.
+//! * [`changes`] follows the token revocations other processes (offline
+//!   commands) commit to the same file.
 
 pub mod audit;
+pub mod changes;
 pub mod credentials;
 pub mod meta;
 pub(crate) mod migrations;
@@ -30,8 +33,8 @@ pub use migrations::SCHEMA_VERSION;
 use writer::Writer;
 
 use super::{
-    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Replaced, Rewrap,
-    RowCursor, StoreError, WorkspaceDeletion,
+    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Pruned, Replaced,
+    Rewrap, RootRevocation, RowCursor, StoreError, WorkspaceDeletion,
 };
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
@@ -170,8 +173,10 @@ impl SqliteStore {
         .map_err(|e| Error::internal(format!("database reader task failed: {e}")))?
     }
 
-    /// Writes a consistent copy of the live database to `destination` using
-    /// SQLite's online backup API (other connections keep working).
+    /// Writes a consistent copy of the live database into `destination` (an
+    /// empty file the caller made, and renames into place once this
+    /// returns) using SQLite's online backup API (other connections keep
+    /// working). The copy is one self-contained file.
     pub fn backup_to(source: &Path, destination: &Path) -> Result<(), StoreError> {
         let from =
             Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
@@ -182,6 +187,19 @@ impl SqliteStore {
             backup.run_to_completion(256, std::time::Duration::from_millis(5), None)?;
         }
         to.pragma_update(None, "journal_mode", "DELETE")?;
+        Ok(())
+    }
+
+    /// Makes the database at `path` one self-contained file: its WAL
+    /// checkpointed and removed, rollback-journal mode (so the file alone,
+    /// renamed or copied, holds everything).
+    pub fn make_standalone(path: &Path) -> Result<(), StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("delete") {
+            return Err(StoreError::NotDurable(format!("could not leave WAL mode (journal_mode is `{mode}`)")));
+        }
         Ok(())
     }
 }
@@ -499,6 +517,32 @@ impl Backend for SqliteStore {
         self.read(|conn| Ok(tokens::any_root(conn)?)).await
     }
 
+    async fn root_tokens(&self) -> Result<Vec<AccessTokenRecord>, Error> {
+        self.read(|conn| Ok(tokens::list_root(conn)?)).await
+    }
+
+    async fn revoke_root_token(
+        &self,
+        id: &AccessTokenId,
+        at: Timestamp,
+        keep_one: bool,
+        events: &[AuditEvent],
+    ) -> Result<RootRevocation, Error> {
+        let (id, events) = (id.clone(), events.to_vec());
+        self.write_with(move |this, conn| {
+            let roots = tokens::list_root(conn)?;
+            if let Some(outcome) = super::refused_root_revocation(&roots, &id, at, keep_one) {
+                return Ok(outcome);
+            }
+            tokens::revoke_root(conn, &id, at)?;
+            this.append(conn, &events)?;
+            let after =
+                tokens::find_by_id(conn, &id)?.ok_or_else(|| Error::internal("a revoked root token vanished"))?;
+            Ok(RootRevocation::Revoked(after))
+        })
+        .await
+    }
+
     async fn touch_credentials(&self, uses: &[CredentialUse]) -> Result<(), Error> {
         let uses = uses.to_vec();
         self.write(move |conn| Ok(credentials::set_last_used(conn, &uses)?)).await
@@ -557,14 +601,18 @@ impl Backend for SqliteStore {
         self.read(|conn| Ok(checkpoint(conn)?)).await
     }
 
-    async fn prune_audit(&self, cutoff: Timestamp) -> Result<u64, Error> {
-        self.write(move |conn| {
-            let Some(last) = audit::last_before(conn, cutoff)? else { return Ok(0) };
-            let deleted = audit::delete_through(conn, last.0)?;
-            meta::set(conn, super::CHECKPOINT_KEY, &super::format_checkpoint(last))?;
-            Ok(deleted)
-        })
-        .await
+    async fn prune_audit(&self, cutoff: Timestamp) -> Result<Pruned, Error> {
+        let deleted = self
+            .write(move |conn| {
+                let Some(last) = audit::last_of_older_prefix(conn, cutoff)? else { return Ok(0) };
+                let deleted = audit::delete_through(conn, last.0)?;
+                meta::set(conn, super::CHECKPOINT_KEY, &super::format_checkpoint(last))?;
+                Ok(deleted)
+            })
+            .await?;
+        // Counted on a reader, so the scan does not hold up the writer.
+        let kept_older = self.read(move |conn| Ok(audit::count_before(conn, cutoff)?)).await?;
+        Ok(Pruned { deleted, kept_older })
     }
 
     async fn facts(&self) -> Result<DatabaseFacts, Error> {

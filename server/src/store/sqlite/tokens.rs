@@ -130,3 +130,24 @@ pub fn any_root(conn: &Connection) -> Result<bool, StoreError> {
         .optional()?
         .is_some())
 }
+
+/// Every root token, by id.
+pub fn list_root(conn: &Connection) -> Result<Vec<AccessTokenRecord>, StoreError> {
+    let mut statement =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM access_tokens WHERE workspace_id IS NULL ORDER BY id"))?;
+    let mut rows = statement.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(from_row(row)?);
+    }
+    Ok(out)
+}
+
+/// Marks a root token revoked (if it was not).
+pub fn revoke_root(conn: &Connection, id: &AccessTokenId, at: Timestamp) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE access_tokens SET revoke_time = coalesce(revoke_time, ?2) WHERE workspace_id IS NULL AND id = ?1",
+        params![id.as_str(), at.as_micros()],
+    )?;
+    Ok(())
+}
