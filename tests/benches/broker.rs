@@ -147,11 +147,7 @@ fn large_workspace_under_change(runtime: &tokio::runtime::Runtime, realm: &Token
         println!("   h2load not found: run `scripts/bench.sh broker`, which installs nghttp2-client");
         return;
     };
-    let server = Pullpassd::start_with(Options {
-        args: vec!["--rate-limit".into(), "0".into(), "--insecure-registry".into(), realm.address.clone()],
-        ..Default::default()
-    })
-    .expect("pullpassd starts");
+    let server = unlimited_server(realm);
     let client = runtime.block_on(setup(&server, realm));
     let started = Instant::now();
     runtime.block_on(fill_workspace(&client, size));
@@ -285,11 +281,7 @@ fn unauthenticated_flood(runtime: &tokio::runtime::Runtime, realm: &TokenRealm, 
     };
     // The per-token rate limit off, as in section 3: one token drives the
     // leases here.
-    let server = Pullpassd::start_with(Options {
-        args: vec!["--rate-limit".into(), "0".into(), "--insecure-registry".into(), realm.address.clone()],
-        ..Default::default()
-    })
-    .expect("pullpassd starts");
+    let server = unlimited_server(realm);
     let client = runtime.block_on(setup(&server, realm));
     let image = format!("{}/acme/cached:1", realm.address);
     runtime.block_on(warm_cache(&client, &image));
@@ -341,6 +333,16 @@ fn unauthenticated_flood(runtime: &tokio::runtime::Runtime, realm: &TokenRealm, 
         during.per_second / alone.per_second,
         server.current_logs().lines().filter(|l| l.contains("Unauthenticated")).count()
     );
+}
+
+/// A server at default settings but `--rate-limit 0` (one token drives
+/// the load), for the registry behind `realm`.
+fn unlimited_server(realm: &TokenRealm) -> Pullpassd {
+    Pullpassd::start_with(Options {
+        args: vec!["--rate-limit".into(), "0".into(), "--insecure-registry".into(), realm.address.clone()],
+        ..Default::default()
+    })
+    .expect("pullpassd starts")
 }
 
 fn refused_call(body: &[u8]) -> Call<'_> {

@@ -18,7 +18,7 @@
 //!
 //! Refusals stay cheap, so a flood of calls without a valid token cannot
 //! starve the others: a hash the database did not know is remembered for
-//! [`UNKNOWN_TTL`] and refused from memory (no token is ever presented
+//! [`UNKNOWN_TTL`](super::unknown::UNKNOWN_TTL) and refused from memory (no token is ever presented
 //! before it is minted, so this refuses nothing that could be valid), and
 //! at most [`LOOKUPS_AT_ONCE`] uncached tokens are looked up at a time, so
 //! a flood of always-new tokens waits for those few reader connections
@@ -34,6 +34,7 @@ use subtle::ConstantTimeEq;
 
 use super::Principal;
 use super::token::{hash_token, is_well_formed};
+use super::unknown::Unknown;
 use crate::changes::{Change, ChangeFeed};
 use crate::domain::{AccessTokenRecord, Timestamp};
 use crate::error::Error;
@@ -70,7 +71,7 @@ pub struct Authenticator {
     by_id: Arc<RwLock<HashMap<crate::domain::AccessTokenId, Arc<Known>>>>,
     generation: Arc<AtomicU64>,
     /// Hashes the database did not know, and when that was seen.
-    unknown: Arc<std::sync::Mutex<HashMap<[u8; 32], std::time::Instant>>>,
+    unknown: Arc<Unknown>,
     lookups: Arc<tokio::sync::Semaphore>,
     /// The change feed whose freshness cached records depend on.
     feed: ChangeFeed,
@@ -78,10 +79,6 @@ pub struct Authenticator {
     record_ttl: Duration,
 }
 
-/// How long an unknown token's hash is refused from memory.
-pub const UNKNOWN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
-/// Unknown hashes remembered at most (then forgotten all at once).
-const MAX_UNKNOWN: usize = 100_000;
 /// Database lookups of uncached tokens under way at once.
 pub const LOOKUPS_AT_ONCE: usize = 4;
 
@@ -282,7 +279,7 @@ impl Authenticator {
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
         let fresh = Known::new(record.clone());
-        self.unknown.lock().unwrap_or_else(|p| p.into_inner()).remove(&record.token_hash);
+        self.unknown.remove(&record.token_hash);
         cache.insert(record.token_hash, Arc::clone(&fresh));
         by_id.insert(record.id.clone(), fresh);
     }
@@ -307,26 +304,14 @@ impl Authenticator {
         cache.retain(|_, known| &known.record.id != id);
     }
 
-    /// Did the database say, within [`UNKNOWN_TTL`], that it does not know
+    /// Did the database say, within [`UNKNOWN_TTL`](super::unknown::UNKNOWN_TTL), that it does not know
     /// this hash?
     fn known_unknown(&self, hash: &[u8; 32]) -> bool {
-        let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
-        match unknown.get(hash) {
-            Some(seen) if seen.elapsed() < UNKNOWN_TTL => true,
-            Some(_) => {
-                unknown.remove(hash);
-                false
-            }
-            None => false,
-        }
+        self.unknown.contains(hash)
     }
 
     fn remember_unknown(&self, hash: [u8; 32]) {
-        let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
-        if unknown.len() >= MAX_UNKNOWN {
-            unknown.clear();
-        }
-        unknown.insert(hash, std::time::Instant::now());
+        self.unknown.insert(hash);
     }
 
     fn cached(&self, hash: &[u8; 32]) -> Option<Arc<Known>> {

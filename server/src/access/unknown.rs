@@ -1,5 +1,5 @@
-//! A negative cache: hashes of presented secrets (console session cookies,
-//! login codes) that the database did not know, remembered for
+//! A negative cache: hashes of presented secrets (access tokens, console
+//! session cookies, login codes) that the database did not know, remembered for
 //! [`UNKNOWN_TTL`] so that presenting them again costs no database work.
 //!
 //! It refuses nothing that could be valid: secrets are 256 random bits, and
@@ -49,6 +49,12 @@ impl Unknown {
             }
         }
         seen.insert(hash, Instant::now());
+    }
+
+    /// Forgets `hash` (it became known: a token minted, a record
+    /// refreshed).
+    pub fn remove(&self, hash: &[u8; 32]) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
     }
 
     /// How many hashes are remembered.
