@@ -509,14 +509,15 @@ async fn a_root_token_revoked_offline_is_refused_by_the_running_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_root_token_minted_with_a_ttl_is_refused_once_it_expires() {
     let server = Pullpassd::start();
-    let (name, token) = create_root(&server, &["--ttl", "2"]);
+    // Long enough to be used once on a loaded machine, short enough to wait.
+    let (name, token) = create_root(&server, &["--ttl", "8"]);
+    let client = server.client_with(Some(&token)).await;
+    client.access().list_workspaces(ListWorkspacesRequest::default()).await.expect("works before its expiry");
     let (_, listed) = tokens_command(&server, &["list-root"]);
     let line = listed.lines().find(|l| l.starts_with(&name)).unwrap_or_else(|| panic!("{listed}"));
     assert_eq!(line.split_whitespace().nth(3), Some("-"), "an expiry, not revoked: {line}");
     assert!(line.split_whitespace().nth(2).is_some_and(|t| t.starts_with("20")), "{line}");
-    let client = server.client_with(Some(&token)).await;
-    client.access().list_workspaces(ListWorkspacesRequest::default()).await.expect("works before its expiry");
-    let refused = refused_within(&server, &token, Duration::from_secs(5)).await;
+    let refused = refused_within(&server, &token, Duration::from_secs(15)).await;
     assert!(refused.as_deref().is_some_and(|m| m.contains("expired")), "{refused:?}");
     for bad in ["0", "soon", "1w"] {
         let (ok, out) = tokens_command(&server, &["create-root", "--ttl", bad]);

@@ -381,6 +381,37 @@ async fn floods_of_unknown_session_cookies_and_login_codes_from_one_address_are_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unknown_session_cookies_from_a_signed_in_persons_address_leaves_their_pages_served() {
+    let server = Pullpassd::start();
+    let console = server.console.clone();
+    let mut person = Visitor::new(&server);
+    let csrf = person.get("/console/login").await.csrf();
+    let signed_in = person.post("/console/login", &[("token", &server.root_token), ("csrf", &csrf)]).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text);
+    // Behind a proxy, an attacker and the person share one address.
+    let http = http_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in 0.. {
+        let refused = http
+            .get(format!("{console}workspaces"))
+            .header("cookie", format!("pullpass_session={}", forged("pps_", n)))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 429;
+        if refused {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the flood was never limited");
+    }
+    for _ in 0..5 {
+        let page = person.get("/console/workspaces").await;
+        assert_eq!(page.status, 200, "a signed-in person's page during the flood: {}", page.text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_form_body_that_is_slower_than_the_deadline_gets_408() {
     let server = Pullpassd::start();
     let address = server.console.trim_start_matches("http://").split('/').next().unwrap().to_owned();

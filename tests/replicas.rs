@@ -14,6 +14,7 @@ use pullpass_tests::registry::world::{ALICE_PASSWORD, code_and_reason, ok};
 use pullpass_tests::replicas::{Replicas, within};
 use pullpass_tests::{create_workspace, error_reason, issue_registry_auth};
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// How soon another replica's change must take effect.
 const PROPAGATION: Duration = Duration::from_secs(1);
@@ -368,6 +369,16 @@ async fn a_rolling_restart_under_load_fails_no_call_of_a_client_that_knows_both_
     assert!(failures.is_empty(), "{} failed calls of {calls} rounds: {failures:?}", failures.len());
 }
 
+/// `server`'s grpc.health.v1 status of `service`.
+async fn health(server: &pullpass_tests::Pullpassd, service: &str) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(server.endpoint()).ok()?.connect().await.ok()?;
+    let answer = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+        .await
+        .ok()?;
+    ServingStatus::try_from(answer.into_inner().status).ok()
+}
+
 /// What a cut-off replica answered one probe of a change made on A.
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
@@ -379,6 +390,8 @@ enum Answer {
     Current,
     /// No answer before the call's deadline.
     Hung,
+    /// UNAVAILABLE for another reason than staleness.
+    Unreachable,
 }
 
 /// Issues `image` for `project` on `client`; how the answer stands to a
@@ -403,15 +416,18 @@ async fn probe(
         println!("probe {image} {project}: {answer:?}");
     }
     match &answer {
-        Err(status) if status.code() == Code::Unavailable => {
+        Err(status) if error_reason(status).as_deref() == Some("REPLICA_STALE") => {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
             let details = tonic_types::StatusExt::get_error_details(status);
             assert!(
                 details.retry_info().is_some_and(|r| r.retry_delay.is_some()),
                 "UNAVAILABLE with RetryInfo: {status:?}"
             );
-            assert_eq!(error_reason(status).as_deref(), Some("REPLICA_STALE"), "{status:?}");
             Answer::Unavailable
         }
+        // The database itself out of reach (a broken pooled connection
+        // while the path heals): neither stale nor current.
+        Err(status) if status.code() == Code::Unavailable => Answer::Unreachable,
         Err(status) if matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled) => Answer::Hung,
         answer if is_current(answer) => Answer::Current,
         _ => Answer::Stale,
@@ -472,7 +488,7 @@ async fn a_replica_cut_off_from_the_database_honours_no_change_past_the_stalenes
             (&b_root, &other_image, "narrowing"),
             (&b_root, &team_image, "deletion"),
         ] {
-            let asked = Instant::now();
+            let (asked, sent) = (Instant::now(), committed.elapsed());
             let answer = probe(client, image, "rnaseq", |answer| match current {
                 "revocation" => answer.as_ref().is_err_and(|s| s.code() == Code::Unauthenticated),
                 "narrowing" => {
@@ -483,10 +499,12 @@ async fn a_replica_cut_off_from_the_database_honours_no_change_past_the_stalenes
             .await;
             slowest = slowest.max(asked.elapsed());
             match answer {
-                Answer::Stale => last_stale = Some((committed.elapsed(), current)),
+                // Counted from when the call was sent: the answer it got
+                // was decided then (a cached one takes no time).
+                Answer::Stale => last_stale = Some((sent, current)),
                 Answer::Unavailable => refusals += 1,
                 Answer::Hung => hung += 1,
-                Answer::Current => {}
+                Answer::Current | Answer::Unreachable => {}
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -502,6 +520,9 @@ async fn a_replica_cut_off_from_the_database_honours_no_change_past_the_stalenes
         );
     }
     assert!(refusals > 0, "past the limit, a cut-off replica refuses");
+    // Load balancers stop sending it calls; liveness probes do not kill it.
+    assert_eq!(health(&r.b, "").await, Some(ServingStatus::NotServing));
+    assert_eq!(health(&r.b, "liveness").await, Some(ServingStatus::Serving));
     assert_eq!(hung, 0, "calls went unanswered until their deadline (slowest {slowest:?})");
 
     path.heal();
@@ -510,6 +531,8 @@ async fn a_replica_cut_off_from_the_database_honours_no_change_past_the_stalenes
     })
     .await;
     assert!(back.is_some(), "B serves again once the path heals");
+    let serving = within(Duration::from_secs(5), || async { health(&r.b, "").await == Some(ServingStatus::Serving) });
+    assert!(serving.await.is_some(), "B reports SERVING again");
     // Every change made in the gap is reflected.
     assert_eq!(
         probe(&b_launcher, &team_image, "rnaseq", |a| a.as_ref().is_err_and(|s| s.code() == Code::Unauthenticated))

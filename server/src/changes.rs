@@ -28,7 +28,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, RwLock};
+
+use futures_util::FutureExt;
 use std::time::{Duration, Instant};
 
 use crate::domain::{AccessTokenId, CredentialName, WorkspaceId};
@@ -48,12 +50,18 @@ pub enum Change<'a> {
     /// Another replica dropped the shared lease under this key (the
     /// registry refused it): a copy cached here is dead too.
     LeaseDropped(&'a str),
+    /// Such drops may have been missed (the notifications' connection was
+    /// lost; they are not in the audit trail to replay): cached leases go.
+    LeaseDropsMissed,
     /// Anything may have changed (a replica lost its view of the others'
     /// changes for a while): drop every derived cache.
     Everything,
 }
 
 type Listener = Arc<dyn Fn(Change<'_>) + Send + Sync>;
+
+/// A confirmation under way, shared by the calls waiting for it.
+type Attempt = futures_util::future::Shared<Pin<Box<dyn Future<Output = Result<(), String>> + Send>>>;
 
 /// Reads the changes committed since the last confirmation from the
 /// database, publishes them into the feed and confirms it (see
@@ -86,8 +94,10 @@ struct Bound {
     /// been published.
     confirmed: AtomicU64,
     confirmer: OnceLock<Arc<dyn Confirmer>>,
-    /// One confirmation at a time; the others wait for it.
-    confirming: tokio::sync::Mutex<()>,
+    /// The confirmation under way, if any: one at a time, run by a task of
+    /// its own (so a caller that gives up does not cancel it), every call
+    /// past the limit waiting for it within its own deadline.
+    attempt: Mutex<Option<Attempt>>,
     /// When a confirmation last failed (ms after [`EPOCH`], plus one; 0:
     /// never): for [`RETRY_AFTER`] after it, calls are refused at once
     /// instead of each waiting out its deadline on a silent database.
@@ -121,7 +131,7 @@ impl ChangeFeed {
                 limit,
                 confirmed: AtomicU64::new(millis(Instant::now())),
                 confirmer: OnceLock::new(),
-                confirming: tokio::sync::Mutex::new(()),
+                attempt: Mutex::new(None),
                 failed: AtomicU64::new(0),
             }),
         }))
@@ -187,28 +197,37 @@ impl ChangeFeed {
         if failed != 0 && millis(Instant::now()) + 1 < failed + RETRY_AFTER.as_millis() as u64 {
             return Err(self.stale("the last attempt to confirm it failed moments ago"));
         }
-        let confirmed = async {
-            let _turn = bound.confirming.lock().await;
-            // Another call may have confirmed it while this one waited.
-            if self.is_fresh() {
-                return Ok(());
-            }
-            match bound.confirmer.get() {
-                Some(confirmer) => confirmer.confirm().await,
-                None => Err("no change follower runs".to_owned()),
+        let Some(confirmer) = bound.confirmer.get() else {
+            return Err(self.stale("no change follower runs"));
+        };
+        let attempt = {
+            let mut slot = bound.attempt.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref().filter(|attempt| attempt.peek().is_none()) {
+                Some(under_way) => under_way.clone(),
+                None => {
+                    let (confirmer, feed) = (Arc::clone(confirmer), self.clone());
+                    let confirming: Pin<Box<dyn Future<Output = Result<(), String>> + Send>> = Box::pin(async move {
+                        let outcome = confirmer.confirm().await;
+                        if let (Err(_), Some(bound)) = (&outcome, &feed.0.bound) {
+                            bound.failed.store(millis(Instant::now()) + 1, Ordering::SeqCst);
+                        }
+                        outcome
+                    });
+                    let attempt: Attempt = confirming.shared();
+                    tokio::spawn(attempt.clone());
+                    *slot = Some(attempt.clone());
+                    attempt
+                }
             }
         };
-        let outcome = match tokio::time::timeout_at(deadline.into(), confirmed).await {
+        let outcome = match tokio::time::timeout_at(deadline.into(), attempt).await {
             Ok(outcome) => outcome,
-            Err(_) => Err("the database did not answer in time".to_owned()),
+            Err(_) => Err("the database did not answer before the call's deadline".to_owned()),
         };
         match outcome {
             Ok(()) if self.is_fresh() => Ok(()),
             Ok(()) => Err(self.stale("the confirmation came too late")),
-            Err(why) => {
-                bound.failed.store(millis(Instant::now()) + 1, Ordering::SeqCst);
-                Err(self.stale(&why))
-            }
+            Err(why) => Err(self.stale(&why)),
         }
     }
 
@@ -289,6 +308,20 @@ mod tests {
         let started = Instant::now();
         feed.fresh(started + Duration::from_secs(5)).await.unwrap_err();
         assert!(started.elapsed() < Duration::from_millis(10), "refused at once right after a failure");
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_early_does_not_fail_the_others() {
+        let feed = ChangeFeed::bounded(Duration::from_millis(100));
+        let confirmer = Arc::new(Counting { feed: feed.clone(), calls: AtomicUsize::new(0), answers: true });
+        feed.set_confirmer(confirmer.clone());
+        tokio::time::sleep(Duration::from_millis(110)).await;
+        // The confirmation takes 20 ms: this caller's deadline is shorter.
+        assert!(feed.fresh(Instant::now() + Duration::from_millis(1)).await.is_err());
+        feed.fresh(Instant::now() + Duration::from_secs(5))
+            .await
+            .expect("the confirmation went on and served the next caller");
+        assert_eq!(confirmer.calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

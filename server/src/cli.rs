@@ -79,7 +79,10 @@ pub enum Command {
         /// certificate names its service).
         #[arg(long, value_name = "NAME")]
         tls_server_name: Option<String>,
-        /// The service to ask about. [default: the whole server]
+        /// The service to ask about: `liveness` answers SERVING while the
+        /// process serves at all (for liveness probes); the whole server
+        /// also turns NOT_SERVING while shutting down or, on a replica,
+        /// past --max-staleness (for readiness). [default: the whole server]
         #[arg(long, default_value = "")]
         service: String,
         /// Seconds to wait for the answer.

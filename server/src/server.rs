@@ -41,6 +41,13 @@ pub const SERVICE_NAMES: [&str; 4] = [
     "pullpass.v1.AuditService",
 ];
 
+/// The health service name that answers SERVING for as long as the process
+/// serves at all, whatever the database: for liveness probes. (The whole
+/// server, `""`, turns NOT_SERVING on shutdown and, on a replica, past
+/// `--max-staleness`: for readiness probes and load balancers. Restarting
+/// a replica because PostgreSQL is away would only make things worse.)
+pub const LIVENESS: &str = "liveness";
+
 /// Runs `pullpassd` until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> Result<(), StartupError> {
     let started = Instant::now();
@@ -424,7 +431,7 @@ async fn serve(
         .add_service(services.registry_auth)
         .add_service(services.audit);
 
-    for name in SERVICE_NAMES.into_iter().chain([""]) {
+    for name in SERVICE_NAMES.into_iter().chain(["", LIVENESS]) {
         health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
     let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(false));

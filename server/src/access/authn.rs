@@ -8,9 +8,10 @@
 //! record, which is then read again. A generation counter keeps a read that
 //! started before such a drop from caching what it read. On replicas, a
 //! cached record is used only while the change feed is fresh (see
-//! `changes`), and as a backstop none is used longer than the staleness
-//! limit after it was read (`--max-staleness`; the same 10 s by default on
-//! a single replica, where it also bounds an offline `tokens revoke-root`).
+//! `changes`). As a backstop, none is used longer than the staleness limit
+//! after it was read: `--max-staleness` on replicas, 10 s on a single
+//! server (where the SQLite follower brings offline revocations within a
+//! second anyway).
 //!
 //! A known token costs a hash and a map lookup: its cached entry holds the
 //! [`Principal`] ready made (shared, not rebuilt per call) and when its last
@@ -18,11 +19,13 @@
 //!
 //! Refusals stay cheap, so a flood of calls without a valid token cannot
 //! starve the others: a hash the database did not know is remembered for
-//! [`UNKNOWN_TTL`](super::unknown::UNKNOWN_TTL) and refused from memory (no token is ever presented
-//! before it is minted, so this refuses nothing that could be valid), and
-//! at most [`LOOKUPS_AT_ONCE`] uncached tokens are looked up at a time, so
-//! a flood of always-new tokens waits for those few reader connections
-//! instead of taking them all. Known tokens never wait: they are in memory.
+//! [`UNKNOWN_TTL`](super::unknown::UNKNOWN_TTL) and refused from memory (no
+//! token is ever presented before it is minted, so this refuses nothing
+//! that could be valid), and at most [`LOOKUPS_AT_ONCE`] tokens never seen
+//! are looked up at a time, so a flood of always-new tokens waits for those
+//! few reader connections instead of taking them all. Known tokens never
+//! wait for them: they are in memory, and a record past the limit is read
+//! again outside those few. No read waits past the call's deadline.
 
 use crate::metrics::{self, AuthFailure};
 use std::collections::HashMap;
@@ -118,7 +121,7 @@ impl Authenticator {
         changes.subscribe(move |change| match change {
             Change::Token(id) => listener.forget(id),
             Change::Workspace(_) | Change::Everything => listener.clear(),
-            Change::Credential(_) | Change::LeaseStored | Change::LeaseDropped(_) => {}
+            Change::Credential(_) | Change::LeaseStored | Change::LeaseDropped(_) | Change::LeaseDropsMissed => {}
         });
         self.feed = changes.clone();
         if let Some(limit) = changes.limit() {
@@ -156,13 +159,25 @@ impl Authenticator {
         let record = match self.cached(&hash) {
             Some(record) => record,
             None => {
-                if self.known_unknown(&hash) {
+                // A token read before, whose record is only older than the
+                // limit, is read again at once; only tokens never seen wait
+                // for one of the few lookups.
+                let known = self.cache.read().unwrap_or_else(|p| p.into_inner()).contains_key(&hash);
+                if !known && self.known_unknown(&hash) {
                     metrics::authentication_failure(AuthFailure::Unknown);
                     return Err(Error::Unauthenticated("unknown access token".into()));
                 }
-                let _turn = self.lookups.acquire().await.map_err(|_| Error::internal("token lookups closed"))?;
-                let generation = self.generation.load(Ordering::SeqCst);
-                let found = self.store.token_by_hash(&hash).await?;
+                let read = async {
+                    let _turn = match known {
+                        true => None,
+                        false => {
+                            Some(self.lookups.acquire().await.map_err(|_| Error::internal("token lookups closed"))?)
+                        }
+                    };
+                    let generation = self.generation.load(Ordering::SeqCst);
+                    Ok::<_, Error>((generation, self.store.token_by_hash(&hash).await?))
+                };
+                let (generation, found) = within(deadline, read).await?;
                 let record = found.ok_or_else(|| {
                     self.remember_unknown(hash);
                     metrics::authentication_failure(AuthFailure::Unknown);
@@ -180,8 +195,8 @@ impl Authenticator {
 
     /// The principal of the token with id `id` (gateway passwords name the
     /// token that asked for them). Revocation and expiry are checked as for
-    /// a presented token; the record is read from the database at most once
-    /// per process, then kept in memory with the others.
+    /// a presented token; the record is read from the database, then kept
+    /// in memory with the others (and read again past the staleness limit).
     pub async fn principal_by_id(&self, id: &crate::domain::AccessTokenId) -> Result<Arc<Principal>, Error> {
         if !self.feed.is_fresh() {
             self.feed.fresh(Instant::now() + crate::changes::CONFIRM_WAIT).await?;
@@ -191,8 +206,11 @@ impl Authenticator {
         let record = match cached {
             Some(record) => record,
             None => {
-                let generation = self.generation.load(Ordering::SeqCst);
-                let found = self.store.token_by_id(id).await?;
+                let read = async {
+                    let generation = self.generation.load(Ordering::SeqCst);
+                    Ok::<_, Error>((generation, self.store.token_by_id(id).await?))
+                };
+                let (generation, found) = within(Instant::now() + crate::changes::CONFIRM_WAIT, read).await?;
                 let record = found.ok_or_else(|| {
                     Error::Unauthenticated("the access token that asked for this password no longer exists".into())
                 })?;
@@ -322,6 +340,19 @@ impl Authenticator {
     /// limit ago)? An older one is read again, and replaces it.
     fn current(&self, known: &Known) -> bool {
         known.read.elapsed() < self.record_ttl
+    }
+}
+
+/// `read`, or `UNAVAILABLE` once `deadline` has passed (a silent database
+/// does not hold a call past its deadline).
+async fn within<T>(deadline: Instant, read: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    match tokio::time::timeout_at(deadline.into(), read).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(Error::Unavailable {
+            reason: "DATABASE_UNAVAILABLE",
+            message: "the database did not answer before the call's deadline; retry shortly".into(),
+            retry_after: Some(Duration::from_secs(1)),
+        }),
     }
 }
 

@@ -8,6 +8,10 @@
 //! the code that ended it). It is bounded: at [`MAX_UNKNOWN`] hashes,
 //! expired ones are dropped, and if that is not enough, all are (the cache
 //! saves work; forgetting costs only a read). Only hashes are kept.
+//!
+//! The same set, with a longer memory ([`Unknown::remembering`]), keeps
+//! the console's recently valid sessions, whose requests its per-address
+//! limit then leaves alone.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,15 +26,26 @@ pub const MAX_UNKNOWN: usize = 100_000;
 #[derive(Debug, Default)]
 pub struct Unknown {
     seen: Mutex<HashMap<[u8; 32], Instant>>,
+    /// How long a hash is remembered ([`UNKNOWN_TTL`] unless said).
+    ttl: Option<Duration>,
 }
 
 impl Unknown {
+    /// A set that remembers each hash for `ttl`.
+    pub fn remembering(ttl: Duration) -> Self {
+        Self { seen: Mutex::default(), ttl: Some(ttl) }
+    }
+
+    fn ttl(&self) -> Duration {
+        self.ttl.unwrap_or(UNKNOWN_TTL)
+    }
+
     /// Did the database say, within [`UNKNOWN_TTL`], that it does not know
     /// `hash`?
     pub fn contains(&self, hash: &[u8; 32]) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         match seen.get(hash) {
-            Some(at) if at.elapsed() < UNKNOWN_TTL => true,
+            Some(at) if at.elapsed() < self.ttl() => true,
             Some(_) => {
                 seen.remove(hash);
                 false
@@ -43,7 +58,8 @@ impl Unknown {
     pub fn insert(&self, hash: [u8; 32]) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() >= MAX_UNKNOWN && !seen.contains_key(&hash) {
-            seen.retain(|_, at| at.elapsed() < UNKNOWN_TTL);
+            let ttl = self.ttl();
+            seen.retain(|_, at| at.elapsed() < ttl);
             if seen.len() >= MAX_UNKNOWN {
                 seen.clear();
             }

@@ -48,10 +48,38 @@ impl CacheKey {
     }
 }
 
+/// A lease as the cache keeps it.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    /// The lease.
+    pub lease: Arc<Lease>,
+    /// On a shared database, the sealed bytes of the row it came from or
+    /// was stored as: what a refusal deletes it by (see `shared`).
+    pub sealed: Option<Arc<[u8]>>,
+}
+
+/// What a fetch for a cache miss brought.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The lease.
+    pub lease: Lease,
+    /// True when it came without an exchange here (another replica's).
+    pub elsewhere: bool,
+    /// Its shared row's sealed bytes, if it has one.
+    pub sealed: Option<Arc<[u8]>>,
+}
+
+impl Fetched {
+    /// A lease this replica's own exchange brought, shared with no one.
+    pub fn here(lease: Lease) -> Self {
+        Self { lease, elsewhere: false, sealed: None }
+    }
+}
+
 /// The cache.
 pub struct LeaseCache {
-    ready: Mutex<HashMap<CacheKey, Arc<Lease>>>,
-    flights: Flights<CacheKey, Result<(Arc<Lease>, bool), Error>>,
+    ready: Mutex<HashMap<CacheKey, Cached>>,
+    flights: Flights<CacheKey, Result<(Cached, bool), Error>>,
     capacity: usize,
 }
 
@@ -68,58 +96,57 @@ impl LeaseCache {
     }
 
     /// A lease for `key` with at least `min_ttl` left: cached, or from
-    /// `fetch` (run once for all concurrent callers of the key; its flag says
-    /// whether it came without an upstream exchange, from another replica),
-    /// with how it was found.
+    /// `fetch` (run once for all concurrent callers of the key), with how
+    /// it was found.
     pub async fn get_or_fetch<F, Fut>(
         &self,
         key: CacheKey,
         min_ttl: Duration,
         fetch: F,
-    ) -> Result<(Arc<Lease>, CacheOutcome), Error>
+    ) -> Result<(Cached, CacheOutcome), Error>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<(Lease, bool), Error>>,
+        Fut: Future<Output = Result<Fetched, Error>>,
     {
-        if let Some(lease) = self.lock().get(&key).filter(|lease| remaining(lease) >= min_ttl) {
-            return Ok((Arc::clone(lease), CacheOutcome::Hit));
+        if let Some(cached) = self.lock().get(&key).filter(|cached| remaining(&cached.lease) >= min_ttl) {
+            return Ok((cached.clone(), CacheOutcome::Hit));
         }
         let ran = AtomicBool::new(false);
-        let (lease, shared) = self
+        let (cached, elsewhere) = self
             .flights
             .run(key.clone(), || async {
                 // A caller that missed above may start a flight just after
                 // the last one landed: by then its lease is kept here.
-                if let Some(lease) = self.lock().get(&key).filter(|lease| remaining(lease) >= min_ttl) {
-                    return Ok((Arc::clone(lease), false));
+                if let Some(cached) = self.lock().get(&key).filter(|cached| remaining(&cached.lease) >= min_ttl) {
+                    return Ok((cached.clone(), false));
                 }
                 ran.store(true, Ordering::Relaxed);
-                let (lease, shared) = fetch().await?;
-                let lease = Arc::new(lease);
+                let fetched = fetch().await?;
+                let cached = Cached { lease: Arc::new(fetched.lease), sealed: fetched.sealed };
                 // Kept before the flight lands, so a caller arriving just
                 // after finds it here.
                 let mut ready = self.lock();
-                ready.insert(key.clone(), Arc::clone(&lease));
+                ready.insert(key.clone(), cached.clone());
                 if ready.len() > self.capacity {
                     evict(&mut ready, self.capacity);
                 }
                 metrics::lease_cache_entries(ready.len());
-                Ok((lease, shared))
+                Ok((cached, fetched.elsewhere))
             })
             .await?;
-        let outcome = match (shared, ran.load(Ordering::Relaxed)) {
+        let outcome = match (elsewhere, ran.load(Ordering::Relaxed)) {
             (true, _) => CacheOutcome::Shared,
             (false, true) => CacheOutcome::Miss,
             (false, false) => CacheOutcome::Joined,
         };
-        Ok((lease, outcome))
+        Ok((cached, outcome))
     }
 
     /// Drops the lease under `key` if it is still `lease` (a registry
     /// refused it before its time); a fresher one stays.
     pub fn forget(&self, key: &CacheKey, lease: &Arc<Lease>) {
         let mut ready = self.lock();
-        if ready.get(key).is_some_and(|current| Arc::ptr_eq(current, lease)) {
+        if ready.get(key).is_some_and(|current| Arc::ptr_eq(&current.lease, lease)) {
             ready.remove(key);
         }
         metrics::lease_cache_entries(ready.len());
@@ -136,14 +163,14 @@ impl LeaseCache {
     /// Drops every lease a credential issued (after it changed).
     pub fn evict_credential(&self, name: &CredentialName) {
         let mut ready = self.lock();
-        ready.retain(|_, lease| &lease.credential != name);
+        ready.retain(|_, cached| &cached.lease.credential != name);
         metrics::lease_cache_entries(ready.len());
     }
 
     /// Drops every lease of a workspace.
     pub fn evict_workspace(&self, workspace: &crate::domain::WorkspaceId) {
         let mut ready = self.lock();
-        ready.retain(|_, lease| &lease.credential.workspace != workspace);
+        ready.retain(|_, cached| &cached.lease.credential.workspace != workspace);
         metrics::lease_cache_entries(ready.len());
     }
 
@@ -163,7 +190,7 @@ impl LeaseCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<Lease>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Cached>> {
         self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -173,15 +200,15 @@ fn remaining(lease: &Lease) -> Duration {
 }
 
 /// Shrinks to 90 % of capacity: expired first, then soonest to expire.
-fn evict(ready: &mut HashMap<CacheKey, Arc<Lease>>, capacity: usize) {
+fn evict(ready: &mut HashMap<CacheKey, Cached>, capacity: usize) {
     let now = Timestamp::now();
-    ready.retain(|_, lease| lease.expire_time > now);
+    ready.retain(|_, cached| cached.lease.expire_time > now);
     let target = capacity - capacity / 10;
     if ready.len() <= target {
         return;
     }
     let mut by_expiry: Vec<(Timestamp, CacheKey)> =
-        ready.iter().map(|(key, lease)| (lease.expire_time, key.clone())).collect();
+        ready.iter().map(|(key, cached)| (cached.lease.expire_time, key.clone())).collect();
     by_expiry.sort_by_key(|(expiry, _)| *expiry);
     let excess = ready.len() - target;
     for (_, key) in by_expiry.into_iter().take(excess) {
@@ -236,7 +263,7 @@ mod tests {
                     .get_or_fetch(key("s"), Duration::from_secs(30), || async {
                         fetches.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok((lease(Duration::from_secs(300), "c"), false))
+                        Ok(Fetched::here(lease(Duration::from_secs(300), "c")))
                     })
                     .await
                     .unwrap()
@@ -258,12 +285,12 @@ mod tests {
     async fn too_short_remaining_life_fetches_again_and_errors_are_not_cached() {
         let cache = LeaseCache::new(100);
         cache
-            .get_or_fetch(key("s"), Duration::ZERO, || async { Ok((lease(Duration::from_secs(20), "c"), false)) })
+            .get_or_fetch(key("s"), Duration::ZERO, || async { Ok(Fetched::here(lease(Duration::from_secs(20), "c"))) })
             .await
             .unwrap();
         let (_, hit) = cache
             .get_or_fetch(key("s"), Duration::from_secs(30), || async {
-                Ok((lease(Duration::from_secs(300), "c"), false))
+                Ok(Fetched::here(lease(Duration::from_secs(300), "c")))
             })
             .await
             .unwrap();
@@ -271,7 +298,9 @@ mod tests {
         let failed = cache.get_or_fetch(key("e"), Duration::ZERO, || async { Err(Error::internal("boom")) }).await;
         assert!(failed.is_err());
         let (_, hit) = cache
-            .get_or_fetch(key("e"), Duration::ZERO, || async { Ok((lease(Duration::from_secs(300), "c"), false)) })
+            .get_or_fetch(key("e"), Duration::ZERO, || async {
+                Ok(Fetched::here(lease(Duration::from_secs(300), "c")))
+            })
             .await
             .unwrap();
         assert_eq!(hit, CacheOutcome::Miss);
@@ -283,7 +312,11 @@ mod tests {
         for i in 0..30 {
             let ttl = Duration::from_secs(100 + i);
             cache
-                .get_or_fetch(key(&format!("s{i}")), Duration::ZERO, || async move { Ok((lease(ttl, "c"), false)) })
+                .get_or_fetch(
+                    key(&format!("s{i}")),
+                    Duration::ZERO,
+                    || async move { Ok(Fetched::here(lease(ttl, "c"))) },
+                )
                 .await
                 .unwrap();
         }

@@ -26,6 +26,10 @@ use crate::error::Error;
 use crate::singleflight::Flights;
 use crate::store::Store;
 
+/// Most pending credentials read one by one; past it, the workspace is
+/// loaded whole.
+const MAX_PATCH: usize = 64;
+
 /// A workspace's credentials.
 pub type WorkspaceCredentials = Arc<Vec<Arc<StoredCredential>>>;
 
@@ -100,6 +104,8 @@ impl CredentialIndex {
                 None => (None, Vec::new()),
             }
         };
+        // Many pending (an import of thousands) are read faster as a list.
+        let known = known.filter(|_| pending.len() <= MAX_PATCH);
         let refreshed: WorkspaceCredentials = match known {
             Some(known) => {
                 let mut read = Vec::with_capacity(pending.len());

@@ -84,6 +84,8 @@ pub struct UpstreamAuth {
     /// True when served from the cache.
     pub cached: bool,
     key: CacheKey,
+    /// Its shared row's sealed bytes, if it has one.
+    sealed: Option<Arc<[u8]>>,
 }
 
 /// Least life an upstream lease for the gateway must have left: enough to
@@ -192,6 +194,10 @@ impl Broker {
                     if let Some(shared) = &inner.shared {
                         shared.wake();
                     }
+                }
+                Change::LeaseDropsMissed => {
+                    inner.cache.clear();
+                    inner.recent.forget_all();
                 }
                 Change::LeaseDropped(text) => {
                     if let Some(key) = inner.shared.as_ref().and_then(|shared| shared.dropped_elsewhere(text)) {
@@ -352,9 +358,9 @@ impl Broker {
         deadline: Instant,
     ) -> Result<UpstreamAuth, Error> {
         let wanted = Wanted { actions: &[Action::Pull], accept: Accept::Gateway, min_ttl: GATEWAY_MIN_TTL, deadline };
-        let (key, lease, outcome) = self.cached_lease(&wanted, image, credential).await?;
+        let (key, cache::Cached { lease, sealed }, outcome) = self.cached_lease(&wanted, image, credential).await?;
         self.inner.usage.used(&self.inner.usage.slot(credential), credential);
-        Ok(UpstreamAuth { lease, cached: outcome.cached(), key })
+        Ok(UpstreamAuth { lease, cached: outcome.cached(), key, sealed })
     }
 
     /// After the registry refused `auth`'s lease before its time (it
@@ -370,8 +376,8 @@ impl Broker {
         }
         self.inner.cache.forget(&auth.key, &auth.lease);
         self.inner.recent.forget_lease(|resolved| Arc::ptr_eq(&resolved.lease, &auth.lease));
-        if let Some(shared) = &self.inner.shared {
-            shared.refused(&auth.key).await;
+        if let (Some(shared), Some(sealed)) = (&self.inner.shared, &auth.sealed) {
+            shared.refused(&auth.key, sealed).await;
         }
         true
     }
@@ -394,7 +400,7 @@ impl Broker {
             min_ttl: request.min_ttl,
             deadline: request.deadline,
         };
-        let (_, lease, outcome) = self.cached_lease(&wanted, &image, &stored).await?;
+        let (_, cache::Cached { lease, .. }, outcome) = self.cached_lease(&wanted, &image, &stored).await?;
         crate::metrics::lease_issued(matches!(lease.grant, crate::domain::Grant::Bearer { .. }), outcome);
         let text = Arc::new(IssuedText::of(&image, &lease));
         Ok(Issued { image: Arc::new(image), lease, cached: outcome.cached(), text })
@@ -405,7 +411,7 @@ impl Broker {
         wanted: &Wanted<'_>,
         image: &ImageRef,
         stored: &Arc<StoredCredential>,
-    ) -> Result<(CacheKey, Arc<Lease>, cache::CacheOutcome), Error> {
+    ) -> Result<(CacheKey, cache::Cached, cache::CacheOutcome), Error> {
         let scope = Scope::request(image.repository(), wanted.actions);
         let key = CacheKey {
             uid: stored.credential.uid,
@@ -421,7 +427,7 @@ impl Broker {
                 let exchange = || self.exchange(wanted, image, stored, &scope, &key);
                 match &self.inner.shared {
                     Some(shared) => shared.get_or_fetch(&key, wanted.min_ttl, wanted.deadline, exchange).await,
-                    None => exchange().await.map(|lease| (lease, false)),
+                    None => exchange().await.map(cache::Fetched::here),
                 }
             })
             .await?;

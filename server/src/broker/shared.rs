@@ -13,9 +13,12 @@
 //! * a registry's `Retry-After` is recorded too, so one replica's 429 stops
 //!   the others from calling it;
 //! * a lease a registry refused before its time (it rotated its keys) is
-//!   deleted from the table, compared on its sealed bytes so that a fresh
-//!   one another replica stored meanwhile stays, and the other replicas
-//!   drop their copies when the database tells them (`LeaseDropped`).
+//!   deleted from the table, compared on its sealed bytes (kept with the
+//!   cached lease) so that a fresh one another replica stored meanwhile
+//!   stays, and the other replicas drop their copies when the database
+//!   tells them (`LeaseDropped`; a replica whose notifications' connection
+//!   was lost drops every cached lease when it is back, since it may have
+//!   missed one).
 //!
 //! The database is an optimization here: if it cannot be reached, the
 //! replica fetches on its own (its cached leases keep being served).
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::cache::CacheKey;
+use super::cache::{CacheKey, Fetched};
 use crate::domain::{Accept, CredentialName, Grant, Lease, LeaseSecret, Timestamp};
 use crate::error::Error;
 use crate::seal::Sealer;
@@ -50,15 +53,7 @@ pub struct SharedLeases {
     /// This replica's name on claims (random per process).
     owner: String,
     stored: Notify,
-    /// The sealed bytes of the shared lease this replica last served or
-    /// stored under each key: what a refusal compares on.
-    seen: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
 }
-
-/// Most keys whose sealed bytes are remembered (then they start over; a
-/// forgotten one only means a refused lease stays in the table for other
-/// replicas to find refused too).
-const MAX_SEEN: usize = 100_000;
 
 impl std::fmt::Debug for SharedLeases {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,7 +83,7 @@ impl SharedLeases {
         let mut owner = [0u8; 12];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut owner).ok()?;
         let owner = format!("{}-{}", std::process::id(), hex(&owner));
-        Some(Self { store: store.clone(), sealer, owner, stored: Notify::new(), seen: Default::default() })
+        Some(Self { store: store.clone(), sealer, owner, stored: Notify::new() })
     }
 
     /// Wakes the callers waiting for another replica's lease (it stored one).
@@ -98,19 +93,19 @@ impl SharedLeases {
 
     /// A lease for `key` with `min_ttl` left: another replica's, or from
     /// `fetch` when this replica wins the claim (or the database is out of
-    /// reach). The flag is true when no exchange ran here.
+    /// reach), with the sealed bytes of its shared row when it has one.
     pub async fn get_or_fetch<F, Fut>(
         &self,
         key: &CacheKey,
         min_ttl: Duration,
         deadline: Instant,
         fetch: F,
-    ) -> Result<(Lease, bool), Error>
+    ) -> Result<Fetched, Error>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Lease, Error>>,
     {
-        let Some(shared) = self.store.shared() else { return fetch().await.map(|l| (l, false)) };
+        let Some(shared) = self.store.shared() else { return fetch().await.map(Fetched::here) };
         let text = key_text(key);
         let mut pause = Duration::from_millis(10);
         loop {
@@ -120,25 +115,26 @@ impl SharedLeases {
             match shared.lease_or_claim(&text, min_ttl, &self.owner, CLAIM_TTL).await {
                 Ok(LeaseSlot::Stored(lease)) => match self.open(&text, &lease) {
                     Ok(opened) => {
-                        self.saw(text, lease.sealed);
-                        return Ok((opened, true));
+                        return Ok(Fetched { lease: opened, elsewhere: true, sealed: Some(lease.sealed.into()) });
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "a shared lease does not open here; fetching");
-                        return fetch().await.map(|l| (l, false));
+                        return fetch().await.map(Fetched::here);
                     }
                 },
                 Ok(LeaseSlot::Claimed) => {
-                    let fetched = fetch().await;
-                    match &fetched {
-                        Ok(lease) => self.publish(shared, &text, lease).await,
-                        Err(_) => {
+                    return match fetch().await {
+                        Ok(lease) => {
+                            let sealed = self.publish(shared, &text, &lease).await;
+                            Ok(Fetched { lease, elsewhere: false, sealed })
+                        }
+                        Err(error) => {
                             if let Err(e) = shared.release_claim(&text, &self.owner).await {
                                 tracing::debug!(error = %e, "could not release a lease claim (it expires)");
                             }
+                            Err(error)
                         }
-                    }
-                    return fetched.map(|l| (l, false));
+                    };
                 }
                 Ok(LeaseSlot::ClaimedElsewhere) => {
                     let now = Instant::now();
@@ -156,20 +152,18 @@ impl SharedLeases {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "shared leases are out of reach; fetching on this replica");
-                    return fetch().await.map(|l| (l, false));
+                    return fetch().await.map(Fetched::here);
                 }
             }
         }
     }
 
-    /// The registry refused the lease under `key`: deletes the shared row
-    /// if it still holds the lease this replica had (the other replicas
-    /// are told, and drop their copies).
-    pub async fn refused(&self, key: &CacheKey) {
+    /// The registry refused the lease under `key`, whose shared row was
+    /// `sealed`: deletes the row if it still holds that lease (the other
+    /// replicas are told, and drop their copies).
+    pub async fn refused(&self, key: &CacheKey, sealed: &[u8]) {
         let Some(shared) = self.store.shared() else { return };
-        let text = key_text(key);
-        let Some(sealed) = self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(&text) else { return };
-        if let Err(e) = shared.drop_lease(&text, &sealed, &self.owner).await {
+        if let Err(e) = shared.drop_lease(&key_text(key), sealed, &self.owner).await {
             tracing::warn!(error = %e, "could not drop a refused lease from the replicas' table");
         }
     }
@@ -182,16 +176,7 @@ impl SharedLeases {
         if owner == self.owner {
             return None;
         }
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(text);
         parse_key_text(text)
-    }
-
-    fn saw(&self, text: String, sealed: Vec<u8>) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_SEEN {
-            seen.clear();
-        }
-        seen.insert(text, sealed);
     }
 
     /// Refuses at once while another replica recorded a registry's
@@ -224,18 +209,23 @@ impl SharedLeases {
         }
     }
 
-    async fn publish(&self, shared: &dyn crate::store::Shared, text: &str, lease: &Lease) {
+    /// Stores `lease` for the other replicas; its sealed bytes, once
+    /// stored.
+    async fn publish(&self, shared: &dyn crate::store::Shared, text: &str, lease: &Lease) -> Option<Arc<[u8]>> {
         let sealed = match self.seal(text, lease) {
             Ok(sealed) => sealed,
             Err(e) => {
                 tracing::warn!(error = %e, "could not seal a lease for the other replicas");
-                return;
+                return None;
             }
         };
         let stored = SharedLease { sealed, expire_time: lease.expire_time };
         match shared.store_lease(text, &stored, &self.owner).await {
-            Ok(()) => self.saw(text.to_owned(), stored.sealed),
-            Err(e) => tracing::warn!(error = %e, "could not share a lease with the other replicas"),
+            Ok(()) => Some(stored.sealed.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not share a lease with the other replicas");
+                None
+            }
         }
     }
 

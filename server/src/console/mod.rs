@@ -29,7 +29,8 @@
 //! so that work is bounded: each client address (an IPv6 one by its /64)
 //! has a bucket of [`ANONYMOUS_PER_SECOND`] lookups a second (a burst of
 //! twice as many) for sign-ins and session cookies, and a lookup that finds
-//! a session, or a sign-in that succeeds, gives its turn back; past it, the
+//! a session, or a sign-in that succeeds, gives its turn back; a cookie
+//! that found a session lately is not charged at all. Past the limit, the
 //! answer is 429 with `Retry-After`. Cookies and login codes the database
 //! did not know are refused from memory, and login codes are read before
 //! they are taken ([`ConsoleSessions`]). The console's connections have
@@ -119,6 +120,9 @@ pub struct Console {
     secure: bool,
     /// Anonymous work per client address.
     anonymous: Arc<RateLimiter<IpAddr>>,
+    /// Hashes of session cookies that found a session lately: their
+    /// lookups are not anonymous work, and never wait for the limit.
+    signed_in: Arc<crate::access::unknown::Unknown>,
     /// Who may check the whole audit chain, and when.
     chain_checks: Arc<ChainChecks>,
 }
@@ -140,6 +144,7 @@ impl Console {
             inner: Arc::new(services),
             secure,
             anonymous: Arc::new(RateLimiter::new(ANONYMOUS_PER_SECOND)),
+            signed_in: Arc::new(crate::access::unknown::Unknown::remembering(SIGNED_IN_MEMORY)),
             chain_checks: Arc::default(),
         }
     }
@@ -238,15 +243,24 @@ impl Console {
         let client = client_key(peer.ip());
         let session = match cookie {
             Some(value) if ConsoleSessions::is_session_cookie(&value) => {
-                if let Err(wait) = self.anonymous.check(&client) {
+                let hash = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
+                let hash: [u8; 32] = hash.as_ref().try_into().unwrap_or_default();
+                let known = self.signed_in.contains(&hash);
+                if !known && let Err(wait) = self.anonymous.check(&client) {
                     return (too_many(wait), String::new());
                 }
                 match self.inner.sessions.session(&value).await {
                     Ok(Some(session)) => {
-                        self.anonymous.give_back(&client);
+                        if !known {
+                            self.anonymous.give_back(&client);
+                        }
+                        self.signed_in.insert(hash);
                         Some(session)
                     }
-                    Ok(None) => None,
+                    Ok(None) => {
+                        self.signed_in.remove(&hash);
+                        None
+                    }
                     Err(error) => {
                         tracing::error!(target: "pullpass::console", error = %error.message(), request_id, "a console session could not be looked up");
                         let message = format!(
@@ -320,6 +334,10 @@ impl Console {
         match sessions.sign_in(&presented, &actor).await {
             Ok((secret, session)) => {
                 self.anonymous.give_back(&attempt.client);
+                let hash = ring::digest::digest(&ring::digest::SHA256, secret.expose().as_bytes());
+                if let Ok(hash) = hash.as_ref().try_into() {
+                    self.signed_in.insert(hash);
+                }
                 let mut response = redirect("/console/");
                 let max_age = session.expire_time.saturating_since(crate::domain::Timestamp::now()).as_secs();
                 set_cookie(&mut response, &self.session_cookie(secret.expose(), max_age));
@@ -401,6 +419,10 @@ struct SignIn {
     /// Where it comes from, for the audit trail.
     origin: Origin,
 }
+
+/// How long a session cookie that found a session is spared the
+/// anonymous-work limit after its last lookup (the sessions' idle time).
+const SIGNED_IN_MEMORY: Duration = Duration::from_secs(12 * 3600);
 
 /// The key of a client address in the anonymous-work limit: an IPv4
 /// address (also when mapped into IPv6), or an IPv6 address's /64, which

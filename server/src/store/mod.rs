@@ -490,6 +490,10 @@ pub struct ChangesAfter {
     /// `(action, resource)` of each changing event after the cursor asked
     /// for, oldest first.
     pub changes: Vec<(String, String)>,
+    /// The changes since the cursor cannot be listed (pruned from the
+    /// audit trail meanwhile, or too many to replay): everything derived
+    /// must go.
+    pub gap: bool,
 }
 
 /// Where a shared lease key stands for a replica that needs it.

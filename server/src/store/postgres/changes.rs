@@ -13,9 +13,13 @@
 //!   the read began. The same catch-up runs on demand when a call finds
 //!   the feed older than `--max-staleness` ([`Confirmer`]);
 //! * the cursor survives lost connections: what committed during a gap is
-//!   replayed from it, so nothing is lost and no cache has to be dropped.
-//!   Only a replica that never read a cursor (its database was out of reach
-//!   since start-up) drops every derived cache at its first catch-up.
+//!   replayed from it, and no cache has to be dropped. A replica that never
+//!   read a cursor (its database was out of reach since start-up), or whose
+//!   gap cannot be replayed (pruned from the audit trail meanwhile, or over
+//!   100,000 events), drops every derived cache instead. Shared leases that
+//!   other replicas dropped are announced by notification only, so a
+//!   replica whose notifications' connection comes back drops its cached
+//!   leases (`LeaseDropsMissed`).
 //!
 //! Every statement runs under the store's `query_timeout`, and the
 //! listener's connection is checked each second, so a silent database is
@@ -123,8 +127,10 @@ impl Follower {
         let asked = Instant::now();
         let read = self.source.changes_after(*cursor).await?;
         match *cursor {
-            // What this replica derived before its first read is unknown.
+            // What this replica derived before its first read is unknown,
+            // as is what a gap it cannot replay held.
             None => self.feed.publish(Change::Everything),
+            Some(_) if read.gap => self.feed.publish(Change::Everything),
             Some(_) => {
                 for (action, resource) in &read.changes {
                     publish(&self.feed, action, resource);
@@ -190,7 +196,10 @@ impl Follower {
         .map_err(bounded("LISTEN"))?
         .map_err(|e| e.to_string())?;
         // What committed before LISTEN took effect and was not yet polled
-        // comes with the next catch-up.
+        // comes with the next catch-up; a lease dropped meanwhile is not in
+        // the audit trail, so cached leases go (they are read again from
+        // the shared table, not fetched from registries).
+        self.feed.publish(Change::LeaseDropsMissed);
         let mut check = tokio::time::interval(POLL);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -337,7 +346,7 @@ mod tests {
     #[tokio::test]
     async fn a_first_read_that_fails_leaves_the_feed_unconfirmed_and_the_first_that_works_drops_everything() {
         let feed = ChangeFeed::bounded(Duration::from_millis(30));
-        let source = script(vec![None, Some(ChangesAfter { head: 7, changes: vec![] })]);
+        let source = script(vec![None, Some(ChangesAfter { head: 7, ..ChangesAfter::default() })]);
         let seen = recorded(&feed);
         let follower = Follower::new(Arc::clone(&source), feed.clone());
         assert!(follower.catch_up().await.is_err());
@@ -349,14 +358,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_gap_that_cannot_be_replayed_drops_everything() {
+        let feed = ChangeFeed::bounded(Duration::from_secs(10));
+        let source = script(vec![
+            Some(ChangesAfter { head: 7, ..ChangesAfter::default() }),
+            Some(ChangesAfter { head: 500_000, gap: true, changes: vec![] }),
+        ]);
+        let follower = Follower::new(Arc::clone(&source), feed.clone());
+        follower.catch_up().await.unwrap();
+        let seen = recorded(&feed);
+        follower.catch_up().await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), ["Everything"]);
+        assert_eq!(*follower.cursor.lock().await, Some(500_000));
+    }
+
+    #[tokio::test]
     async fn after_a_gap_the_changes_are_replayed_from_the_cursor_and_nothing_else_is_dropped() {
         let feed = ChangeFeed::bounded(Duration::from_secs(10));
         let source = script(vec![
-            Some(ChangesAfter { head: 7, changes: vec![] }),
+            Some(ChangesAfter { head: 7, ..ChangesAfter::default() }),
             None,
             None,
             Some(ChangesAfter {
                 head: 9,
+                gap: false,
                 changes: vec![
                     change("RevokeAccessToken", "workspaces/acme/accessTokens/t1"),
                     change("RevokeAccessToken", "rootTokens/r1"),

@@ -282,6 +282,11 @@ impl PgStore {
     }
 }
 
+/// Events a prune deletes per transaction.
+const PRUNE_BATCH: i64 = 10_000;
+/// Older events kept (behind a newer one) counted at most.
+const PRUNE_COUNT_LIMIT: i64 = 1_000_000;
+
 fn jitter() -> Duration {
     let mut byte = [0u8; 1];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
@@ -1072,42 +1077,52 @@ impl Backend for PgStore {
     }
 
     async fn prune_audit(&self, cutoff: Timestamp) -> Result<Pruned, Error> {
-        self.retrying(|mut client| async move {
-            let tx = client.transaction().await?;
-            // The run from the start of the chain whose events are all older
-            // than the cutoff: the events before the first newer one.
-            let first_newer: Option<i64> = tx
-                .query_opt(
-                    "SELECT seq FROM audit_events WHERE event_time >= $1 ORDER BY seq LIMIT 1",
-                    &[&cutoff.as_micros()],
-                )
-                .await?
-                .map(|r| r.get(0));
-            let last = tx
-                .query_opt(
-                    "SELECT seq, hash FROM audit_events WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
-                    &[&first_newer.unwrap_or(i64::MAX)],
-                )
+        // The run from the start of the chain whose events are all older
+        // than the cutoff, deleted a batch per transaction (each within the
+        // query timeout, the checkpoint moved with it), so a backlog of
+        // millions is worked off rather than rolled back.
+        let mut deleted = 0;
+        loop {
+            let (batch, more) = self
+                .retrying(|mut client| async move {
+                    let tx = client.transaction().await?;
+                    let rows = tx
+                        .query(
+                            "SELECT seq, event_time, hash FROM audit_events ORDER BY seq LIMIT $1",
+                            &[&PRUNE_BATCH],
+                        )
+                        .await?;
+                    let full = rows.len() as i64 == PRUNE_BATCH;
+                    let old = rows.iter().take_while(|r| r.get::<_, i64>(1) < cutoff.as_micros()).count();
+                    let Some(last) = old.checked_sub(1).map(|at| &rows[at]) else { return Ok((0, false)) };
+                    let (seq, hash): (i64, Vec<u8>) = (last.get(0), last.get(2));
+                    let hash: [u8; 32] =
+                        hash.try_into().map_err(|_| StoreError::Corrupt("audit hash length".into()))?;
+                    let batch = tx.execute("DELETE FROM audit_events WHERE seq <= $1", &[&seq]).await?;
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        &[&super::CHECKPOINT_KEY, &super::format_checkpoint((seq, hash))],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    Ok((batch, full && old == rows.len()))
+                })
                 .await?;
-            let mut deleted = 0;
-            if let Some(last) = last {
-                let (seq, hash): (i64, Vec<u8>) = (last.get(0), last.get(1));
-                let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("audit hash length".into()))?;
-                deleted = tx.execute("DELETE FROM audit_events WHERE seq <= $1", &[&seq]).await?;
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    &[&super::CHECKPOINT_KEY, &super::format_checkpoint((seq, hash))],
-                )
-                .await?;
+            deleted += batch;
+            if !more {
+                break;
             }
-            let kept_older: i64 = tx
-                .query_one("SELECT count(*) FROM audit_events WHERE event_time < $1", &[&cutoff.as_micros()])
-                .await?
-                .get(0);
-            tx.commit().await?;
-            Ok(Pruned { deleted, kept_older: kept_older as u64 })
-        })
-        .await
+        }
+        // Counted up to a bound, so the scan stays within the timeout.
+        let kept_older: i64 = self
+            .query(
+                "SELECT count(*) FROM (SELECT 1 FROM audit_events WHERE event_time < $1 LIMIT $2) older",
+                &[&cutoff.as_micros(), &PRUNE_COUNT_LIMIT],
+            )
+            .await?
+            .first()
+            .map_or(0, |r| r.get(0));
+        Ok(Pruned { deleted, kept_older: kept_older as u64 })
     }
 
     async fn facts(&self) -> Result<DatabaseFacts, Error> {

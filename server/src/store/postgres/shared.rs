@@ -27,6 +27,11 @@ pub const LEASES_CHANNEL: &str = "pullpass_leases";
 pub const DROPPED: &str = "drop ";
 /// The change cursor.
 const HEAD: &str = "SELECT seq FROM audit_head WHERE id = 1";
+/// The oldest event kept (pruning deletes from the start of the chain).
+const OLDEST: &str = "SELECT min(seq) FROM audit_events";
+/// Most events a catch-up replays; past it, everything derived is dropped
+/// instead (a replica cut off for hours on a busy database).
+const MAX_REPLAY: i64 = 100_000;
 /// The changing events between two cursors.
 const CHANGES: &str = "SELECT action, resource FROM audit_events \
                        WHERE seq > $1 AND seq <= $2 AND status_code = 0 AND action = ANY($3) ORDER BY seq";
@@ -57,13 +62,19 @@ impl Shared for PgStore {
             // The head first: every event up to it has committed (`seq` is
             // gapless in commit order), so nothing before it is missed.
             let head: i64 = client.query_one(HEAD, &[]).await.map_err(pg)?.get(0);
-            let mut read = ChangesAfter { head, changes: Vec::new() };
-            if let Some(cursor) = cursor.filter(|cursor| head > *cursor) {
-                let changing = super::changes::CHANGING;
-                let statement = client.prepare_cached(CHANGES).await.map_err(pg)?;
-                let rows = client.query(&statement, &[&cursor, &head, &changing]).await.map_err(pg)?;
-                read.changes = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+            let mut read = ChangesAfter { head, ..ChangesAfter::default() };
+            let Some(cursor) = cursor.filter(|cursor| head > *cursor) else { return Ok(read) };
+            // A gap too long to replay in one read, or pruned meanwhile (the
+            // oldest event kept is past the cursor), is not listed.
+            let oldest: Option<i64> = client.query_one(OLDEST, &[]).await.map_err(pg)?.get(0);
+            if head - cursor > MAX_REPLAY || oldest.is_none_or(|oldest| oldest > cursor + 1) {
+                read.gap = true;
+                return Ok(read);
             }
+            let changing = super::changes::CHANGING;
+            let statement = client.prepare_cached(CHANGES).await.map_err(pg)?;
+            let rows = client.query(&statement, &[&cursor, &head, &changing]).await.map_err(pg)?;
+            read.changes = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
             Ok(read)
         })
         .await

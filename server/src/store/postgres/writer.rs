@@ -73,6 +73,7 @@ struct Job {
 pub struct Writer {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    timeout: Duration,
 }
 
 impl Writer {
@@ -81,7 +82,7 @@ impl Writer {
     pub fn start(pool: Pool, fault: AuditFault, timeout: Duration) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let task = tokio::spawn(run(pool, fault, timeout, receiver));
-        Self { queue: Mutex::new(Some(sender)), task: Mutex::new(Some(task)) }
+        Self { queue: Mutex::new(Some(sender)), task: Mutex::new(Some(task)), timeout }
     }
 
     /// Runs `work` in the next batch; its value once committed.
@@ -112,7 +113,14 @@ impl Writer {
             queue.send(Job { work, done }).await.map_err(|_| StoreError::Closed)?;
             answer.await.map_err(|_| StoreError::Closed)?
         };
-        tracing::Instrument::instrument(committed, crate::telemetry::child("store.write")).await?;
+        // Queued behind batches a silent database holds up, a caller waits
+        // two timeouts at most; its job is then left out, unless already
+        // under way (whether that one committed is unknown, as for any
+        // lost connection).
+        let committed = tokio::time::timeout(self.timeout * 2, committed);
+        tracing::Instrument::instrument(committed, crate::telemetry::child("store.write")).await.map_err(|_| {
+            StoreError::Unreachable(format!("the database did not answer within {} s", self.timeout.as_secs()))
+        })??;
         crate::metrics::store_write("postgres", submitted.elapsed());
         let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         value.ok_or_else(|| Error::internal("a committed write left no result"))
@@ -200,6 +208,11 @@ async fn attempt(pool: &Pool, fault: &AuditFault, jobs: &[Job]) -> Attempt {
     let view = Tx { tx: &tx, events: &events, fault };
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
+        if job.done.is_closed() {
+            // Its caller gave up waiting: nobody will hear of it.
+            outcomes.push(Err(StoreError::Closed.into()));
+            continue;
+        }
         if !single && let Err(e) = tx.batch_execute("SAVEPOINT job").await {
             return failed(e);
         }
