@@ -13,6 +13,7 @@ const REDACTED_DEBUG: &[&str] = &[
     ".pullpass.v1.RegistryAuth",
     ".pullpass.v1.ImportDockerConfigRequest",
     ".pullpass.v1.CreateConsoleLinkResponse",
+    ".pullpass.v1.TestIdentityTokenRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

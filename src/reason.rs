@@ -29,3 +29,11 @@ pub const RATE_LIMITED: &str = "RATE_LIMITED";
 pub const REPLICA_STALE: &str = "REPLICA_STALE";
 /// Revoking this root token would leave no usable root token.
 pub const LAST_ROOT_TOKEN: &str = "LAST_ROOT_TOKEN";
+/// Identity bindings still name this identity provider (delete them, or
+/// set `force`).
+pub const IDENTITY_PROVIDER_IN_USE: &str = "IDENTITY_PROVIDER_IN_USE";
+/// A verified workload identity has no binding in the workspace it named.
+pub const IDENTITY_NOT_BOUND: &str = "IDENTITY_NOT_BOUND";
+/// A workload-identity JWT failed verification (the message says which
+/// check).
+pub const IDENTITY_TOKEN_REFUSED: &str = "IDENTITY_TOKEN_REFUSED";

@@ -4,7 +4,10 @@
 
 use std::fmt;
 
-use crate::v1::{AccessToken, CreateConsoleLinkResponse, Credential, ImportDockerConfigRequest, RegistryAuth};
+use crate::v1::{
+    AccessToken, CreateConsoleLinkResponse, Credential, ImportDockerConfigRequest, RegistryAuth,
+    TestIdentityTokenRequest,
+};
 
 /// Shows whether a secret field is set without showing it.
 struct Redacted<'a>(&'a str);
@@ -34,6 +37,15 @@ impl fmt::Debug for Credential {
             .field("ca_bundle_pem_len", &self.ca_bundle_pem.len())
             .field("normalizations", &self.normalizations)
             .field("last_used_time", &self.last_used_time)
+            .finish()
+    }
+}
+
+impl fmt::Debug for TestIdentityTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestIdentityTokenRequest")
+            .field("parent", &self.parent)
+            .field("token", &Redacted(&self.token))
             .finish()
     }
 }

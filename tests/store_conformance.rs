@@ -10,14 +10,15 @@ use pullpass::registry::RegistryServer;
 use pullpass_server::domain::audit::AuditEvent;
 use pullpass_server::domain::credential::StoredCredential;
 use pullpass_server::domain::{
-    AccessTokenId, AccessTokenRecord, Credential, CredentialName, CredentialUid, Provider, Role, SealedSecret,
-    Timestamp, Workspace, WorkspaceId, WorkspaceKind,
+    AccessTokenId, AccessTokenRecord, Credential, CredentialName, CredentialUid, IdentityBinding, IdentityBindingName,
+    IdentityProvider, IdentityProviderId, KeySource, ProjectName, Provider, Role, SealedSecret, Timestamp, Workspace,
+    WorkspaceId, WorkspaceKind,
 };
 use pullpass_server::error::Error;
 use pullpass_server::store::postgres::PgConfig;
 use pullpass_server::store::{
-    self, AuditFault, AuditFilter, CredentialFilter, LeaseSlot, Location, Pruned, Replaced, Rewrap, RootRevocation,
-    SharedLease, Store, WorkspaceDeletion,
+    self, AuditFault, AuditFilter, CredentialFilter, LeaseSlot, Location, ProviderDeletion, Pruned, Replaced, Rewrap,
+    RootRevocation, SharedLease, Store, WorkspaceDeletion,
 };
 use pullpass_tests::postgres::Database;
 
@@ -95,6 +96,8 @@ conformance!(
     shared_leases_elect_one_claimant_and_serve_the_others,
     console_sessions_are_found_by_hash_login_links_are_taken_once_and_go_with_their_token,
     a_credentials_last_use_moves_forward_only_and_changes_nothing_else,
+    identity_providers_are_unique_by_id_and_issuer_replaced_as_read_and_deleted_with_their_bindings_only_when_forced,
+    identity_bindings_need_their_workspace_and_provider_list_in_order_and_go_with_their_workspace,
 );
 
 async fn console_sessions_are_found_by_hash_login_links_are_taken_once_and_go_with_their_token(subject: Subject) {
@@ -924,4 +927,154 @@ async fn shared_leases_elect_one_claimant_and_serve_the_others(subject: Subject)
     });
     let slots = futures_util::future::join_all(races).await;
     assert_eq!(slots.iter().filter(|s| matches!(s, LeaseSlot::Claimed)).count(), 1, "{slots:?}");
+}
+
+fn provider(id: &str, issuer: &str) -> IdentityProvider {
+    let time = Timestamp::from_micros(1_700_000_000_000_000);
+    IdentityProvider {
+        id: IdentityProviderId::parse(id).unwrap(),
+        issuer: issuer.into(),
+        key_source: KeySource::JwksUri(format!("{issuer}/jwks")),
+        ca_certificates: String::new(),
+        audiences: vec!["pullpass".into(), "other".into()],
+        allowed_algorithms: vec!["RS256".into(), "ES256".into()],
+        max_token_lifetime: Duration::from_secs(3600),
+        clock_skew: Duration::from_secs(30),
+        description: format!("provider {id}"),
+        create_time: time,
+        update_time: time,
+    }
+}
+
+fn binding(workspace: &str, id: &str, provider: &str) -> IdentityBinding {
+    let time = Timestamp::from_micros(1_700_000_000_000_000);
+    IdentityBinding {
+        name: IdentityBindingName::parse(&format!("workspaces/{workspace}/identityBindings/{id}")).unwrap(),
+        provider: IdentityProviderId::parse(provider).unwrap(),
+        bound_claims: vec![
+            ("/kubernetes.io/namespace".into(), "ci".into()),
+            ("sub".into(), "system:serviceaccount:ci:*".into()),
+        ],
+        role: Role::Launcher,
+        allowed_projects: vec![ProjectName::parse("rnaseq").unwrap()],
+        description: format!("binding {id}"),
+        create_time: time,
+        update_time: time,
+    }
+}
+
+async fn identity_providers_are_unique_by_id_and_issuer_replaced_as_read_and_deleted_with_their_bindings_only_when_forced(
+    subject: Subject,
+) {
+    let store = subject.open().await;
+    with_workspace(&store, "acme").await;
+    let k8s = provider("k8s", "https://k8s.example");
+    store
+        .insert_identity_provider(&k8s, &[event("CreateIdentityProvider", "", "identityProviders/k8s")])
+        .await
+        .unwrap();
+    let github = IdentityProvider { key_source: KeySource::Discovery, ..provider("github", "https://gh.example") };
+    store
+        .insert_identity_provider(&github, &[event("CreateIdentityProvider", "", "identityProviders/github")])
+        .await
+        .unwrap();
+    let same_id = provider("k8s", "https://elsewhere.example");
+    assert!(matches!(store.insert_identity_provider(&same_id, &[]).await, Err(Error::AlreadyExists { .. })));
+    let same_issuer = provider("k8s-two", "https://k8s.example");
+    assert!(matches!(store.insert_identity_provider(&same_issuer, &[]).await, Err(Error::AlreadyExists { .. })));
+    let listed = store.identity_providers().await.unwrap();
+    assert_eq!(listed, vec![github.clone(), k8s.clone()], "ordered by id, every field back as written");
+
+    // Replaced only as it was read; another provider's issuer is refused.
+    let later = Timestamp::from_micros(k8s.update_time.as_micros() + 5);
+    let changed = IdentityProvider {
+        key_source: KeySource::Jwks("{\"keys\": []}".into()),
+        audiences: vec!["pullpass".into()],
+        update_time: later,
+        ..k8s.clone()
+    };
+    let update = [event("UpdateIdentityProvider", "", "identityProviders/k8s")];
+    assert_eq!(store.replace_identity_provider(k8s.update_time, &changed, &update).await.unwrap(), Replaced::Done);
+    assert_eq!(store.replace_identity_provider(k8s.update_time, &changed, &update).await.unwrap(), Replaced::Stale);
+    let taken = IdentityProvider { issuer: "https://gh.example".into(), ..changed.clone() };
+    assert!(matches!(store.replace_identity_provider(later, &taken, &update).await, Err(Error::AlreadyExists { .. })));
+    let ghost = provider("ghost", "https://ghost.example");
+    assert_eq!(store.replace_identity_provider(later, &ghost, &update).await.unwrap(), Replaced::Missing);
+    assert_eq!(store.identity_providers().await.unwrap()[1], changed);
+
+    // Deleted only when no binding names it, or forced (with them).
+    store
+        .insert_identity_binding(&binding("acme", "ci", "k8s"), &[event("CreateIdentityBinding", "acme", "b")])
+        .await
+        .unwrap();
+    let delete = [event("DeleteIdentityProvider", "", "identityProviders/k8s")];
+    let k8s_id = IdentityProviderId::parse("k8s").unwrap();
+    assert_eq!(
+        store.delete_identity_provider(&k8s_id, false, &delete).await.unwrap(),
+        ProviderDeletion::InUse { bindings: 1 }
+    );
+    assert_eq!(
+        store.delete_identity_provider(&k8s_id, true, &delete).await.unwrap(),
+        ProviderDeletion::Deleted { bindings: 1 }
+    );
+    assert_eq!(store.delete_identity_provider(&k8s_id, true, &delete).await.unwrap(), ProviderDeletion::Missing);
+    assert!(store.identity_bindings(None).await.unwrap().is_empty());
+    assert_eq!(store.identity_providers().await.unwrap(), vec![github]);
+    let events = all_events(&store).await;
+    for expected in [
+        "CreateIdentityProvider identityProviders/k8s",
+        "UpdateIdentityProvider identityProviders/k8s",
+        "DeleteIdentityProvider identityProviders/k8s",
+    ] {
+        assert!(events.iter().any(|e| e == expected), "{expected} in {events:?}");
+    }
+    chain_is_intact(&store).await;
+}
+
+async fn identity_bindings_need_their_workspace_and_provider_list_in_order_and_go_with_their_workspace(
+    subject: Subject,
+) {
+    let store = subject.open().await;
+    with_workspace(&store, "acme").await;
+    with_workspace(&store, "beta").await;
+    store.insert_identity_provider(&provider("k8s", "https://k8s.example"), &[]).await.unwrap();
+    let create = |b: &IdentityBinding| [event("CreateIdentityBinding", b.name.workspace.as_str(), &b.name.to_string())];
+    for (workspace, id) in [("acme", "z-last"), ("acme", "a-first"), ("beta", "ci")] {
+        let b = binding(workspace, id, "k8s");
+        store.insert_identity_binding(&b, &create(&b)).await.unwrap();
+    }
+    let again = binding("acme", "a-first", "k8s");
+    assert!(matches!(store.insert_identity_binding(&again, &[]).await, Err(Error::AlreadyExists { .. })));
+    let nowhere = binding("nowhere", "ci", "k8s");
+    assert!(matches!(store.insert_identity_binding(&nowhere, &[]).await, Err(Error::NotFound { .. })));
+    let no_provider = binding("acme", "orphan", "missing");
+    assert!(matches!(store.insert_identity_binding(&no_provider, &[]).await, Err(Error::NotFound { .. })));
+
+    let acme: Vec<String> =
+        store.identity_bindings(Some(&ws("acme"))).await.unwrap().iter().map(|b| b.name.to_string()).collect();
+    assert_eq!(acme, ["workspaces/acme/identityBindings/a-first", "workspaces/acme/identityBindings/z-last"]);
+    let all = store.identity_bindings(None).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0], binding("acme", "a-first", "k8s"), "every field back as written");
+
+    let first = binding("acme", "a-first", "k8s");
+    let changed = IdentityBinding {
+        role: Role::Viewer,
+        allowed_projects: Vec::new(),
+        update_time: Timestamp::from_micros(first.update_time.as_micros() + 1),
+        ..first.clone()
+    };
+    let update = [event("UpdateIdentityBinding", "acme", &first.name.to_string())];
+    assert_eq!(store.replace_identity_binding(first.update_time, &changed, &update).await.unwrap(), Replaced::Done);
+    assert_eq!(store.replace_identity_binding(first.update_time, &changed, &update).await.unwrap(), Replaced::Stale);
+    assert_eq!(store.identity_bindings(Some(&ws("acme"))).await.unwrap()[0], changed);
+
+    let delete = [event("DeleteIdentityBinding", "acme", "x")];
+    assert!(store.delete_identity_binding(&first.name, &delete).await.unwrap());
+    assert!(!store.delete_identity_binding(&first.name, &delete).await.unwrap());
+    // A workspace deleted (forced) takes its bindings with it.
+    store.delete_workspace(&ws("beta"), true, &[event("DeleteWorkspace", "beta", "workspaces/beta")]).await.unwrap();
+    let left: Vec<String> = store.identity_bindings(None).await.unwrap().iter().map(|b| b.name.to_string()).collect();
+    assert_eq!(left, ["workspaces/acme/identityBindings/z-last"]);
+    chain_is_intact(&store).await;
 }

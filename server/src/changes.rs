@@ -50,6 +50,9 @@ pub enum Change<'a> {
     /// Another replica dropped the shared lease under this key (the
     /// registry refused it): a copy cached here is dead too.
     LeaseDropped(&'a str),
+    /// An identity provider or binding was created, changed or deleted:
+    /// what was derived from them (verified tokens, their grants) goes.
+    Identity,
     /// Such drops may have been missed (the notifications' connection was
     /// lost; they are not in the audit trail to replay): cached leases go.
     LeaseDropsMissed,

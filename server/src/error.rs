@@ -160,6 +160,16 @@ impl Violations {
         }
     }
 
+    /// How many violations were recorded so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Was nothing recorded?
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Ok when nothing was recorded, else `INVALID_ARGUMENT` with all of it.
     pub fn finish(self) -> Result<(), Error> {
         if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0)) }

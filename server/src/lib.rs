@@ -26,6 +26,7 @@ pub mod error;
 pub mod filter;
 pub mod gateway;
 pub mod http_listener;
+pub mod identities;
 pub mod logging;
 pub mod metrics;
 pub mod paging;

@@ -339,6 +339,7 @@ async fn serve(
     let credentials =
         Credentials::new(opened.store.clone(), Arc::clone(&opened.sealer), Arc::clone(&pages), changes.clone());
     let workspaces = Workspaces::new(opened.store.clone(), Arc::clone(&pages), changes.clone());
+    let identities = crate::identities::Identities::new(opened.store.clone(), Arc::clone(&pages), changes.clone());
     let authn = Authenticator::new(opened.store.clone()).following(&changes);
     let follower = match &settings.database {
         crate::store::Location::Postgres(config) => Some(crate::store::postgres::changes::follow(
@@ -393,6 +394,7 @@ async fn serve(
         ApiState {
             credentials,
             workspaces,
+            identities,
             tokens,
             auditor: auditor.clone(),
             broker,

@@ -121,7 +121,11 @@ impl Authenticator {
         changes.subscribe(move |change| match change {
             Change::Token(id) => listener.forget(id),
             Change::Workspace(_) | Change::Everything => listener.clear(),
-            Change::Credential(_) | Change::LeaseStored | Change::LeaseDropped(_) | Change::LeaseDropsMissed => {}
+            Change::Credential(_)
+            | Change::LeaseStored
+            | Change::LeaseDropped(_)
+            | Change::LeaseDropsMissed
+            | Change::Identity => {}
         });
         self.feed = changes.clone();
         if let Some(limit) = changes.limit() {

@@ -32,6 +32,13 @@ pub enum Permission<'a> {
     /// Sign in to the web console (ROOT, ADMIN, VIEWER: a LAUNCHER may only
     /// issue registry auth, which the console does not offer).
     UseConsole,
+    /// Create, change or delete identity providers (ROOT).
+    ManageIdentityProviders,
+    /// Read identity providers (ROOT, and ADMIN: bindings name them).
+    ReadIdentityProviders,
+    /// Create, read, change, delete or test identity bindings of a
+    /// workspace (ADMIN).
+    ManageIdentityBindings(&'a WorkspaceId),
 }
 
 impl Permission<'_> {
@@ -57,19 +64,28 @@ impl Permission<'_> {
                 "the web console is for ADMIN and VIEWER tokens (and ROOT); a LAUNCHER token only issues registry auth"
                     .into()
             }
+            Self::ManageIdentityProviders => "managing identity providers needs a ROOT token".into(),
+            Self::ReadIdentityProviders => "reading identity providers needs an ADMIN or ROOT token".into(),
+            Self::ManageIdentityBindings(_) => "managing identity bindings needs an ADMIN token".into(),
         }
     }
 
     fn workspace(&self) -> Option<&WorkspaceId> {
         match *self {
-            Self::ManageWorkspaces | Self::ManageRootTokens | Self::ReadAudit(None) | Self::UseConsole => None,
+            Self::ManageWorkspaces
+            | Self::ManageRootTokens
+            | Self::ReadAudit(None)
+            | Self::UseConsole
+            | Self::ManageIdentityProviders
+            | Self::ReadIdentityProviders => None,
             Self::ReadWorkspace(w)
             | Self::ManageCredentials(w)
             | Self::ReadCredentials(w)
             | Self::IssueRegistryAuth(w, _)
             | Self::ManageTokens(w, _)
             | Self::ReadTokens(w)
-            | Self::ReadAudit(Some(w)) => Some(w),
+            | Self::ReadAudit(Some(w))
+            | Self::ManageIdentityBindings(w) => Some(w),
         }
     }
 }
@@ -98,6 +114,7 @@ pub fn authorize(principal: &Principal, permission: Permission<'_>) -> Result<()
         (Role::Admin, Permission::ReadTokens(_)) => true,
         (Role::Admin | Role::Viewer, Permission::ReadAudit(Some(_))) => true,
         (Role::Admin | Role::Viewer, Permission::UseConsole) => true,
+        (Role::Admin, Permission::ReadIdentityProviders | Permission::ManageIdentityBindings(_)) => true,
         _ => false,
     };
     if allowed {

@@ -1,12 +1,18 @@
-//! `pullpass.v1.AccessService` handlers: workspaces and access tokens.
+//! `pullpass.v1.AccessService` handlers: workspaces, access tokens, and
+//! workload identity (identity providers and bindings).
 
 use std::sync::Arc;
 
 use pullpass::v1::access_service_server::AccessService;
 use pullpass::v1::{
-    AccessToken, CreateAccessTokenRequest, CreateConsoleLinkRequest, CreateConsoleLinkResponse, CreateWorkspaceRequest,
-    DeleteWorkspaceRequest, GetAccessTokenRequest, GetWorkspaceRequest, ListAccessTokensRequest,
-    ListAccessTokensResponse, ListWorkspacesRequest, ListWorkspacesResponse, RevokeAccessTokenRequest, Workspace,
+    AccessToken, CreateAccessTokenRequest, CreateConsoleLinkRequest, CreateConsoleLinkResponse,
+    CreateIdentityBindingRequest, CreateIdentityProviderRequest, CreateWorkspaceRequest, DeleteIdentityBindingRequest,
+    DeleteIdentityProviderRequest, DeleteWorkspaceRequest, GetAccessTokenRequest, GetIdentityBindingRequest,
+    GetIdentityProviderRequest, GetWorkspaceRequest, IdentityBinding, IdentityProvider, ListAccessTokensRequest,
+    ListAccessTokensResponse, ListIdentityBindingsRequest, ListIdentityBindingsResponse, ListIdentityProvidersRequest,
+    ListIdentityProvidersResponse, ListWorkspacesRequest, ListWorkspacesResponse, RevokeAccessTokenRequest,
+    TestIdentityTokenRequest, TestIdentityTokenResponse, UpdateIdentityBindingRequest, UpdateIdentityProviderRequest,
+    Workspace,
 };
 use tonic::{Request, Response, Status};
 
@@ -14,7 +20,7 @@ use super::{ApiState, allow, caller, convert, field, required, who};
 use crate::access::policy::Permission;
 use crate::access::tokens::{AccessTokens, NewToken};
 use crate::domain::ids::{AccessTokenName, ROOT_TOKENS};
-use crate::domain::{AccessTokenId, Role, WorkspaceId};
+use crate::domain::{AccessTokenId, IdentityBindingName, IdentityProviderId, Role, WorkspaceId};
 
 /// Handler state.
 #[derive(Debug)]
@@ -165,5 +171,180 @@ impl AccessService for AccessApi {
             url: link.url.expose().to_owned(),
             expire_time: Some(convert::timestamp(link.expire_time)),
         }))
+    }
+
+    async fn create_identity_provider(
+        &self,
+        request: Request<CreateIdentityProviderRequest>,
+    ) -> Result<Response<IdentityProvider>, Status> {
+        let (principal, actor) = who(&request)?;
+        let request = request.into_inner();
+        let resource = format!("identityProviders/{}", request.identity_provider_id);
+        let result = async {
+            allow(&principal, Permission::ManageIdentityProviders)?;
+            let provider = request.identity_provider.ok_or_else(|| required("identity_provider"))?;
+            let created = self
+                .0
+                .identities
+                .create_provider(&actor, &request.identity_provider_id, convert::provider_input(provider))
+                .await?;
+            Ok(Response::new(convert::identity_provider(&created)))
+        }
+        .await;
+        self.0.audited(&actor, "CreateIdentityProvider", &resource, result).await
+    }
+
+    async fn get_identity_provider(
+        &self,
+        request: Request<GetIdentityProviderRequest>,
+    ) -> Result<Response<IdentityProvider>, Status> {
+        let principal = caller(&request)?;
+        allow(&principal, Permission::ReadIdentityProviders)?;
+        let id = field("name", IdentityProviderId::from_name(&request.get_ref().name))?;
+        Ok(Response::new(convert::identity_provider(&self.0.identities.get_provider(&id).await?)))
+    }
+
+    async fn list_identity_providers(
+        &self,
+        request: Request<ListIdentityProvidersRequest>,
+    ) -> Result<Response<ListIdentityProvidersResponse>, Status> {
+        let principal = caller(&request)?;
+        allow(&principal, Permission::ReadIdentityProviders)?;
+        let request = request.into_inner();
+        let page = self.0.identities.list_providers(request.page_size, &request.page_token).await?;
+        Ok(Response::new(ListIdentityProvidersResponse {
+            identity_providers: page.items.iter().map(convert::identity_provider).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_identity_provider(
+        &self,
+        request: Request<UpdateIdentityProviderRequest>,
+    ) -> Result<Response<IdentityProvider>, Status> {
+        let (principal, actor) = who(&request)?;
+        let request = request.into_inner();
+        let resource = request.identity_provider.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+        let result = async {
+            allow(&principal, Permission::ManageIdentityProviders)?;
+            let provider = request.identity_provider.ok_or_else(|| required("identity_provider"))?;
+            let id = field("identity_provider.name", IdentityProviderId::from_name(&provider.name))?;
+            let mask = request.update_mask.map(|mask| mask.paths);
+            let updated =
+                self.0.identities.update_provider(&actor, id, convert::provider_input(provider), mask).await?;
+            Ok(Response::new(convert::identity_provider(&updated)))
+        }
+        .await;
+        self.0.audited(&actor, "UpdateIdentityProvider", &resource, result).await
+    }
+
+    async fn delete_identity_provider(
+        &self,
+        request: Request<DeleteIdentityProviderRequest>,
+    ) -> Result<Response<()>, Status> {
+        let (principal, actor) = who(&request)?;
+        let request = request.into_inner();
+        let result = async {
+            allow(&principal, Permission::ManageIdentityProviders)?;
+            let id = field("name", IdentityProviderId::from_name(&request.name))?;
+            self.0.identities.delete_provider(&actor, id, request.force).await?;
+            Ok(Response::new(()))
+        }
+        .await;
+        self.0.audited(&actor, "DeleteIdentityProvider", &request.name, result).await
+    }
+
+    async fn create_identity_binding(
+        &self,
+        request: Request<CreateIdentityBindingRequest>,
+    ) -> Result<Response<IdentityBinding>, Status> {
+        let (principal, actor) = who(&request)?;
+        let request = request.into_inner();
+        let resource = format!("{}/identityBindings/{}", request.parent, request.identity_binding_id);
+        let result = async {
+            let workspace = field("parent", WorkspaceId::from_name(&request.parent))?;
+            allow(&principal, Permission::ManageIdentityBindings(&workspace))?;
+            let binding = request.identity_binding.ok_or_else(|| required("identity_binding"))?;
+            let created = self
+                .0
+                .identities
+                .create_binding(&actor, workspace, &request.identity_binding_id, convert::binding_input(binding))
+                .await?;
+            Ok(Response::new(convert::identity_binding(&created)))
+        }
+        .await;
+        self.0.audited(&actor, "CreateIdentityBinding", &resource, result).await
+    }
+
+    async fn get_identity_binding(
+        &self,
+        request: Request<GetIdentityBindingRequest>,
+    ) -> Result<Response<IdentityBinding>, Status> {
+        let principal = caller(&request)?;
+        let name = field("name", IdentityBindingName::parse(&request.get_ref().name))?;
+        allow(&principal, Permission::ManageIdentityBindings(&name.workspace))?;
+        Ok(Response::new(convert::identity_binding(&self.0.identities.get_binding(&name).await?)))
+    }
+
+    async fn list_identity_bindings(
+        &self,
+        request: Request<ListIdentityBindingsRequest>,
+    ) -> Result<Response<ListIdentityBindingsResponse>, Status> {
+        let principal = caller(&request)?;
+        let request = request.into_inner();
+        let workspace = field("parent", WorkspaceId::from_name(&request.parent))?;
+        allow(&principal, Permission::ManageIdentityBindings(&workspace))?;
+        let page = self.0.identities.list_bindings(&workspace, request.page_size, &request.page_token).await?;
+        Ok(Response::new(ListIdentityBindingsResponse {
+            identity_bindings: page.items.iter().map(convert::identity_binding).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_identity_binding(
+        &self,
+        request: Request<UpdateIdentityBindingRequest>,
+    ) -> Result<Response<IdentityBinding>, Status> {
+        let (principal, actor) = who(&request)?;
+        let request = request.into_inner();
+        let resource = request.identity_binding.as_ref().map(|b| b.name.clone()).unwrap_or_default();
+        let result = async {
+            let binding = request.identity_binding.ok_or_else(|| required("identity_binding"))?;
+            let name = field("identity_binding.name", IdentityBindingName::parse(&binding.name))?;
+            allow(&principal, Permission::ManageIdentityBindings(&name.workspace))?;
+            let mask = request.update_mask.map(|mask| mask.paths);
+            let updated = self.0.identities.update_binding(&actor, name, convert::binding_input(binding), mask).await?;
+            Ok(Response::new(convert::identity_binding(&updated)))
+        }
+        .await;
+        self.0.audited(&actor, "UpdateIdentityBinding", &resource, result).await
+    }
+
+    async fn delete_identity_binding(
+        &self,
+        request: Request<DeleteIdentityBindingRequest>,
+    ) -> Result<Response<()>, Status> {
+        let (principal, actor) = who(&request)?;
+        let request = request.into_inner();
+        let result = async {
+            let name = field("name", IdentityBindingName::parse(&request.name))?;
+            allow(&principal, Permission::ManageIdentityBindings(&name.workspace))?;
+            self.0.identities.delete_binding(&actor, name).await?;
+            Ok(Response::new(()))
+        }
+        .await;
+        self.0.audited(&actor, "DeleteIdentityBinding", &request.name, result).await
+    }
+
+    async fn test_identity_token(
+        &self,
+        request: Request<TestIdentityTokenRequest>,
+    ) -> Result<Response<TestIdentityTokenResponse>, Status> {
+        let principal = caller(&request)?;
+        let request = request.into_inner();
+        let workspace = field("parent", WorkspaceId::from_name(&request.parent))?;
+        allow(&principal, Permission::ManageIdentityBindings(&workspace))?;
+        let _ = (&workspace, &request.token);
+        Err(Status::unimplemented("TODO(identity): TestIdentityToken waits for the verifier"))
     }
 }

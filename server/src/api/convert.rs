@@ -85,3 +85,78 @@ pub fn access_token(r: &crate::domain::AccessTokenRecord) -> v1::AccessToken {
         token: String::new(),
     }
 }
+
+/// A duration from protobuf (`None` for a negative or unset one, which the
+/// service then refuses or defaults).
+pub fn from_duration(d: &prost_types::Duration) -> Option<std::time::Duration> {
+    (d.seconds >= 0 && d.nanos >= 0).then(|| std::time::Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+/// A protobuf duration.
+pub fn duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+/// An identity provider as asked for.
+pub fn provider_input(p: v1::IdentityProvider) -> crate::identities::ProviderInput {
+    crate::identities::ProviderInput {
+        issuer: p.issuer,
+        jwks_uri: p.jwks_uri,
+        jwks: p.jwks,
+        ca_certificates: p.ca_certificates,
+        audiences: p.audiences,
+        allowed_algorithms: p.allowed_algorithms,
+        // A negative duration is refused rather than defaulted.
+        max_token_lifetime: p.max_token_lifetime.map(|d| from_duration(&d).unwrap_or(std::time::Duration::MAX)),
+        clock_skew: p.clock_skew.map(|d| from_duration(&d).unwrap_or(std::time::Duration::MAX)),
+        description: p.description,
+    }
+}
+
+/// The proto form of an identity provider.
+pub fn identity_provider(p: &crate::domain::IdentityProvider) -> v1::IdentityProvider {
+    let (jwks_uri, jwks) = match &p.key_source {
+        crate::domain::KeySource::Discovery => (String::new(), String::new()),
+        crate::domain::KeySource::JwksUri(uri) => (uri.clone(), String::new()),
+        crate::domain::KeySource::Jwks(jwks) => (String::new(), jwks.clone()),
+    };
+    v1::IdentityProvider {
+        name: p.id.name(),
+        issuer: p.issuer.clone(),
+        jwks_uri,
+        jwks,
+        ca_certificates: p.ca_certificates.clone(),
+        audiences: p.audiences.clone(),
+        allowed_algorithms: p.allowed_algorithms.clone(),
+        max_token_lifetime: Some(duration(p.max_token_lifetime)),
+        clock_skew: Some(duration(p.clock_skew)),
+        description: p.description.clone(),
+        create_time: Some(timestamp(p.create_time)),
+        update_time: Some(timestamp(p.update_time)),
+    }
+}
+
+/// An identity binding as asked for.
+pub fn binding_input(b: v1::IdentityBinding) -> crate::identities::BindingInput {
+    crate::identities::BindingInput {
+        identity_provider: b.identity_provider,
+        bound_claims: b.bound_claims.into_iter().collect(),
+        role: b.role,
+        allowed_projects: b.allowed_projects,
+        description: b.description,
+    }
+}
+
+/// The proto form of an identity binding.
+pub fn identity_binding(b: &crate::domain::IdentityBinding) -> v1::IdentityBinding {
+    v1::IdentityBinding {
+        name: b.name.to_string(),
+        identity_provider: b.provider.name(),
+        bound_claims: b.bound_claims.iter().cloned().collect(),
+        role: b.role.code(),
+        allowed_projects: b.allowed_projects.iter().map(ToString::to_string).collect(),
+        description: b.description.clone(),
+        create_time: Some(timestamp(b.create_time)),
+        update_time: Some(timestamp(b.update_time)),
+    }
+}

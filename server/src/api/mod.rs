@@ -46,6 +46,8 @@ pub struct ApiState {
     pub credentials: Credentials,
     /// Workspace management.
     pub workspaces: Workspaces,
+    /// Identity providers and bindings.
+    pub identities: crate::identities::Identities,
     /// Access-token management.
     pub tokens: AccessTokens,
     /// The audit trail.

@@ -195,6 +195,7 @@ impl Broker {
                         shared.wake();
                     }
                 }
+                Change::Identity => {}
                 Change::LeaseDropsMissed => {
                     inner.cache.clear();
                     inner.recent.forget_all();

@@ -28,8 +28,8 @@ use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
 use crate::domain::session::ConsoleSession;
 use crate::domain::{
-    AccessTokenId, AccessTokenRecord, Credential, CredentialName, Provider, SealedSecret, Timestamp, Workspace,
-    WorkspaceId,
+    AccessTokenId, AccessTokenRecord, Credential, CredentialName, IdentityBinding, IdentityBindingName,
+    IdentityProvider, IdentityProviderId, Provider, SealedSecret, Timestamp, Workspace, WorkspaceId,
 };
 use crate::error::Error;
 
@@ -247,6 +247,23 @@ pub type RowCursor = Option<(String, String)>;
 /// The audit chain's last link: `(seq, hash)`.
 pub type ChainLink = (i64, [u8; 32]);
 
+/// What deleting an identity provider did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderDeletion {
+    /// Deleted, with this many bindings (when forced).
+    Deleted {
+        /// Bindings deleted with it.
+        bindings: u64,
+    },
+    /// No such provider.
+    Missing,
+    /// Bindings name it, and it was not forced.
+    InUse {
+        /// How many.
+        bindings: u64,
+    },
+}
+
 /// What deleting a workspace did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkspaceDeletion {
@@ -406,6 +423,49 @@ pub trait Backend: Send + Sync + fmt::Debug {
         keep_one: bool,
         events: &[AuditEvent],
     ) -> Result<RootRevocation, Error>;
+
+    // --- workload identity ---
+
+    /// Inserts an identity provider with its audit events. ALREADY_EXISTS
+    /// when its id, or its issuer, is taken.
+    async fn insert_identity_provider(&self, provider: &IdentityProvider, events: &[AuditEvent]) -> Result<(), Error>;
+    /// Replaces an identity provider if it is still as read (its
+    /// `read_update_time`), with its audit events. ALREADY_EXISTS when the
+    /// new issuer is another provider's.
+    async fn replace_identity_provider(
+        &self,
+        read_update_time: Timestamp,
+        provider: &IdentityProvider,
+        events: &[AuditEvent],
+    ) -> Result<Replaced, Error>;
+    /// Every identity provider, ordered by id.
+    async fn identity_providers(&self) -> Result<Vec<IdentityProvider>, Error>;
+    /// Deletes an identity provider (and, when `force`, the bindings that
+    /// name it) with its audit events.
+    async fn delete_identity_provider(
+        &self,
+        id: &IdentityProviderId,
+        force: bool,
+        events: &[AuditEvent],
+    ) -> Result<ProviderDeletion, Error>;
+    /// Inserts an identity binding with its audit events. NOT_FOUND when its
+    /// workspace or provider does not exist; ALREADY_EXISTS when its name
+    /// is taken.
+    async fn insert_identity_binding(&self, binding: &IdentityBinding, events: &[AuditEvent]) -> Result<(), Error>;
+    /// Replaces an identity binding if it is still as read, with its audit
+    /// events.
+    async fn replace_identity_binding(
+        &self,
+        read_update_time: Timestamp,
+        binding: &IdentityBinding,
+        events: &[AuditEvent],
+    ) -> Result<Replaced, Error>;
+    /// The identity bindings of `workspace` (of every workspace when
+    /// `None`), ordered by workspace and id.
+    async fn identity_bindings(&self, workspace: Option<&WorkspaceId>) -> Result<Vec<IdentityBinding>, Error>;
+    /// Deletes an identity binding with its audit events; false when there
+    /// was none.
+    async fn delete_identity_binding(&self, name: &IdentityBindingName, events: &[AuditEvent]) -> Result<bool, Error>;
 
     // --- credential use ---
 
@@ -603,6 +663,14 @@ pub fn audit_unavailable() -> Error {
 /// Encodes a list of strings for a text column (both backends).
 pub(crate) fn encode_list<T: AsRef<str>>(items: &[T]) -> String {
     serde_json::to_string(&items.iter().map(AsRef::as_ref).collect::<Vec<&str>>()).unwrap_or_else(|_| "[]".into())
+}
+
+/// ALREADY_EXISTS for a provider whose issuer another provider has.
+pub(crate) fn issuer_taken(issuer: &str) -> Error {
+    Error::already_exists(format!(
+        "an identity provider with issuer `{}` (one provider per issuer)",
+        crate::domain::ids::shorten(issuer)
+    ))
 }
 
 /// Decodes a list written by [`encode_list`].

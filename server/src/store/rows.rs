@@ -8,7 +8,8 @@ use super::{StoreError, decode_list, encode_list};
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::{RealmOrigin, StoredCredential};
 use crate::domain::{
-    AccessTokenId, AccessTokenRecord, Credential, CredentialId, CredentialName, CredentialUid, ProjectName, Provider,
+    AccessTokenId, AccessTokenRecord, Credential, CredentialId, CredentialName, CredentialUid, IdentityBinding,
+    IdentityBindingId, IdentityBindingName, IdentityProvider, IdentityProviderId, KeySource, ProjectName, Provider,
     Role, SealedSecret, Timestamp, Workspace, WorkspaceId, WorkspaceKind,
 };
 
@@ -303,6 +304,131 @@ impl SessionRow {
             create_time: Timestamp::from_micros(self.create_time),
             expire_time: Timestamp::from_micros(self.expire_time),
             last_seen: Timestamp::from_micros(self.last_seen),
+        })
+    }
+}
+
+/// An `identity_providers` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityProviderRow {
+    pub id: String,
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub jwks: String,
+    pub ca_certificates: String,
+    pub audiences: String,
+    pub allowed_algorithms: String,
+    pub max_token_lifetime_s: i64,
+    pub clock_skew_s: i64,
+    pub description: String,
+    pub create_time: i64,
+    pub update_time: i64,
+}
+
+impl IdentityProviderRow {
+    /// The row of a provider.
+    pub fn of(provider: &IdentityProvider) -> Self {
+        let (jwks_uri, jwks) = match &provider.key_source {
+            KeySource::Discovery => (String::new(), String::new()),
+            KeySource::JwksUri(uri) => (uri.clone(), String::new()),
+            KeySource::Jwks(jwks) => (String::new(), jwks.clone()),
+        };
+        Self {
+            id: provider.id.as_str().to_owned(),
+            issuer: provider.issuer.clone(),
+            jwks_uri,
+            jwks,
+            ca_certificates: provider.ca_certificates.clone(),
+            audiences: encode_list(&provider.audiences),
+            allowed_algorithms: encode_list(&provider.allowed_algorithms),
+            max_token_lifetime_s: provider.max_token_lifetime.as_secs() as i64,
+            clock_skew_s: provider.clock_skew.as_secs() as i64,
+            description: provider.description.clone(),
+            create_time: provider.create_time.as_micros(),
+            update_time: provider.update_time.as_micros(),
+        }
+    }
+
+    /// The provider, checked.
+    pub fn provider(&self) -> Result<IdentityProvider, StoreError> {
+        let key_source = match (self.jwks_uri.is_empty(), self.jwks.is_empty()) {
+            (true, true) => KeySource::Discovery,
+            (false, true) => KeySource::JwksUri(self.jwks_uri.clone()),
+            (true, false) => KeySource::Jwks(self.jwks.clone()),
+            (false, false) => return Err(corrupt(format!("identity provider {}: two key sources", self.id))),
+        };
+        let seconds = |n: i64, what: &str| {
+            u64::try_from(n).map(std::time::Duration::from_secs).map_err(|_| corrupt(format!("{what} {n}")))
+        };
+        Ok(IdentityProvider {
+            id: IdentityProviderId::parse(&self.id).map_err(corrupt)?,
+            issuer: self.issuer.clone(),
+            key_source,
+            ca_certificates: self.ca_certificates.clone(),
+            audiences: decode_list(&self.audiences)?,
+            allowed_algorithms: decode_list(&self.allowed_algorithms)?,
+            max_token_lifetime: seconds(self.max_token_lifetime_s, "max token lifetime")?,
+            clock_skew: seconds(self.clock_skew_s, "clock skew")?,
+            description: self.description.clone(),
+            create_time: Timestamp::from_micros(self.create_time),
+            update_time: Timestamp::from_micros(self.update_time),
+        })
+    }
+}
+
+/// An `identity_bindings` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityBindingRow {
+    pub workspace_id: String,
+    pub id: String,
+    pub provider_id: String,
+    pub bound_claims: String,
+    pub role: i32,
+    pub allowed_projects: String,
+    pub description: String,
+    pub create_time: i64,
+    pub update_time: i64,
+}
+
+impl IdentityBindingRow {
+    /// The row of a binding.
+    pub fn of(binding: &IdentityBinding) -> Self {
+        let claims: serde_json::Map<String, serde_json::Value> =
+            binding.bound_claims.iter().map(|(c, p)| (c.clone(), serde_json::Value::String(p.clone()))).collect();
+        Self {
+            workspace_id: binding.name.workspace.as_str().to_owned(),
+            id: binding.name.binding.as_str().to_owned(),
+            provider_id: binding.provider.as_str().to_owned(),
+            bound_claims: serde_json::Value::Object(claims).to_string(),
+            role: binding.role.code(),
+            allowed_projects: encode_list(
+                &binding.allowed_projects.iter().map(ProjectName::as_str).collect::<Vec<_>>(),
+            ),
+            description: binding.description.clone(),
+            create_time: binding.create_time.as_micros(),
+            update_time: binding.update_time.as_micros(),
+        }
+    }
+
+    /// The binding, checked.
+    pub fn binding(&self) -> Result<IdentityBinding, StoreError> {
+        let claims: std::collections::BTreeMap<String, String> = serde_json::from_str(&self.bound_claims)
+            .map_err(|e| corrupt(format!("identity binding {}: bound claims: {e}", self.id)))?;
+        Ok(IdentityBinding {
+            name: IdentityBindingName {
+                workspace: WorkspaceId::parse(&self.workspace_id).map_err(corrupt)?,
+                binding: IdentityBindingId::parse(&self.id).map_err(corrupt)?,
+            },
+            provider: IdentityProviderId::parse(&self.provider_id).map_err(corrupt)?,
+            bound_claims: claims.into_iter().collect(),
+            role: Role::from_code(self.role).ok_or_else(|| corrupt(format!("role {}", self.role)))?,
+            allowed_projects: decode_list(&self.allowed_projects)?
+                .iter()
+                .map(|p| ProjectName::parse(p).map_err(corrupt))
+                .collect::<Result<_, _>>()?,
+            description: self.description.clone(),
+            create_time: Timestamp::from_micros(self.create_time),
+            update_time: Timestamp::from_micros(self.update_time),
         })
     }
 }

@@ -47,6 +47,12 @@ pub const CHANGING: &[&str] = &[
     "ImportDockerConfig",
     "DeleteWorkspace",
     "RevokeAccessToken",
+    "CreateIdentityProvider",
+    "UpdateIdentityProvider",
+    "DeleteIdentityProvider",
+    "CreateIdentityBinding",
+    "UpdateIdentityBinding",
+    "DeleteIdentityBinding",
 ];
 /// How often the backstop polls (and confirms).
 const POLL: Duration = Duration::from_secs(1);
@@ -69,6 +75,7 @@ fn publish(feed: &ChangeFeed, action: &str, resource: &str) {
                 feed.publish(Change::Workspace(&workspace));
             }
         }
+        action if action.contains("Identity") => feed.publish(Change::Identity),
         "RevokeAccessToken" => {
             if let Some(id) = AccessTokenId::from_resource_name(resource) {
                 feed.publish(Change::Token(&id));

@@ -32,16 +32,19 @@ use tokio_postgres::{GenericClient, Row};
 pub use config::PgConfig;
 pub use migrations::SCHEMA_VERSION;
 
-use super::rows::{AuditRow, CredentialRow, SessionRow, TokenRow, WorkspaceRow};
+use super::rows::{
+    AuditRow, CredentialRow, IdentityBindingRow, IdentityProviderRow, SessionRow, TokenRow, WorkspaceRow,
+};
 use super::{
-    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Pruned, Replaced,
-    Rewrap, RootRevocation, RowCursor, StoreError, WorkspaceDeletion,
+    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, ProviderDeletion,
+    Pruned, Replaced, Rewrap, RootRevocation, RowCursor, StoreError, WorkspaceDeletion,
 };
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
 use crate::domain::session::{ConsoleSession, SessionKind};
 use crate::domain::{
-    AccessTokenId, AccessTokenRecord, Credential, CredentialName, Provider, Timestamp, Workspace, WorkspaceId,
+    AccessTokenId, AccessTokenRecord, Credential, CredentialName, IdentityBinding, IdentityBindingName,
+    IdentityProvider, IdentityProviderId, Provider, Timestamp, Workspace, WorkspaceId,
 };
 use crate::error::Error;
 
@@ -383,6 +386,42 @@ fn session_row(row: &Row) -> SessionRow {
     }
 }
 
+const PROVIDER_COLUMNS: &str = "id, issuer, jwks_uri, jwks, ca_certificates, audiences, allowed_algorithms, \
+     max_token_lifetime_s, clock_skew_s, description, create_time, update_time";
+const BINDING_COLUMNS: &str =
+    "workspace_id, id, provider_id, bound_claims, role, allowed_projects, description, create_time, update_time";
+
+fn provider_row(row: &Row) -> IdentityProviderRow {
+    IdentityProviderRow {
+        id: row.get(0),
+        issuer: row.get(1),
+        jwks_uri: row.get(2),
+        jwks: row.get(3),
+        ca_certificates: row.get(4),
+        audiences: row.get(5),
+        allowed_algorithms: row.get(6),
+        max_token_lifetime_s: row.get(7),
+        clock_skew_s: row.get(8),
+        description: row.get(9),
+        create_time: row.get(10),
+        update_time: row.get(11),
+    }
+}
+
+fn binding_row(row: &Row) -> IdentityBindingRow {
+    IdentityBindingRow {
+        workspace_id: row.get(0),
+        id: row.get(1),
+        provider_id: row.get(2),
+        bound_claims: row.get(3),
+        role: row.get(4),
+        allowed_projects: row.get(5),
+        description: row.get(6),
+        create_time: row.get(7),
+        update_time: row.get(8),
+    }
+}
+
 fn token_row(row: &Row) -> TokenRow {
     TokenRow {
         id: row.get(0),
@@ -698,6 +737,256 @@ impl Backend for PgStore {
                     .execute(
                         "DELETE FROM credentials WHERE workspace_id = $1 AND credential_id = $2",
                         &[&name.workspace.as_str(), &name.credential.as_str()],
+                    )
+                    .await?;
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                tx.audit(&events)?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn insert_identity_provider(&self, provider: &IdentityProvider, events: &[AuditEvent]) -> Result<(), Error> {
+        let (r, events, name) = (IdentityProviderRow::of(provider), events.to_vec(), provider.id.name());
+        self.mutate(move |tx| {
+            let (r, events, name) = (r.clone(), events.clone(), name.clone());
+            Box::pin(async move {
+                let inserted = tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO identity_providers ({PROVIDER_COLUMNS}) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING"
+                        ),
+                        &[
+                            &r.id,
+                            &r.issuer,
+                            &r.jwks_uri,
+                            &r.jwks,
+                            &r.ca_certificates,
+                            &r.audiences,
+                            &r.allowed_algorithms,
+                            &r.max_token_lifetime_s,
+                            &r.clock_skew_s,
+                            &r.description,
+                            &r.create_time,
+                            &r.update_time,
+                        ],
+                    )
+                    .await?;
+                if inserted == 0 {
+                    let id_taken = tx.query_opt("SELECT 1 FROM identity_providers WHERE id = $1", &[&r.id]).await?;
+                    return Err(match id_taken {
+                        Some(_) => Error::already_exists(name),
+                        None => super::issuer_taken(&r.issuer),
+                    }
+                    .into());
+                }
+                tx.audit(&events)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn replace_identity_provider(
+        &self,
+        read_update_time: Timestamp,
+        provider: &IdentityProvider,
+        events: &[AuditEvent],
+    ) -> Result<Replaced, Error> {
+        let (r, events) = (IdentityProviderRow::of(provider), events.to_vec());
+        self.mutate(move |tx| {
+            let (r, events) = (r.clone(), events.clone());
+            Box::pin(async move {
+                let current = tx
+                    .query_opt("SELECT update_time FROM identity_providers WHERE id = $1 FOR UPDATE", &[&r.id])
+                    .await?;
+                let Some(current) = current else { return Ok(Replaced::Missing) };
+                if current.get::<_, i64>(0) != read_update_time.as_micros() {
+                    return Ok(Replaced::Stale);
+                }
+                let taken = tx
+                    .query_opt("SELECT 1 FROM identity_providers WHERE issuer = $1 AND id <> $2", &[&r.issuer, &r.id])
+                    .await?;
+                if taken.is_some() {
+                    return Err(super::issuer_taken(&r.issuer).into());
+                }
+                tx.execute(
+                    "UPDATE identity_providers SET issuer = $2, jwks_uri = $3, jwks = $4, ca_certificates = $5, \
+                     audiences = $6, allowed_algorithms = $7, max_token_lifetime_s = $8, clock_skew_s = $9, \
+                     description = $10, update_time = $11 WHERE id = $1",
+                    &[
+                        &r.id,
+                        &r.issuer,
+                        &r.jwks_uri,
+                        &r.jwks,
+                        &r.ca_certificates,
+                        &r.audiences,
+                        &r.allowed_algorithms,
+                        &r.max_token_lifetime_s,
+                        &r.clock_skew_s,
+                        &r.description,
+                        &r.update_time,
+                    ],
+                )
+                .await?;
+                tx.audit(&events)?;
+                Ok(Replaced::Done)
+            })
+        })
+        .await
+    }
+
+    async fn identity_providers(&self) -> Result<Vec<IdentityProvider>, Error> {
+        let rows = self.query(&format!("SELECT {PROVIDER_COLUMNS} FROM identity_providers ORDER BY id"), &[]).await?;
+        rows.iter().map(|r| provider_row(r).provider()).collect::<Result<_, _>>().map_err(Error::from)
+    }
+
+    async fn delete_identity_provider(
+        &self,
+        id: &IdentityProviderId,
+        force: bool,
+        events: &[AuditEvent],
+    ) -> Result<ProviderDeletion, Error> {
+        let (id, events) = (id.as_str().to_owned(), events.to_vec());
+        self.mutate(move |tx| {
+            let (id, events) = (id.clone(), events.clone());
+            Box::pin(async move {
+                // Locked first, so a binding cannot be created for it meanwhile.
+                if tx.query_opt("SELECT 1 FROM identity_providers WHERE id = $1 FOR UPDATE", &[&id]).await?.is_none() {
+                    return Ok(ProviderDeletion::Missing);
+                }
+                let bindings: i64 =
+                    tx.query_one("SELECT count(*) FROM identity_bindings WHERE provider_id = $1", &[&id]).await?.get(0);
+                if bindings > 0 && !force {
+                    return Ok(ProviderDeletion::InUse { bindings: bindings as u64 });
+                }
+                let bindings = tx.execute("DELETE FROM identity_bindings WHERE provider_id = $1", &[&id]).await?;
+                tx.execute("DELETE FROM identity_providers WHERE id = $1", &[&id]).await?;
+                tx.audit(&events)?;
+                Ok(ProviderDeletion::Deleted { bindings })
+            })
+        })
+        .await
+    }
+
+    async fn insert_identity_binding(&self, binding: &IdentityBinding, events: &[AuditEvent]) -> Result<(), Error> {
+        let (r, events, name) = (IdentityBindingRow::of(binding), events.to_vec(), binding.name.to_string());
+        self.mutate(move |tx| {
+            let (r, events, name) = (r.clone(), events.clone(), name.clone());
+            Box::pin(async move {
+                if tx.query_opt("SELECT 1 FROM workspaces WHERE id = $1 FOR SHARE", &[&r.workspace_id]).await?.is_none()
+                {
+                    return Err(Error::not_found(format!("workspaces/{}", r.workspace_id)).into());
+                }
+                if tx
+                    .query_opt("SELECT 1 FROM identity_providers WHERE id = $1 FOR SHARE", &[&r.provider_id])
+                    .await?
+                    .is_none()
+                {
+                    return Err(Error::not_found(format!("identityProviders/{}", r.provider_id)).into());
+                }
+                let inserted = tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO identity_bindings ({BINDING_COLUMNS}) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"
+                        ),
+                        &[
+                            &r.workspace_id,
+                            &r.id,
+                            &r.provider_id,
+                            &r.bound_claims,
+                            &r.role,
+                            &r.allowed_projects,
+                            &r.description,
+                            &r.create_time,
+                            &r.update_time,
+                        ],
+                    )
+                    .await?;
+                if inserted == 0 {
+                    return Err(Error::already_exists(name).into());
+                }
+                tx.audit(&events)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn replace_identity_binding(
+        &self,
+        read_update_time: Timestamp,
+        binding: &IdentityBinding,
+        events: &[AuditEvent],
+    ) -> Result<Replaced, Error> {
+        let (r, events) = (IdentityBindingRow::of(binding), events.to_vec());
+        self.mutate(move |tx| {
+            let (r, events) = (r.clone(), events.clone());
+            Box::pin(async move {
+                let current = tx
+                    .query_opt(
+                        "SELECT update_time FROM identity_bindings WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
+                        &[&r.workspace_id, &r.id],
+                    )
+                    .await?;
+                let Some(current) = current else { return Ok(Replaced::Missing) };
+                if current.get::<_, i64>(0) != read_update_time.as_micros() {
+                    return Ok(Replaced::Stale);
+                }
+                tx.execute(
+                    "UPDATE identity_bindings SET bound_claims = $3, role = $4, allowed_projects = $5, \
+                     description = $6, update_time = $7 WHERE workspace_id = $1 AND id = $2",
+                    &[
+                        &r.workspace_id,
+                        &r.id,
+                        &r.bound_claims,
+                        &r.role,
+                        &r.allowed_projects,
+                        &r.description,
+                        &r.update_time,
+                    ],
+                )
+                .await?;
+                tx.audit(&events)?;
+                Ok(Replaced::Done)
+            })
+        })
+        .await
+    }
+
+    async fn identity_bindings(&self, workspace: Option<&WorkspaceId>) -> Result<Vec<IdentityBinding>, Error> {
+        let rows = match workspace {
+            Some(workspace) => {
+                self.query(
+                    &format!(
+                        "SELECT {BINDING_COLUMNS} FROM identity_bindings WHERE workspace_id = $1 ORDER BY workspace_id, id"
+                    ),
+                    &[&workspace.as_str()],
+                )
+                .await?
+            }
+            None => {
+                self.query(&format!("SELECT {BINDING_COLUMNS} FROM identity_bindings ORDER BY workspace_id, id"), &[])
+                    .await?
+            }
+        };
+        rows.iter().map(|r| binding_row(r).binding()).collect::<Result<_, _>>().map_err(Error::from)
+    }
+
+    async fn delete_identity_binding(&self, name: &IdentityBindingName, events: &[AuditEvent]) -> Result<bool, Error> {
+        let (name, events) = (name.clone(), events.to_vec());
+        self.mutate(move |tx| {
+            let (name, events) = (name.clone(), events.clone());
+            Box::pin(async move {
+                let deleted = tx
+                    .execute(
+                        "DELETE FROM identity_bindings WHERE workspace_id = $1 AND id = $2",
+                        &[&name.workspace.as_str(), &name.binding.as_str()],
                     )
                     .await?;
                 if deleted == 0 {

@@ -136,6 +136,37 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX console_sessions_by_expiry ON console_sessions (expire_time);
     "#,
+    // 6: workload identity: trusted JWT issuers, and what their tokens earn
+    // in a workspace. Lists and claim maps are JSON text.
+    r#"
+    CREATE TABLE identity_providers (
+        id                   TEXT PRIMARY KEY,
+        issuer               TEXT NOT NULL UNIQUE,
+        jwks_uri             TEXT NOT NULL,
+        jwks                 TEXT NOT NULL,
+        ca_certificates      TEXT NOT NULL,
+        audiences            TEXT NOT NULL,
+        allowed_algorithms   TEXT NOT NULL,
+        max_token_lifetime_s INTEGER NOT NULL,
+        clock_skew_s         INTEGER NOT NULL,
+        description          TEXT NOT NULL,
+        create_time          INTEGER NOT NULL,
+        update_time          INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE identity_bindings (
+        workspace_id     TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+        id               TEXT NOT NULL,
+        provider_id      TEXT NOT NULL REFERENCES identity_providers(id),
+        bound_claims     TEXT NOT NULL,
+        role             INTEGER NOT NULL,
+        allowed_projects TEXT NOT NULL,
+        description      TEXT NOT NULL,
+        create_time      INTEGER NOT NULL,
+        update_time      INTEGER NOT NULL,
+        PRIMARY KEY (workspace_id, id)
+    ) STRICT;
+    CREATE INDEX identity_bindings_by_provider ON identity_bindings (provider_id);
+    "#,
 ];
 
 /// The schema version this binary creates and understands.

@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod changes;
 pub mod credentials;
+pub mod identities;
 pub mod meta;
 pub(crate) mod migrations;
 pub mod sessions;
@@ -33,13 +34,16 @@ pub use migrations::SCHEMA_VERSION;
 use writer::Writer;
 
 use super::{
-    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, Pruned, Replaced,
-    Rewrap, RootRevocation, RowCursor, StoreError, WorkspaceDeletion,
+    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, ProviderDeletion,
+    Pruned, Replaced, Rewrap, RootRevocation, RowCursor, StoreError, WorkspaceDeletion,
 };
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
 use crate::domain::session::{ConsoleSession, SessionKind};
-use crate::domain::{AccessTokenId, AccessTokenRecord, Credential, CredentialName, Timestamp, Workspace, WorkspaceId};
+use crate::domain::{
+    AccessTokenId, AccessTokenRecord, Credential, CredentialName, IdentityBinding, IdentityBindingName,
+    IdentityProvider, IdentityProviderId, Timestamp, Workspace, WorkspaceId,
+};
 use crate::error::Error;
 
 /// Number of reader connections.
@@ -408,6 +412,122 @@ impl Backend for SqliteStore {
         let (name, events) = (name.clone(), events.to_vec());
         self.write_with(move |this, conn| {
             if !credentials::delete(conn, &name)? {
+                return Ok(false);
+            }
+            this.append(conn, &events)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn insert_identity_provider(&self, provider: &IdentityProvider, events: &[AuditEvent]) -> Result<(), Error> {
+        let (provider, events) = (provider.clone(), events.to_vec());
+        self.write_with(move |this, conn| {
+            if identities::provider_exists(conn, &provider.id)? {
+                return Err(Error::already_exists(provider.id.name()));
+            }
+            identities::insert_provider(conn, &provider)
+                .map_err(|e| conflict_is(e, super::issuer_taken(&provider.issuer)))?;
+            this.append(conn, &events)
+        })
+        .await
+    }
+
+    async fn replace_identity_provider(
+        &self,
+        read_update_time: Timestamp,
+        provider: &IdentityProvider,
+        events: &[AuditEvent],
+    ) -> Result<Replaced, Error> {
+        let (provider, events) = (provider.clone(), events.to_vec());
+        self.write_with(move |this, conn| {
+            if !identities::provider_exists(conn, &provider.id)? {
+                return Ok(Replaced::Missing);
+            }
+            let replaced = identities::replace_provider(conn, read_update_time, &provider)
+                .map_err(|e| conflict_is(e, super::issuer_taken(&provider.issuer)))?;
+            if !replaced {
+                return Ok(Replaced::Stale);
+            }
+            this.append(conn, &events)?;
+            Ok(Replaced::Done)
+        })
+        .await
+    }
+
+    async fn identity_providers(&self) -> Result<Vec<IdentityProvider>, Error> {
+        self.read(|conn| Ok(identities::providers(conn)?)).await
+    }
+
+    async fn delete_identity_provider(
+        &self,
+        id: &IdentityProviderId,
+        force: bool,
+        events: &[AuditEvent],
+    ) -> Result<ProviderDeletion, Error> {
+        let (id, events) = (id.clone(), events.to_vec());
+        self.write_with(move |this, conn| {
+            if !identities::provider_exists(conn, &id)? {
+                return Ok(ProviderDeletion::Missing);
+            }
+            let bindings = identities::bindings_of_provider(conn, &id)?;
+            if bindings > 0 && !force {
+                return Ok(ProviderDeletion::InUse { bindings });
+            }
+            let bindings = identities::delete_provider(conn, &id)?;
+            this.append(conn, &events)?;
+            Ok(ProviderDeletion::Deleted { bindings })
+        })
+        .await
+    }
+
+    async fn insert_identity_binding(&self, binding: &IdentityBinding, events: &[AuditEvent]) -> Result<(), Error> {
+        let (binding, events) = (binding.clone(), events.to_vec());
+        self.write_with(move |this, conn| {
+            if !workspaces::exists(conn, &binding.name.workspace)? {
+                return Err(Error::not_found(binding.name.workspace.name()));
+            }
+            if !identities::provider_exists(conn, &binding.provider)? {
+                return Err(Error::not_found(binding.provider.name()));
+            }
+            if identities::binding_exists(conn, &binding.name)? {
+                return Err(Error::already_exists(binding.name.to_string()));
+            }
+            identities::insert_binding(conn, &binding)?;
+            this.append(conn, &events)
+        })
+        .await
+    }
+
+    async fn replace_identity_binding(
+        &self,
+        read_update_time: Timestamp,
+        binding: &IdentityBinding,
+        events: &[AuditEvent],
+    ) -> Result<Replaced, Error> {
+        let (binding, events) = (binding.clone(), events.to_vec());
+        self.write_with(move |this, conn| {
+            if !identities::binding_exists(conn, &binding.name)? {
+                return Ok(Replaced::Missing);
+            }
+            if !identities::replace_binding(conn, read_update_time, &binding)? {
+                return Ok(Replaced::Stale);
+            }
+            this.append(conn, &events)?;
+            Ok(Replaced::Done)
+        })
+        .await
+    }
+
+    async fn identity_bindings(&self, workspace: Option<&WorkspaceId>) -> Result<Vec<IdentityBinding>, Error> {
+        let workspace = workspace.cloned();
+        self.read(move |conn| Ok(identities::bindings(conn, workspace.as_ref())?)).await
+    }
+
+    async fn delete_identity_binding(&self, name: &IdentityBindingName, events: &[AuditEvent]) -> Result<bool, Error> {
+        let (name, events) = (name.clone(), events.to_vec());
+        self.write_with(move |this, conn| {
+            if !identities::delete_binding(conn, &name)? {
                 return Ok(false);
             }
             this.append(conn, &events)?;
