@@ -43,6 +43,32 @@ pub struct Principal {
     pub projects: Vec<ProjectName>,
     /// When the token expires, if it does.
     pub expire_time: Option<Timestamp>,
+    /// For a caller that presented a workload-identity JWT instead of an
+    /// access token: what each workspace's identity bindings grant it.
+    /// [`policy`] decides from these for such a caller (the fields above
+    /// then describe it for logs: its one workspace, if it has just one).
+    pub identity: Option<std::sync::Arc<IdentityCaller>>,
+}
+
+/// A verified workload identity as a caller: its provider, subject, and what
+/// the bindings of each workspace grant it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityCaller {
+    /// The provider that issued its token.
+    pub provider: crate::domain::IdentityProviderId,
+    /// Grants by workspace (only workspaces with a matching binding).
+    pub grants: std::collections::BTreeMap<WorkspaceId, WorkspaceGrant>,
+}
+
+/// What one workspace's matching bindings grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceGrant {
+    /// LAUNCHER or VIEWER.
+    pub role: Role,
+    /// Projects (empty: all).
+    pub projects: Vec<ProjectName>,
+    /// The bindings that matched (their resource names).
+    pub bindings: Vec<String>,
 }
 
 impl Principal {
@@ -55,6 +81,7 @@ impl Principal {
             workspace: record.workspace.clone(),
             projects: record.projects.clone(),
             expire_time: record.expire_time,
+            identity: None,
         }
     }
 }

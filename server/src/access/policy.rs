@@ -92,24 +92,43 @@ impl Permission<'_> {
 
 /// Allows or refuses `permission` for `principal`.
 pub fn authorize(principal: &Principal, permission: Permission<'_>) -> Result<(), Error> {
-    if principal.role == Role::Root {
+    if principal.role == Role::Root && principal.identity.is_none() {
         return Ok(());
     }
     let target = permission.workspace();
-    if let Some(target) = target
-        && principal.workspace.as_ref() != Some(target)
-    {
-        // Do not reveal whether another workspace exists.
-        return Err(Error::not_found(target.name()));
-    }
-    let allowed = match (principal.role, permission) {
+    // The role and projects that decide: the token's own, or, for a workload
+    // identity, what the named workspace's bindings grant it.
+    let (role, projects) = match (&principal.identity, target) {
+        (Some(identity), Some(target)) => match identity.grants.get(target) {
+            Some(grant) => (grant.role, grant.projects.as_slice()),
+            None => {
+                return Err(Error::PermissionDenied {
+                    reason: pullpass::reason::IDENTITY_NOT_BOUND,
+                    message: format!(
+                        "no identity binding of {} matches this token (TestIdentityToken explains why)",
+                        target.name()
+                    ),
+                });
+            }
+        },
+        (Some(_), None) => (Role::Viewer, &[][..]),
+        (None, Some(target)) if principal.workspace.as_ref() != Some(target) => {
+            // Do not reveal whether another workspace exists.
+            return Err(Error::not_found(target.name()));
+        }
+        (None, _) => (principal.role, principal.projects.as_slice()),
+    };
+    let allowed = match (role, permission) {
         (_, Permission::ReadWorkspace(_)) => true,
         (Role::Admin, Permission::ManageCredentials(_) | Permission::ReadCredentials(_)) => true,
         (Role::Viewer, Permission::ReadCredentials(_)) => true,
         (Role::Admin, Permission::IssueRegistryAuth(..)) => true,
         (Role::Launcher, Permission::IssueRegistryAuth(_, project)) => {
-            principal.projects.is_empty() || project.is_some_and(|p| principal.projects.contains(p))
+            projects.is_empty() || project.is_some_and(|p| projects.contains(p))
         }
+        // A workload identity signs in to no console and reads no
+        // provider: it only issues registry auth, or reads as a VIEWER.
+        (_, Permission::UseConsole | Permission::ReadIdentityProviders) if principal.identity.is_some() => false,
         (Role::Admin, Permission::ManageTokens(_, role)) => role != Role::Admin && role != Role::Root,
         (Role::Admin, Permission::ReadTokens(_)) => true,
         (Role::Admin | Role::Viewer, Permission::ReadAudit(Some(_))) => true,
@@ -125,7 +144,7 @@ pub fn authorize(principal: &Principal, permission: Permission<'_>) -> Result<()
             message: format!(
                 "{} has role {}: {}",
                 principal.resource_name,
-                principal.role.wire_name(),
+                role.wire_name(),
                 permission.describe()
             ),
         })
