@@ -20,7 +20,9 @@
 //!   server hammer the issuer;
 //! * when fetches fail, the last good set keeps working until it is
 //!   [`KeyPolicy::keep_last_good`] (1 h) old; after that, verification fails
-//!   with "key source unreachable".
+//!   with "key source unreachable";
+//! * one caller fetches at a time; while it does, tokens the last good set
+//!   can verify do not wait for it.
 //!
 //! Time is passed in (`now`), so tests need no sleeping.
 
@@ -289,12 +291,23 @@ impl KeyCache {
         alg: SigningAlgorithm,
         now: Instant,
     ) -> Result<Arc<KeySet>, Refusal> {
-        if let Some(set) = self.fresh_set_knowing(kid, alg, now) {
+        let refresh_after = self.policy.refresh_after;
+        if let Some(set) = self.set_knowing(kid, alg, now, refresh_after) {
             return Ok(set);
         }
-        let _fetching = self.fetching.lock().await;
+        let _fetching = match self.fetching.try_lock() {
+            Ok(fetching) => fetching,
+            Err(_) => {
+                // A fetch is under way: a token the last good set can
+                // verify need not wait for it.
+                if let Some(set) = self.set_knowing(kid, alg, now, self.policy.keep_last_good) {
+                    return Ok(set);
+                }
+                self.fetching.lock().await
+            }
+        };
         // Another caller may have fetched while this one waited.
-        if let Some(set) = self.fresh_set_knowing(kid, alg, now) {
+        if let Some(set) = self.set_knowing(kid, alg, now, refresh_after) {
             return Ok(set);
         }
         let may_fetch = self
@@ -320,13 +333,19 @@ impl KeyCache {
         }
     }
 
-    /// The current set, if it is younger than `refresh_after` and has a
-    /// key for the token.
-    fn fresh_set_knowing(&self, kid: Option<&str>, alg: SigningAlgorithm, now: Instant) -> Option<Arc<KeySet>> {
+    /// The current set, if it is younger than `max_age` and has a key for
+    /// the token.
+    fn set_knowing(
+        &self,
+        kid: Option<&str>,
+        alg: SigningAlgorithm,
+        now: Instant,
+        max_age: Duration,
+    ) -> Option<Arc<KeySet>> {
         let state = self.state();
         let (set, fetched) = state.current.as_ref()?;
-        let fresh = now.saturating_duration_since(*fetched) < self.policy.refresh_after;
-        (fresh && !matches!(set.find(kid, alg), Lookup::Unknown)).then(|| set.clone())
+        let young = now.saturating_duration_since(*fetched) < max_age;
+        (young && !matches!(set.find(kid, alg), Lookup::Unknown)).then(|| set.clone())
     }
 
     /// Fetches the key set from the source (through discovery if that is
@@ -508,6 +527,37 @@ mod tests {
         server.fail_with(0);
         let recovered = too_old + Duration::from_secs(30);
         assert!(cache.key(&http, Some("a"), SigningAlgorithm::Rs256, recovered).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_slow_fetch_does_not_hold_up_tokens_the_last_good_set_verifies() {
+        let server = JwksServer::start().await;
+        let a = Signer::rsa_a("a");
+        server.publish(&[&a]);
+        let cache = Arc::new(cache(&server, KeySource::JwksUri(server.jwks_url())));
+        let http = Arc::new(Http::new().unwrap());
+        let t0 = Instant::now();
+        assert!(cache.key(&http, Some("a"), SigningAlgorithm::Rs256, t0).await.is_ok());
+
+        server.delay_answers(Duration::from_secs(60));
+        let due = t0 + KeyPolicy::default().refresh_after;
+        let refreshing = tokio::spawn({
+            let (cache, http) = (cache.clone(), http.clone());
+            async move { cache.key(&http, Some("a"), SigningAlgorithm::Rs256, due).await.map(|_| ()) }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.jwks_fetches() < 2 {
+            assert!(Instant::now() < deadline, "the refresh never reached the issuer");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let meanwhile = tokio::time::timeout(
+            Duration::from_secs(5),
+            cache.key(&http, Some("a"), SigningAlgorithm::Rs256, due + Duration::from_secs(1)),
+        )
+        .await;
+        assert!(matches!(meanwhile, Ok(Ok(_))), "served from the last good set while the fetch runs");
+        assert!(!refreshing.is_finished());
+        refreshing.abort();
     }
 
     #[tokio::test]

@@ -443,10 +443,18 @@ impl Identities {
 
     /// Replaces the providers. Providers whose configuration did not change
     /// keep their cached keys; every verified token is forgotten.
+    ///
+    /// A token picks its provider by its `iss`, so issuers must be unique
+    /// (the store refuses a second provider for an issuer); of two, the
+    /// first is kept and the second ignored, with a warning.
     pub fn set_providers(&self, configs: Vec<ProviderConfig>) {
         let current = self.providers();
-        let mut next = HashMap::with_capacity(configs.len());
+        let mut next: HashMap<String, Arc<Provider>> = HashMap::with_capacity(configs.len());
         for config in configs {
+            if let Some(kept) = next.get(&config.issuer) {
+                tracing::warn!(identity_provider = %config.id, kept = %kept.config.id, "two identity providers have one issuer; ignoring the second");
+                continue;
+            }
             let provider = match current.get(&config.issuer) {
                 Some(kept) if kept.config == config => kept.clone(),
                 _ => Arc::new(Provider { keys: KeyCache::new(&config, self.policy), config }),

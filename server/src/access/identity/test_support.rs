@@ -170,6 +170,7 @@ struct State {
     jwks: Value,
     discovery_issuer: Option<String>,
     fail_with: u16,
+    delay: std::time::Duration,
     jwks_fetches: usize,
     discovery_fetches: usize,
     other_requests: usize,
@@ -202,7 +203,11 @@ impl JwksServer {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                         let reply = answer(&state, &base, request.uri().path());
-                        async move { Ok::<_, Infallible>(reply) }
+                        let delay = state.lock().unwrap().delay;
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            Ok::<_, Infallible>(reply)
+                        }
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
@@ -234,6 +239,11 @@ impl JwksServer {
     /// Answers every request with this status (0: answer normally).
     pub fn fail_with(&self, status: u16) {
         self.state().fail_with = status;
+    }
+
+    /// Answers each request only after `delay`.
+    pub fn delay_answers(&self, delay: std::time::Duration) {
+        self.state().delay = delay;
     }
 
     /// Makes discovery name this issuer instead of the server's URL.

@@ -305,6 +305,15 @@ async fn verified_tokens_are_remembered_until_they_expire_or_the_cache_is_cleare
     assert!(!Arc::ptr_eq(&past_exp, &after_reload));
     assert_eq!(server.jwks_fetches(), fetches);
 
+    let mut twin = provider_for(&server, KeySource::Jwks(json!({"keys": [Signer::rsa_b("a").jwk()]}).to_string()));
+    twin.id = "twin".to_owned();
+    identities.set_providers(vec![provider_for(&server, KeySource::Discovery), twin]);
+    assert_eq!(
+        identities.verify(&token).await.unwrap().provider,
+        "cluster",
+        "of two providers for one issuer, the first"
+    );
+
     identities.set_providers(vec![]);
     assert_eq!(
         refusal(&identities, &token).await,
