@@ -402,10 +402,13 @@ struct Provider {
     keys: KeyCache,
 }
 
-/// A verified token, remembered by the SHA-256 of the token.
-#[derive(Debug)]
-struct Remembered {
-    verified: Arc<Verified>,
+/// Verified tokens by the SHA-256 of the token, and the generation they
+/// belong to: [`Identities::clear`] starts a new one, so a verification
+/// that began before a change cannot remember its result after it.
+#[derive(Debug, Default)]
+struct Memory {
+    generation: u64,
+    verified: HashMap<[u8; 32], Arc<Verified>>,
 }
 
 /// The verification service: the providers, their key caches, and the
@@ -415,14 +418,14 @@ pub struct Identities {
     policy: KeyPolicy,
     /// Providers by issuer.
     providers: RwLock<Arc<HashMap<String, Arc<Provider>>>>,
-    verified: Mutex<HashMap<[u8; 32], Remembered>>,
+    memory: Mutex<Memory>,
 }
 
 impl std::fmt::Debug for Identities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Identities")
             .field("providers", &self.providers().len())
-            .field("remembered", &self.remembered().len())
+            .field("remembered", &self.memory().verified.len())
             .finish_non_exhaustive()
     }
 }
@@ -438,7 +441,7 @@ impl Identities {
     /// The same with another key-cache policy.
     pub fn with_policy(policy: KeyPolicy) -> Result<Self, String> {
         jose::install()?;
-        Ok(Self { http: Http::new()?, policy, providers: RwLock::default(), verified: Mutex::default() })
+        Ok(Self { http: Http::new()?, policy, providers: RwLock::default(), memory: Mutex::default() })
     }
 
     /// Replaces the providers. Providers whose configuration did not change
@@ -467,15 +470,17 @@ impl Identities {
 
     /// Forgets every verified token (providers or bindings changed).
     pub fn clear(&self) {
-        self.remembered().clear();
+        let mut memory = self.memory();
+        memory.generation += 1;
+        memory.verified.clear();
     }
 
     fn providers(&self) -> Arc<HashMap<String, Arc<Provider>>> {
         self.providers.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Remembered>> {
-        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Verifies a token (see the module documentation for the checks).
@@ -488,6 +493,9 @@ impl Identities {
     async fn verify_at(&self, token: &str, now: Instant, unix: u64) -> Result<Arc<Verified>, Refusal> {
         let parts = jose::split(token)?;
         let hash = crate::access::token::hash_token(token);
+        // The generation before the providers: a change between the two
+        // makes this result one that is not remembered.
+        let generation = self.memory().generation;
         let providers = self.providers();
         if let Some(verified) = self.recall(&hash, &providers, now, unix) {
             return Ok(verified);
@@ -536,7 +544,7 @@ impl Identities {
             expires_at,
             claims,
         });
-        self.remember(hash, verified.clone(), unix);
+        self.remember(hash, verified.clone(), unix, generation);
         Ok(verified)
     }
 
@@ -549,24 +557,28 @@ impl Identities {
         now: Instant,
         unix: u64,
     ) -> Option<Arc<Verified>> {
-        let verified = self.remembered().get(hash)?.verified.clone();
+        let verified = self.memory().verified.get(hash)?.clone();
         let provider = providers.get(&verified.issuer)?;
         let usable = unix < verified.expires_at && provider.keys.vouches_for(verified.kid.as_deref(), now);
         if !usable {
-            self.remembered().remove(hash);
+            self.memory().verified.remove(hash);
         }
         usable.then_some(verified)
     }
 
-    fn remember(&self, hash: [u8; 32], verified: Arc<Verified>, unix: u64) {
-        let mut remembered = self.remembered();
+    fn remember(&self, hash: [u8; 32], verified: Arc<Verified>, unix: u64, generation: u64) {
+        let mut memory = self.memory();
+        if memory.generation != generation {
+            return;
+        }
+        let remembered = &mut memory.verified;
         if remembered.len() >= MAX_VERIFIED && !remembered.contains_key(&hash) {
-            remembered.retain(|_, r| unix < r.verified.expires_at);
+            remembered.retain(|_, v| unix < v.expires_at);
             if remembered.len() >= MAX_VERIFIED {
                 remembered.clear();
             }
         }
-        remembered.insert(hash, Remembered { verified });
+        remembered.insert(hash, verified);
     }
 }
 

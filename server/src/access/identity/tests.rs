@@ -323,6 +323,30 @@ async fn verified_tokens_are_remembered_until_they_expire_or_the_cache_is_cleare
 }
 
 #[tokio::test]
+async fn a_result_verified_across_a_change_is_not_remembered() {
+    let a = Signer::rsa_a("a");
+    let (server, identities) = trusting(&[&a], |_| {}).await;
+    let identities = Arc::new(identities);
+    let token = a.token(&claims(&server));
+    server.delay_answers(Duration::from_millis(300));
+    let verifying = tokio::spawn({
+        let (identities, token) = (identities.clone(), token.clone());
+        async move { identities.verify(&token).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.discovery_fetches() == 0 {
+        assert!(Instant::now() < deadline, "the verification never asked for keys");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    identities.clear(); // a binding changed while the keys were on their way
+    let first = verifying.await.unwrap().unwrap();
+    let second = identities.verify(&token).await.unwrap();
+    assert!(!Arc::ptr_eq(&first, &second), "the result from before the change was not kept");
+    let third = identities.verify(&token).await.unwrap();
+    assert!(Arc::ptr_eq(&second, &third));
+}
+
+#[tokio::test]
 async fn refusals_never_show_the_token_or_a_claim_value() {
     const CANARY: &str = "CANARY7f3a";
     let a = Signer::rsa_a("a");
