@@ -3,6 +3,8 @@
 //!
 //! * [`token`]: minting `pp_…` token strings and hashing them.
 //! * [`authn`]: turning an `authorization` header into a [`Principal`].
+//! * [`identity`]: verifying workload-identity JWTs (Kubernetes, GitHub
+//!   Actions, GitLab CI) and matching them to a workspace's bindings.
 //! * [`policy`]: what each role may do.
 //! * [`rate_limit`]: calls per second per token (or per client address).
 //! * [`sessions`]: console sign-ins; [`unknown`]: the secrets the database
@@ -16,6 +18,7 @@
 
 pub mod authn;
 pub mod gateway_password;
+pub mod identity;
 pub mod policy;
 pub mod rate_limit;
 pub mod root_tokens;

@@ -180,7 +180,7 @@ impl Metrics {
         );
         registry.register(
             "pullpass_upstream_requests",
-            "HTTP requests to registries and token services, by kind (challenge, token, google, ecr, registry) and outcome (2xx, 3xx, 4xx, 429, 5xx, timeout, error); retries count one each.",
+            "HTTP requests to registries and token services, by kind (challenge, token, google, ecr, registry, identity_keys) and outcome (2xx, 3xx, 4xx, 429, 5xx, timeout, error); retries count one each.",
             m.upstream_requests.clone(),
         );
         registry.register(
@@ -382,6 +382,8 @@ pub enum UpstreamKind {
     Ecr,
     /// Manifests, blobs and tags, for the pull gateway.
     Registry,
+    /// An identity provider's discovery document or key set.
+    IdentityKeys,
 }
 
 impl UpstreamKind {
@@ -393,6 +395,7 @@ impl UpstreamKind {
             UpstreamKind::Google => "upstream.google",
             UpstreamKind::Ecr => "upstream.ecr",
             UpstreamKind::Registry => "upstream.registry",
+            UpstreamKind::IdentityKeys => "upstream.identity_keys",
         }
     }
 
@@ -403,6 +406,7 @@ impl UpstreamKind {
             UpstreamKind::Google => "google",
             UpstreamKind::Ecr => "ecr",
             UpstreamKind::Registry => "registry",
+            UpstreamKind::IdentityKeys => "identity_keys",
         }
     }
 }
