@@ -160,6 +160,16 @@ impl Violations {
         }
     }
 
+    /// Records the field violations of a check that reports them as an
+    /// `INVALID_ARGUMENT` error (any other error too, under `field`).
+    pub fn absorb(&mut self, field: &str, checked: Result<(), Error>) {
+        match checked {
+            Ok(()) => {}
+            Err(Error::InvalidArgument(violations)) => self.0.extend(violations),
+            Err(other) => self.add(field, other.message()),
+        }
+    }
+
     /// How many violations were recorded so far.
     pub fn len(&self) -> usize {
         self.0.len()

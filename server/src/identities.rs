@@ -14,6 +14,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::identity::callers::{Explanation, IdentityCallers};
+use crate::access::identity::{self, BindingRule, ProviderConfig, SigningAlgorithm};
 use crate::audit::Actor;
 use crate::changes::{Change, ChangeFeed};
 use crate::domain::{
@@ -24,30 +26,10 @@ use crate::error::{Error, Violations};
 use crate::paging::{Page, PageTokens, page_size};
 use crate::store::{ProviderDeletion, Replaced, Store};
 
-/// Algorithms a provider may allow (JOSE names). Never `none` nor HS*.
-pub const ALLOWED_ALGORITHMS: &[&str] =
-    &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
-/// Algorithms allowed when a provider names none.
-pub const DEFAULT_ALGORITHMS: &[&str] = &["RS256", "ES256"];
-/// Default and largest `max_token_lifetime`.
-pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-const MAX_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-/// Default and largest `clock_skew`.
-pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
-const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
-/// Claims that say nothing about who the caller is: a binding must bind at
-/// least one other.
-pub const NON_IDENTIFYING_CLAIMS: &[&str] = &["aud", "iss", "exp", "nbf", "iat"];
-
+/// Longest description.
 const MAX_DESCRIPTION_CHARS: usize = 500;
-const MAX_ISSUER_BYTES: usize = 1024;
-const MAX_AUDIENCES: usize = 16;
-const MAX_AUDIENCE_BYTES: usize = 256;
-const MAX_JWKS_BYTES: usize = 64 * 1024;
-const MAX_CA_BYTES: usize = 256 * 1024;
-const MAX_BOUND_CLAIMS: usize = 32;
-const MAX_CLAIM_BYTES: usize = 256;
-const MAX_PATTERN_BYTES: usize = 512;
+/// Largest inline key set or CA bundle.
+const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 
 /// A provider as asked for (before checks).
 #[derive(Debug, Clone, Default)]
@@ -108,6 +90,7 @@ pub struct Identities {
     store: Store,
     pages: Arc<PageTokens>,
     changes: ChangeFeed,
+    callers: Arc<IdentityCallers>,
 }
 
 impl std::fmt::Debug for Identities {
@@ -117,9 +100,22 @@ impl std::fmt::Debug for Identities {
 }
 
 impl Identities {
-    /// The service over `store`, announcing changes on `changes`.
-    pub fn new(store: Store, pages: Arc<PageTokens>, changes: ChangeFeed) -> Self {
-        Self { store, pages, changes }
+    /// The service over `store`, announcing changes on `changes`;
+    /// `callers` verifies tokens for [`Identities::explain`].
+    pub fn new(store: Store, pages: Arc<PageTokens>, changes: ChangeFeed, callers: Arc<IdentityCallers>) -> Self {
+        Self { store, pages, changes, callers }
+    }
+
+    /// Verifies `token` and explains, binding by binding of `workspace`,
+    /// which of its claims match. The token is never echoed or kept.
+    pub async fn explain(&self, workspace: &WorkspaceId, token: &str) -> Result<Explanation, Error> {
+        if token.trim().is_empty() {
+            return Err(Error::invalid("token", "is required: the JWT to test"));
+        }
+        if !crate::access::identity::callers::looks_like_jwt(token.trim()) {
+            return Err(Error::invalid("token", "is not a JWT (three base64url parts separated by dots)"));
+        }
+        self.callers.explain(workspace, token.trim()).await
     }
 
     /// Every provider (for the verifier).
@@ -447,23 +443,6 @@ impl CheckedProvider {
     }
 }
 
-/// Is `url` an https URL, or http on a loopback address (tests, `--dev`)?
-fn secure_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|_| "is not a URL".to_owned())?;
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("must not carry credentials".into());
-    }
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" => {
-            let host = parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
-            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-            if loopback { Ok(()) } else { Err("must be https (http only on a loopback address)".into()) }
-        }
-        _ => Err("must be an https URL".into()),
-    }
-}
-
 fn check_text(violations: &mut Violations, field: &str, text: &str, max_chars: usize) {
     if text.chars().count() > max_chars {
         violations.add(field, format!("is longer than {max_chars} characters"));
@@ -473,115 +452,58 @@ fn check_text(violations: &mut Violations, field: &str, text: &str, max_chars: u
     }
 }
 
+/// Checks a provider's fields (the verifier's own rules, from
+/// `access::identity`, and this API's), all at once.
 fn check_provider(violations: &mut Violations, input: ProviderInput) -> Option<CheckedProvider> {
     let before = violations.len();
-    let f = |name: &str| format!("identity_provider.{name}");
-    let issuer = input.issuer.trim().to_owned();
-    if issuer.is_empty() {
-        violations.add(f("issuer"), "is required: the exact `iss` of the provider's tokens");
-    } else if issuer.len() > MAX_ISSUER_BYTES || issuer.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        violations
-            .add(f("issuer"), format!("must be at most {MAX_ISSUER_BYTES} bytes without spaces or control characters"));
-    }
     let key_source = match (input.jwks_uri.trim(), input.jwks.trim()) {
-        ("", "") => {
-            // Discovery: the issuer is where the keys are found.
-            if !issuer.is_empty()
-                && let Err(why) = secure_url(&issuer)
-            {
-                violations.add(
-                    f("issuer"),
-                    format!("{why}: OIDC discovery needs an https issuer URL (or set `jwks_uri` or `jwks`)"),
-                );
-            }
-            KeySource::Discovery
-        }
-        (uri, "") => {
-            if let Err(why) = secure_url(uri) {
-                violations.add(f("jwks_uri"), why);
-            }
-            KeySource::JwksUri(uri.to_owned())
-        }
-        ("", jwks) => {
-            if jwks.len() > MAX_JWKS_BYTES {
-                violations.add(f("jwks"), format!("is larger than {MAX_JWKS_BYTES} bytes"));
-            } else {
-                match serde_json::from_str::<serde_json::Value>(jwks) {
-                    Ok(set) if set.get("keys").and_then(|k| k.as_array()).is_some_and(|k| !k.is_empty()) => {}
-                    _ => violations.add(f("jwks"), "is not a JSON Web Key Set: expected {\"keys\": [ … ]} with a key"),
-                }
-            }
-            KeySource::Jwks(jwks.to_owned())
-        }
+        ("", "") => KeySource::Discovery,
+        (uri, "") => KeySource::JwksUri(uri.to_owned()),
+        ("", jwks) => KeySource::Jwks(jwks.to_owned()),
         _ => {
-            violations.add(f("jwks"), "set at most one of `jwks_uri` and `jwks` (neither: OIDC discovery)");
+            violations
+                .add("identity_provider.jwks", "set at most one of `jwks_uri` and `jwks` (neither: OIDC discovery)");
             KeySource::Discovery
         }
     };
-    if input.ca_certificates.len() > MAX_CA_BYTES {
-        violations.add(f("ca_certificates"), format!("is larger than {MAX_CA_BYTES} bytes"));
-    } else if !input.ca_certificates.trim().is_empty() {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let certificates: Result<Vec<_>, _> =
-            CertificateDer::pem_slice_iter(input.ca_certificates.as_bytes()).collect();
-        if !certificates.is_ok_and(|c| !c.is_empty()) {
-            violations.add(f("ca_certificates"), "is not PEM certificates");
+    for (field, document) in [("jwks", &input.jwks), ("ca_certificates", &input.ca_certificates)] {
+        if document.len() > MAX_DOCUMENT_BYTES {
+            violations.add(format!("identity_provider.{field}"), format!("is larger than {MAX_DOCUMENT_BYTES} bytes"));
         }
     }
-    let audiences: Vec<String> = input.audiences.iter().map(|a| a.trim().to_owned()).collect();
-    if audiences.is_empty() {
-        violations.add(
-            f("audiences"),
-            "name at least one: the audience pullpass answers to (one meant for pullpass alone, such as `pullpass`)",
-        );
-    }
-    if audiences.len() > MAX_AUDIENCES {
-        violations.add(f("audiences"), format!("at most {MAX_AUDIENCES}"));
-    }
-    for (at, audience) in audiences.iter().enumerate() {
-        if audience.is_empty() || audience.len() > MAX_AUDIENCE_BYTES || audience.chars().any(char::is_control) {
-            violations
-                .add(format!("identity_provider.audiences[{at}]"), format!("must be 1-{MAX_AUDIENCE_BYTES} bytes"));
+    let mut algorithms: Vec<SigningAlgorithm> = Vec::new();
+    for (at, name) in input.allowed_algorithms.iter().enumerate() {
+        match SigningAlgorithm::parse(name.trim()) {
+            Ok(algorithm) if !algorithms.contains(&algorithm) => algorithms.push(algorithm),
+            Ok(_) => {}
+            Err(why) => violations.add(format!("identity_provider.allowed_algorithms[{at}]"), why),
         }
     }
-    let mut allowed_algorithms: Vec<String> = Vec::new();
-    for (at, algorithm) in input.allowed_algorithms.iter().enumerate() {
-        match ALLOWED_ALGORITHMS.iter().find(|a| a.eq_ignore_ascii_case(algorithm.trim())) {
-            Some(known) if !allowed_algorithms.iter().any(|a| a == known) => {
-                allowed_algorithms.push((*known).to_owned())
-            }
-            Some(_) => {}
-            None => violations.add(
-                format!("identity_provider.allowed_algorithms[{at}]"),
-                format!(
-                    "`{}` is not allowed: use {} (never `none` nor HS*)",
-                    crate::domain::ids::shorten(algorithm),
-                    ALLOWED_ALGORITHMS.join(", ")
-                ),
-            ),
-        }
+    if algorithms.is_empty() {
+        algorithms = SigningAlgorithm::DEFAULT.to_vec();
     }
-    if allowed_algorithms.is_empty() {
-        allowed_algorithms = DEFAULT_ALGORITHMS.iter().map(|a| (*a).to_owned()).collect();
-    }
-    let max_token_lifetime = input.max_token_lifetime.unwrap_or(DEFAULT_MAX_TOKEN_LIFETIME);
-    if max_token_lifetime.is_zero() || max_token_lifetime > MAX_MAX_TOKEN_LIFETIME {
-        violations.add(f("max_token_lifetime"), "must be more than 0 and at most 24 hours");
-    }
-    let clock_skew = input.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW);
-    if clock_skew > MAX_CLOCK_SKEW {
-        violations.add(f("clock_skew"), "must be at most 60 seconds");
-    }
-    check_text(violations, &f("description"), &input.description, MAX_DESCRIPTION_CHARS);
-    (violations.len() == before).then(|| CheckedProvider {
-        issuer,
+    let config = ProviderConfig {
+        id: String::new(),
+        issuer: input.issuer.trim().to_owned(),
         key_source,
-        ca_certificates: input.ca_certificates,
-        audiences,
-        allowed_algorithms,
-        max_token_lifetime,
-        clock_skew,
+        ca_certificates_pem: input.ca_certificates.clone(),
+        audiences: input.audiences.iter().map(|a| a.trim().to_owned()).collect(),
+        allowed_algorithms: algorithms,
+        max_token_lifetime: input.max_token_lifetime.unwrap_or(identity::DEFAULT_MAX_TOKEN_LIFETIME),
+        clock_skew: input.clock_skew.unwrap_or(identity::DEFAULT_CLOCK_SKEW),
+    };
+    if violations.len() == before {
+        violations.absorb("identity_provider", config.validate());
+    }
+    check_text(violations, "identity_provider.description", &input.description, MAX_DESCRIPTION_CHARS);
+    (violations.len() == before).then(|| CheckedProvider {
+        issuer: config.issuer,
+        key_source: config.key_source,
+        ca_certificates: config.ca_certificates_pem,
+        audiences: config.audiences,
+        allowed_algorithms: config.allowed_algorithms.iter().map(|a| a.name().to_owned()).collect(),
+        max_token_lifetime: config.max_token_lifetime,
+        clock_skew: config.clock_skew,
         description: input.description,
     })
 }
@@ -594,51 +516,16 @@ struct CheckedBinding {
     description: String,
 }
 
+/// Checks a binding's fields (the verifier's claim rules, from
+/// `access::identity`, and this API's), all at once.
 fn check_binding(violations: &mut Violations, input: &BindingInput) -> Option<CheckedBinding> {
     let before = violations.len();
-    let mut bound_claims: Vec<(String, String)> = Vec::new();
-    if input.bound_claims.len() > MAX_BOUND_CLAIMS {
-        violations.add("identity_binding.bound_claims", format!("at most {MAX_BOUND_CLAIMS} claims"));
-    }
-    for (claim, pattern) in &input.bound_claims {
-        let field = format!("identity_binding.bound_claims[{}]", crate::domain::ids::shorten(claim));
-        if let Err(why) = check_claim_name(claim) {
-            violations.add(field.clone(), why);
-        } else if claim.len() > MAX_CLAIM_BYTES {
-            violations.add(field.clone(), format!("claim names are at most {MAX_CLAIM_BYTES} bytes"));
-        }
-        if pattern.is_empty() || pattern.len() > MAX_PATTERN_BYTES || pattern.chars().any(char::is_control) {
-            violations
-                .add(field, format!("the pattern must be 1-{MAX_PATTERN_BYTES} bytes without control characters"));
-        }
-        bound_claims.push((claim.clone(), pattern.clone()));
-    }
+    let mut bound_claims = input.bound_claims.clone();
     bound_claims.sort();
-    let identifying = bound_claims
-        .iter()
-        .filter(|(claim, _)| !NON_IDENTIFYING_CLAIMS.contains(&claim.trim_start_matches('/')))
-        .count();
-    if identifying == 0 {
-        violations.add(
-            "identity_binding.bound_claims",
-            "bind at least one claim other than aud, iss, exp, nbf and iat (such as `sub`, `repository_owner_id` or \
-             `/kubernetes.io/namespace`): an issuer shared by everyone must not grant this workspace to everyone",
-        );
+    let role = Role::from_code(input.role);
+    if role.is_none() {
+        violations.add("identity_binding.role", "is required: LAUNCHER or VIEWER");
     }
-    let role = match Role::from_code(input.role) {
-        Some(role @ (Role::Launcher | Role::Viewer)) => Some(role),
-        Some(Role::Admin | Role::Root) => {
-            violations.add(
-                "identity_binding.role",
-                "an identity binding grants LAUNCHER or VIEWER; ADMIN is for access tokens minted by a person",
-            );
-            None
-        }
-        None => {
-            violations.add("identity_binding.role", "is required: LAUNCHER or VIEWER");
-            None
-        }
-    };
     let mut allowed_projects = Vec::new();
     for (at, project) in input.allowed_projects.iter().enumerate() {
         if let Some(project) =
@@ -649,27 +536,20 @@ fn check_binding(violations: &mut Violations, input: &BindingInput) -> Option<Ch
     }
     check_text(violations, "identity_binding.description", &input.description, MAX_DESCRIPTION_CHARS);
     let role = role?;
+    let rule = BindingRule {
+        name: String::new(),
+        provider: String::new(),
+        bound_claims: bound_claims.clone(),
+        role,
+        allowed_projects: allowed_projects.clone(),
+    };
+    violations.absorb("identity_binding", identity::validate_binding(&rule));
     (violations.len() == before).then(|| CheckedBinding {
         bound_claims,
         role,
         allowed_projects,
         description: input.description.clone(),
     })
-}
-
-/// A claim is named by its top-level name (`sub`) or by a JSON pointer
-/// (`/kubernetes.io/namespace`, RFC 6901: `~0` is `~`, `~1` is `/`).
-fn check_claim_name(claim: &str) -> Result<(), String> {
-    if claim.is_empty() || claim.chars().any(char::is_control) {
-        return Err("a claim is a top-level name (`sub`) or a JSON pointer (`/kubernetes.io/namespace`)".into());
-    }
-    if let Some(pointer) = claim.strip_prefix('/') {
-        let escapes_ok = pointer.split('~').skip(1).all(|rest| rest.starts_with('0') || rest.starts_with('1'));
-        if pointer.is_empty() || !escapes_ok {
-            return Err("is not a JSON pointer: `/` then names separated by `/` (`~0` for `~`, `~1` for `/`)".into());
-        }
-    }
-    Ok(())
 }
 
 /// The fields an update mask names, checked against `known`; `None` for

@@ -339,8 +339,18 @@ async fn serve(
     let credentials =
         Credentials::new(opened.store.clone(), Arc::clone(&opened.sealer), Arc::clone(&pages), changes.clone());
     let workspaces = Workspaces::new(opened.store.clone(), Arc::clone(&pages), changes.clone());
-    let identities = crate::identities::Identities::new(opened.store.clone(), Arc::clone(&pages), changes.clone());
-    let authn = Authenticator::new(opened.store.clone()).following(&changes);
+    let callers = Arc::new(
+        crate::access::identity::callers::IdentityCallers::new(opened.store.clone())
+            .map_err(|e| StartupError(format!("workload identity: {e}")))?,
+    );
+    let identities = crate::identities::Identities::new(
+        opened.store.clone(),
+        Arc::clone(&pages),
+        changes.clone(),
+        Arc::clone(&callers),
+    );
+    // Identities first: `following` hands its listener a copy.
+    let authn = Authenticator::new(opened.store.clone()).with_identities(Arc::clone(&callers)).following(&changes);
     let follower = match &settings.database {
         crate::store::Location::Postgres(config) => Some(crate::store::postgres::changes::follow(
             config.as_ref().clone(),

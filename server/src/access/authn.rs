@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 use super::Principal;
+use super::identity::callers::{IdentityCallers, looks_like_jwt};
 use super::token::{hash_token, is_well_formed};
 use super::unknown::Unknown;
 use crate::changes::{Change, ChangeFeed};
@@ -80,6 +81,8 @@ pub struct Authenticator {
     feed: ChangeFeed,
     /// Longest a cached record is used after it was read.
     record_ttl: Duration,
+    /// Workload identities (JWTs), when served.
+    identities: Option<Arc<IdentityCallers>>,
 }
 
 /// Database lookups of uncached tokens under way at once.
@@ -109,7 +112,14 @@ impl Authenticator {
             lookups: Arc::new(tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE)),
             feed: ChangeFeed::default(),
             record_ttl: crate::changes::DEFAULT_MAX_STALENESS,
+            identities: None,
         }
+    }
+
+    /// Also accepts workload-identity JWTs, verified by `identities`.
+    pub fn with_identities(mut self, identities: Arc<IdentityCallers>) -> Self {
+        self.identities = Some(identities);
+        self
     }
 
     /// Follows `changes`: drops what they made stale (a revoked token's
@@ -120,12 +130,18 @@ impl Authenticator {
         let listener = self.clone();
         changes.subscribe(move |change| match change {
             Change::Token(id) => listener.forget(id),
-            Change::Workspace(_) | Change::Everything => listener.clear(),
-            Change::Credential(_)
-            | Change::LeaseStored
-            | Change::LeaseDropped(_)
-            | Change::LeaseDropsMissed
-            | Change::Identity => {}
+            Change::Workspace(_) | Change::Everything => {
+                listener.clear();
+                if let Some(identities) = &listener.identities {
+                    identities.changed();
+                }
+            }
+            Change::Identity => {
+                if let Some(identities) = &listener.identities {
+                    identities.changed();
+                }
+            }
+            Change::Credential(_) | Change::LeaseStored | Change::LeaseDropped(_) | Change::LeaseDropsMissed => {}
         });
         self.feed = changes.clone();
         if let Some(limit) = changes.limit() {
@@ -146,12 +162,21 @@ impl Authenticator {
         self.authenticate_token_by(token, deadline).await
     }
 
-    /// The principal of a token string (`pp_…`).
+    /// The principal of a token string (`pp_…`, or a workload-identity
+    /// JWT where identity providers are served).
     pub async fn authenticate_token(&self, token: &str) -> Result<Arc<Principal>, Error> {
         self.authenticate_token_by(token, Instant::now() + crate::changes::CONFIRM_WAIT).await
     }
 
     async fn authenticate_token_by(&self, token: &str, deadline: Instant) -> Result<Arc<Principal>, Error> {
+        if let Some(identities) = &self.identities
+            && looks_like_jwt(token)
+        {
+            if !self.feed.is_fresh() {
+                self.feed.fresh(deadline).await?;
+            }
+            return within(deadline, identities.principal(token)).await;
+        }
         if !is_well_formed(token) {
             metrics::authentication_failure(AuthFailure::Malformed);
             return Err(Error::Unauthenticated(MALFORMED.into()));

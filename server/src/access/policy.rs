@@ -141,12 +141,7 @@ pub fn authorize(principal: &Principal, permission: Permission<'_>) -> Result<()
     } else {
         Err(Error::PermissionDenied {
             reason: pullpass::reason::ROLE_DENIED,
-            message: format!(
-                "{} has role {}: {}",
-                principal.resource_name,
-                role.wire_name(),
-                permission.describe()
-            ),
+            message: format!("{} has role {}: {}", principal.resource_name, role.wire_name(), permission.describe()),
         })
     }
 }

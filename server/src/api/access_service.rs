@@ -344,7 +344,7 @@ impl AccessService for AccessApi {
         let request = request.into_inner();
         let workspace = field("parent", WorkspaceId::from_name(&request.parent))?;
         allow(&principal, Permission::ManageIdentityBindings(&workspace))?;
-        let _ = (&workspace, &request.token);
-        Err(Status::unimplemented("TODO(identity): TestIdentityToken waits for the verifier"))
+        let explained = self.0.identities.explain(&workspace, &request.token).await?;
+        Ok(Response::new(convert::identity_explanation(explained)))
     }
 }

@@ -160,3 +160,31 @@ pub fn identity_binding(b: &crate::domain::IdentityBinding) -> v1::IdentityBindi
         update_time: Some(timestamp(b.update_time)),
     }
 }
+
+/// The proto form of TestIdentityToken's answer.
+pub fn identity_explanation(e: crate::access::identity::callers::Explanation) -> v1::TestIdentityTokenResponse {
+    v1::TestIdentityTokenResponse {
+        identity_provider: e.provider.map(|p| p.name()).unwrap_or_default(),
+        refusal: e.refusal.unwrap_or_default(),
+        role: e.role.map_or(0, crate::domain::Role::code),
+        allowed_projects: e.projects,
+        bindings: e
+            .bindings
+            .into_iter()
+            .map(|b| v1::BindingExplanation {
+                identity_binding: b.binding,
+                matched: b.matched,
+                claims: b
+                    .claims
+                    .into_iter()
+                    .map(|c| v1::ClaimCheck {
+                        claim: c.claim,
+                        pattern: c.pattern,
+                        value: c.value.unwrap_or_default(),
+                        matched: c.matched,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}

@@ -103,6 +103,14 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// An identity provider (its id: operators create them, a handful) and
+/// how one verification went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IdentityLabels {
+    provider: String,
+    result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GatewayLabels {
     method: &'static str,
@@ -130,6 +138,7 @@ struct Metrics {
     audit_dropped: Counter,
     store_writes: Histograms<BackendLabel>,
     auth_failures: Family<ReasonLabel, Counter>,
+    identity_verifications: Family<IdentityLabels, Counter>,
     gateway_requests: Family<GatewayLabels, Counter>,
     gateway_bytes: Family<KindLabel, Counter>,
     gateway_digest_mismatches: Family<KindLabel, Counter>,
@@ -156,6 +165,7 @@ impl Metrics {
             audit_dropped: Counter::default(),
             store_writes: Family::new_with_constructor(write_histogram),
             auth_failures: Family::default(),
+            identity_verifications: Family::default(),
             gateway_requests: Family::default(),
             gateway_bytes: Family::default(),
             gateway_digest_mismatches: Family::default(),
@@ -242,6 +252,11 @@ impl Metrics {
             "pullpass_authentication_failures",
             "Access tokens or gateway passwords refused, by reason (missing, malformed, unknown, revoked, expired).",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "pullpass_identity_verifications",
+            "Workload-identity JWTs verified or refused, by identity provider (empty: an issuer not trusted) and result (verified, or the check that failed: issuer_unknown, signature, audience, expired, …).",
+            m.identity_verifications.clone(),
         );
         registry.register(
             "pullpass_gateway_requests",
@@ -524,6 +539,16 @@ pub enum AuthFailure {
     Revoked,
     /// Past its expiry.
     Expired,
+}
+
+/// A workload-identity JWT was verified (`result` = `verified`) or refused
+/// (the failed check's label), for `provider` ("" when its issuer is not
+/// one pullpass trusts). Verified tokens are remembered, so this counts
+/// first presentations, not calls.
+pub fn identity_verification(provider: &str, result: &'static str) {
+    if let Some(m) = on() {
+        m.identity_verifications.get_or_create(&IdentityLabels { provider: provider.to_owned(), result }).inc();
+    }
 }
 
 /// A presented token was refused.

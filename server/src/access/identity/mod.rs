@@ -46,6 +46,7 @@
 //!
 //! ring cannot verify P-521, so ES512 is not offered.
 
+pub mod callers;
 pub mod claims;
 pub mod jose;
 pub mod keys;
@@ -84,18 +85,8 @@ pub const MAX_ISSUER_LEN: usize = 512;
 /// Most verified tokens remembered.
 pub const MAX_VERIFIED: usize = 10_000;
 
-/// Where a provider's signing keys come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    /// OIDC discovery: `{issuer}/.well-known/openid-configuration`, then
-    /// its `jwks_uri`.
-    Discovery,
-    /// A JSON Web Key Set at this URL.
-    JwksUri(String),
-    /// An inline JSON Web Key Set (a cluster whose keys are not served:
-    /// `kubectl get --raw /openid/v1/jwks`).
-    Jwks(String),
-}
+/// Where a provider's signing keys come from (the domain's type).
+pub use crate::domain::KeySource;
 
 /// An identity provider: whose signatures are trusted, and on what terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
