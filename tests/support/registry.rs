@@ -45,19 +45,31 @@ pub struct Peer {
 impl Peer {
     /// Starts `peers.py ARGS…` and waits for its `listening on` line.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(python())
-            .arg(peers_script())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start peers.py");
+        let mut command = Command::new(python());
+        command.arg(peers_script()).args(args).stderr(Stdio::inherit());
+        Self::spawn(command, &format!("peers.py {args:?}"))
+    }
+
+    /// Starts `command` (any fixture that prints `listening on ADDRESS`
+    /// when ready and exits when its stdin closes, like `peers.py`) and
+    /// waits for that line; `what` names it in the panic if it never comes.
+    /// The caller chooses where its stderr goes.
+    pub fn spawn(command: Command, what: &str) -> Self {
+        Self::try_spawn(command).unwrap_or_else(|e| panic!("{what} did not start: {e}"))
+    }
+
+    /// Like [`Peer::spawn`], saying why it did not start instead of
+    /// panicking (for a caller that adds what the fixture logged).
+    pub fn try_spawn(mut command: Command) -> Result<Self, String> {
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
         let stdin = child.stdin.take().expect("stdin");
         let stdout = child.stdout.take().expect("stdout");
-        let address = wait_for_line(stdout, "listening on ", Duration::from_secs(20))
-            .unwrap_or_else(|| panic!("peers.py {args:?} did not start"));
-        Self { child, _stdin: stdin, address }
+        let Some(address) = wait_for_line(stdout, "listening on ", Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            return Err(format!("no `listening on` line within 20 s ({status})"));
+        };
+        Ok(Self { child, _stdin: stdin, address })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -127,11 +139,24 @@ fn wait_for_line_keeping(
 
 /// A minimal HTTP/1.1 request to 127.0.0.1 (test peers only).
 pub fn http_request(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    http_request_with(address, method, path, &[("Content-Type", "application/json")], body)
+}
+
+/// Like [`http_request`], with these request headers (and no others but
+/// Host, Connection and Content-Length).
+pub fn http_request_with(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(address).expect("connect to peer");
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let body = body.unwrap_or("");
+    let headers: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).expect("write request");
