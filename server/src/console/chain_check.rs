@@ -119,6 +119,7 @@ mod tests {
                 workspace,
                 projects: Vec::new(),
                 expire_time: None,
+                identity: None,
             }),
             id_hash: [hash; 32],
             csrf: String::new(),

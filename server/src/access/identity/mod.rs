@@ -279,7 +279,7 @@ impl std::fmt::Display for Refusal {
             Self::ClaimMissing(name) => write!(f, "the identity token has no `{name}` claim"),
             Self::ClaimFormat(name) => write!(f, "the identity token's `{name}` claim has the wrong type"),
             Self::Expired => f.write_str("the identity token has expired"),
-            Self::NotYetValid => f.write_str("the identity token is not valid yet"),
+            Self::NotYetValid => f.write_str("the identity token is not yet valid (its nbf is in the future)"),
             Self::LifetimeOverCap => f.write_str("the identity token's lifetime (exp - iat) is above its issuer's cap"),
             Self::KeySourceUnreachable => {
                 f.write_str("the identity token's issuer's keys cannot be fetched (key source unreachable)")

@@ -1,0 +1,249 @@
+//! Workload identity end to end: callers that present a JWT from an issuer
+//! that is not ours (the PyJWT issuer of `support/identity.rs`, with the
+//! Kubernetes, GitHub and GitLab claim layouts; npm's oidc-provider) instead
+//! of a `pp_` token, against the real `pullpassd`, the real docker-registry
+//! and its token issuer. No kube-apiserver can run here: Kubernetes tokens
+//! are minted with the real claim layout.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use pullpass::v1::{
+    CreateIdentityBindingRequest, CreateIdentityProviderRequest, DeleteIdentityBindingRequest, IdentityBinding,
+    IdentityProvider, IssueRegistryAuthRequest, Role, TestIdentityTokenRequest,
+};
+use pullpass_client::Client;
+use pullpass_tests::error_reason;
+use pullpass_tests::identity::{Hostile, IdentityIssuer};
+use pullpass_tests::registry::world::{ALICE_PASSWORD, World};
+use pullpass_tests::replicas::within;
+use tonic::Code;
+
+const AUDIENCE: &str = "pullpass";
+
+/// A world with credential `reg` (alice: `team/*`), a provider `k8s` for
+/// `issuer`, and a binding of namespace `ci` to LAUNCHER for `rnaseq`.
+async fn world_with_binding(issuer: &IdentityIssuer) -> World {
+    let world = World::start().await;
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    create_provider(&world.client, "k8s", issuer).await;
+    bind(
+        &world.client,
+        "ci",
+        "k8s",
+        &[("/kubernetes.io/namespace", "ci"), ("sub", "system:serviceaccount:ci:*")],
+        &["rnaseq"],
+    )
+    .await
+    .expect("create the binding");
+    world
+}
+
+async fn create_provider(client: &Client, id: &str, issuer: &IdentityIssuer) {
+    client
+        .access()
+        .create_identity_provider(CreateIdentityProviderRequest {
+            identity_provider_id: id.into(),
+            identity_provider: Some(IdentityProvider {
+                issuer: issuer.issuer().to_owned(),
+                jwks_uri: issuer.jwks_uri(),
+                audiences: vec![AUDIENCE.into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create the identity provider");
+}
+
+async fn bind(
+    client: &Client,
+    id: &str,
+    provider: &str,
+    claims: &[(&str, &str)],
+    projects: &[&str],
+) -> Result<IdentityBinding, tonic::Status> {
+    client
+        .access()
+        .create_identity_binding(CreateIdentityBindingRequest {
+            parent: "workspaces/acme".into(),
+            identity_binding_id: id.into(),
+            identity_binding: Some(IdentityBinding {
+                identity_provider: format!("identityProviders/{provider}"),
+                bound_claims: claims.iter().map(|(c, p)| (c.to_string(), p.to_string())).collect::<HashMap<_, _>>(),
+                role: Role::Launcher as i32,
+                allowed_projects: projects.iter().map(|p| p.to_string()).collect(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A lease for `team/app:1.0` for `project`, asked with `jwt`.
+async fn lease(world: &World, jwt: &str, project: &str) -> Result<pullpass::v1::RegistryAuth, tonic::Status> {
+    let client = world.server.client_with(Some(jwt)).await;
+    client
+        .registry_auth_service()
+        .issue_registry_auth(IssueRegistryAuthRequest {
+            workspace: "workspaces/acme".into(),
+            project: project.into(),
+            images: vec![world.registry.image("team/app:1.0")],
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().auths.remove(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_service_account_token_leases_for_its_bound_project_only_and_no_longer_once_unbound() {
+    let issuer = IdentityIssuer::start_kubernetes();
+    let world = world_with_binding(&issuer).await;
+    let ci = issuer.mint_kubernetes("ci", "builder", AUDIENCE);
+
+    let leased = lease(&world, &ci, "rnaseq").await.expect("the bound namespace leases");
+    assert_eq!(leased.status.as_ref().map(|s| s.code), Some(0), "{leased:?}");
+    assert!(!leased.token.is_empty());
+    let other_project = lease(&world, &ci, "other").await.unwrap_err();
+    assert_eq!(other_project.code(), Code::PermissionDenied, "{other_project:?}");
+
+    let prod = issuer.mint_kubernetes("prod", "builder", AUDIENCE);
+    let unbound = lease(&world, &prod, "rnaseq").await.unwrap_err();
+    assert_eq!(unbound.code(), Code::PermissionDenied, "{unbound:?}");
+    assert_eq!(error_reason(&unbound).as_deref(), Some("IDENTITY_NOT_BOUND"));
+    assert!(!unbound.message().contains("prod"), "no claim value in the refusal: {}", unbound.message());
+
+    world
+        .client
+        .access()
+        .delete_identity_binding(DeleteIdentityBindingRequest { name: "workspaces/acme/identityBindings/ci".into() })
+        .await
+        .unwrap();
+    let refused = within(Duration::from_secs(1), || async {
+        lease(&world, &ci, "rnaseq").await.is_err_and(|s| s.code() == Code::PermissionDenied)
+    })
+    .await;
+    assert!(refused.is_some(), "a deleted binding refuses the next call within a second");
+
+    // The tokens are nowhere at rest or in the logs.
+    let mut server = world.server;
+    server.stop();
+    for jwt in [&ci, &prod] {
+        assert!(server.stored_files_containing(jwt.as_bytes()).is_empty(), "a JWT at rest");
+        assert!(!server.logs().contains(jwt.as_str()), "a JWT in the logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_that_fail_verification_are_unauthenticated_and_say_which_check_failed() {
+    let issuer = IdentityIssuer::start_kubernetes();
+    let world = world_with_binding(&issuer).await;
+    let kubernetes = |overrides: serde_json::Value| {
+        let mut request = serde_json::json!({
+            "kind": "kubernetes", "namespace": "ci", "service_account": "builder", "audience": [AUDIENCE],
+        });
+        for (key, value) in overrides.as_object().unwrap() {
+            request[key] = value.clone();
+        }
+        request
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("wrong audience", issuer.mint(kubernetes(serde_json::json!({"audience": ["someone-else"]}))), "audience"),
+        ("audience as a string", issuer.mint(kubernetes(serde_json::json!({"audience": "someone-else"}))), "audience"),
+        ("expired", issuer.mint(kubernetes(serde_json::json!({"exp_offset": -600, "iat_offset": -900}))), "expired"),
+        ("not yet valid", issuer.mint(kubernetes(serde_json::json!({"nbf_offset": 600}))), "not yet valid"),
+        ("lifetime over the cap", issuer.mint(kubernetes(serde_json::json!({"lifetime": 7200}))), "lifetime"),
+        ("alg none", issuer.mint_hostile(Hostile::AlgNone, kubernetes(serde_json::json!({}))).token, "algorithm"),
+        (
+            "HS256 keyed with the public key",
+            issuer.mint_hostile(Hostile::Hs256WithPublicKey, kubernetes(serde_json::json!({}))).token,
+            "algorithm",
+        ),
+        ("exp as a string", issuer.mint_hostile(Hostile::ExpAsString, kubernetes(serde_json::json!({}))).token, "exp"),
+        ("nbf as a string", issuer.mint_hostile(Hostile::NbfAsString, kubernetes(serde_json::json!({}))).token, "nbf"),
+        ("a jku header", issuer.mint_hostile(Hostile::JkuHeader, kubernetes(serde_json::json!({}))).token, "header"),
+        (
+            "another issuer's key",
+            issuer.mint_hostile(Hostile::ForeignKey, kubernetes(serde_json::json!({}))).token,
+            "key",
+        ),
+    ];
+    for (what, jwt, says) in cases {
+        let refused = lease(&world, &jwt, "rnaseq").await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{what}: {refused:?}");
+        assert!(refused.message().to_lowercase().contains(says), "{what}: `{}` should say {says}", refused.message());
+        assert!(!refused.message().contains(&jwt), "{what}: the token echoed");
+    }
+    assert_eq!(issuer.stats().foreign_fetches, 0, "a key a token names is never fetched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_must_bind_an_identifying_claim_and_grant_at_most_launcher() {
+    let issuer = IdentityIssuer::start_kubernetes();
+    let world = world_with_binding(&issuer).await;
+    let only_audience = bind(&world.client, "aud-only", "k8s", &[("aud", AUDIENCE)], &[]).await.unwrap_err();
+    assert_eq!(only_audience.code(), Code::InvalidArgument, "{only_audience:?}");
+    let admin = world
+        .client
+        .access()
+        .create_identity_binding(CreateIdentityBindingRequest {
+            parent: "workspaces/acme".into(),
+            identity_binding_id: "admin".into(),
+            identity_binding: Some(IdentityBinding {
+                identity_provider: "identityProviders/k8s".into(),
+                bound_claims: [("sub".to_owned(), "system:serviceaccount:ci:admin".to_owned())].into(),
+                role: Role::Admin as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(admin.code(), Code::InvalidArgument, "{admin:?}");
+    assert!(admin.message().contains("role"), "{}", admin.message());
+
+    // A glob never crosses `:` or `/`.
+    bind(&world.client, "glob", "k8s", &[("sub", "system:serviceaccount:build:*")], &[]).await.unwrap();
+    let crossing = issuer.mint(serde_json::json!({
+        "kind": "kubernetes", "namespace": "build", "service_account": "builder", "audience": [AUDIENCE],
+        "claims": {"sub": "system:serviceaccount:build:a:b"},
+    }));
+    let refused = lease(&world, &crossing, "rnaseq").await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_identity_token_explains_each_bound_claim_and_never_echoes_the_token() {
+    let issuer = IdentityIssuer::start_kubernetes();
+    let world = world_with_binding(&issuer).await;
+    let prod = issuer.mint_kubernetes("prod", "deployer", AUDIENCE);
+    let explained = world
+        .client
+        .access()
+        .test_identity_token(TestIdentityTokenRequest { parent: "workspaces/acme".into(), token: prod.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(explained.identity_provider, "identityProviders/k8s");
+    assert!(explained.refusal.is_empty(), "{}", explained.refusal);
+    assert_eq!(explained.role, 0, "no binding matches");
+    let binding = &explained.bindings[0];
+    assert_eq!(binding.identity_binding, "workspaces/acme/identityBindings/ci");
+    assert!(!binding.matched);
+    let namespace = binding.claims.iter().find(|c| c.claim == "/kubernetes.io/namespace").unwrap();
+    assert_eq!((namespace.pattern.as_str(), namespace.value.as_str(), namespace.matched), ("ci", "prod", false));
+    let text = format!("{explained:?}");
+    assert!(!text.contains(&prod), "the token echoed");
+    assert!(!text.contains("deployer-uid") && !text.contains("node"), "a claim no binding names: {text}");
+
+    let expired = issuer.mint(serde_json::json!({
+        "kind": "kubernetes", "namespace": "ci", "service_account": "builder", "audience": [AUDIENCE],
+        "exp_offset": -600, "iat_offset": -900,
+    }));
+    let refused = world
+        .client
+        .access()
+        .test_identity_token(TestIdentityTokenRequest { parent: "workspaces/acme".into(), token: expired })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(refused.refusal.contains("expired"), "{}", refused.refusal);
+}
