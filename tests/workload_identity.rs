@@ -247,3 +247,73 @@ async fn test_identity_token_explains_each_bound_claim_and_never_echoes_the_toke
         .into_inner();
     assert!(refused.refusal.contains("expired"), "{}", refused.refusal);
 }
+
+/// A gateway world (registry `local` on the gateway, credential `reg`
+/// serving `team/*`) with provider `k8s` and binding `ci` (namespace `ci`,
+/// all projects).
+async fn gateway_world_with_binding(issuer: &IdentityIssuer) -> pullpass_tests::gateway::GatewayWorld {
+    let gw = pullpass_tests::gateway::GatewayWorld::start().await;
+    create_provider(&gw.world.client, "k8s", issuer).await;
+    bind(&gw.world.client, "ci", "k8s", &[("/kubernetes.io/namespace", "ci")], &[]).await.expect("bind");
+    gw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_pulls_through_the_gateway_with_a_service_account_token_as_the_password() {
+    let issuer = IdentityIssuer::start_kubernetes();
+    let gw = gateway_world_with_binding(&issuer).await;
+    let jwt = issuer.mint_kubernetes("ci", "builder", AUDIENCE);
+    let skopeo = pullpass_tests::gateway::Skopeo::new();
+    skopeo.copy(&gw.image("team/app:1.0"), &format!("any-username:{jwt}")).expect("skopeo pulls with the JWT");
+    let other = issuer.mint_kubernetes("prod", "builder", AUDIENCE);
+    assert!(skopeo.copy(&gw.image("team/app:1.0"), &format!("x:{other}")).is_err(), "an unbound namespace is refused");
+    let mut server = gw.world.server;
+    server.stop();
+    assert!(!server.logs().contains(jwt.as_str()), "the JWT in the logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_password_asked_with_a_jwt_works_until_its_binding_changes() {
+    let issuer = IdentityIssuer::start_kubernetes();
+    let gw = gateway_world_with_binding(&issuer).await;
+    let jwt = issuer.mint_kubernetes("ci", "builder", AUDIENCE);
+    let password = gw.password_with(&jwt, "team/app:1.0").await;
+    let manifest = |password: String| {
+        let url = gw.url(&format!("/v2/{}/team/app/manifests/1.0", pullpass_tests::gateway::ALIAS));
+        async move {
+            pullpass_tests::gateway::http_client()
+                .get(url)
+                .header("authorization", pullpass_tests::gateway::basic("pullpass", &password))
+                .header("accept", pullpass_tests::gateway::OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(manifest(password.clone()).await, 200);
+    // The binding changes (a narrower pattern): the password it stood on ends.
+    world_update_binding(&gw.world.client).await;
+    let ended = within(Duration::from_secs(1), || async { manifest(password.clone()).await == 401 }).await;
+    assert!(ended.is_some(), "a password whose binding changed is refused within a second");
+}
+
+async fn world_update_binding(client: &Client) {
+    client
+        .access()
+        .update_identity_binding(pullpass::v1::UpdateIdentityBindingRequest {
+            identity_binding: Some(IdentityBinding {
+                name: "workspaces/acme/identityBindings/ci".into(),
+                bound_claims: [
+                    ("/kubernetes.io/namespace".to_owned(), "ci".to_owned()),
+                    ("sub".to_owned(), "system:serviceaccount:ci:builder".to_owned()),
+                ]
+                .into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["bound_claims".into()] }),
+        })
+        .await
+        .expect("update the binding");
+}

@@ -72,6 +72,13 @@ impl GatewayWorld {
         client.registry_auth_service().issue_registry_auth(request).await.expect("IssueRegistryAuth").into_inner().auths
     }
 
+    /// A gateway password for the registry's `reference`, asked with
+    /// `token` (an access token or a workload-identity JWT).
+    pub async fn password_with(&self, token: &str, reference: &str) -> String {
+        let auths = self.leases(&[reference], Some(token)).await;
+        ok(&auths[0]).password.clone()
+    }
+
     /// A gateway password for the registry's `reference`.
     pub async fn password(&self, reference: &str) -> String {
         let auths = self.leases(&[reference], None).await;

@@ -249,6 +249,24 @@ impl Authenticator {
         self.check(&record)
     }
 
+    /// The principal behind a gateway password minted for a workload
+    /// identity (see `gateway_password`).
+    pub async fn principal_for_identity_password(
+        &self,
+        token_id: &crate::domain::AccessTokenId,
+        workspace: &crate::domain::WorkspaceId,
+        identity: &super::gateway_password::IdentityRef,
+        expires: Timestamp,
+    ) -> Result<Arc<Principal>, Error> {
+        let Some(identities) = &self.identities else {
+            return Err(Error::Unauthenticated("workload identities are not accepted here".into()));
+        };
+        if !self.feed.is_fresh() {
+            self.feed.fresh(Instant::now() + crate::changes::CONFIRM_WAIT).await?;
+        }
+        identities.principal_for_password(token_id, workspace, identity, expires).await
+    }
+
     /// Caches a record read from the database when the read began at
     /// `generation`. A record that arrived meanwhile (a revocation through
     /// [`Authenticator::refresh`]) is newer than this read and wins; after a

@@ -15,6 +15,13 @@
 //! `ppg_` ‖ base64url( 0x01 ‖ key id ‖ token id ‖ workspace ‖ project ‖
 //! u64 expiry (Unix seconds) ‖ u16 count ‖ count × (registry ‖ repository) ‖
 //! HMAC-SHA256(key, label ‖ everything before) ).
+//!
+//! Version 2, for a caller that presented a workload identity (a JWT) rather
+//! than an access token, appends after the repositories: provider id ‖
+//! u16 count ‖ count × (binding name ‖ i64 update time, microseconds). There
+//! is no token to look up then: the gateway checks instead that every
+//! binding named is still there, unchanged, so changing or deleting one
+//! ends the password as revoking a token does.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,6 +44,9 @@ pub const MAX_REPOSITORIES: usize = 100;
 /// Longest password text accepted for checking.
 const MAX_TEXT_LEN: usize = 32 * 1024;
 const VERSION: u8 = 1;
+const VERSION_IDENTITY: u8 = 2;
+/// Most bindings a password names.
+const MAX_BINDINGS: usize = 16;
 const TAG_LEN: usize = 32;
 const LABEL: &[u8] = b"pullpass/v1 gateway password\0";
 /// The HKDF purpose of the MAC keys.
@@ -56,6 +66,19 @@ pub struct GatewayGrant {
     pub repositories: Vec<(RegistryHost, String)>,
     /// When it stops working (whole seconds).
     pub expires: Timestamp,
+    /// For a workload identity: the provider and the bindings (with their
+    /// update times) that granted it; `token` is then only the identity's
+    /// stable id.
+    pub identity: Option<IdentityRef>,
+}
+
+/// The bindings a workload identity's password stands on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRef {
+    /// The provider's id.
+    pub provider: String,
+    /// Each binding's resource name and update time.
+    pub bindings: Vec<(String, Timestamp)>,
 }
 
 impl GatewayGrant {
@@ -166,6 +189,9 @@ impl GatewayPasswords {
             + 8
             + 2
             + grant.repositories.iter().map(|(r, repo)| field(r.as_str()) + field(repo)).sum::<usize>()
+            + grant.identity.as_ref().map_or(0, |identity| {
+                field(&identity.provider) + 2 + identity.bindings.iter().map(|(b, _)| field(b) + 8).sum::<usize>()
+            })
             + TAG_LEN;
         PREFIX.len() + (body * 4).div_ceil(3)
     }
@@ -185,7 +211,10 @@ impl GatewayPasswords {
                 self.max_len
             ));
         }
-        let mut body = vec![VERSION];
+        if grant.identity.as_ref().is_some_and(|i| i.bindings.is_empty() || i.bindings.len() > MAX_BINDINGS) {
+            return Err(format!("a workload identity's gateway password names 1 to {MAX_BINDINGS} bindings"));
+        }
+        let mut body = vec![if grant.identity.is_some() { VERSION_IDENTITY } else { VERSION }];
         put(&mut body, self.active.as_bytes())?;
         put(&mut body, grant.token.as_str().as_bytes())?;
         put(&mut body, grant.workspace.as_str().as_bytes())?;
@@ -196,6 +225,14 @@ impl GatewayPasswords {
         for (registry, repository) in &grant.repositories {
             put(&mut body, registry.as_str().as_bytes())?;
             put(&mut body, repository.as_bytes())?;
+        }
+        if let Some(identity) = &grant.identity {
+            put(&mut body, identity.provider.as_bytes())?;
+            body.extend_from_slice(&(identity.bindings.len() as u16).to_be_bytes());
+            for (binding, updated) in &identity.bindings {
+                put(&mut body, binding.as_bytes())?;
+                body.extend_from_slice(&updated.as_micros().to_be_bytes());
+            }
         }
         let tag = sign(key, &body);
         body.extend_from_slice(&tag.as_ref()[..TAG_LEN]);
@@ -212,7 +249,7 @@ impl GatewayPasswords {
             return Err(PasswordError::Malformed);
         }
         let raw = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| PasswordError::Malformed)?;
-        if raw.len() < 1 + TAG_LEN || raw[0] != VERSION {
+        if raw.len() < 1 + TAG_LEN || !matches!(raw[0], VERSION | VERSION_IDENTITY) {
             return Err(PasswordError::Malformed);
         }
         let (body, tag) = raw.split_at(raw.len() - TAG_LEN);
@@ -220,7 +257,7 @@ impl GatewayPasswords {
         let key_id = reader.text()?;
         let key = self.keys.get(key_id).ok_or(PasswordError::Unauthentic)?;
         hmac::verify(key, &[LABEL, body].concat(), tag).map_err(|_| PasswordError::Unauthentic)?;
-        let grant = read_grant(&mut reader)?;
+        let grant = read_grant(&mut reader, raw[0] == VERSION_IDENTITY)?;
         if grant.expires <= now {
             return Err(PasswordError::Expired);
         }
@@ -247,7 +284,7 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn read_grant(reader: &mut Reader<'_>) -> Result<GatewayGrant, PasswordError> {
+fn read_grant(reader: &mut Reader<'_>, identity: bool) -> Result<GatewayGrant, PasswordError> {
     let bad = |_| PasswordError::Malformed;
     let token = AccessTokenId::parse(reader.text()?).map_err(bad)?;
     let workspace = WorkspaceId::parse(reader.text()?).map_err(bad)?;
@@ -265,6 +302,23 @@ fn read_grant(reader: &mut Reader<'_>) -> Result<GatewayGrant, PasswordError> {
         let registry = RegistryHost::parse(reader.text()?).map_err(|_| PasswordError::Malformed)?;
         repositories.push((registry, reader.text()?.to_owned()));
     }
+    let identity = match identity {
+        false => None,
+        true => {
+            let provider = reader.text()?.to_owned();
+            let count = usize::from(reader.u16()?);
+            if count == 0 || count > MAX_BINDINGS {
+                return Err(PasswordError::Malformed);
+            }
+            let mut bindings = Vec::with_capacity(count);
+            for _ in 0..count {
+                let binding = reader.text()?.to_owned();
+                let updated = i64::from_be_bytes(reader.u64()?.to_be_bytes());
+                bindings.push((binding, Timestamp::from_micros(updated)));
+            }
+            Some(IdentityRef { provider, bindings })
+        }
+    };
     if !reader.bytes.is_empty() {
         return Err(PasswordError::Malformed);
     }
@@ -274,6 +328,7 @@ fn read_grant(reader: &mut Reader<'_>) -> Result<GatewayGrant, PasswordError> {
         project,
         repositories,
         expires: Timestamp::from_micros(expires.saturating_mul(1_000_000)),
+        identity,
     })
 }
 
@@ -333,7 +388,28 @@ mod tests {
                 (RegistryHost::parse("127.0.0.1:5000").unwrap(), "team/app".into()),
             ],
             expires: Timestamp::from_micros((Timestamp::now().as_seconds() + expires_in) * 1_000_000),
+            identity: None,
         }
+    }
+
+    #[test]
+    fn a_workload_identitys_password_names_its_bindings_and_verifies_to_them() {
+        let passwords = passwords(&["k1"], "k1");
+        let grant = GatewayGrant {
+            identity: Some(IdentityRef {
+                provider: "k8s".into(),
+                bindings: vec![
+                    ("workspaces/acme/identityBindings/ci".into(), Timestamp::from_micros(1_700_000_000_123_456)),
+                    ("workspaces/acme/identityBindings/all".into(), Timestamp::from_micros(-5)),
+                ],
+            }),
+            ..grant(600)
+        };
+        let password = passwords.mint(&grant).unwrap();
+        assert_eq!(password.expose().len(), passwords.len_of(&grant));
+        assert_eq!(passwords.verify(password.expose(), Timestamp::now()).unwrap(), grant);
+        let token_only = passwords.mint(&super::tests::grant(600)).unwrap();
+        assert_eq!(passwords.verify(token_only.expose(), Timestamp::now()).unwrap().identity, None);
     }
 
     #[test]

@@ -70,8 +70,9 @@ pub struct WorkspaceGrant {
     pub role: Role,
     /// Projects (empty: all).
     pub projects: Vec<ProjectName>,
-    /// The bindings that matched (their resource names).
-    pub bindings: Vec<String>,
+    /// The bindings that matched: their resource names and update times
+    /// (a gateway password stands on exactly these).
+    pub bindings: Vec<(String, Timestamp)>,
 }
 
 impl Principal {

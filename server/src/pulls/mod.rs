@@ -520,6 +520,7 @@ impl Pulls {
             project: request.project.clone(),
             repositories,
             expires,
+            identity: identity_ref(principal, &request.workspace),
         };
         let password = Arc::new(self.inner.passwords.mint(&grant).map_err(Error::internal)?);
         let registry = addressing.public_host.to_string();
@@ -555,6 +556,7 @@ impl Pulls {
             project: request.project.clone(),
             repositories: Vec::new(),
             expires: Timestamp::now(),
+            identity: identity_ref(principal, &request.workspace),
         };
         // How many of the images, in order, still fit.
         let mut fitting_images = 0;
@@ -593,7 +595,15 @@ impl Pulls {
                 .passwords
                 .verify(password, Timestamp::now())
                 .map_err(|e| PullError::Unauthenticated(e.to_string()))?;
-            let principal = self.inner.authn.principal_by_id(&grant.token).await?;
+            let principal = match &grant.identity {
+                Some(identity) => {
+                    self.inner
+                        .authn
+                        .principal_for_identity_password(&grant.token, &grant.workspace, identity, grant.expires)
+                        .await?
+                }
+                None => self.inner.authn.principal_by_id(&grant.token).await?,
+            };
             return Ok(Caller::Password { grant, principal });
         }
         let principal = self.inner.authn.authenticate_token(password).await?;
@@ -1071,4 +1081,18 @@ mod tests {
             assert_eq!(content_range(Some(bad)), None, "{bad}");
         }
     }
+}
+
+/// For a workload identity, the bindings its gateway password stands on in
+/// `workspace`.
+fn identity_ref(
+    principal: &Principal,
+    workspace: &WorkspaceId,
+) -> Option<crate::access::gateway_password::IdentityRef> {
+    let identity = principal.identity.as_ref()?;
+    let grant = identity.grants.get(workspace)?;
+    Some(crate::access::gateway_password::IdentityRef {
+        provider: identity.provider.as_str().to_owned(),
+        bindings: grant.bindings.clone(),
+    })
 }

@@ -111,6 +111,58 @@ impl IdentityCallers {
         Ok(principal)
     }
 
+    /// The principal behind a gateway password a workload identity was
+    /// given: the grant of the bindings it names in `workspace`, if every
+    /// one of them is still there, unchanged (else it ends, as a revoked
+    /// token's password does).
+    pub async fn principal_for_password(
+        &self,
+        token_id: &AccessTokenId,
+        workspace: &WorkspaceId,
+        named: &crate::access::gateway_password::IdentityRef,
+        expires: Timestamp,
+    ) -> Result<Arc<Principal>, Error> {
+        let loaded = self.loaded().await?;
+        let current = loaded.bindings.get(&named.provider).map(Vec::as_slice).unwrap_or_default();
+        let mut rules = Vec::new();
+        for (name, updated) in &named.bindings {
+            let found = current
+                .iter()
+                .find(|(w, rule, binding)| w == workspace && &rule.name == name && binding.update_time == *updated);
+            match found {
+                Some((_, rule, _)) => rules.push(rule.clone()),
+                None => {
+                    return Err(Error::Unauthenticated(
+                        "an identity binding this gateway password stands on changed or was deleted: ask for another"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        let role = if rules.iter().all(|r| r.role == Role::Launcher) { Role::Launcher } else { Role::Viewer };
+        let projects = if rules.iter().any(|r| r.allowed_projects.is_empty()) {
+            Vec::new()
+        } else {
+            let mut all: Vec<_> = rules.iter().flat_map(|r| r.allowed_projects.iter().cloned()).collect();
+            all.sort();
+            all.dedup();
+            all
+        };
+        let provider = IdentityProviderId::parse(&named.provider)
+            .map_err(|_| Error::Unauthenticated("unknown identity provider".into()))?;
+        let grant = WorkspaceGrant { role, projects: projects.clone(), bindings: named.bindings.clone() };
+        let names: Vec<&str> = named.bindings.iter().map(|(n, _)| n.as_str()).collect();
+        Ok(Arc::new(Principal {
+            token_id: token_id.clone(),
+            resource_name: format!("{}/gatewayPasswords via {}", provider.name(), names.join(",")).into(),
+            role,
+            workspace: Some(workspace.clone()),
+            projects,
+            expire_time: Some(expires),
+            identity: Some(Arc::new(IdentityCaller { provider, grants: [(workspace.clone(), grant)].into() })),
+        }))
+    }
+
     /// Verifies `token` and explains, binding by binding of `workspace`,
     /// which bound claims match (TestIdentityToken).
     pub async fn explain(&self, workspace: &WorkspaceId, token: &str) -> Result<Explanation, Error> {
@@ -236,11 +288,27 @@ fn principal_of(verified: &Verified, loaded: &Loaded) -> Principal {
     for (workspace, rule, _) in loaded.bindings.get(&verified.provider).into_iter().flatten() {
         by_workspace.entry(workspace.clone()).or_default().push(rule.clone());
     }
+    let updated: HashMap<&str, Timestamp> = loaded
+        .bindings
+        .get(&verified.provider)
+        .into_iter()
+        .flatten()
+        .map(|(_, rule, binding)| (rule.name.as_str(), binding.update_time))
+        .collect();
     let grants: BTreeMap<WorkspaceId, WorkspaceGrant> = by_workspace
         .into_iter()
         .filter_map(|(workspace, rules)| {
-            resolve(verified, &rules)
-                .map(|g| (workspace, WorkspaceGrant { role: g.role, projects: g.projects, bindings: g.bindings }))
+            resolve(verified, &rules).map(|g| {
+                let bindings = g
+                    .bindings
+                    .into_iter()
+                    .map(|name| {
+                        let time = updated.get(name.as_str()).copied().unwrap_or_default();
+                        (name, time)
+                    })
+                    .collect();
+                (workspace, WorkspaceGrant { role: g.role, projects: g.projects, bindings })
+            })
         })
         .collect();
     let provider = IdentityProviderId::parse(&verified.provider).unwrap_or_else(|_| unknown_provider());
@@ -254,7 +322,8 @@ fn principal_of(verified: &Verified, loaded: &Loaded) -> Principal {
     let mut resource_name = format!("{}/subjects/{subject}", provider.name());
     if let Some((_, grant)) = only {
         // Bindings of one workspace only: no other tenant's names in it.
-        resource_name.push_str(&format!(" via {}", grant.bindings.join(",")));
+        let names: Vec<&str> = grant.bindings.iter().map(|(name, _)| name.as_str()).collect();
+        resource_name.push_str(&format!(" via {}", names.join(",")));
     }
     let role = if grants.values().any(|g| g.role == Role::Launcher) { Role::Launcher } else { Role::Viewer };
     Principal {
