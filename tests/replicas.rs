@@ -623,3 +623,59 @@ async fn a_registry_that_invalidates_its_tokens_costs_one_fresh_exchange_across_
     assert!(refused.is_empty(), "the registry refused a token again: {refused:?}");
     assert_eq!(r.token_requests() - before, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_identity_binding_refuses_the_next_call_on_both_replicas_within_a_second() {
+    let issuer = pullpass_tests::identity::IdentityIssuer::start_kubernetes();
+    let r = Replicas::start().await;
+    let a = r.a.client().await;
+    r.add(&a, "reg").await;
+    a.access()
+        .create_identity_provider(pullpass::v1::CreateIdentityProviderRequest {
+            identity_provider_id: "k8s".into(),
+            identity_provider: Some(pullpass::v1::IdentityProvider {
+                issuer: issuer.issuer().to_owned(),
+                jwks_uri: issuer.jwks_uri(),
+                audiences: vec!["pullpass".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    a.access()
+        .create_identity_binding(pullpass::v1::CreateIdentityBindingRequest {
+            parent: "workspaces/acme".into(),
+            identity_binding_id: "ci".into(),
+            identity_binding: Some(pullpass::v1::IdentityBinding {
+                identity_provider: "identityProviders/k8s".into(),
+                bound_claims: [("/kubernetes.io/namespace".to_owned(), "ci".to_owned())].into(),
+                role: Role::Launcher as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let jwt = issuer.mint_kubernetes("ci", "builder", "pullpass");
+    let image = r.image("team/app:1.0");
+    let (on_a, on_b) = (r.a.client_with(Some(&jwt)).await, r.b.client_with(Some(&jwt)).await);
+    for client in [&on_a, &on_b] {
+        let served = within(PROPAGATION * 2, || async {
+            issue_registry_auth(client, &image).await.is_ok_and(|auth| auth.status.is_some_and(|s| s.code == 0))
+        })
+        .await;
+        assert!(served.is_some(), "the bound identity leases on both replicas");
+    }
+    a.access()
+        .delete_identity_binding(pullpass::v1::DeleteIdentityBindingRequest {
+            name: "workspaces/acme/identityBindings/ci".into(),
+        })
+        .await
+        .unwrap();
+    for client in [&on_a, &on_b] {
+        let refused = within(PROPAGATION, || async {
+            issue_registry_auth(client, &image).await.is_err_and(|s| s.code() == Code::PermissionDenied)
+        })
+        .await;
+        assert!(refused.is_some(), "a deleted binding refuses the next call within a second on every replica");
+    }
+}

@@ -103,6 +103,14 @@ async fn a_kubernetes_service_account_token_leases_for_its_bound_project_only_an
     let leased = lease(&world, &ci, "rnaseq").await.expect("the bound namespace leases");
     assert_eq!(leased.status.as_ref().map(|s| s.code), Some(0), "{leased:?}");
     assert!(!leased.token.is_empty());
+    // The audit trail says which identity and binding leased (group-committed
+    // a little after the answer).
+    let who = "identityProviders/k8s/subjects/system:serviceaccount:ci:builder via workspaces/acme/identityBindings/ci";
+    pullpass_tests::eventually("the lease's audit event", Duration::from_secs(5), || async {
+        let events = world.client.list_audit_events("acme", "action = \"IssueRegistryAuth\"", 100).await.unwrap();
+        events.iter().any(|e| e.principal == who).then_some(())
+    })
+    .await;
     let other_project = lease(&world, &ci, "other").await.unwrap_err();
     assert_eq!(other_project.code(), Code::PermissionDenied, "{other_project:?}");
 
@@ -316,4 +324,86 @@ async fn world_update_binding(client: &Client) {
         })
         .await
         .expect("update the binding");
+}
+
+/// Leases `team/app:1.0` for no project with `jwt`; true when served.
+async fn leases(world: &World, jwt: &str) -> bool {
+    leases_for(world, jwt, "").await
+}
+
+/// The same for `project`.
+async fn leases_for(world: &World, jwt: &str, project: &str) -> bool {
+    lease(world, jwt, project).await.is_ok_and(|auth| auth.status.is_some_and(|s| s.code == 0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_tokens_bind_on_the_owners_immutable_id_and_gitlab_tokens_on_a_protected_project_path() {
+    let github = IdentityIssuer::start();
+    let gitlab = IdentityIssuer::start();
+    let world = World::start().await;
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    create_provider(&world.client, "github", &github).await;
+    create_provider(&world.client, "gitlab", &gitlab).await;
+    bind(&world.client, "gh-org", "github", &[("repository_owner_id", "424242")], &[]).await.unwrap();
+    bind(&world.client, "gl-main", "gitlab", &[("project_path", "acme/pipelines"), ("ref_protected", "true")], &[])
+        .await
+        .unwrap();
+    assert!(leases(&world, &github.mint_github("acme/app", "424242", AUDIENCE)).await, "the bound owner id");
+    assert!(
+        !leases(&world, &github.mint_github("acme/app", "999", AUDIENCE)).await,
+        "a repository of the same name under another owner is not the bound one"
+    );
+    assert!(leases(&world, &gitlab.mint_gitlab("acme/pipelines", true, AUDIENCE)).await, "a protected ref");
+    assert!(!leases(&world, &gitlab.mint_gitlab("acme/pipelines", false, AUDIENCE)).await, "an unprotected ref");
+    // One provider's token never matches the other's bindings.
+    assert!(!leases(&world, &gitlab.mint_github("acme/app", "424242", AUDIENCE)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_a_certified_oidc_provider_that_is_a_separate_program_are_accepted_by_discovery() {
+    let provider = pullpass_tests::identity::OidcProvider::start();
+    let world = World::start().await;
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    let audience = "https://pullpass.test/api";
+    world
+        .client
+        .access()
+        .create_identity_provider(CreateIdentityProviderRequest {
+            identity_provider_id: "oidc".into(),
+            identity_provider: Some(IdentityProvider {
+                issuer: provider.issuer(),
+                audiences: vec![audience.into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("a provider found by OIDC discovery");
+    bind(&world.client, "team", "oidc", &[("team", "pipelines")], &[]).await.unwrap();
+    assert!(leases(&world, &provider.token(audience, serde_json::json!({"team": "pipelines"}))).await);
+    assert!(!leases(&world, &provider.token(audience, serde_json::json!({"team": "other"}))).await);
+    let wrong_audience = lease(&world, &provider.token("https://elsewhere.test", serde_json::json!({})), "").await;
+    assert_eq!(wrong_audience.unwrap_err().code(), Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_accepted_once_refetched_and_a_removed_key_stops_working() {
+    let issuer = IdentityIssuer::start_kubernetes();
+    let world = world_with_binding(&issuer).await;
+    let before = issuer.mint_kubernetes("ci", "builder", AUDIENCE);
+    assert!(leases_for(&world, &before, "rnaseq").await);
+    // A new key signs from now on; the old one leaves the key set.
+    let rotation = issuer.rotate(true);
+    let retired = rotation.removed.first().expect("the old key was removed").clone();
+    let after = issuer.mint_kubernetes("ci", "builder", AUDIENCE);
+    // Its unknown kid makes pullpass fetch the key set again, at most once
+    // per 30 s per provider.
+    let accepted = within(Duration::from_secs(40), || async { leases_for(&world, &after, "rnaseq").await }).await;
+    println!("a token signed by the new key was accepted after {accepted:?}");
+    assert!(accepted.is_some(), "a rotated key is accepted within the refetch cooldown");
+    let fresh_old = issuer.mint(serde_json::json!({
+        "kind": "kubernetes", "namespace": "ci", "service_account": "other", "audience": [AUDIENCE],
+        "signing_key": retired,
+    }));
+    let refused = lease(&world, &fresh_old, "rnaseq").await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "a key removed from the set no longer verifies: {refused:?}");
 }

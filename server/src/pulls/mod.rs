@@ -1054,6 +1054,20 @@ fn first_error_code(body: &[u8]) -> Option<String> {
     parsed.get("errors")?.get(0)?.get("code")?.as_str().map(str::to_owned)
 }
 
+/// For a workload identity, the bindings its gateway password stands on in
+/// `workspace`.
+fn identity_ref(
+    principal: &Principal,
+    workspace: &WorkspaceId,
+) -> Option<crate::access::gateway_password::IdentityRef> {
+    let identity = principal.identity.as_ref()?;
+    let grant = identity.grants.get(workspace)?;
+    Some(crate::access::gateway_password::IdentityRef {
+        provider: identity.provider.as_str().to_owned(),
+        bindings: grant.bindings.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1081,18 +1095,4 @@ mod tests {
             assert_eq!(content_range(Some(bad)), None, "{bad}");
         }
     }
-}
-
-/// For a workload identity, the bindings its gateway password stands on in
-/// `workspace`.
-fn identity_ref(
-    principal: &Principal,
-    workspace: &WorkspaceId,
-) -> Option<crate::access::gateway_password::IdentityRef> {
-    let identity = principal.identity.as_ref()?;
-    let grant = identity.grants.get(workspace)?;
-    Some(crate::access::gateway_password::IdentityRef {
-        provider: identity.provider.as_str().to_owned(),
-        bindings: grant.bindings.clone(),
-    })
 }

@@ -36,12 +36,15 @@ struct Loaded {
     bindings: HashMap<String, Vec<(WorkspaceId, BindingRule, IdentityBinding)>>,
 }
 
+/// A verified token's principal, and its `exp` (Unix seconds).
+type Remembered = (Arc<Principal>, u64);
+
 /// Turns identity JWTs into principals.
 pub struct IdentityCallers {
     store: Store,
     verifier: Identities,
     loaded: RwLock<Option<Arc<Loaded>>>,
-    principals: Mutex<HashMap<[u8; 32], (Arc<Principal>, u64)>>,
+    principals: Mutex<HashMap<[u8; 32], Remembered>>,
     generation: AtomicU64,
 }
 
