@@ -19,6 +19,11 @@
 //! 5. a flood of calls with a well-formed but unknown token: how many the
 //!    server refuses a second and its CPU per refusal (h2load), and cached
 //!    leases from a valid token with and without the flood beside them;
+//! 7. workload identity: cached `IssueRegistryAuth` with a Kubernetes-shaped
+//!    JWT as the caller against the same with a `pp_` LAUNCHER token (h2load,
+//!    rounds alternating; target at least 0.95x); the first call with a new
+//!    token (its signature checked), p50 and p99; and a key rotation: how
+//!    long until a token signed by the new key is accepted;
 //! 6. a large workspace (20 000 credentials) under continuous change:
 //!    cached leases/s (h2load) while another client creates 50 credentials
 //!    a second in the same workspace, against the same without the writer
@@ -32,7 +37,8 @@
 //! (section 6, default 20000), `BENCH_WRITES_PER_SECOND` (section 6, default
 //! 50), `BENCH_ONLY=metrics` (section 4 alone), `BENCH_ONLY=cached`
 //! (section 3 alone), `BENCH_ONLY=flood` (section 5 alone),
-//! `BENCH_ONLY=large` (section 6 alone).
+//! `BENCH_ONLY=large` (section 6 alone), `BENCH_ONLY=identity` (section 7
+//! alone; `BENCH_NEW_TOKENS`, default 300, first calls to time).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -64,6 +70,11 @@ fn main() {
     if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "flood") {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         unauthenticated_flood(&runtime, &realm, requests);
+        return;
+    }
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "identity") {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        identity_callers(&runtime, &realm, requests);
         return;
     }
     if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "large") {
@@ -132,7 +143,129 @@ fn main() {
         unauthenticated_flood(&runtime, &realm, requests);
         println!();
         large_workspace_under_change(&runtime, &realm, requests);
+        println!();
+        identity_callers(&runtime, &realm, requests);
     }
+}
+
+/// Section 7: a workload-identity JWT as the caller.
+fn identity_callers(runtime: &tokio::runtime::Runtime, realm: &TokenRealm, requests: usize) {
+    use pullpass::v1::registry_auth_service_client::RegistryAuthServiceClient;
+    let new_tokens = env_count("BENCH_NEW_TOKENS", 300);
+    println!(
+        "7. workload identity: cached IssueRegistryAuth with a JWT caller vs a pp_ LAUNCHER ({requests} calls each; default settings)"
+    );
+    let Some(h2load) = which_h2load() else {
+        println!("   h2load not found: run `scripts/bench.sh broker`, which installs nghttp2-client");
+        return;
+    };
+    let issuer = pullpass_tests::identity::IdentityIssuer::start_kubernetes();
+    let server = unlimited_server(realm);
+    let client = runtime.block_on(setup(&server, realm));
+    let launcher = runtime
+        .block_on(client.create_access_token("acme", pullpass::v1::Role::Launcher, &[], None, "bench"))
+        .expect("a launcher token")
+        .token;
+    runtime.block_on(async {
+        client
+            .access()
+            .create_identity_provider(pullpass::v1::CreateIdentityProviderRequest {
+                identity_provider_id: "k8s".into(),
+                identity_provider: Some(pullpass::v1::IdentityProvider {
+                    issuer: issuer.issuer().to_owned(),
+                    jwks_uri: issuer.jwks_uri(),
+                    audiences: vec!["pullpass".into()],
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("provider");
+        client
+            .access()
+            .create_identity_binding(pullpass::v1::CreateIdentityBindingRequest {
+                parent: "workspaces/acme".into(),
+                identity_binding_id: "ci".into(),
+                identity_binding: Some(pullpass::v1::IdentityBinding {
+                    identity_provider: "identityProviders/k8s".into(),
+                    bound_claims: [("/kubernetes.io/namespace".to_owned(), "ci".to_owned())].into(),
+                    role: pullpass::v1::Role::Launcher as i32,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("binding");
+    });
+    let jwt = issuer.mint_kubernetes("ci", "bench", "pullpass");
+    let image = format!("{}/acme/cached:1", realm.address);
+    let expected = runtime.block_on(warm_cache(&client, &image));
+    let body = grpc_frame(&lease_request(&image));
+    let call = Call { path: LEASE_PATH, body: &body, response_bytes: expected };
+    let with_token = H2load { program: &h2load, address: &server.address, token: &launcher, pid: server.pid() };
+    let with_jwt = H2load { program: &h2load, address: &server.address, token: &jwt, pid: server.pid() };
+    with_token.run(&call, requests / 10);
+    with_jwt.run(&call, requests / 10);
+    let (mut tokens, mut jwts) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        tokens.push(with_token.run(&call, requests / ROUNDS));
+        jwts.push(with_jwt.run(&call, requests / ROUNDS));
+    }
+    let ratio = Round::median_ratio(&jwts, &tokens);
+    let ((tokens, token_cpu), (jwts, jwt_cpu)) = (Round::combine(tokens), Round::combine(jwts));
+    print_header();
+    print_row(&format!("h2load: cached lease, pp_ LAUNCHER token ({ROUNDS} rounds)"), &tokens);
+    print_row(&format!("h2load: cached lease, Kubernetes JWT ({ROUNDS} rounds)"), &jwts);
+    println!(
+        "   {ratio:.2}x the pp_ token's RPS (median of paired rounds; target at least 0.95x); pullpassd CPU per call: token {:.1} us, JWT {:.1} us",
+        token_cpu.as_secs_f64() * 1e6,
+        jwt_cpu.as_secs_f64() * 1e6
+    );
+
+    // First calls with new tokens: each one's signature is checked.
+    let minted: Vec<String> =
+        (0..new_tokens).map(|i| issuer.mint_kubernetes("ci", &format!("bench-{i}"), "pullpass")).collect();
+    let latencies = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(server.endpoint()).unwrap().connect().await.unwrap();
+        let mut grpc = RegistryAuthServiceClient::new(channel);
+        let mut latencies = Vec::with_capacity(minted.len());
+        for jwt in &minted {
+            let mut request = tonic::Request::new(lease_request(&image));
+            request.metadata_mut().insert("authorization", format!("Bearer {jwt}").parse().unwrap());
+            let started = Instant::now();
+            let answer = grpc.issue_registry_auth(request).await.expect("a first call with a new token");
+            latencies.push(started.elapsed());
+            assert_eq!(answer.into_inner().auths[0].status.as_ref().map(|s| s.code), Some(0));
+        }
+        latencies
+    });
+    let first = figures(latencies, Duration::from_secs(1));
+    println!(
+        "   the first call with a new token ({new_tokens}, one at a time): p50 {:.3} ms, p99 {:.3} ms",
+        first.p50.as_secs_f64() * 1e3,
+        first.p99.as_secs_f64() * 1e3
+    );
+
+    // A rotation: the issuer signs with a new key; pullpass refetches the
+    // key set on the unknown kid, at most once per 30 s per provider.
+    let rotated_at = Instant::now();
+    issuer.rotate(false);
+    let rotated = issuer.mint_kubernetes("ci", "rotated", "pullpass");
+    let accepted = runtime.block_on(async {
+        let client = server.client_with(Some(&rotated)).await;
+        loop {
+            if let Ok(answer) =
+                client.registry_auth_service().issue_registry_auth(lease_request(&image)).await.map(|r| r.into_inner())
+                && answer.auths[0].status.as_ref().is_some_and(|s| s.code == 0)
+            {
+                break rotated_at.elapsed();
+            }
+            assert!(rotated_at.elapsed() < Duration::from_secs(120), "a rotated key never accepted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    println!(
+        "   a key rotation: a token signed by the new key was accepted {:.1} s after the rotation (the key set is refetched on an unknown kid at most once per 30 s)",
+        accepted.as_secs_f64()
+    );
 }
 
 /// Section 6: cached leases in a workspace of many credentials, with and
