@@ -20,10 +20,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pullpass::v1::{
-    AccessToken, CreateAccessTokenRequest, CreateConsoleLinkRequest, CreateCredentialRequest, Credential, Provider,
-    Role,
+    AccessToken, CreateAccessTokenRequest, CreateConsoleLinkRequest, CreateCredentialRequest,
+    CreateIdentityBindingRequest, CreateIdentityProviderRequest, Credential, GetIdentityBindingRequest,
+    GetIdentityProviderRequest, IdentityBinding, IdentityProvider, Provider, Role,
 };
 use pullpass_tests::gateway::http_client;
+use pullpass_tests::identity::IdentityIssuer;
 use pullpass_tests::registry::{Issuer, Registry, world::ALICE_PASSWORD, world::users};
 use pullpass_tests::replicas::free_port;
 use pullpass_tests::{Options, Pullpassd, create_workspace};
@@ -559,4 +561,398 @@ async fn the_root_path_sends_people_to_the_console() {
     assert_eq!(root.status, 303, "{}", root.text);
     assert_eq!(root.headers["location"], "/console/");
     assert_eq!(visitor.get("/elsewhere").await.status, 404);
+}
+
+// --- workload identity: providers (ROOT), bindings (ADMIN), Test a token ---
+
+const AUDIENCE: &str = "pullpass";
+
+/// A text between `start` and the next `end` in a page ("" when absent).
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    text.split_once(start).and_then(|(_, rest)| rest.split_once(end)).map_or("", |(inside, _)| inside)
+}
+
+/// Form fields as `post` takes them.
+fn borrowed<'a>(fields: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The field error shown under form field `name` ("" when none).
+fn field_error(page: &Page, name: &str) -> String {
+    between(&page.text, &format!(r#"id="{name}-error">"#), "</p>").to_owned()
+}
+
+/// Identity provider `k8s` for `issuer` (its JWKS URL, audience
+/// [`AUDIENCE`]), created over the API.
+async fn kubernetes_provider(server: &Pullpassd, issuer: &IdentityIssuer) {
+    server
+        .client()
+        .await
+        .access()
+        .create_identity_provider(CreateIdentityProviderRequest {
+            identity_provider_id: "k8s".into(),
+            identity_provider: Some(IdentityProvider {
+                issuer: issuer.issuer().to_owned(),
+                jwks_uri: issuer.jwks_uri(),
+                audiences: vec![AUDIENCE.into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create the identity provider");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_adds_an_identity_provider_through_the_form_and_a_viewer_or_admin_is_refused_the_provider_pages() {
+    let server = Pullpassd::start();
+    create_workspace(&server.client().await, "acme").await;
+    create_workspace(&server.client().await, "other").await;
+    let issuer = IdentityIssuer::start_kubernetes();
+    let jwks_uri = issuer.jwks_uri();
+
+    let mut root = Visitor::new(&server);
+    assert_eq!(root.sign_in(&server.root_token).await.status, 303);
+    let workspaces = root.get("/console/workspaces").await;
+    assert!(workspaces.text.contains(r#"href="/console/identityProviders""#), "ROOT's pages link the providers");
+    let list = root.get("/console/identityProviders").await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert!(list.text.contains("No identity provider yet."), "{}", list.text);
+    for default in [r#"value="RS256" checked"#, r#"value="ES256" checked"#, r#"value="discovery" checked"#] {
+        assert!(list.text.contains(default), "the fresh form has {default}");
+    }
+    let mut fields = vec![
+        ("csrf", list.csrf()),
+        ("identity_provider_id", "k8s".to_owned()),
+        ("issuer", issuer.issuer().to_owned()),
+        ("key_source", "jwks_uri".to_owned()),
+        ("jwks_uri", jwks_uri.clone()),
+        ("jwks", String::new()),
+        ("ca_certificates", String::new()),
+        ("audiences", format!("{AUDIENCE}\r\nsecond-audience\r\n")),
+        ("allowed_algorithms", "RS256".to_owned()),
+        ("allowed_algorithms", "ES384".to_owned()),
+        ("max_token_lifetime", "100000".to_owned()),
+        ("clock_skew", "15".to_owned()),
+        ("description", "cluster A".to_owned()),
+    ];
+    // Over the cap: the API's words, next to the field.
+    let refused = root.post("/console/identityProviders", &borrowed(&fields)).await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert_eq!(field_error(&refused, "max_token_lifetime"), "between 1 s and 24 h", "{}", refused.text);
+    assert!(refused.text.contains(r#"value="100000""#), "the form keeps what was typed");
+
+    fields.retain(|(k, _)| *k != "max_token_lifetime");
+    fields.push(("max_token_lifetime", "7200".to_owned()));
+    let created = root.post("/console/identityProviders", &borrowed(&fields)).await;
+    assert_eq!(created.status, 303, "{}", created.text);
+    assert_eq!(created.headers["location"], "/console/identityProviders/k8s");
+    let shown = root.get("/console/identityProviders/k8s").await;
+    assert_eq!(shown.status, 200, "{}", shown.text);
+    assert!(shown.text.contains(&jwks_uri) && shown.text.contains("pullpass, second-audience"), "{}", shown.text);
+    let stored = server
+        .client()
+        .await
+        .access()
+        .get_identity_provider(GetIdentityProviderRequest { name: "identityProviders/k8s".into() })
+        .await
+        .expect("the provider exists")
+        .into_inner();
+    assert_eq!(stored.issuer, issuer.issuer());
+    assert_eq!(stored.jwks_uri, jwks_uri);
+    assert_eq!(stored.audiences, [AUDIENCE, "second-audience"]);
+    assert_eq!(stored.allowed_algorithms, ["RS256", "ES384"]);
+    assert_eq!(stored.max_token_lifetime.map(|d| d.seconds), Some(7200));
+    assert_eq!(stored.clock_skew.map(|d| d.seconds), Some(15));
+    assert_eq!(stored.description, "cluster A");
+    let again = root.post("/console/identityProviders", &borrowed(&fields)).await;
+    assert_eq!(again.status, 422, "{}", again.text);
+    assert!(field_error(&again, "identity_provider_id").contains("already exists"), "{}", again.text);
+
+    // Not ROOT: refused every provider page (VIEWER and ADMIN alike), and a
+    // forged POST creates nothing and is audited.
+    for role in [Role::Viewer, Role::Admin] {
+        let mut person = Visitor::new(&server);
+        assert_eq!(person.sign_in(&mint(&server, "acme", role).await).await.status, 303);
+        let own = person.get("/console/workspaces/acme/credentials").await;
+        assert!(!own.text.contains("Identity providers"), "{role:?} is offered no provider pages");
+        for path in
+            ["/console/identityProviders", "/console/identityProviders/k8s", "/console/identityProviders/k8s/delete"]
+        {
+            let page = person.get(path).await;
+            assert_eq!(page.status, 403, "{role:?} {path}: {}", page.text);
+            assert!(!page.text.contains(&jwks_uri), "{role:?} {path} shows nothing of the provider");
+        }
+        let mut forged = fields.clone();
+        forged.retain(|(k, _)| *k != "csrf" && *k != "identity_provider_id");
+        forged.extend([("csrf", own.csrf()), ("identity_provider_id", "forged".to_owned())]);
+        let refused = person.post("/console/identityProviders", &borrowed(&forged)).await;
+        assert_eq!(refused.status, 403, "{role:?}: {}", refused.text);
+        let bindings = person.get("/console/workspaces/acme/identityBindings").await;
+        let expected = if role == Role::Admin { 200 } else { 403 };
+        assert_eq!(bindings.status, expected, "{role:?} on the bindings: {}", bindings.text);
+        assert_eq!(person.get("/console/workspaces/acme/test-identity-token").await.status, expected, "{role:?}");
+        assert_eq!(person.get("/console/workspaces/other/identityBindings").await.status, 404, "another workspace's");
+    }
+    let missing = server
+        .client()
+        .await
+        .access()
+        .get_identity_provider(GetIdentityProviderRequest { name: "identityProviders/forged".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound, "the forged POSTs created nothing");
+    let trail = root.get("/console/workspaces/acme/audit?action=CreateIdentityProvider").await;
+    assert_eq!(trail.text.matches("permission denied").count(), 2, "both refusals audited: {}", trail.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_binds_through_the_form_with_the_apis_field_errors_and_test_a_token_explains_without_keeping_it() {
+    let server = Pullpassd::start();
+    create_workspace(&server.client().await, "acme").await;
+    let issuer = IdentityIssuer::start_kubernetes();
+    kubernetes_provider(&server, &issuer).await;
+    // The API's own words for a binding that binds only `aud`.
+    let api_refusal = server
+        .client()
+        .await
+        .access()
+        .create_identity_binding(CreateIdentityBindingRequest {
+            parent: "workspaces/acme".into(),
+            identity_binding_id: "aud-only".into(),
+            identity_binding: Some(IdentityBinding {
+                identity_provider: "identityProviders/k8s".into(),
+                bound_claims: [("aud".to_owned(), AUDIENCE.to_owned())].into(),
+                role: Role::Launcher as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("a binding of aud alone is refused");
+    let details = api_refusal.get_error_details();
+    let words = details
+        .bad_request()
+        .and_then(|b| b.field_violations.iter().find(|v| v.field == "identity_binding.bound_claims").cloned())
+        .expect("a bound_claims violation")
+        .description;
+
+    let mut admin = Visitor::new(&server);
+    assert_eq!(admin.sign_in(&mint(&server, "acme", Role::Admin).await).await.status, 303);
+    let home = admin.get("/console/workspaces/acme/credentials").await;
+    assert!(
+        home.text.contains(r#"href="/console/workspaces/acme/identityBindings""#),
+        "the workspace links its bindings"
+    );
+    let list = admin.get("/console/workspaces/acme/identityBindings").await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert!(list.text.contains(r#"<option value="identityProviders/k8s""#), "ADMIN chooses among the providers");
+    assert!(list.text.contains(r#"href="/console/workspaces/acme/test-identity-token""#));
+    let csrf = list.csrf();
+    let aud_only = admin
+        .post(
+            "/console/workspaces/acme/identityBindings",
+            &[
+                ("csrf", &csrf),
+                ("identity_binding_id", "aud-only"),
+                ("identity_provider", "identityProviders/k8s"),
+                ("bound_claims", &format!("aud = {AUDIENCE}")),
+                ("role", "LAUNCHER"),
+            ],
+        )
+        .await;
+    assert_eq!(aud_only.status, 422, "{}", aud_only.text);
+    assert_eq!(field_error(&aud_only, "bound_claims"), words, "the API's words next to Bound claims");
+    assert!(aud_only.text.contains(r#"aria-describedby="bound_claims-hint bound_claims-error""#), "{}", aud_only.text);
+    let malformed = admin
+        .post(
+            "/console/workspaces/acme/identityBindings",
+            &[("csrf", &csrf), ("identity_binding_id", "x"), ("bound_claims", "sub ci"), ("role", "LAUNCHER")],
+        )
+        .await;
+    assert_eq!(malformed.status, 422);
+    assert!(field_error(&malformed, "bound_claims").contains("is not `claim = pattern`"), "{}", malformed.text);
+
+    let created = admin
+        .post(
+            "/console/workspaces/acme/identityBindings",
+            &[
+                ("csrf", &csrf),
+                ("identity_binding_id", "ci"),
+                ("identity_provider", "identityProviders/k8s"),
+                ("bound_claims", "/kubernetes.io/namespace = ci\r\nsub = system:serviceaccount:ci:*\r\n"),
+                ("role", "LAUNCHER"),
+                ("allowed_projects", "rnaseq"),
+                ("description", "CI pods"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 303, "{}", created.text);
+    assert_eq!(created.headers["location"], "/console/workspaces/acme/identityBindings/ci");
+    let binding = server
+        .client()
+        .await
+        .access()
+        .get_identity_binding(GetIdentityBindingRequest { name: "workspaces/acme/identityBindings/ci".into() })
+        .await
+        .expect("the binding exists")
+        .into_inner();
+    assert_eq!(binding.bound_claims.len(), 2);
+    assert_eq!(binding.bound_claims["sub"], "system:serviceaccount:ci:*");
+    assert_eq!(
+        (binding.role, binding.allowed_projects.as_slice()),
+        (Role::Launcher as i32, &["rnaseq".to_owned()][..])
+    );
+
+    // Test a token: a GET shows the form only; the token goes in a POST.
+    let form = admin.get("/console/workspaces/acme/test-identity-token").await;
+    assert_eq!(form.status, 200, "{}", form.text);
+    assert!(
+        form.text
+            .contains(r#"<form class="card" method="post" action="/console/workspaces/acme/test-identity-token">"#)
+    );
+    let matching = issuer.mint_kubernetes("ci", "builder", AUDIENCE);
+    let other = issuer.mint_kubernetes("prod", "deployer", AUDIENCE);
+    let expired = issuer.mint(serde_json::json!({
+        "kind": "kubernetes", "namespace": "ci", "service_account": "builder", "audience": [AUDIENCE],
+        "exp_offset": -600, "iat_offset": -900,
+    }));
+    let mut answers = Vec::new();
+    for token in [&matching, &other, &expired] {
+        let answer = admin
+            .post("/console/workspaces/acme/test-identity-token", &[("csrf", &form.csrf()), ("token", token)])
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert!(!answer.text.contains(token.as_str()), "the token is never shown back");
+        assert!(
+            answer.text.contains(r#"spellcheck="false" aria-describedby="token-hint"></textarea>"#),
+            "an empty textarea"
+        );
+        answers.push(answer.text);
+    }
+    let yes = &answers[0];
+    assert!(yes.contains("Verified by identity provider <strong>k8s</strong>"), "{yes}");
+    assert!(yes.contains("it gets <strong>LAUNCHER</strong> for projects rnaseq."), "{yes}");
+    assert!(yes.contains("<strong>matches</strong>") && !yes.contains("no match"), "{yes}");
+    assert!(yes.contains("<td><code>/kubernetes.io/namespace</code></td><td><code>ci</code></td><td><code>ci</code></td><td class=\"ok\">match</td>"), "{yes}");
+    let no = &answers[1];
+    assert!(no.contains("No binding of acme matches it: it gets nothing here."), "{no}");
+    assert!(no.contains("<strong>does not match</strong>"), "{no}");
+    assert!(no.contains("<td><code>/kubernetes.io/namespace</code></td><td><code>ci</code></td><td><code>prod</code></td><td class=\"failed\">no match</td>"), "{no}");
+    assert!(
+        no.contains("<td><code>system:serviceaccount:prod:deployer</code></td><td class=\"failed\">no match</td>"),
+        "{no}"
+    );
+    for unnamed in ["deployer-0", "node-1"] {
+        assert!(!no.contains(unnamed), "a claim no binding names is not shown: {unnamed}");
+    }
+    assert!(
+        answers[2].contains("The token was refused: </strong>") && answers[2].contains("expired"),
+        "{}",
+        answers[2]
+    );
+    let empty =
+        admin.post("/console/workspaces/acme/test-identity-token", &[("csrf", &form.csrf()), ("token", "")]).await;
+    assert_eq!(empty.status, 422, "{}", empty.text);
+    assert!(field_error(&empty, "token").contains("is required"), "{}", empty.text);
+    let not_a_jwt = admin.get("/console/workspaces/acme/test-identity-token?token=pp_notAjwt").await;
+    assert!(!not_a_jwt.text.contains("Result"), "a GET never tests a token");
+
+    // The tokens are nowhere: not in the log, the database or its WAL.
+    let mut server = server;
+    server.stop();
+    let logs = server.logs();
+    assert!(logs.contains("test-identity-token"), "the console logged its requests");
+    for token in [&matching, &other, &expired] {
+        assert!(!logs.contains(token.as_str()), "a token in the server log");
+        assert!(server.stored_files_containing(token.as_bytes()).is_empty(), "a token at rest");
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(server.stored_files_containing(signature.as_bytes()).is_empty(), "a token's signature at rest");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_are_edited_and_deleted_and_a_provider_is_deleted_with_its_bindings_only_when_asked() {
+    let server = Pullpassd::start();
+    create_workspace(&server.client().await, "acme").await;
+    let issuer = IdentityIssuer::start_kubernetes();
+    kubernetes_provider(&server, &issuer).await;
+    let mut admin = Visitor::new(&server);
+    assert_eq!(admin.sign_in(&mint(&server, "acme", Role::Admin).await).await.status, 303);
+    let csrf = admin.get("/console/workspaces/acme/identityBindings").await.csrf();
+    for id in ["ci", "build"] {
+        let created = admin
+            .post(
+                "/console/workspaces/acme/identityBindings",
+                &[
+                    ("csrf", &csrf),
+                    ("identity_binding_id", id),
+                    ("identity_provider", "identityProviders/k8s"),
+                    ("bound_claims", &format!("/kubernetes.io/namespace = {id}")),
+                    ("role", "LAUNCHER"),
+                ],
+            )
+            .await;
+        assert_eq!(created.status, 303, "{}", created.text);
+    }
+    let page = admin.get("/console/workspaces/acme/identityBindings/ci").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("/kubernetes.io/namespace = ci</textarea>"), "{}", page.text);
+    assert!(page.text.contains(issuer.issuer()), "the binding's page names its provider's issuer");
+    let refused = admin
+        .post(
+            "/console/workspaces/acme/identityBindings/ci",
+            &[("csrf", &csrf), ("bound_claims", "/kubernetes.io/namespace = ci"), ("role", "ADMIN")],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert!(field_error(&refused, "role").contains("LAUNCHER or VIEWER"), "{}", refused.text);
+    let saved = admin
+        .post(
+            "/console/workspaces/acme/identityBindings/ci",
+            &[
+                ("csrf", &csrf),
+                ("bound_claims", "/kubernetes.io/namespace = ci\nsub = system:serviceaccount:ci:builder"),
+                ("role", "VIEWER"),
+                ("description", "read only"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.text);
+    assert!(saved.text.contains("Saved."), "{}", saved.text);
+    let binding = server
+        .client()
+        .await
+        .access()
+        .get_identity_binding(GetIdentityBindingRequest { name: "workspaces/acme/identityBindings/ci".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (binding.role, binding.description.as_str(), binding.bound_claims.len()),
+        (Role::Viewer as i32, "read only", 2)
+    );
+    assert_eq!(binding.identity_provider, "identityProviders/k8s");
+
+    let confirm = admin.get("/console/workspaces/acme/identityBindings/build/delete").await;
+    assert_eq!(confirm.status, 200, "{}", confirm.text);
+    let deleted =
+        admin.post("/console/workspaces/acme/identityBindings/build/delete", &[("csrf", &confirm.csrf())]).await;
+    assert_eq!(deleted.status, 303, "{}", deleted.text);
+    assert_eq!(admin.get("/console/workspaces/acme/identityBindings/build").await.status, 404);
+
+    // ROOT: the provider is named by `ci`, so deleting it needs the box.
+    let mut root = Visitor::new(&server);
+    assert_eq!(root.sign_in(&server.root_token).await.status, 303);
+    let confirm = root.get("/console/identityProviders/k8s/delete").await;
+    assert_eq!(confirm.status, 200, "{}", confirm.text);
+    assert!(confirm.text.contains("workspaces/acme/identityBindings/ci"), "the confirmation names the bindings");
+    assert!(confirm.text.contains("Also delete the bindings that name it"));
+    let kept = root.post("/console/identityProviders/k8s/delete", &[("csrf", &confirm.csrf())]).await;
+    assert_eq!(kept.status, 409, "{}", kept.text);
+    assert!(kept.text.contains("is named by 1 identity binding(s)"), "{}", kept.text);
+    assert_eq!(root.get("/console/identityProviders/k8s").await.status, 200, "still there");
+    let forced =
+        root.post("/console/identityProviders/k8s/delete", &[("csrf", &confirm.csrf()), ("force", "on")]).await;
+    assert_eq!(forced.status, 303, "{}", forced.text);
+    assert_eq!(root.get("/console/identityProviders/k8s").await.status, 404);
+    assert_eq!(admin.get("/console/workspaces/acme/identityBindings/ci").await.status, 404, "its binding went too");
 }

@@ -67,5 +67,12 @@ fn canonical(route: &Route) -> String {
         Route::Tokens(w) => to::tokens(w),
         Route::Revoke(w, token) => to::revoke(w, token),
         Route::Audit(w) => to::audit(w),
+        Route::IdentityBindings(w) => to::identity_bindings(w),
+        Route::IdentityBinding(name) => to::identity_binding(name),
+        Route::DeleteIdentityBinding(name) => to::delete_identity_binding(name),
+        Route::TestIdentityToken(w) => to::test_identity_token(w),
+        Route::IdentityProviders => to::identity_providers(),
+        Route::IdentityProvider(id) => to::identity_provider(id),
+        Route::DeleteIdentityProvider(id) => to::delete_identity_provider(id),
     }
 }

@@ -395,6 +395,7 @@ async fn serve(
         credentials: credentials.clone(),
         workspaces: workspaces.clone(),
         tokens: tokens.clone(),
+        identities: identities.clone(),
         auditor: auditor.clone(),
         broker: broker.clone(),
         sessions: sessions.clone(),

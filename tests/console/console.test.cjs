@@ -7,7 +7,8 @@
 // Each step is a subtest, in order: the walk-through (sign in, create a
 // workspace, add a GHCR credential for project rnaseq, edit, rotate, test
 // against the test registry, import a config.json, mint and revoke a
-// LAUNCHER token, the audit page), then the refusals, the login link, the
+// LAUNCHER token, the audit page, an identity provider, an identity binding
+// and Test a token), then the refusals, the login link, the
 // accessibility scans (axe-core) and the leak checks over every page's HTML
 // and the browser's network log.
 "use strict";
@@ -329,6 +330,56 @@ test("the console", async (t0) => {
     assert.match(await page.locator("#chain-check").innerText(), /intact/);
     await keep(page);
     await axe(page, "audit");
+  });
+
+  await t.test("ROOT adds an identity provider through the form, with discovery, RS256 and ES256 chosen by default", async () => {
+    await page.getByRole("link", { name: "Identity providers", exact: true }).click();
+    await page.waitForURL(/\/console\/identityProviders$/);
+    await axe(page, "identity providers");
+    await page.getByLabel("Provider id", { exact: true }).fill("cluster-a");
+    await page.getByLabel("Issuer", { exact: true }).fill("https://kubernetes.example.test");
+    assert.equal(await page.getByLabel(/^OIDC discovery/).isChecked(), true);
+    for (const algorithm of ["RS256", "ES256"]) {
+      assert.equal(await page.getByLabel(algorithm, { exact: true }).isChecked(), true, algorithm);
+    }
+    assert.equal(await page.getByLabel("PS256", { exact: true }).isChecked(), false);
+    assert.equal(await page.getByLabel("HS256", { exact: true }).count(), 0, "HMAC is never offered");
+    await page.getByLabel("Audiences", { exact: true }).fill("pullpass\nsecond-audience");
+    await page.getByRole("button", { name: "Add identity provider" }).click();
+    await page.waitForURL(/\/console\/identityProviders\/cluster-a$/);
+    await keep(page);
+    await axe(page, "identity provider");
+  });
+
+  await t.test("ADMIN pages: a binding is added, and Test a token answers without showing the token", async () => {
+    await page.goto("/console/workspaces/acme/credentials");
+    await page.getByRole("link", { name: "Identity bindings", exact: true }).click();
+    await page.waitForURL(/\/workspaces\/acme\/identityBindings$/);
+    await axe(page, "identity bindings");
+    await page.getByLabel("Binding id", { exact: true }).fill("ci");
+    await page.getByLabel("Identity provider", { exact: true }).selectOption("identityProviders/cluster-a");
+    await page.getByLabel("Bound claims", { exact: true }).fill("/kubernetes.io/namespace = ci\nsub = system:serviceaccount:ci:*");
+    await page.getByLabel("Role", { exact: true }).selectOption("LAUNCHER");
+    await page.getByLabel("Projects", { exact: true }).fill("rnaseq");
+    await page.getByRole("button", { name: "Add binding" }).click();
+    await page.waitForURL(/\/identityBindings\/ci$/);
+    await keep(page);
+    await axe(page, "identity binding");
+    await page.getByRole("link", { name: "Test a token" }).click();
+    await page.waitForURL(/\/test-identity-token$/);
+    await axe(page, "test a token");
+    // JWT-shaped, of an issuer nobody trusts: refused without a fetch.
+    const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+    const jwt = `${part({ alg: "RS256", kid: "k1" })}.${part({ iss: "https://nobody.example.test", sub: "x", aud: "pullpass" })}.${"A".repeat(43)}`;
+    secrets.add(jwt);
+    await page.getByLabel("Token (JWT)", { exact: true }).fill(jwt);
+    await page.getByRole("button", { name: "Test token" }).click();
+    await page.waitForLoadState("load");
+    assert.match(await page.locator("#identity-test").innerText(), /refused: the identity token's issuer is not a known identity provider/);
+    assert.equal(await page.getByLabel("Token (JWT)", { exact: true }).inputValue(), "", "the token is not put back");
+    assert.doesNotMatch(page.url(), /eyJ/);
+    await keep(page);
+    await axe(page, "test a token, answered");
   });
 
   await t.test("deleting asks for confirmation", async () => {

@@ -188,6 +188,18 @@ impl Form {
     pub fn list(&self, name: &str) -> Vec<String> {
         self.text(name).split([',', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
     }
+
+    /// A field of one item per line (a textarea), each line trimmed, empty
+    /// lines dropped.
+    pub fn lines(&self, name: &str) -> Vec<String> {
+        self.text(name).lines().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    }
+
+    /// Every value sent under `name` (checkboxes of one group), trimmed,
+    /// empty ones dropped.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.fields.get(name).into_iter().flatten().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect()
+    }
 }
 
 /// The `boundary` parameter of a multipart Content-Type (1 to 70
@@ -307,6 +319,14 @@ mod tests {
         assert_eq!(plain.secret("password").as_deref().map(String::as_str), Some("p&w"));
         assert!(plain.checked("restrict") && !plain.checked("passthrough"));
         assert_eq!(plain.list("projects"), ["a", "b", "c"]);
+        let lines = Form::read(
+            &headers("application/x-www-form-urlencoded"),
+            body(b"aud=a%2Cb%0D%0A%0D%0A+c+%0D%0A&alg=RS256&alg=&alg=ES256"),
+        )
+        .unwrap();
+        assert_eq!(lines.lines("aud"), ["a,b", "c"], "one item per line, commas kept");
+        assert_eq!(lines.all("alg"), ["RS256", "ES256"]);
+        assert!(lines.all("none").is_empty());
         assert!(!format!("{plain:?}").contains("p&w"));
 
         let text = "--B\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\ngoogle\r\n\

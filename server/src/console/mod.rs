@@ -1,5 +1,6 @@
 //! The web console: people of a workspace add and manage their registry
-//! credentials, access tokens and audit trail in a browser, served by
+//! credentials, access tokens, identity bindings and audit trail in a
+//! browser (and ROOT its workspaces and identity providers), served by
 //! `pullpassd` itself under `/console/` on its own listener
 //! (`--console-listen`).
 //!
@@ -44,6 +45,8 @@
 
 pub mod chain_check;
 pub mod form;
+pub mod identity_pages;
+pub mod identity_views;
 pub mod pages;
 pub mod route;
 pub mod views;
@@ -66,6 +69,7 @@ use crate::broker::Broker;
 use crate::connections::Connections;
 use crate::credentials::Credentials;
 use crate::error::Error;
+use crate::identities::Identities;
 use crate::tls::ReloadableTls;
 use crate::workspaces::Workspaces;
 use chain_check::ChainChecks;
@@ -102,6 +106,8 @@ pub struct Services {
     pub workspaces: Workspaces,
     /// Access-token management.
     pub tokens: AccessTokens,
+    /// Identity providers and bindings, and TestIdentityToken.
+    pub identities: Identities,
     /// The audit trail.
     pub auditor: Auditor,
     /// TestCredential.

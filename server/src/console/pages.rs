@@ -12,6 +12,7 @@ use maud::Markup;
 use pullpass::scope::Action;
 
 use super::form::Form;
+use super::identity_pages;
 use super::route::{Route, to};
 use super::views::{
     self, AuditQuery, ChainCheck, Chrome, CredentialForm, Errors, ImportRow, TestOutcome, TokenForm, WorkspaceForm,
@@ -27,7 +28,7 @@ use crate::error::Error;
 use crate::secret::SecretBytes;
 
 /// Most rows a list page shows.
-const PAGE_SIZE: i32 = 100;
+pub(super) const PAGE_SIZE: i32 = 100;
 
 /// What a signed-in request carries into a handler.
 #[derive(Debug)]
@@ -43,11 +44,11 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
-    fn allowed(&self, permission: Permission<'_>) -> Result<(), Error> {
+    pub(super) fn allowed(&self, permission: Permission<'_>) -> Result<(), Error> {
         authorize(&self.session.principal, permission)
     }
 
-    fn chrome(&self, console: &Console, workspace: Option<&WorkspaceId>) -> Chrome {
+    pub(super) fn chrome(&self, console: &Console, workspace: Option<&WorkspaceId>) -> Chrome {
         let principal = &self.session.principal;
         let workspace = workspace.cloned().or_else(|| principal.workspace.clone());
         let _ = console;
@@ -56,6 +57,7 @@ impl Call<'_> {
             role: principal.role.wire_name(),
             root: principal.role == Role::Root,
             tokens: workspace.as_ref().is_some_and(|w| self.allowed(Permission::ReadTokens(w)).is_ok()),
+            bindings: workspace.as_ref().is_some_and(|w| self.allowed(Permission::ManageIdentityBindings(w)).is_ok()),
             workspace,
             csrf: self.session.csrf.clone(),
         }
@@ -82,6 +84,13 @@ pub async fn handle(console: &Console, route: Route, call: Call<'_>) -> Reply {
         Route::Tokens(w) => tokens(console, &call, w).await,
         Route::Revoke(w, token) => revoke(console, &call, w, token).await,
         Route::Audit(w) => audit(console, &call, w).await,
+        Route::IdentityProviders => identity_pages::providers(console, &call).await,
+        Route::IdentityProvider(id) => identity_pages::provider(console, &call, id).await,
+        Route::DeleteIdentityProvider(id) => identity_pages::delete_provider(console, &call, id).await,
+        Route::IdentityBindings(w) => identity_pages::bindings(console, &call, w).await,
+        Route::IdentityBinding(name) => identity_pages::binding(console, &call, name).await,
+        Route::DeleteIdentityBinding(name) => identity_pages::delete_binding(console, &call, name).await,
+        Route::TestIdentityToken(w) => identity_pages::test_token(console, &call, w).await,
         Route::Login | Route::Logout | Route::Asset(_) => Ok(Reply::Redirect("/console/".into())),
     };
     outcome.unwrap_or_else(|error| problem(console, &call, &error))
@@ -112,7 +121,7 @@ fn home(call: &Call<'_>) -> Reply {
 
 /// The API's violations as form errors: `fields` maps an API field path to
 /// the form field that shows it; anything else is about the whole form.
-fn form_errors(error: &Error, fields: &[(&str, &str)]) -> Errors {
+pub(super) fn form_errors(error: &Error, fields: &[(&str, &str)]) -> Errors {
     let items = match error {
         Error::InvalidArgument(violations) => violations
             .iter()
@@ -133,7 +142,7 @@ fn form_errors(error: &Error, fields: &[(&str, &str)]) -> Errors {
 
 /// Records a failed change, as the API does (a workspace token's in its
 /// own workspace's trail).
-async fn audit_failure(console: &Console, call: &Call<'_>, action: &str, resource: &str, error: &Error) {
+pub(super) async fn audit_failure(console: &Console, call: &Call<'_>, action: &str, resource: &str, error: &Error) {
     console.inner.auditor.record_failure(&call.actor, action, resource, error.grpc_code()).await;
 }
 

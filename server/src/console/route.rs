@@ -16,11 +16,21 @@
 //! /console/workspaces/{w}/tokens                list; POST creates
 //! /console/workspaces/{w}/tokens/{t}/revoke     POST revokes
 //! /console/workspaces/{w}/audit                 the audit trail, filtered
+//! /console/workspaces/{w}/identityBindings      ADMIN: list; POST creates
+//! /console/workspaces/{w}/identityBindings/{b}  view and edit; POST saves
+//! /console/workspaces/{w}/identityBindings/{b}/delete  confirm; POST deletes
+//! /console/workspaces/{w}/test-identity-token   the form; POST explains a JWT
+//! /console/identityProviders                    ROOT: list; POST creates
+//! /console/identityProviders/{p}                view and edit; POST saves
+//! /console/identityProviders/{p}/delete         confirm; POST deletes
 //! ```
 
 use http::Method;
 
-use crate::domain::{AccessTokenId, CredentialId, CredentialName, WorkspaceId};
+use crate::domain::{
+    AccessTokenId, CredentialId, CredentialName, IdentityBindingId, IdentityBindingName, IdentityProviderId,
+    WorkspaceId,
+};
 
 /// Where every console URL starts.
 pub const PREFIX: &str = "/console";
@@ -56,6 +66,20 @@ pub enum Route {
     Revoke(WorkspaceId, AccessTokenId),
     /// A workspace's audit trail.
     Audit(WorkspaceId),
+    /// A workspace's identity bindings.
+    IdentityBindings(WorkspaceId),
+    /// One identity binding's page.
+    IdentityBinding(IdentityBindingName),
+    /// Delete an identity binding.
+    DeleteIdentityBinding(IdentityBindingName),
+    /// Test a workload-identity token against a workspace's bindings.
+    TestIdentityToken(WorkspaceId),
+    /// The identity providers.
+    IdentityProviders,
+    /// One identity provider's page.
+    IdentityProvider(IdentityProviderId),
+    /// Delete an identity provider.
+    DeleteIdentityProvider(IdentityProviderId),
 }
 
 /// The files under `/console/assets/`.
@@ -85,6 +109,13 @@ impl Route {
             ["workspaces", w, "tokens"] => Self::Tokens(workspace(w)?),
             ["workspaces", w, "tokens", t, "revoke"] => Self::Revoke(workspace(w)?, AccessTokenId::parse(t).ok()?),
             ["workspaces", w, "audit"] => Self::Audit(workspace(w)?),
+            ["workspaces", w, "identityBindings"] => Self::IdentityBindings(workspace(w)?),
+            ["workspaces", w, "identityBindings", b] => Self::IdentityBinding(binding(w, b)?),
+            ["workspaces", w, "identityBindings", b, "delete"] => Self::DeleteIdentityBinding(binding(w, b)?),
+            ["workspaces", w, "test-identity-token"] => Self::TestIdentityToken(workspace(w)?),
+            ["identityProviders"] => Self::IdentityProviders,
+            ["identityProviders", p] => Self::IdentityProvider(IdentityProviderId::parse(p).ok()?),
+            ["identityProviders", p, "delete"] => Self::DeleteIdentityProvider(IdentityProviderId::parse(p).ok()?),
             _ => return None,
         })
     }
@@ -102,7 +133,14 @@ impl Route {
             | Self::Credential(_)
             | Self::Delete(_)
             | Self::Import(_)
-            | Self::Tokens(_) => get || post,
+            | Self::Tokens(_)
+            | Self::IdentityBindings(_)
+            | Self::IdentityBinding(_)
+            | Self::DeleteIdentityBinding(_)
+            | Self::TestIdentityToken(_)
+            | Self::IdentityProviders
+            | Self::IdentityProvider(_)
+            | Self::DeleteIdentityProvider(_) => get || post,
         }
     }
 }
@@ -115,9 +153,13 @@ fn credential(workspace_text: &str, text: &str) -> Option<CredentialName> {
     Some(CredentialName { workspace: workspace(workspace_text)?, credential: CredentialId::parse(text).ok()? })
 }
 
+fn binding(workspace_text: &str, text: &str) -> Option<IdentityBindingName> {
+    Some(IdentityBindingName { workspace: workspace(workspace_text)?, binding: IdentityBindingId::parse(text).ok()? })
+}
+
 /// Paths of pages, for links and redirects.
 pub mod to {
-    use crate::domain::{CredentialName, WorkspaceId};
+    use crate::domain::{CredentialName, IdentityBindingName, IdentityProviderId, WorkspaceId};
 
     /// The sign-in page.
     pub fn login() -> String {
@@ -163,6 +205,34 @@ pub mod to {
     pub fn audit(w: &WorkspaceId) -> String {
         format!("{}/workspaces/{w}/audit", super::PREFIX)
     }
+    /// A workspace's identity bindings.
+    pub fn identity_bindings(w: &WorkspaceId) -> String {
+        format!("{}/workspaces/{w}/identityBindings", super::PREFIX)
+    }
+    /// An identity binding's page.
+    pub fn identity_binding(name: &IdentityBindingName) -> String {
+        format!("{}/workspaces/{}/identityBindings/{}", super::PREFIX, name.workspace, name.binding)
+    }
+    /// An identity binding's delete confirmation.
+    pub fn delete_identity_binding(name: &IdentityBindingName) -> String {
+        format!("{}/delete", identity_binding(name))
+    }
+    /// The "Test a token" form of a workspace.
+    pub fn test_identity_token(w: &WorkspaceId) -> String {
+        format!("{}/workspaces/{w}/test-identity-token", super::PREFIX)
+    }
+    /// The identity providers.
+    pub fn identity_providers() -> String {
+        format!("{}/identityProviders", super::PREFIX)
+    }
+    /// An identity provider's page.
+    pub fn identity_provider(id: &IdentityProviderId) -> String {
+        format!("{}/identityProviders/{id}", super::PREFIX)
+    }
+    /// An identity provider's delete confirmation.
+    pub fn delete_identity_provider(id: &IdentityProviderId) -> String {
+        format!("{}/delete", identity_provider(id))
+    }
     /// A static file.
     pub fn asset(file: &str) -> String {
         format!("{}/assets/{file}", super::PREFIX)
@@ -181,6 +251,18 @@ mod tests {
         let name = CredentialName::parse("workspaces/acme/credentials/ghcr").unwrap();
         assert_eq!(Route::parse("/console/workspaces/acme/credentials/ghcr"), Some(Route::Credential(name.clone())));
         assert_eq!(Route::parse("/console/workspaces/acme/credentials/ghcr/test"), Some(Route::Test(name)));
+        let binding = IdentityBindingName::parse("workspaces/acme/identityBindings/ci").unwrap();
+        assert_eq!(
+            Route::parse("/console/workspaces/acme/identityBindings/ci/delete"),
+            Some(Route::DeleteIdentityBinding(binding.clone()))
+        );
+        assert_eq!(to::identity_binding(&binding), "/console/workspaces/acme/identityBindings/ci");
+        let provider = IdentityProviderId::parse("k8s").unwrap();
+        assert_eq!(Route::parse(&to::identity_provider(&provider)), Some(Route::IdentityProvider(provider)));
+        assert_eq!(
+            Route::parse("/console/workspaces/acme/test-identity-token"),
+            Some(Route::TestIdentityToken(WorkspaceId::parse("acme").unwrap()))
+        );
         for bad in [
             "/consoles",
             "/console/assets/../x",
@@ -190,6 +272,9 @@ mod tests {
             "/console/workspaces/acme/credentials/..",
             "/console/workspaces//credentials",
             "/console/workspaces/acme/nothing",
+            "/console/identityProviders/sp%20ace",
+            "/console/identityProviders/k8s/bindings",
+            "/console/workspaces/acme/identityBindings/a.b",
         ] {
             assert_eq!(Route::parse(bad), None, "{bad}");
         }

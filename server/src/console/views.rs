@@ -28,6 +28,9 @@ pub struct Chrome {
     pub root: bool,
     /// May this person see the workspace's access tokens (ADMIN, ROOT)?
     pub tokens: bool,
+    /// May this person manage the workspace's identity bindings (ADMIN,
+    /// ROOT)?
+    pub bindings: bool,
     /// The session's CSRF token, for every form.
     pub csrf: String,
 }
@@ -57,7 +60,7 @@ impl Errors {
 }
 
 /// A page: the document around `content`.
-pub fn page(title: &str, chrome: Option<&Chrome>, content: Markup) -> Markup {
+pub(super) fn page(title: &str, chrome: Option<&Chrome>, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -76,10 +79,12 @@ pub fn page(title: &str, chrome: Option<&Chrome>, content: Markup) -> Markup {
                             ul {
                                 @if chrome.root {
                                     li { a href=(to::workspaces()) { "Workspaces" } }
+                                    li { a href=(to::identity_providers()) { "Identity providers" } }
                                 }
                                 @if let Some(w) = &chrome.workspace {
                                     li { a href=(to::credentials(w)) { "Credentials" } }
                                     @if chrome.tokens { li { a href=(to::tokens(w)) { "Access tokens" } } }
+                                    @if chrome.bindings { li { a href=(to::identity_bindings(w)) { "Identity bindings" } } }
                                     li { a href=(to::audit(w)) { "Audit trail" } }
                                 }
                             }
@@ -100,12 +105,12 @@ pub fn page(title: &str, chrome: Option<&Chrome>, content: Markup) -> Markup {
 }
 
 /// The hidden CSRF field of a form.
-fn csrf(token: &str) -> Markup {
+pub(super) fn csrf(token: &str) -> Markup {
     html! { input type="hidden" name="csrf" value=(token); }
 }
 
 /// Form-level errors, announced.
-fn general_errors(errors: &Errors) -> Markup {
+pub(super) fn general_errors(errors: &Errors) -> Markup {
     let general: Vec<&str> = errors.general().collect();
     html! {
         @if !general.is_empty() {
@@ -115,7 +120,7 @@ fn general_errors(errors: &Errors) -> Markup {
 }
 
 /// A labelled text input with its error and an optional hint.
-fn text_field(name: &str, label: &str, value: &str, errors: &Errors, hint: Option<&str>) -> Markup {
+pub(super) fn text_field(name: &str, label: &str, value: &str, errors: &Errors, hint: Option<&str>) -> Markup {
     field(name, label, errors, hint, |described| {
         html! { input type="text" id=(name) name=(name) value=(value) aria-describedby=[described] aria-invalid=[errors.of(name).map(|_| "true")]; }
     })
@@ -129,7 +134,7 @@ fn secret_field(name: &str, label: &str, errors: &Errors, hint: Option<&str>) ->
 }
 
 /// A labelled checkbox.
-fn checkbox(name: &str, label: &str, checked: bool, errors: &Errors, hint: Option<&str>) -> Markup {
+pub(super) fn checkbox(name: &str, label: &str, checked: bool, errors: &Errors, hint: Option<&str>) -> Markup {
     let hint_id = hint.map(|_| format!("{name}-hint"));
     let error_id = errors.of(name).map(|_| format!("{name}-error"));
     let described = join_ids(&[hint_id.as_deref(), error_id.as_deref()]);
@@ -143,7 +148,9 @@ fn checkbox(name: &str, label: &str, checked: bool, errors: &Errors, hint: Optio
     }
 }
 
-fn field(
+/// A labelled control (made by `input`, given the ids that describe it)
+/// with its hint and error.
+pub(super) fn field(
     name: &str,
     label: &str,
     errors: &Errors,
@@ -163,12 +170,12 @@ fn field(
     }
 }
 
-fn join_ids(ids: &[Option<&str>]) -> Option<String> {
+pub(super) fn join_ids(ids: &[Option<&str>]) -> Option<String> {
     let present: Vec<&str> = ids.iter().flatten().copied().collect();
     (!present.is_empty()).then(|| present.join(" "))
 }
 
-fn time(t: Option<Timestamp>) -> Markup {
+pub(super) fn time(t: Option<Timestamp>) -> Markup {
     match t {
         Some(t) => {
             let text = t.to_rfc3339();
