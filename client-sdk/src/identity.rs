@@ -222,6 +222,14 @@ impl TokenFile {
         }
         let at = Instant::now();
         let text = Zeroizing::new(std::fs::read_to_string(&self.path).map_err(unreadable)?);
+        if text.trim().is_empty() {
+            // A writer that truncates before it writes: keep presenting the
+            // last token until the new one is there (read again next call).
+            let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(read) = last.as_ref() {
+                return Ok(read.header.clone());
+            }
+        }
         let header = identity_header(&text, &self.what())?;
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         *last = Some(FileRead { stamp, at, header: header.clone() });
@@ -369,10 +377,11 @@ impl FetchedToken {
             reason: None,
             message: format!("the GitHub Actions token endpoint {from}: {}", error_chain(&e.without_url())),
         };
+        let authorization = Zeroizing::new(format!("Bearer {}", self.request_token.as_str()));
         let mut response = self
             .http
             .get(self.url.clone())
-            .header(reqwest::header::AUTHORIZATION, format!("Bearer {}", self.request_token.as_str()))
+            .header(reqwest::header::AUTHORIZATION, authorization.as_str())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
@@ -518,6 +527,10 @@ mod tests {
             assert!(Instant::now() < deadline, "the rewritten file was not read again");
             std::thread::sleep(Duration::from_millis(20));
         }
+
+        // Truncated by a writer that has not written yet: the last token.
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(sent(&file.header().unwrap()), third);
 
         std::fs::remove_file(&path).unwrap();
         let gone = file.header().unwrap_err().to_string();
