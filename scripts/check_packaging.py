@@ -8,7 +8,12 @@
                        every manifest under DIR validates strictly against the
                        Kubernetes schemas bundled in kubernetes-validate (no
                        network), has no duplicate keys, and hangs together
-                       (selectors, ports, volumes, flags, variables, security)
+                       (selectors, ports, volumes, flags, variables, security);
+                       a kubelet CredentialProviderConfig (a node file, which
+                       kubernetes-validate has no schema for) is checked field
+                       by field against the kubelet's types instead, its plugin
+                       flags and variables against the plugin's sources, and
+                       its token audience against the RBAC of its directory
   containerfile FILE IGNOREFILE
                        stages, COPY --from, the non-root user, the binaries
                        (checked against the workspace's [[bin]] targets), exec
@@ -130,6 +135,19 @@ def workspace_bins() -> tuple[dict[str, list[str]], str]:
         packages[name] = bins
     rust_version = workspace.get("package", {}).get("rust-version", "")
     return packages, rust_version
+
+
+def binary_flags(source: str) -> set[str]:
+    """Long flags of one binary, from the clap attributes of its source file."""
+    flags = {"--help", "--version"}
+    arg = re.compile(r"#\[arg\((.*?)\)\]\s*(?:#\[[^\]]*\]\s*|///[^\n]*\n\s*)*(?:pub\s+)?(\w+)\s*:", re.DOTALL)
+    for attrs, field in arg.findall((ROOT / source).read_text(encoding="utf-8")):
+        named = re.search(r'\blong\s*=\s*"([^"]+)"', attrs)
+        if named:
+            flags.add("--" + named.group(1))
+        elif re.search(r"\blong\b", attrs):
+            flags.add("--" + field.replace("_", "-"))
+    return flags
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
@@ -375,6 +393,107 @@ def check_workload(
     resource["_labels"] = labels
 
 
+# kubelet.config.k8s.io/v1 CredentialProviderConfig, as the kubelet's Go types
+# have it (KEP-4412 added tokenAttributes).
+PROVIDER_CONFIG_FIELDS = {"apiVersion", "kind", "providers"}
+PROVIDER_FIELDS = {"name", "matchImages", "defaultCacheDuration", "apiVersion", "args", "env", "tokenAttributes"}
+TOKEN_ATTRIBUTE_FIELDS = {
+    "serviceAccountTokenAudience",
+    "cacheType",
+    "requireServiceAccount",
+    "requiredServiceAccountAnnotationKeys",
+    "optionalServiceAccountAnnotationKeys",
+}
+KUBELET_PLUGIN = "pullpass-kubelet-credential-provider"
+KUBELET_PLUGIN_SOURCE = f"client-sdk/src/bin/{KUBELET_PLUGIN}.rs"
+
+
+def check_credential_provider_config(problems: Problems, where: str, config: dict, variables: set[str]) -> set[str]:
+    """The kubelet's credential provider config; returns the token audiences it asks for."""
+    audiences: set[str] = set()
+    problems.check(config.get("apiVersion") == "kubelet.config.k8s.io/v1", f"{where}: apiVersion is not kubelet.config.k8s.io/v1")
+    for key in set(config) - PROVIDER_CONFIG_FIELDS:
+        problems.add(f"{where}: unknown field {key}")
+    providers = config.get("providers") or []
+    problems.check(isinstance(providers, list) and bool(providers), f"{where}: no providers")
+    plugin_flags = binary_flags(KUBELET_PLUGIN_SOURCE)
+    plugin_text = (ROOT / KUBELET_PLUGIN_SOURCE).read_text(encoding="utf-8")
+    for index, provider in enumerate(providers if isinstance(providers, list) else []):
+        at = f"{where}: providers[{index}]"
+        for key in set(provider) - PROVIDER_FIELDS:
+            problems.add(f"{at}: unknown field {key}")
+        problems.check(provider.get("name") == KUBELET_PLUGIN, f"{at}: name is not {KUBELET_PLUGIN}")
+        problems.check(
+            provider.get("apiVersion") == "credentialprovider.kubelet.k8s.io/v1",
+            f"{at}: apiVersion is not credentialprovider.kubelet.k8s.io/v1",
+        )
+        problems.check(bool(provider.get("matchImages")), f"{at}: no matchImages")
+        problems.check(
+            re.fullmatch(r"(\d+h)?(\d+m)?(\d+s)?", str(provider.get("defaultCacheDuration", ""))) is not None
+            and bool(provider.get("defaultCacheDuration")),
+            f"{at}: defaultCacheDuration is not a duration such as 5m",
+        )
+        for token in provider.get("args", []):
+            if str(token).startswith("--"):
+                flag = str(token).split("=", 1)[0]
+                problems.check(flag in plugin_flags, f"{at}: {KUBELET_PLUGIN} has no flag {flag}")
+        for env in provider.get("env", []):
+            problems.check(set(env) == {"name", "value"}, f"{at}: env entries have exactly name and value")
+            if str(env.get("name", "")).startswith("PULLPASS_"):
+                problems.check(env["name"] in variables, f"{at}: {env['name']} is not a variable the plugin reads")
+        attributes = provider.get("tokenAttributes")
+        if attributes is None:
+            continue
+        for key in set(attributes) - TOKEN_ATTRIBUTE_FIELDS:
+            problems.add(f"{at}: tokenAttributes: unknown field {key}")
+        audience = attributes.get("serviceAccountTokenAudience")
+        if problems.check(isinstance(audience, str) and bool(audience), f"{at}: tokenAttributes: no serviceAccountTokenAudience"):
+            audiences.add(audience)
+        problems.check(
+            attributes.get("cacheType") in ("Token", "ServiceAccount"),
+            f"{at}: tokenAttributes: cacheType must be Token or ServiceAccount (required since Kubernetes 1.34)",
+        )
+        problems.check(
+            isinstance(attributes.get("requireServiceAccount"), bool),
+            f"{at}: tokenAttributes: requireServiceAccount must be set, true or false",
+        )
+        if attributes.get("requiredServiceAccountAnnotationKeys"):
+            problems.check(
+                attributes.get("requireServiceAccount") is True,
+                f"{at}: tokenAttributes: required annotation keys need requireServiceAccount: true",
+            )
+        for key in attributes.get("requiredServiceAccountAnnotationKeys", []) + attributes.get(
+            "optionalServiceAccountAnnotationKeys", []
+        ):
+            problems.check(f'"{key}"' in plugin_text, f"{at}: tokenAttributes: the plugin does not read the annotation {key}")
+    return audiences
+
+
+def check_audience_rbac(problems: Problems, where: str, audiences: set[str], resources: list[tuple[str, dict]]) -> None:
+    """Each audience is granted to the nodes by a ClusterRole bound to system:nodes in the same directory."""
+    roles = {
+        r["metadata"]["name"]: r
+        for _, r in resources
+        if r.get("kind") == "ClusterRole" and r.get("apiVersion", "").startswith("rbac.authorization.k8s.io/")
+    }
+    granted: set[str] = set()
+    for _, binding in resources:
+        if binding.get("kind") != "ClusterRoleBinding":
+            continue
+        to_nodes = any(s.get("kind") == "Group" and s.get("name") == "system:nodes" for s in binding.get("subjects", []))
+        role = roles.get(binding.get("roleRef", {}).get("name"))
+        if not to_nodes or role is None:
+            continue
+        for rule in role.get("rules", []):
+            if "request-serviceaccounts-token-audience" in rule.get("verbs", []) and "" in rule.get("apiGroups", []):
+                granted.update(rule.get("resources", []))
+    for audience in sorted(audiences):
+        problems.check(
+            audience in granted or "*" in granted,
+            f"{where}: no ClusterRole bound to system:nodes grants request-serviceaccounts-token-audience on {audience!r}",
+        )
+
+
 def cmd_manifests(directory: str, versions: list[str]) -> int:
     import importlib.metadata
 
@@ -388,6 +507,7 @@ def cmd_manifests(directory: str, versions: list[str]) -> int:
     problems.check(bool(files), f"no manifests under {directory}")
     count = 0
     by_dir: dict[Path, list[tuple[str, dict]]] = {}
+    kubelet_configs: list[tuple[Path, str, set[str]]] = []
     for path in files:
         try:
             documents = load_yaml_documents(path)
@@ -403,6 +523,12 @@ def cmd_manifests(directory: str, versions: list[str]) -> int:
                 continue
             where = f"{path}: {resource['kind']}/{resource.get('metadata', {}).get('name', '?')}"
             count += 1
+            if resource["kind"] == "CredentialProviderConfig" and str(resource["apiVersion"]).startswith(
+                "kubelet.config.k8s.io/"
+            ):
+                audiences = check_credential_provider_config(problems, where, resource, variables)
+                kubelet_configs.append((path.parent, where, audiences))
+                continue
             for version in versions:
                 try:
                     kubernetes_validate.validate(resource, version, strict=True)
@@ -450,6 +576,8 @@ def cmd_manifests(directory: str, versions: list[str]) -> int:
                     resource["spec"].get("serviceName") in names,
                     f"{where}: serviceName names no headless Service in {directory_path}",
                 )
+    for directory_path, where, audiences in kubelet_configs:
+        check_audience_rbac(problems, where, audiences, by_dir.get(directory_path, []))
     version = importlib.metadata.version("kubernetes-validate")
     return problems.finish(
         f"manifests={count} files={len(files)} validator=kubernetes-validate {version} "

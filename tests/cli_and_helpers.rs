@@ -1,37 +1,15 @@
 //! The `pullpass` CLI, `docker-credential-pullpass` and the kubelet plugin,
 //! against the real registry and skopeo.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use pullpass::v1::{Credential, Provider, Role};
+use pullpass_tests::binaries::{run, text};
 use pullpass_tests::fixtures::google_key_json;
 use pullpass_tests::registry::world::{ALICE_PASSWORD, ECR_PASSWORD, ECR_SECRET_ACCESS_KEY, World};
 use pullpass_tests::registry::{Registry, seed, skopeo};
 use pullpass_tests::{Pullpassd, binary, create_workspace};
-
-/// Runs a binary of the SDK crate with `env` and optional standard input.
-fn run(program: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
-    let mut command = Command::new(binary(program));
-    command.args(args).env_remove("PULLPASS_TOKEN").env_remove("PULLPASS_TOKEN_FILE").env_remove("PULLPASS_WORKSPACE");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("spawn");
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
-    child.wait_with_output().expect("wait")
-}
-
-fn text(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
-}
 
 fn env_for(server: &Pullpassd, token: &str) -> Vec<(&'static str, String)> {
     vec![

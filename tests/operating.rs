@@ -145,7 +145,34 @@ fn the_unit_scores_at_most_2_0_and_the_manifests_and_containerfile_pass_their_ch
         .and_then(|score| score.parse().ok())
         .unwrap_or_else(|| panic!("no exposure score in {said}"));
     assert!(exposure <= 2.0, "{said}");
-    assert!(said.contains("manifests=9"), "{said}");
+    assert!(said.contains("manifests=12"), "{said}");
+}
+
+#[test]
+fn the_packaging_check_fails_a_kubelet_credential_provider_config_that_the_plugin_or_the_rbac_does_not_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("kubernetes");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(pullpass_tests::repo_root().join("packaging/kubernetes"))
+        .arg(&manifests)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let config = manifests.join("kubelet-credential-provider/credential-provider-config.yaml");
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let broken = yaml
+        .replacen("- --workspace\n", "- --workspaces\n", 1)
+        .replacen("serviceAccountTokenAudience: pullpass", "serviceAccountTokenAudience: registry", 1)
+        .replacen("cacheType: ServiceAccount", "cacheType: Pod", 1);
+    assert_ne!(broken, yaml);
+    std::fs::write(&config, broken).unwrap();
+    let invalid = check_packaging(&[("PACKAGING_MANIFESTS", manifests.to_str().unwrap())]);
+    assert!(!invalid.status.success(), "{}", text(&invalid));
+    let said = text(&invalid);
+    assert!(said.contains("pullpass-kubelet-credential-provider has no flag --workspaces"), "{said}");
+    assert!(said.contains("cacheType must be Token or ServiceAccount"), "{said}");
+    assert!(said.contains("grants request-serviceaccounts-token-audience on 'registry'"), "{said}");
 }
 
 #[test]

@@ -5,21 +5,17 @@
 //! and its token issuer. No kube-apiserver can run here: Kubernetes tokens
 //! are minted with the real claim layout.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use pullpass::v1::{
-    CreateIdentityBindingRequest, CreateIdentityProviderRequest, DeleteIdentityBindingRequest, IdentityBinding,
-    IdentityProvider, IssueRegistryAuthRequest, Role, TestIdentityTokenRequest,
+    CreateIdentityBindingRequest, DeleteIdentityBindingRequest, IdentityBinding, IssueRegistryAuthRequest, Role,
+    TestIdentityTokenRequest,
 };
-use pullpass_client::Client;
 use pullpass_tests::error_reason;
-use pullpass_tests::identity::{Hostile, IdentityIssuer};
+use pullpass_tests::identity::{AUDIENCE, Hostile, IdentityIssuer, bind, create_provider};
 use pullpass_tests::registry::world::{ALICE_PASSWORD, World};
 use pullpass_tests::replicas::within;
 use tonic::Code;
-
-const AUDIENCE: &str = "pullpass";
 
 /// A world with credential `reg` (alice: `team/*`), a provider `k8s` for
 /// `issuer`, and a binding of namespace `ci` to LAUNCHER for `rnaseq`.
@@ -37,46 +33,6 @@ async fn world_with_binding(issuer: &IdentityIssuer) -> World {
     .await
     .expect("create the binding");
     world
-}
-
-async fn create_provider(client: &Client, id: &str, issuer: &IdentityIssuer) {
-    client
-        .access()
-        .create_identity_provider(CreateIdentityProviderRequest {
-            identity_provider_id: id.into(),
-            identity_provider: Some(IdentityProvider {
-                issuer: issuer.issuer().to_owned(),
-                jwks_uri: issuer.jwks_uri(),
-                audiences: vec![AUDIENCE.into()],
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("create the identity provider");
-}
-
-async fn bind(
-    client: &Client,
-    id: &str,
-    provider: &str,
-    claims: &[(&str, &str)],
-    projects: &[&str],
-) -> Result<IdentityBinding, tonic::Status> {
-    client
-        .access()
-        .create_identity_binding(CreateIdentityBindingRequest {
-            parent: "workspaces/acme".into(),
-            identity_binding_id: id.into(),
-            identity_binding: Some(IdentityBinding {
-                identity_provider: format!("identityProviders/{provider}"),
-                bound_claims: claims.iter().map(|(c, p)| (c.to_string(), p.to_string())).collect::<HashMap<_, _>>(),
-                role: Role::Launcher as i32,
-                allowed_projects: projects.iter().map(|p| p.to_string()).collect(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 /// A lease for `team/app:1.0` for `project`, asked with `jwt`.

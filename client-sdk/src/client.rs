@@ -8,6 +8,10 @@
 //! endpoint; when it fails to answer (the connection is refused or lost, or
 //! the server answers UNAVAILABLE) the call is sent to the next one, within
 //! the call's deadline, and later calls start there.
+//!
+//! A client presents a `pp_` access token, or a workload-identity JWT
+//! (`identity.rs`: from a file re-read as it rotates, the environment, or
+//! the GitHub Actions runner), never both.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,6 +34,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use zeroize::Zeroizing;
 
 use crate::error::Error;
+use crate::identity::{IdentitySource, Presented};
 use crate::lease::{Grant, Lease, Source};
 
 /// The channel every service client uses.
@@ -44,13 +49,14 @@ pub const TOKEN_FILE_ENV: &str = "PULLPASS_TOKEN_FILE";
 /// The endpoint when none is configured.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50051";
 
-/// Adds `authorization: Bearer <token>` to each request, and the client's
-/// timeout as `grpc-timeout` (unless the request sets its own), so the
-/// server knows the deadline too and answers before it (a replica that
-/// cannot confirm its data answers UNAVAILABLE in time, instead of the
-/// call running out on this side).
+/// Adds `authorization: Bearer <token>` to each request (the access token,
+/// or the workload-identity JWT as it is now: a token file is re-read as it
+/// changes), and the client's timeout as `grpc-timeout` (unless the request
+/// sets its own), so the server knows the deadline too and answers before
+/// it (a replica that cannot confirm its data answers UNAVAILABLE in time,
+/// instead of the call running out on this side).
 #[derive(Clone)]
-pub struct BearerToken(Option<MetadataValue<Ascii>>, Option<Duration>);
+pub struct BearerToken(Option<Presented>, Option<Duration>);
 
 impl fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -60,8 +66,8 @@ impl fmt::Debug for BearerToken {
 
 impl Interceptor for BearerToken {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+        if let Some(presented) = &self.0 {
+            request.metadata_mut().insert("authorization", presented.header()?);
         }
         if let Some(timeout) = self.1
             && !request.metadata().contains_key("grpc-timeout")
@@ -81,10 +87,29 @@ enum TokenSource {
     Environment,
 }
 
+impl TokenSource {
+    /// What it is, for messages (never the token).
+    fn describe(&self) -> String {
+        match self {
+            TokenSource::None => "no access token".into(),
+            TokenSource::Value(_) => "an access token".into(),
+            TokenSource::File(path) => format!("the access token file {}", path.display()),
+            TokenSource::Environment => {
+                if std::env::var(TOKEN_ENV).is_ok_and(|t| !t.trim().is_empty()) {
+                    TOKEN_ENV.into()
+                } else {
+                    TOKEN_FILE_ENV.into()
+                }
+            }
+        }
+    }
+}
+
 /// Builds a [`Client`].
 pub struct ClientBuilder {
     endpoints: Vec<String>,
     token: TokenSource,
+    identity_token: Option<IdentitySource>,
     ca_pem: Option<Vec<u8>>,
     identity: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
     connect_timeout: Duration,
@@ -129,6 +154,42 @@ impl ClientBuilder {
     /// `PULLPASS_TOKEN_FILE`.
     pub fn token_from_env(mut self) -> Self {
         self.token = TokenSource::Environment;
+        self
+    }
+
+    /// Presents this workload-identity JWT (verified by pullpassd against
+    /// its identity providers) instead of an access token. Giving both is
+    /// an error at [`ClientBuilder::connect`].
+    pub fn identity_token(mut self, jwt: impl Into<String>) -> Self {
+        self.identity_token = Some(IdentitySource::Value(Zeroizing::new(jwt.into())));
+        self
+    }
+
+    /// Presents the workload-identity JWT in this file (a Kubernetes
+    /// projected service-account token, say). The file is read again as soon
+    /// as it changes, and at least once a second, so a rotated token is
+    /// used from the next call on.
+    pub fn identity_token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.identity_token = Some(IdentitySource::File(path.into()));
+        self
+    }
+
+    /// Presents the workload-identity JWT in `PULLPASS_IDENTITY_TOKEN`
+    /// (GitLab's `id_tokens:` puts it in a variable), or in the file named
+    /// by `PULLPASS_IDENTITY_TOKEN_FILE`; nothing if neither is set.
+    pub fn identity_token_from_env(mut self) -> Self {
+        self.identity_token = Some(IdentitySource::Environment);
+        self
+    }
+
+    /// Presents the GitHub Actions job's OIDC token for `audience` (the
+    /// audience pullpass's identity provider expects, such as `pullpass`),
+    /// fetched from the runner (`ACTIONS_ID_TOKEN_REQUEST_URL` with
+    /// `ACTIONS_ID_TOKEN_REQUEST_TOKEN`; the job needs `permissions:
+    /// id-token: write`) and fetched again before it has less than a minute
+    /// left.
+    pub fn identity_token_from_github_actions(mut self, audience: impl Into<String>) -> Self {
+        self.identity_token = Some(IdentitySource::GithubActions { audience: audience.into() });
         self
     }
 
@@ -187,7 +248,7 @@ impl ClientBuilder {
     /// Connects: to the first endpoint that answers (the others connect when
     /// first used). Fails only if none can be reached.
     pub async fn connect(self) -> Result<Client, Error> {
-        let token = self.bearer()?;
+        let token = self.presented().await?;
         let mut targets = Vec::new();
         for text in &self.endpoints {
             targets.extend(self.targets(text).await?);
@@ -224,6 +285,25 @@ impl ClientBuilder {
                 stats: Counters::default(),
             }),
         })
+    }
+
+    /// What the client presents: the access token, or the identity token;
+    /// both configured (and found) is an error.
+    async fn presented(&self) -> Result<Option<Presented>, Error> {
+        let access = self.bearer()?;
+        let identity = match &self.identity_token {
+            Some(source) => source.resolve().await?,
+            None => None,
+        };
+        match (access, identity) {
+            (Some(_), Some(_)) => Err(Error::Configuration(format!(
+                "both {} and {} are given: present an access token or a workload-identity token, not both",
+                self.token.describe(),
+                self.identity_token.as_ref().map(IdentitySource::describe).unwrap_or_default(),
+            ))),
+            (Some(access), None) => Ok(Some(Presented::Fixed(access))),
+            (None, identity) => Ok(identity),
+        }
     }
 
     fn bearer(&self) -> Result<Option<MetadataValue<Ascii>>, Error> {
@@ -334,7 +414,7 @@ fn read_token_file(path: &PathBuf) -> Result<Zeroizing<String>, Error> {
     Ok(Zeroizing::new(text.trim().to_owned()))
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -387,6 +467,7 @@ impl Client {
         ClientBuilder {
             endpoints: endpoint.into().split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect(),
             token: TokenSource::None,
+            identity_token: None,
             ca_pem: None,
             identity: None,
             connect_timeout: Duration::from_secs(5),
@@ -399,10 +480,12 @@ impl Client {
     }
 
     /// A builder from the environment: `PULLPASS_ENDPOINT` (default
-    /// `http://127.0.0.1:50051`) and `PULLPASS_TOKEN` or `PULLPASS_TOKEN_FILE`.
+    /// `http://127.0.0.1:50051`) and `PULLPASS_TOKEN` or `PULLPASS_TOKEN_FILE`,
+    /// or a workload-identity JWT in `PULLPASS_IDENTITY_TOKEN` or
+    /// `PULLPASS_IDENTITY_TOKEN_FILE` (one of the two kinds, not both).
     pub fn from_env() -> ClientBuilder {
         let endpoint = std::env::var(ENDPOINT_ENV).unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned());
-        Self::builder(endpoint).token_from_env()
+        Self::builder(endpoint).token_from_env().identity_token_from_env()
     }
 
     fn authed(&self) -> AuthedChannel {
@@ -506,6 +589,9 @@ impl Client {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
+        if let Some(presented) = &self.inner.token.0 {
+            presented.prepare().await?;
+        }
         let deadline = self.inner.timeout.map(|t| Instant::now() + t);
         let n = self.inner.targets.len() as u32;
         let mut attempt = 0;
@@ -884,5 +970,33 @@ impl LeaseCache {
             }
         }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjaSJ9.c2lnbmF0dXJlLXNlY3JldA";
+
+    #[tokio::test]
+    async fn an_access_token_and_an_identity_token_together_are_refused_before_connecting() {
+        // Port 9 (discard): nothing is reached, the configuration fails first.
+        let builder = Client::builder("http://127.0.0.1:9").token("pp_secret-access-token").identity_token(JWT);
+        let refused = builder.connect().await.unwrap_err();
+        assert!(matches!(refused, Error::Configuration(_)), "{refused:?}");
+        let text = refused.to_string();
+        assert!(text.contains("an access token and an identity token are given"), "{text}");
+        assert!(!text.contains("pp_secret") && !text.contains(JWT), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_identity_token_is_never_in_debug() {
+        let builder = Client::builder("http://127.0.0.1:9").identity_token(JWT);
+        assert!(!format!("{builder:?}").contains(JWT));
+        let presented = builder.presented().await.unwrap();
+        let bearer = BearerToken(presented, None);
+        assert_eq!(format!("{bearer:?}"), "BearerToken(<redacted>)");
+        assert_eq!(format!("{:?}", BearerToken(None, None)), "BearerToken(None)");
     }
 }

@@ -13,6 +13,10 @@ use tonic_types::StatusExt;
 pub enum Error {
     /// The client could not be built or could not connect.
     Connect(String),
+    /// The client's configuration is wrong or incomplete (an access token
+    /// and a workload-identity token both given, a token source that cannot
+    /// be used); retrying does not help.
+    Configuration(String),
     /// The image reference is not valid (checked locally or by the server).
     InvalidImage {
         /// The image as given.
@@ -135,6 +139,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Connect(m) => write!(f, "cannot reach pullpass: {m}"),
+            Error::Configuration(m) => write!(f, "client configuration: {m}"),
             Error::InvalidImage { image, reason } => write!(f, "invalid image `{image}`: {reason}"),
             Error::InvalidArgument { message, .. } => write!(f, "invalid request: {message}"),
             Error::Unauthenticated(m) => write!(f, "not authenticated: {m}"),

@@ -8,7 +8,8 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use pullpass_client::Client;
 //!
-//! // PULLPASS_ENDPOINT and PULLPASS_TOKEN (or PULLPASS_TOKEN_FILE).
+//! // PULLPASS_ENDPOINT and PULLPASS_TOKEN (or PULLPASS_TOKEN_FILE), or a
+//! // workload-identity JWT in PULLPASS_IDENTITY_TOKEN (or _FILE).
 //! let client = Client::from_env().connect().await?;
 //! let lease = client.registry_auth("ghcr.io/acme/aligner:2.1").workspace("acme").project("rnaseq").pull().send().await?;
 //! // Hand it to what pulls the image:
@@ -18,7 +19,8 @@
 //! ```
 //!
 //! * [`Client`]: one connection (plain or TLS), the bearer token on every
-//!   call, retries on UNAVAILABLE, and a lease cache: a lease is served
+//!   call (a `pp_` access token, or a workload-identity JWT: see
+//!   [`ClientBuilder::identity_token_file`] and its siblings), retries on UNAVAILABLE, and a lease cache: a lease is served
 //!   locally until shortly before it expires, and concurrent requests for the
 //!   same lease share one RPC.
 //! * [`Lease`] and the renderers in [`lease`]: HTTP header, skopeo arguments,
@@ -37,6 +39,7 @@
 pub mod admin;
 mod client;
 mod error;
+mod identity;
 pub mod lease;
 
 pub use client::{
@@ -44,5 +47,6 @@ pub use client::{
     TOKEN_ENV, TOKEN_FILE_ENV,
 };
 pub use error::Error;
+pub use identity::{ACTIONS_TOKEN_ENV, ACTIONS_URL_ENV, IDENTITY_TOKEN_ENV, IDENTITY_TOKEN_FILE_ENV};
 pub use lease::{Grant, Lease, RenderError, Source};
 pub use pullpass::v1;

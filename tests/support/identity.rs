@@ -13,6 +13,7 @@
 //! Everything listens on 127.0.0.1; every wait is bounded; no token is ever
 //! printed by the peers, and [`Minted`]'s `Debug` leaves its token out.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +21,10 @@ use std::process::{Command, Stdio};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use pullpass::v1::{
+    CreateIdentityBindingRequest, CreateIdentityProviderRequest, IdentityBinding, IdentityProvider, Role,
+};
+use pullpass_client::Client;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -39,6 +44,54 @@ pub fn node_modules() -> PathBuf {
         modules.display()
     );
     modules
+}
+
+/// The audience the tests' identity providers expect (and pullpass's
+/// documentation suggests).
+pub const AUDIENCE: &str = "pullpass";
+
+/// Creates the identity provider `identityProviders/{id}` for `issuer`
+/// (its key set by `jwks_uri`, audience [`AUDIENCE`]).
+pub async fn create_provider(client: &Client, id: &str, issuer: &IdentityIssuer) {
+    client
+        .access()
+        .create_identity_provider(CreateIdentityProviderRequest {
+            identity_provider_id: id.into(),
+            identity_provider: Some(IdentityProvider {
+                issuer: issuer.issuer().to_owned(),
+                jwks_uri: issuer.jwks_uri(),
+                audiences: vec![AUDIENCE.into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create the identity provider");
+}
+
+/// Binds, in workspace `acme`, the tokens of `provider` whose `claims`
+/// match to LAUNCHER for `projects` (none: every project).
+pub async fn bind(
+    client: &Client,
+    id: &str,
+    provider: &str,
+    claims: &[(&str, &str)],
+    projects: &[&str],
+) -> Result<IdentityBinding, tonic::Status> {
+    client
+        .access()
+        .create_identity_binding(CreateIdentityBindingRequest {
+            parent: "workspaces/acme".into(),
+            identity_binding_id: id.into(),
+            identity_binding: Some(IdentityBinding {
+                identity_provider: format!("identityProviders/{provider}"),
+                bound_claims: claims.iter().map(|(c, p)| (c.to_string(), p.to_string())).collect::<HashMap<_, _>>(),
+                role: Role::Launcher as i32,
+                allowed_projects: projects.iter().map(|p| p.to_string()).collect(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// Where [`IdentityIssuer`] serves its key set, and which `iss` it uses.

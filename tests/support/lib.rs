@@ -9,9 +9,11 @@
 //! skipped silently.
 
 pub mod bench;
+pub mod binaries;
 pub mod faults;
 pub mod fixtures;
 pub mod gateway;
+pub mod github_actions;
 pub mod http_fixture;
 pub mod identity;
 pub mod postgres;

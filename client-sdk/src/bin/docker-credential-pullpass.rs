@@ -4,7 +4,12 @@
 //! Configure it in `config.json` (`"credHelpers": {"ghcr.io": "pullpass"}`)
 //! and set `PULLPASS_ENDPOINT` (one address, or replicas as a comma-separated
 //! list or a DNS name with several addresses), `PULLPASS_TOKEN` (or `PULLPASS_TOKEN_FILE`),
-//! `PULLPASS_WORKSPACE` and optionally `PULLPASS_PROJECT`.
+//! `PULLPASS_WORKSPACE` and optionally `PULLPASS_PROJECT`. Instead of an
+//! access token, the helper can present a workload-identity JWT:
+//! `PULLPASS_IDENTITY_TOKEN_FILE` (a file read on every call, such as a
+//! projected service-account token) or `PULLPASS_IDENTITY_TOKEN`; never both
+//! kinds. The helper protocol has no configuration of its own: these
+//! variables are its configuration.
 //!
 //! The protocol carries only a username and password, so only BASIC leases
 //! can be served: ECR (`AWS` + 12 h password), Google (`oauth2accesstoken` +
@@ -14,9 +19,10 @@
 //! credential covering the whole host (not one limited to a namespace).
 //!
 //! With `PULLPASS_GATEWAY` set to the pull gateway's `host[:port]`, `get`
-//! for that host answers with the helper's own access token as the
-//! password (username `PULLPASS_PROJECT`, or `pullpass`): the gateway
-//! accepts LAUNCHER and ADMIN tokens and authorizes every request as
+//! for that host answers with the helper's own access token (or its
+//! workload-identity JWT, as the file holds it now) as the password
+//! (username `PULLPASS_PROJECT`, or `pullpass`): the gateway accepts
+//! LAUNCHER and ADMIN tokens and JWTs, and authorizes every request as
 //! `IssueRegistryAuth` would, and the registries' secrets stay in pullpass.
 //! This serves every registry, bearer-only ones included, because the
 //! helper protocol names only the host and a gateway password names
@@ -90,7 +96,7 @@ async fn get() {
         let answer = serde_json::json!({
             "ServerURL": server_url,
             "Username": username.as_deref().unwrap_or("pullpass"),
-            "Secret": access_token().as_str(),
+            "Secret": gateway_password().as_str(),
         });
         println!("{answer}");
         return;
@@ -120,20 +126,41 @@ async fn get() {
     }
 }
 
-/// The helper's access token, from `PULLPASS_TOKEN` or the file named by
-/// `PULLPASS_TOKEN_FILE`.
-fn access_token() -> zeroize::Zeroizing<String> {
-    if let Ok(token) = std::env::var("PULLPASS_TOKEN")
+/// The helper's password for the gateway: its access token, from
+/// `PULLPASS_TOKEN` or the file named by `PULLPASS_TOKEN_FILE`, or its
+/// workload-identity JWT, from `PULLPASS_IDENTITY_TOKEN` or the file named
+/// by `PULLPASS_IDENTITY_TOKEN_FILE` (read now: it rotates).
+fn gateway_password() -> zeroize::Zeroizing<String> {
+    let access = token_from("PULLPASS_TOKEN", "PULLPASS_TOKEN_FILE");
+    let identity = token_from(pullpass_client::IDENTITY_TOKEN_ENV, pullpass_client::IDENTITY_TOKEN_FILE_ENV);
+    match (access, identity) {
+        (Some(_), Some(_)) => fail(
+            "both an access token (PULLPASS_TOKEN or PULLPASS_TOKEN_FILE) and a workload-identity token \
+             (PULLPASS_IDENTITY_TOKEN or PULLPASS_IDENTITY_TOKEN_FILE) are set: set one",
+        ),
+        (Some(token), None) | (None, Some(token)) => token,
+        (None, None) => fail(
+            "set PULLPASS_TOKEN or PULLPASS_TOKEN_FILE to a LAUNCHER access token, \
+             or PULLPASS_IDENTITY_TOKEN_FILE to a workload-identity token's file",
+        ),
+    }
+}
+
+/// A token from the variable `value`, else from the file the variable
+/// `file` names; `None` when neither is set.
+fn token_from(value: &str, file: &str) -> Option<zeroize::Zeroizing<String>> {
+    if let Ok(token) = std::env::var(value)
         && !token.trim().is_empty()
     {
-        return zeroize::Zeroizing::new(token.trim().to_owned());
+        return Some(zeroize::Zeroizing::new(token.trim().to_owned()));
     }
-    let Ok(path) = std::env::var("PULLPASS_TOKEN_FILE") else {
-        fail("set PULLPASS_TOKEN or PULLPASS_TOKEN_FILE to a LAUNCHER access token")
-    };
+    let path = std::env::var(file).ok().filter(|p| !p.is_empty())?;
     match std::fs::read_to_string(&path) {
-        Ok(text) => zeroize::Zeroizing::new(text.trim().to_owned()),
-        Err(e) => fail(&format!("PULLPASS_TOKEN_FILE {path}: {e}")),
+        Ok(text) => {
+            let text = zeroize::Zeroizing::new(text);
+            Some(zeroize::Zeroizing::new(text.trim().to_owned()))
+        }
+        Err(e) => fail(&format!("{file} {path}: {e}")),
     }
 }
 

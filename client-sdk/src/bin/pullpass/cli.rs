@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// pullpass: manage a pullpass service and ask it for short-lived registry auth.
 ///
 /// Connects to PULLPASS_ENDPOINT (default http://127.0.0.1:50051) with the
-/// token in PULLPASS_TOKEN or the file --token-file / PULLPASS_TOKEN_FILE.
+/// token in PULLPASS_TOKEN or the file --token-file / PULLPASS_TOKEN_FILE,
+/// or with a workload-identity JWT instead: PULLPASS_IDENTITY_TOKEN, the
+/// file --identity-token-file, or --identity-token-from github-actions.
 /// Secrets are read from a file, standard input or a no-echo prompt, never
 /// from arguments.
 ///
@@ -39,6 +41,22 @@ pub struct Connection {
     /// File holding the access token (else PULLPASS_TOKEN).
     #[arg(long, global = true, env = "PULLPASS_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// File holding a workload-identity JWT to present instead of an access
+    /// token (a Kubernetes projected service-account token, say); read again
+    /// on every call, as such tokens rotate. Else PULLPASS_IDENTITY_TOKEN
+    /// (the JWT itself, as GitLab CI's `id_tokens:` gives it).
+    #[arg(long, global = true, env = "PULLPASS_IDENTITY_TOKEN_FILE", value_name = "FILE")]
+    pub identity_token_file: Option<PathBuf>,
+    /// Fetch the workload-identity JWT from the CI platform: `github-actions`
+    /// asks the runner (ACTIONS_ID_TOKEN_REQUEST_URL and _TOKEN; the job
+    /// needs `permissions: id-token: write`) for a token for
+    /// --identity-audience, and again before it expires.
+    #[arg(long, global = true, env = "PULLPASS_IDENTITY_TOKEN_FROM", value_enum, value_name = "PLATFORM")]
+    pub identity_token_from: Option<IdentityPlatform>,
+    /// The audience of the token --identity-token-from asks for: one of the
+    /// audiences of pullpass's identity provider for that platform.
+    #[arg(long, global = true, env = "PULLPASS_IDENTITY_AUDIENCE", value_name = "AUD", default_value = "pullpass")]
+    pub identity_audience: String,
     /// CA certificates (PEM) to trust for an https:// endpoint.
     #[arg(long, global = true, env = "PULLPASS_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
@@ -51,6 +69,13 @@ pub struct Connection {
     /// Deadline per call, in seconds.
     #[arg(long, global = true, env = "PULLPASS_TIMEOUT", default_value_t = 30)]
     pub timeout: u64,
+}
+
+/// Platforms that hand a job a workload-identity token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IdentityPlatform {
+    /// GitHub Actions: the job's OIDC token, from the runner.
+    GithubActions,
 }
 
 /// Table or JSON.

@@ -11,8 +11,8 @@ use zeroize::Zeroizing;
 
 use crate::Failure;
 use crate::cli::{
-    AuthArgs, AuthFormat, Cli, Command, Connection, CredentialFields, CredentialsCommand, Kind, OutputFormat,
-    ProviderArg, RoleArg, TokensCommand, WorkspacesCommand,
+    AuthArgs, AuthFormat, Cli, Command, Connection, CredentialFields, CredentialsCommand, IdentityPlatform, Kind,
+    OutputFormat, ProviderArg, RoleArg, TokensCommand, WorkspacesCommand,
 };
 use crate::output::{self, print};
 use crate::secrets;
@@ -82,6 +82,18 @@ async fn connect(connection: &Connection) -> Result<Client, Failure> {
     builder = match &connection.token_file {
         Some(path) => builder.token_file(path),
         None => builder.token_from_env(),
+    };
+    builder = match (&connection.identity_token_file, connection.identity_token_from) {
+        (Some(_), Some(_)) => {
+            return Err(Failure::Usage(
+                "--identity-token-file and --identity-token-from both name a workload-identity token: give one".into(),
+            ));
+        }
+        (Some(path), None) => builder.identity_token_file(path),
+        (None, Some(IdentityPlatform::GithubActions)) => {
+            builder.identity_token_from_github_actions(connection.identity_audience.clone())
+        }
+        (None, None) => builder.identity_token_from_env(),
     };
     if let Some(ca) = &connection.ca_file {
         let pem = std::fs::read(ca).map_err(|e| Failure::Usage(format!("CA file {}: {e}", ca.display())))?;

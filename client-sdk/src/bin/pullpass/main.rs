@@ -49,7 +49,7 @@ impl Failure {
             Failure::Usage(_) => 2,
             Failure::Other(_) => 1,
             Failure::Api(error) => match error {
-                Error::InvalidImage { .. } | Error::InvalidArgument { .. } => 2,
+                Error::InvalidImage { .. } | Error::InvalidArgument { .. } | Error::Configuration(_) => 2,
                 Error::NotFound(_) | Error::NotFoundForRegistry(_) => 3,
                 Error::Unauthenticated(_) | Error::PermissionDenied { .. } => 4,
                 Error::Unavailable { .. } | Error::RateLimited { .. } | Error::Connect(_) => 5,
