@@ -341,11 +341,10 @@ async fn serve(
     let workspaces = Workspaces::new(opened.store.clone(), Arc::clone(&pages), changes.clone());
     let authn = Authenticator::new(opened.store.clone()).following(&changes);
     let follower = match &settings.database {
-        crate::store::Location::Postgres(config) => Some(crate::store::postgres::changes::follow(
-            config.as_ref().clone(),
-            opened.store.clone(),
-            changes.clone(),
-        )),
+        crate::store::Location::Postgres(config) => Some(
+            crate::store::postgres::changes::follow(config.as_ref().clone(), opened.store.clone(), changes.clone())
+                .await,
+        ),
         crate::store::Location::Sqlite(_) => {
             Some(crate::store::sqlite::changes::follow(opened.store.clone(), changes.clone()).await)
         }
