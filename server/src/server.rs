@@ -352,11 +352,10 @@ async fn serve(
     // Identities first: `following` hands its listener a copy.
     let authn = Authenticator::new(opened.store.clone()).with_identities(Arc::clone(&callers)).following(&changes);
     let follower = match &settings.database {
-        crate::store::Location::Postgres(config) => Some(crate::store::postgres::changes::follow(
-            config.as_ref().clone(),
-            opened.store.clone(),
-            changes.clone(),
-        )),
+        crate::store::Location::Postgres(config) => Some(
+            crate::store::postgres::changes::follow(config.as_ref().clone(), opened.store.clone(), changes.clone())
+                .await,
+        ),
         crate::store::Location::Sqlite(_) => {
             Some(crate::store::sqlite::changes::follow(opened.store.clone(), changes.clone()).await)
         }

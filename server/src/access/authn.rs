@@ -191,7 +191,8 @@ impl Authenticator {
                 // A token read before, whose record is only older than the
                 // limit, is read again at once; only tokens never seen wait
                 // for one of the few lookups.
-                let known = self.cache.read().unwrap_or_else(|p| p.into_inner()).contains_key(&hash);
+                let previous = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&hash).cloned();
+                let known = previous.is_some();
                 if !known && self.known_unknown(&hash) {
                     metrics::authentication_failure(AuthFailure::Unknown);
                     return Err(Error::Unauthenticated("unknown access token".into()));
@@ -206,13 +207,22 @@ impl Authenticator {
                     let generation = self.generation.load(Ordering::SeqCst);
                     Ok::<_, Error>((generation, self.store.token_by_hash(&hash).await?))
                 };
-                let (generation, found) = within(deadline, read).await?;
-                let record = found.ok_or_else(|| {
-                    self.remember_unknown(hash);
-                    metrics::authentication_failure(AuthFailure::Unknown);
-                    Error::Unauthenticated("unknown access token".into())
-                })?;
-                self.remember(record, generation)
+                match (within(deadline, read).await, previous) {
+                    (Ok((generation, found)), _) => {
+                        let record = found.ok_or_else(|| {
+                            self.remember_unknown(hash);
+                            metrics::authentication_failure(AuthFailure::Unknown);
+                            Error::Unauthenticated("unknown access token".into())
+                        })?;
+                        self.remember(record, generation)
+                    }
+                    // The database is out of reach, but the change feed is
+                    // confirmed within its limit: the record is still known
+                    // to be current (an outage every replica sees is ridden
+                    // out from caches, as leases are).
+                    (Err(Error::Unavailable { .. }), Some(previous)) if self.feed.is_fresh() => previous,
+                    (Err(error), _) => return Err(error),
+                }
             }
         };
         if !bool::from(record.record.token_hash.ct_eq(&hash)) {
@@ -230,8 +240,8 @@ impl Authenticator {
         if !self.feed.is_fresh() {
             self.feed.fresh(Instant::now() + crate::changes::CONFIRM_WAIT).await?;
         }
-        let cached =
-            self.by_id.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned().filter(|known| self.current(known));
+        let previous = self.by_id.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned();
+        let cached = previous.clone().filter(|known| self.current(known));
         let record = match cached {
             Some(record) => record,
             None => {
@@ -239,11 +249,20 @@ impl Authenticator {
                     let generation = self.generation.load(Ordering::SeqCst);
                     Ok::<_, Error>((generation, self.store.token_by_id(id).await?))
                 };
-                let (generation, found) = within(Instant::now() + crate::changes::CONFIRM_WAIT, read).await?;
-                let record = found.ok_or_else(|| {
-                    Error::Unauthenticated("the access token that asked for this password no longer exists".into())
-                })?;
-                self.remember(record, generation)
+                match (within(Instant::now() + crate::changes::CONFIRM_WAIT, read).await, previous) {
+                    (Ok((generation, found)), _) => {
+                        let record = found.ok_or_else(|| {
+                            Error::Unauthenticated(
+                                "the access token that asked for this password no longer exists".into(),
+                            )
+                        })?;
+                        self.remember(record, generation)
+                    }
+                    // As for a presented token: ridden out while the feed is
+                    // confirmed.
+                    (Err(Error::Unavailable { .. }), Some(previous)) if self.feed.is_fresh() => previous,
+                    (Err(error), _) => return Err(error),
+                }
             }
         };
         self.check(&record)
@@ -486,5 +505,25 @@ mod tests {
         record.revoke_time = Some(Timestamp::now());
         authn.refresh(&record);
         assert!(matches!(authn.authenticate(Some(&header), soon()).await, Err(Error::Unauthenticated(_))));
+    }
+
+    #[tokio::test]
+    async fn a_record_past_its_ttl_rides_out_a_database_outage_only_while_the_feed_is_confirmed() {
+        let (_dir, store) = temp_store();
+        let (_, token) = create_root_token(&store, &Default::default(), "test").await.unwrap();
+        let feed = ChangeFeed::bounded(Duration::from_millis(300));
+        let authn = Authenticator::new(store.clone()).following(&feed);
+        let header = format!("Bearer {}", token.expose());
+        authn.authenticate(Some(&header), soon()).await.unwrap();
+        // The record is older than its TTL, the feed was just confirmed, and
+        // the database is gone: the record is still known to be current.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        feed.confirmed(Instant::now());
+        store.close().await;
+        authn.authenticate(Some(&header), soon()).await.expect("served from the cached record");
+        // Once the feed is past its limit too, nothing cached is served.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let refused = authn.authenticate(Some(&header), soon()).await.unwrap_err();
+        assert!(matches!(refused, Error::Unavailable { .. }), "{refused:?}");
     }
 }

@@ -19,7 +19,9 @@
 //!   100,000 events), drops every derived cache instead. Shared leases that
 //!   other replicas dropped are announced by notification only, so a
 //!   replica whose notifications' connection comes back drops its cached
-//!   leases (`LeaseDropsMissed`).
+//!   leases (`LeaseDropsMissed`). A replica starts serving once its first
+//!   catch-up is done and that connection listens, so neither drops the
+//!   leases its first calls cached.
 //!
 //! Every statement runs under the store's `query_timeout`, and the
 //! listener's connection is checked each second, so a silent database is
@@ -116,13 +118,20 @@ pub struct Follower {
     feed: ChangeFeed,
     /// The last cursor read; `None` until the first read.
     cursor: tokio::sync::Mutex<Option<i64>>,
+    /// Signalled each time the notifications' connection listens.
+    listening: tokio::sync::Notify,
 }
 
 impl Follower {
     /// A follower of `source`'s changes into `feed`, which it confirms
     /// on demand from now on.
     pub fn new(source: impl Source + 'static, feed: ChangeFeed) -> Arc<Self> {
-        let follower = Arc::new(Self { source: Box::new(source), feed, cursor: tokio::sync::Mutex::new(None) });
+        let follower = Arc::new(Self {
+            source: Box::new(source),
+            feed,
+            cursor: tokio::sync::Mutex::new(None),
+            listening: tokio::sync::Notify::new(),
+        });
         follower.feed.set_confirmer(follower.clone());
         follower
     }
@@ -207,6 +216,7 @@ impl Follower {
         // the audit trail, so cached leases go (they are read again from
         // the shared table, not fetched from registries).
         self.feed.publish(Change::LeaseDropsMissed);
+        self.listening.notify_one();
         let mut check = tokio::time::interval(POLL);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -253,9 +263,25 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Starts following `store`'s changes into `feed` (see [`Follower`]).
-pub fn follow(config: PgConfig, store: Store, feed: ChangeFeed) -> tokio::task::JoinHandle<()> {
-    Follower::new(store, feed).run(config)
+/// Starts following `store`'s changes into `feed` (see [`Follower`]), and
+/// returns once the first catch-up is done and the notifications'
+/// connection listens (or after the store's `query_timeout`, with a
+/// warning). Both drop what was cached before them, so a replica serves no
+/// call until then: a lease it caches from its first call stays cached.
+pub async fn follow(config: PgConfig, store: Store, feed: ChangeFeed) -> tokio::task::JoinHandle<()> {
+    let follower = Follower::new(store, feed);
+    let limit = config.query_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
+    let first = tokio::time::timeout_at(deadline, follower.catch_up()).await;
+    let running = Arc::clone(&follower).run(config);
+    let listening = tokio::time::timeout_at(deadline, follower.listening.notified()).await;
+    if !matches!(first, Ok(Ok(()))) || listening.is_err() {
+        tracing::warn!(
+            limit_s = limit.as_secs(),
+            "the other replicas' changes are not followed yet; serving anyway (they are polled each second, and what is cached meanwhile is dropped once they are)"
+        );
+    }
+    running
 }
 
 impl std::fmt::Debug for Follower {

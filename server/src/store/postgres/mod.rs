@@ -52,6 +52,12 @@ use crate::error::Error;
 pub const CHANGES_CHANNEL: &str = "pullpass_changes";
 /// Tries of a transaction that hit a serialization failure or deadlock.
 const ATTEMPTS: u32 = 8;
+/// The first statement of every transaction: PostgreSQL ends one of ours
+/// that waits over 5 s for its next statement. A replica whose network
+/// path goes silent mid-transaction (the connection stays open, nothing
+/// arrives) would otherwise hold its locks, the audit trail's head among
+/// them, and stall every replica's writes until the connection breaks.
+pub(crate) const IDLE_IN_TRANSACTION: &str = "SET LOCAL idle_in_transaction_session_timeout = '5s'";
 
 const CREDENTIAL_COLUMNS: &str = "workspace_id, credential_id, uid, provider, registry_host, registry_namespace, \
      username, secret_version, allowed_projects, allow_passthrough, token_realm_allowlist, ca_bundle_pem, \
@@ -1024,6 +1030,7 @@ impl Backend for PgStore {
             let rows = rows.to_vec();
             async move {
                 let tx = client.transaction().await?;
+                tx.batch_execute(IDLE_IN_TRANSACTION).await?;
                 let mut stored = 0;
                 for row in &rows {
                     let c = &row.credential;
@@ -1375,6 +1382,7 @@ impl Backend for PgStore {
             let (batch, more) = self
                 .retrying(|mut client| async move {
                     let tx = client.transaction().await?;
+                    tx.batch_execute(IDLE_IN_TRANSACTION).await?;
                     let rows = tx
                         .query(
                             "SELECT seq, event_time, hash FROM audit_events ORDER BY seq LIMIT $1",
@@ -1428,6 +1436,7 @@ impl Backend for PgStore {
             let (checks, active) = (checks.to_vec(), active.to_owned());
             async move {
                 let tx = client.transaction().await?;
+                tx.batch_execute(IDLE_IN_TRANSACTION).await?;
                 for (id, value) in &checks {
                     tx.execute(
                         "INSERT INTO key_checks (kek_id, check_value, create_time) VALUES ($1, $2, $3) ON CONFLICT (kek_id) DO NOTHING",

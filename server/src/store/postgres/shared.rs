@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{PgStore, pg};
+use super::{IDLE_IN_TRANSACTION, PgStore, pg};
 use crate::domain::Timestamp;
 use crate::error::Error;
 use crate::store::{ChangesAfter, LeaseSlot, Shared, SharedLease};
@@ -43,6 +43,7 @@ impl Shared for PgStore {
             let (key, sealed, owner) = (key.to_owned(), sealed.to_vec(), owner.to_owned());
             async move {
                 let tx = client.transaction().await?;
+                tx.batch_execute(IDLE_IN_TRANSACTION).await?;
                 let deleted =
                     tx.execute("DELETE FROM shared_leases WHERE key = $1 AND sealed = $2", &[&key, &sealed]).await?;
                 if deleted > 0 {
@@ -134,6 +135,7 @@ impl Shared for PgStore {
             let (key, lease, owner) = (key.to_owned(), lease.clone(), owner.to_owned());
             async move {
                 let tx = client.transaction().await?;
+                tx.batch_execute(IDLE_IN_TRANSACTION).await?;
                 let now = Timestamp::now().as_micros();
                 tx.execute(
                     "INSERT INTO shared_leases (key, sealed, expire_time) VALUES ($1, $2, $3) \

@@ -203,6 +203,9 @@ async fn attempt(pool: &Pool, fault: &AuditFault, jobs: &[Job]) -> Attempt {
         Ok(tx) => tx,
         Err(e) => return Attempt::Failed(pg(e).into()),
     };
+    if let Err(e) = tx.batch_execute(super::IDLE_IN_TRANSACTION).await {
+        return Attempt::Failed(pg(e).into());
+    }
     let single = jobs.len() == 1;
     let events = Mutex::new(Vec::new());
     let view = Tx { tx: &tx, events: &events, fault };
