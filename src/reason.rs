@@ -34,6 +34,3 @@ pub const LAST_ROOT_TOKEN: &str = "LAST_ROOT_TOKEN";
 pub const IDENTITY_PROVIDER_IN_USE: &str = "IDENTITY_PROVIDER_IN_USE";
 /// A verified workload identity has no binding in the workspace it named.
 pub const IDENTITY_NOT_BOUND: &str = "IDENTITY_NOT_BOUND";
-/// A workload-identity JWT failed verification (the message says which
-/// check).
-pub const IDENTITY_TOKEN_REFUSED: &str = "IDENTITY_TOKEN_REFUSED";
