@@ -1,7 +1,8 @@
 //! Traces, in process with the OpenTelemetry SDK's in-memory exporter: a
 //! call carrying a fixed W3C `traceparent` yields an RPC span in that trace,
 //! with store, seal and upstream spans under it; health checks are not
-//! traced; and no span name or attribute carries a secret or token.
+//! traced; and no span name or attribute carries a secret, token or
+//! workload-identity JWT.
 
 use opentelemetry::trace::TraceId;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
@@ -9,6 +10,7 @@ use pullpass::v1::{Credential, IssueRegistryAuthRequest, Provider};
 use pullpass_server::config::{LogFormat, Settings};
 use pullpass_server::server::Embedded;
 use pullpass_tests::http_fixture::TokenRealm;
+use pullpass_tests::identity::{AUDIENCE, IdentityIssuer, bind, create_provider};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
@@ -78,19 +80,36 @@ async fn a_call_with_a_traceparent_continues_that_trace_down_to_store_seal_and_u
         images: vec![format!("{}/acme/app:1", realm.address)],
         ..Default::default()
     };
-    let lease = auth.issue_registry_auth(with_traceparent(request, &root)).await.unwrap().into_inner();
+    let lease = auth.issue_registry_auth(with_traceparent(request.clone(), &root)).await.unwrap().into_inner();
     let lease_token = lease.auths[0].token.clone();
     assert!(!lease_token.is_empty(), "{:?}", lease.auths[0].status);
     let mut probe = tonic::Request::new(tonic_health::pb::HealthCheckRequest::default());
     probe.metadata_mut().insert("traceparent", format!("00-{TRACE_ID}-{PARENT}-01").parse().unwrap());
     health.check(probe).await.unwrap();
+    // A workload identity's call, in a trace of its own: its JWT is in no
+    // span either.
+    let issuer = IdentityIssuer::start_kubernetes();
+    let admin = pullpass_client::Client::builder(server.endpoint()).token(&root).connect().await.unwrap();
+    create_provider(&admin, "k8s", &issuer).await;
+    bind(&admin, "ci", "k8s", &[("/kubernetes.io/namespace", "ci")], &[]).await.unwrap();
+    let jwt = issuer.mint_kubernetes("ci", "builder", AUDIENCE);
+    let mut by_identity = tonic::Request::new(request.clone());
+    by_identity.metadata_mut().insert("authorization", format!("Bearer {jwt}").parse().unwrap());
+    let leased = auth.issue_registry_auth(by_identity).await.unwrap().into_inner();
+    assert_eq!(leased.auths[0].status.as_ref().map(|s| s.code), Some(0), "{:?}", leased.auths[0].status);
+    let jwt_signature = jwt.rsplit('.').next().unwrap().to_owned();
     server.shutdown().await.unwrap();
 
     let spans = exporter.get_finished_spans().unwrap();
     let wanted = TraceId::from_hex(TRACE_ID).unwrap();
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
-    let rpcs: Vec<&SpanData> = spans.iter().filter(|s| s.name.starts_with("pullpass.v1.")).collect();
+    let (rpcs, untraced): (Vec<&SpanData>, Vec<&SpanData>) =
+        spans.iter().filter(|s| s.name.starts_with("pullpass.v1.")).partition(|s| s.span_context.trace_id() == wanted);
     assert_eq!(rpcs.len(), 3, "one span per RPC: {names:?}");
+    assert_eq!(untraced.len(), 3, "the calls without a traceparent start traces of their own: {names:?}");
+    for rpc in &untraced {
+        assert_eq!(rpc.parent_span_id, opentelemetry::trace::SpanId::INVALID, "{} is a root span", rpc.name);
+    }
     for rpc in &rpcs {
         assert_eq!(rpc.span_context.trace_id(), wanted, "{} continues the caller's trace", rpc.name);
         assert_eq!(rpc.parent_span_id.to_string(), PARENT);
@@ -110,7 +129,7 @@ async fn a_call_with_a_traceparent_continues_that_trace_down_to_store_seal_and_u
     assert!(!names.iter().any(|n| n.contains("Health")), "health checks are not traced: {names:?}");
     for span in &spans {
         let said = everything_said(span);
-        for secret in [PASSWORD, &root, &lease_token, "Bearer", "acme"] {
+        for secret in [PASSWORD, &root, &lease_token, &jwt, &jwt_signature, "Bearer", "acme"] {
             assert!(!said.contains(secret), "span `{}` carries `{secret}`: {said}", span.name);
         }
     }

@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use pullpass::v1::{
-    CreateIdentityBindingRequest, DeleteIdentityBindingRequest, IdentityBinding, IssueRegistryAuthRequest, Role,
-    TestIdentityTokenRequest,
+    CreateIdentityBindingRequest, CreateIdentityProviderRequest, DeleteIdentityBindingRequest, IdentityBinding,
+    IdentityProvider, IssueRegistryAuthRequest, Role, TestIdentityTokenRequest,
 };
+use pullpass_client::Client;
 use pullpass_tests::error_reason;
 use pullpass_tests::identity::{AUDIENCE, Hostile, IdentityIssuer, bind, create_provider};
 use pullpass_tests::registry::world::{ALICE_PASSWORD, World};
@@ -362,4 +363,55 @@ async fn a_rotated_key_is_accepted_once_refetched_and_a_removed_key_stops_workin
     }));
     let refused = lease(&world, &fresh_old, "rnaseq").await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "a key removed from the set no longer verifies: {refused:?}");
+}
+
+/// The `pullpass_identity_verifications` samples for provider `k8s`, by
+/// result, from the text exposition.
+async fn verifications(metrics: &str) -> (std::collections::BTreeMap<String, f64>, String) {
+    let response =
+        pullpass_tests::gateway::http_client().get(format!("http://{metrics}/metrics")).send().await.unwrap();
+    let text = response.text().await.unwrap();
+    let counts = text
+        .lines()
+        .filter(|line| line.starts_with("pullpass_identity_verifications") && line.contains("provider=\"k8s\""))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let result = series.split("result=\"").nth(1)?.split('"').next()?;
+            Some((result.to_owned(), value.parse().ok()?))
+        })
+        .collect();
+    (counts, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifications_are_counted_by_provider_and_failed_check_and_no_jwt_reaches_the_metrics() {
+    let issuer = IdentityIssuer::start_kubernetes();
+    let world = World::start_with(&["--metrics-listen".to_owned(), "127.0.0.1:0".to_owned()]).await;
+    world.add("reg", world.credential("", "alice", ALICE_PASSWORD)).await;
+    create_provider(&world.client, "k8s", &issuer).await;
+    bind(&world.client, "ci", "k8s", &[("/kubernetes.io/namespace", "ci")], &["rnaseq"]).await.expect("bind");
+    let ci = issuer.mint_kubernetes("ci", "builder", AUDIENCE);
+    let expired = issuer.mint(serde_json::json!({
+        "kind": "kubernetes", "namespace": "ci", "service_account": "builder", "audience": [AUDIENCE],
+        "exp_offset": -600, "iat_offset": -900,
+    }));
+    // A verified token is remembered: its second call is not verified again.
+    for _ in 0..2 {
+        let leased = lease(&world, &ci, "rnaseq").await.expect("a lease");
+        assert_eq!(leased.status.as_ref().map(|s| s.code), Some(0), "{leased:?}");
+    }
+    assert_eq!(lease(&world, &expired, "rnaseq").await.unwrap_err().code(), Code::Unauthenticated);
+
+    let wanted = [("verified".to_owned(), 1.0), ("expired".to_owned(), 1.0)];
+    let (counts, text) = pullpass_tests::eventually("the verification counters", Duration::from_secs(5), || async {
+        let (counts, text) = verifications(&world.server.metrics).await;
+        wanted.iter().all(|(result, n)| counts.get(result) == Some(n)).then_some((counts, text))
+    })
+    .await;
+    assert_eq!(counts.len(), 2, "only the two results seen: {counts:?}");
+    for jwt in [&ci, &expired] {
+        let signature = jwt.rsplit('.').next().unwrap();
+        assert!(!text.contains(jwt.as_str()) && !text.contains(signature), "a JWT in the metrics");
+    }
+    assert!(!text.contains("builder") && !text.contains("system:serviceaccount"), "no claim value in a label");
 }

@@ -366,3 +366,58 @@ async fn the_cli_fetches_the_github_actions_job_token_for_its_audience() {
     assert_eq!(outside.status.code(), Some(2), "{}", text(&outside));
     assert!(text(&outside).contains("ACTIONS_ID_TOKEN_REQUEST_URL is not set"), "{}", text(&outside));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctr_pulls_through_the_gateway_with_the_plugins_answer_for_a_pods_service_account_token() {
+    let issuer = IdentityIssuer::start_kubernetes();
+    let gw = pullpass_tests::gateway::GatewayWorld::start().await;
+    create_provider(&gw.world.client, "k8s", &issuer).await;
+    bind(&gw.world.client, "ci", "k8s", &[("/kubernetes.io/namespace", "ci")], &[]).await.expect("bind");
+    let jwt = issuer.mint_kubernetes("ci", "builder", AUDIENCE);
+    // The pod's image names the gateway; the kubelet hands the plugin the
+    // pod's token and nothing else.
+    let image = gw.image("team/app:1.0");
+    let endpoint = gw.world.server.endpoint();
+    let answered = run(
+        PLUGIN,
+        &["--endpoint", &endpoint, "--workspace", "acme", "--gateway", &gw.gateway],
+        &[],
+        Some(&provider_request(&image, Some(&jwt), serde_json::json!({}))),
+    );
+    assert!(answered.status.success(), "{}", text(&answered));
+    assert_no_jwt(&answered, &[&jwt]);
+    let response: serde_json::Value = serde_json::from_slice(&answered.stdout).expect("a JSON response");
+    let repository = image.rsplit_once(':').unwrap().0;
+    let auth = &response["auth"][repository];
+    let (username, password) = (auth["username"].as_str().unwrap(), auth["password"].as_str().unwrap());
+    assert!(password.starts_with("ppg_"), "a gateway password, not the pod's token");
+    let cache: u64 = response["cacheDuration"].as_str().unwrap().trim_end_matches('s').parse().unwrap();
+    assert!(cache <= 3600, "no longer than the gateway password lives: {cache}");
+
+    // containerd pulls with that answer, as the kubelet would have it do.
+    let containerd = pullpass_tests::gateway::Containerd::start();
+    let user = format!("{username}:{password}");
+    let pulled =
+        containerd.ctr(&["images", "pull", "--plain-http", "--user", &user, "--snapshotter", "native", &image]);
+    assert!(
+        pulled.status.success(),
+        "ctr pull {image}: {}{}\ncontainerd: {}",
+        String::from_utf8_lossy(&pulled.stdout),
+        String::from_utf8_lossy(&pulled.stderr),
+        containerd.log()
+    );
+    let listed = containerd.ctr(&["images", "ls", "-q"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).lines().any(|l| l == image), "{image} is in containerd");
+
+    // A pod of an unbound namespace gets no answer to pull with.
+    let prod = issuer.mint_kubernetes("prod", "builder", AUDIENCE);
+    let refused = run(
+        PLUGIN,
+        &["--endpoint", &endpoint, "--workspace", "acme", "--gateway", &gw.gateway],
+        &[],
+        Some(&provider_request(&image, Some(&prod), serde_json::json!({}))),
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert_no_jwt(&refused, &[&prod]);
+    assert!(!containerd.log().contains(jwt.as_str()), "the pod's token reached containerd");
+}
