@@ -6,11 +6,15 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pullpass::v1::{
-    AccessToken, CreateAccessTokenRequest, CreateConsoleLinkRequest, CreateCredentialRequest, CreateWorkspaceRequest,
-    Credential, DeleteCredentialRequest, DeleteWorkspaceRequest, GetAccessTokenRequest, GetCredentialRequest,
-    GetWorkspaceRequest, ImportDockerConfigRequest, IssueRegistryAuthRequest, ListAccessTokensRequest,
-    ListAuditEventsRequest, ListCredentialsRequest, ListWorkspacesRequest, Provider, RevokeAccessTokenRequest, Role,
-    TestCredentialRequest, UpdateCredentialRequest, Workspace, WorkspaceKind,
+    AccessToken, CreateAccessTokenRequest, CreateConsoleLinkRequest, CreateCredentialRequest,
+    CreateIdentityBindingRequest, CreateIdentityProviderRequest, CreateWorkspaceRequest, Credential,
+    DeleteCredentialRequest, DeleteIdentityBindingRequest, DeleteIdentityProviderRequest, DeleteWorkspaceRequest,
+    GetAccessTokenRequest, GetCredentialRequest, GetIdentityBindingRequest, GetIdentityProviderRequest,
+    GetWorkspaceRequest, IdentityBinding, IdentityProvider, ImportDockerConfigRequest, IssueRegistryAuthRequest,
+    ListAccessTokensRequest, ListAuditEventsRequest, ListCredentialsRequest, ListIdentityBindingsRequest,
+    ListIdentityProvidersRequest, ListWorkspacesRequest, Provider, RevokeAccessTokenRequest, Role,
+    TestCredentialRequest, TestIdentityTokenRequest, UpdateCredentialRequest, UpdateIdentityBindingRequest,
+    UpdateIdentityProviderRequest, Workspace, WorkspaceKind,
 };
 use pullpass_client::Client;
 use pullpass_tests::{Options, Pullpassd, create_workspace};
@@ -66,6 +70,21 @@ const TABLE: &[(&str, [Code; 6])] = &[
     ("pullpass.v1.CredentialService/ImportDockerConfig", [OK, OK, PD, PD, PD, NF]),
     ("pullpass.v1.RegistryAuthService/IssueRegistryAuth", [OK, OK, OK, PD, PD, NF]),
     ("pullpass.v1.AuditService/ListAuditEvents", [OK, OK, PD, PD, OK, NF]),
+    // Identity providers are ROOT's; any workspace's ADMIN may read them to
+    // bind their identities.
+    ("pullpass.v1.AccessService/CreateIdentityProvider", [OK, PD, PD, PD, PD, PD]),
+    ("pullpass.v1.AccessService/GetIdentityProvider", [OK, OK, PD, PD, PD, OK]),
+    ("pullpass.v1.AccessService/ListIdentityProviders", [OK, OK, PD, PD, PD, OK]),
+    ("pullpass.v1.AccessService/UpdateIdentityProvider", [OK, PD, PD, PD, PD, PD]),
+    ("pullpass.v1.AccessService/DeleteIdentityProvider", [OK, PD, PD, PD, PD, PD]),
+    // A workspace's identity bindings, and explaining a token against them,
+    // are its ADMIN's.
+    ("pullpass.v1.AccessService/CreateIdentityBinding", [OK, OK, PD, PD, PD, NF]),
+    ("pullpass.v1.AccessService/GetIdentityBinding", [OK, OK, PD, PD, PD, NF]),
+    ("pullpass.v1.AccessService/ListIdentityBindings", [OK, OK, PD, PD, PD, NF]),
+    ("pullpass.v1.AccessService/UpdateIdentityBinding", [OK, OK, PD, PD, PD, NF]),
+    ("pullpass.v1.AccessService/DeleteIdentityBinding", [OK, OK, PD, PD, PD, NF]),
+    ("pullpass.v1.AccessService/TestIdentityToken", [OK, OK, PD, PD, PD, NF]),
 ];
 
 fn expected(rpc: &str, who: Who) -> Code {
@@ -139,7 +158,49 @@ fn generic(registry: &str) -> Credential {
 
 /// Calls `rpc` as `client`; `n` makes names unique per attempt. Resources a
 /// call consumes are created beforehand with `root`.
-async fn call(rpc: &str, client: &Client, root: &Client, n: usize) -> Code {
+/// An inline key set (one RSA public key) for the providers the table
+/// makes: nothing is fetched.
+fn inline_jwks() -> String {
+    let issuer = pullpass_tests::identity::IdentityIssuer::start_kubernetes();
+    let keys = pullpass_tests::gateway::http_client().get(issuer.jwks_uri()).send();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| runtime.block_on(async { keys.await.unwrap().text().await.unwrap() }))
+}
+
+/// Provider `id`, trusting the issuer `https://issuer-{n}.example` (issuers
+/// are unique) with the key set `jwks`.
+fn provider(id: &str, jwks: &str, n: usize) -> CreateIdentityProviderRequest {
+    CreateIdentityProviderRequest {
+        identity_provider_id: id.into(),
+        identity_provider: Some(IdentityProvider {
+            issuer: format!("https://issuer-{n}.example"),
+            jwks: jwks.into(),
+            audiences: vec!["pullpass".into()],
+            ..Default::default()
+        }),
+    }
+}
+
+/// Binding `id` in acme of provider `base`'s namespace `ci` to LAUNCHER.
+fn binding(id: &str) -> CreateIdentityBindingRequest {
+    CreateIdentityBindingRequest {
+        parent: "workspaces/acme".into(),
+        identity_binding_id: id.into(),
+        identity_binding: Some(IdentityBinding {
+            identity_provider: "identityProviders/base".into(),
+            bound_claims: [("/kubernetes.io/namespace".to_owned(), "ci".to_owned())].into(),
+            role: Role::Launcher as i32,
+            ..Default::default()
+        }),
+    }
+}
+
+/// A well-formed JWT of an issuer pullpass does not trust: the answer
+/// explains its refusal, so the call itself succeeds for whoever may ask.
+const UNTRUSTED_JWT: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJodHRwczovL25vYm9keS5leGFtcGxlIiwic3ViIjoieCIsImF1ZCI6InB1bGxwYXNzIiwiZXhwIjo0MTAyNDQ0ODAwLCJpYXQiOjE3MDAwMDAwMDB9.c2lnbmF0dXJl";
+
+async fn call(rpc: &str, client: &Client, root: &Client, n: usize, jwks: &str) -> Code {
+    let jwks = jwks.to_owned();
     let code = |r: Result<(), tonic::Status>| r.err().map_or(Code::Ok, |s| s.code());
     let ws = "workspaces/acme".to_owned();
     match rpc {
@@ -295,6 +356,96 @@ async fn call(rpc: &str, client: &Client, root: &Client, n: usize) -> Code {
                 .await
                 .map(drop),
         ),
+        "pullpass.v1.AccessService/CreateIdentityProvider" => {
+            code(client.access().create_identity_provider(provider(&format!("p-{n}"), &jwks, n)).await.map(drop))
+        }
+        "pullpass.v1.AccessService/GetIdentityProvider" => code(
+            client
+                .access()
+                .get_identity_provider(GetIdentityProviderRequest { name: "identityProviders/base".into() })
+                .await
+                .map(drop),
+        ),
+        "pullpass.v1.AccessService/ListIdentityProviders" => {
+            code(client.access().list_identity_providers(ListIdentityProvidersRequest::default()).await.map(drop))
+        }
+        "pullpass.v1.AccessService/UpdateIdentityProvider" => code(
+            client
+                .access()
+                .update_identity_provider(UpdateIdentityProviderRequest {
+                    identity_provider: Some(IdentityProvider {
+                        name: "identityProviders/base".into(),
+                        description: format!("changed {n}"),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }),
+                })
+                .await
+                .map(drop),
+        ),
+        "pullpass.v1.AccessService/DeleteIdentityProvider" => {
+            root.access().create_identity_provider(provider(&format!("doomed-{n}"), &jwks, n)).await.unwrap();
+            code(
+                client
+                    .access()
+                    .delete_identity_provider(DeleteIdentityProviderRequest {
+                        name: format!("identityProviders/doomed-{n}"),
+                        force: false,
+                    })
+                    .await
+                    .map(drop),
+            )
+        }
+        "pullpass.v1.AccessService/CreateIdentityBinding" => {
+            code(client.access().create_identity_binding(binding(&format!("b-{n}"))).await.map(drop))
+        }
+        "pullpass.v1.AccessService/GetIdentityBinding" => code(
+            client
+                .access()
+                .get_identity_binding(GetIdentityBindingRequest { name: format!("{ws}/identityBindings/base") })
+                .await
+                .map(drop),
+        ),
+        "pullpass.v1.AccessService/ListIdentityBindings" => code(
+            client
+                .access()
+                .list_identity_bindings(ListIdentityBindingsRequest { parent: ws, ..Default::default() })
+                .await
+                .map(drop),
+        ),
+        "pullpass.v1.AccessService/UpdateIdentityBinding" => code(
+            client
+                .access()
+                .update_identity_binding(UpdateIdentityBindingRequest {
+                    identity_binding: Some(IdentityBinding {
+                        name: format!("{ws}/identityBindings/base"),
+                        description: format!("changed {n}"),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }),
+                })
+                .await
+                .map(drop),
+        ),
+        "pullpass.v1.AccessService/DeleteIdentityBinding" => {
+            root.access().create_identity_binding(binding(&format!("doomed-{n}"))).await.unwrap();
+            code(
+                client
+                    .access()
+                    .delete_identity_binding(DeleteIdentityBindingRequest {
+                        name: format!("{ws}/identityBindings/doomed-{n}"),
+                    })
+                    .await
+                    .map(drop),
+            )
+        }
+        "pullpass.v1.AccessService/TestIdentityToken" => code(
+            client
+                .access()
+                .test_identity_token(TestIdentityTokenRequest { parent: ws, token: UNTRUSTED_JWT.into() })
+                .await
+                .map(drop),
+        ),
         other => panic!("no call for {other}: add one"),
     }
 }
@@ -317,6 +468,9 @@ async fn every_rpc_answers_every_principal_as_the_table_says() {
         })
         .await
         .unwrap();
+    let jwks = inline_jwks();
+    root.access().create_identity_provider(provider("base", &jwks, 0)).await.expect("provider base");
+    root.access().create_identity_binding(binding("base")).await.expect("binding base");
     let admin = mint(&root, "acme", Role::Admin, &[], None).await;
     let launcher = mint(&root, "acme", Role::Launcher, &[], None).await;
     let launcher_other = mint(&root, "acme", Role::Launcher, &["atac"], None).await;
@@ -347,7 +501,7 @@ async fn every_rpc_answers_every_principal_as_the_table_says() {
     for (rpc, _) in TABLE {
         for (who, client) in &clients {
             n += 1;
-            let got = call(rpc, client, &root, n).await;
+            let got = call(rpc, client, &root, n, &jwks).await;
             let want = expected(rpc, *who);
             if got != want {
                 mismatches.push(format!("{rpc} as {who:?}: got {got:?}, want {want:?}"));
