@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use super::{BindingRule, Identities, ProviderConfig, Refusal, SigningAlgorithm, Verified, explain, resolve};
 use crate::access::{IdentityCaller, Principal, WorkspaceGrant};
@@ -44,7 +44,7 @@ pub struct IdentityCallers {
     store: Store,
     verifier: Identities,
     loaded: RwLock<Option<Arc<Loaded>>>,
-    principals: Mutex<HashMap<[u8; 32], Remembered>>,
+    principals: RwLock<HashMap<[u8; 32], Remembered>>,
     generation: AtomicU64,
 }
 
@@ -56,12 +56,14 @@ impl std::fmt::Debug for IdentityCallers {
 
 /// Does `presented` look like a JWT (three base64url parts), rather than an
 /// access token?
+/// Only the dots are looked for (a `pp_` token has none): this runs on
+/// every call, and whatever else is wrong with a JWT, verification says.
 pub fn looks_like_jwt(presented: &str) -> bool {
-    let parts: Vec<&str> = presented.split('.').collect();
-    parts.len() == 3
-        && !parts[0].is_empty()
-        && !parts[1].is_empty()
-        && presented.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    let mut parts = presented.split('.');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(header), Some(payload), Some(_), None) if !header.is_empty() && !payload.is_empty()
+    )
 }
 
 impl IdentityCallers {
@@ -71,7 +73,7 @@ impl IdentityCallers {
             store,
             verifier: Identities::new()?,
             loaded: RwLock::default(),
-            principals: Mutex::default(),
+            principals: RwLock::default(),
             generation: AtomicU64::new(0),
         })
     }
@@ -81,7 +83,7 @@ impl IdentityCallers {
         let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
         *loaded = None;
-        self.principals.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.principals.write().unwrap_or_else(|p| p.into_inner()).clear();
         self.verifier.clear();
     }
 
@@ -89,11 +91,8 @@ impl IdentityCallers {
     /// that failed (never the token).
     pub async fn principal(&self, token: &str) -> Result<Arc<Principal>, Error> {
         let hash = crate::access::token::hash_token(token);
-        let now = Timestamp::now().as_micros() / 1_000_000;
-        if let Some((principal, expires)) = self.principals.lock().unwrap_or_else(|p| p.into_inner()).get(&hash)
-            && (*expires as i64) > now
-        {
-            return Ok(Arc::clone(principal));
+        if let Some(principal) = self.remembered_by(&hash) {
+            return Ok(principal);
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let loaded = self.loaded().await?;
@@ -104,7 +103,7 @@ impl IdentityCallers {
         })?;
         crate::metrics::identity_verification(&verified.provider, "verified");
         let principal = Arc::new(principal_of(&verified, &loaded));
-        let mut principals = self.principals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut principals = self.principals.write().unwrap_or_else(|p| p.into_inner());
         if self.generation.load(Ordering::SeqCst) == generation {
             if principals.len() >= MAX_PRINCIPALS {
                 principals.clear();
@@ -112,6 +111,19 @@ impl IdentityCallers {
             principals.insert(hash, (Arc::clone(&principal), verified.expires_at));
         }
         Ok(principal)
+    }
+
+    /// The principal of a token verified before and not expired, without
+    /// waiting for anything: the hot path, which needs no deadline.
+    pub fn remembered(&self, token: &str) -> Option<Arc<Principal>> {
+        self.remembered_by(&crate::access::token::hash_token(token))
+    }
+
+    fn remembered_by(&self, hash: &[u8; 32]) -> Option<Arc<Principal>> {
+        let now = Timestamp::now().as_micros() / 1_000_000;
+        let principals = self.principals.read().unwrap_or_else(|p| p.into_inner());
+        let (principal, expires) = principals.get(hash)?;
+        ((*expires as i64) > now).then(|| Arc::clone(principal))
     }
 
     /// The principal behind a gateway password a workload identity was
