@@ -167,31 +167,8 @@ fn identity_callers(runtime: &tokio::runtime::Runtime, realm: &TokenRealm, reque
         .expect("a launcher token")
         .token;
     runtime.block_on(async {
-        client
-            .access()
-            .create_identity_provider(pullpass::v1::CreateIdentityProviderRequest {
-                identity_provider_id: "k8s".into(),
-                identity_provider: Some(pullpass::v1::IdentityProvider {
-                    issuer: issuer.issuer().to_owned(),
-                    jwks_uri: issuer.jwks_uri(),
-                    audiences: vec!["pullpass".into()],
-                    ..Default::default()
-                }),
-            })
-            .await
-            .expect("provider");
-        client
-            .access()
-            .create_identity_binding(pullpass::v1::CreateIdentityBindingRequest {
-                parent: "workspaces/acme".into(),
-                identity_binding_id: "ci".into(),
-                identity_binding: Some(pullpass::v1::IdentityBinding {
-                    identity_provider: "identityProviders/k8s".into(),
-                    bound_claims: [("/kubernetes.io/namespace".to_owned(), "ci".to_owned())].into(),
-                    role: pullpass::v1::Role::Launcher as i32,
-                    ..Default::default()
-                }),
-            })
+        pullpass_tests::identity::create_provider(&client, "k8s", &issuer).await;
+        pullpass_tests::identity::bind(&client, "ci", "k8s", &[("/kubernetes.io/namespace", "ci")], &[])
             .await
             .expect("binding");
     });
@@ -218,6 +195,27 @@ fn identity_callers(runtime: &tokio::runtime::Runtime, realm: &TokenRealm, reque
         "   {ratio:.2}x the pp_ token's RPS (median of paired rounds; target at least 0.95x); pullpassd CPU per call: token {:.1} us, JWT {:.1} us",
         token_cpu.as_secs_f64() * 1e6,
         jwt_cpu.as_secs_f64() * 1e6
+    );
+
+    // The same through the SDK, whose h2 lets HPACK index the header:
+    // what is left is the JWT path itself.
+    let (mut tokens, mut jwts) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        tokens.push(runtime.block_on(cached_leases_as(&server, &image, requests / ROUNDS / 4, &launcher)));
+        jwts.push(runtime.block_on(cached_leases_as(&server, &image, requests / ROUNDS / 4, &jwt)));
+    }
+    let mut ratios: Vec<f64> = jwts.iter().zip(&tokens).map(|(j, t)| j.per_second / t.per_second).collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = |figures: &[Figures]| {
+        let mut rates: Vec<f64> = figures.iter().map(|f| f.per_second).collect();
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    println!(
+        "   SDK (tonic; 4 connections, 16 in flight; {ROUNDS} rounds): pp_ token {:.0}/s, JWT {:.0}/s (medians): {:.2}x (median of paired rounds)",
+        median(&tokens),
+        median(&jwts),
+        ratios[ratios.len() / 2]
     );
 
     // First calls with new tokens: each one's signature is checked.
@@ -489,9 +487,17 @@ fn refused_call(body: &[u8]) -> Call<'_> {
 }
 
 async fn cached_leases(server: &Pullpassd, image: &str, calls: usize) -> Figures {
+    cached_leases_as(server, image, calls, &server.root_token).await
+}
+
+/// Cached leases over 4 SDK connections, 16 calls in flight, asked with
+/// `token` (a `pp_` token or a JWT). The SDK's h2 indexes the
+/// `authorization` header in HPACK, so a long token crosses the
+/// connection once, not on every call.
+async fn cached_leases_as(server: &Pullpassd, image: &str, calls: usize, token: &str) -> Figures {
     let mut clients = Vec::new();
     for _ in 0..4 {
-        clients.push(server.client().await);
+        clients.push(server.client_with(Some(token)).await);
     }
     measure(16, calls, |c, _| {
         let client = &clients[c % 4];
