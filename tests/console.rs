@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use pullpass::v1::{
     AccessToken, CreateAccessTokenRequest, CreateConsoleLinkRequest, CreateCredentialRequest,
-    CreateIdentityBindingRequest, CreateIdentityProviderRequest, Credential, GetIdentityBindingRequest,
-    GetIdentityProviderRequest, IdentityBinding, IdentityProvider, Provider, Role,
+    CreateIdentityBindingRequest, Credential, GetIdentityBindingRequest, GetIdentityProviderRequest, IdentityBinding,
+    Provider, Role,
 };
 use pullpass_tests::gateway::http_client;
-use pullpass_tests::identity::IdentityIssuer;
+use pullpass_tests::identity::{AUDIENCE, IdentityIssuer};
 use pullpass_tests::registry::{Issuer, Registry, world::ALICE_PASSWORD, world::users};
 use pullpass_tests::replicas::free_port;
 use pullpass_tests::{Options, Pullpassd, create_workspace};
@@ -565,8 +565,6 @@ async fn the_root_path_sends_people_to_the_console() {
 
 // --- workload identity: providers (ROOT), bindings (ADMIN), Test a token ---
 
-const AUDIENCE: &str = "pullpass";
-
 /// A text between `start` and the next `end` in a page ("" when absent).
 fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
     text.split_once(start).and_then(|(_, rest)| rest.split_once(end)).map_or("", |(inside, _)| inside)
@@ -582,24 +580,9 @@ fn field_error(page: &Page, name: &str) -> String {
     between(&page.text, &format!(r#"id="{name}-error">"#), "</p>").to_owned()
 }
 
-/// Identity provider `k8s` for `issuer` (its JWKS URL, audience
-/// [`AUDIENCE`]), created over the API.
+/// Identity provider `k8s` for `issuer`, created over the API.
 async fn kubernetes_provider(server: &Pullpassd, issuer: &IdentityIssuer) {
-    server
-        .client()
-        .await
-        .access()
-        .create_identity_provider(CreateIdentityProviderRequest {
-            identity_provider_id: "k8s".into(),
-            identity_provider: Some(IdentityProvider {
-                issuer: issuer.issuer().to_owned(),
-                jwks_uri: issuer.jwks_uri(),
-                audiences: vec![AUDIENCE.into()],
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("create the identity provider");
+    pullpass_tests::identity::create_provider(&server.client().await, "k8s", issuer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

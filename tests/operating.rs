@@ -148,10 +148,9 @@ fn the_unit_scores_at_most_2_0_and_the_manifests_and_containerfile_pass_their_ch
     assert!(said.contains("manifests=12"), "{said}");
 }
 
-#[test]
-fn the_packaging_check_fails_a_kubelet_credential_provider_config_that_the_plugin_or_the_rbac_does_not_match() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifests = dir.path().join("kubernetes");
+/// A copy of `packaging/kubernetes` under `dir`, to break.
+fn copy_of_the_manifests(dir: &std::path::Path) -> std::path::PathBuf {
+    let manifests = dir.join("kubernetes");
     let copied = Command::new("cp")
         .arg("-r")
         .arg(pullpass_tests::repo_root().join("packaging/kubernetes"))
@@ -159,6 +158,13 @@ fn the_packaging_check_fails_a_kubelet_credential_provider_config_that_the_plugi
         .status()
         .unwrap();
     assert!(copied.success());
+    manifests
+}
+
+#[test]
+fn the_packaging_check_fails_a_kubelet_credential_provider_config_that_the_plugin_or_the_rbac_does_not_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = copy_of_the_manifests(dir.path());
     let config = manifests.join("kubelet-credential-provider/credential-provider-config.yaml");
     let yaml = std::fs::read_to_string(&config).unwrap();
     let broken = yaml
@@ -187,14 +193,7 @@ fn the_packaging_check_fails_an_unhardened_unit_and_an_invalid_manifest() {
     let open = check_packaging(&[("PACKAGING_UNIT", unit.to_str().unwrap())]);
     assert!(!open.status.success(), "an unhardened unit must fail: {}", text(&open));
 
-    let manifests = dir.path().join("kubernetes");
-    let copied = Command::new("cp")
-        .arg("-r")
-        .arg(pullpass_tests::repo_root().join("packaging/kubernetes"))
-        .arg(&manifests)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    let manifests = copy_of_the_manifests(dir.path());
     let statefulset = manifests.join("sqlite/statefulset.yaml");
     let yaml = std::fs::read_to_string(&statefulset).unwrap();
     std::fs::write(&statefulset, yaml.replacen("readOnlyRootFilesystem", "readOnlyRootFileSystem", 1)).unwrap();

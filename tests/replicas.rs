@@ -638,31 +638,8 @@ async fn a_deleted_identity_binding_refuses_the_next_call_on_both_replicas_withi
     let r = Replicas::start().await;
     let a = r.a.client().await;
     r.add(&a, "reg").await;
-    a.access()
-        .create_identity_provider(pullpass::v1::CreateIdentityProviderRequest {
-            identity_provider_id: "k8s".into(),
-            identity_provider: Some(pullpass::v1::IdentityProvider {
-                issuer: issuer.issuer().to_owned(),
-                jwks_uri: issuer.jwks_uri(),
-                audiences: vec!["pullpass".into()],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-    a.access()
-        .create_identity_binding(pullpass::v1::CreateIdentityBindingRequest {
-            parent: "workspaces/acme".into(),
-            identity_binding_id: "ci".into(),
-            identity_binding: Some(pullpass::v1::IdentityBinding {
-                identity_provider: "identityProviders/k8s".into(),
-                bound_claims: [("/kubernetes.io/namespace".to_owned(), "ci".to_owned())].into(),
-                role: Role::Launcher as i32,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    pullpass_tests::identity::create_provider(&a, "k8s", &issuer).await;
+    pullpass_tests::identity::bind(&a, "ci", "k8s", &[("/kubernetes.io/namespace", "ci")], &[]).await.unwrap();
     let jwt = issuer.mint_kubernetes("ci", "builder", "pullpass");
     let image = r.image("team/app:1.0");
     let (on_a, on_b) = (r.a.client_with(Some(&jwt)).await, r.b.client_with(Some(&jwt)).await);

@@ -305,6 +305,25 @@ impl Containerd {
             .expect("run ctr")
     }
 
+    /// `ctr images pull OPTIONS… --user USER --snapshotter native IMAGE`;
+    /// panics with ctr's and the daemon's words unless it succeeded and
+    /// `image` is then listed.
+    pub fn pull(&self, options: &[&str], user: &str, image: &str) {
+        let mut args = vec!["images", "pull"];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&["--user", user, "--snapshotter", "native", image]);
+        let pulled = self.ctr(&args);
+        assert!(
+            pulled.status.success(),
+            "ctr pull {image}: {}{}\ncontainerd: {}",
+            String::from_utf8_lossy(&pulled.stdout),
+            String::from_utf8_lossy(&pulled.stderr),
+            self.log()
+        );
+        let listed = self.ctr(&["images", "ls", "-q"]);
+        assert!(String::from_utf8_lossy(&listed.stdout).lines().any(|l| l == image), "{image} is in containerd");
+    }
+
     /// A hosts directory for `ctr --hosts-dir`: `DIR/<upstream>/hosts.toml`
     /// with `hosts_toml`.
     pub fn hosts_dir(&self, name: &str, upstream: &str, hosts_toml: &str) -> PathBuf {

@@ -267,6 +267,30 @@ impl PgStore {
 
     /// Runs a mutation in the next group commit of this replica (see
     /// [`writer`]); its value once committed.
+    /// Deletes the row `sql` names by `$1` = `workspace` and `$2` = `id`,
+    /// auditing `events` in the same transaction; `false` (and nothing
+    /// audited) when there was no such row.
+    async fn delete_audited(
+        &self,
+        sql: &'static str,
+        workspace: &str,
+        id: &str,
+        events: &[AuditEvent],
+    ) -> Result<bool, Error> {
+        let (workspace, id, events) = (workspace.to_owned(), id.to_owned(), events.to_vec());
+        self.mutate(move |tx| {
+            let (workspace, id, events) = (workspace.clone(), id.clone(), events.clone());
+            Box::pin(async move {
+                if tx.execute(sql, &[&workspace.as_str(), &id.as_str()]).await? == 0 {
+                    return Ok(false);
+                }
+                tx.audit(&events)?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
     async fn mutate<T, F>(&self, work: F) -> Result<T, Error>
     where
         T: Send + 'static,
@@ -735,24 +759,8 @@ impl Backend for PgStore {
     }
 
     async fn delete_credential(&self, name: &CredentialName, events: &[AuditEvent]) -> Result<bool, Error> {
-        let (name, events) = (name.clone(), events.to_vec());
-        self.mutate(move |tx| {
-            let (name, events) = (name.clone(), events.clone());
-            Box::pin(async move {
-                let deleted = tx
-                    .execute(
-                        "DELETE FROM credentials WHERE workspace_id = $1 AND credential_id = $2",
-                        &[&name.workspace.as_str(), &name.credential.as_str()],
-                    )
-                    .await?;
-                if deleted == 0 {
-                    return Ok(false);
-                }
-                tx.audit(&events)?;
-                Ok(true)
-            })
-        })
-        .await
+        let sql = "DELETE FROM credentials WHERE workspace_id = $1 AND credential_id = $2";
+        self.delete_audited(sql, name.workspace.as_str(), name.credential.as_str(), events).await
     }
 
     async fn insert_identity_provider(&self, provider: &IdentityProvider, events: &[AuditEvent]) -> Result<(), Error> {
@@ -985,24 +993,8 @@ impl Backend for PgStore {
     }
 
     async fn delete_identity_binding(&self, name: &IdentityBindingName, events: &[AuditEvent]) -> Result<bool, Error> {
-        let (name, events) = (name.clone(), events.to_vec());
-        self.mutate(move |tx| {
-            let (name, events) = (name.clone(), events.clone());
-            Box::pin(async move {
-                let deleted = tx
-                    .execute(
-                        "DELETE FROM identity_bindings WHERE workspace_id = $1 AND id = $2",
-                        &[&name.workspace.as_str(), &name.binding.as_str()],
-                    )
-                    .await?;
-                if deleted == 0 {
-                    return Ok(false);
-                }
-                tx.audit(&events)?;
-                Ok(true)
-            })
-        })
-        .await
+        let sql = "DELETE FROM identity_bindings WHERE workspace_id = $1 AND id = $2";
+        self.delete_audited(sql, name.workspace.as_str(), name.binding.as_str(), events).await
     }
 
     async fn credentials_page(
