@@ -505,6 +505,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_key_source_that_redirects_or_answers_too_much_is_refused_and_the_redirect_not_followed() {
+        let (elsewhere, source) = (JwksServer::start().await, JwksServer::start().await);
+        let a = Signer::rsa_a("a");
+        elsewhere.publish(&[&a]);
+        source.redirect_to(&elsewhere.jwks_url());
+        let http = Http::new().unwrap();
+        let redirected = cache(&source, KeySource::JwksUri(source.jwks_url()));
+        let refused = redirected.key(&http, Some("a"), SigningAlgorithm::Rs256, Instant::now()).await;
+        assert_eq!(refused.unwrap_err(), Refusal::KeySourceUnreachable);
+        assert_eq!(elsewhere.jwks_fetches(), 0, "the redirect was followed");
+
+        // A key set over the outbound client's body limit is not read.
+        let huge = JwksServer::start().await;
+        huge.publish(&[&a]);
+        huge.pad_key_set(crate::upstream::http::MAX_BODY);
+        let oversized = cache(&huge, KeySource::JwksUri(huge.jwks_url()));
+        let refused = oversized.key(&http, Some("a"), SigningAlgorithm::Rs256, Instant::now()).await;
+        assert_eq!(refused.unwrap_err(), Refusal::KeySourceUnreachable);
+        assert_eq!(huge.jwks_fetches(), 1);
+    }
+
+    #[tokio::test]
     async fn a_failed_fetch_keeps_the_last_good_set_for_an_hour_then_refuses() {
         let server = JwksServer::start().await;
         let a = Signer::rsa_a("a");

@@ -170,6 +170,7 @@ struct State {
     jwks: Value,
     discovery_issuer: Option<String>,
     fail_with: u16,
+    redirect_to: Option<String>,
     delay: std::time::Duration,
     jwks_fetches: usize,
     discovery_fetches: usize,
@@ -241,6 +242,16 @@ impl JwksServer {
         self.state().fail_with = status;
     }
 
+    /// Answers every request with `302 Found` to `location`.
+    pub fn redirect_to(&self, location: &str) {
+        self.state().redirect_to = Some(location.to_owned());
+    }
+
+    /// Pads the key set it serves with `bytes` more bytes.
+    pub fn pad_key_set(&self, bytes: usize) {
+        self.state().jwks["padding"] = "x".repeat(bytes).into();
+    }
+
     /// Answers each request only after `delay`.
     pub fn delay_answers(&self, delay: std::time::Duration) {
         self.state().delay = delay;
@@ -284,6 +295,9 @@ fn answer(state: &Mutex<State>, base: &str, path: &str) -> hyper::Response<Full<
             None
         }
     };
+    if let Some(location) = &state.redirect_to {
+        return hyper::Response::builder().status(302).header("location", location).body(Full::default()).unwrap();
+    }
     let status = match (state.fail_with, &body) {
         (0, Some(_)) => 200,
         (0, None) => 404,
