@@ -363,6 +363,9 @@ async fn a_rotated_key_is_accepted_once_refetched_and_a_removed_key_stops_workin
     }));
     let refused = lease(&world, &fresh_old, "rnaseq").await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "a key removed from the set no longer verifies: {refused:?}");
+    // Nor does a token it signed that was verified (and remembered) before.
+    let remembered = lease(&world, &before, "rnaseq").await.unwrap_err();
+    assert_eq!(remembered.code(), Code::Unauthenticated, "a remembered token outlived its key: {remembered:?}");
 }
 
 /// The `pullpass_identity_verifications` samples for provider `k8s`, by

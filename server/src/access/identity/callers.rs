@@ -27,6 +27,9 @@ use crate::store::Store;
 /// Principals of verified tokens remembered at most (then forgotten all at
 /// once).
 const MAX_PRINCIPALS: usize = 10_000;
+/// Reads of the providers and bindings a call makes while changes keep
+/// landing, before it gives up.
+const LOAD_ATTEMPTS: usize = 5;
 
 /// The providers and bindings as last read.
 #[derive(Debug, Default)]
@@ -36,8 +39,9 @@ struct Loaded {
     bindings: HashMap<String, Vec<(WorkspaceId, BindingRule, IdentityBinding)>>,
 }
 
-/// A verified token's principal, and its `exp` (Unix seconds).
-type Remembered = (Arc<Principal>, u64);
+/// A verified token's principal, and what it was verified as (for its
+/// `exp`, and the key that signed it, which must still be published).
+type Remembered = (Arc<Principal>, Arc<Verified>);
 
 /// Turns identity JWTs into principals.
 pub struct IdentityCallers {
@@ -108,7 +112,7 @@ impl IdentityCallers {
             if principals.len() >= MAX_PRINCIPALS {
                 principals.clear();
             }
-            principals.insert(hash, (Arc::clone(&principal), verified.expires_at));
+            principals.insert(hash, (Arc::clone(&principal), Arc::clone(&verified)));
         }
         Ok(principal)
     }
@@ -122,8 +126,10 @@ impl IdentityCallers {
     fn remembered_by(&self, hash: &[u8; 32]) -> Option<Arc<Principal>> {
         let now = Timestamp::now().as_micros() / 1_000_000;
         let principals = self.principals.read().unwrap_or_else(|p| p.into_inner());
-        let (principal, expires) = principals.get(hash)?;
-        ((*expires as i64) > now).then(|| Arc::clone(principal))
+        let (principal, verified) = principals.get(hash)?;
+        let usable = (verified.expires_at as i64) > now
+            && self.verifier.still_vouched_for(&verified.issuer, verified.kid.as_deref());
+        usable.then(|| Arc::clone(principal))
     }
 
     /// The principal behind a gateway password a workload identity was
@@ -209,34 +215,41 @@ impl IdentityCallers {
         })
     }
 
-    /// The providers and bindings, read from the store unless held.
+    /// The providers and bindings, read from the store unless held. A read
+    /// that raced a change is read again (it may predate the change), and
+    /// only a read no change overlapped is handed to the verifier: an
+    /// older read installed after a newer one would keep a provider's old
+    /// keys or audiences in force until the next change.
     async fn loaded(&self) -> Result<Arc<Loaded>, Error> {
-        if let Some(loaded) = self.loaded.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            return Ok(Arc::clone(loaded));
+        for _ in 0..LOAD_ATTEMPTS {
+            if let Some(loaded) = self.loaded.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                return Ok(Arc::clone(loaded));
+            }
+            let generation = self.generation.load(Ordering::SeqCst);
+            let providers = self.store.identity_providers().await?;
+            let bindings = self.store.identity_bindings(None).await?;
+            let mut by_provider: HashMap<String, Vec<(WorkspaceId, BindingRule, IdentityBinding)>> = HashMap::new();
+            for binding in bindings {
+                let rule = rule_of(&binding);
+                by_provider.entry(binding.provider.as_str().to_owned()).or_default().push((
+                    binding.name.workspace.clone(),
+                    rule,
+                    binding,
+                ));
+            }
+            let loaded = Arc::new(Loaded { providers, bindings: by_provider });
+            let mut slot = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+            if self.generation.load(Ordering::SeqCst) == generation {
+                self.verifier.set_providers(loaded.providers.iter().map(config_of).collect());
+                *slot = Some(Arc::clone(&loaded));
+                return Ok(loaded);
+            }
         }
-        let generation = self.generation.load(Ordering::SeqCst);
-        let providers = self.store.identity_providers().await?;
-        let bindings = self.store.identity_bindings(None).await?;
-        let mut by_provider: HashMap<String, Vec<(WorkspaceId, BindingRule, IdentityBinding)>> = HashMap::new();
-        for binding in bindings {
-            let rule = rule_of(&binding);
-            by_provider.entry(binding.provider.as_str().to_owned()).or_default().push((
-                binding.name.workspace.clone(),
-                rule,
-                binding,
-            ));
-        }
-        let loaded = Arc::new(Loaded { providers, bindings: by_provider });
-        let mut slot = self.loaded.write().unwrap_or_else(|p| p.into_inner());
-        if self.generation.load(Ordering::SeqCst) == generation {
-            self.verifier.set_providers(loaded.providers.iter().map(config_of).collect());
-            *slot = Some(Arc::clone(&loaded));
-        } else {
-            // Raced a change: used for this call, not kept. The verifier
-            // still needs the providers for it.
-            self.verifier.set_providers(loaded.providers.iter().map(config_of).collect());
-        }
-        Ok(loaded)
+        Err(Error::Unavailable {
+            reason: pullpass::reason::REPLICA_STALE,
+            message: "identity providers or bindings kept changing while they were read; retry shortly".into(),
+            retry_after: Some(std::time::Duration::from_secs(1)),
+        })
     }
 }
 

@@ -459,6 +459,13 @@ impl Identities {
         self.clear();
     }
 
+    /// Is the key `kid` of `issuer`'s provider still in a fresh key set?
+    /// A principal remembered outside this verifier is used only while it
+    /// is: a key removed from the set ends the tokens it signed.
+    pub fn still_vouched_for(&self, issuer: &str, kid: Option<&str>) -> bool {
+        self.providers().get(issuer).is_some_and(|provider| provider.keys.vouches_for(kid, Instant::now()))
+    }
+
     /// Forgets every verified token (providers or bindings changed).
     pub fn clear(&self) {
         let mut memory = self.memory();
