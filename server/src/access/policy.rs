@@ -141,7 +141,11 @@ pub fn authorize(principal: &Principal, permission: Permission<'_>) -> Result<()
     } else {
         Err(Error::PermissionDenied {
             reason: pullpass::reason::ROLE_DENIED,
-            message: format!("{} has role {}: {}", principal.resource_name, role.wire_name(), permission.describe()),
+            // A workload identity's name carries its `sub`, a claim value.
+            message: match principal.identity {
+                Some(_) => format!("this workload identity has role {}: {}", role.wire_name(), permission.describe()),
+                None => format!("{} has role {}: {}", principal.resource_name, role.wire_name(), permission.describe()),
+            },
         })
     }
 }

@@ -138,7 +138,7 @@ fn array_index(token: &str) -> Option<usize> {
 }
 
 /// Checks a pattern: not empty, bounded, no control characters, and not
-/// only `*`.
+/// only `*` and separators (`*:*` matches whatever `*` would).
 pub fn check_pattern(pattern: &str) -> Result<(), String> {
     if pattern.is_empty() {
         return Err("a pattern must not be empty".to_owned());
@@ -149,8 +149,8 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
     if pattern.chars().any(char::is_control) {
         return Err("a pattern must not contain control characters".to_owned());
     }
-    if pattern.bytes().all(|b| b == b'*') {
-        return Err("a pattern must say something besides `*`".to_owned());
+    if pattern.bytes().all(|b| matches!(b, b'*' | b':' | b'/')) {
+        return Err("a pattern must say something besides `*`, `:` and `/`".to_owned());
     }
     Ok(())
 }
@@ -243,7 +243,8 @@ fn check_claims(bound_claims: &[(String, String)]) -> Result<(), String> {
         {
             return Err(format!("`{}` is bound twice", shorten(claim)));
         }
-        identifying |= !path.top_level().is_some_and(|name| REGISTERED_CLAIMS.contains(&name));
+        // `/aud/0` names `aud` as much as `aud` does.
+        identifying |= !path.tokens().first().is_some_and(|name| REGISTERED_CLAIMS.contains(name));
     }
     if !identifying {
         return Err(
@@ -490,6 +491,9 @@ mod tests {
             &[("aud", "pullpass")],
             &[("aud", "pullpass"), ("iss", "https://token.actions.githubusercontent.com")],
             &[("/aud", "pullpass")],
+            // A pointer into `aud` (an array in Kubernetes tokens) names it too.
+            &[("/aud/0", "pullpass")],
+            &[("/exp/x", "1"), ("/iss", "https://kubernetes.default.svc")],
         ] {
             let refused = validate_binding(&binding(bound, Role::Launcher)).unwrap_err();
             let Error::InvalidArgument(violations) = refused else { panic!("{refused:?}") };
@@ -525,6 +529,8 @@ mod tests {
             vec![("sub", "")],
             vec![("sub", "*")],
             vec![("sub", "**")],
+            vec![("sub", "*:*")],
+            vec![("sub", "*/*:*")],
             vec![("sub", "a\nb")],
             vec![("sub", "a"), ("/sub", "b")],
             many,
