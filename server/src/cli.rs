@@ -180,6 +180,19 @@ pub enum KeysCommand {
         #[arg(long, hide = true)]
         fault_abort_after_batches: Option<usize>,
     },
+    /// Add a new signing key for pullpass as an OIDC issuer (--issuer-url).
+    /// It is published in the key set at once and signs federation tokens
+    /// after --activate-in, so that clouds and every replica see it first;
+    /// the key it replaces stays published until every token it signed has
+    /// expired (15 minutes). Safe while servers run: they read the key set
+    /// every 30 s.
+    RotateSigning {
+        /// Publish the new key this long before it signs: SECONDS, or a
+        /// number with a unit (90s, 2m). 0 signs at once (a single server
+        /// whose clouds refetch keys they do not know).
+        #[arg(long, value_name = "SECONDS", default_value = "120", value_parser = parse_delay)]
+        activate_in: std::time::Duration,
+    },
     /// List loaded keys, the active one, and how many data keys each wraps.
     List,
     /// Open every stored secret and report those that cannot be opened
@@ -215,6 +228,18 @@ pub enum TokensCommand {
     /// List root tokens: id, description, when each was created, expires
     /// and was revoked (never the token or its hash).
     ListRoot,
+}
+
+/// A delay: like [`parse_ttl`], and 0 allowed, at most a day.
+fn parse_delay(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let delay = parse_ttl(text)?;
+    if delay > std::time::Duration::from_secs(86_400) {
+        return Err(format!("`{text}` is out of range: at most a day"));
+    }
+    Ok(delay)
 }
 
 /// Longest `--ttl`: 100 years.

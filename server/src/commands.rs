@@ -74,6 +74,12 @@ pub async fn keys_rotate(settings: &Settings, options: RotateOptions) -> Result<
             std::process::abort();
         }
     }
+    let resealed = crate::issuer::reseal(&store, &opened.sealer)
+        .await
+        .map_err(|e| StartupError(format!("resealing the issuer's signing keys: {e}")))?;
+    if resealed > 0 {
+        println!("resealed {resealed} issuer signing key(s) under `{active}`");
+    }
     let retired: Vec<String> = opened.sealer.keyring().ids().filter(|id| *id != active).map(str::to_owned).collect();
     store.close().await;
     if !unreadable_names.is_empty() {
@@ -90,6 +96,23 @@ pub async fn keys_rotate(settings: &Settings, options: RotateOptions) -> Result<
             retired.join(", ")
         );
     }
+    Ok(())
+}
+
+/// `keys rotate-signing`: a new issuer signing key, published now and
+/// signing after `activate_in`.
+pub async fn keys_rotate_signing(settings: &Settings, activate_in: std::time::Duration) -> Result<(), StartupError> {
+    let keyring = startup::load_keys(settings)?;
+    let opened = startup::open_database(settings, keyring).await?;
+    let rotated = crate::issuer::rotate(&opened.store, &opened.sealer, activate_in).await;
+    opened.store.close().await;
+    let rotation = rotated.map_err(|e| StartupError(format!("rotating the issuer's signing key: {e}")))?;
+    println!(
+        "new signing key {} is published now and signs from {}; {} key(s) published (a replaced key stays published until its tokens have expired)",
+        rotation.kid,
+        rotation.activate_time.to_rfc3339(),
+        rotation.published
+    );
     Ok(())
 }
 

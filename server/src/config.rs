@@ -280,6 +280,24 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLPASS_CONSOLE_MAX_CONNECTIONS", value_name = "COUNT")]
     pub console_max_connections: Option<usize>,
 
+    /// The public URL of pullpass as an OpenID Connect issuer, for
+    /// credentials that federate with a cloud instead of storing a key (ECR
+    /// roles, Google workload identity federation, Entra federated
+    /// credentials, Quay robot federation). Clouds fetch
+    /// `URL/.well-known/openid-configuration` and the key set it names, so
+    /// it must be https (http only on a loopback address). Both are served
+    /// on the gateway's listener and on --issuer-listen. Off unless set.
+    /// [default with --dev: http://127.0.0.1:50052, the dev gateway]
+    #[arg(long, env = "PULLPASS_ISSUER_URL", value_name = "URL")]
+    pub issuer_url: Option<String>,
+
+    /// Also serve the issuer's discovery document and key set on this
+    /// address (for installations without a gateway), or `off`. Over TLS
+    /// with --tls-cert; plaintext on a non-loopback address needs
+    /// --insecure-plaintext.
+    #[arg(long, env = "PULLPASS_ISSUER_LISTEN", value_name = "ADDR|off")]
+    pub issuer_listen: Option<String>,
+
     /// Testing hook: make audit appends for this action (or `*`) fail.
     #[arg(long, env = "PULLPASS_FAULT_AUDIT_FAIL", hide = true)]
     pub fault_audit_fail: Option<String>,
@@ -328,6 +346,8 @@ pub struct FileSettings {
     console_listen: Option<String>,
     console_public_url: Option<String>,
     console_max_connections: Option<usize>,
+    issuer_url: Option<String>,
+    issuer_listen: Option<String>,
 }
 
 /// Settings after precedence and defaults.
@@ -380,8 +400,19 @@ pub struct Settings {
     pub database: crate::store::Location,
     /// The PostgreSQL password file, if given (for `store copy` ends).
     pub database_password_file: Option<PathBuf>,
+    /// pullpass as an OIDC issuer, if it is one.
+    pub issuer: Option<IssuerSettings>,
     /// Testing hook (see `--fault-audit-fail`).
     pub fault_audit_fail: Option<String>,
+}
+
+/// Settings of the OIDC issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    /// The public URL.
+    pub url: crate::issuer::IssuerUrl,
+    /// A listener of its own for the documents, if any.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `--console-public-url` must be an http(s) origin without a path, query,
@@ -515,6 +546,24 @@ impl Settings {
                 "--console-max-connections must be at least 1 (turn the console off with --console-listen off)".into(),
             );
         }
+        let issuer_listen = match serve.issuer_listen.clone().or(file.issuer_listen).map(|m| m.trim().to_owned()) {
+            Some(off) if off.eq_ignore_ascii_case("off") => None,
+            Some(address) => Some(address.parse().map_err(|_| {
+                format!("--issuer-listen `{address}` is not an address such as 127.0.0.1:50054, or `off`")
+            })?),
+            None => None,
+        };
+        let issuer_url = match serve.issuer_url.clone().or(file.issuer_url) {
+            Some(url) => Some(crate::issuer::IssuerUrl::parse(&url).map_err(|e| format!("--issuer-url `{url}` {e}"))?),
+            None if dev && gateway.is_some() => {
+                gateway.as_ref().and_then(|g| crate::issuer::IssuerUrl::parse(&format!("http://{}", g.listen)).ok())
+            }
+            None => None,
+        };
+        if issuer_listen.is_some() && issuer_url.is_none() {
+            return Err("--issuer-listen needs --issuer-url (the public URL clouds fetch the documents at)".into());
+        }
+        let issuer = issuer_url.map(|url| IssuerSettings { url, listen: issuer_listen });
         let console = console_listen.map(|listen| ConsoleSettings {
             listen,
             public_url: console_public_url.clone(),
@@ -569,6 +618,7 @@ impl Settings {
             },
             tls,
             insecure_plaintext: serve.insecure_plaintext || file.insecure_plaintext.unwrap_or(false),
+            issuer,
             fault_audit_fail: serve.fault_audit_fail.clone(),
             lease_cache_size: serve.lease_cache_size.or(file.lease_cache_size).unwrap_or(10_000),
             max_staleness: match serve.max_staleness.or(file.max_staleness) {
@@ -634,9 +684,23 @@ fn upstream_config(serve: &ServeArgs, file: &FileSettings) -> Result<crate::upst
     Ok(crate::upstream::UpstreamConfig {
         realm: crate::upstream::realm::RealmPolicy { insecure },
         google_token_uris,
-        ecr_endpoint: serve.ecr_endpoint.clone().or(file.ecr_endpoint.clone()),
+        ecr_endpoint: serve.ecr_endpoint.clone().or(file.ecr_endpoint.clone()).or_else(|| aws_endpoint("ECR")),
         passthrough_ttl: std::time::Duration::from_secs(serve.passthrough_ttl.or(file.passthrough_ttl).unwrap_or(300)),
+        aws: crate::upstream::AwsConfig {
+            sts_endpoint: aws_endpoint("STS"),
+            environment: crate::upstream::aws_identity::AwsEnvironment::from_env(),
+        },
     })
+}
+
+/// The AWS SDKs' endpoint variables: `AWS_ENDPOINT_URL_<SERVICE>`, else
+/// `AWS_ENDPOINT_URL` (unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`).
+fn aws_endpoint(service: &str) -> Option<String> {
+    let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    if var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    var(&format!("AWS_ENDPOINT_URL_{service}")).or_else(|| var("AWS_ENDPOINT_URL"))
 }
 
 fn gateway_settings(

@@ -27,6 +27,7 @@ pub mod filter;
 pub mod gateway;
 pub mod http_listener;
 pub mod identities;
+pub mod issuer;
 pub mod logging;
 pub mod metrics;
 pub mod paging;
@@ -116,6 +117,9 @@ async fn dispatch(command: Option<Command>, settings: Settings) -> Result<(), St
                 abort_after_batches: fault_abort_after_batches,
             };
             commands::keys_rotate(&settings, options).await
+        }
+        Some(Command::Keys(KeysCommand::RotateSigning { activate_in })) => {
+            commands::keys_rotate_signing(&settings, activate_in).await
         }
         Some(Command::Keys(KeysCommand::List)) => commands::keys_list(&settings).await,
         Some(Command::Keys(KeysCommand::Verify)) => commands::keys_verify(&settings).await,

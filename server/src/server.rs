@@ -73,6 +73,7 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
     };
     let metrics = bind_metrics(&settings).await?;
     let console = bind_console(&settings).await?;
+    let issuer = bind_issuer(&settings).await?;
     // The listeners are bound: connections made from now on wait in their backlogs.
     if let Some(gateway) = &gateway {
         println!("pullpassd: gateway on {} (runtimes pull from {})", gateway.address, gateway.public_host);
@@ -84,8 +85,11 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
     if let Some(console) = &console {
         println!("pullpassd: console on {}/console/", console.public_url);
     }
+    if let Some(issuer) = &settings.issuer {
+        println!("pullpassd: OIDC issuer {}", issuer.url);
+    }
     println!("pullpassd: serving on {address}");
-    let listeners = Listeners { grpc: listener, tls, gateway, metrics, console };
+    let listeners = Listeners { grpc: listener, tls, gateway, metrics, console, issuer };
     serve(prepared.opened, listeners, started, &settings, wait_for_signal()).await
 }
 
@@ -96,6 +100,7 @@ struct Listeners {
     gateway: Option<GatewayListener>,
     metrics: Option<MetricsListener>,
     console: Option<ConsoleListener>,
+    issuer: Option<MetricsListener>,
 }
 
 /// The console's default share of the connection budget: one in this many.
@@ -145,10 +150,25 @@ struct MetricsListener {
 /// Binds `--metrics-listen`, if set: over TLS with the server's certificate
 /// when it has one.
 async fn bind_metrics(settings: &Settings) -> Result<Option<MetricsListener>, StartupError> {
-    let Some(listen) = settings.metrics_listen else { return Ok(None) };
+    bind_side(settings, settings.metrics_listen, "metrics").await
+}
+
+/// Binds `--issuer-listen`, if set, like the metrics listener.
+async fn bind_issuer(settings: &Settings) -> Result<Option<MetricsListener>, StartupError> {
+    bind_side(settings, settings.issuer.as_ref().and_then(|i| i.listen), "the issuer's documents").await
+}
+
+/// Binds a small HTTP listener beside gRPC (metrics, the issuer's
+/// documents): over TLS with the server's certificate when it has one.
+async fn bind_side(
+    settings: &Settings,
+    listen: Option<SocketAddr>,
+    what: &str,
+) -> Result<Option<MetricsListener>, StartupError> {
+    let Some(listen) = listen else { return Ok(None) };
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| StartupError(format!("cannot listen on {listen} for metrics: {e}")))?;
+        .map_err(|e| StartupError(format!("cannot listen on {listen} for {what}: {e}")))?;
     let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
     let tls = match &settings.tls {
         Some(files) => {
@@ -156,7 +176,7 @@ async fn bind_metrics(settings: &Settings) -> Result<Option<MetricsListener>, St
             Some(ReloadableTls::load_with_alpn(&files, crate::tls::HTTP_ALPN).map_err(StartupError)?)
         }
         None => {
-            refuse_exposed_plaintext("metrics", address, settings.insecure_plaintext)?;
+            refuse_exposed_plaintext(what, address, settings.insecure_plaintext)?;
             None
         }
     };
@@ -217,6 +237,8 @@ pub struct Embedded {
     pub metrics_address: Option<SocketAddr>,
     /// The console's URL (`http://127.0.0.1:PORT/console/`), when it is served.
     pub console_url: Option<String>,
+    /// The issuer's own listener (`--issuer-listen`), when it is served.
+    pub issuer_address: Option<SocketAddr>,
     /// The root token (dev mode mints one on first start).
     pub root_token: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -239,12 +261,14 @@ impl Embedded {
         let metrics_address = metrics.as_ref().map(|m| m.address);
         let console = bind_console(&settings).await?;
         let console_url = console.as_ref().map(|c| format!("{}/console/", c.public_url));
+        let issuer = bind_issuer(&settings).await?;
+        let issuer_address = issuer.as_ref().map(|m| m.address);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            let listeners = Listeners { grpc: listener, tls: None, gateway, metrics, console };
+            let listeners = Listeners { grpc: listener, tls: None, gateway, metrics, console, issuer };
             serve(prepared.opened, listeners, Instant::now(), &settings, shutdown).await
         });
         let root_token = prepared.new_root_token.map(|(_, token)| token.expose().to_owned());
@@ -253,6 +277,7 @@ impl Embedded {
             gateway_address,
             metrics_address,
             console_url,
+            issuer_address,
             root_token,
             stop: Some(stop),
             task: Some(task),
@@ -323,7 +348,7 @@ async fn serve(
     settings: &Settings,
     signal: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), StartupError> {
-    let Listeners { grpc: listener, tls, gateway, metrics, console } = listeners;
+    let Listeners { grpc: listener, tls, gateway, metrics, console, issuer: issuer_listener } = listeners;
     if metrics.is_some() {
         crate::metrics::enable();
     }
@@ -367,7 +392,17 @@ async fn serve(
         opened.sealer.derive_mac_key("console-csrf"),
         console.as_ref().map(|c| format!("{}/console/login", c.public_url)),
     );
-    let upstream = Upstream::new(settings.upstream.clone()).map_err(StartupError)?;
+    let issuer = match &settings.issuer {
+        Some(issuer) => Some(Arc::new(
+            crate::issuer::Issuer::open(issuer.url.clone(), opened.store.clone(), Arc::clone(&opened.sealer))
+                .await
+                .map_err(|e| StartupError(format!("the OIDC issuer: {e}")))?,
+        )),
+        None => None,
+    };
+    let upstream = Upstream::new(settings.upstream.clone())
+        .map_err(StartupError)?
+        .with_federation(issuer.clone().map(|i| i as Arc<dyn crate::upstream::FederationTokens>));
     let broker = Broker::new(credentials.clone(), upstream, settings.lease_cache_size, &changes, auditor.clone());
     let pulls = match (&gateway, &settings.gateway) {
         (Some(listener), Some(gateway_settings)) => Some(Pulls::new(
@@ -457,6 +492,7 @@ async fn serve(
     let (gateway_stop, mut gateway_stopped) = tokio::sync::watch::channel(false);
     let mut metrics_stopped = gateway_stop.subscribe();
     let mut console_stopped = gateway_stop.subscribe();
+    let mut issuer_stopped = gateway_stop.subscribe();
     let shutdown = {
         let health = health_reporter.clone();
         let stopping = Arc::clone(&stopping);
@@ -486,7 +522,7 @@ async fn serve(
     let gateway_task = match (gateway, pulls) {
         (Some(bound), Some(pulls)) => {
             tracing::info!(address = %bound.address, public_host = %bound.public_host, transport = if bound.tls.is_some() { "TLS" } else { "plaintext" }, "gateway serving");
-            let handler = Gateway::new(pulls, settings.upstream_timeout, limiter);
+            let handler = Gateway::new(pulls, settings.upstream_timeout, limiter).with_issuer(issuer.clone());
             let stopped = async move {
                 let _ = gateway_stopped.wait_for(|stop| *stop).await;
             };
@@ -507,6 +543,24 @@ async fn serve(
         };
         tokio::spawn(crate::metrics::listener::serve(bound.listener, bound.tls, connections.clone(), stopped, grace))
     });
+    let issuer_task = match (issuer_listener, &issuer) {
+        (Some(bound), Some(issuer)) => {
+            let issuer = Arc::clone(issuer);
+            let stopped = async move {
+                let _ = issuer_stopped.wait_for(|stop| *stop).await;
+            };
+            tracing::info!(address = %bound.address, issuer = %issuer.url(), "issuer documents serving");
+            Some(tokio::spawn(crate::issuer::documents::serve(
+                issuer,
+                bound.listener,
+                bound.tls,
+                connections.clone(),
+                stopped,
+                grace,
+            )))
+        }
+        _ => None,
+    };
     let console_max_connections = settings.console.as_ref().and_then(|c| c.max_connections);
     let console_task = console.map(|bound| {
         // Cookies are `Secure` whenever people reach the console over
@@ -585,6 +639,9 @@ async fn serve(
     }
     if let Some(console_task) = console_task {
         let _ = console_task.await;
+    }
+    if let Some(issuer_task) = issuer_task {
+        let _ = issuer_task.await;
     }
     auditor.close(audit_flusher).await;
     opened.store.close().await;

@@ -4,6 +4,7 @@
 use pullpass::v1;
 
 use crate::credentials::{CredentialInput, Saved};
+use crate::domain::credential::{AwsRole, AzureIdentity, GoogleFederation, ProviderSettings, QuayRobotFederation};
 use crate::domain::{Credential, Timestamp, Workspace};
 use crate::secret::SecretBytes;
 
@@ -21,7 +22,7 @@ pub fn credential(c: &Credential) -> v1::Credential {
         registry_server: c.registry.to_string(),
         username: c.username.clone(),
         secret: String::new(),
-        secret_set: true,
+        secret_set: c.secret_set(),
         secret_version: c.secret_version as i64,
         allowed_projects: c.allowed_projects.iter().map(ToString::to_string).collect(),
         allow_passthrough: c.allow_passthrough,
@@ -32,6 +33,48 @@ pub fn credential(c: &Credential) -> v1::Credential {
         token_realm_allowlist: c.token_realm_allowlist.iter().map(ToString::to_string).collect(),
         ca_bundle_pem: c.ca_bundle_pem.clone(),
         normalizations: Vec::new(),
+        provider_settings: provider_settings(&c.settings),
+    }
+}
+
+/// The proto oneof of provider settings.
+fn provider_settings(settings: &ProviderSettings) -> Option<v1::credential::ProviderSettings> {
+    use v1::credential::ProviderSettings as P;
+    Some(match settings {
+        ProviderSettings::None => return None,
+        ProviderSettings::AwsRole(r) => P::AwsRole(v1::AwsRole {
+            role_arn: r.role_arn.clone(),
+            external_id: r.external_id.clone(),
+            web_identity: r.web_identity,
+        }),
+        ProviderSettings::Azure(a) => {
+            P::Azure(v1::AzureIdentity { tenant_id: a.tenant_id.clone(), client_id: a.client_id.clone() })
+        }
+        ProviderSettings::GoogleFederation(g) => P::GoogleFederation(v1::GoogleFederation {
+            audience: g.audience.clone(),
+            service_account: g.service_account.clone(),
+        }),
+        ProviderSettings::QuayRobot(q) => P::QuayRobot(v1::QuayRobotFederation { robot: q.robot.clone() }),
+    })
+}
+
+/// The domain form of the proto oneof (rules are checked by the credential
+/// service).
+fn settings_input(settings: Option<v1::credential::ProviderSettings>) -> ProviderSettings {
+    use v1::credential::ProviderSettings as P;
+    match settings {
+        None => ProviderSettings::None,
+        Some(P::AwsRole(r)) => ProviderSettings::AwsRole(AwsRole {
+            role_arn: r.role_arn,
+            external_id: r.external_id,
+            web_identity: r.web_identity,
+        }),
+        Some(P::Azure(a)) => ProviderSettings::Azure(AzureIdentity { tenant_id: a.tenant_id, client_id: a.client_id }),
+        Some(P::GoogleFederation(g)) => ProviderSettings::GoogleFederation(GoogleFederation {
+            audience: g.audience,
+            service_account: g.service_account,
+        }),
+        Some(P::QuayRobot(q)) => ProviderSettings::QuayRobot(QuayRobotFederation { robot: q.robot }),
     }
 }
 
@@ -53,6 +96,8 @@ pub fn credential_input(c: v1::Credential) -> CredentialInput {
         description: c.description,
         token_realm_allowlist: c.token_realm_allowlist,
         ca_bundle_pem: c.ca_bundle_pem,
+        settings: settings_input(c.provider_settings),
+        secret_stored: false,
     }
 }
 

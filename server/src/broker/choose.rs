@@ -74,6 +74,7 @@ mod tests {
                 registry: RegistryServer::parse(registry).unwrap().server,
                 username: "u".into(),
                 secret_version: 1,
+                settings: Default::default(),
                 allowed_projects: projects.iter().map(|p| ProjectName::parse(p).unwrap()).collect(),
                 allow_passthrough: false,
                 token_realm_allowlist: vec![],

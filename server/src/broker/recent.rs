@@ -211,6 +211,7 @@ mod tests {
                 registry: RegistryServer::parse("ghcr.io").unwrap().server,
                 username: "u".into(),
                 secret_version: 1,
+                settings: Default::default(),
                 allowed_projects: vec![],
                 allow_passthrough: false,
                 token_realm_allowlist: vec![],

@@ -23,6 +23,7 @@ use crate::access::sessions::Session;
 use crate::access::tokens::NewToken;
 use crate::audit::Actor;
 use crate::credentials::spec::CredentialInput;
+use crate::domain::credential::ProviderSettings;
 use crate::domain::{CredentialId, CredentialName, Provider, Role, Timestamp, WorkspaceId};
 use crate::error::Error;
 use crate::secret::SecretBytes;
@@ -259,6 +260,8 @@ fn credential_input(form: &Form, provider: Option<Provider>) -> Result<Credentia
         description: form.text("description"),
         token_realm_allowlist: form.list("token_realms"),
         ca_bundle_pem: String::new(),
+        settings: ProviderSettings::None,
+        secret_stored: false,
     })
 }
 

@@ -269,6 +269,7 @@ pub fn provider_label(provider: Provider) -> &'static str {
         Provider::Ecr => "Amazon ECR",
         Provider::Quay => "Quay",
         Provider::Generic => "Other registry",
+        Provider::Acr => "Azure Container Registry (ACR)",
     }
 }
 

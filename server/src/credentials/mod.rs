@@ -21,7 +21,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::audit::Actor;
 use crate::changes::{Change, ChangeFeed};
-use crate::domain::credential::StoredCredential;
+use crate::domain::credential::{ProviderSettings, StoredCredential};
 use crate::domain::{Credential, CredentialId, CredentialName, CredentialUid, Timestamp, WorkspaceId};
 use crate::error::Error;
 use crate::paging::{Page, PageTokens, page_size};
@@ -61,7 +61,14 @@ pub const UPDATABLE_FIELDS: &[&str] = &[
     "description",
     "token_realm_allowlist",
     "ca_bundle_pem",
+    "aws_role",
+    "azure",
+    "google_federation",
+    "quay_robot",
 ];
+
+/// The fields of the `provider_settings` oneof.
+const SETTINGS_FIELDS: [&str; 4] = ["aws_role", "azure", "google_federation", "quay_robot"];
 
 /// The credential service.
 #[derive(Clone)]
@@ -191,7 +198,7 @@ impl Credentials {
             // back: the broker's lease cache keys on it.
             let now = Timestamp::now().max(current.credential.update_time.plus(Duration::from_micros(1)));
             let mut credential = apply(&current.credential, &spec, now);
-            let sealed = if replaces_secret {
+            let sealed = if replaces_secret && spec.secret.is_some() {
                 credential.secret_version = current.credential.secret_version + 1;
                 seal(&self.sealer, &credential, spec.secret.as_ref())?
             } else {
@@ -320,7 +327,8 @@ impl Credentials {
             provider: spec.provider,
             registry: spec.registry.clone(),
             username: String::new(),
-            secret_version: 1,
+            secret_version: u64::from(spec.secret.is_some()),
+            settings: ProviderSettings::None,
             allowed_projects: Vec::new(),
             allow_passthrough: false,
             token_realm_allowlist: Vec::new(),
@@ -331,7 +339,10 @@ impl Credentials {
             last_used_time: None,
         };
         let credential = apply(&template, spec, now);
-        let sealed = seal(&self.sealer, &credential, spec.secret.as_ref())?;
+        // A keyless credential stores a sealed empty secret under version
+        // 0, so every row has the same shape for key rotation.
+        let empty = SecretBytes::new(Vec::new());
+        let sealed = seal(&self.sealer, &credential, Some(spec.secret.as_ref().unwrap_or(&empty)))?;
         Ok(StoredCredential { credential, sealed })
     }
 }
@@ -363,6 +374,7 @@ fn apply(base: &Credential, spec: &CredentialSpec, now: Timestamp) -> Credential
         registry: spec.registry.clone(),
         username: spec.username.clone(),
         secret_version: base.secret_version,
+        settings: spec.settings.clone(),
         allowed_projects: spec.allowed_projects.clone(),
         allow_passthrough: spec.allow_passthrough,
         token_realm_allowlist: spec.token_realm_allowlist.clone(),
@@ -389,6 +401,10 @@ fn update_fields(input: &CredentialInput, mask: Option<Vec<String>>) -> Result<H
             ("description", !input.description.is_empty()),
             ("token_realm_allowlist", !input.token_realm_allowlist.is_empty()),
             ("ca_bundle_pem", !input.ca_bundle_pem.is_empty()),
+            ("aws_role", matches!(input.settings, ProviderSettings::AwsRole(_))),
+            ("azure", matches!(input.settings, ProviderSettings::Azure(_))),
+            ("google_federation", matches!(input.settings, ProviderSettings::GoogleFederation(_))),
+            ("quay_robot", matches!(input.settings, ProviderSettings::QuayRobot(_))),
         ];
         implied.extend(given.into_iter().filter(|(_, set)| *set).map(|(field, _)| field));
         if implied.is_empty() {
@@ -460,6 +476,12 @@ fn merge(current: &Credential, mut input: CredentialInput, fields: &HashSet<&'st
     if keep("ca_bundle_pem") {
         input.ca_bundle_pem = current.ca_bundle_pem.clone();
     }
+    // The oneof is one value: naming any of its fields replaces it with
+    // what the request set (nothing clears it).
+    if SETTINGS_FIELDS.iter().all(|f| keep(f)) {
+        input.settings = current.settings.clone();
+    }
+    input.secret_stored = current.secret_set();
     input.provider = current.provider.code();
     input
 }

@@ -6,7 +6,7 @@
 
 use pullpass::registry::{DOCKER_HUB_HOST, RegistryServer};
 
-use crate::domain::credential::RealmOrigin;
+use crate::domain::credential::{ProviderSettings, RealmOrigin};
 use crate::domain::{ProjectName, Provider};
 use crate::error::{Error, Violations};
 use crate::providers::ecr::ecr_region;
@@ -47,6 +47,10 @@ pub struct CredentialInput {
     pub token_realm_allowlist: Vec<String>,
     /// As given.
     pub ca_bundle_pem: String,
+    /// The provider settings (the proto's oneof), as given.
+    pub settings: ProviderSettings,
+    /// An update that keeps the secret: does the credential have one?
+    pub secret_stored: bool,
 }
 
 /// A credential that passed every rule.
@@ -70,6 +74,8 @@ pub struct CredentialSpec {
     pub token_realm_allowlist: Vec<RealmOrigin>,
     /// As given.
     pub ca_bundle_pem: String,
+    /// Checked against the provider.
+    pub settings: ProviderSettings,
     /// Rewrites made to the input, for the response.
     pub normalizations: Vec<String>,
 }
@@ -83,7 +89,8 @@ pub fn validate(input: CredentialInput, field: &str) -> Result<CredentialSpec, E
 
     let provider = Provider::from_code(input.provider);
     if provider.is_none() {
-        violations.add(path("provider"), "is required: one of DOCKER_HUB, GHCR, GITLAB, GOOGLE, ECR, QUAY, GENERIC");
+        violations
+            .add(path("provider"), "is required: one of DOCKER_HUB, GHCR, GITLAB, GOOGLE, ECR, QUAY, GENERIC, ACR");
     }
 
     let mut normalizations = Vec::new();
@@ -117,17 +124,63 @@ pub fn validate(input: CredentialInput, field: &str) -> Result<CredentialSpec, E
         violations.add(path("registry_server"), problem);
     }
 
-    if let Some(secret) = &input.secret {
+    if let Some(provider) = provider {
+        check_settings(provider, &input.settings, &mut violations, field);
+    }
+    // A keyless credential (its settings let pullpass's issuer or own cloud
+    // identity stand in for a secret) is created with no secret at all.
+    let mut secret = input.secret;
+    if secret.as_ref().is_some_and(|s| s.is_empty()) && !input.secret_stored && input.settings.keyless_allowed() {
+        secret = None;
+    }
+    if let Some(secret) = &secret {
         if secret.is_empty() {
             violations.add(path("secret"), "is required (a secret cannot be emptied)");
         } else if secret.len() > MAX_SECRET_LEN {
             violations.add(path("secret"), format!("is longer than {MAX_SECRET_LEN} bytes"));
         }
+    } else if !input.secret_stored && !input.settings.keyless_allowed() {
+        violations.add(path("secret"), "is required: this credential has no settings that work without a secret");
+    }
+    let has_secret = secret.is_some() || input.secret_stored;
+    if let ProviderSettings::AwsRole(role) = &input.settings
+        && role.web_identity
+        && has_secret
+    {
+        violations.add(
+            path("aws_role.web_identity"),
+            "presents pullpass's own issuer token, so the credential stores no secret: leave the secret empty (or create a new credential without one)",
+        );
     }
 
     let mut username = input.username;
-    match provider {
-        Some(Provider::Google) => match &input.secret {
+    match (provider, &input.settings) {
+        (Some(Provider::Ecr), ProviderSettings::AwsRole(_)) if !has_secret => {
+            if !username.is_empty() {
+                violations.add(path("username"), "must be empty for an ECR role without an access key");
+            }
+        }
+        (Some(Provider::Google), ProviderSettings::GoogleFederation(federation)) => {
+            if !username.is_empty() && username != federation.service_account {
+                violations
+                    .add(path("username"), "for GOOGLE federation must be empty (it is the service account, if any)");
+            }
+            username = federation.service_account.clone();
+        }
+        (Some(Provider::Quay), ProviderSettings::QuayRobot(robot)) => {
+            if !username.is_empty() && username != robot.robot {
+                violations.add(path("username"), "for QUAY robot federation must be empty or the robot's name");
+            }
+            username = robot.robot.clone();
+        }
+        (Some(Provider::Acr), ProviderSettings::Azure(azure)) => {
+            if !username.is_empty() && username != azure.client_id {
+                violations.add(path("username"), "for ACR must be empty or the client id (it is derived from azure)");
+            }
+            username = azure.client_id.clone();
+        }
+        (Some(Provider::Acr), _) => {}
+        (Some(Provider::Google), _) => match &secret {
             Some(secret) if !secret.is_empty() => match GoogleServiceAccountKey::parse(secret) {
                 Ok(key) => {
                     if username.is_empty() || username == "_json_key" {
@@ -143,7 +196,7 @@ pub fn validate(input: CredentialInput, field: &str) -> Result<CredentialSpec, E
             },
             _ => {}
         },
-        Some(Provider::Ecr) => {
+        (Some(Provider::Ecr), _) => {
             if let Err(problem) = check_aws_access_key_id(&username) {
                 violations.add(path("username"), problem);
             }
@@ -198,12 +251,13 @@ pub fn validate(input: CredentialInput, field: &str) -> Result<CredentialSpec, E
             provider,
             registry,
             username,
-            secret: input.secret,
+            secret,
             allowed_projects,
             allow_passthrough: input.allow_passthrough,
             description: input.description,
             token_realm_allowlist,
             ca_bundle_pem: input.ca_bundle_pem,
+            settings: input.settings,
             normalizations,
         }),
         _ => Err(Error::invalid(path("registry_server"), "is required")),
@@ -217,8 +271,125 @@ pub fn default_registry(provider: Provider) -> Option<&'static str> {
         Provider::Ghcr => Some("ghcr.io"),
         Provider::Quay => Some("quay.io"),
         Provider::Gitlab => Some("registry.gitlab.com"),
-        Provider::Google | Provider::Ecr | Provider::Generic => None,
+        Provider::Google | Provider::Ecr | Provider::Generic | Provider::Acr => None,
     }
+}
+
+/// Which provider each setting is for, and each setting's own rules.
+fn check_settings(provider: Provider, settings: &ProviderSettings, violations: &mut Violations, field: &str) {
+    let path = |name: &str| format!("{field}.{name}");
+    let fits = match settings {
+        ProviderSettings::None => provider != Provider::Acr,
+        ProviderSettings::AwsRole(_) => provider == Provider::Ecr,
+        ProviderSettings::Azure(_) => provider == Provider::Acr,
+        ProviderSettings::GoogleFederation(_) => provider == Provider::Google,
+        ProviderSettings::QuayRobot(_) => provider == Provider::Quay,
+    };
+    if !fits {
+        match settings.field() {
+            Some(name) => violations.add(path(name), format!("does not apply to {} credentials", provider.wire_name())),
+            None => {
+                violations.add(path("azure"), "is required for ACR: the tenant and client id of the app registration")
+            }
+        }
+        return;
+    }
+    match settings {
+        ProviderSettings::None => {}
+        ProviderSettings::AwsRole(role) => {
+            if let Err(problem) = check_role_arn(&role.role_arn) {
+                violations.add(path("aws_role.role_arn"), problem);
+            }
+            let external_ok = role.external_id.is_empty()
+                || ((2..=1224).contains(&role.external_id.len())
+                    && role.external_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b)));
+            if !external_ok {
+                violations.add(
+                    path("aws_role.external_id"),
+                    "must be 2-1224 letters, digits and `+=,.@:/-_` (AWS's rule), or empty",
+                );
+            }
+        }
+        ProviderSettings::Azure(azure) => {
+            let tenant_ok = !azure.tenant_id.is_empty()
+                && azure.tenant_id.len() <= 256
+                && azure.tenant_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            if !tenant_ok {
+                violations.add(path("azure.tenant_id"), "must be the directory (tenant) id: a GUID or a domain name");
+            }
+            if !is_guid(&azure.client_id) {
+                violations.add(path("azure.client_id"), "must be the application (client) id, a GUID");
+            }
+        }
+        ProviderSettings::GoogleFederation(federation) => {
+            let audience = &federation.audience;
+            let ok = audience.len() <= 512
+                && audience.starts_with("//iam.googleapis.com/projects/")
+                && audience.contains("/workloadIdentityPools/")
+                && audience.contains("/providers/")
+                && audience.bytes().all(|b| b.is_ascii_alphanumeric() || b"/.-_".contains(&b));
+            if !ok {
+                violations.add(
+                    path("google_federation.audience"),
+                    "must be the workload identity pool provider: //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER",
+                );
+            }
+            let account = &federation.service_account;
+            let account_ok = account.is_empty()
+                || (account.len() <= 256
+                    && account.split_once('@').is_some_and(|(user, domain)| {
+                        !user.is_empty() && domain.contains('.') && !domain.starts_with('.')
+                    })
+                    && account.bytes().all(|b| b.is_ascii_alphanumeric() || b"@.-_".contains(&b)));
+            if !account_ok {
+                violations.add(
+                    path("google_federation.service_account"),
+                    "must be a service account's email (NAME@PROJECT.iam.gserviceaccount.com), or empty",
+                );
+            }
+        }
+        ProviderSettings::QuayRobot(robot) => {
+            let ok = robot.robot.len() <= 256
+                && robot.robot.split_once('+').is_some_and(|(org, name)| {
+                    !org.is_empty()
+                        && !name.is_empty()
+                        && org.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                });
+            if !ok {
+                violations
+                    .add(path("quay_robot.robot"), "must be ORGANIZATION+ROBOT, in lower case (as Quay names it)");
+            }
+        }
+    }
+}
+
+/// `arn:<partition>:iam::<12 digits>:role/<path/name>`.
+fn check_role_arn(arn: &str) -> Result<(), String> {
+    let problem = || "must be an IAM role ARN: arn:aws:iam::123456789012:role/NAME".to_owned();
+    let rest = arn.strip_prefix("arn:").ok_or_else(problem)?;
+    let (partition, rest) = rest.split_once(':').ok_or_else(problem)?;
+    if !partition.starts_with("aws") || !partition.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+        return Err(problem());
+    }
+    let rest = rest.strip_prefix("iam::").ok_or_else(problem)?;
+    let (account, resource) = rest.split_once(':').ok_or_else(problem)?;
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(problem());
+    }
+    let name = resource.strip_prefix("role/").ok_or_else(problem)?;
+    let ok = !name.is_empty()
+        && name.len() <= 512
+        && !name.ends_with('/')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b));
+    if ok { Ok(()) } else { Err(problem()) }
+}
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hexadecimal.
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn check_registry_for_provider(provider: Provider, registry: &RegistryServer) -> Result<(), String> {
@@ -369,6 +540,63 @@ mod tests {
                 "credential.description",
                 "credential.ca_bundle_pem"
             ]
+        );
+    }
+
+    #[test]
+    fn keyless_settings_need_no_secret_and_fit_one_provider_each() {
+        use crate::domain::credential::{AwsRole, AzureIdentity, QuayRobotFederation};
+        let host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+        let role = |web_identity| {
+            ProviderSettings::AwsRole(AwsRole {
+                role_arn: "arn:aws:iam::123456789012:role/pullpass/ecr-pull".into(),
+                external_id: String::new(),
+                web_identity,
+            })
+        };
+        let keyless = CredentialInput { settings: role(true), ..input(Provider::Ecr, host, "", "") };
+        let spec = validate(keyless, "credential").unwrap();
+        assert!(spec.secret.is_none());
+        // An access key that assumes the role keeps its rules.
+        let with_key =
+            CredentialInput { settings: role(false), ..input(Provider::Ecr, host, "AKIAIOSFODNN7EXAMPLE", "wJalr") };
+        assert!(validate(with_key, "credential").unwrap().secret.is_some());
+        let both = CredentialInput { settings: role(true), ..input(Provider::Ecr, host, "AKIAIOSFODNN7EXAMPLE", "s") };
+        assert_eq!(fields(validate(both, "credential").unwrap_err()), vec!["credential.aws_role.web_identity"]);
+        let bad_arn = CredentialInput {
+            settings: ProviderSettings::AwsRole(AwsRole {
+                role_arn: "arn:aws:iam::123:user/x".into(),
+                external_id: "a b".into(),
+                web_identity: true,
+            }),
+            ..input(Provider::Ecr, host, "", "")
+        };
+        assert_eq!(
+            fields(validate(bad_arn, "credential").unwrap_err()),
+            vec!["credential.aws_role.role_arn", "credential.aws_role.external_id"]
+        );
+        // Settings of another provider, and ACR without its app registration.
+        let misplaced = CredentialInput {
+            settings: ProviderSettings::QuayRobot(QuayRobotFederation { robot: "acme+ci".into() }),
+            ..input(Provider::Ghcr, "", "u", "s")
+        };
+        assert_eq!(fields(validate(misplaced, "credential").unwrap_err()), vec!["credential.quay_robot"]);
+        let bare_acr = input(Provider::Acr, "acme.azurecr.io", "", "s");
+        assert_eq!(fields(validate(bare_acr, "credential").unwrap_err()), vec!["credential.azure"]);
+        let acr = CredentialInput {
+            settings: ProviderSettings::Azure(AzureIdentity {
+                tenant_id: "contoso.onmicrosoft.com".into(),
+                client_id: "00000000-0000-0000-0000-00000000000a".into(),
+            }),
+            ..input(Provider::Acr, "acme.azurecr.io", "", "")
+        };
+        let spec = validate(acr, "credential").unwrap();
+        assert_eq!(spec.username, "00000000-0000-0000-0000-00000000000a");
+        assert!(spec.secret.is_none());
+        // Without keyless settings the secret stays required.
+        assert_eq!(
+            fields(validate(input(Provider::Quay, "", "u", ""), "credential").unwrap_err()),
+            vec!["credential.secret"]
         );
     }
 

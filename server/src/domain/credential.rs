@@ -28,11 +28,13 @@ pub enum Provider {
     Quay = 6,
     /// Any distribution-protocol registry.
     Generic = 7,
+    /// Azure Container Registry through Entra ID.
+    Acr = 8,
 }
 
 impl Provider {
     /// Every provider, in wire order.
-    pub const ALL: [Provider; 7] = [
+    pub const ALL: [Provider; 8] = [
         Provider::DockerHub,
         Provider::Ghcr,
         Provider::Gitlab,
@@ -40,6 +42,7 @@ impl Provider {
         Provider::Ecr,
         Provider::Quay,
         Provider::Generic,
+        Provider::Acr,
     ];
 
     /// From the wire / database number.
@@ -62,12 +65,100 @@ impl Provider {
             Provider::Ecr => "ECR",
             Provider::Quay => "QUAY",
             Provider::Generic => "GENERIC",
+            Provider::Acr => "ACR",
         }
     }
 
     /// Parses a wire name (`GHCR`), case-insensitively.
     pub fn from_wire_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.wire_name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// How a provider is reached where it takes more than a username and a
+/// secret (the proto's `provider_settings` oneof). Checked by
+/// `credentials::spec` against the provider; stored as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderSettings {
+    /// A username and a secret are all it takes.
+    #[default]
+    None,
+    /// ECR: a role to assume.
+    AwsRole(AwsRole),
+    /// ACR: an Entra app registration.
+    Azure(AzureIdentity),
+    /// GOOGLE: workload identity federation.
+    GoogleFederation(GoogleFederation),
+    /// QUAY: robot federation.
+    QuayRobot(QuayRobotFederation),
+}
+
+/// An IAM role pullpass assumes for ECR.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AwsRole {
+    /// `arn:<partition>:iam::<account>:role/<path/name>`.
+    pub role_arn: String,
+    /// Asked for by the role's trust policy, or empty.
+    #[serde(default)]
+    pub external_id: String,
+    /// AssumeRoleWithWebIdentity with pullpass's own issuer token.
+    #[serde(default)]
+    pub web_identity: bool,
+}
+
+/// An Entra app registration for ACR.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AzureIdentity {
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+}
+
+/// Google workload identity federation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GoogleFederation {
+    /// `//iam.googleapis.com/projects/…/providers/…`.
+    pub audience: String,
+    /// A service account to impersonate, or empty.
+    #[serde(default)]
+    pub service_account: String,
+}
+
+/// Quay robot federation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuayRobotFederation {
+    /// `<organization>+<robot>`.
+    pub robot: String,
+}
+
+impl ProviderSettings {
+    /// The wire name of the oneof field that is set, if any.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            ProviderSettings::None => None,
+            ProviderSettings::AwsRole(_) => Some("aws_role"),
+            ProviderSettings::Azure(_) => Some("azure"),
+            ProviderSettings::GoogleFederation(_) => Some("google_federation"),
+            ProviderSettings::QuayRobot(_) => Some("quay_robot"),
+        }
+    }
+
+    /// Does a credential with these settings work without a stored secret
+    /// (pullpass's issuer or its own cloud identity stands in for it)?
+    pub fn keyless_allowed(&self) -> bool {
+        !matches!(self, ProviderSettings::None)
+    }
+
+    /// Does the flow use a token from pullpass's own issuer?
+    pub fn uses_issuer(&self, secret_set: bool) -> bool {
+        match self {
+            ProviderSettings::None => false,
+            ProviderSettings::AwsRole(role) => role.web_identity,
+            ProviderSettings::Azure(_) => !secret_set,
+            ProviderSettings::GoogleFederation(_) | ProviderSettings::QuayRobot(_) => true,
+        }
     }
 }
 
@@ -151,8 +242,11 @@ pub struct Credential {
     pub registry: RegistryServer,
     /// User name presented to the registry.
     pub username: String,
-    /// 1 at creation, +1 per secret rotation.
+    /// 0 while no secret is stored (a keyless credential); 1 once one is,
+    /// +1 per secret rotation.
     pub secret_version: u64,
+    /// How the provider is reached beyond username and secret.
+    pub settings: ProviderSettings,
     /// Projects served; empty = all.
     pub allowed_projects: Vec<ProjectName>,
     /// May the raw secret be handed out to basic-only registries?
@@ -173,6 +267,11 @@ pub struct Credential {
 }
 
 impl Credential {
+    /// Is a secret stored?
+    pub fn secret_set(&self) -> bool {
+        self.secret_version > 0
+    }
+
     /// May this credential serve `project` (None = a caller without project)?
     pub fn allows_project(&self, project: Option<&ProjectName>) -> bool {
         self.allowed_projects.is_empty() || project.is_some_and(|p| self.allowed_projects.contains(p))

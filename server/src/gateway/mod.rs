@@ -40,6 +40,7 @@ pub struct Gateway {
     pulls: Pulls,
     timeout: Duration,
     limiter: Option<Arc<RateLimiter>>,
+    issuer: Option<Arc<crate::issuer::Issuer>>,
 }
 
 impl Gateway {
@@ -48,7 +49,14 @@ impl Gateway {
     /// if it never stalls), and limiting each token's requests with
     /// `limiter` (shared with the gRPC API) when given.
     pub fn new(pulls: Pulls, timeout: Duration, limiter: Option<Arc<RateLimiter>>) -> Self {
-        Self { pulls, timeout, limiter }
+        Self { pulls, timeout, limiter, issuer: None }
+    }
+
+    /// Also publishes `issuer`'s discovery document and key set (no
+    /// authentication: clouds fetch them).
+    pub fn with_issuer(mut self, issuer: Option<Arc<crate::issuer::Issuer>>) -> Self {
+        self.issuer = issuer;
+        self
     }
 
     /// Answers one request from `client`. Never fails: errors are
@@ -73,6 +81,13 @@ impl Gateway {
     }
 
     async fn respond<B>(&self, request: &Request<B>, log: &mut RequestLog) -> Result<Response<Body>, GatewayError> {
+        if let Some(issuer) = &self.issuer
+            && let Some(document) =
+                crate::issuer::documents::respond(issuer, request.method(), request.uri().path()).await
+        {
+            log.kind = "issuer";
+            return Ok(document.map(response::text_body));
+        }
         let presented = credentials::basic(request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()))
             .ok_or_else(|| {
                 GatewayError::unauthorized(

@@ -22,6 +22,12 @@ use crate::pulls::{Blob, ManifestAnswer, PullError, Tags};
 /// The body of every gateway response.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
+/// A body of `text`.
+pub fn text_body(text: String) -> Body {
+    use http_body_util::BodyExt as _;
+    http_body_util::Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed()
+}
+
 fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }

@@ -129,6 +129,7 @@ struct Metrics {
     upstream_latency: Histograms<KindLabel>,
     upstream_rate_limited: Family<KindLabel, Counter>,
     upstream_held_back: Counter,
+    issuer_tokens_minted: Counter,
     change_feed_staleness: Gauge<f64, std::sync::atomic::AtomicU64>,
     stale_refusals: Counter,
     upstream_shed: Family<KindLabel, Counter>,
@@ -156,6 +157,7 @@ impl Metrics {
             upstream_latency: Family::new_with_constructor(latency_histogram),
             upstream_rate_limited: Family::default(),
             upstream_held_back: Counter::default(),
+            issuer_tokens_minted: Counter::default(),
             change_feed_staleness: Gauge::default(),
             stale_refusals: Counter::default(),
             upstream_shed: Family::default(),
@@ -207,6 +209,11 @@ impl Metrics {
             "pullpass_upstream_held_back",
             "Token exchanges not attempted because a Retry-After from the registry (seen here or by another replica) had not passed.",
             m.upstream_held_back.clone(),
+        );
+        registry.register(
+            "pullpass_issuer_tokens_minted",
+            "Federation JWTs pullpass signed as an OIDC issuer, for a cloud's token exchange (never given to callers).",
+            m.issuer_tokens_minted.clone(),
         );
         registry.register(
             "pullpass_change_feed_staleness_seconds",
@@ -399,6 +406,10 @@ pub enum UpstreamKind {
     Registry,
     /// An identity provider's discovery document or key set.
     IdentityKeys,
+    /// AWS STS (`AssumeRole`, `AssumeRoleWithWebIdentity`).
+    Sts,
+    /// pullpass's own AWS identity: container or instance metadata.
+    AwsMetadata,
 }
 
 impl UpstreamKind {
@@ -411,6 +422,8 @@ impl UpstreamKind {
             UpstreamKind::Ecr => "upstream.ecr",
             UpstreamKind::Registry => "upstream.registry",
             UpstreamKind::IdentityKeys => "upstream.identity_keys",
+            UpstreamKind::Sts => "upstream.sts",
+            UpstreamKind::AwsMetadata => "upstream.aws_metadata",
         }
     }
 
@@ -422,6 +435,8 @@ impl UpstreamKind {
             UpstreamKind::Ecr => "ecr",
             UpstreamKind::Registry => "registry",
             UpstreamKind::IdentityKeys => "identity_keys",
+            UpstreamKind::Sts => "sts",
+            UpstreamKind::AwsMetadata => "aws_metadata",
         }
     }
 }
@@ -475,7 +490,14 @@ pub fn stale_refusal() {
     }
 }
 
-/// An exchange was held back by a `Retry-After` not yet passed.
+/// pullpass signed a federation JWT.
+pub fn issuer_token_minted() {
+    if let Some(m) = on() {
+        m.issuer_tokens_minted.inc();
+    }
+}
+
+/// An exchange was not attempted: a `Retry-After` had not passed.
 pub fn upstream_held_back() {
     if let Some(m) = on() {
         m.upstream_held_back.inc();

@@ -86,6 +86,7 @@ const TABLES: &[Table] = &[
             ("create_time", I64),
             ("update_time", I64),
             ("last_used_time", OptI64),
+            ("provider_settings", Text),
         ],
     },
     Table {

@@ -513,6 +513,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// What the database knows, read without writing.
     async fn facts(&self) -> Result<DatabaseFacts, Error>;
+    /// The issuer's signing key set as stored (`issuer::keys`' JSON, private
+    /// keys sealed), or `None` before the first key.
+    async fn signing_keys(&self) -> Result<Option<String>, Error>;
+    /// Replaces the signing key set if it is still `expected` (what the
+    /// caller read; `None`: no set yet), with its audit events. False when
+    /// another process changed it first.
+    async fn replace_signing_keys(
+        &self,
+        expected: Option<&str>,
+        keys: &str,
+        events: &[AuditEvent],
+    ) -> Result<bool, Error>;
     /// Records key-check values of keys new to the database, and the active
     /// key id.
     async fn record_keys(&self, checks: &[(String, Vec<u8>)], active: &str) -> Result<(), Error>;
@@ -729,3 +741,5 @@ pub(crate) fn format_checkpoint((seq, hash): ChainLink) -> String {
 pub const CHECKPOINT_KEY: &str = "audit_checkpoint";
 /// Meta key: the master key id new secrets were last sealed under.
 pub const ACTIVE_KEY_ID: &str = "active_key_id";
+/// Meta key of the issuer's signing key set.
+pub const SIGNING_KEYS: &str = "issuer_signing_keys";

@@ -6,7 +6,7 @@ use pullpass::registry::{RegistryHost, RegistryServer};
 
 use super::{StoreError, decode_list, encode_list};
 use crate::domain::audit::{AuditEvent, AuditRecord};
-use crate::domain::credential::{RealmOrigin, StoredCredential};
+use crate::domain::credential::{ProviderSettings, RealmOrigin, StoredCredential};
 use crate::domain::{
     AccessTokenId, AccessTokenRecord, Credential, CredentialId, CredentialName, CredentialUid, IdentityBinding,
     IdentityBindingId, IdentityBindingName, IdentityProvider, IdentityProviderId, KeySource, ProjectName, Provider,
@@ -36,6 +36,8 @@ pub struct CredentialRow {
     pub create_time: i64,
     pub update_time: i64,
     pub last_used_time: Option<i64>,
+    /// `ProviderSettings` as JSON; empty for none.
+    pub provider_settings: String,
     pub secret_kek_id: String,
     pub secret_wrapped_dek: Vec<u8>,
     pub secret_ciphertext: Vec<u8>,
@@ -64,6 +66,10 @@ impl CredentialRow {
             create_time: c.create_time.as_micros(),
             update_time: c.update_time.as_micros(),
             last_used_time: c.last_used_time.map(Timestamp::as_micros),
+            provider_settings: match &c.settings {
+                ProviderSettings::None => String::new(),
+                settings => serde_json::to_string(settings).unwrap_or_default(),
+            },
             secret_kek_id: stored.sealed.kek_id.clone(),
             secret_wrapped_dek: stored.sealed.wrapped_dek.clone(),
             secret_ciphertext: stored.sealed.ciphertext.clone(),
@@ -100,6 +106,11 @@ impl CredentialRow {
             create_time: Timestamp::from_micros(self.create_time),
             update_time: Timestamp::from_micros(self.update_time),
             last_used_time: self.last_used_time.map(Timestamp::from_micros),
+            settings: if self.provider_settings.is_empty() {
+                ProviderSettings::None
+            } else {
+                serde_json::from_str(&self.provider_settings).map_err(|_| corrupt("provider settings"))?
+            },
         })
     }
 

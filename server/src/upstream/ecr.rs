@@ -1,14 +1,24 @@
 //! Amazon ECR: `GetAuthorizationToken`, signed with SigV4, returns a
-//! 12-hour password for user `AWS`. It is already short-lived, so it is
-//! handed out as a BASIC lease (not passthrough). ECR tokens cover the whole
-//! registry, not one repository, so the lease has no granted scope.
+//! password for user `AWS` (12 hours, or the signing session's remaining
+//! life). It is already short-lived, so it is handed out as a BASIC lease
+//! (not passthrough).
+//!
+//! Signed with a stored access key, the token reaches every repository the
+//! key can read, so the lease has no granted scope. With a role
+//! ([`by_role`]), pullpass first assumes it through STS with an inline
+//! session policy that allows image reads on the requested repository's ARN
+//! only: the session's permissions are the intersection of the role's and
+//! the policy's, so the token pulls that repository and nothing else, and
+//! the lease says so.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::{StatusCode, Url};
 
-use super::sigv4::{self, AwsKey, SignedRequest};
+use super::sigv4::{self, SignedRequest};
+use super::sts::{self, AwsCredentials, Proof, RoleRequest};
 use super::{Exchange, Failure, Upstream, failure_of, retry_after};
+use crate::domain::credential::AwsRole;
 use crate::domain::{Accept, Grant, Lease, LeaseSecret, Timestamp};
 use crate::providers::ecr::ecr_region;
 use crate::secret::SecretBytes;
@@ -44,57 +54,160 @@ struct AwsError {
     kind: Option<String>,
 }
 
+/// The shortest session STS grants, and what pullpass asks for: the lease
+/// needs no more (the cache fetches a new one when it runs low).
+pub const SESSION: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// Runs `GetAuthorizationToken` with the credential's access key.
 pub async fn authorization_token(
     upstream: &Upstream,
     exchange: Exchange<'_>,
     secret: &SecretBytes,
 ) -> Result<Lease, Failure> {
+    let credential = exchange.credential;
+    let key = AwsCredentials {
+        access_key_id: credential.username.clone(),
+        secret_access_key: secret.clone(),
+        session_token: None,
+        expiration: None,
+    };
+    get_authorization_token(upstream, exchange, &key).await
+}
+
+/// Assumes the credential's role narrowed to the requested repository, then
+/// runs `GetAuthorizationToken` as that session. The role is assumed with
+/// pullpass's issuer token (`web_identity`), the credential's access key,
+/// or pullpass's own AWS identity, in that order of preference.
+pub async fn by_role(
+    upstream: &Upstream,
+    exchange: Exchange<'_>,
+    role: &AwsRole,
+    secret: &SecretBytes,
+) -> Result<Lease, Failure> {
+    refuse_bearer_only(exchange)?;
+    let credential = exchange.credential;
+    let host = credential.registry.host().as_str();
+    let region = ecr_region(host).ok_or_else(|| Failure::Misconfigured(format!("`{host}` is not an ECR registry")))?;
+    let pull = pullpass::scope::Scope::new(exchange.scope.repository(), ["pull".to_owned()]);
+    let granted = exchange.scope.intersect(&pull);
+    if granted.is_empty() {
+        return Err(Failure::NoAccess);
+    }
+    let policy = session_policy(&role.role_arn, host, region, exchange.scope.repository());
+    let session_name = sts::session_name(credential.name.workspace.as_str(), credential.name.credential.as_str());
+    let request = RoleRequest {
+        role_arn: &role.role_arn,
+        session_name: &session_name,
+        policy: Some(&policy),
+        duration: SESSION,
+        external_id: &role.external_id,
+        region,
+        registry_host: host,
+    };
+    let session = if role.web_identity {
+        let token = upstream.federation_token(credential, AWS_AUDIENCE).await?;
+        sts::assume_role(upstream, &request, Proof::WebIdentity(&token), &credential.ca_bundle_pem, exchange.deadline)
+            .await
+    } else if credential.secret_set() {
+        let key = AwsCredentials {
+            access_key_id: credential.username.clone(),
+            secret_access_key: secret.clone(),
+            session_token: None,
+            expiration: None,
+        };
+        sts::assume_role(upstream, &request, Proof::Signed(&key), &credential.ca_bundle_pem, exchange.deadline).await
+    } else {
+        let own = upstream.aws_identity().credentials(upstream, region, host, exchange.deadline).await?;
+        sts::assume_role(upstream, &request, Proof::Signed(&own), &credential.ca_bundle_pem, exchange.deadline).await
+    }
+    .map_err(|failure| match failure {
+        Failure::Rejected(why) => Failure::Rejected(format!("the role was not assumed: {why}")),
+        other => other,
+    })?;
+    let mut lease = get_authorization_token(upstream, exchange, &session).await?;
+    if let Some(end) = session.expiration {
+        lease.expire_time = lease.expire_time.min(end);
+    }
+    lease.granted = Some(granted);
+    Ok(lease)
+}
+
+/// The `aud` of the token pullpass presents to STS (what an IAM OIDC
+/// provider's client id list names by default).
+pub const AWS_AUDIENCE: &str = "sts.amazonaws.com";
+
+/// The inline session policy: image reads on one repository, and the
+/// token call (which has no resource).
+pub fn session_policy(role_arn: &str, host: &str, region: &str, repository: &str) -> String {
+    let partition = role_arn.split(':').nth(1).filter(|p| p.starts_with("aws")).unwrap_or("aws");
+    let account = host.split('.').next().unwrap_or_default();
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                "Resource": format!("arn:{partition}:ecr:{region}:{account}:repository/{repository}"),
+            },
+            {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        ],
+    });
+    policy.to_string()
+}
+
+fn refuse_bearer_only(exchange: Exchange<'_>) -> Result<(), Failure> {
     if exchange.accept == Accept::BearerOnly {
         return Err(Failure::FormUnavailable(
             "ECR issues a username and password, and the caller accepts only bearer tokens".into(),
         ));
     }
+    Ok(())
+}
+
+/// `GetAuthorizationToken`, signed with `key` (and its session token).
+async fn get_authorization_token(
+    upstream: &Upstream,
+    exchange: Exchange<'_>,
+    key: &AwsCredentials,
+) -> Result<Lease, Failure> {
+    refuse_bearer_only(exchange)?;
     let credential = exchange.credential;
     let host = credential.registry.host().as_str();
     let region = ecr_region(host).ok_or_else(|| Failure::Misconfigured(format!("`{host}` is not an ECR registry")))?;
     let url = Url::parse(&endpoint(upstream, region, host))
         .map_err(|_| Failure::Misconfigured("the ECR endpoint is not a URL".into()))?;
     upstream.config().realm.check_transport(&url).map_err(Failure::Refused)?;
-    let secret_key =
-        secret.expose_str().ok_or_else(|| Failure::Misconfigured("the secret access key is not UTF-8".into()))?;
-    let api_host = match url.port() {
-        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-        None => url.host_str().unwrap_or_default().to_owned(),
-    };
+    let api_host = sts::authority(&url);
     let amz_date = sigv4::amz_date(Timestamp::now());
     let body = b"{}";
-    let authorization = sigv4::authorization(
-        &SignedRequest {
-            method: "POST",
-            path: url.path(),
-            host: &api_host,
-            headers: &[("content-type", CONTENT_TYPE), ("x-amz-target", TARGET)],
-            body,
-        },
-        AwsKey { access_key_id: &credential.username, secret_access_key: secret_key },
+    let mut signed_headers = vec![("content-type", CONTENT_TYPE), ("x-amz-target", TARGET)];
+    if let Some(token) = key.token() {
+        signed_headers.push(("x-amz-security-token", token));
+    }
+    let authorization = zeroize::Zeroizing::new(sigv4::authorization(
+        &SignedRequest { method: "POST", path: url.path(), host: &api_host, headers: &signed_headers, body },
+        key.key()?,
         region,
         "ecr",
         &amz_date,
-    );
+    ));
     let client = upstream.http().client_for(&credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
     let reply = upstream
         .http()
         .send(
             crate::metrics::UpstreamKind::Ecr,
             || {
-                client
+                let request = client
                     .post(url.clone())
                     .header("content-type", CONTENT_TYPE)
                     .header("x-amz-target", TARGET)
                     .header("x-amz-date", &amz_date)
-                    .header("authorization", &authorization)
-                    .body(body.as_slice())
+                    .header("authorization", authorization.as_str())
+                    .body(body.as_slice());
+                match key.token() {
+                    Some(token) => request.header("x-amz-security-token", token),
+                    None => request,
+                }
             },
             exchange.deadline,
         )

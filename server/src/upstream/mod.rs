@@ -4,7 +4,14 @@
 //! * [`token_flow`]: the distribution token flow (Docker Hub, GHCR, GitLab,
 //!   Quay, generic registries), and passthrough for Basic-only registries;
 //! * [`google`]: service-account JWT → OAuth access token → registry token;
-//! * [`ecr`]: SigV4-signed `GetAuthorizationToken` ([`sigv4`]).
+//! * [`ecr`]: SigV4-signed `GetAuthorizationToken` ([`sigv4`]), with an
+//!   access key or a role assumed through [`sts`] and narrowed to one
+//!   repository (as pullpass's issuer, with a key, or as pullpass's own AWS
+//!   identity: [`aws_identity`]).
+//!
+//! Flows that federate ask [`FederationTokens`] (pullpass's OIDC issuer,
+//! `crate::issuer`) for a JWT naming the credential; it goes only to the
+//! cloud endpoint that exchanges it.
 //!
 //! [`content`] reads manifests, blobs and tag lists with an issued lease,
 //! for the pull gateway.
@@ -15,6 +22,7 @@
 //!
 //! This module knows nothing of gRPC, SQL or the lease cache.
 
+pub mod aws_identity;
 pub mod budget;
 pub mod challenge;
 pub mod content;
@@ -23,6 +31,7 @@ pub mod google;
 pub mod http;
 pub mod realm;
 pub mod sigv4;
+pub mod sts;
 pub mod token_flow;
 
 use std::collections::HashMap;
@@ -32,6 +41,7 @@ use std::time::{Duration, Instant};
 use pullpass::reason;
 use pullpass::scope::Scope;
 
+use crate::domain::credential::ProviderSettings;
 use crate::domain::{Accept, Credential, CredentialName, CredentialUid, Lease, Provider};
 use crate::error::Error;
 use crate::secret::SecretBytes;
@@ -50,6 +60,27 @@ pub struct UpstreamConfig {
     pub ecr_endpoint: Option<String>,
     /// Lifetime announced for passthrough leases.
     pub passthrough_ttl: Duration,
+    /// AWS endpoints and pullpass's own AWS identity.
+    pub aws: AwsConfig,
+}
+
+/// AWS settings: the operator's endpoints (the AWS SDKs' standard
+/// `AWS_ENDPOINT_URL_STS` / `AWS_ENDPOINT_URL`) and the environment
+/// pullpass's own identity comes from.
+#[derive(Debug, Clone, Default)]
+pub struct AwsConfig {
+    /// STS endpoint override; default `https://sts.{region}.amazonaws.com/`.
+    pub sts_endpoint: Option<String>,
+    /// Where pullpass's own AWS credentials come from.
+    pub environment: aws_identity::AwsEnvironment,
+}
+
+/// Tokens from pullpass's own OIDC issuer, for the flows that federate.
+#[async_trait::async_trait]
+pub trait FederationTokens: Send + Sync + std::fmt::Debug {
+    /// A short-lived JWT with `sub` = the credential's name and `aud` =
+    /// `audience`.
+    async fn token(&self, credential: &CredentialName, audience: &str) -> Result<SecretBytes, Error>;
 }
 
 impl Default for UpstreamConfig {
@@ -59,6 +90,7 @@ impl Default for UpstreamConfig {
             google_token_uris: vec![google::DEFAULT_TOKEN_URI.to_owned()],
             ecr_endpoint: None,
             passthrough_ttl: Duration::from_secs(300),
+            aws: AwsConfig::default(),
         }
     }
 }
@@ -196,6 +228,8 @@ pub struct Upstream {
     /// tenant's rate limit does not block the others.
     not_before: Mutex<HashMap<(CredentialUid, String), Instant>>,
     google_tokens: google::AccessTokenCache,
+    aws_identity: aws_identity::AwsIdentity,
+    federation: Option<std::sync::Arc<dyn FederationTokens>>,
 }
 
 /// How long a registry's `/v2/` challenge is remembered.
@@ -205,12 +239,36 @@ impl Upstream {
     /// Upstream access with `config`.
     pub fn new(config: UpstreamConfig) -> Result<Self, String> {
         Ok(Self {
-            config,
             http: Http::new()?,
             challenges: Mutex::default(),
             not_before: Mutex::default(),
             google_tokens: google::AccessTokenCache::default(),
+            aws_identity: aws_identity::AwsIdentity::new(config.aws.environment.clone())?,
+            config,
+            federation: None,
         })
+    }
+
+    /// Federating flows get their tokens from `issuer`.
+    pub fn with_federation(mut self, issuer: Option<std::sync::Arc<dyn FederationTokens>>) -> Self {
+        self.federation = issuer;
+        self
+    }
+
+    /// pullpass's own AWS identity.
+    pub fn aws_identity(&self) -> &aws_identity::AwsIdentity {
+        &self.aws_identity
+    }
+
+    /// A token from pullpass's issuer for `credential`, or why there is none.
+    pub async fn federation_token(&self, credential: &Credential, audience: &str) -> Result<SecretBytes, Failure> {
+        let issuer = self.federation.as_ref().ok_or_else(|| {
+            Failure::Misconfigured(
+                "federates with pullpass's own OIDC issuer, and this server has none: start it with --issuer-url"
+                    .into(),
+            )
+        })?;
+        issuer.token(&credential.name, audience).await.map_err(|e| Failure::Misconfigured(format!("the issuer: {e}")))
     }
 
     /// The settings.
@@ -234,7 +292,11 @@ impl Upstream {
             return Err(held);
         }
         let result = match exchange.credential.provider {
-            Provider::Ecr => ecr::authorization_token(self, exchange, secret).await,
+            Provider::Ecr => match &exchange.credential.settings {
+                ProviderSettings::AwsRole(role) => ecr::by_role(self, exchange, role, secret).await,
+                _ => ecr::authorization_token(self, exchange, secret).await,
+            },
+            Provider::Acr => Err(Failure::Misconfigured("ACR is not available yet".into())),
             Provider::Google => google::exchange(self, exchange, secret).await,
             Provider::DockerHub | Provider::Ghcr | Provider::Gitlab | Provider::Quay | Provider::Generic => {
                 let password = secret

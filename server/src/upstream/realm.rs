@@ -176,6 +176,7 @@ mod tests {
             registry: RegistryServer::parse(registry).unwrap().server,
             username: "u".into(),
             secret_version: 1,
+            settings: Default::default(),
             allowed_projects: vec![],
             allow_passthrough: false,
             token_realm_allowlist: allow.iter().map(|o| RealmOrigin::parse(o).unwrap()).collect(),

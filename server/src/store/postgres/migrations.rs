@@ -198,6 +198,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX identity_bindings_by_provider ON identity_bindings (provider_id);
     "#,
+    // 8: cloud registries without stored keys: how a provider is reached
+    // beyond username and secret, as JSON; empty for none (as on SQLite).
+    r#"
+    ALTER TABLE credentials ADD COLUMN provider_settings TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 /// The schema version this binary creates and understands.

@@ -61,7 +61,8 @@ pub(crate) const IDLE_IN_TRANSACTION: &str = "SET LOCAL idle_in_transaction_sess
 
 const CREDENTIAL_COLUMNS: &str = "workspace_id, credential_id, uid, provider, registry_host, registry_namespace, \
      username, secret_version, allowed_projects, allow_passthrough, token_realm_allowlist, ca_bundle_pem, \
-     description, create_time, update_time, secret_kek_id, secret_wrapped_dek, secret_ciphertext, last_used_time";
+     description, create_time, update_time, secret_kek_id, secret_wrapped_dek, secret_ciphertext, last_used_time, \
+     provider_settings";
 const SESSION_COLUMNS: &str = "id_hash, kind, token_id, create_time, expire_time, last_seen";
 const TOKEN_COLUMNS: &str =
     "id, workspace_id, role, projects, token_hash, description, create_time, expire_time, revoke_time, last_used_time";
@@ -402,6 +403,7 @@ fn credential_row(row: &Row) -> CredentialRow {
         secret_wrapped_dek: row.get(16),
         secret_ciphertext: row.get(17),
         last_used_time: row.get(18),
+        provider_settings: row.get(19),
     }
 }
 
@@ -497,7 +499,7 @@ async fn insert_credential(
     let statement = tx
         .prepare_cached(&format!(
             "INSERT INTO credentials ({CREDENTIAL_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
              ON CONFLICT (workspace_id, credential_id) DO NOTHING"
         ))
         .await?;
@@ -523,6 +525,7 @@ async fn insert_credential(
             &r.secret_wrapped_dek,
             &r.secret_ciphertext,
             &r.last_used_time,
+            &r.provider_settings,
         ],
     )
     .await
@@ -730,7 +733,7 @@ impl Backend for PgStore {
                     "UPDATE credentials SET registry_host = $3, registry_namespace = $4, username = $5, \
                      secret_version = $6, allowed_projects = $7, allow_passthrough = $8, token_realm_allowlist = $9, \
                      ca_bundle_pem = $10, description = $11, update_time = $12, secret_kek_id = $13, \
-                     secret_wrapped_dek = $14, secret_ciphertext = $15 \
+                     secret_wrapped_dek = $14, secret_ciphertext = $15, provider_settings = $16 \
                      WHERE workspace_id = $1 AND credential_id = $2",
                     &[
                         &r.workspace_id,
@@ -748,6 +751,7 @@ impl Backend for PgStore {
                         &r.secret_kek_id,
                         &r.secret_wrapped_dek,
                         &r.secret_ciphertext,
+                        &r.provider_settings,
                     ],
                 )
                 .await?;
@@ -1419,6 +1423,47 @@ impl Backend for PgStore {
             let client = self.client().await?;
             let version = migrations::current_version(&client).await?;
             Ok(read_facts(&**client, version).await?)
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> Result<Option<String>, Error> {
+        let rows = self.query("SELECT value FROM meta WHERE key = $1", &[&super::SIGNING_KEYS]).await?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    async fn replace_signing_keys(
+        &self,
+        expected: Option<&str>,
+        keys: &str,
+        events: &[AuditEvent],
+    ) -> Result<bool, Error> {
+        let (expected, keys, events) = (expected.map(str::to_owned), keys.to_owned(), events.to_vec());
+        self.mutate(move |tx| {
+            let (expected, keys, events) = (expected.clone(), keys.clone(), events.clone());
+            Box::pin(async move {
+                // The row is locked (or, before the first key, the insert
+                // conflicts), so two processes cannot both replace one set.
+                let current: Option<String> = tx
+                    .query_opt("SELECT value FROM meta WHERE key = $1 FOR UPDATE", &[&super::SIGNING_KEYS])
+                    .await?
+                    .map(|r| r.get(0));
+                if current != expected {
+                    return Ok(false);
+                }
+                let changed = tx
+                    .execute(
+                        "INSERT INTO meta (key, value) VALUES ($1, $2) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE meta.value = $3",
+                        &[&super::SIGNING_KEYS, &keys, &expected.as_deref().unwrap_or("")],
+                    )
+                    .await?;
+                if changed == 0 {
+                    return Ok(false);
+                }
+                tx.audit(&events)?;
+                Ok(true)
+            })
         })
         .await
     }

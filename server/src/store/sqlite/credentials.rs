@@ -10,7 +10,7 @@ use crate::store::{CredentialFilter, RowCursor, StoreError};
 
 const META_COLUMNS: &str = "workspace_id, credential_id, uid, provider, registry_host, registry_namespace, \
      username, secret_version, allowed_projects, allow_passthrough, token_realm_allowlist, ca_bundle_pem, \
-     description, create_time, update_time, last_used_time";
+     description, create_time, update_time, last_used_time, provider_settings";
 const SEALED_COLUMNS: &str = "secret_kek_id, secret_wrapped_dek, secret_ciphertext";
 
 fn row_of(row: &Row<'_>, with_secret: bool) -> Result<CredentialRow, StoreError> {
@@ -31,9 +31,10 @@ fn row_of(row: &Row<'_>, with_secret: bool) -> Result<CredentialRow, StoreError>
         create_time: row.get(13)?,
         update_time: row.get(14)?,
         last_used_time: row.get(15)?,
-        secret_kek_id: if with_secret { row.get(16)? } else { String::new() },
-        secret_wrapped_dek: if with_secret { row.get(17)? } else { Vec::new() },
-        secret_ciphertext: if with_secret { row.get(18)? } else { Vec::new() },
+        provider_settings: row.get(16)?,
+        secret_kek_id: if with_secret { row.get(17)? } else { String::new() },
+        secret_wrapped_dek: if with_secret { row.get(18)? } else { Vec::new() },
+        secret_ciphertext: if with_secret { row.get(19)? } else { Vec::new() },
     })
 }
 
@@ -50,7 +51,7 @@ pub fn insert(conn: &Connection, stored: &StoredCredential) -> Result<(), StoreE
     let r = CredentialRow::of(stored);
     conn.prepare_cached(&format!(
         "INSERT INTO credentials ({META_COLUMNS}, {SEALED_COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
     ))?
     .execute(params![
         r.workspace_id,
@@ -69,6 +70,7 @@ pub fn insert(conn: &Connection, stored: &StoredCredential) -> Result<(), StoreE
         r.create_time,
         r.update_time,
         r.last_used_time,
+        r.provider_settings,
         r.secret_kek_id,
         r.secret_wrapped_dek,
         r.secret_ciphertext,
@@ -85,7 +87,7 @@ pub fn replace(conn: &Connection, stored: &StoredCredential) -> Result<bool, Sto
             "UPDATE credentials SET registry_host = ?3, registry_namespace = ?4, username = ?5, \
              secret_version = ?6, allowed_projects = ?7, allow_passthrough = ?8, token_realm_allowlist = ?9, \
              ca_bundle_pem = ?10, description = ?11, update_time = ?12, secret_kek_id = ?13, \
-             secret_wrapped_dek = ?14, secret_ciphertext = ?15 \
+             secret_wrapped_dek = ?14, secret_ciphertext = ?15, provider_settings = ?17 \
              WHERE workspace_id = ?1 AND credential_id = ?2 AND uid = ?16",
         )?
         .execute(params![
@@ -105,6 +107,7 @@ pub fn replace(conn: &Connection, stored: &StoredCredential) -> Result<bool, Sto
             r.secret_wrapped_dek,
             r.secret_ciphertext,
             r.uid,
+            r.provider_settings,
         ])?;
     Ok(changed > 0)
 }

@@ -167,6 +167,13 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX identity_bindings_by_provider ON identity_bindings (provider_id);
     "#,
+    // 7: cloud registries without stored keys: how a provider is reached
+    // beyond username and secret (ECR roles, ACR's app registration,
+    // Google and Quay federation), as JSON; empty for none. A keyless
+    // credential has secret_version 0.
+    r#"
+    ALTER TABLE credentials ADD COLUMN provider_settings TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 /// The schema version this binary creates and understands.

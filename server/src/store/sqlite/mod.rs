@@ -747,6 +747,28 @@ impl Backend for SqliteStore {
         .await
     }
 
+    async fn signing_keys(&self) -> Result<Option<String>, Error> {
+        self.read(|conn| Ok(meta::get(conn, super::SIGNING_KEYS)?)).await
+    }
+
+    async fn replace_signing_keys(
+        &self,
+        expected: Option<&str>,
+        keys: &str,
+        events: &[AuditEvent],
+    ) -> Result<bool, Error> {
+        let (expected, keys, events) = (expected.map(str::to_owned), keys.to_owned(), events.to_vec());
+        self.write_with(move |this, conn| {
+            if meta::get(conn, super::SIGNING_KEYS)? != expected {
+                return Ok(false);
+            }
+            meta::set(conn, super::SIGNING_KEYS, &keys)?;
+            this.append(conn, &events)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn record_keys(&self, checks: &[(String, Vec<u8>)], active: &str) -> Result<(), Error> {
         let (checks, active) = (checks.to_vec(), active.to_owned());
         self.write(move |conn| {
