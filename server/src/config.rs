@@ -130,6 +130,22 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLPASS_ECR_ENDPOINT", value_name = "URL")]
     pub ecr_endpoint: Option<String>,
 
+    /// Entra ID's authority host, for ACR credentials (tokens come from
+    /// `HOST/TENANT/oauth2/v2.0/token`); for sovereign clouds, such as
+    /// https://login.microsoftonline.us. [default: https://login.microsoftonline.com]
+    #[arg(long, env = "PULLPASS_ENTRA_AUTHORITY_HOST", value_name = "URL")]
+    pub entra_authority_host: Option<String>,
+
+    /// Google's Security Token Service endpoint, for GOOGLE credentials
+    /// that federate. [default: https://sts.googleapis.com/v1/token]
+    #[arg(long, env = "PULLPASS_GOOGLE_STS_ENDPOINT", value_name = "URL")]
+    pub google_sts_endpoint: Option<String>,
+
+    /// Google's IAM Credentials endpoint, for federated GOOGLE credentials
+    /// that impersonate a service account. [default: https://iamcredentials.googleapis.com]
+    #[arg(long, env = "PULLPASS_GOOGLE_IAM_CREDENTIALS_ENDPOINT", value_name = "URL")]
+    pub google_iam_credentials_endpoint: Option<String>,
+
     /// Lifetime announced for passthrough leases (the stored secret handed
     /// out where a registry has no token exchange). [default: 300]
     #[arg(long, env = "PULLPASS_PASSTHROUGH_TTL", value_name = "SECONDS")]
@@ -320,6 +336,9 @@ pub struct FileSettings {
     insecure_registries: Option<Vec<String>>,
     google_token_uris: Option<Vec<String>>,
     ecr_endpoint: Option<String>,
+    entra_authority_host: Option<String>,
+    google_sts_endpoint: Option<String>,
+    google_iam_credentials_endpoint: Option<String>,
     passthrough_ttl: Option<u64>,
     lease_cache_size: Option<usize>,
     max_staleness: Option<u64>,
@@ -413,6 +432,9 @@ pub struct IssuerSettings {
     pub url: crate::issuer::IssuerUrl,
     /// A listener of its own for the documents, if any.
     pub listen: Option<SocketAddr>,
+    /// `--dev` without `--issuer-url`: the URL is the gateway's bound
+    /// address (which may be an ephemeral port).
+    pub follows_gateway: bool,
 }
 
 /// `--console-public-url` must be an http(s) origin without a path, query,
@@ -553,7 +575,7 @@ impl Settings {
             })?),
             None => None,
         };
-        let issuer_url = match serve.issuer_url.clone().or(file.issuer_url) {
+        let issuer_url = match serve.issuer_url.clone().or(file.issuer_url.clone()) {
             Some(url) => Some(crate::issuer::IssuerUrl::parse(&url).map_err(|e| format!("--issuer-url `{url}` {e}"))?),
             None if dev && gateway.is_some() => {
                 gateway.as_ref().and_then(|g| crate::issuer::IssuerUrl::parse(&format!("http://{}", g.listen)).ok())
@@ -563,7 +585,8 @@ impl Settings {
         if issuer_listen.is_some() && issuer_url.is_none() {
             return Err("--issuer-listen needs --issuer-url (the public URL clouds fetch the documents at)".into());
         }
-        let issuer = issuer_url.map(|url| IssuerSettings { url, listen: issuer_listen });
+        let follows_gateway = dev && serve.issuer_url.is_none() && file.issuer_url.is_none();
+        let issuer = issuer_url.map(|url| IssuerSettings { url, listen: issuer_listen, follows_gateway });
         let console = console_listen.map(|listen| ConsoleSettings {
             listen,
             public_url: console_public_url.clone(),
@@ -686,11 +709,45 @@ fn upstream_config(serve: &ServeArgs, file: &FileSettings) -> Result<crate::upst
         google_token_uris,
         ecr_endpoint: serve.ecr_endpoint.clone().or(file.ecr_endpoint.clone()).or_else(|| aws_endpoint("ECR")),
         passthrough_ttl: std::time::Duration::from_secs(serve.passthrough_ttl.or(file.passthrough_ttl).unwrap_or(300)),
+        clouds: crate::upstream::CloudEndpoints {
+            entra_authority_host: endpoint_url(
+                "--entra-authority-host",
+                serve.entra_authority_host.clone().or(file.entra_authority_host.clone()),
+                crate::upstream::DEFAULT_ENTRA_AUTHORITY_HOST,
+            )?,
+            google_sts: endpoint_url(
+                "--google-sts-endpoint",
+                serve.google_sts_endpoint.clone().or(file.google_sts_endpoint.clone()),
+                crate::upstream::DEFAULT_GOOGLE_STS,
+            )?,
+            google_iam_credentials: endpoint_url(
+                "--google-iam-credentials-endpoint",
+                serve.google_iam_credentials_endpoint.clone().or(file.google_iam_credentials_endpoint.clone()),
+                crate::upstream::DEFAULT_GOOGLE_IAM_CREDENTIALS,
+            )?,
+        },
         aws: crate::upstream::AwsConfig {
             sts_endpoint: aws_endpoint("STS"),
             environment: crate::upstream::aws_identity::AwsEnvironment::from_env(),
         },
     })
+}
+
+/// An endpoint flag: an http(s) URL without query or fragment, stored
+/// without a trailing slash.
+fn endpoint_url(flag: &str, given: Option<String>, default: &str) -> Result<String, String> {
+    let Some(given) = given.map(|g| g.trim().to_owned()) else { return Ok(default.to_owned()) };
+    let ok = reqwest::Url::parse(&given).is_ok_and(|url| {
+        matches!(url.scheme(), "https" | "http")
+            && url.host_str().is_some()
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty()
+    });
+    if !ok {
+        return Err(format!("{flag} `{given}` is not an http(s) URL without query, fragment or user"));
+    }
+    Ok(given.trim_end_matches('/').to_owned())
 }
 
 /// The AWS SDKs' endpoint variables: `AWS_ENDPOINT_URL_<SERVICE>`, else

@@ -85,8 +85,8 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
     if let Some(console) = &console {
         println!("pullpassd: console on {}/console/", console.public_url);
     }
-    if let Some(issuer) = &settings.issuer {
-        println!("pullpassd: OIDC issuer {}", issuer.url);
+    if let Some(url) = issuer_url(&settings, gateway.as_ref()) {
+        println!("pullpassd: OIDC issuer {url}");
     }
     println!("pullpassd: serving on {address}");
     let listeners = Listeners { grpc: listener, tls, gateway, metrics, console, issuer };
@@ -151,6 +151,18 @@ struct MetricsListener {
 /// when it has one.
 async fn bind_metrics(settings: &Settings) -> Result<Option<MetricsListener>, StartupError> {
     bind_side(settings, settings.metrics_listen, "metrics").await
+}
+
+/// The issuer's URL: as configured, or in `--dev`, the gateway's bound
+/// address.
+fn issuer_url(settings: &Settings, gateway: Option<&GatewayListener>) -> Option<crate::issuer::IssuerUrl> {
+    let issuer = settings.issuer.as_ref()?;
+    match gateway {
+        Some(gateway) if issuer.follows_gateway => {
+            crate::issuer::IssuerUrl::parse(&format!("http://{}", gateway.address)).ok()
+        }
+        _ => Some(issuer.url.clone()),
+    }
 }
 
 /// Binds `--issuer-listen`, if set, like the metrics listener.
@@ -392,9 +404,9 @@ async fn serve(
         opened.sealer.derive_mac_key("console-csrf"),
         console.as_ref().map(|c| format!("{}/console/login", c.public_url)),
     );
-    let issuer = match &settings.issuer {
-        Some(issuer) => Some(Arc::new(
-            crate::issuer::Issuer::open(issuer.url.clone(), opened.store.clone(), Arc::clone(&opened.sealer))
+    let issuer = match issuer_url(settings, gateway.as_ref()) {
+        Some(url) => Some(Arc::new(
+            crate::issuer::Issuer::open(url, opened.store.clone(), Arc::clone(&opened.sealer))
                 .await
                 .map_err(|e| StartupError(format!("the OIDC issuer: {e}")))?,
         )),

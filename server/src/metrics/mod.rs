@@ -410,6 +410,12 @@ pub enum UpstreamKind {
     Sts,
     /// pullpass's own AWS identity: container or instance metadata.
     AwsMetadata,
+    /// Entra ID's token endpoint (for ACR).
+    Entra,
+    /// Google STS and IAM Credentials (federation).
+    GoogleFederation,
+    /// Quay's robot federation endpoint.
+    QuayFederation,
 }
 
 impl UpstreamKind {
@@ -424,6 +430,9 @@ impl UpstreamKind {
             UpstreamKind::IdentityKeys => "upstream.identity_keys",
             UpstreamKind::Sts => "upstream.sts",
             UpstreamKind::AwsMetadata => "upstream.aws_metadata",
+            UpstreamKind::Entra => "upstream.entra",
+            UpstreamKind::GoogleFederation => "upstream.google_federation",
+            UpstreamKind::QuayFederation => "upstream.quay_federation",
         }
     }
 
@@ -437,6 +446,9 @@ impl UpstreamKind {
             UpstreamKind::IdentityKeys => "identity_keys",
             UpstreamKind::Sts => "sts",
             UpstreamKind::AwsMetadata => "aws_metadata",
+            UpstreamKind::Entra => "entra",
+            UpstreamKind::GoogleFederation => "google_federation",
+            UpstreamKind::QuayFederation => "quay_federation",
         }
     }
 }

@@ -9,6 +9,12 @@
 //!
 //! A key's `token_uri` is where the signed JWT goes, so it must be on the
 //! server's allow-list (default: Google's).
+//!
+//! Without a key ([`federated`]): pullpass's own issuer token is exchanged
+//! at Google STS (RFC 8693 token exchange, audience = the workload identity
+//! pool provider), and optionally for a service account's token through
+//! IAM Credentials `generateAccessToken`. The access token then serves as
+//! above.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +27,7 @@ use ring::rand::SystemRandom;
 use ring::signature::RSA_PKCS1_SHA256;
 
 use super::{Exchange, Failure, Upstream, failure_of, token_flow};
+use crate::domain::credential::GoogleFederation;
 use crate::domain::{Accept, CredentialUid, Grant, Lease, LeaseSecret, Timestamp};
 use crate::providers::google_key::GoogleServiceAccountKey;
 use crate::secret::SecretBytes;
@@ -52,10 +59,149 @@ impl AccessTokenCache {
     }
 }
 
-/// The GOOGLE flow.
+/// The GOOGLE flow with a service-account key.
 pub async fn exchange(upstream: &Upstream, exchange: Exchange<'_>, secret: &SecretBytes) -> Result<Lease, Failure> {
+    let token = access_token(upstream, exchange, secret).await?;
+    with_access_token(upstream, exchange, token).await
+}
+
+/// The GOOGLE flow by workload identity federation.
+pub async fn federated(
+    upstream: &Upstream,
+    exchange: Exchange<'_>,
+    federation: &GoogleFederation,
+) -> Result<Lease, Failure> {
     let credential = exchange.credential;
-    let (access_token, oauth_expiry) = access_token(upstream, exchange, secret).await?;
+    let token = upstream
+        .sessions()
+        .get_or_fetch(credential, "google_access_token", || async {
+            let federated = sts_exchange(upstream, exchange, federation).await?;
+            if federation.service_account.is_empty() {
+                return Ok(federated);
+            }
+            impersonate(upstream, exchange, &federation.service_account, &federated.0).await
+        })
+        .await?;
+    with_access_token(upstream, exchange, token).await
+}
+
+/// RFC 8693 at Google STS: pullpass's token for a federated access token.
+async fn sts_exchange(
+    upstream: &Upstream,
+    exchange: Exchange<'_>,
+    federation: &GoogleFederation,
+) -> Result<(LeaseSecret, Timestamp), Failure> {
+    let credential = exchange.credential;
+    let url = Url::parse(&upstream.config().clouds.google_sts)
+        .map_err(|_| Failure::Misconfigured("the Google STS endpoint is not a URL".into()))?;
+    upstream.config().realm.check_transport(&url).map_err(Failure::Refused)?;
+    let subject = upstream.federation_token(credential, &format!("https:{}", federation.audience)).await?;
+    let body = zeroize::Zeroizing::new(
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
+            .append_pair("audience", &federation.audience)
+            .append_pair("scope", SCOPE)
+            .append_pair("requested_token_type", "urn:ietf:params:oauth:token-type:access_token")
+            .append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:jwt")
+            .append_pair("subject_token", subject.expose_str().unwrap_or_default())
+            .finish(),
+    );
+    let client = upstream.http().client_for(&credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
+    let reply = upstream
+        .http()
+        .send(
+            crate::metrics::UpstreamKind::GoogleFederation,
+            || {
+                client
+                    .post(url.clone())
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body.to_string())
+            },
+            exchange.deadline,
+        )
+        .await?;
+    if matches!(reply.status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return Err(Failure::Rejected(format!("Google STS refused pullpass's token ({})", reply.status)));
+    }
+    if !reply.status.is_success() {
+        return Err(failure_of(&reply, "Google STS"));
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        access_token: String,
+        expires_in: Option<u64>,
+    }
+    let answer: Answer = serde_json::from_slice(&reply.body)
+        .map_err(|_| Failure::Protocol("Google STS's answer is not the expected JSON".into()))?;
+    let expiry = Timestamp::now().plus(Duration::from_secs(answer.expires_in.unwrap_or(3600).min(12 * 3600)));
+    Ok((LeaseSecret::new(answer.access_token), expiry))
+}
+
+/// IAM Credentials `generateAccessToken` for `service_account`, as the
+/// federated identity.
+async fn impersonate(
+    upstream: &Upstream,
+    exchange: Exchange<'_>,
+    service_account: &str,
+    federated: &LeaseSecret,
+) -> Result<(LeaseSecret, Timestamp), Failure> {
+    let base = &upstream.config().clouds.google_iam_credentials;
+    let account: String = percent_encoding::utf8_percent_encode(service_account, percent_encoding::NON_ALPHANUMERIC)
+        .to_string();
+    let url = Url::parse(&format!("{base}/v1/projects/-/serviceAccounts/{account}:generateAccessToken"))
+        .map_err(|_| Failure::Misconfigured("the IAM Credentials endpoint is not a URL".into()))?;
+    upstream.config().realm.check_transport(&url).map_err(Failure::Refused)?;
+    let body = serde_json::json!({"scope": [SCOPE], "lifetime": "3600s"}).to_string();
+    let client = upstream.http().client_for(&exchange.credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
+    let authorization = zeroize::Zeroizing::new(format!("Bearer {}", federated.expose()));
+    let reply = upstream
+        .http()
+        .send(
+            crate::metrics::UpstreamKind::GoogleFederation,
+            || {
+                client
+                    .post(url.clone())
+                    .header("content-type", "application/json")
+                    .header("authorization", authorization.as_str())
+                    .body(body.clone())
+            },
+            exchange.deadline,
+        )
+        .await?;
+    if matches!(reply.status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return Err(Failure::Rejected(format!(
+            "IAM Credentials refused to impersonate {service_account} ({})",
+            reply.status
+        )));
+    }
+    if !reply.status.is_success() {
+        return Err(failure_of(&reply, "IAM Credentials"));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Answer {
+        access_token: String,
+        expire_time: Option<String>,
+    }
+    let answer: Answer = serde_json::from_slice(&reply.body)
+        .map_err(|_| Failure::Protocol("IAM Credentials' answer is not the expected JSON".into()))?;
+    let now = Timestamp::now();
+    let expiry = answer
+        .expire_time
+        .as_deref()
+        .and_then(Timestamp::parse_rfc3339)
+        .unwrap_or(now.plus(Duration::from_secs(3600)))
+        .min(now.plus(Duration::from_secs(12 * 3600)));
+    Ok((LeaseSecret::new(answer.access_token), expiry))
+}
+
+/// The registry side, once an OAuth access token is in hand.
+async fn with_access_token(
+    upstream: &Upstream,
+    exchange: Exchange<'_>,
+    (access_token, oauth_expiry): (LeaseSecret, Timestamp),
+) -> Result<Lease, Failure> {
+    let credential = exchange.credential;
     if exchange.accept == Accept::BasicOnly {
         return Ok(Lease {
             grant: Grant::Basic { username: OAUTH_USERNAME.into(), password: access_token },

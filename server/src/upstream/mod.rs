@@ -22,6 +22,7 @@
 //!
 //! This module knows nothing of gRPC, SQL or the lease cache.
 
+pub mod acr;
 pub mod aws_identity;
 pub mod budget;
 pub mod challenge;
@@ -29,7 +30,9 @@ pub mod content;
 pub mod ecr;
 pub mod google;
 pub mod http;
+pub mod quay;
 pub mod realm;
+pub mod sessions;
 pub mod sigv4;
 pub mod sts;
 pub mod token_flow;
@@ -62,6 +65,38 @@ pub struct UpstreamConfig {
     pub passthrough_ttl: Duration,
     /// AWS endpoints and pullpass's own AWS identity.
     pub aws: AwsConfig,
+    /// Entra and Google endpoints (operator configuration, never caller
+    /// input).
+    pub clouds: CloudEndpoints,
+}
+
+/// Entra ID's default authority host.
+pub const DEFAULT_ENTRA_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+/// Google STS's token endpoint.
+pub const DEFAULT_GOOGLE_STS: &str = "https://sts.googleapis.com/v1/token";
+/// Google IAM Credentials' base URL.
+pub const DEFAULT_GOOGLE_IAM_CREDENTIALS: &str = "https://iamcredentials.googleapis.com";
+
+/// Where the Entra and Google token services are (flags, for sovereign
+/// clouds and tests).
+#[derive(Debug, Clone)]
+pub struct CloudEndpoints {
+    /// `https://login.microsoftonline.com`, without a trailing slash.
+    pub entra_authority_host: String,
+    /// `https://sts.googleapis.com/v1/token`.
+    pub google_sts: String,
+    /// `https://iamcredentials.googleapis.com`, without a trailing slash.
+    pub google_iam_credentials: String,
+}
+
+impl Default for CloudEndpoints {
+    fn default() -> Self {
+        Self {
+            entra_authority_host: DEFAULT_ENTRA_AUTHORITY_HOST.into(),
+            google_sts: DEFAULT_GOOGLE_STS.into(),
+            google_iam_credentials: DEFAULT_GOOGLE_IAM_CREDENTIALS.into(),
+        }
+    }
 }
 
 /// AWS settings: the operator's endpoints (the AWS SDKs' standard
@@ -91,6 +126,7 @@ impl Default for UpstreamConfig {
             ecr_endpoint: None,
             passthrough_ttl: Duration::from_secs(300),
             aws: AwsConfig::default(),
+            clouds: CloudEndpoints::default(),
         }
     }
 }
@@ -230,6 +266,7 @@ pub struct Upstream {
     google_tokens: google::AccessTokenCache,
     aws_identity: aws_identity::AwsIdentity,
     federation: Option<std::sync::Arc<dyn FederationTokens>>,
+    sessions: sessions::Sessions,
 }
 
 /// How long a registry's `/v2/` challenge is remembered.
@@ -246,7 +283,13 @@ impl Upstream {
             aws_identity: aws_identity::AwsIdentity::new(config.aws.environment.clone())?,
             config,
             federation: None,
+            sessions: sessions::Sessions::default(),
         })
+    }
+
+    /// The federating flows' intermediate tokens.
+    pub fn sessions(&self) -> &sessions::Sessions {
+        &self.sessions
     }
 
     /// Federating flows get their tokens from `issuer`.
@@ -296,13 +339,24 @@ impl Upstream {
                 ProviderSettings::AwsRole(role) => ecr::by_role(self, exchange, role, secret).await,
                 _ => ecr::authorization_token(self, exchange, secret).await,
             },
-            Provider::Acr => Err(Failure::Misconfigured("ACR is not available yet".into())),
-            Provider::Google => google::exchange(self, exchange, secret).await,
+            Provider::Acr => match &exchange.credential.settings {
+                ProviderSettings::Azure(azure) => acr::exchange(self, exchange, azure, secret).await,
+                _ => Err(Failure::Misconfigured("an ACR credential needs its app registration (azure)".into())),
+            },
+            Provider::Google => match &exchange.credential.settings {
+                ProviderSettings::GoogleFederation(federation) => google::federated(self, exchange, federation).await,
+                _ => google::exchange(self, exchange, secret).await,
+            },
             Provider::DockerHub | Provider::Ghcr | Provider::Gitlab | Provider::Quay | Provider::Generic => {
-                let password = secret
-                    .expose_str()
-                    .ok_or_else(|| Failure::Misconfigured("the stored secret is not UTF-8".into()))?;
-                token_flow::issue(self, exchange, &exchange.credential.username, password).await
+                match &exchange.credential.settings {
+                    ProviderSettings::QuayRobot(federation) => quay::federated(self, exchange, federation).await,
+                    _ => {
+                        let password = secret
+                            .expose_str()
+                            .ok_or_else(|| Failure::Misconfigured("the stored secret is not UTF-8".into()))?;
+                        token_flow::issue(self, exchange, &exchange.credential.username, password).await
+                    }
+                }
             }
         };
         if let Err(Failure::RateLimited(retry_after)) = &result {
