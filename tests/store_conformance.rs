@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pullpass::registry::RegistryServer;
 use pullpass_server::domain::audit::AuditEvent;
-use pullpass_server::domain::credential::StoredCredential;
+use pullpass_server::domain::credential::{AwsRole, ProviderSettings, QuayRobotFederation, StoredCredential};
 use pullpass_server::domain::{
     AccessTokenId, AccessTokenRecord, Credential, CredentialName, CredentialUid, IdentityBinding, IdentityBindingName,
     IdentityProvider, IdentityProviderId, KeySource, ProjectName, Provider, Role, SealedSecret, Timestamp, Workspace,
@@ -98,7 +98,45 @@ conformance!(
     a_credentials_last_use_moves_forward_only_and_changes_nothing_else,
     identity_providers_are_unique_by_id_and_issuer_replaced_as_read_and_deleted_with_their_bindings_only_when_forced,
     identity_bindings_need_their_workspace_and_provider_list_in_order_and_go_with_their_workspace,
+    provider_settings_are_stored_with_their_credential,
+    the_signing_key_set_is_replaced_only_as_it_was_read,
 );
+
+async fn provider_settings_are_stored_with_their_credential(subject: Subject) {
+    let store = subject.open().await;
+    with_workspace(&store, "acme").await;
+    let mut keyless = stored("acme", "ecr", "123456789012.dkr.ecr.eu-west-1.amazonaws.com", 7);
+    keyless.credential.provider = Provider::Ecr;
+    keyless.credential.secret_version = 0;
+    keyless.credential.username = String::new();
+    keyless.credential.settings = ProviderSettings::AwsRole(AwsRole {
+        role_arn: "arn:aws:iam::123456789012:role/pull".into(),
+        external_id: "x-1".into(),
+        web_identity: true,
+    });
+    store.insert_credentials(&ws("acme"), &[(keyless.clone(), create_event(&keyless))], false).await.unwrap();
+    assert_eq!(store.credential(&keyless.credential.name).await.unwrap(), Some(keyless.clone()));
+    let listed = store.workspace_credentials(&ws("acme")).await.unwrap().unwrap();
+    assert_eq!(listed, vec![keyless.clone()]);
+    assert!(!listed[0].credential.secret_set());
+}
+
+async fn the_signing_key_set_is_replaced_only_as_it_was_read(subject: Subject) {
+    let store = subject.open().await;
+    assert_eq!(store.signing_keys().await.unwrap(), None);
+    let created = [event("CreateSigningKey", "", "signingKeys/a")];
+    assert!(store.replace_signing_keys(None, "[1]", &created).await.unwrap());
+    // A second first key (another replica starting at once) loses.
+    assert!(!store.replace_signing_keys(None, "[2]", &created).await.unwrap());
+    assert_eq!(store.signing_keys().await.unwrap().as_deref(), Some("[1]"));
+    let rotated = [event("RotateSigningKey", "", "signingKeys/b")];
+    assert!(!store.replace_signing_keys(Some("[0]"), "[3]", &rotated).await.unwrap(), "a stale read loses");
+    assert!(store.replace_signing_keys(Some("[1]"), "[1,3]", &rotated).await.unwrap());
+    assert_eq!(store.signing_keys().await.unwrap().as_deref(), Some("[1,3]"));
+    let events = all_events(&store).await;
+    assert_eq!(events.iter().filter(|e| e.contains("SigningKey")).count(), 2, "{events:?}");
+    chain_is_intact(&store).await;
+}
 
 async fn console_sessions_are_found_by_hash_login_links_are_taken_once_and_go_with_their_token(subject: Subject) {
     use pullpass_server::domain::session::{ConsoleSession, SessionKind};
@@ -212,6 +250,7 @@ fn stored(workspace: &str, id: &str, registry: &str, uid: u8) -> StoredCredentia
             registry: RegistryServer::parse(registry).unwrap().server,
             username: "robot".into(),
             secret_version: 1,
+            settings: ProviderSettings::None,
             allowed_projects: Vec::new(),
             allow_passthrough: false,
             token_realm_allowlist: Vec::new(),
@@ -391,6 +430,7 @@ async fn a_replacement_applies_only_to_the_credential_as_it_was_read(subject: Su
     rotated.credential.secret_version = 2;
     rotated.credential.update_time = original.credential.update_time.plus(Duration::from_secs(1));
     rotated.credential.username = "new-robot".into();
+    rotated.credential.settings = ProviderSettings::QuayRobot(QuayRobotFederation { robot: "acme+ci".into() });
     rotated.sealed.ciphertext = vec![9, 9, 9];
     let update = [event("UpdateCredential", "acme", "workspaces/acme/credentials/reg")];
     assert_eq!(store.replace_credential(&original.credential, &rotated, &update).await.unwrap(), Replaced::Done);

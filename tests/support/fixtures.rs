@@ -31,12 +31,21 @@ pub fn credential(provider: Provider, secret: &str) -> Credential {
         Provider::Ecr => ("123456789012.dkr.ecr.eu-west-1.amazonaws.com", "AKIAIOSFODNN7EXAMPLE"),
         Provider::Quay => ("quay.io/acme", "acme+robot"),
         Provider::Generic | Provider::Unspecified => ("registry.example.com:5000", "ci"),
+        Provider::Acr => ("acme.azurecr.io", ""),
     };
+    // ACR names its app registration; the secret is its client secret.
+    let provider_settings = (provider == Provider::Acr).then(|| {
+        pullpass::v1::credential::ProviderSettings::Azure(pullpass::v1::AzureIdentity {
+            tenant_id: "contoso.onmicrosoft.com".into(),
+            client_id: "0a1b2c3d-0000-4000-8000-000000000001".into(),
+        })
+    });
     Credential {
         provider: provider as i32,
         registry_server: registry.into(),
         username: username.into(),
         secret: secret.into(),
+        provider_settings,
         ..Default::default()
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod binaries;
+pub mod clouds;
 pub mod faults;
 pub mod fixtures;
 pub mod gateway;

@@ -155,7 +155,7 @@ pub fn validate(input: CredentialInput, field: &str) -> Result<CredentialSpec, E
 
     let mut username = input.username;
     match (provider, &input.settings) {
-        (Some(Provider::Ecr), ProviderSettings::AwsRole(_)) if !has_secret => {
+        (Some(Provider::Ecr), ProviderSettings::AwsRole(role)) if !has_secret || role.web_identity => {
             if !username.is_empty() {
                 violations.add(path("username"), "must be empty for an ECR role without an access key");
             }

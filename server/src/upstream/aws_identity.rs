@@ -119,14 +119,7 @@ impl std::fmt::Debug for AwsIdentity {
 impl AwsIdentity {
     /// The chain over `environment`.
     pub fn new(environment: AwsEnvironment) -> Result<Self, String> {
-        let metadata = Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(5))
-            .user_agent(concat!("pullpass/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("AWS metadata client: {e}"))?;
+        let metadata = super::http::metadata_client()?;
         Ok(Self { environment, metadata, cached: Mutex::new(None), fetching: tokio::sync::Mutex::new(()) })
     }
 

@@ -324,6 +324,26 @@ fn strip_urls(message: &str) -> String {
 }
 
 fn build_client(extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<Client, String> {
+    client_builder(extra_roots)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .dns_resolver(Arc::new(SafeResolver))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// The client of pullpass's own AWS identity chain (`aws_identity`): the
+/// only one that may reach link-local metadata addresses, so it has no
+/// [`SafeResolver`]; short timeouts, no redirects, no proxy.
+pub fn metadata_client() -> Result<Client, String> {
+    client_builder(&[])?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| format!("AWS metadata client: {e}"))
+}
+
+fn client_builder(extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<reqwest::ClientBuilder, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in extra_roots {
@@ -335,16 +355,11 @@ fn build_client(extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> R
         .map_err(|e| format!("TLS configuration: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Client::builder()
+    Ok(Client::builder()
         .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .user_agent(concat!("pullpass/", env!("CARGO_PKG_VERSION")))
-        .dns_resolver(Arc::new(SafeResolver))
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))
+        .user_agent(concat!("pullpass/", env!("CARGO_PKG_VERSION"))))
 }
 
 /// System DNS, minus link-local and metadata addresses.
