@@ -4,16 +4,12 @@
 //! docker-registry behind an ACR front. Every JWT pullpass sends is checked
 //! by the peers with PyJWT against pullpass's own published key set.
 
-use std::collections::HashSet;
-use std::time::Duration;
-
-use pullpass::v1::{AuthKind, AwsRole, AzureIdentity, Credential, GoogleFederation, Provider, QuayRobotFederation};
 use pullpass::v1::credential::ProviderSettings;
+use pullpass::v1::{AuthKind, AwsRole, AzureIdentity, Credential, GoogleFederation, Provider, QuayRobotFederation};
 use pullpass_tests::clouds::{
-    CLIENT_ID, CLIENT_SECRET, CloudWorld, ECR_REGISTRY, GOOGLE_AUDIENCE, ROBOT, ROBOT_TOKEN, ROLE_ARN, SERVICE_ACCOUNT,
-    TENANT,
+    CLIENT_ID, CLIENT_SECRET, CloudWorld, ECR_REGISTRY, GOOGLE_AUDIENCE, ROBOT, ROLE_ARN, SERVICE_ACCOUNT, TENANT,
 };
-use pullpass_tests::{error_reason, violation_fields};
+use pullpass_tests::violation_fields;
 use serde_json::Value;
 
 fn ecr_role(web_identity: bool, external_id: &str) -> Credential {
@@ -209,10 +205,7 @@ async fn keyless_settings_are_checked_field_by_field() {
     };
     let status = create_raw(&world, "bad", bad).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert_eq!(
-        violation_fields(&status),
-        vec!["credential.aws_role.role_arn", "credential.aws_role.web_identity"]
-    );
+    assert_eq!(violation_fields(&status), vec!["credential.aws_role.role_arn", "credential.aws_role.web_identity"]);
     // Settings of another provider, and ACR without its app registration.
     let misplaced = Credential {
         provider: Provider::Ghcr as i32,
@@ -223,16 +216,247 @@ async fn keyless_settings_are_checked_field_by_field() {
     };
     let status = create_raw(&world, "misplaced", misplaced).await.unwrap_err();
     assert_eq!(violation_fields(&status), vec!["credential.quay_robot"]);
-    let bare_acr = Credential {
-        provider: Provider::Acr as i32,
-        registry_server: "acme.azurecr.io".into(),
-        ..Default::default()
-    };
+    let bare_acr =
+        Credential { provider: Provider::Acr as i32, registry_server: "acme.azurecr.io".into(), ..Default::default() };
     let status = create_raw(&world, "bare", bare_acr).await.unwrap_err();
     assert_eq!(violation_fields(&status), vec!["credential.azure", "credential.secret"]);
-    let _ = error_reason;
-    let _: HashSet<u8> = HashSet::new();
-    let _ = Duration::ZERO;
-    let _ = (CLIENT_ID, CLIENT_SECRET, GOOGLE_AUDIENCE, ROBOT_TOKEN, SERVICE_ACCOUNT, TENANT);
-    let _ = (AzureIdentity::default(), GoogleFederation::default());
+}
+
+fn acr(id_secret: Option<&str>, registry: &str) -> Credential {
+    Credential {
+        provider: Provider::Acr as i32,
+        registry_server: registry.into(),
+        secret: id_secret.unwrap_or_default().into(),
+        provider_settings: Some(ProviderSettings::Azure(AzureIdentity {
+            tenant_id: TENANT.into(),
+            client_id: CLIENT_ID.into(),
+        })),
+        ..Default::default()
+    }
+}
+
+fn ok(auth: &pullpass::v1::RegistryAuth) {
+    let status = auth.status.as_ref().expect("status");
+    assert_eq!(status.code, 0, "{}: {}", auth.image, status.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federated_acr_app_gives_a_token_for_one_repository_that_skopeo_pulls_with_and_no_other() {
+    let world = CloudWorld::start(&[]).await;
+    let front = world.clouds.front.address.clone();
+    let created = world.add("acr-federated", acr(None, &front)).await;
+    assert!(!created.secret_set, "a federated app stores no secret");
+    assert_eq!(created.username, CLIENT_ID);
+
+    let auth = world.issue(&format!("{front}/team/app:1.0"), None).await;
+    ok(&auth);
+    assert_eq!(auth.kind, AuthKind::Bearer as i32);
+    assert_eq!(auth.granted_scope, "repository:team/app:pull");
+    // Entra got pullpass's token as the client assertion, and PyJWT
+    // verified it against pullpass's key set.
+    let entra = world.clouds.calls("entra");
+    assert_eq!(entra.len(), 1, "{entra:?}");
+    assert_eq!(entra[0]["assertion_type"], "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+    assert_eq!(entra[0]["scope"], "https://containerregistry.azure.net/.default");
+    assert_eq!(entra[0]["token"]["sub"], "workspaces/acme/credentials/acr-federated");
+    assert_eq!(entra[0]["token"]["aud"], "api://AzureADTokenExchange");
+    let exchange = world.clouds.calls("acr_exchange");
+    assert_eq!(exchange.len(), 1);
+    assert_eq!(exchange[0]["access_token_valid"], true);
+    assert_eq!(exchange[0]["tenant"], TENANT);
+    assert_eq!(exchange[0]["service"], front.as_str());
+    let scoped = world.clouds.calls("acr_token");
+    assert_eq!(scoped[0]["scope"], "repository:team/app:pull");
+
+    // skopeo pulls with the lease; the real registry refuses it elsewhere.
+    let skopeo = pullpass_tests::gateway::Skopeo::new();
+    let pull = |image: &str| {
+        let layout = skopeo.home.path().join(image.replace(['/', ':'], "_"));
+        skopeo.run(
+            &[
+                "copy",
+                "--src-tls-verify=false",
+                "--src-registry-token",
+                &auth.token,
+                &format!("docker://{front}/{image}"),
+                &format!("oci:{}:copied", layout.display()),
+            ],
+            &[],
+        )
+    };
+    let pulled = pull("team/app:1.0");
+    assert!(pulled.status.success(), "{}", String::from_utf8_lossy(&pulled.stderr));
+    let refused = pull("other/tool:1.0");
+    assert!(!refused.status.success(), "a token for team/app must not pull other/tool");
+    let why = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    assert!(why.contains("unauthorized") || why.contains("401") || why.contains("denied"), "{why}");
+
+    // Another repository costs one scoped call: the Entra token and the
+    // refresh token are kept.
+    ok(&world.issue(&format!("{front}/other/tool:1.0"), None).await);
+    assert_eq!(world.clouds.calls("entra").len(), 1);
+    assert_eq!(world.clouds.calls("acr_exchange").len(), 1);
+    assert_eq!(world.clouds.calls("acr_token").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acr_client_secret_goes_only_to_entra_and_each_refused_step_is_named() {
+    let world = CloudWorld::start(&[]).await;
+    let front = world.clouds.front.address.clone();
+    assert!(world.add("acr", acr(Some(CLIENT_SECRET), &front)).await.secret_set);
+    ok(&world.issue(&format!("{front}/team/app:1.0"), None).await);
+    assert_eq!(world.clouds.calls("entra")[0]["secret"], "given");
+    // A caller that takes only a username and password is sent to the gateway.
+    let basic = world.issue(&format!("{front}/team/app:1.0"), Some(AuthKind::Basic)).await;
+    let status = basic.status.unwrap();
+    assert_eq!(status.code, tonic::Code::FailedPrecondition as i32);
+    assert!(status.message.contains("via_gateway"), "{}", status.message);
+    // Entra refuses a new app's credentials: the report names Entra.
+    world.clouds.control(serde_json::json!({"entra_status": 401}));
+    world.add("acr-refused", acr(Some("wrong-secret"), &front)).await;
+    let report = test_credential(&world, "acr-refused", "team/app").await;
+    assert!(!report.success);
+    let message = report.status.unwrap().message;
+    assert!(message.contains("Entra ID refused the app's credentials"), "{message}");
+}
+
+async fn test_credential(world: &CloudWorld, id: &str, repository: &str) -> pullpass::v1::TestCredentialResponse {
+    world
+        .client
+        .credentials()
+        .test_credential(pullpass::v1::TestCredentialRequest {
+            name: format!("workspaces/acme/credentials/{id}"),
+            repository: repository.into(),
+            actions: vec![],
+        })
+        .await
+        .expect("TestCredential")
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_federation_exchanges_pullpasss_token_at_sts_and_impersonates_the_service_account() {
+    let world = CloudWorld::start(&[]).await;
+    let registry = world.registry.address.clone();
+    let created = world
+        .add(
+            "gar",
+            Credential {
+                provider: Provider::Google as i32,
+                registry_server: registry.clone(),
+                provider_settings: Some(ProviderSettings::GoogleFederation(GoogleFederation {
+                    audience: GOOGLE_AUDIENCE.into(),
+                    service_account: SERVICE_ACCOUNT.into(),
+                })),
+                token_realm_allowlist: vec![world.issuer.peer.url()],
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(!created.secret_set);
+    assert_eq!(created.username, SERVICE_ACCOUNT);
+    // The registry's own token flow accepts the impersonated access token.
+    let auth = world.issue(&format!("{registry}/team/app:1.0"), None).await;
+    ok(&auth);
+    assert_eq!(auth.kind, AuthKind::Bearer as i32);
+    assert_eq!(auth.granted_scope, "repository:team/app:pull");
+    let sts = world.clouds.calls("google_sts");
+    assert_eq!(sts.len(), 1, "{sts:?}");
+    assert_eq!(sts[0]["audience"], GOOGLE_AUDIENCE);
+    assert_eq!(sts[0]["grant_type"], "urn:ietf:params:oauth:grant-type:token-exchange");
+    assert_eq!(sts[0]["subject_token_type"], "urn:ietf:params:oauth:token-type:jwt");
+    assert_eq!(sts[0]["token"]["aud"], format!("https:{GOOGLE_AUDIENCE}"));
+    assert_eq!(sts[0]["token"]["sub"], "workspaces/acme/credentials/gar");
+    let iam = world.clouds.calls("google_iam");
+    assert_eq!(iam.len(), 1);
+    assert_eq!(iam[0]["authorized"], true);
+    assert_eq!(iam[0]["service_account"], SERVICE_ACCOUNT);
+    // Username-and-password callers get `oauth2accesstoken` and the token.
+    let basic = world.issue(&format!("{registry}/team/app:1.0"), Some(AuthKind::Basic)).await;
+    ok(&basic);
+    assert_eq!(basic.username, "oauth2accesstoken");
+    assert_eq!(world.clouds.calls("google_sts").len(), 1, "the access token is kept");
+    // STS refuses: the step is named.
+    world.clouds.control(serde_json::json!({"google_sts_status": 400}));
+    world
+        .add(
+            "gar-refused",
+            Credential {
+                provider: Provider::Google as i32,
+                registry_server: registry.clone(),
+                provider_settings: Some(ProviderSettings::GoogleFederation(GoogleFederation {
+                    audience: GOOGLE_AUDIENCE.into(),
+                    service_account: String::new(),
+                })),
+                ..Default::default()
+            },
+        )
+        .await;
+    let report = test_credential(&world, "gar-refused", "team/app").await;
+    assert!(report.status.unwrap().message.contains("Google STS refused pullpass's token"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quay_robot_federation_trades_pullpasss_token_for_a_robot_token() {
+    let world = CloudWorld::start(&[]).await;
+    let front = world.clouds.front.address.clone();
+    let created = world
+        .add(
+            "quay",
+            Credential {
+                provider: Provider::Quay as i32,
+                registry_server: front.clone(),
+                provider_settings: Some(ProviderSettings::QuayRobot(QuayRobotFederation { robot: ROBOT.into() })),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(!created.secret_set);
+    assert_eq!(created.username, ROBOT);
+    let auth = world.issue(&format!("{front}/team/app:1.0"), None).await;
+    ok(&auth);
+    assert_eq!(auth.granted_scope, "repository:team/app:pull");
+    let federation = world.clouds.calls("quay_federation");
+    assert_eq!(federation.len(), 1, "{federation:?}");
+    assert_eq!(federation[0]["robot"], ROBOT);
+    assert_eq!(federation[0]["token"]["sub"], "workspaces/acme/credentials/quay");
+    assert_eq!(federation[0]["token"]["aud"], front.as_str());
+    // The robot's grants hold: other/* is not the robot's.
+    let other = world.issue(&format!("{front}/other/tool:1.0"), None).await;
+    assert_eq!(other.status.unwrap().code, tonic::Code::PermissionDenied as i32);
+    assert_eq!(world.clouds.calls("quay_federation").len(), 1, "the robot token is kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_federation_secret_reaches_the_logs_the_database_or_the_metrics() {
+    let world = CloudWorld::start(&[]).await;
+    let front = world.clouds.front.address.clone();
+    world.add("ecr-role", ecr_role(true, "")).await;
+    world.add("acr", acr(Some(CLIENT_SECRET), &front)).await;
+    world.add("acr-federated", acr(None, &front)).await;
+    world
+        .add(
+            "quay",
+            Credential {
+                provider: Provider::Quay as i32,
+                registry_server: front.clone(),
+                provider_settings: Some(ProviderSettings::QuayRobot(QuayRobotFederation { robot: ROBOT.into() })),
+                ..Default::default()
+            },
+        )
+        .await;
+    ok(&world.issue(&format!("{ECR_REGISTRY}/team/app:1.0"), None).await);
+    ok(&world.issue(&format!("{front}/team/app:1.0"), None).await);
+    assert!(test_credential(&world, "acr-federated", "team/app").await.success);
+    ok(&world.issue(&format!("{front}/team/app:1.0"), None).await);
+    let metrics = pullpass_tests::registry::http_request(&world.server.metrics, "GET", "/metrics", None).1;
+    let canaries = world.clouds.canaries();
+    assert!(canaries.len() >= 6, "the peers saw tokens and secrets: {}", canaries.len());
+    let logs = world.server.logs();
+    for canary in &canaries {
+        assert!(!logs.contains(canary.as_str()), "a federation secret is in the log");
+        assert!(!metrics.contains(canary.as_str()), "a federation secret is in the metrics");
+        let hits = world.server.stored_files_containing(canary.as_bytes());
+        assert!(hits.is_empty(), "a federation secret is stored in clear: {hits:?}");
+    }
 }

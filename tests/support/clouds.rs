@@ -28,7 +28,7 @@ pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/pullpass-pull";
 /// The Entra tenant and app of the ACR credentials.
 pub const TENANT: &str = "contoso.onmicrosoft.com";
 /// The app registration's client id.
-pub const CLIENT_ID: &str = "0a1b2c3d-0000-4000-8000-00000000acr1";
+pub const CLIENT_ID: &str = "0a1b2c3d-0000-4000-8000-00000000ac01";
 /// Its client secret (a canary: it must appear nowhere but the request to Entra).
 pub const CLIENT_SECRET: &str = "entra-client-secret-canary-7f3a9c";
 /// The workload identity pool provider of the Google credentials.
@@ -63,6 +63,7 @@ impl Clouds {
             "peers_url": issuer.peer.url(),
             "entra_key": "entra-hmac-key",
             "registry": registry.address,
+            "registry_service": crate::registry::SERVICE,
             "front_user": "acr-front",
             "front_password": "acr-front-pw",
             "entra": {
@@ -86,7 +87,10 @@ impl Clouds {
                 .arg(command)
                 .arg(dir.path().join("config.json"))
                 .stderr(std::process::Stdio::inherit());
-            Peer::spawn(process, &format!("clouds.py {command} (moto[server] missing? run scripts/install-test-deps.sh)"))
+            Peer::spawn(
+                process,
+                &format!("clouds.py {command} (moto[server] missing? run scripts/install-test-deps.sh)"),
+            )
         };
         let clouds = start("serve");
         let front = start("front");
@@ -121,7 +125,10 @@ impl Clouds {
             "--google-iam-credentials-endpoint".into(),
             format!("{clouds}/google/iam"),
         ];
-        let env = vec![("AWS_ENDPOINT_URL".into(), format!("{clouds}/")), ("AWS_EC2_METADATA_DISABLED".into(), "true".into())];
+        let env = vec![
+            ("AWS_ENDPOINT_URL".into(), format!("{clouds}/")),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ];
         (args, env)
     }
 
@@ -136,9 +143,26 @@ impl Clouds {
         all
     }
 
+    /// Every secret that crossed the peers (tokens received and issued,
+    /// session credentials), plus the fixed ones the tests configure.
+    pub fn canaries(&self) -> Vec<String> {
+        let mut all: Vec<String> = vec![CLIENT_SECRET.into(), ROBOT_TOKEN.into()];
+        for peer in [&self.clouds, &self.front] {
+            let (status, body) = http_request(&peer.address, "GET", "/canaries", None);
+            assert_eq!(status, 200, "canaries: {body}");
+            all.extend(serde_json::from_str::<Vec<String>>(&body).expect("canaries JSON"));
+        }
+        all
+    }
+
     /// Recorded entries whose `field` is `value`.
     pub fn recorded_where(&self, field: &str, value: &str) -> Vec<Value> {
         self.recorded().into_iter().filter(|e| e[field] == value).collect()
+    }
+
+    /// Recorded calls of one endpoint (`entra`, `acr_exchange`, …).
+    pub fn calls(&self, endpoint: &str) -> Vec<Value> {
+        self.recorded_where("endpoint", endpoint)
     }
 
     /// Changes the cloud peer's behaviour (`{"sts_status": 403}`, …).
@@ -172,6 +196,8 @@ impl CloudWorld {
         accounts["acr-front"] = json!({"password": "acr-front-pw", "grants": {"*": ["pull"]}});
         accounts[ROBOT] = json!({"password": ROBOT_TOKEN, "grants": {"team/*": ["pull"]}});
         let issuer = Issuer::start(accounts);
+        // IAM Credentials hands out access tokens of the issuer's Google endpoint.
+        issuer.write_state("google.key.pem", crate::fixtures::TEST_RSA_PKCS8_PEM);
         let registry = Registry::start(&issuer.realm(), &issuer.bundle());
         seed(&registry, "team/app:1.0", "seed", "seed-pw");
         seed(&registry, "other/tool:1.0", "seed", "seed-pw");

@@ -140,7 +140,11 @@ async fn refresh_token(
     );
     let reply = post_form(upstream, UpstreamKind::Token, &url, &body, exchange).await?;
     if !reply.status.is_success() {
-        return Err(step_failure(&reply, "the registry's /oauth2/exchange refused the Entra token", "/oauth2/exchange"));
+        return Err(step_failure(
+            &reply,
+            "the registry's /oauth2/exchange refused the Entra token",
+            "/oauth2/exchange",
+        ));
     }
     #[derive(serde::Deserialize)]
     struct Answer {

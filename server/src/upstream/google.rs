@@ -146,8 +146,8 @@ async fn impersonate(
     federated: &LeaseSecret,
 ) -> Result<(LeaseSecret, Timestamp), Failure> {
     let base = &upstream.config().clouds.google_iam_credentials;
-    let account: String = percent_encoding::utf8_percent_encode(service_account, percent_encoding::NON_ALPHANUMERIC)
-        .to_string();
+    let account: String =
+        percent_encoding::utf8_percent_encode(service_account, percent_encoding::NON_ALPHANUMERIC).to_string();
     let url = Url::parse(&format!("{base}/v1/projects/-/serviceAccounts/{account}:generateAccessToken"))
         .map_err(|_| Failure::Misconfigured("the IAM Credentials endpoint is not a URL".into()))?;
     upstream.config().realm.check_transport(&url).map_err(Failure::Refused)?;

@@ -343,7 +343,9 @@ pub fn metadata_client() -> Result<Client, String> {
         .map_err(|e| format!("AWS metadata client: {e}"))
 }
 
-fn client_builder(extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<reqwest::ClientBuilder, String> {
+fn client_builder(
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<reqwest::ClientBuilder, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in extra_roots {
