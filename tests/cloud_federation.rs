@@ -4,6 +4,8 @@
 //! docker-registry behind an ACR front. Every JWT pullpass sends is checked
 //! by the peers with PyJWT against pullpass's own published key set.
 
+use std::time::Duration;
+
 use pullpass::v1::credential::ProviderSettings;
 use pullpass::v1::{AuthKind, AwsRole, AzureIdentity, Credential, GoogleFederation, Provider, QuayRobotFederation};
 use pullpass_tests::clouds::{
@@ -459,4 +461,80 @@ async fn no_federation_secret_reaches_the_logs_the_database_or_the_metrics() {
         let hits = world.server.stored_files_containing(canary.as_bytes());
         assert!(hits.is_empty(), "a federation secret is stored in clear: {hits:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_issuers_discovery_and_key_set_validate_with_pyjwt_and_jose_across_a_signing_key_rotation() {
+    use pullpass_tests::identity::{Expect, verify_with_jose, verify_with_pyjwt};
+    use pullpass_tests::registry::http_request;
+    let world = CloudWorld::start_with(&[], &["--issuer-reload-seconds", "1", "--issuer-listen", "127.0.0.1:0"]).await;
+    let gateway = world.issuer_url.strip_prefix("http://").expect("a loopback issuer").to_owned();
+    let (status, discovery) = http_request(&gateway, "GET", "/.well-known/openid-configuration", None);
+    assert_eq!(status, 200, "{discovery}");
+    let discovery: Value = serde_json::from_str(&discovery).unwrap();
+    assert_eq!(discovery["issuer"], world.issuer_url.as_str());
+    let jwks_uri = discovery["jwks_uri"].as_str().unwrap().to_owned();
+    assert_eq!(jwks_uri, format!("{}/.well-known/jwks.json", world.issuer_url));
+    assert_eq!(discovery["id_token_signing_alg_values_supported"], serde_json::json!(["ES256"]));
+    // The same documents on --issuer-listen; nothing else there.
+    let own = world
+        .server
+        .stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("pullpassd: issuer documents also on http://").map(str::to_owned))
+        .expect("the issuer's own listener");
+    let (status, same) = http_request(&own, "GET", "/.well-known/openid-configuration", None);
+    assert_eq!((status, serde_json::from_str::<Value>(&same).unwrap()), (200, discovery.clone()));
+    assert_eq!(http_request(&own, "POST", "/.well-known/jwks.json", Some("{}")).0, 405);
+    assert_eq!(http_request(&own, "GET", "/v2/", None).0, 404);
+    let keys = |uri: &str| {
+        let (status, body) = http_request(
+            uri.strip_prefix("http://").unwrap().split('/').next().unwrap(),
+            "GET",
+            "/.well-known/jwks.json",
+            None,
+        );
+        assert_eq!(status, 200);
+        let set: Value = serde_json::from_str(&body).unwrap();
+        set["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let first_keys = keys(&jwks_uri);
+    assert_eq!(first_keys.len(), 1);
+
+    world.add("ecr-role", ecr_role(true, "")).await;
+    ok(&world.issue(&format!("{ECR_REGISTRY}/team/app:1.0"), None).await);
+    let expect = Expect::new(&jwks_uri, &world.issuer_url, "sts.amazonaws.com").algorithms(&["ES256"]);
+    let first = world.web_identity_tokens().remove(0);
+    let verified = verify_with_pyjwt(&first, &expect).expect("PyJWT verifies pullpass's token");
+    assert_eq!(verified.header["kid"], first_keys[0].as_str());
+    assert_eq!(verified.claims["sub"], "workspaces/acme/credentials/ecr-role");
+    verify_with_jose(&first, &expect).expect("jose verifies pullpass's token");
+
+    // A new key is published first and signs a few seconds later.
+    let rotated = world.server.command(&["keys", "rotate-signing", "--activate-in", "3"]);
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let both = pullpass_tests::eventually("both keys published", Duration::from_secs(10), || async {
+        let now = keys(&jwks_uri);
+        (now.len() == 2).then_some(now)
+    })
+    .await;
+    assert!(both.contains(&first_keys[0]), "the old key stays published");
+    let new_kid = both.iter().find(|k| **k != first_keys[0]).unwrap().clone();
+    // The token the old key signed still verifies against the new set.
+    verify_with_pyjwt(&first, &expect).expect("a token of the old key still verifies");
+    // Soon tokens are signed with the new key, and verify as well.
+    let mut repository = 0;
+    let latest = pullpass_tests::eventually("a token signed with the new key", Duration::from_secs(20), || {
+        repository += 1;
+        let image = format!("{ECR_REGISTRY}/team/r{repository}:1.0");
+        let (world, expect, new_kid) = (&world, &expect, &new_kid);
+        async move {
+            ok(&world.issue(&image, None).await);
+            let token = world.web_identity_tokens().pop().unwrap();
+            let verified = verify_with_pyjwt(&token, expect).expect("PyJWT verifies");
+            (verified.header["kid"] == new_kid.as_str()).then_some(token)
+        }
+    })
+    .await;
+    verify_with_jose(&latest, &expect).expect("jose verifies the new key's token");
 }

@@ -314,6 +314,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLPASS_ISSUER_LISTEN", value_name = "ADDR|off")]
     pub issuer_listen: Option<String>,
 
+    /// Testing hook: how often the issuer reads its key set again, in
+    /// seconds (default 30).
+    #[arg(long, hide = true)]
+    pub issuer_reload_seconds: Option<u64>,
+
     /// Testing hook: make audit appends for this action (or `*`) fail.
     #[arg(long, env = "PULLPASS_FAULT_AUDIT_FAIL", hide = true)]
     pub fault_audit_fail: Option<String>,
@@ -435,6 +440,8 @@ pub struct IssuerSettings {
     /// `--dev` without `--issuer-url`: the URL is the gateway's bound
     /// address (which may be an ephemeral port).
     pub follows_gateway: bool,
+    /// How often the key set is read again.
+    pub reload: std::time::Duration,
 }
 
 /// `--console-public-url` must be an http(s) origin without a path, query,
@@ -586,7 +593,8 @@ impl Settings {
             return Err("--issuer-listen needs --issuer-url (the public URL clouds fetch the documents at)".into());
         }
         let follows_gateway = dev && serve.issuer_url.is_none() && file.issuer_url.is_none();
-        let issuer = issuer_url.map(|url| IssuerSettings { url, listen: issuer_listen, follows_gateway });
+        let reload = std::time::Duration::from_secs(serve.issuer_reload_seconds.unwrap_or(30).clamp(1, 3600));
+        let issuer = issuer_url.map(|url| IssuerSettings { url, listen: issuer_listen, follows_gateway, reload });
         let console = console_listen.map(|listen| ConsoleSettings {
             listen,
             public_url: console_public_url.clone(),

@@ -88,6 +88,10 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
     if let Some(url) = issuer_url(&settings, gateway.as_ref()) {
         println!("pullpassd: OIDC issuer {url}");
     }
+    if let Some(issuer) = &issuer {
+        let scheme = if issuer.tls.is_some() { "https" } else { "http" };
+        println!("pullpassd: issuer documents also on {scheme}://{}", issuer.address);
+    }
     println!("pullpassd: serving on {address}");
     let listeners = Listeners { grpc: listener, tls, gateway, metrics, console, issuer };
     serve(prepared.opened, listeners, started, &settings, wait_for_signal()).await
@@ -406,9 +410,14 @@ async fn serve(
     );
     let issuer = match issuer_url(settings, gateway.as_ref()) {
         Some(url) => Some(Arc::new(
-            crate::issuer::Issuer::open(url, opened.store.clone(), Arc::clone(&opened.sealer))
-                .await
-                .map_err(|e| StartupError(format!("the OIDC issuer: {e}")))?,
+            crate::issuer::Issuer::open(
+                url,
+                opened.store.clone(),
+                Arc::clone(&opened.sealer),
+                settings.issuer.as_ref().map_or(crate::issuer::RELOAD, |i| i.reload),
+            )
+            .await
+            .map_err(|e| StartupError(format!("the OIDC issuer: {e}")))?,
         )),
         None => None,
     };

@@ -192,6 +192,11 @@ pub struct CloudWorld {
 impl CloudWorld {
     /// Starts everything; `env` goes to pullpassd too.
     pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_with(env, &[]).await
+    }
+
+    /// Starts everything, with extra pullpassd flags.
+    pub async fn start_with(env: &[(&str, &str)], extra_args: &[&str]) -> Self {
         let mut accounts = users();
         accounts["acr-front"] = json!({"password": "acr-front-pw", "grants": {"*": ["pull"]}});
         accounts[ROBOT] = json!({"password": ROBOT_TOKEN, "grants": {"team/*": ["pull"]}});
@@ -202,7 +207,8 @@ impl CloudWorld {
         seed(&registry, "team/app:1.0", "seed", "seed-pw");
         seed(&registry, "other/tool:1.0", "seed", "seed-pw");
         let clouds = Clouds::start(&issuer, &registry);
-        let (args, mut cloud_env) = clouds.pullpassd_options(&registry, &issuer);
+        let (mut args, mut cloud_env) = clouds.pullpassd_options(&registry, &issuer);
+        args.extend(extra_args.iter().map(|a| a.to_string()));
         cloud_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let server = Pullpassd::start_with(Options { args, env: cloud_env, ..Default::default() })
             .unwrap_or_else(|f| panic!("pullpassd did not start: {f:?}"));
@@ -240,6 +246,12 @@ impl CloudWorld {
             .into_inner()
             .auths;
         auths.remove(0)
+    }
+
+    /// The raw web identity tokens STS received, in order (from the peer's
+    /// canaries), for the tests that verify them independently.
+    pub fn web_identity_tokens(&self) -> Vec<String> {
+        self.clouds.canaries().into_iter().filter(|c| c.matches('.').count() == 2 && c.starts_with("ey")).collect()
     }
 
     /// Waits (bounded) until the peers recorded `count` entries matching.

@@ -39,7 +39,7 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(600);
 pub const LIFETIME: Duration = Duration::from_secs(300);
 /// How often a server reads the key set again (another process may have
 /// rotated it; a new key is published `--activate-in` before it signs).
-const RELOAD: Duration = Duration::from_secs(30);
+pub const RELOAD: Duration = Duration::from_secs(30);
 /// The default `keys rotate-signing --activate-in`: a new key is published
 /// this long before it signs, well over [`RELOAD`].
 pub const DEFAULT_ACTIVATE_IN: Duration = Duration::from_secs(120);
@@ -118,7 +118,8 @@ pub struct Issuer {
     store: Store,
     sealer: Arc<Sealer>,
     loaded: Mutex<Arc<Loaded>>,
-    reload: tokio::sync::Mutex<()>,
+    reloading: tokio::sync::Mutex<()>,
+    reload: Duration,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -130,7 +131,7 @@ impl std::fmt::Debug for Issuer {
 impl Issuer {
     /// Opens the issuer at `url`, making its first signing key if the
     /// database has none.
-    pub async fn open(url: IssuerUrl, store: Store, sealer: Arc<Sealer>) -> Result<Self, Error> {
+    pub async fn open(url: IssuerUrl, store: Store, sealer: Arc<Sealer>, reload: Duration) -> Result<Self, Error> {
         let stored = store.signing_keys().await?;
         if stored.is_none() {
             let now = Timestamp::now();
@@ -145,7 +146,8 @@ impl Issuer {
             store,
             sealer,
             loaded: Mutex::new(Arc::new(Loaded { keys: Vec::new(), signing: None, read_at: Instant::now() })),
-            reload: tokio::sync::Mutex::new(()),
+            reloading: tokio::sync::Mutex::new(()),
+            reload,
         };
         issuer.load().await?;
         Ok(issuer)
@@ -201,7 +203,7 @@ impl Issuer {
         let now = Timestamp::now().as_seconds();
         let signing_changed =
             keys::signing(&loaded.keys, now).map(|k| &k.kid) != loaded.signing.as_ref().map(|(kid, _)| kid);
-        if loaded.read_at.elapsed() < RELOAD && !signing_changed {
+        if loaded.read_at.elapsed() < self.reload && !signing_changed {
             return Ok(loaded);
         }
         match self.load().await {
@@ -217,7 +219,7 @@ impl Issuer {
     }
 
     async fn load(&self) -> Result<Arc<Loaded>, Error> {
-        let _one = self.reload.lock().await;
+        let _one = self.reloading.lock().await;
         {
             let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             let now = Timestamp::now().as_seconds();
