@@ -186,7 +186,8 @@ test("the console", async (t0) => {
   await t.test("the Add form has exactly the expected fields, and Docker Hub, GHCR and Quay fill in their registry", async () => {
     await page.goto("/console/workspaces/acme/add");
     for (const label of ["Name", "Provider", "User name", "Password", "Registry server", "Restrict to projects",
-      "Projects", "Allow passthrough", "Description"]) {
+      "Projects", "Allow passthrough", "Description", "Role ARN", "External id", "Tenant id", "Client id",
+      "Workload identity provider", "Service account", "Robot"]) {
       assert.equal(await page.getByLabel(label, { exact: true }).count(), 1, label);
     }
     assert.equal(await page.getByLabel("Restrict to projects", { exact: true }).getAttribute("type"), "checkbox");
@@ -221,6 +222,28 @@ test("the console", async (t0) => {
     assert.equal(cells[6], "never", "not used yet");
     await keep(page);
     await axe(page, "credential list");
+  });
+
+  await t.test("a keyless ECR role is added without a password and listed as keyless; a bad ARN is a field error", async () => {
+    await page.goto("/console/workspaces/acme/add");
+    await page.getByLabel("Name", { exact: true }).fill("ecr-role");
+    await page.getByLabel("Provider", { exact: true }).selectOption("ECR");
+    await page.getByLabel("Registry server", { exact: true }).fill("123456789012.dkr.ecr.eu-west-1.amazonaws.com");
+    await page.getByLabel("Role ARN", { exact: true }).fill("arn:aws:iam::123456789012:user/nope");
+    await page.getByLabel("Assume it with pullpass's own OIDC token (no AWS key anywhere)", { exact: true }).check();
+    await page.getByRole("button", { name: "Add credential" }).click();
+    await page.waitForLoadState("load");
+    assert.match(await page.locator("#role_arn-error").innerText(), /IAM role ARN/);
+    assert.ok((await page.getByLabel("Role ARN", { exact: true }).getAttribute("aria-describedby")).includes("role_arn-error"));
+    await page.getByLabel("Role ARN", { exact: true }).fill("arn:aws:iam::123456789012:role/pullpass-pull");
+    await page.getByRole("button", { name: "Add credential" }).click();
+    await page.waitForURL(/\/credentials\/ecr-role$/);
+    assert.match(await page.locator("#secret-version").innerText(), /keyless/);
+    assert.equal(await page.getByLabel("Role ARN", { exact: true }).inputValue(), "arn:aws:iam::123456789012:role/pullpass-pull");
+    await axe(page, "keyless credential");
+    await page.goto("/console/workspaces/acme/credentials");
+    const row = page.getByRole("row").filter({ hasText: "ecr-role" });
+    assert.match((await row.getByRole("cell").allInnerTexts())[5], /keyless/);
   });
 
   await t.test("editing the description keeps the secret; filling the password rotates it", async () => {

@@ -191,7 +191,7 @@ async fn workspaces(console: &Console, call: &Call<'_>) -> Result<Reply, Error> 
 // --- credentials ---
 
 /// Where each API field of a credential shows on the form.
-const CREDENTIAL_FIELDS: [(&str, &str); 10] = [
+const CREDENTIAL_FIELDS: [(&str, &str); 19] = [
     ("credential_id", "name"),
     ("credential.provider", "provider"),
     ("credential.username", "username"),
@@ -202,6 +202,15 @@ const CREDENTIAL_FIELDS: [(&str, &str); 10] = [
     ("credential.description", "description"),
     ("credential.token_realm_allowlist", "token_realms"),
     ("repository", "test_repository"),
+    ("credential.aws_role.role_arn", "role_arn"),
+    ("credential.aws_role.external_id", "external_id"),
+    ("credential.aws_role.web_identity", "web_identity"),
+    ("credential.aws_role", "role_arn"),
+    ("credential.azure.tenant_id", "tenant_id"),
+    ("credential.azure.client_id", "client_id"),
+    ("credential.azure", "tenant_id"),
+    ("credential.google_federation", "google_audience"),
+    ("credential.quay_robot", "quay_robot"),
 ];
 
 async fn credentials(console: &Console, call: &Call<'_>, workspace: WorkspaceId) -> Result<Reply, Error> {
@@ -232,6 +241,43 @@ fn submitted(form: &Form) -> CredentialForm {
         description: form.text("description"),
         test_repository: form.text("test_repository"),
         token_realms: form.text("token_realms"),
+        role_arn: form.text("role_arn"),
+        external_id: form.text("external_id"),
+        web_identity: form.checked("web_identity"),
+        tenant_id: form.text("tenant_id"),
+        client_id: form.text("client_id"),
+        google_audience: form.text("google_audience"),
+        service_account: form.text("service_account"),
+        quay_robot: form.text("quay_robot"),
+    }
+}
+
+/// The provider settings a form names: those of its provider, when any of
+/// their fields is filled in (ACR's are required, so always read).
+fn settings_of(form: &Form, provider: Option<Provider>) -> ProviderSettings {
+    use crate::domain::credential::{AwsRole, AzureIdentity, GoogleFederation, QuayRobotFederation};
+    let filled = |names: &[&str]| names.iter().any(|n| !form.text(n).is_empty());
+    match provider {
+        Some(Provider::Ecr) if filled(&["role_arn", "external_id"]) || form.checked("web_identity") => {
+            ProviderSettings::AwsRole(AwsRole {
+                role_arn: form.text("role_arn"),
+                external_id: form.text("external_id"),
+                web_identity: form.checked("web_identity"),
+            })
+        }
+        Some(Provider::Acr) => {
+            ProviderSettings::Azure(AzureIdentity { tenant_id: form.text("tenant_id"), client_id: form.text("client_id") })
+        }
+        Some(Provider::Google) if filled(&["google_audience", "service_account"]) => {
+            ProviderSettings::GoogleFederation(GoogleFederation {
+                audience: form.text("google_audience"),
+                service_account: form.text("service_account"),
+            })
+        }
+        Some(Provider::Quay) if filled(&["quay_robot"]) => {
+            ProviderSettings::QuayRobot(QuayRobotFederation { robot: form.text("quay_robot") })
+        }
+        _ => ProviderSettings::None,
     }
 }
 
@@ -260,7 +306,7 @@ fn credential_input(form: &Form, provider: Option<Provider>) -> Result<Credentia
         description: form.text("description"),
         token_realm_allowlist: form.list("token_realms"),
         ca_bundle_pem: String::new(),
-        settings: ProviderSettings::None,
+        settings: settings_of(form, provider),
         secret_stored: false,
     })
 }
@@ -385,6 +431,14 @@ async fn credential(console: &Console, call: &Call<'_>, name: CredentialName, te
     if current.provider != Provider::Google {
         mask.push("username");
     }
+    // The settings of the provider's keyless group, as the form shows them.
+    mask.extend(match current.provider {
+        Provider::Ecr => Some("aws_role"),
+        Provider::Acr => Some("azure"),
+        Provider::Google => Some("google_federation"),
+        Provider::Quay => Some("quay_robot"),
+        _ => None,
+    });
     if input.secret.is_some() {
         mask.push("secret");
     } else if current.provider == Provider::Google {

@@ -13,6 +13,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::route::to;
 use crate::domain::audit::AuditRecord;
+use crate::domain::credential::ProviderSettings;
 use crate::domain::{AccessTokenRecord, Credential, Provider, Timestamp, Workspace, WorkspaceId};
 
 /// What every page of a signed-in person shows in its header.
@@ -309,7 +310,10 @@ pub fn credentials(chrome: &Chrome, workspace: &WorkspaceId, list: &[Credential]
                                 @if c.allowed_projects.is_empty() { span.none { "all" } }
                                 @else { (c.allowed_projects.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")) }
                             }
-                            td.number { (c.secret_version) }
+                            td.number {
+                                @if c.secret_set() { (c.secret_version) }
+                                @else { span.badge.keyless title="No secret is stored: pullpass signs in with its own identity" { "keyless" } }
+                            }
                             td { (time(c.last_used_time)) }
                             td { (time(Some(c.create_time))) }
                             td { (time(Some(c.update_time))) }
@@ -345,6 +349,22 @@ pub struct CredentialForm {
     pub test_repository: String,
     /// Extra token-realm origins, comma-separated (edit form).
     pub token_realms: String,
+    /// ECR: the role to assume.
+    pub role_arn: String,
+    /// ECR: its external id.
+    pub external_id: String,
+    /// ECR: assume it with pullpass's own issuer token.
+    pub web_identity: bool,
+    /// ACR: the tenant.
+    pub tenant_id: String,
+    /// ACR: the app's client id.
+    pub client_id: String,
+    /// Google: the workload identity pool provider.
+    pub google_audience: String,
+    /// Google: the service account to impersonate.
+    pub service_account: String,
+    /// Quay: the federated robot.
+    pub quay_robot: String,
 }
 
 impl CredentialForm {
@@ -361,6 +381,61 @@ impl CredentialForm {
             description: c.description.clone(),
             test_repository: String::new(),
             token_realms: c.token_realm_allowlist.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            ..Self::default()
+        }
+        .with_settings(&c.settings)
+    }
+
+    fn with_settings(mut self, settings: &ProviderSettings) -> Self {
+        match settings {
+            ProviderSettings::None => {}
+            ProviderSettings::AwsRole(role) => {
+                self.role_arn = role.role_arn.clone();
+                self.external_id = role.external_id.clone();
+                self.web_identity = role.web_identity;
+            }
+            ProviderSettings::Azure(azure) => {
+                self.tenant_id = azure.tenant_id.clone();
+                self.client_id = azure.client_id.clone();
+            }
+            ProviderSettings::GoogleFederation(google) => {
+                self.google_audience = google.audience.clone();
+                self.service_account = google.service_account.clone();
+            }
+            ProviderSettings::QuayRobot(quay) => self.quay_robot = quay.robot.clone(),
+        }
+        self
+    }
+}
+
+/// The fields of the keyless settings, one group per provider. Filled in,
+/// they let pullpass reach the cloud with its own identity or issuer and no
+/// stored secret (leave the password empty).
+fn keyless_fields(form: &CredentialForm, errors: &Errors) -> Markup {
+    html! {
+        fieldset.keyless {
+            legend { "Without a stored secret (cloud registries)" }
+            p.hint { "Fill in the group of your provider and leave Password empty: pullpass then signs in with its own identity. See docs/cloud-federation.md for each cloud's trust set-up." }
+            fieldset {
+                legend { "Amazon ECR: a role to assume" }
+                (text_field("role_arn", "Role ARN", &form.role_arn, errors, Some("arn:aws:iam::ACCOUNT:role/NAME. Each lease is narrowed to the one repository pulled.")))
+                (text_field("external_id", "External id", &form.external_id, errors, Some("Only if the role's trust policy asks for one.")))
+                (checkbox("web_identity", "Assume it with pullpass's own OIDC token (no AWS key anywhere)", form.web_identity, errors, Some("Otherwise pullpass signs with the access key above, or with its own AWS identity when none is given.")))
+            }
+            fieldset {
+                legend { "Azure Container Registry: the app registration" }
+                (text_field("tenant_id", "Tenant id", &form.tenant_id, errors, Some("The directory (tenant) id, or its domain.")))
+                (text_field("client_id", "Client id", &form.client_id, errors, Some("The application (client) id. Put its client secret in Password, or leave Password empty for a federated credential trusting pullpass.")))
+            }
+            fieldset {
+                legend { "Google: workload identity federation" }
+                (text_field("google_audience", "Workload identity provider", &form.google_audience, errors, Some("//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER")))
+                (text_field("service_account", "Service account", &form.service_account, errors, Some("Optional: the service account to impersonate (NAME@PROJECT.iam.gserviceaccount.com).")))
+            }
+            fieldset {
+                legend { "Quay: robot federation" }
+                (text_field("quay_robot", "Robot", &form.quay_robot, errors, Some("ORGANIZATION+ROBOT, federated with pullpass's issuer.")))
+            }
         }
     }
 }
@@ -391,6 +466,7 @@ pub fn add(chrome: &Chrome, workspace: &WorkspaceId, form: &CredentialForm, erro
                 (secret_field("password", "Password", errors, Some(PASSWORD_HINT)))
                 (text_field("registry_server", "Registry server", &form.registry_server, errors, Some(REGISTRY_HINT)))
                 (google_key_field(errors))
+                (keyless_fields(form, errors))
                 (restrictions(form, errors))
                 button type="submit" { "Add credential" }
             }
@@ -459,7 +535,10 @@ pub fn edit(
             @if let Some(outcome) = test { (test_result(outcome)) }
             dl.facts {
                 dt { "Provider" } dd { (provider_label(credential.provider)) }
-                dt { "Secret version" } dd id="secret-version" { (credential.secret_version) }
+                dt { "Secret version" } dd id="secret-version" {
+                    @if credential.secret_set() { (credential.secret_version) }
+                    @else { span.badge.keyless { "keyless" } " (no secret stored)" }
+                }
                 dt { "Last used" } dd { (time(credential.last_used_time)) }
                 dt { "Updated" } dd { (time(Some(credential.update_time))) }
             }
@@ -471,6 +550,9 @@ pub fn edit(
                 (secret_field("password", "Password", errors, Some("Leave blank to keep the stored secret. Fill it in to rotate it: the secret version goes up.")))
                 (text_field("registry_server", "Registry server", &form.registry_server, errors, Some(REGISTRY_HINT)))
                 @if credential.provider == Provider::Google { (google_key_field(errors)) }
+                @if matches!(credential.provider, Provider::Ecr | Provider::Acr | Provider::Google | Provider::Quay) {
+                    (keyless_fields(form, errors))
+                }
                 (restrictions(form, errors))
                 (text_field("token_realms", "Token realms", &form.token_realms, errors, Some("Other origins (https://host[:port]) the secret may be sent to for a token, beyond the registry itself and its provider's known realm: a self-hosted registry whose token service runs elsewhere. Comma-separated.")))
                 (text_field("test_repository", "Repository to test", &form.test_repository, errors, Some("For Test: a repository under this credential's registry, such as team/app.")))
