@@ -149,6 +149,7 @@ async fn write_workspace(store: &Store, sealer: &Sealer, index: usize, count: us
                 registry: RegistryServer::parse(&format!("registry{c}.example")).unwrap().server,
                 username: "robot".into(),
                 secret_version: 1,
+                settings: Default::default(),
                 allowed_projects: Vec::new(),
                 allow_passthrough: false,
                 token_realm_allowlist: Vec::new(),

@@ -265,9 +265,10 @@ fn settings_of(form: &Form, provider: Option<Provider>) -> ProviderSettings {
                 web_identity: form.checked("web_identity"),
             })
         }
-        Some(Provider::Acr) => {
-            ProviderSettings::Azure(AzureIdentity { tenant_id: form.text("tenant_id"), client_id: form.text("client_id") })
-        }
+        Some(Provider::Acr) => ProviderSettings::Azure(AzureIdentity {
+            tenant_id: form.text("tenant_id"),
+            client_id: form.text("client_id"),
+        }),
         Some(Provider::Google) if filled(&["google_audience", "service_account"]) => {
             ProviderSettings::GoogleFederation(GoogleFederation {
                 audience: form.text("google_audience"),

@@ -226,10 +226,10 @@ impl AwsIdentity {
                 "pullpass has no AWS identity of its own: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, or run on ECS or EC2 (instance metadata is disabled)".into(),
             ));
         }
-        self.from_imds(upstream, deadline).await
+        self.instance_metadata(upstream, deadline).await
     }
 
-    async fn from_imds(&self, upstream: &Upstream, deadline: Instant) -> Result<AwsCredentials, Failure> {
+    async fn instance_metadata(&self, upstream: &Upstream, deadline: Instant) -> Result<AwsCredentials, Failure> {
         let base = self.environment.imds_endpoint.clone().unwrap_or_else(|| IMDS_ENDPOINT.to_owned());
         let base = base.trim_end_matches('/');
         let no_identity = |why: String| {
