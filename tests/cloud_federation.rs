@@ -313,6 +313,15 @@ async fn an_acr_client_secret_goes_only_to_entra_and_each_refused_step_is_named(
     let status = basic.status.unwrap();
     assert_eq!(status.code, tonic::Code::FailedPrecondition as i32);
     assert!(status.message.contains("via_gateway"), "{}", status.message);
+    // The registry refuses the scope, then the exchange: each is named.
+    world.add("acr-scope", acr(Some(CLIENT_SECRET), &front)).await;
+    world.clouds.front_refuses("/oauth2/token", 401);
+    let message = test_credential(&world, "acr-scope", "team/app").await.status.unwrap().message;
+    assert!(message.contains("the registry's /oauth2/token refused the scope"), "{message}");
+    world.add("acr-exchange", acr(Some(CLIENT_SECRET), &front)).await;
+    world.clouds.front_refuses("/oauth2/exchange", 401);
+    let message = test_credential(&world, "acr-exchange", "team/app").await.status.unwrap().message;
+    assert!(message.contains("/oauth2/exchange refused the Entra token"), "{message}");
     // Entra refuses a new app's credentials: the report names Entra.
     world.clouds.control(serde_json::json!({"entra_status": 401}));
     world.add("acr-refused", acr(Some("wrong-secret"), &front)).await;
@@ -537,4 +546,33 @@ async fn the_issuers_discovery_and_key_set_validate_with_pyjwt_and_jose_across_a
     })
     .await;
     verify_with_jose(&latest, &expect).expect("jose verifies the new key's token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_issuer_a_federated_credential_says_what_to_set_and_a_plaintext_public_issuer_is_refused() {
+    use pullpass_tests::{Options, Pullpassd};
+    let refused = Pullpassd::start_with(Options {
+        args: vec!["--issuer-url".into(), "http://pullpass.example.com".into()],
+        ..Default::default()
+    })
+    .expect_err("an http issuer URL on a public name is refused");
+    assert!(refused.stderr.contains("--issuer-url") && refused.stderr.contains("must be https"), "{}", refused.stderr);
+
+    // --dev without a gateway has no issuer to default to.
+    let server =
+        Pullpassd::start_with(Options { args: vec!["--gateway-listen".into(), "off".into()], ..Default::default() })
+            .unwrap_or_else(|f| panic!("{f:?}"));
+    assert!(!server.stdout().contains("OIDC issuer"));
+    let client = server.client().await;
+    pullpass_tests::create_workspace(&client, "acme").await;
+    client.create_credential("acme", "ecr-role", ecr_role(true, "")).await.expect("create");
+    let request = pullpass::v1::IssueRegistryAuthRequest {
+        workspace: "workspaces/acme".into(),
+        images: vec![format!("{ECR_REGISTRY}/team/app:1.0")],
+        ..Default::default()
+    };
+    let auths = client.registry_auth_service().issue_registry_auth(request).await.unwrap().into_inner().auths;
+    let status = auths[0].status.clone().unwrap();
+    assert_eq!(status.code, tonic::Code::FailedPrecondition as i32);
+    assert!(status.message.contains("start it with --issuer-url"), "{}", status.message);
 }

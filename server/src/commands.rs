@@ -174,6 +174,16 @@ pub async fn keys_verify(settings: &Settings) -> Result<(), StartupError> {
             None => break,
         }
     }
+    // The issuer's signing keys are sealed with the master keys too.
+    let signing = opened.store.signing_keys().await.map_err(|e| StartupError(e.to_string()))?;
+    if let Some(text) = signing {
+        for key in crate::issuer::keys::parse(&text).map_err(|e| StartupError(e.to_string()))? {
+            match key.open(&opened.sealer) {
+                Ok(_) => good += 1,
+                Err(error) => bad.push(error.message()),
+            }
+        }
+    }
     opened.store.close().await;
     for line in &bad {
         println!("UNREADABLE: {line}");

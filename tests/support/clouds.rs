@@ -106,6 +106,17 @@ impl Clouds {
         std::fs::write(&path, config.to_string()).expect("config");
     }
 
+    /// Makes the Entra, Google and Quay peers trust every credential of
+    /// workspace acme (a `sub` prefix), for benchmarks that make many.
+    pub fn trust_every_credential(&self) {
+        let path = self.dir.path().join("config.json");
+        let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("config")).expect("json");
+        for peer in ["entra", "google", "quay"] {
+            config[peer]["subject"] = json!("workspaces/acme/credentials/*");
+        }
+        std::fs::write(&path, config.to_string()).expect("config");
+    }
+
     /// pullpassd's flags and environment pointing at the peers.
     pub fn pullpassd_options(&self, registry: &Registry, issuer: &Issuer) -> (Vec<String>, Vec<(String, String)>) {
         let clouds = self.clouds.url();
@@ -163,6 +174,14 @@ impl Clouds {
     /// Recorded calls of one endpoint (`entra`, `acr_exchange`, …).
     pub fn calls(&self, endpoint: &str) -> Vec<Value> {
         self.recorded_where("endpoint", endpoint)
+    }
+
+    /// Makes the registry front answer `path` (`/oauth2/exchange`,
+    /// `/oauth2/token`) with `status`.
+    pub fn front_refuses(&self, path: &str, status: u16) {
+        let settings = json!({ path: status }).to_string();
+        let (code, body) = http_request(&self.front.address, "POST", "/control", Some(&settings));
+        assert_eq!(code, 200, "control: {body}");
     }
 
     /// Changes the cloud peer's behaviour (`{"sts_status": 403}`, …).
