@@ -114,10 +114,10 @@ async fn an_ecr_role_assumed_with_pullpasss_own_token_pulls_one_repository_and_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_access_key_with_a_role_is_narrowed_too_and_pullpasss_own_identity_needs_no_key() {
-    let world = CloudWorld::start(&[
-        ("AWS_ACCESS_KEY_ID", "AKIAOWNIDENTITY00001"),
-        ("AWS_SECRET_ACCESS_KEY", "own-identity-secret-canary"),
-    ])
+    let world = CloudWorld::start_with(
+        &[("AWS_ACCESS_KEY_ID", "AKIAOWNIDENTITY00001"), ("AWS_SECRET_ACCESS_KEY", "own-identity-secret-canary")],
+        &["--aws-own-identity-role", "arn:aws:iam::123456789012:role/pullpass-*"],
+    )
     .await;
     // A stored access key that assumes a role (with an external id).
     let with_key = Credential {
@@ -143,6 +143,21 @@ async fn an_access_key_with_a_role_is_narrowed_too_and_pullpasss_own_identity_ne
     let assumed = world.wait_recorded("action", "AssumeRole", 2).await;
     assert_eq!(assumed[1]["key_id"], "AKIAOWNIDENTITY00001", "signed with pullpass's own identity");
     assert_eq!(assumed[1]["RoleSessionName"], "pullpass-acme-ecr-own");
+    assert_eq!(assumed[1]["ExternalId"], "pullpass:acme", "pullpass names the workspace, not the caller");
+    // A role the operator did not list is not assumed with pullpass's identity.
+    let other = Credential {
+        provider_settings: Some(ProviderSettings::AwsRole(AwsRole {
+            role_arn: "arn:aws:iam::123456789012:role/someone-elses".into(),
+            external_id: String::new(),
+            web_identity: false,
+        })),
+        ..ecr_role(false, "")
+    };
+    world.add("ecr-other", other).await;
+    let report = test_credential(&world, "ecr-other", "team/app").await;
+    let message = report.status.unwrap().message;
+    assert!(message.contains("--aws-own-identity-role"), "{message}");
+    assert_eq!(world.clouds.recorded_where("action", "AssumeRole").len(), 2, "nothing was sent to STS");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,6 +337,10 @@ async fn an_acr_client_secret_goes_only_to_entra_and_each_refused_step_is_named(
     world.clouds.front_refuses("/oauth2/exchange", 401);
     let message = test_credential(&world, "acr-exchange", "team/app").await.status.unwrap().message;
     assert!(message.contains("/oauth2/exchange refused the Entra token"), "{message}");
+    // An ACR credential on a host that is no ACR login server gets no Entra token.
+    world.add("acr-elsewhere", acr(Some(CLIENT_SECRET), "registry.example.com")).await;
+    let message = test_credential(&world, "acr-elsewhere", "team/app").await.status.unwrap().message;
+    assert!(message.contains("is not an ACR login server"), "{message}");
     // Entra refuses a new app's credentials: the report names Entra.
     world.clouds.control(serde_json::json!({"entra_status": 401}));
     world.add("acr-refused", acr(Some("wrong-secret"), &front)).await;
@@ -382,10 +401,13 @@ async fn google_federation_exchanges_pullpasss_token_at_sts_and_impersonates_the
     assert_eq!(iam.len(), 1);
     assert_eq!(iam[0]["authorized"], true);
     assert_eq!(iam[0]["service_account"], SERVICE_ACCOUNT);
-    // Username-and-password callers get `oauth2accesstoken` and the token.
+    // The federated access token reaches the project: it is never a
+    // caller's password (they pull through the gateway).
     let basic = world.issue(&format!("{registry}/team/app:1.0"), Some(AuthKind::Basic)).await;
-    ok(&basic);
-    assert_eq!(basic.username, "oauth2accesstoken");
+    let status = basic.status.unwrap();
+    assert_eq!(status.code, tonic::Code::FailedPrecondition as i32, "{}", status.message);
+    assert!(status.message.contains("via_gateway"), "{}", status.message);
+    ok(&world.issue(&format!("{registry}/team/other:1.0"), None).await);
     assert_eq!(world.clouds.calls("google_sts").len(), 1, "the access token is kept");
     // STS refuses: the step is named.
     world.clouds.control(serde_json::json!({"google_sts_status": 400}));

@@ -102,6 +102,12 @@ pub async fn keys_rotate(settings: &Settings, options: RotateOptions) -> Result<
 /// `keys rotate-signing`: a new issuer signing key, published now and
 /// signing after `activate_in`.
 pub async fn keys_rotate_signing(settings: &Settings, activate_in: std::time::Duration) -> Result<(), StartupError> {
+    if activate_in < std::time::Duration::from_secs(90) {
+        eprintln!(
+            "pullpassd: warning: the new key signs in {} s; other replicas read the key set every 30 s and clouds cache it for about a minute, so tokens signed before they see it may be refused (the default, 120 s, avoids this)",
+            activate_in.as_secs()
+        );
+    }
     let keyring = startup::load_keys(settings)?;
     let opened = startup::open_database(settings, keyring).await?;
     let rotated = crate::issuer::rotate(&opened.store, &opened.sealer, activate_in).await;
@@ -176,19 +182,24 @@ pub async fn keys_verify(settings: &Settings) -> Result<(), StartupError> {
     }
     // The issuer's signing keys are sealed with the master keys too.
     let signing = opened.store.signing_keys().await.map_err(|e| StartupError(e.to_string()))?;
+    let (mut signing_good, mut signing_bad) = (0u64, Vec::new());
     if let Some(text) = signing {
         for key in crate::issuer::keys::parse(&text).map_err(|e| StartupError(e.to_string()))? {
             match key.open(&opened.sealer) {
-                Ok(_) => good += 1,
-                Err(error) => bad.push(error.message()),
+                Ok(_) => signing_good += 1,
+                Err(error) => signing_bad.push(error.message()),
             }
         }
     }
     opened.store.close().await;
-    for line in &bad {
+    for line in bad.iter().chain(&signing_bad) {
         println!("UNREADABLE: {line}");
     }
     println!("{good} secret(s) open, {} do not", bad.len());
+    if signing_good + signing_bad.len() as u64 > 0 {
+        println!("{signing_good} issuer signing key(s) open, {} do not", signing_bad.len());
+    }
+    bad.extend(signing_bad);
     if bad.is_empty() { Ok(()) } else { Err(StartupError(format!("{} stored secret(s) cannot be opened", bad.len()))) }
 }
 

@@ -130,6 +130,21 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLPASS_ECR_ENDPOINT", value_name = "URL")]
     pub ecr_endpoint: Option<String>,
 
+    /// A role ECR credentials may assume with pullpass's own AWS identity
+    /// (environment, AWS_WEB_IDENTITY_TOKEN_FILE, ECS, EC2 metadata): an
+    /// ARN, or an ARN prefix ending in `*` (arn:aws:iam::123456789012:role/pull-*).
+    /// Repeat for several. None by default: without this, only web identity
+    /// and stored access keys assume roles. pullpass then sends
+    /// `ExternalId` = `pullpass:WORKSPACE`, which each role's trust policy
+    /// should require.
+    #[arg(
+        long = "aws-own-identity-role",
+        env = "PULLPASS_AWS_OWN_IDENTITY_ROLES",
+        value_delimiter = ',',
+        value_name = "ARN[*]"
+    )]
+    pub aws_own_identity_roles: Vec<String>,
+
     /// Entra ID's authority host, for ACR credentials (tokens come from
     /// `HOST/TENANT/oauth2/v2.0/token`); for sovereign clouds, such as
     /// https://login.microsoftonline.us. [default: https://login.microsoftonline.com]
@@ -342,6 +357,7 @@ pub struct FileSettings {
     google_token_uris: Option<Vec<String>>,
     ecr_endpoint: Option<String>,
     entra_authority_host: Option<String>,
+    aws_own_identity_roles: Option<Vec<String>>,
     google_sts_endpoint: Option<String>,
     google_iam_credentials_endpoint: Option<String>,
     passthrough_ttl: Option<u64>,
@@ -583,7 +599,7 @@ impl Settings {
             None => None,
         };
         let issuer_url = match serve.issuer_url.clone().or(file.issuer_url.clone()) {
-            Some(url) => Some(crate::issuer::IssuerUrl::parse(&url).map_err(|e| format!("--issuer-url `{url}` {e}"))?),
+            Some(url) => Some(crate::issuer::IssuerUrl::parse(&url).map_err(|e| format!("--issuer-url {e}"))?),
             None if dev && gateway.is_some() => {
                 gateway.as_ref().and_then(|g| crate::issuer::IssuerUrl::parse(&format!("http://{}", g.listen)).ok())
             }
@@ -715,7 +731,10 @@ fn upstream_config(serve: &ServeArgs, file: &FileSettings) -> Result<crate::upst
     Ok(crate::upstream::UpstreamConfig {
         realm: crate::upstream::realm::RealmPolicy { insecure },
         google_token_uris,
-        ecr_endpoint: serve.ecr_endpoint.clone().or(file.ecr_endpoint.clone()).or_else(|| aws_endpoint("ECR")),
+        ecr_endpoint: match serve.ecr_endpoint.clone().or(file.ecr_endpoint.clone()) {
+            Some(flag) => Some(flag),
+            None => aws_endpoint("ECR")?,
+        },
         passthrough_ttl: std::time::Duration::from_secs(serve.passthrough_ttl.or(file.passthrough_ttl).unwrap_or(300)),
         clouds: crate::upstream::CloudEndpoints {
             entra_authority_host: endpoint_url(
@@ -735,8 +754,9 @@ fn upstream_config(serve: &ServeArgs, file: &FileSettings) -> Result<crate::upst
             )?,
         },
         aws: crate::upstream::AwsConfig {
-            sts_endpoint: aws_endpoint("STS"),
+            sts_endpoint: aws_endpoint("STS")?,
             environment: crate::upstream::aws_identity::AwsEnvironment::from_env(),
+            own_identity_roles: own_identity_roles(pick(&serve.aws_own_identity_roles, &file.aws_own_identity_roles))?,
         },
     })
 }
@@ -751,21 +771,57 @@ fn endpoint_url(flag: &str, given: Option<String>, default: &str) -> Result<Stri
             && url.query().is_none()
             && url.fragment().is_none()
             && url.username().is_empty()
+            && url.password().is_none()
     });
     if !ok {
-        return Err(format!("{flag} `{given}` is not an http(s) URL without query, fragment or user"));
+        // Not echoed: a URL with a password in it would leak.
+        return Err(format!("{flag} is not an http(s) URL without query, fragment, user or password"));
     }
     Ok(given.trim_end_matches('/').to_owned())
 }
 
+/// `--aws-own-identity-role` patterns: ARNs of IAM roles, or prefixes of
+/// them ending in `*`.
+fn own_identity_roles(patterns: Vec<String>) -> Result<Vec<String>, String> {
+    patterns
+        .into_iter()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .map(|pattern| {
+            let fixed = pattern.strip_suffix('*').unwrap_or(&pattern);
+            let ok = fixed.starts_with("arn:aws")
+                && fixed.contains(":iam::")
+                && !fixed.contains('*')
+                && fixed.bytes().all(|b| b.is_ascii_graphic());
+            if ok {
+                Ok(pattern)
+            } else {
+                Err(format!(
+                    "--aws-own-identity-role `{pattern}` is not an IAM role ARN or an ARN prefix ending in `*` (arn:aws:iam::123456789012:role/pull-*)"
+                ))
+            }
+        })
+        .collect()
+}
+
 /// The AWS SDKs' endpoint variables: `AWS_ENDPOINT_URL_<SERVICE>`, else
-/// `AWS_ENDPOINT_URL` (unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`).
-fn aws_endpoint(service: &str) -> Option<String> {
+/// `AWS_ENDPOINT_URL` (unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`),
+/// checked like the endpoint flags.
+fn aws_endpoint(service: &str) -> Result<Option<String>, String> {
     let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     if var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return None;
+        return Ok(None);
     }
-    var(&format!("AWS_ENDPOINT_URL_{service}")).or_else(|| var("AWS_ENDPOINT_URL"))
+    let specific = format!("AWS_ENDPOINT_URL_{service}");
+    let (name, value) = match var(&specific) {
+        Some(value) => (specific, value),
+        None => match var("AWS_ENDPOINT_URL") {
+            Some(value) => ("AWS_ENDPOINT_URL".to_owned(), value),
+            None => return Ok(None),
+        },
+    };
+    // Keep the trailing slash AWS endpoints are signed with.
+    endpoint_url(&name, Some(value.clone()), "").map(|_| Some(value))
 }
 
 fn gateway_settings(

@@ -311,9 +311,16 @@ fn check_settings(provider: Provider, settings: &ProviderSettings, violations: &
             }
         }
         ProviderSettings::Azure(azure) => {
-            let tenant_ok = !azure.tenant_id.is_empty()
-                && azure.tenant_id.len() <= 256
-                && azure.tenant_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            // A GUID or a DNS name: labels of letters, digits and `-`, so the
+            // tenant can never step out of the authority's path (`..`).
+            let tenant_ok = azure.tenant_id.len() <= 253
+                && !azure.tenant_id.is_empty()
+                && azure.tenant_id.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !label.starts_with('-')
+                });
             if !tenant_ok {
                 violations.add(path("azure.tenant_id"), "must be the directory (tenant) id: a GUID or a domain name");
             }
@@ -562,7 +569,10 @@ mod tests {
             CredentialInput { settings: role(false), ..input(Provider::Ecr, host, "AKIAIOSFODNN7EXAMPLE", "wJalr") };
         assert!(validate(with_key, "credential").unwrap().secret.is_some());
         let both = CredentialInput { settings: role(true), ..input(Provider::Ecr, host, "AKIAIOSFODNN7EXAMPLE", "s") };
-        assert_eq!(fields(validate(both, "credential").unwrap_err()), vec!["credential.aws_role.web_identity"]);
+        assert_eq!(
+            fields(validate(both, "credential").unwrap_err()),
+            vec!["credential.aws_role.web_identity", "credential.username"]
+        );
         let bad_arn = CredentialInput {
             settings: ProviderSettings::AwsRole(AwsRole {
                 role_arn: "arn:aws:iam::123:user/x".into(),

@@ -28,7 +28,7 @@ pub fn discovery(url: &IssuerUrl) -> String {
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [keys::ALGORITHM],
-        "claims_supported": ["iss", "sub", "aud", "iat", "nbf", "exp", "jti"],
+        "claims_supported": ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "pullpass_credential_uid"],
     })
     .to_string()
 }
@@ -48,20 +48,26 @@ pub async fn respond(issuer: &Issuer, method: &Method, path: &str) -> Option<Res
         JWKS_PATH => issuer.jwks().await,
         _ => return None,
     };
-    let mut builder = Response::builder().header(header::CACHE_CONTROL, "public, max-age=60");
+    let builder = Response::builder();
     if method != Method::GET && method != Method::HEAD {
         return builder
+            .header(header::CACHE_CONTROL, "no-store")
             .status(StatusCode::METHOD_NOT_ALLOWED)
             .header(header::ALLOW, "GET, HEAD")
             .body(String::new())
             .ok();
     }
-    builder = builder.header(header::CONTENT_TYPE, "application/json");
+    let builder = builder.header(header::CONTENT_TYPE, "application/json");
     match body {
-        Ok(body) => builder.status(StatusCode::OK).body(if method == Method::HEAD { String::new() } else { body }).ok(),
+        Ok(body) => builder
+            .header(header::CACHE_CONTROL, "public, max-age=60")
+            .status(StatusCode::OK)
+            .body(if method == Method::HEAD { String::new() } else { body })
+            .ok(),
         Err(e) => {
             tracing::warn!(error = %e, "the issuer's key set is unavailable");
             builder
+                .header(header::CACHE_CONTROL, "no-store")
                 .status(StatusCode::SERVICE_UNAVAILABLE)
                 .header(header::RETRY_AFTER, "5")
                 .body(r#"{"error":"the key set is unavailable"}"#.to_owned())

@@ -136,10 +136,11 @@ impl Issuer {
         if stored.is_none() {
             let now = Timestamp::now();
             let first = keys::generate(&sealer, now, now)?;
-            let event = Actor::command("serve").event("CreateSigningKey", "", &format!("signingKeys/{}", first.kid), 0);
             // Another replica may make the first key at the same moment;
-            // then its key is used.
-            store.replace_signing_keys(None, &keys::render(&[first]), &[event]).await?;
+            // then its key is used. Like the dev master key, the first key
+            // is the server's own set-up, not an audited change; every
+            // rotation is audited.
+            store.replace_signing_keys(None, &keys::render(&[first]), &[]).await?;
         }
         let issuer = Self {
             url,
@@ -158,8 +159,12 @@ impl Issuer {
         &self.url
     }
 
-    /// Mints a JWT for `credential`'s federation with `audience`.
-    pub async fn mint(&self, credential: &CredentialName, audience: &str) -> Result<SecretBytes, Error> {
+    /// Mints a JWT for `credential`'s federation with `audience`. Besides
+    /// `sub`, `pullpass_credential_uid` names this credential's life: a
+    /// credential deleted and created again under the same name has another,
+    /// so a trust condition on it (GCP attribute conditions can check any
+    /// claim) does not carry over.
+    pub async fn mint(&self, credential: &CredentialName, uid: &str, audience: &str) -> Result<SecretBytes, Error> {
         let loaded = self.current().await?;
         let (kid, pair) = loaded
             .signing
@@ -177,6 +182,7 @@ impl Issuer {
             "nbf": now,
             "exp": now + LIFETIME.as_secs() as i64,
             "jti": URL_SAFE_NO_PAD.encode(jti),
+            "pullpass_credential_uid": uid,
         });
         let input =
             format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
@@ -212,7 +218,15 @@ impl Issuer {
             // serve (they are published before they sign).
             Err(e) if !loaded.keys.is_empty() => {
                 tracing::warn!(error = %e, "reading the issuer's signing keys failed; using the keys read before");
-                Ok(loaded)
+                // Try again only after another interval, so an outage costs
+                // one read per interval, not one per request.
+                let kept = Arc::new(Loaded {
+                    keys: loaded.keys.clone(),
+                    signing: loaded.signing.clone(),
+                    read_at: Instant::now(),
+                });
+                *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&kept);
+                Ok(kept)
             }
             Err(e) => Err(e),
         }
@@ -248,8 +262,8 @@ impl Issuer {
 
 #[async_trait::async_trait]
 impl crate::upstream::FederationTokens for Issuer {
-    async fn token(&self, credential: &CredentialName, audience: &str) -> Result<SecretBytes, Error> {
-        self.mint(credential, audience).await
+    async fn token(&self, credential: &crate::domain::Credential, audience: &str) -> Result<SecretBytes, Error> {
+        self.mint(&credential.name, &credential.uid.to_string(), audience).await
     }
 }
 

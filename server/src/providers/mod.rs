@@ -4,9 +4,12 @@
 //!
 //! * [`google_key`]: Google service-account JSON keys.
 //! * [`ecr`]: Amazon ECR registry hosts and their regions.
+//! * [`cloud_hosts`]: ACR's and Google's registry hosts, where federated
+//!   tokens may go.
 //!
 //! It sits below both, so neither imports the other. It knows nothing of
 //! SQL, gRPC, HTTP or the store.
 
+pub mod cloud_hosts;
 pub mod ecr;
 pub mod google_key;

@@ -45,6 +45,14 @@ pub async fn exchange(
         ));
     }
     let credential = exchange.credential;
+    // The Entra token reaches every registry the app may read: it goes only
+    // to an ACR login server (or a host the operator lists as insecure).
+    let host = credential.registry.host().as_str();
+    if !crate::providers::cloud_hosts::is_acr_host(host) && !upstream.config().realm.is_insecure(host) {
+        return Err(Failure::Misconfigured(format!(
+            "`{host}` is not an ACR login server (NAME.azurecr.io, .azurecr.cn or .azurecr.us); pullpass sends Entra tokens only there"
+        )));
+    }
     let base = token_flow::base_url(upstream, exchange.endpoint);
     let refresh = upstream
         .sessions()
@@ -104,7 +112,8 @@ async fn entra_token(
         }
         zeroize::Zeroizing::new(form.finish())
     };
-    let reply = post_form(upstream, UpstreamKind::Entra, &url, &body, exchange).await?;
+    // Entra is a cloud endpoint: public roots only, never the credential's.
+    let reply = post_form(upstream, UpstreamKind::Entra, &url, &body, exchange, "").await?;
     if !reply.status.is_success() {
         return Err(step_failure(&reply, "Entra ID refused the app's credentials", "Entra ID"));
     }
@@ -138,7 +147,8 @@ async fn refresh_token(
             .append_pair("access_token", entra.expose())
             .finish(),
     );
-    let reply = post_form(upstream, UpstreamKind::Token, &url, &body, exchange).await?;
+    let reply =
+        post_form(upstream, UpstreamKind::Token, &url, &body, exchange, &exchange.credential.ca_bundle_pem).await?;
     if !reply.status.is_success() {
         return Err(step_failure(
             &reply,
@@ -177,7 +187,8 @@ async fn scoped_token(
             .append_pair("refresh_token", refresh.expose())
             .finish(),
     );
-    let reply = post_form(upstream, UpstreamKind::Token, &url, &body, exchange).await?;
+    let reply =
+        post_form(upstream, UpstreamKind::Token, &url, &body, exchange, &exchange.credential.ca_bundle_pem).await?;
     if !reply.status.is_success() {
         return Err(step_failure(&reply, "the registry's /oauth2/token refused the scope", "/oauth2/token"));
     }
@@ -202,8 +213,9 @@ async fn post_form(
     url: &Url,
     body: &str,
     exchange: Exchange<'_>,
+    roots: &str,
 ) -> Result<super::http::Reply, Failure> {
-    let client = upstream.http().client_for(&exchange.credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
+    let client = upstream.http().client_for(roots).map_err(Failure::Misconfigured)?;
     Ok(upstream
         .http()
         .send(

@@ -129,7 +129,6 @@ impl AwsIdentity {
         &self,
         upstream: &Upstream,
         region: &str,
-        registry_host: &str,
         deadline: Instant,
     ) -> Result<AwsCredentials, Failure> {
         if let Some(fresh) = self.fresh() {
@@ -139,7 +138,7 @@ impl AwsIdentity {
         if let Some(fresh) = self.fresh() {
             return Ok(fresh);
         }
-        let found = self.find(upstream, region, registry_host, deadline).await?;
+        let found = self.find(upstream, region, deadline).await?;
         if found.expiration.is_some() {
             *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(found.clone());
         }
@@ -154,13 +153,7 @@ impl AwsIdentity {
             .cloned()
     }
 
-    async fn find(
-        &self,
-        upstream: &Upstream,
-        region: &str,
-        registry_host: &str,
-        deadline: Instant,
-    ) -> Result<AwsCredentials, Failure> {
+    async fn find(&self, upstream: &Upstream, region: &str, deadline: Instant) -> Result<AwsCredentials, Failure> {
         let env = &self.environment;
         if let (Some(id), Some(secret)) = (&env.access_key_id, &env.secret_access_key) {
             return Ok(AwsCredentials {
@@ -179,17 +172,19 @@ impl AwsIdentity {
             let token = SecretBytes::new(token.trim_ascii().to_vec());
             let session = env.role_session_name.clone().unwrap_or_else(|| "pullpass".to_owned());
             // The web identity role is pullpass's own: no session policy
-            // narrows it (the registry role assumed next is narrowed).
+            // narrows it (the registry role assumed next is narrowed). Its
+            // region and partition are the environment's (AWS_REGION).
+            let region = env.region.as_deref().unwrap_or(region);
             let request = RoleRequest {
                 role_arn,
                 session_name: &session,
                 policy: None,
                 duration: Duration::from_secs(3600),
                 external_id: "",
-                region: env.region.as_deref().unwrap_or(region),
-                registry_host,
+                region,
+                china: region.starts_with("cn-"),
             };
-            return sts::assume_role(upstream, &request, Proof::WebIdentity(&token), "", deadline).await;
+            return sts::assume_role(upstream, &request, Proof::WebIdentity(&token), deadline).await;
         }
         let container = match (&env.container_relative_uri, &env.container_full_uri) {
             (Some(relative), _) => Some(format!("{ECS_HOST}{relative}")),

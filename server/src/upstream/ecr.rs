@@ -95,19 +95,36 @@ pub async fn by_role(
     }
     let policy = session_policy(&role.role_arn, host, region, exchange.scope.repository());
     let session_name = sts::session_name(credential.name.workspace.as_str(), credential.name.credential.as_str());
+    let china = host.ends_with(".amazonaws.com.cn");
+    let own_identity = !role.web_identity && !credential.secret_set();
+    // With pullpass's own identity, a tenant must not be able to assume a
+    // role set up for another: the operator lists the roles it may assume,
+    // and the external id is pullpass's, naming the workspace (the
+    // confused-deputy guard a role's trust policy checks).
+    let own_external_id = format!("pullpass:{}", credential.name.workspace.as_str());
+    let external_id = if own_identity {
+        allow_own_identity_role(upstream, &role.role_arn)?;
+        if !role.external_id.is_empty() && role.external_id != own_external_id {
+            return Err(Failure::Misconfigured(format!(
+                "with pullpass's own AWS identity the external id is set by pullpass: `{own_external_id}` (leave external_id empty)"
+            )));
+        }
+        own_external_id.as_str()
+    } else {
+        role.external_id.as_str()
+    };
     let request = RoleRequest {
         role_arn: &role.role_arn,
         session_name: &session_name,
         policy: Some(&policy),
         duration: SESSION,
-        external_id: &role.external_id,
+        external_id,
         region,
-        registry_host: host,
+        china,
     };
     let session = if role.web_identity {
         let token = upstream.federation_token(credential, AWS_AUDIENCE).await?;
-        sts::assume_role(upstream, &request, Proof::WebIdentity(&token), &credential.ca_bundle_pem, exchange.deadline)
-            .await
+        sts::assume_role(upstream, &request, Proof::WebIdentity(&token), exchange.deadline).await
     } else if credential.secret_set() {
         let key = AwsCredentials {
             access_key_id: credential.username.clone(),
@@ -115,10 +132,10 @@ pub async fn by_role(
             session_token: None,
             expiration: None,
         };
-        sts::assume_role(upstream, &request, Proof::Signed(&key), &credential.ca_bundle_pem, exchange.deadline).await
+        sts::assume_role(upstream, &request, Proof::Signed(&key), exchange.deadline).await
     } else {
-        let own = upstream.aws_identity().credentials(upstream, region, host, exchange.deadline).await?;
-        sts::assume_role(upstream, &request, Proof::Signed(&own), &credential.ca_bundle_pem, exchange.deadline).await
+        let own = upstream.aws_identity().credentials(upstream, region, exchange.deadline).await?;
+        sts::assume_role(upstream, &request, Proof::Signed(&own), exchange.deadline).await
     }
     .map_err(|failure| match failure {
         Failure::Rejected(why) => Failure::Rejected(format!("the role was not assumed: {why}")),
@@ -130,6 +147,22 @@ pub async fn by_role(
     }
     lease.granted = Some(granted);
     Ok(lease)
+}
+
+/// Is `role_arn` one the operator lets pullpass's own identity assume
+/// (`--aws-own-identity-role`, `*` at the end matching any rest)?
+fn allow_own_identity_role(upstream: &Upstream, role_arn: &str) -> Result<(), Failure> {
+    let allowed = &upstream.config().aws.own_identity_roles;
+    let matches = allowed.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => role_arn.starts_with(prefix),
+        None => role_arn == pattern,
+    });
+    if matches {
+        return Ok(());
+    }
+    Err(Failure::Misconfigured(format!(
+        "pullpass's own AWS identity assumes only roles the operator allows (--aws-own-identity-role), and `{role_arn}` is not one; use web_identity, or an access key"
+    )))
 }
 
 /// The `aud` of the token pullpass presents to STS (what an IAM OIDC
@@ -191,7 +224,8 @@ async fn get_authorization_token(
         "ecr",
         &amz_date,
     ));
-    let client = upstream.http().client_for(&credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
+    // The ECR API is a cloud endpoint: public roots only.
+    let client = upstream.http().client_for("").map_err(Failure::Misconfigured)?;
     let reply = upstream
         .http()
         .send(

@@ -38,19 +38,25 @@ pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 pub const OAUTH_USERNAME: &str = "oauth2accesstoken";
 /// OAuth scope asked for.
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// The scope of federated tokens: reading is all a pull needs.
+const FEDERATED_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform.read-only";
 
-/// OAuth access tokens by credential uid and secret version, until a minute
-/// before they expire.
+/// OAuth access tokens by credential uid, secret version and update time
+/// (a changed credential never reuses one), until a minute before they
+/// expire.
 #[derive(Debug, Default)]
-pub struct AccessTokenCache(Mutex<HashMap<(CredentialUid, u64), (LeaseSecret, Timestamp)>>);
+pub struct AccessTokenCache(Mutex<HashMap<TokenKey, (LeaseSecret, Timestamp)>>);
+
+/// A credential as it is now: uid, secret version, update time.
+type TokenKey = (CredentialUid, u64, Timestamp);
 
 impl AccessTokenCache {
-    fn get(&self, key: (CredentialUid, u64)) -> Option<(LeaseSecret, Timestamp)> {
+    fn get(&self, key: TokenKey) -> Option<(LeaseSecret, Timestamp)> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&key).filter(|(_, expiry)| expiry.saturating_since(Timestamp::now()) > Duration::from_secs(60)).cloned()
     }
 
-    fn put(&self, key: (CredentialUid, u64), token: LeaseSecret, expiry: Timestamp) {
+    fn put(&self, key: TokenKey, token: LeaseSecret, expiry: Timestamp) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 10_000 {
             map.clear();
@@ -72,6 +78,20 @@ pub async fn federated(
     federation: &GoogleFederation,
 ) -> Result<Lease, Failure> {
     let credential = exchange.credential;
+    // A federated access token reaches the whole project: it goes only to
+    // Google's registries (or a host the operator lists as insecure), and
+    // never to a caller as a password.
+    let host = credential.registry.host().as_str();
+    if !crate::providers::cloud_hosts::is_google_host(host) && !upstream.config().realm.is_insecure(host) {
+        return Err(Failure::Misconfigured(format!(
+            "`{host}` is not a Google registry (gcr.io, REGION-docker.pkg.dev); pullpass sends federated Google tokens only there"
+        )));
+    }
+    if exchange.accept == Accept::BasicOnly {
+        return Err(Failure::FormUnavailable(
+            "a federated Google credential hands out only the registry's token for one repository, and the caller accepts only a username and password; pull through the pullpass gateway (via_gateway) instead".into(),
+        ));
+    }
     let token = upstream
         .sessions()
         .get_or_fetch(credential, "google_access_token", || async {
@@ -82,7 +102,11 @@ pub async fn federated(
             impersonate(upstream, exchange, &federation.service_account, &federated.0).await
         })
         .await?;
-    with_access_token(upstream, exchange, token).await
+    let result = with_access_token(upstream, exchange, token).await;
+    if matches!(result, Err(Failure::Rejected(_))) {
+        upstream.sessions().forget(credential, "google_access_token");
+    }
+    result
 }
 
 /// RFC 8693 at Google STS: pullpass's token for a federated access token.
@@ -100,13 +124,14 @@ async fn sts_exchange(
         form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
             .append_pair("audience", &federation.audience)
-            .append_pair("scope", SCOPE)
+            .append_pair("scope", FEDERATED_SCOPE)
             .append_pair("requested_token_type", "urn:ietf:params:oauth:token-type:access_token")
             .append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:jwt")
             .append_pair("subject_token", subject.expose_str().unwrap_or_default())
             .finish(),
     );
-    let client = upstream.http().client_for(&credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
+    // Google's endpoints are cloud endpoints: public roots only.
+    let client = upstream.http().client_for("").map_err(Failure::Misconfigured)?;
     let reply = upstream
         .http()
         .send(
@@ -151,8 +176,8 @@ async fn impersonate(
     let url = Url::parse(&format!("{base}/v1/projects/-/serviceAccounts/{account}:generateAccessToken"))
         .map_err(|_| Failure::Misconfigured("the IAM Credentials endpoint is not a URL".into()))?;
     upstream.config().realm.check_transport(&url).map_err(Failure::Refused)?;
-    let body = serde_json::json!({"scope": [SCOPE], "lifetime": "3600s"}).to_string();
-    let client = upstream.http().client_for(&exchange.credential.ca_bundle_pem).map_err(Failure::Misconfigured)?;
+    let body = serde_json::json!({"scope": [FEDERATED_SCOPE], "lifetime": "3600s"}).to_string();
+    let client = upstream.http().client_for("").map_err(Failure::Misconfigured)?;
     let authorization = zeroize::Zeroizing::new(format!("Bearer {}", federated.expose()));
     let reply = upstream
         .http()
@@ -224,7 +249,7 @@ async fn access_token(
     secret: &SecretBytes,
 ) -> Result<(LeaseSecret, Timestamp), Failure> {
     let credential = exchange.credential;
-    let key_id = (credential.uid, credential.secret_version);
+    let key_id = (credential.uid, credential.secret_version, credential.update_time);
     if let Some(cached) = upstream.google_tokens.get(key_id) {
         return Ok(cached);
     }

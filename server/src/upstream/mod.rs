@@ -108,14 +108,17 @@ pub struct AwsConfig {
     pub sts_endpoint: Option<String>,
     /// Where pullpass's own AWS credentials come from.
     pub environment: aws_identity::AwsEnvironment,
+    /// Role ARNs (a trailing `*` matches any rest) credentials may assume
+    /// with pullpass's own identity; none by default.
+    pub own_identity_roles: Vec<String>,
 }
 
 /// Tokens from pullpass's own OIDC issuer, for the flows that federate.
 #[async_trait::async_trait]
 pub trait FederationTokens: Send + Sync + std::fmt::Debug {
-    /// A short-lived JWT with `sub` = the credential's name and `aud` =
-    /// `audience`.
-    async fn token(&self, credential: &CredentialName, audience: &str) -> Result<SecretBytes, Error>;
+    /// A short-lived JWT with `sub` = the credential's name, its uid in
+    /// `pullpass_credential_uid`, and `aud` = `audience`.
+    async fn token(&self, credential: &Credential, audience: &str) -> Result<SecretBytes, Error>;
 }
 
 impl Default for UpstreamConfig {
@@ -311,7 +314,7 @@ impl Upstream {
                     .into(),
             )
         })?;
-        issuer.token(&credential.name, audience).await.map_err(|e| Failure::Misconfigured(format!("the issuer: {e}")))
+        issuer.token(credential, audience).await.map_err(|e| Failure::Misconfigured(format!("the issuer: {e}")))
     }
 
     /// The settings.

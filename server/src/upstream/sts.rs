@@ -74,8 +74,8 @@ pub struct RoleRequest<'a> {
     pub external_id: &'a str,
     /// The region (of the STS endpoint, and of the signature).
     pub region: &'a str,
-    /// The host the region belongs to (for the `.com.cn` partition).
-    pub registry_host: &'a str,
+    /// In AWS China (`.amazonaws.com.cn` endpoints)?
+    pub china: bool,
 }
 
 /// How the role is assumed.
@@ -88,23 +88,24 @@ pub enum Proof<'a> {
 }
 
 /// The STS endpoint of `region`.
-pub fn endpoint(upstream: &Upstream, region: &str, registry_host: &str) -> String {
+pub fn endpoint(upstream: &Upstream, region: &str, china: bool) -> String {
     match &upstream.config().aws.sts_endpoint {
         Some(url) => url.clone(),
-        None if registry_host.ends_with(".amazonaws.com.cn") => format!("https://sts.{region}.amazonaws.com.cn/"),
+        None if china => format!("https://sts.{region}.amazonaws.com.cn/"),
         None => format!("https://sts.{region}.amazonaws.com/"),
     }
 }
 
-/// Assumes `request.role_arn`; the answer's temporary credentials.
+/// Assumes `request.role_arn`; the answer's temporary credentials. STS is
+/// reached with the public roots only: a credential's CA bundle is for its
+/// own registry, never for a cloud endpoint.
 pub async fn assume_role(
     upstream: &Upstream,
     request: &RoleRequest<'_>,
     proof: Proof<'_>,
-    ca_bundle_pem: &str,
     deadline: std::time::Instant,
 ) -> Result<AwsCredentials, Failure> {
-    let url = Url::parse(&endpoint(upstream, request.region, request.registry_host))
+    let url = Url::parse(&endpoint(upstream, request.region, request.china))
         .map_err(|_| Failure::Misconfigured("the STS endpoint is not a URL".into()))?;
     upstream.config().realm.check_transport(&url).map_err(Failure::Refused)?;
     let duration = request.duration.as_secs().max(900).to_string();
@@ -159,7 +160,7 @@ pub async fn assume_role(
         }
         None => None,
     };
-    let client = upstream.http().client_for(ca_bundle_pem).map_err(Failure::Misconfigured)?;
+    let client = upstream.http().client_for("").map_err(Failure::Misconfigured)?;
     let reply = upstream
         .http()
         .send(
