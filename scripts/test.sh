@@ -16,7 +16,7 @@ pg_dir=$(mktemp -d /tmp/pullpass-test-pg.XXXXXX)
 trap 'scripts/postgres-cluster.sh stop "$pg_dir"' EXIT
 eval "$(scripts/postgres-cluster.sh start "$pg_dir")"
 
-on_postgres=(--test registry_broker --test access_matrix --test audit_and_tokens)
+on_postgres=(--test registry_broker --test access_matrix --test audit_and_tokens --test cloud_federation)
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
   PULLPASS_TEST_BACKEND=postgres cargo nextest run -p pullpass-tests --locked --no-fail-fast "${on_postgres[@]}"

@@ -598,3 +598,51 @@ async fn without_an_issuer_a_federated_credential_says_what_to_set_and_a_plainte
     assert_eq!(status.code, tonic::Code::FailedPrecondition as i32);
     assert!(status.message.contains("start it with --issuer-url"), "{}", status.message);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pullpasss_own_identity_comes_from_the_ecs_endpoint_or_instance_metadata() {
+    let allow = ["--aws-own-identity-role", "arn:aws:iam::123456789012:role/pullpass-*"];
+    // On ECS: the container credentials endpoint, with its token.
+    let world = CloudWorld::start_with(
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "{clouds}/ecs/credentials"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", pullpass_tests::clouds::ECS_TOKEN),
+        ],
+        &allow,
+    )
+    .await;
+    world.add("ecr-own", ecr_role(false, "")).await;
+    ok(&world.issue(&format!("{ECR_REGISTRY}/team/app:1.0"), None).await);
+    ok(&world.issue(&format!("{ECR_REGISTRY}/team/two:1.0"), None).await);
+    assert_eq!(
+        world.clouds.calls("ecs"),
+        vec![serde_json::json!({"endpoint": "ecs", "authorized": true})],
+        "fetched once"
+    );
+    let assumed = world.clouds.recorded_where("action", "AssumeRole");
+    assert_eq!(assumed.len(), 2);
+    assert!(assumed.iter().all(|a| a["key_id"] == "ASIAECSFIXTURE00001" && a["session_token"] == true), "{assumed:?}");
+    drop(world);
+
+    // On EC2: IMDSv2, a session token first, then the instance's role.
+    let world = CloudWorld::start_with(
+        &[("AWS_EC2_METADATA_DISABLED", "false"), ("AWS_EC2_METADATA_SERVICE_ENDPOINT", "{clouds}")],
+        &allow,
+    )
+    .await;
+    world.add("ecr-own", ecr_role(false, "")).await;
+    ok(&world.issue(&format!("{ECR_REGISTRY}/team/app:1.0"), None).await);
+    assert_eq!(world.clouds.calls("imds_token").len(), 1);
+    let reads = world.clouds.calls("imds");
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert!(reads.iter().all(|r| r["session"] == true), "every read carries the IMDSv2 session: {reads:?}");
+    assert_eq!(reads[1]["role"], "pullpass-node");
+    let assumed = world.clouds.recorded_where("action", "AssumeRole");
+    assert_eq!(assumed[0]["key_id"], "ASIAIMDSFIXTURE0001");
+    // The machine's credentials appear nowhere.
+    let logs = world.server.logs();
+    for canary in world.clouds.canaries() {
+        assert!(!logs.contains(canary.as_str()), "a machine credential is in the log");
+        assert!(world.server.stored_files_containing(canary.as_bytes()).is_empty());
+    }
+}

@@ -36,6 +36,8 @@ pub const GOOGLE_AUDIENCE: &str =
     "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/pullpass/providers/pullpass";
 /// The service account they impersonate.
 pub const SERVICE_ACCOUNT: &str = "puller@acme-prod.iam.gserviceaccount.com";
+/// The ECS container credentials endpoint's authorization token.
+pub const ECS_TOKEN: &str = "ecs-authorization-token-canary";
 /// The Quay robot.
 pub const ROBOT: &str = "acme+ci";
 /// The robot's token, as Quay's federation answers it (a canary).
@@ -228,7 +230,9 @@ impl CloudWorld {
         let clouds = Clouds::start(&issuer, &registry);
         let (mut args, mut cloud_env) = clouds.pullpassd_options(&registry, &issuer);
         args.extend(extra_args.iter().map(|a| a.to_string()));
-        cloud_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        // `{clouds}` in a value stands for the cloud peer's URL.
+        let url = clouds.clouds.url();
+        cloud_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.replace("{clouds}", &url))));
         let server = Pullpassd::start_with(Options { args, env: cloud_env, ..Default::default() })
             .unwrap_or_else(|f| panic!("pullpassd did not start: {f:?}"));
         let issuer_url = server
