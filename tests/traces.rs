@@ -1,16 +1,22 @@
 //! Traces, in process with the OpenTelemetry SDK's in-memory exporter: a
 //! call carrying a fixed W3C `traceparent` yields an RPC span in that trace,
 //! with store, seal and upstream spans under it; health checks are not
-//! traced; and no span name or attribute carries a secret, token or
-//! workload-identity JWT.
+//! traced; and no span name or attribute carries a secret, token,
+//! workload-identity JWT, or a keyless credential's federation token or AWS
+//! session credentials.
 
 use opentelemetry::trace::TraceId;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use pullpass::v1::AwsRole;
+use pullpass::v1::credential::ProviderSettings;
 use pullpass::v1::{Credential, IssueRegistryAuthRequest, Provider};
 use pullpass_server::config::{LogFormat, Settings};
 use pullpass_server::server::Embedded;
+use pullpass_tests::clouds::{Clouds, ECR_REGISTRY, ROLE_ARN};
 use pullpass_tests::http_fixture::TokenRealm;
 use pullpass_tests::identity::{AUDIENCE, IdentityIssuer, bind, create_provider};
+use pullpass_tests::registry::world::users;
+use pullpass_tests::registry::{Issuer, Registry};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
@@ -37,7 +43,15 @@ async fn a_call_with_a_traceparent_continues_that_trace_down_to_store_seal_and_u
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::dev(dir.path().to_owned()).unwrap();
     settings.upstream.realm.insecure.push(pullpass::registry::RegistryHost::parse(&realm.address).unwrap());
+    // The cloud peers of keyless credentials (moto as AWS STS and ECR).
+    let peers = Issuer::start(users());
+    let registry = Registry::start(&peers.realm(), &peers.bundle());
+    let clouds = Clouds::start(&peers, &registry);
+    settings.upstream.realm.insecure.push(pullpass::registry::RegistryHost::parse(&clouds.clouds.address).unwrap());
+    settings.upstream.aws.sts_endpoint = Some(format!("{}/", clouds.clouds.url()));
+    settings.upstream.ecr_endpoint = Some(format!("{}/", clouds.clouds.url()));
     let server = Embedded::start(settings).await.unwrap();
+    clouds.trust(&format!("http://{}", server.gateway_address.unwrap()));
     let root = server.root_token.clone().unwrap();
     let channel = tonic::transport::Endpoint::from_shared(server.endpoint()).unwrap().connect().await.unwrap();
     let mut access = pullpass::v1::access_service_client::AccessServiceClient::new(channel.clone());
@@ -98,6 +112,34 @@ async fn a_call_with_a_traceparent_continues_that_trace_down_to_store_seal_and_u
     let leased = auth.issue_registry_auth(by_identity).await.unwrap().into_inner();
     assert_eq!(leased.auths[0].status.as_ref().map(|s| s.code), Some(0), "{:?}", leased.auths[0].status);
     let jwt_signature = jwt.rsplit('.').next().unwrap().to_owned();
+    // A keyless ECR credential: pullpass's own federation token and the
+    // AWS session credentials are in no span either.
+    admin
+        .create_credential(
+            "acme",
+            "ecr-role",
+            Credential {
+                provider: Provider::Ecr as i32,
+                registry_server: ECR_REGISTRY.into(),
+                provider_settings: Some(ProviderSettings::AwsRole(AwsRole {
+                    role_arn: ROLE_ARN.into(),
+                    external_id: String::new(),
+                    web_identity: true,
+                })),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let keyless = IssueRegistryAuthRequest {
+        workspace: "workspaces/acme".into(),
+        images: vec![format!("{ECR_REGISTRY}/team/app:1.0")],
+        ..Default::default()
+    };
+    let leased = auth.issue_registry_auth(with_traceparent(keyless, &root)).await.unwrap().into_inner();
+    assert_eq!(leased.auths[0].status.as_ref().map(|s| s.code), Some(0), "{:?}", leased.auths[0].status);
+    let federation_secrets = clouds.canaries();
+    assert!(federation_secrets.len() >= 3, "the web identity token and the session's secret and token");
     server.shutdown().await.unwrap();
 
     let spans = exporter.get_finished_spans().unwrap();
@@ -105,8 +147,8 @@ async fn a_call_with_a_traceparent_continues_that_trace_down_to_store_seal_and_u
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
     let (rpcs, untraced): (Vec<&SpanData>, Vec<&SpanData>) =
         spans.iter().filter(|s| s.name.starts_with("pullpass.v1.")).partition(|s| s.span_context.trace_id() == wanted);
-    assert_eq!(rpcs.len(), 3, "one span per RPC: {names:?}");
-    assert_eq!(untraced.len(), 3, "the calls without a traceparent start traces of their own: {names:?}");
+    assert_eq!(rpcs.len(), 4, "one span per RPC: {names:?}");
+    assert_eq!(untraced.len(), 4, "the calls without a traceparent start traces of their own: {names:?}");
     for rpc in &untraced {
         assert_eq!(rpc.parent_span_id, opentelemetry::trace::SpanId::INVALID, "{} is a root span", rpc.name);
     }
@@ -120,8 +162,16 @@ async fn a_call_with_a_traceparent_continues_that_trace_down_to_store_seal_and_u
         "{:?}",
         issue.attributes
     );
-    for child in ["store.write", "seal.seal", "seal.open", "upstream.exchange", "upstream.challenge", "upstream.token"]
-    {
+    for child in [
+        "store.write",
+        "seal.seal",
+        "seal.open",
+        "upstream.exchange",
+        "upstream.challenge",
+        "upstream.token",
+        "upstream.sts",
+        "upstream.ecr",
+    ] {
         // Background work (the audit flusher, start-up) has traces of its own.
         let in_trace = spans.iter().any(|s| s.name == child && s.span_context.trace_id() == wanted);
         assert!(in_trace, "no {child} span in the caller's trace: {names:?}");
@@ -131,6 +181,9 @@ async fn a_call_with_a_traceparent_continues_that_trace_down_to_store_seal_and_u
         let said = everything_said(span);
         for secret in [PASSWORD, &root, &lease_token, &jwt, &jwt_signature, "Bearer", "acme"] {
             assert!(!said.contains(secret), "span `{}` carries `{secret}`: {said}", span.name);
+        }
+        for secret in &federation_secrets {
+            assert!(!said.contains(secret.as_str()), "span `{}` carries a federation secret", span.name);
         }
     }
 }
