@@ -6,25 +6,15 @@
 
 use std::time::Duration;
 
-use pullpass::v1::credential::ProviderSettings;
-use pullpass::v1::{AuthKind, AwsRole, AzureIdentity, Credential, GoogleFederation, Provider, QuayRobotFederation};
+use pullpass::v1::{AuthKind, Credential, Provider};
 use pullpass_tests::clouds::{
-    CLIENT_ID, CLIENT_SECRET, CloudWorld, ECR_REGISTRY, GOOGLE_AUDIENCE, ROBOT, ROLE_ARN, SERVICE_ACCOUNT, TENANT,
+    self, CLIENT_ID, CLIENT_SECRET, CloudWorld, ECR_REGISTRY, GOOGLE_AUDIENCE, ROBOT, ROLE_ARN, SERVICE_ACCOUNT, TENANT,
 };
 use pullpass_tests::violation_fields;
 use serde_json::Value;
 
 fn ecr_role(web_identity: bool, external_id: &str) -> Credential {
-    Credential {
-        provider: Provider::Ecr as i32,
-        registry_server: ECR_REGISTRY.into(),
-        provider_settings: Some(ProviderSettings::AwsRole(AwsRole {
-            role_arn: ROLE_ARN.into(),
-            external_id: external_id.into(),
-            web_identity,
-        })),
-        ..Default::default()
-    }
+    clouds::ecr_role(ROLE_ARN, web_identity, external_id)
 }
 
 fn policy_resources(entry: &Value) -> Vec<String> {
@@ -145,14 +135,7 @@ async fn an_access_key_with_a_role_is_narrowed_too_and_pullpasss_own_identity_ne
     assert_eq!(assumed[1]["RoleSessionName"], "pullpass-acme-ecr-own");
     assert_eq!(assumed[1]["ExternalId"], "pullpass:acme", "pullpass names the workspace, not the caller");
     // A role the operator did not list is not assumed with pullpass's identity.
-    let other = Credential {
-        provider_settings: Some(ProviderSettings::AwsRole(AwsRole {
-            role_arn: "arn:aws:iam::123456789012:role/someone-elses".into(),
-            external_id: String::new(),
-            web_identity: false,
-        })),
-        ..ecr_role(false, "")
-    };
+    let other = clouds::ecr_role("arn:aws:iam::123456789012:role/someone-elses", false, "");
     world.add("ecr-other", other).await;
     let report = test_credential(&world, "ecr-other", "team/app").await;
     let message = report.status.unwrap().message;
@@ -212,13 +195,8 @@ async fn a_refused_role_names_the_step_and_a_burst_assumes_it_once_per_repositor
 async fn keyless_settings_are_checked_field_by_field() {
     let world = CloudWorld::start(&[]).await;
     let bad = Credential {
-        provider_settings: Some(ProviderSettings::AwsRole(AwsRole {
-            role_arn: "arn:aws:iam::123:user/nope".into(),
-            external_id: String::new(),
-            web_identity: true,
-        })),
         secret: "a secret with web identity".into(),
-        ..ecr_role(true, "")
+        ..clouds::ecr_role("arn:aws:iam::123:user/nope", true, "")
     };
     let status = create_raw(&world, "bad", bad).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -226,10 +204,10 @@ async fn keyless_settings_are_checked_field_by_field() {
     // Settings of another provider, and ACR without its app registration.
     let misplaced = Credential {
         provider: Provider::Ghcr as i32,
+        registry_server: String::new(),
         username: "u".into(),
         secret: "s".into(),
-        provider_settings: Some(ProviderSettings::QuayRobot(QuayRobotFederation { robot: ROBOT.into() })),
-        ..Default::default()
+        ..clouds::quay_robot("")
     };
     let status = create_raw(&world, "misplaced", misplaced).await.unwrap_err();
     assert_eq!(violation_fields(&status), vec!["credential.quay_robot"]);
@@ -239,17 +217,8 @@ async fn keyless_settings_are_checked_field_by_field() {
     assert_eq!(violation_fields(&status), vec!["credential.azure", "credential.secret"]);
 }
 
-fn acr(id_secret: Option<&str>, registry: &str) -> Credential {
-    Credential {
-        provider: Provider::Acr as i32,
-        registry_server: registry.into(),
-        secret: id_secret.unwrap_or_default().into(),
-        provider_settings: Some(ProviderSettings::Azure(AzureIdentity {
-            tenant_id: TENANT.into(),
-            client_id: CLIENT_ID.into(),
-        })),
-        ..Default::default()
-    }
+fn acr(secret: Option<&str>, registry: &str) -> Credential {
+    clouds::acr(secret.unwrap_or_default(), registry)
 }
 
 fn ok(auth: &pullpass::v1::RegistryAuth) {
@@ -368,21 +337,8 @@ async fn test_credential(world: &CloudWorld, id: &str, repository: &str) -> pull
 async fn google_federation_exchanges_pullpasss_token_at_sts_and_impersonates_the_service_account() {
     let world = CloudWorld::start(&[]).await;
     let registry = world.registry.address.clone();
-    let created = world
-        .add(
-            "gar",
-            Credential {
-                provider: Provider::Google as i32,
-                registry_server: registry.clone(),
-                provider_settings: Some(ProviderSettings::GoogleFederation(GoogleFederation {
-                    audience: GOOGLE_AUDIENCE.into(),
-                    service_account: SERVICE_ACCOUNT.into(),
-                })),
-                token_realm_allowlist: vec![world.issuer.peer.url()],
-                ..Default::default()
-            },
-        )
-        .await;
+    let created =
+        world.add("gar", clouds::google_federation(&registry, SERVICE_ACCOUNT, Some(world.issuer.peer.url()))).await;
     assert!(!created.secret_set);
     assert_eq!(created.username, SERVICE_ACCOUNT);
     // The registry's own token flow accepts the impersonated access token.
@@ -411,20 +367,7 @@ async fn google_federation_exchanges_pullpasss_token_at_sts_and_impersonates_the
     assert_eq!(world.clouds.calls("google_sts").len(), 1, "the access token is kept");
     // STS refuses: the step is named.
     world.clouds.control(serde_json::json!({"google_sts_status": 400}));
-    world
-        .add(
-            "gar-refused",
-            Credential {
-                provider: Provider::Google as i32,
-                registry_server: registry.clone(),
-                provider_settings: Some(ProviderSettings::GoogleFederation(GoogleFederation {
-                    audience: GOOGLE_AUDIENCE.into(),
-                    service_account: String::new(),
-                })),
-                ..Default::default()
-            },
-        )
-        .await;
+    world.add("gar-refused", clouds::google_federation(&registry, "", None)).await;
     let report = test_credential(&world, "gar-refused", "team/app").await;
     assert!(report.status.unwrap().message.contains("Google STS refused pullpass's token"));
 }
@@ -433,17 +376,7 @@ async fn google_federation_exchanges_pullpasss_token_at_sts_and_impersonates_the
 async fn quay_robot_federation_trades_pullpasss_token_for_a_robot_token() {
     let world = CloudWorld::start(&[]).await;
     let front = world.clouds.front.address.clone();
-    let created = world
-        .add(
-            "quay",
-            Credential {
-                provider: Provider::Quay as i32,
-                registry_server: front.clone(),
-                provider_settings: Some(ProviderSettings::QuayRobot(QuayRobotFederation { robot: ROBOT.into() })),
-                ..Default::default()
-            },
-        )
-        .await;
+    let created = world.add("quay", clouds::quay_robot(&front)).await;
     assert!(!created.secret_set);
     assert_eq!(created.username, ROBOT);
     let auth = world.issue(&format!("{front}/team/app:1.0"), None).await;
@@ -467,17 +400,7 @@ async fn no_federation_secret_reaches_the_logs_the_database_or_the_metrics() {
     world.add("ecr-role", ecr_role(true, "")).await;
     world.add("acr", acr(Some(CLIENT_SECRET), &front)).await;
     world.add("acr-federated", acr(None, &front)).await;
-    world
-        .add(
-            "quay",
-            Credential {
-                provider: Provider::Quay as i32,
-                registry_server: front.clone(),
-                provider_settings: Some(ProviderSettings::QuayRobot(QuayRobotFederation { robot: ROBOT.into() })),
-                ..Default::default()
-            },
-        )
-        .await;
+    world.add("quay", clouds::quay_robot(&front)).await;
     ok(&world.issue(&format!("{ECR_REGISTRY}/team/app:1.0"), None).await);
     ok(&world.issue(&format!("{front}/team/app:1.0"), None).await);
     assert!(test_credential(&world, "acr-federated", "team/app").await.success);

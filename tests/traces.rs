@@ -7,12 +7,10 @@
 
 use opentelemetry::trace::TraceId;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
-use pullpass::v1::AwsRole;
-use pullpass::v1::credential::ProviderSettings;
 use pullpass::v1::{Credential, IssueRegistryAuthRequest, Provider};
 use pullpass_server::config::{LogFormat, Settings};
 use pullpass_server::server::Embedded;
-use pullpass_tests::clouds::{Clouds, ECR_REGISTRY, ROLE_ARN};
+use pullpass_tests::clouds::{self, Clouds, ECR_REGISTRY, ROLE_ARN};
 use pullpass_tests::http_fixture::TokenRealm;
 use pullpass_tests::identity::{AUDIENCE, IdentityIssuer, bind, create_provider};
 use pullpass_tests::registry::world::users;
@@ -114,23 +112,7 @@ async fn a_call_with_a_traceparent_continues_that_trace_down_to_store_seal_and_u
     let jwt_signature = jwt.rsplit('.').next().unwrap().to_owned();
     // A keyless ECR credential: pullpass's own federation token and the
     // AWS session credentials are in no span either.
-    admin
-        .create_credential(
-            "acme",
-            "ecr-role",
-            Credential {
-                provider: Provider::Ecr as i32,
-                registry_server: ECR_REGISTRY.into(),
-                provider_settings: Some(ProviderSettings::AwsRole(AwsRole {
-                    role_arn: ROLE_ARN.into(),
-                    external_id: String::new(),
-                    web_identity: true,
-                })),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    admin.create_credential("acme", "ecr-role", clouds::ecr_role(ROLE_ARN, true, "")).await.unwrap();
     let keyless = IssueRegistryAuthRequest {
         workspace: "workspaces/acme".into(),
         images: vec![format!("{ECR_REGISTRY}/team/app:1.0")],

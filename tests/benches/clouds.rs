@@ -24,13 +24,9 @@
 
 use std::time::{Duration, Instant};
 
-use pullpass::v1::QuayRobotFederation;
-use pullpass::v1::credential::ProviderSettings;
-use pullpass::v1::{AwsRole, AzureIdentity, Credential, GoogleFederation, IssueRegistryAuthRequest, Provider};
+use pullpass::v1::{Credential, IssueRegistryAuthRequest, Provider};
 use pullpass_tests::bench::{env_count, percentile};
-use pullpass_tests::clouds::{
-    CLIENT_ID, CLIENT_SECRET, CloudWorld, ECR_REGISTRY, GOOGLE_AUDIENCE, ROBOT, ROLE_ARN, SERVICE_ACCOUNT, TENANT,
-};
+use pullpass_tests::clouds::{self, CLIENT_SECRET, CloudWorld, ECR_REGISTRY, ROLE_ARN, SERVICE_ACCOUNT};
 
 fn main() {
     let cold = env_count("BENCH_COLD", 20);
@@ -51,80 +47,35 @@ fn kinds() -> Vec<Kind> {
     vec![
         Kind {
             label: "ECR role, pullpass's token (AssumeRoleWithWebIdentity)",
-            credential: |_| Credential {
-                provider: Provider::Ecr as i32,
-                registry_server: ECR_REGISTRY.into(),
-                provider_settings: Some(ProviderSettings::AwsRole(AwsRole {
-                    role_arn: ROLE_ARN.into(),
-                    external_id: String::new(),
-                    web_identity: true,
-                })),
-                ..Default::default()
-            },
+            credential: |_| clouds::ecr_role(ROLE_ARN, true, ""),
             registry: |_| ECR_REGISTRY.into(),
         },
         Kind {
             label: "ECR role, pullpass's own identity (AssumeRole)",
-            credential: |_| Credential {
-                provider: Provider::Ecr as i32,
-                registry_server: ECR_REGISTRY.into(),
-                provider_settings: Some(ProviderSettings::AwsRole(AwsRole {
-                    role_arn: ROLE_ARN.into(),
-                    external_id: String::new(),
-                    web_identity: false,
-                })),
-                ..Default::default()
-            },
+            credential: |_| clouds::ecr_role(ROLE_ARN, false, ""),
             registry: |_| ECR_REGISTRY.into(),
         },
         Kind {
             label: "ACR, federated app (Entra assertion)",
-            credential: |w| acr(w, ""),
+            credential: |w| clouds::acr("", &w.clouds.front.address),
             registry: |w| w.clouds.front.address.clone(),
         },
         Kind {
             label: "ACR, client secret",
-            credential: |w| acr(w, CLIENT_SECRET),
+            credential: |w| clouds::acr(CLIENT_SECRET, &w.clouds.front.address),
             registry: |w| w.clouds.front.address.clone(),
         },
         Kind {
             label: "Google federation (STS + generateAccessToken)",
-            credential: |w| Credential {
-                provider: Provider::Google as i32,
-                registry_server: w.registry.address.clone(),
-                provider_settings: Some(ProviderSettings::GoogleFederation(GoogleFederation {
-                    audience: GOOGLE_AUDIENCE.into(),
-                    service_account: SERVICE_ACCOUNT.into(),
-                })),
-                token_realm_allowlist: vec![w.issuer.peer.url()],
-                ..Default::default()
-            },
+            credential: |w| clouds::google_federation(&w.registry.address, SERVICE_ACCOUNT, Some(w.issuer.peer.url())),
             registry: |w| w.registry.address.clone(),
         },
         Kind {
             label: "Quay robot federation",
-            credential: |w| Credential {
-                provider: Provider::Quay as i32,
-                registry_server: w.clouds.front.address.clone(),
-                provider_settings: Some(ProviderSettings::QuayRobot(QuayRobotFederation { robot: ROBOT.into() })),
-                ..Default::default()
-            },
+            credential: |w| clouds::quay_robot(&w.clouds.front.address),
             registry: |w| w.clouds.front.address.clone(),
         },
     ]
-}
-
-fn acr(world: &CloudWorld, secret: &str) -> Credential {
-    Credential {
-        provider: Provider::Acr as i32,
-        registry_server: world.clouds.front.address.clone(),
-        secret: secret.into(),
-        provider_settings: Some(ProviderSettings::Azure(AzureIdentity {
-            tenant_id: TENANT.into(),
-            client_id: CLIENT_ID.into(),
-        })),
-        ..Default::default()
-    }
 }
 
 /// Every request pullpass sent the peers so far (see [`tally`]).

@@ -12,7 +12,11 @@
 
 use std::time::Duration;
 
-use pullpass::v1::{Action, Credential, IssueRegistryAuthRequest, RegistryAuth};
+use pullpass::v1::credential::ProviderSettings;
+use pullpass::v1::{
+    Action, AwsRole, AzureIdentity, Credential, GoogleFederation, IssueRegistryAuthRequest, Provider,
+    QuayRobotFederation, RegistryAuth,
+};
 use pullpass_client::Client;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -42,6 +46,62 @@ pub const ECS_TOKEN: &str = "ecs-authorization-token-canary";
 pub const ROBOT: &str = "acme+ci";
 /// The robot's token, as Quay's federation answers it (a canary).
 pub const ROBOT_TOKEN: &str = "quay-robot-token-canary-51c0";
+
+/// An ECR credential assuming `role_arn`: with pullpass's token
+/// (`web_identity`), else with pullpass's own identity (no secret given).
+pub fn ecr_role(role_arn: &str, web_identity: bool, external_id: &str) -> Credential {
+    Credential {
+        provider: Provider::Ecr as i32,
+        registry_server: ECR_REGISTRY.into(),
+        provider_settings: Some(ProviderSettings::AwsRole(AwsRole {
+            role_arn: role_arn.into(),
+            external_id: external_id.into(),
+            web_identity,
+        })),
+        ..Default::default()
+    }
+}
+
+/// An ACR credential of the test app on `registry`: with its client
+/// `secret`, or federated when it is empty.
+pub fn acr(secret: &str, registry: &str) -> Credential {
+    Credential {
+        provider: Provider::Acr as i32,
+        registry_server: registry.into(),
+        secret: secret.into(),
+        provider_settings: Some(ProviderSettings::Azure(AzureIdentity {
+            tenant_id: TENANT.into(),
+            client_id: CLIENT_ID.into(),
+        })),
+        ..Default::default()
+    }
+}
+
+/// A GOOGLE credential federating with the test pool provider, on
+/// `registry` whose token realm is `realm`, impersonating
+/// `service_account` unless it is empty.
+pub fn google_federation(registry: &str, service_account: &str, realm: Option<String>) -> Credential {
+    Credential {
+        provider: Provider::Google as i32,
+        registry_server: registry.into(),
+        provider_settings: Some(ProviderSettings::GoogleFederation(GoogleFederation {
+            audience: GOOGLE_AUDIENCE.into(),
+            service_account: service_account.into(),
+        })),
+        token_realm_allowlist: realm.into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+/// A QUAY credential federating as the test robot, on `registry`.
+pub fn quay_robot(registry: &str) -> Credential {
+    Credential {
+        provider: Provider::Quay as i32,
+        registry_server: registry.into(),
+        provider_settings: Some(ProviderSettings::QuayRobot(QuayRobotFederation { robot: ROBOT.into() })),
+        ..Default::default()
+    }
+}
 
 /// The cloud peers and their shared config file.
 #[derive(Debug)]

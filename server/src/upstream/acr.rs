@@ -16,14 +16,16 @@
 
 use std::time::Duration;
 
-use reqwest::{StatusCode, Url};
+use reqwest::Url;
 
-use super::{Exchange, Failure, Upstream, failure_of, token_flow};
+use super::{Exchange, Failure, Post, Upstream, post, refused, token_flow};
 use crate::domain::credential::AzureIdentity;
 use crate::domain::{Accept, Grant, Lease, LeaseSecret, Timestamp};
 use crate::metrics::UpstreamKind;
 use crate::secret::SecretBytes;
 
+/// The body type of every request of this flow.
+const FORM: &str = "application/x-www-form-urlencoded";
 /// The resource ACR's Entra tokens are for.
 pub const SCOPE: &str = "https://containerregistry.azure.net/.default";
 /// The `aud` Entra expects of a federated client assertion.
@@ -113,9 +115,11 @@ async fn entra_token(
         zeroize::Zeroizing::new(form.finish())
     };
     // Entra is a cloud endpoint: public roots only, never the credential's.
-    let reply = post_form(upstream, UpstreamKind::Entra, &url, &body, exchange, "").await?;
+    let request =
+        Post { kind: UpstreamKind::Entra, url: &url, content_type: FORM, body: &body, authorization: None, roots: "" };
+    let reply = post(upstream, request, exchange.deadline).await?;
     if !reply.status.is_success() {
-        return Err(step_failure(&reply, "Entra ID refused the app's credentials", "Entra ID"));
+        return Err(refused(&reply, "Entra ID refused the app's credentials", "Entra ID"));
     }
     #[derive(serde::Deserialize)]
     struct Answer {
@@ -147,14 +151,9 @@ async fn refresh_token(
             .append_pair("access_token", entra.expose())
             .finish(),
     );
-    let reply =
-        post_form(upstream, UpstreamKind::Token, &url, &body, exchange, &exchange.credential.ca_bundle_pem).await?;
+    let reply = post(upstream, registry_post(&url, &body, exchange), exchange.deadline).await?;
     if !reply.status.is_success() {
-        return Err(step_failure(
-            &reply,
-            "the registry's /oauth2/exchange refused the Entra token",
-            "/oauth2/exchange",
-        ));
+        return Err(refused(&reply, "the registry's /oauth2/exchange refused the Entra token", "/oauth2/exchange"));
     }
     #[derive(serde::Deserialize)]
     struct Answer {
@@ -187,10 +186,9 @@ async fn scoped_token(
             .append_pair("refresh_token", refresh.expose())
             .finish(),
     );
-    let reply =
-        post_form(upstream, UpstreamKind::Token, &url, &body, exchange, &exchange.credential.ca_bundle_pem).await?;
+    let reply = post(upstream, registry_post(&url, &body, exchange), exchange.deadline).await?;
     if !reply.status.is_success() {
-        return Err(step_failure(&reply, "the registry's /oauth2/token refused the scope", "/oauth2/token"));
+        return Err(refused(&reply, "the registry's /oauth2/token refused the scope", "/oauth2/token"));
     }
     let now = Timestamp::now();
     let answer = token_flow::parse_token_answer(&reply.body, exchange.scope, now)?;
@@ -207,37 +205,16 @@ async fn scoped_token(
     })
 }
 
-async fn post_form(
-    upstream: &Upstream,
-    kind: UpstreamKind,
-    url: &Url,
-    body: &str,
-    exchange: Exchange<'_>,
-    roots: &str,
-) -> Result<super::http::Reply, Failure> {
-    let client = upstream.http().client_for(roots).map_err(Failure::Misconfigured)?;
-    Ok(upstream
-        .http()
-        .send(
-            kind,
-            || {
-                client
-                    .post(url.clone())
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(body.to_owned())
-            },
-            exchange.deadline,
-        )
-        .await?)
-}
-
-/// A refusal names the step; 429 and 5xx keep their usual meaning.
-fn step_failure(reply: &super::http::Reply, refused: &str, party: &str) -> Failure {
-    match reply.status {
-        StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            Failure::Rejected(format!("{refused} ({})", reply.status))
-        }
-        _ => failure_of(reply, party),
+/// A POST to the registry's own token endpoints, trusting the credential's
+/// CA bundle as the registry's other requests do.
+fn registry_post<'a>(url: &'a Url, body: &'a str, exchange: Exchange<'a>) -> Post<'a> {
+    Post {
+        kind: UpstreamKind::Token,
+        url,
+        content_type: FORM,
+        body,
+        authorization: None,
+        roots: &exchange.credential.ca_bundle_pem,
     }
 }
 

@@ -26,7 +26,7 @@ use reqwest::{StatusCode, Url};
 use ring::rand::SystemRandom;
 use ring::signature::RSA_PKCS1_SHA256;
 
-use super::{Exchange, Failure, Upstream, failure_of, token_flow};
+use super::{Exchange, Failure, Post, Upstream, failure_of, post, refused, token_flow};
 use crate::domain::credential::GoogleFederation;
 use crate::domain::{Accept, CredentialUid, Grant, Lease, LeaseSecret, Timestamp};
 use crate::providers::google_key::GoogleServiceAccountKey;
@@ -131,25 +131,17 @@ async fn sts_exchange(
             .finish(),
     );
     // Google's endpoints are cloud endpoints: public roots only.
-    let client = upstream.http().client_for("").map_err(Failure::Misconfigured)?;
-    let reply = upstream
-        .http()
-        .send(
-            crate::metrics::UpstreamKind::GoogleFederation,
-            || {
-                client
-                    .post(url.clone())
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(body.to_string())
-            },
-            exchange.deadline,
-        )
-        .await?;
-    if matches!(reply.status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-        return Err(Failure::Rejected(format!("Google STS refused pullpass's token ({})", reply.status)));
-    }
+    let request = Post {
+        kind: crate::metrics::UpstreamKind::GoogleFederation,
+        url: &url,
+        content_type: "application/x-www-form-urlencoded",
+        body: &body,
+        authorization: None,
+        roots: "",
+    };
+    let reply = post(upstream, request, exchange.deadline).await?;
     if !reply.status.is_success() {
-        return Err(failure_of(&reply, "Google STS"));
+        return Err(refused(&reply, "Google STS refused pullpass's token", "Google STS"));
     }
     #[derive(serde::Deserialize)]
     struct Answer {
@@ -177,30 +169,19 @@ async fn impersonate(
         .map_err(|_| Failure::Misconfigured("the IAM Credentials endpoint is not a URL".into()))?;
     upstream.config().realm.check_transport(&url).map_err(Failure::Refused)?;
     let body = serde_json::json!({"scope": [FEDERATED_SCOPE], "lifetime": "3600s"}).to_string();
-    let client = upstream.http().client_for("").map_err(Failure::Misconfigured)?;
     let authorization = zeroize::Zeroizing::new(format!("Bearer {}", federated.expose()));
-    let reply = upstream
-        .http()
-        .send(
-            crate::metrics::UpstreamKind::GoogleFederation,
-            || {
-                client
-                    .post(url.clone())
-                    .header("content-type", "application/json")
-                    .header("authorization", authorization.as_str())
-                    .body(body.clone())
-            },
-            exchange.deadline,
-        )
-        .await?;
-    if matches!(reply.status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-        return Err(Failure::Rejected(format!(
-            "IAM Credentials refused to impersonate {service_account} ({})",
-            reply.status
-        )));
-    }
+    let request = Post {
+        kind: crate::metrics::UpstreamKind::GoogleFederation,
+        url: &url,
+        content_type: "application/json",
+        body: &body,
+        authorization: Some(&authorization),
+        roots: "",
+    };
+    let reply = post(upstream, request, exchange.deadline).await?;
     if !reply.status.is_success() {
-        return Err(failure_of(&reply, "IAM Credentials"));
+        let step = format!("IAM Credentials refused to impersonate {service_account}");
+        return Err(refused(&reply, &step, "IAM Credentials"));
     }
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]

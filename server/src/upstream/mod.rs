@@ -413,6 +413,51 @@ impl Upstream {
     }
 }
 
+/// One POST to a token endpoint of the federating flows.
+#[derive(Debug, Clone, Copy)]
+pub struct Post<'a> {
+    /// What it is, for metrics and spans.
+    pub kind: crate::metrics::UpstreamKind,
+    /// Where it goes.
+    pub url: &'a reqwest::Url,
+    /// `application/x-www-form-urlencoded` or `application/json`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: &'a str,
+    /// An `Authorization` header, if any.
+    pub authorization: Option<&'a str>,
+    /// The roots trusted: a credential's CA bundle for its own registry;
+    /// empty (the public roots only) for cloud endpoints.
+    pub roots: &'a str,
+}
+
+/// Sends `request` before `deadline` (see [`http::Http::send`]).
+pub async fn post(upstream: &Upstream, request: Post<'_>, deadline: Instant) -> Result<http::Reply, Failure> {
+    let client = upstream.http().client_for(request.roots).map_err(Failure::Misconfigured)?;
+    let build = || {
+        let sent =
+            client.post(request.url.clone()).header("content-type", request.content_type).body(request.body.to_owned());
+        match request.authorization {
+            Some(value) => sent.header("authorization", value),
+            None => sent,
+        }
+    };
+    Ok(upstream.http().send(request.kind, build, deadline).await?)
+}
+
+/// What an unsuccessful answer of one step of a federating flow stands
+/// for: 400/401/403 refused what was presented (`refused` names the step,
+/// as `TestCredential` reports it); 429 and 5xx keep their usual meaning.
+pub fn refused(reply: &http::Reply, refused: &str, party: &str) -> Failure {
+    use reqwest::StatusCode;
+    match reply.status {
+        StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Failure::Rejected(format!("{refused} ({})", reply.status))
+        }
+        _ => failure_of(reply, party),
+    }
+}
+
 /// The failure an unsuccessful answer from `party` stands for: 401/403
 /// rejected the secret, 429 asks to slow down, 5xx is unavailable, anything
 /// else is outside the protocol.

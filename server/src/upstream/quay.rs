@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use reqwest::{StatusCode, Url};
+use reqwest::Url;
 
-use super::{Exchange, Failure, Upstream, failure_of, token_flow};
+use super::{Exchange, Failure, Upstream, refused, token_flow};
 use crate::domain::credential::QuayRobotFederation;
 use crate::domain::{Lease, LeaseSecret, Timestamp};
 
@@ -60,14 +60,9 @@ async fn robot_token(
             exchange.deadline,
         )
         .await?;
-    if matches!(reply.status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-        return Err(Failure::Rejected(format!(
-            "Quay refused robot federation for {} ({})",
-            federation.robot, reply.status
-        )));
-    }
     if !reply.status.is_success() {
-        return Err(failure_of(&reply, "Quay's robot federation"));
+        let step = format!("Quay refused robot federation for {}", federation.robot);
+        return Err(refused(&reply, &step, "Quay's robot federation"));
     }
     #[derive(serde::Deserialize)]
     struct Answer {
