@@ -13,6 +13,8 @@
 #     AWS STS and ECR for keyless ECR credentials), in a virtualenv under
 #     .tools/ (no system-wide pip changes);
 #   - Debian's chromium, which the console's browser tests drive;
+#   - Debian's prometheus (2.42): promtool checks and unit-tests the alert
+#     rules, and the dashboards test scrapes pullpassd with a private server;
 #   - Node tools pinned in scripts/node/package-lock.json (buf, from npm's
 #     @bufbuild/buf; playwright-core, which drives that chromium without
 #     downloading a browser; axe-core for accessibility scans; oidc-provider,
@@ -38,6 +40,7 @@ command -v containerd >/dev/null 2>&1 || need+=(containerd)
 command -v podman >/dev/null 2>&1 || need+=(podman)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -56,6 +59,7 @@ say "containerd: $(containerd --version 2>&1 | head -n 1)"
 say "podman: $(podman --version 2>&1 | head -n 1)"
 say "postgresql: $(/usr/lib/postgresql/15/bin/postgres --version 2>&1 | head -n 1)"
 say "chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n 1)"
+say "prometheus: $(prometheus --version 2>&1 | head -n 1)"
 
 # --- grpcurl ---------------------------------------------------------------
 GRPCURL_WRAPPER_VERSION=1.8.6.post2
