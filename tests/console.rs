@@ -5,7 +5,7 @@
 //! canary secrets to node, checks node's verdict, then greps the database,
 //! its WAL and the server's log for every canary.
 //!
-//! `PULLPASS_UPDATE_SCREENSHOTS=1` writes the screenshots the README shows
+//! `PULLPASS_UPDATE_SCREENSHOTS=1` writes the screenshots docs/console.md shows
 //! into `docs/console/` (else into a temporary directory).
 //!
 //! The console under abuse is tested here too, over plain HTTP (no browser

@@ -11,7 +11,7 @@
 //!   but nothing beyond what was sent);
 //! * every acknowledged access token is there, and the last one works;
 //! * every lease acknowledged more than [`LEASE_WINDOW`] before the kill
-//!   has its audit event (lease events are group-committed; see README).
+//!   has its audit event (lease events are group-committed; see docs/security.md).
 //!
 //! The suite runs [`DEFAULT_ROUNDS`] rounds; `scripts/crash-loop.sh ROUNDS`
 //! runs more and prints the figures. `PULLPASS_CRASH_SEED` replays a run.

@@ -1,5 +1,5 @@
 //! The stock grpcurl (v1.8.6, reflection v1alpha only) can discover, describe
-//! and drive pullpassd: the walk-through of the README, run for real.
+//! and drive pullpassd: the walk-through of docs/api.md, run for real.
 
 use pullpass_tests::{Pullpassd, grpcurl_call};
 

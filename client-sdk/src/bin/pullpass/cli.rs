@@ -83,7 +83,7 @@ pub enum IdentityPlatform {
 pub enum OutputFormat {
     /// Human-readable.
     Table,
-    /// JSON (stable field names, documented in the README).
+    /// JSON (stable field names, documented in docs/launchers.md).
     Json,
 }
 
