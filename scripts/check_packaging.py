@@ -690,10 +690,16 @@ def cmd_containerfile(path: str, ignorefile: str) -> int:
             built == wanted_bins,
             f"binaries taken from target/release {sorted(built)} are not the packages' binaries {sorted(wanted_bins)}",
         )
-    # The runtime stage: minimal, non-root.
+    # The runtime stage: minimal (from scratch, with the files
+    # scripts/image-rootfs.sh lays out, as scripts/build-image.sh does), non-root.
+    problems.check(final["image"] == "scratch", f"runtime image {final['image']} is not scratch")
     problems.check(
-        re.match(r"^gcr\.io/distroless/cc-debian\d+:nonroot$", final["image"]) is not None,
-        f"runtime image {final['image']} is not distroless cc (glibc) :nonroot",
+        any(w == "RUN" and "scripts/image-rootfs.sh" in a for _, w, a in build["lines"]),
+        "the build stage does not lay the files out with scripts/image-rootfs.sh",
+    )
+    problems.check(
+        any(w == "COPY" and shlex.split(a)[-1] == "/" for _, w, a in final["lines"]),
+        "the runtime stage copies no root file system (scripts/image-rootfs.sh --rootfs) to /",
     )
     in_bin = {
         dest.rsplit("/", 1)[-1]: src for dest, src in final["copied"].items() if dest.startswith(BINARY_DIR + "/")
@@ -744,15 +750,18 @@ def cmd_containerfile(path: str, ignorefile: str) -> int:
     ]
 
     def ignored(name: str) -> bool:
+        # A pattern matching a directory excludes what is in it too.
+        parts = name.split("/")
+        paths = ["/".join(parts[: i + 1]) for i in range(len(parts))]
         result = False
         for pattern in patterns:
             negate = pattern.startswith("!")
             body = pattern.lstrip("!").strip("/")
-            if fnmatch.fnmatch(name, body) or fnmatch.fnmatch(name, body.removeprefix("**/")):
+            if any(fnmatch.fnmatch(p, body) or fnmatch.fnmatch(p, body.removeprefix("**/")) for p in paths):
                 result = not negate
         return result
 
-    needed = ["Cargo.toml", "Cargo.lock", "build.rs", "proto", "src"]
+    needed = ["Cargo.toml", "Cargo.lock", "build.rs", "proto", "src", "scripts/image-rootfs.sh"]
     needed += [m for m in tomllib.loads((ROOT / "Cargo.toml").read_text(encoding="utf-8"))["workspace"]["members"]]
     for name in needed:
         problems.check(not ignored(name), f"{ignorefile} excludes {name}, which the build needs")
