@@ -93,8 +93,28 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         println!("pullpassd: issuer documents also on {scheme}://{}", issuer.address);
     }
     println!("pullpassd: serving on {address}");
+    if settings.dev {
+        print_next_steps(address, gateway.as_ref().map(|g| g.address), console.as_ref().map(|c| c.public_url.as_str()));
+    }
     let listeners = Listeners { grpc: listener, tls, gateway, metrics, console, issuer };
     serve(prepared.opened, listeners, started, &settings, wait_for_signal()).await
+}
+
+/// `--dev`'s last words: three things to try, each copy-pasteable as
+/// printed (the root token is printed on first start; export it).
+fn print_next_steps(grpc: SocketAddr, gateway: Option<SocketAddr>, console: Option<&str>) {
+    println!("pullpassd: try next, in another shell, with the root token above exported as PULLPASS_TOKEN:");
+    println!(
+        "  grpcurl -plaintext -H \"authorization: Bearer $PULLPASS_TOKEN\" {grpc} pullpass.v1.AccessService/ListWorkspaces"
+    );
+    if let Some(console) = console {
+        println!("  {console}/console/   # open in a browser; sign in with the root token");
+    }
+    if let Some(gateway) = gateway {
+        println!(
+            "  curl -sS -u \"pullpass:$PULLPASS_TOKEN\" http://{gateway}/v2/   # the pull gateway answers {{}}; pulls: docs/gateway.md"
+        );
+    }
 }
 
 /// Every listener, bound.
@@ -367,6 +387,7 @@ async fn serve(
     let Listeners { grpc: listener, tls, gateway, metrics, console, issuer: issuer_listener } = listeners;
     if metrics.is_some() {
         crate::metrics::enable();
+        tokio::spawn(crate::credentials::health::keep_gauges(opened.store.clone()));
     }
     let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
     let grace = settings.shutdown_grace;

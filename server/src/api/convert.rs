@@ -34,6 +34,12 @@ pub fn credential(c: &Credential) -> v1::Credential {
         ca_bundle_pem: c.ca_bundle_pem.clone(),
         normalizations: Vec::new(),
         provider_settings: provider_settings(&c.settings),
+        expire_time: c.expire_time.map(timestamp),
+        last_failure: c.last_failure.map(|f| v1::CredentialFailure {
+            time: Some(timestamp(f.time)),
+            reason: f.reason.code(),
+            failing_since: Some(timestamp(f.since)),
+        }),
     }
 }
 
@@ -97,6 +103,7 @@ pub fn credential_input(c: v1::Credential) -> CredentialInput {
         token_realm_allowlist: c.token_realm_allowlist,
         ca_bundle_pem: c.ca_bundle_pem,
         settings: settings_input(c.provider_settings),
+        expire_time: c.expire_time.as_ref().map(from_timestamp),
         secret_stored: false,
     }
 }

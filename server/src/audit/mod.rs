@@ -272,6 +272,16 @@ impl Auditor {
         Ok(crate::paging::Page::from_fetched(fetched, size, &pages, &query, |r| r.seq.to_string()))
     }
 
+    /// Successful leases and gateway pulls of a workspace per hour since
+    /// `since`, from the trail (the console's chart).
+    pub async fn leases_per_hour(
+        &self,
+        workspace: &crate::domain::WorkspaceId,
+        since: Timestamp,
+    ) -> Result<Vec<(Timestamp, u64)>, Error> {
+        self.store.leases_per_hour(workspace, since).await
+    }
+
     /// Walks the whole chain (see [`verify`]).
     pub async fn verify(&self) -> Result<Verification, Error> {
         verify(&self.store).await
@@ -298,6 +308,7 @@ async fn flush_leases(store: Store, mut receiver: mpsc::Receiver<Queued>) {
         }
         let count = batch.len();
         let batch = aggregate(written_out(batch));
+        let last_time = batch.last().map(|e| e.event_time);
         match store.append_audit(&batch).await {
             Ok(()) => crate::metrics::audit_written(count),
             Err(e) => {
@@ -305,6 +316,9 @@ async fn flush_leases(store: Store, mut receiver: mpsc::Receiver<Queued>) {
                 tracing::error!(error = %e, events = count, "lease audit events could not be written");
             }
         }
+        // What is still queued came after this batch (the queue is FIFO):
+        // its oldest event has waited at most since the batch's last one.
+        crate::metrics::audit_pending(if receiver.is_empty() { None } else { last_time });
     }
 }
 

@@ -57,12 +57,13 @@ pub fn choose<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::{Credential, CredentialId, CredentialName, CredentialUid, Provider, SealedSecret, Timestamp};
     use pullpass::registry::RegistryServer;
 
-    fn stored(id: &str, registry: &str, projects: &[&str]) -> Arc<StoredCredential> {
+    /// A GENERIC credential of workspace `acme` (for tests elsewhere too).
+    pub(crate) fn stored(id: &str, registry: &str, projects: &[&str]) -> Arc<StoredCredential> {
         Arc::new(StoredCredential {
             credential: Credential {
                 name: CredentialName {
@@ -83,6 +84,8 @@ mod tests {
                 create_time: Timestamp::from_micros(0),
                 update_time: Timestamp::from_micros(0),
                 last_used_time: None,
+                expire_time: None,
+                last_failure: None,
             },
             sealed: SealedSecret { kek_id: "k".into(), wrapped_dek: vec![], ciphertext: vec![] },
         })

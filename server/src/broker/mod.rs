@@ -460,6 +460,9 @@ impl Broker {
         if let (Err(Failure::RateLimited(retry_after)), Some(shared)) = (&result, &self.inner.shared) {
             shared.block(key, image.endpoint(), *retry_after).await;
         }
+        if let Some(reason) = result.as_ref().err().and_then(Failure::reason) {
+            self.inner.usage.failed(&stored.credential, reason);
+        }
         result.map_err(|failure| failure.into_error(&stored.credential.name, image.endpoint()))
     }
 
@@ -496,12 +499,18 @@ impl Broker {
             accept: Accept::Any,
             deadline,
         };
-        let outcome = self
-            .inner
-            .upstream
-            .exchange(exchange, &secret)
-            .await
-            .map_err(|failure| failure.into_error(&stored.credential.name, image.endpoint()));
+        let outcome = self.inner.upstream.exchange(exchange, &secret).await;
+        // A test that passes is a use (the credential works); one the
+        // registry refuses is a failure, as a lease's would be.
+        match &outcome {
+            Ok(_) => self.inner.usage.used(&self.inner.usage.slot(&stored), &stored),
+            Err(failure) => {
+                if let Some(reason) = failure.reason() {
+                    self.inner.usage.failed(&stored.credential, reason);
+                }
+            }
+        }
+        let outcome = outcome.map_err(|failure| failure.into_error(&stored.credential.name, image.endpoint()));
         let code = outcome.as_ref().err().map_or(0, Error::grpc_code);
         let mut event = actor.event(
             "TestCredential",

@@ -220,6 +220,8 @@ mod tests {
                 create_time: Timestamp::default(),
                 update_time: Timestamp::default(),
                 last_used_time: None,
+                expire_time: None,
+                last_failure: None,
             },
             sealed: SealedSecret { kek_id: "k".into(), wrapped_dek: vec![], ciphertext: vec![] },
         })

@@ -11,6 +11,7 @@
 
 pub mod docker_config;
 pub mod filter;
+pub mod health;
 pub mod spec;
 
 use std::collections::HashSet;
@@ -61,6 +62,7 @@ pub const UPDATABLE_FIELDS: &[&str] = &[
     "description",
     "token_realm_allowlist",
     "ca_bundle_pem",
+    "expire_time",
     "aws_role",
     "azure",
     "google_federation",
@@ -337,6 +339,8 @@ impl Credentials {
             create_time: now,
             update_time: now,
             last_used_time: None,
+            expire_time: None,
+            last_failure: None,
         };
         let credential = apply(&template, spec, now);
         // A keyless credential stores a sealed empty secret under version
@@ -383,6 +387,8 @@ fn apply(base: &Credential, spec: &CredentialSpec, now: Timestamp) -> Credential
         create_time: base.create_time,
         update_time: now,
         last_used_time: base.last_used_time,
+        expire_time: spec.expire_time,
+        last_failure: base.last_failure,
     }
 }
 
@@ -401,6 +407,7 @@ fn update_fields(input: &CredentialInput, mask: Option<Vec<String>>) -> Result<H
             ("description", !input.description.is_empty()),
             ("token_realm_allowlist", !input.token_realm_allowlist.is_empty()),
             ("ca_bundle_pem", !input.ca_bundle_pem.is_empty()),
+            ("expire_time", input.expire_time.is_some()),
             ("aws_role", matches!(input.settings, ProviderSettings::AwsRole(_))),
             ("azure", matches!(input.settings, ProviderSettings::Azure(_))),
             ("google_federation", matches!(input.settings, ProviderSettings::GoogleFederation(_))),
@@ -475,6 +482,9 @@ fn merge(current: &Credential, mut input: CredentialInput, fields: &HashSet<&'st
     }
     if keep("ca_bundle_pem") {
         input.ca_bundle_pem = current.ca_bundle_pem.clone();
+    }
+    if keep("expire_time") {
+        input.expire_time = current.expire_time;
     }
     // The oneof is one value: naming any of its fields replaces it with
     // what the request set (nothing clears it).

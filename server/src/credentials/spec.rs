@@ -7,7 +7,7 @@
 use pullpass::registry::{DOCKER_HUB_HOST, RegistryServer};
 
 use crate::domain::credential::{ProviderSettings, RealmOrigin};
-use crate::domain::{ProjectName, Provider};
+use crate::domain::{ProjectName, Provider, Timestamp};
 use crate::error::{Error, Violations};
 use crate::providers::ecr::ecr_region;
 use crate::providers::google_key::GoogleServiceAccountKey;
@@ -23,6 +23,10 @@ pub const MAX_SECRET_LEN: usize = 64 * 1024;
 pub const MAX_PROJECTS: usize = 200;
 /// Most entries in `token_realm_allowlist`.
 pub const MAX_REALMS: usize = 20;
+/// `expire_time` bounds (2000-01-01, 9999-12-31T23:59:59Z), in microseconds:
+/// a typo such as year 20260 or 1970 is refused rather than stored.
+const EARLIEST_EXPIRY: i64 = 946_684_800_000_000;
+const LATEST_EXPIRY: i64 = 253_402_300_799_000_000;
 /// Largest CA bundle, in bytes.
 pub const MAX_CA_BUNDLE_LEN: usize = 256 * 1024;
 
@@ -49,6 +53,8 @@ pub struct CredentialInput {
     pub ca_bundle_pem: String,
     /// The provider settings (the proto's oneof), as given.
     pub settings: ProviderSettings,
+    /// When the upstream secret expires, if given.
+    pub expire_time: Option<Timestamp>,
     /// An update that keeps the secret: does the credential have one?
     pub secret_stored: bool,
 }
@@ -76,6 +82,8 @@ pub struct CredentialSpec {
     pub ca_bundle_pem: String,
     /// Checked against the provider.
     pub settings: ProviderSettings,
+    /// When the upstream secret expires, if known.
+    pub expire_time: Option<Timestamp>,
     /// Rewrites made to the input, for the response.
     pub normalizations: Vec<String>,
 }
@@ -244,6 +252,11 @@ pub fn validate(input: CredentialInput, field: &str) -> Result<CredentialSpec, E
     if let Err(problem) = check_ca_bundle(&input.ca_bundle_pem) {
         violations.add(path("ca_bundle_pem"), problem);
     }
+    if let Some(expiry) = input.expire_time
+        && !(EARLIEST_EXPIRY..=LATEST_EXPIRY).contains(&expiry.as_micros())
+    {
+        violations.add(path("expire_time"), "must be between 2000-01-01 and 9999-12-31 (UTC)");
+    }
 
     violations.finish()?;
     match (provider, registry) {
@@ -258,6 +271,7 @@ pub fn validate(input: CredentialInput, field: &str) -> Result<CredentialSpec, E
             token_realm_allowlist,
             ca_bundle_pem: input.ca_bundle_pem,
             settings: input.settings,
+            expire_time: input.expire_time,
             normalizations,
         }),
         _ => Err(Error::invalid(path("registry_server"), "is required")),

@@ -264,12 +264,109 @@ pub struct Credential {
     /// When it last served a lease (recorded at most once a minute), if
     /// ever. Not a change: it moves neither `update_time` nor any cache.
     pub last_used_time: Option<Timestamp>,
+    /// When the upstream secret itself expires (a PAT's expiry, chosen when
+    /// it was made), if known. Health only: pullpass still uses the secret
+    /// after it, and the registry answers.
+    pub expire_time: Option<Timestamp>,
+    /// The last upstream refusal (recorded off the lease path, at most once
+    /// a minute), if any. Not a change, like `last_used_time`.
+    pub last_failure: Option<CredentialFailure>,
+}
+
+/// An upstream refusal of a credential, as its health records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialFailure {
+    /// When it happened.
+    pub time: Timestamp,
+    /// Why, typed.
+    pub reason: FailureReason,
+    /// The first refusal since the credential last worked (served a lease):
+    /// how long it has been failing.
+    pub since: Timestamp,
+}
+
+/// Why an upstream exchange failed, typed: the `reason` label of
+/// `pullpass_upstream_refusals_total` and the `last_failure.reason` of a
+/// credential. The numbers are the `pullpass.v1.CredentialFailure.Reason`
+/// values; the names are what the database and metrics carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    /// The realm or API refused the secret (401/403 or equivalent).
+    Rejected = 1,
+    /// The registry accepted the secret but granted nothing on the repository.
+    NoAccess = 2,
+    /// The registry answered 429.
+    RateLimited = 3,
+    /// The registry could not be reached, failed (5xx), or answered outside
+    /// the protocol.
+    Unavailable = 4,
+    /// The registry did not answer before the caller's deadline.
+    Timeout = 5,
+    /// pullpass would not send the secret where the registry pointed (a realm
+    /// outside the allow-list, a redirect).
+    RealmRefused = 6,
+    /// The credential or this server is misconfigured for the registry.
+    Misconfigured = 7,
+}
+
+impl FailureReason {
+    /// Every reason, in wire order.
+    pub const ALL: [FailureReason; 7] = [
+        FailureReason::Rejected,
+        FailureReason::NoAccess,
+        FailureReason::RateLimited,
+        FailureReason::Unavailable,
+        FailureReason::Timeout,
+        FailureReason::RealmRefused,
+        FailureReason::Misconfigured,
+    ];
+
+    /// The label and database name (`rate_limited`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::NoAccess => "no_access",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::RealmRefused => "realm_refused",
+            Self::Misconfigured => "misconfigured",
+        }
+    }
+
+    /// From [`FailureReason::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// The wire number.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// What a person reads in the console ("rejected the secret").
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Rejected => "the registry rejected the secret",
+            Self::NoAccess => "the registry granted no access to the repository",
+            Self::RateLimited => "the registry is rate limiting",
+            Self::Unavailable => "the registry was unavailable",
+            Self::Timeout => "the registry did not answer in time",
+            Self::RealmRefused => "the registry pointed to a realm pullpass will not send the secret to",
+            Self::Misconfigured => "the credential is misconfigured for the registry",
+        }
+    }
 }
 
 impl Credential {
     /// Is a secret stored?
     pub fn secret_set(&self) -> bool {
         self.secret_version > 0
+    }
+
+    /// Has an upstream refusal come after its last successful use?
+    pub fn failing(&self) -> bool {
+        self.last_failure.is_some_and(|f| self.last_used_time.is_none_or(|used| f.time > used))
     }
 
     /// May this credential serve `project` (None = a caller without project)?

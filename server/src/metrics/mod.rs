@@ -103,6 +103,19 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WithinLabel {
+    within: &'static str,
+}
+
+/// The windows of `pullpass_credentials_expiring`, as labels and durations.
+pub const EXPIRY_WINDOWS: [(&str, Duration); 2] =
+    [("7d", Duration::from_secs(7 * 86_400)), ("30d", Duration::from_secs(30 * 86_400))];
+
+/// When the oldest lease audit event not yet committed was queued
+/// (microseconds since 1970; 0: none pending).
+static AUDIT_PENDING_SINCE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
 /// An identity provider (its id: operators create them, a handful) and
 /// how one verification went.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -143,6 +156,10 @@ struct Metrics {
     gateway_requests: Family<GatewayLabels, Counter>,
     gateway_bytes: Family<KindLabel, Counter>,
     gateway_digest_mismatches: Family<KindLabel, Counter>,
+    credentials_expiring: Family<WithinLabel, Gauge>,
+    credentials_failing: Gauge,
+    upstream_refusals: Family<ReasonLabel, Counter>,
+    audit_flush_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -171,8 +188,20 @@ impl Metrics {
             gateway_requests: Family::default(),
             gateway_bytes: Family::default(),
             gateway_digest_mismatches: Family::default(),
+            credentials_expiring: Family::default(),
+            credentials_failing: Gauge::default(),
+            upstream_refusals: Family::default(),
+            audit_flush_lag: Gauge::default(),
             registry: Registry::default(),
         };
+        // Series that exist before anything happens, so dashboards and
+        // alerts see zeros rather than nothing.
+        for (within, _) in EXPIRY_WINDOWS {
+            drop(metrics.credentials_expiring.get_or_create(&WithinLabel { within }));
+        }
+        for reason in crate::domain::credential::FailureReason::ALL {
+            drop(metrics.upstream_refusals.get_or_create(&ReasonLabel { reason: reason.name() }));
+        }
         let m = &metrics;
         registry.register("grpc_server_started", "RPCs started on the server.", m.grpc_started.clone());
         registry.register(
@@ -280,12 +309,36 @@ impl Metrics {
             "Manifests and blobs a registry sent whose digest did not match (never served whole, never cached).",
             m.gateway_digest_mismatches.clone(),
         );
+        registry.register(
+            "pullpass_credentials_expiring",
+            "Credentials (every workspace's) whose upstream secret expires within the window (7d, 30d), expired ones included; refreshed every 30 s from the store.",
+            m.credentials_expiring.clone(),
+        );
+        registry.register(
+            "pullpass_credentials_failing",
+            "Credentials (every workspace's) whose last upstream refusal is newer than their last successful use; refreshed every 30 s from the store.",
+            m.credentials_failing.clone(),
+        );
+        registry.register(
+            "pullpass_upstream_refusals",
+            "Upstream exchanges that failed, by typed reason (rejected, no_access, rate_limited, unavailable, timeout, realm_refused, misconfigured).",
+            m.upstream_refusals.clone(),
+        );
+        registry.register(
+            "pullpass_audit_flush_lag_seconds",
+            "Age of the oldest lease audit event queued and not yet committed (0 when none is waiting; commits come every 20 ms when healthy).",
+            m.audit_flush_lag.clone(),
+        );
         Self { registry, ..metrics }
     }
 }
 
 /// The exposition of every metric in OpenMetrics text (ends with `# EOF`).
 pub fn openmetrics_text() -> String {
+    let pending = AUDIT_PENDING_SINCE.load(Ordering::Relaxed);
+    let lag =
+        if pending == 0 { 0.0 } else { (crate::domain::Timestamp::now().as_micros() - pending).max(0) as f64 / 1e6 };
+    METRICS.audit_flush_lag.set(lag);
     let mut text = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &METRICS.registry);
@@ -531,10 +584,40 @@ pub fn lease_cache_entries(entries: usize) {
     }
 }
 
-/// Lease audit events: one queued.
+/// Lease audit events: one queued (the oldest pending one's time is kept
+/// for `pullpass_audit_flush_lag_seconds`).
 pub fn audit_queued() {
     if let Some(m) = on() {
         m.audit_queued.inc();
+        let now = crate::domain::Timestamp::now().as_micros();
+        let _ = AUDIT_PENDING_SINCE.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// The lease audit flusher finished a batch: `oldest_left` is when the
+/// oldest event still queued was queued at the latest (None: the queue is
+/// empty).
+pub fn audit_pending(oldest_left: Option<crate::domain::Timestamp>) {
+    if on().is_some() {
+        AUDIT_PENDING_SINCE.store(oldest_left.map_or(0, |t| t.as_micros().max(1)), Ordering::Relaxed);
+    }
+}
+
+/// Credential health from the store: how many expire within each of
+/// [`EXPIRY_WINDOWS`] (in that order), and how many are failing.
+pub fn credential_health(expiring: &[u64], failing: u64) {
+    if let Some(m) = on() {
+        for ((within, _), n) in EXPIRY_WINDOWS.iter().zip(expiring) {
+            m.credentials_expiring.get_or_create(&WithinLabel { within }).set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        m.credentials_failing.set(i64::try_from(failing).unwrap_or(i64::MAX));
+    }
+}
+
+/// An upstream exchange failed for `reason`.
+pub fn upstream_refusal(reason: crate::domain::credential::FailureReason) {
+    if let Some(m) = on() {
+        m.upstream_refusals.get_or_create(&ReasonLabel { reason: reason.name() }).inc();
     }
 }
 

@@ -87,6 +87,10 @@ const TABLES: &[Table] = &[
             ("update_time", I64),
             ("last_used_time", OptI64),
             ("provider_settings", Text),
+            ("expire_time", OptI64),
+            ("last_failure_time", OptI64),
+            ("last_failure_reason", Text),
+            ("failing_since", OptI64),
         ],
     },
     Table {

@@ -240,6 +240,20 @@ pub struct Pruned {
 /// A credential's use: its name and uid, and when it served a lease.
 pub type CredentialUse = (CredentialName, crate::domain::CredentialUid, Timestamp);
 
+/// A credential's upstream refusal: its name and uid, and the failure.
+pub type CredentialFailureRecord =
+    (CredentialName, crate::domain::CredentialUid, crate::domain::credential::CredentialFailure);
+
+/// Every workspace's credential health, counted by the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialHealth {
+    /// Per deadline asked for: credentials whose `expire_time` is at or
+    /// before it (expired ones included).
+    pub expiring: Vec<u64>,
+    /// Credentials whose last upstream refusal is newer than their last use.
+    pub failing: u64,
+}
+
 /// Where a walk over every credential stands: `(workspace id, credential
 /// id)` of the last row seen.
 pub type RowCursor = Option<(String, String)>;
@@ -474,6 +488,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// alone). No audit event and no change: nothing derived from the
     /// credential moves.
     async fn touch_credentials(&self, uses: &[CredentialUse]) -> Result<(), Error>;
+    /// Records credentials' last upstream refusals, like
+    /// [`Backend::touch_credentials`]: a later time only, same uid only, no
+    /// audit event, no change.
+    async fn record_credential_failures(&self, failures: &[CredentialFailureRecord]) -> Result<(), Error>;
+    /// Counts, over every workspace, the credentials expiring by each of
+    /// `deadlines` and those failing (the health gauges).
+    async fn credential_health(&self, deadlines: &[Timestamp]) -> Result<CredentialHealth, Error>;
 
     // --- console sign-ins ---
 
@@ -508,6 +529,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// times are all before `cutoff` (never an event at or after it, and no
     /// gap in the chain) and records the last deleted one as the checkpoint.
     async fn prune_audit(&self, cutoff: Timestamp) -> Result<Pruned, Error>;
+    /// Successful leases (`IssueRegistryAuth`) and gateway pulls of a
+    /// workspace per hour since `since` (aggregated events count every call
+    /// they stand for): `(start of the hour, calls)`, oldest first, hours
+    /// without calls left out.
+    async fn leases_per_hour(&self, workspace: &WorkspaceId, since: Timestamp) -> Result<Vec<(Timestamp, u64)>, Error>;
 
     // --- keys ---
 

@@ -6,7 +6,7 @@ use pullpass::registry::{RegistryHost, RegistryServer};
 
 use super::{StoreError, decode_list, encode_list};
 use crate::domain::audit::{AuditEvent, AuditRecord};
-use crate::domain::credential::{ProviderSettings, RealmOrigin, StoredCredential};
+use crate::domain::credential::{CredentialFailure, FailureReason, ProviderSettings, RealmOrigin, StoredCredential};
 use crate::domain::{
     AccessTokenId, AccessTokenRecord, Credential, CredentialId, CredentialName, CredentialUid, IdentityBinding,
     IdentityBindingId, IdentityBindingName, IdentityProvider, IdentityProviderId, KeySource, ProjectName, Provider,
@@ -38,6 +38,11 @@ pub struct CredentialRow {
     pub last_used_time: Option<i64>,
     /// `ProviderSettings` as JSON; empty for none.
     pub provider_settings: String,
+    pub expire_time: Option<i64>,
+    pub last_failure_time: Option<i64>,
+    /// A `FailureReason` name; empty without a failure.
+    pub last_failure_reason: String,
+    pub failing_since: Option<i64>,
     pub secret_kek_id: String,
     pub secret_wrapped_dek: Vec<u8>,
     pub secret_ciphertext: Vec<u8>,
@@ -70,6 +75,10 @@ impl CredentialRow {
                 ProviderSettings::None => String::new(),
                 settings => serde_json::to_string(settings).unwrap_or_default(),
             },
+            expire_time: c.expire_time.map(Timestamp::as_micros),
+            last_failure_time: c.last_failure.map(|f| f.time.as_micros()),
+            last_failure_reason: c.last_failure.map(|f| f.reason.name().to_owned()).unwrap_or_default(),
+            failing_since: c.last_failure.map(|f| f.since.as_micros()),
             secret_kek_id: stored.sealed.kek_id.clone(),
             secret_wrapped_dek: stored.sealed.wrapped_dek.clone(),
             secret_ciphertext: stored.sealed.ciphertext.clone(),
@@ -110,6 +119,16 @@ impl CredentialRow {
                 ProviderSettings::None
             } else {
                 serde_json::from_str(&self.provider_settings).map_err(|_| corrupt("provider settings"))?
+            },
+            expire_time: self.expire_time.map(Timestamp::from_micros),
+            last_failure: match self.last_failure_time {
+                None => None,
+                Some(time) => Some(CredentialFailure {
+                    time: Timestamp::from_micros(time),
+                    reason: FailureReason::from_name(&self.last_failure_reason)
+                        .ok_or_else(|| corrupt("last failure reason"))?,
+                    since: Timestamp::from_micros(self.failing_since.unwrap_or(time)),
+                }),
             },
         })
     }

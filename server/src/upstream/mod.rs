@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use pullpass::reason;
 use pullpass::scope::Scope;
 
-use crate::domain::credential::ProviderSettings;
+use crate::domain::credential::{FailureReason, ProviderSettings};
 use crate::domain::{Accept, Credential, CredentialName, CredentialUid, Lease, Provider};
 use crate::error::Error;
 use crate::secret::SecretBytes;
@@ -179,6 +179,23 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The typed reason a credential's health records, or None for a
+    /// failure that says nothing about the credential (the caller asked for
+    /// a form or a passthrough it cannot have, or the registry needs no
+    /// auth).
+    pub fn reason(&self) -> Option<FailureReason> {
+        Some(match self {
+            Failure::Unavailable(_) | Failure::Protocol(_) => FailureReason::Unavailable,
+            Failure::Rejected(_) => FailureReason::Rejected,
+            Failure::NoAccess => FailureReason::NoAccess,
+            Failure::RateLimited(_) => FailureReason::RateLimited,
+            Failure::Refused(_) | Failure::Redirected(_) => FailureReason::RealmRefused,
+            Failure::Misconfigured(_) => FailureReason::Misconfigured,
+            Failure::Deadline => FailureReason::Timeout,
+            Failure::NoAuthNeeded | Failure::PassthroughNotAllowed(_) | Failure::FormUnavailable(_) => return None,
+        })
+    }
+
     /// The domain error, naming the credential and registry.
     pub fn into_error(self, credential: &CredentialName, registry: &str) -> Error {
         match self {

@@ -185,6 +185,8 @@ mod tests {
             create_time: Timestamp::from_micros(0),
             update_time: Timestamp::from_micros(0),
             last_used_time: None,
+            expire_time: None,
+            last_failure: None,
         }
     }
 

@@ -203,6 +203,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE credentials ADD COLUMN provider_settings TEXT NOT NULL DEFAULT '';
     "#,
+    // 9: credential health (as on SQLite): the upstream secret's expiry, the
+    // last upstream refusal, and an index for the leases-per-hour chart.
+    r#"
+    ALTER TABLE credentials ADD COLUMN expire_time BIGINT;
+    ALTER TABLE credentials ADD COLUMN last_failure_time BIGINT;
+    ALTER TABLE credentials ADD COLUMN last_failure_reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE credentials ADD COLUMN failing_since BIGINT;
+    CREATE INDEX audit_events_by_workspace_time ON audit_events (workspace_id, event_time);
+    "#,
 ];
 
 /// The schema version this binary creates and understands.

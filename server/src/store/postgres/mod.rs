@@ -36,8 +36,9 @@ use super::rows::{
     AuditRow, CredentialRow, IdentityBindingRow, IdentityProviderRow, SessionRow, TokenRow, WorkspaceRow,
 };
 use super::{
-    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, ProviderDeletion,
-    Pruned, Replaced, Rewrap, RootRevocation, RowCursor, StoreError, WorkspaceDeletion,
+    AuditFault, AuditFilter, Backend, ChainLink, CredentialFailureRecord, CredentialFilter, CredentialHealth,
+    CredentialUse, DatabaseFacts, ProviderDeletion, Pruned, Replaced, Rewrap, RootRevocation, RowCursor, StoreError,
+    WorkspaceDeletion,
 };
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
@@ -62,7 +63,7 @@ pub(crate) const IDLE_IN_TRANSACTION: &str = "SET LOCAL idle_in_transaction_sess
 const CREDENTIAL_COLUMNS: &str = "workspace_id, credential_id, uid, provider, registry_host, registry_namespace, \
      username, secret_version, allowed_projects, allow_passthrough, token_realm_allowlist, ca_bundle_pem, \
      description, create_time, update_time, secret_kek_id, secret_wrapped_dek, secret_ciphertext, last_used_time, \
-     provider_settings";
+     provider_settings, expire_time, last_failure_time, last_failure_reason, failing_since";
 const SESSION_COLUMNS: &str = "id_hash, kind, token_id, create_time, expire_time, last_seen";
 const TOKEN_COLUMNS: &str =
     "id, workspace_id, role, projects, token_hash, description, create_time, expire_time, revoke_time, last_used_time";
@@ -404,6 +405,10 @@ fn credential_row(row: &Row) -> CredentialRow {
         secret_ciphertext: row.get(17),
         last_used_time: row.get(18),
         provider_settings: row.get(19),
+        expire_time: row.get(20),
+        last_failure_time: row.get(21),
+        last_failure_reason: row.get(22),
+        failing_since: row.get(23),
     }
 }
 
@@ -499,8 +504,8 @@ async fn insert_credential(
     let statement = tx
         .prepare_cached(&format!(
             "INSERT INTO credentials ({CREDENTIAL_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
-             ON CONFLICT (workspace_id, credential_id) DO NOTHING"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
+             $22, $23, $24) ON CONFLICT (workspace_id, credential_id) DO NOTHING"
         ))
         .await?;
     tx.execute(
@@ -526,6 +531,10 @@ async fn insert_credential(
             &r.secret_ciphertext,
             &r.last_used_time,
             &r.provider_settings,
+            &r.expire_time,
+            &r.last_failure_time,
+            &r.last_failure_reason,
+            &r.failing_since,
         ],
     )
     .await
@@ -733,7 +742,7 @@ impl Backend for PgStore {
                     "UPDATE credentials SET registry_host = $3, registry_namespace = $4, username = $5, \
                      secret_version = $6, allowed_projects = $7, allow_passthrough = $8, token_realm_allowlist = $9, \
                      ca_bundle_pem = $10, description = $11, update_time = $12, secret_kek_id = $13, \
-                     secret_wrapped_dek = $14, secret_ciphertext = $15, provider_settings = $16 \
+                     secret_wrapped_dek = $14, secret_ciphertext = $15, provider_settings = $16, expire_time = $17 \
                      WHERE workspace_id = $1 AND credential_id = $2",
                     &[
                         &r.workspace_id,
@@ -752,6 +761,7 @@ impl Backend for PgStore {
                         &r.secret_wrapped_dek,
                         &r.secret_ciphertext,
                         &r.provider_settings,
+                        &r.expire_time,
                     ],
                 )
                 .await?;
@@ -1253,6 +1263,49 @@ impl Backend for PgStore {
         Ok(())
     }
 
+    async fn record_credential_failures(&self, failures: &[CredentialFailureRecord]) -> Result<(), Error> {
+        for (name, uid, failure) in failures {
+            self.query(
+                "UPDATE credentials SET last_failure_time = $4, last_failure_reason = $5, \
+                   failing_since = CASE WHEN last_failure_time IS NULL OR last_failure_time <= coalesce(last_used_time, 0) \
+                     THEN $4 ELSE coalesce(failing_since, last_failure_time) END \
+                 WHERE workspace_id = $1 AND credential_id = $2 AND uid = $3 \
+                   AND (last_failure_time IS NULL OR last_failure_time < $4)",
+                &[
+                    &name.workspace.as_str(),
+                    &name.credential.as_str(),
+                    &&uid.0[..],
+                    &failure.time.as_micros(),
+                    &failure.reason.name(),
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn credential_health(&self, deadlines: &[Timestamp]) -> Result<CredentialHealth, Error> {
+        let mut expiring = Vec::with_capacity(deadlines.len());
+        for deadline in deadlines {
+            let rows = self
+                .query(
+                    "SELECT count(*) FROM credentials WHERE expire_time IS NOT NULL AND expire_time <= $1",
+                    &[&deadline.as_micros()],
+                )
+                .await?;
+            expiring.push(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64);
+        }
+        let rows = self
+            .query(
+                "SELECT count(*) FROM credentials WHERE last_failure_time IS NOT NULL \
+                   AND (last_used_time IS NULL OR last_failure_time > last_used_time)",
+                &[],
+            )
+            .await?;
+        let failing = rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64;
+        Ok(CredentialHealth { expiring, failing })
+    }
+
     async fn insert_console_session(&self, session: &ConsoleSession) -> Result<(), Error> {
         self.query("DELETE FROM console_sessions WHERE expire_time <= $1", &[&Timestamp::now().as_micros()]).await?;
         let r = SessionRow::of(session);
@@ -1366,6 +1419,19 @@ impl Backend for PgStore {
     async fn audit_checkpoint(&self) -> Result<Option<ChainLink>, Error> {
         let rows = self.query("SELECT value FROM meta WHERE key = $1", &[&super::CHECKPOINT_KEY]).await?;
         rows.first().map(|r| super::parse_checkpoint(r.get(0))).transpose().map_err(Error::from)
+    }
+
+    async fn leases_per_hour(&self, workspace: &WorkspaceId, since: Timestamp) -> Result<Vec<(Timestamp, u64)>, Error> {
+        let rows = self
+            .query(
+                "SELECT (event_time / 3600000000) * 3600000000 AS hour, sum(call_count)::BIGINT FROM audit_events \
+                 WHERE workspace_id = $1 AND event_time >= $2 AND status_code = 0 \
+                   AND action IN ('IssueRegistryAuth', 'GatewayPull') \
+                 GROUP BY hour ORDER BY hour",
+                &[&workspace.as_str(), &since.as_micros()],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (Timestamp::from_micros(r.get(0)), r.get::<_, i64>(1) as u64)).collect())
     }
 
     async fn prune_audit(&self, cutoff: Timestamp) -> Result<Pruned, Error> {

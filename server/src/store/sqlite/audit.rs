@@ -152,3 +152,22 @@ pub fn count_before(conn: &Connection, cutoff: Timestamp) -> Result<u64, StoreEr
 pub fn delete_through(conn: &Connection, seq: i64) -> Result<u64, StoreError> {
     Ok(conn.execute("DELETE FROM audit_events WHERE seq <= ?1", [seq])? as u64)
 }
+
+/// Successful leases and gateway pulls of a workspace per hour since
+/// `since`: `(hour start, calls)`, oldest first.
+pub fn leases_per_hour(
+    conn: &Connection,
+    workspace: &str,
+    since: Timestamp,
+) -> Result<Vec<(Timestamp, u64)>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT (event_time / 3600000000) * 3600000000 AS hour, sum(call_count) FROM audit_events \
+         WHERE workspace_id = ?1 AND event_time >= ?2 AND status_code = 0 \
+           AND action IN ('IssueRegistryAuth', 'GatewayPull') \
+         GROUP BY hour ORDER BY hour",
+    )?;
+    let rows = statement.query_map(params![workspace, since.as_micros()], |r| {
+        Ok((Timestamp::from_micros(r.get(0)?), r.get::<_, i64>(1)? as u64))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

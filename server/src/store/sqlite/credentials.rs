@@ -4,13 +4,14 @@
 use rusqlite::{Connection, Row, params};
 
 use crate::domain::credential::StoredCredential;
-use crate::domain::{Credential, CredentialName, Provider, SealedSecret, WorkspaceId};
+use crate::domain::{Credential, CredentialName, Provider, SealedSecret, Timestamp, WorkspaceId};
 use crate::store::rows::CredentialRow;
 use crate::store::{CredentialFilter, RowCursor, StoreError};
 
 const META_COLUMNS: &str = "workspace_id, credential_id, uid, provider, registry_host, registry_namespace, \
      username, secret_version, allowed_projects, allow_passthrough, token_realm_allowlist, ca_bundle_pem, \
-     description, create_time, update_time, last_used_time, provider_settings";
+     description, create_time, update_time, last_used_time, provider_settings, expire_time, last_failure_time, \
+     last_failure_reason, failing_since";
 const SEALED_COLUMNS: &str = "secret_kek_id, secret_wrapped_dek, secret_ciphertext";
 
 fn row_of(row: &Row<'_>, with_secret: bool) -> Result<CredentialRow, StoreError> {
@@ -32,9 +33,13 @@ fn row_of(row: &Row<'_>, with_secret: bool) -> Result<CredentialRow, StoreError>
         update_time: row.get(14)?,
         last_used_time: row.get(15)?,
         provider_settings: row.get(16)?,
-        secret_kek_id: if with_secret { row.get(17)? } else { String::new() },
-        secret_wrapped_dek: if with_secret { row.get(18)? } else { Vec::new() },
-        secret_ciphertext: if with_secret { row.get(19)? } else { Vec::new() },
+        expire_time: row.get(17)?,
+        last_failure_time: row.get(18)?,
+        last_failure_reason: row.get(19)?,
+        failing_since: row.get(20)?,
+        secret_kek_id: if with_secret { row.get(21)? } else { String::new() },
+        secret_wrapped_dek: if with_secret { row.get(22)? } else { Vec::new() },
+        secret_ciphertext: if with_secret { row.get(23)? } else { Vec::new() },
     })
 }
 
@@ -51,7 +56,8 @@ pub fn insert(conn: &Connection, stored: &StoredCredential) -> Result<(), StoreE
     let r = CredentialRow::of(stored);
     conn.prepare_cached(&format!(
         "INSERT INTO credentials ({META_COLUMNS}, {SEALED_COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
+         ?22, ?23, ?24)"
     ))?
     .execute(params![
         r.workspace_id,
@@ -71,6 +77,10 @@ pub fn insert(conn: &Connection, stored: &StoredCredential) -> Result<(), StoreE
         r.update_time,
         r.last_used_time,
         r.provider_settings,
+        r.expire_time,
+        r.last_failure_time,
+        r.last_failure_reason,
+        r.failing_since,
         r.secret_kek_id,
         r.secret_wrapped_dek,
         r.secret_ciphertext,
@@ -87,7 +97,7 @@ pub fn replace(conn: &Connection, stored: &StoredCredential) -> Result<bool, Sto
             "UPDATE credentials SET registry_host = ?3, registry_namespace = ?4, username = ?5, \
              secret_version = ?6, allowed_projects = ?7, allow_passthrough = ?8, token_realm_allowlist = ?9, \
              ca_bundle_pem = ?10, description = ?11, update_time = ?12, secret_kek_id = ?13, \
-             secret_wrapped_dek = ?14, secret_ciphertext = ?15, provider_settings = ?17 \
+             secret_wrapped_dek = ?14, secret_ciphertext = ?15, provider_settings = ?17, expire_time = ?18 \
              WHERE workspace_id = ?1 AND credential_id = ?2 AND uid = ?16",
         )?
         .execute(params![
@@ -108,6 +118,7 @@ pub fn replace(conn: &Connection, stored: &StoredCredential) -> Result<bool, Sto
             r.secret_ciphertext,
             r.uid,
             r.provider_settings,
+            r.expire_time,
         ])?;
     Ok(changed > 0)
 }
@@ -185,6 +196,52 @@ pub fn set_last_used(
         statement.execute(params![name.workspace.as_str(), name.credential.as_str(), &uid.0[..], at.as_micros()])?;
     }
     Ok(())
+}
+
+/// Records credentials' last upstream refusals (never moving one back); a
+/// credential replaced or deleted meanwhile (another uid) is left alone.
+pub fn set_last_failure(
+    conn: &Connection,
+    failures: &[crate::store::CredentialFailureRecord],
+) -> Result<(), StoreError> {
+    let mut statement = conn.prepare_cached(
+        "UPDATE credentials SET last_failure_time = ?4, last_failure_reason = ?5, \
+           failing_since = CASE WHEN last_failure_time IS NULL OR last_failure_time <= coalesce(last_used_time, 0) \
+             THEN ?4 ELSE coalesce(failing_since, last_failure_time) END \
+         WHERE workspace_id = ?1 AND credential_id = ?2 AND uid = ?3 \
+           AND (last_failure_time IS NULL OR last_failure_time < ?4)",
+    )?;
+    for (name, uid, failure) in failures {
+        statement.execute(params![
+            name.workspace.as_str(),
+            name.credential.as_str(),
+            &uid.0[..],
+            failure.time.as_micros(),
+            failure.reason.name()
+        ])?;
+    }
+    Ok(())
+}
+
+/// How many credentials expire by each of `deadlines` (expired included),
+/// and how many are failing: every workspace's, for the health gauges.
+pub fn health(conn: &Connection, deadlines: &[Timestamp]) -> Result<crate::store::CredentialHealth, StoreError> {
+    let mut expiring = Vec::with_capacity(deadlines.len());
+    for deadline in deadlines {
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM credentials WHERE expire_time IS NOT NULL AND expire_time <= ?1",
+            [deadline.as_micros()],
+            |r| r.get(0),
+        )?;
+        expiring.push(n as u64);
+    }
+    let failing: i64 = conn.query_row(
+        "SELECT count(*) FROM credentials WHERE last_failure_time IS NOT NULL \
+           AND (last_used_time IS NULL OR last_failure_time > last_used_time)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(crate::store::CredentialHealth { expiring, failing: failing as u64 })
 }
 
 /// Deletes a credential. False if absent.

@@ -174,6 +174,17 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE credentials ADD COLUMN provider_settings TEXT NOT NULL DEFAULT '';
     "#,
+    // 8: credential health: the upstream secret's own expiry (set by a
+    // person or learned from the registry), the last upstream refusal (time
+    // and typed reason, written like last_used_time), and an index for the
+    // console's leases-per-hour chart.
+    r#"
+    ALTER TABLE credentials ADD COLUMN expire_time INTEGER;
+    ALTER TABLE credentials ADD COLUMN last_failure_time INTEGER;
+    ALTER TABLE credentials ADD COLUMN last_failure_reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE credentials ADD COLUMN failing_since INTEGER;
+    CREATE INDEX audit_events_by_workspace_time ON audit_events (workspace_id, event_time);
+    "#,
 ];
 
 /// The schema version this binary creates and understands.

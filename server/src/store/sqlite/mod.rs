@@ -34,8 +34,9 @@ pub use migrations::SCHEMA_VERSION;
 use writer::Writer;
 
 use super::{
-    AuditFault, AuditFilter, Backend, ChainLink, CredentialFilter, CredentialUse, DatabaseFacts, ProviderDeletion,
-    Pruned, Replaced, Rewrap, RootRevocation, RowCursor, StoreError, WorkspaceDeletion,
+    AuditFault, AuditFilter, Backend, ChainLink, CredentialFailureRecord, CredentialFilter, CredentialHealth,
+    CredentialUse, DatabaseFacts, ProviderDeletion, Pruned, Replaced, Rewrap, RootRevocation, RowCursor, StoreError,
+    WorkspaceDeletion,
 };
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::credential::StoredCredential;
@@ -668,6 +669,16 @@ impl Backend for SqliteStore {
         self.write(move |conn| Ok(credentials::set_last_used(conn, &uses)?)).await
     }
 
+    async fn record_credential_failures(&self, failures: &[CredentialFailureRecord]) -> Result<(), Error> {
+        let failures = failures.to_vec();
+        self.write(move |conn| Ok(credentials::set_last_failure(conn, &failures)?)).await
+    }
+
+    async fn credential_health(&self, deadlines: &[Timestamp]) -> Result<CredentialHealth, Error> {
+        let deadlines = deadlines.to_vec();
+        self.read(move |conn| Ok(credentials::health(conn, &deadlines)?)).await
+    }
+
     async fn insert_console_session(&self, session: &ConsoleSession) -> Result<(), Error> {
         let session = session.clone();
         self.write(move |conn| Ok(sessions::insert(conn, &session)?)).await
@@ -719,6 +730,11 @@ impl Backend for SqliteStore {
 
     async fn audit_checkpoint(&self) -> Result<Option<ChainLink>, Error> {
         self.read(|conn| Ok(checkpoint(conn)?)).await
+    }
+
+    async fn leases_per_hour(&self, workspace: &WorkspaceId, since: Timestamp) -> Result<Vec<(Timestamp, u64)>, Error> {
+        let workspace = workspace.as_str().to_owned();
+        self.read(move |conn| Ok(audit::leases_per_hour(conn, &workspace, since)?)).await
     }
 
     async fn prune_audit(&self, cutoff: Timestamp) -> Result<Pruned, Error> {
