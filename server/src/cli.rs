@@ -89,6 +89,18 @@ pub enum Command {
         #[arg(long, default_value_t = 3, value_name = "SECONDS")]
         timeout: u64,
     },
+    /// Check a configuration before serving it, writing nothing: the master
+    /// key (file mode, and that it opens this database), the database
+    /// (reachable, at a schema this binary knows; PostgreSQL too), the TLS
+    /// files (load and match), the listeners (free) and the OIDC issuer
+    /// URL. Takes the server's options (flags, PULLPASS_* variables or
+    /// --config). Prints one line per check with a fix for each failure;
+    /// exit status 1 if any failed.
+    Doctor {
+        /// The server's options, as `pullpassd` would serve them.
+        #[command(flatten)]
+        serve: Box<ServeArgs>,
+    },
     /// Write man pages (pullpassd.1 and one per subcommand) into DIR.
     Man {
         /// Where to write them (created if missing).

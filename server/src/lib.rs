@@ -21,6 +21,7 @@ pub mod config;
 pub mod connections;
 pub mod console;
 pub mod credentials;
+pub mod doctor;
 pub mod domain;
 pub mod error;
 pub mod filter;
@@ -69,13 +70,32 @@ pub fn main_with(cli: Cli) -> i32 {
         }
         _ => {}
     }
-    let settings = match Settings::resolve(&cli.common, &cli.serve) {
+    let serve = match &cli.command {
+        Some(Command::Doctor { serve }) => serve.as_ref(),
+        _ => &cli.serve,
+    };
+    let settings = match Settings::resolve(&cli.common, serve) {
         Ok(settings) => settings,
+        Err(message) if matches!(cli.command, Some(Command::Doctor { .. })) => {
+            println!("FAIL  configuration: {message}");
+            println!("      fix: correct the option it names (pullpassd doctor --help lists them)");
+            return 1;
+        }
         Err(message) => {
             eprintln!("pullpassd: {message}");
             return 2;
         }
     };
+    if matches!(cli.command, Some(Command::Doctor { .. })) {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("pullpassd: cannot start the async runtime: {e}");
+                return 1;
+            }
+        };
+        return if runtime.block_on(doctor::run(&settings)) { 0 } else { 1 };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -140,7 +160,9 @@ async fn dispatch(command: Option<Command>, settings: Settings) -> Result<(), St
             let seconds = older_than_seconds.unwrap_or(older_than_days.unwrap_or(1) * 86_400);
             commands::audit_prune(&settings, std::time::Duration::from_secs(seconds)).await
         }
-        Some(Command::Healthcheck { .. } | Command::Man { .. } | Command::Completions { .. }) => {
+        Some(
+            Command::Healthcheck { .. } | Command::Man { .. } | Command::Completions { .. } | Command::Doctor { .. },
+        ) => {
             unreachable!("handled before the settings are read")
         }
     }
