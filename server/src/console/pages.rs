@@ -191,7 +191,7 @@ async fn workspaces(console: &Console, call: &Call<'_>) -> Result<Reply, Error> 
 // --- credentials ---
 
 /// Where each API field of a credential shows on the form.
-const CREDENTIAL_FIELDS: [(&str, &str); 19] = [
+const CREDENTIAL_FIELDS: [(&str, &str); 20] = [
     ("credential_id", "name"),
     ("credential.provider", "provider"),
     ("credential.username", "username"),
@@ -201,6 +201,7 @@ const CREDENTIAL_FIELDS: [(&str, &str); 19] = [
     ("credential.allow_passthrough", "passthrough"),
     ("credential.description", "description"),
     ("credential.token_realm_allowlist", "token_realms"),
+    ("credential.expire_time", "expires"),
     ("repository", "test_repository"),
     ("credential.aws_role.role_arn", "role_arn"),
     ("credential.aws_role.external_id", "external_id"),
@@ -217,8 +218,13 @@ async fn credentials(console: &Console, call: &Call<'_>, workspace: WorkspaceId)
     call.allowed(Permission::ReadCredentials(&workspace))?;
     let can_manage = call.allowed(Permission::ManageCredentials(&workspace)).is_ok();
     let page = console.inner.credentials.list(workspace.clone(), PAGE_SIZE, "", "").await?;
+    let attention_only = form_urlencoded::parse(call.query.as_bytes()).any(|(k, v)| k == "attention" && v == "1");
+    let now = Timestamp::now();
+    let leases_per_hour =
+        console.inner.auditor.leases_per_hour(&workspace, now.saturating_minus(Duration::from_secs(24 * 3600))).await?;
     let chrome = call.chrome(console, Some(&workspace));
-    Ok(Reply::Page(StatusCode::OK, views::credentials(&chrome, &workspace, &page.items, can_manage)))
+    let view = views::CredentialsView { can_manage, attention_only, leases_per_hour: &leases_per_hour, now };
+    Ok(Reply::Page(StatusCode::OK, views::credentials(&chrome, &workspace, &page.items, view)))
 }
 
 fn add_form(console: &Console, call: &Call<'_>, workspace: WorkspaceId) -> Result<Reply, Error> {
@@ -241,6 +247,7 @@ fn submitted(form: &Form) -> CredentialForm {
         description: form.text("description"),
         test_repository: form.text("test_repository"),
         token_realms: form.text("token_realms"),
+        expires: form.text("expires"),
         role_arn: form.text("role_arn"),
         external_id: form.text("external_id"),
         web_identity: form.checked("web_identity"),
@@ -293,6 +300,7 @@ fn credential_input(form: &Form, provider: Option<Provider>) -> Result<Credentia
             "name at least one project, or untick Restrict to projects to serve every project",
         ));
     }
+    let expire_time = expiry_of(&form.text("expires"))?;
     let secret = match form.file("google_key") {
         Some(key) => Some(SecretBytes::new(key.to_vec())),
         None => form.secret("password").map(|password| SecretBytes::from_string(password.to_string())),
@@ -308,8 +316,23 @@ fn credential_input(form: &Form, provider: Option<Provider>) -> Result<Credentia
         token_realm_allowlist: form.list("token_realms"),
         ca_bundle_pem: String::new(),
         settings: settings_of(form, provider),
+        expire_time,
         secret_stored: false,
     })
+}
+
+/// The form's expiry date (`YYYY-MM-DD`, as a date input sends it): the
+/// secret expires at the start of that day, UTC. Empty: no expiry.
+fn expiry_of(text: &str) -> Result<Option<Timestamp>, Error> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let well_formed = text.len() == 10 && text.bytes().enumerate().all(|(i, b)| matches!(i, 4 | 7) == (b == b'-'));
+    well_formed
+        .then(|| Timestamp::parse_rfc3339(&format!("{text}T00:00:00Z")))
+        .flatten()
+        .map(Some)
+        .ok_or_else(|| Error::invalid("credential.expire_time", "give the date the secret expires, as YYYY-MM-DD"))
 }
 
 async fn add_credential(console: &Console, call: &Call<'_>, workspace: WorkspaceId) -> Result<Reply, Error> {
@@ -427,8 +450,14 @@ async fn credential(console: &Console, call: &Call<'_>, name: CredentialName, te
     };
     // Leaving the password blank keeps the stored secret; a Google user
     // name comes from its key.
-    let mut mask =
-        vec!["registry_server", "allowed_projects", "allow_passthrough", "description", "token_realm_allowlist"];
+    let mut mask = vec![
+        "registry_server",
+        "allowed_projects",
+        "allow_passthrough",
+        "description",
+        "token_realm_allowlist",
+        "expire_time",
+    ];
     if current.provider != Provider::Google {
         mask.push("username");
     }

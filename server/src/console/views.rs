@@ -12,6 +12,7 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::route::to;
+use crate::credentials::health;
 use crate::domain::audit::AuditRecord;
 use crate::domain::credential::ProviderSettings;
 use crate::domain::{AccessTokenRecord, Credential, Provider, Timestamp, Workspace, WorkspaceId};
@@ -274,30 +275,55 @@ pub fn provider_label(provider: Provider) -> &'static str {
     }
 }
 
-/// A workspace's credentials.
-pub fn credentials(chrome: &Chrome, workspace: &WorkspaceId, list: &[Credential], can_manage: bool) -> Markup {
+/// What the credentials page shows besides the list.
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialsView<'a> {
+    /// May the caller add and edit credentials?
+    pub can_manage: bool,
+    /// Only those that need attention (`?attention=1`)?
+    pub attention_only: bool,
+    /// Successful leases and gateway pulls per hour over the last day.
+    pub leases_per_hour: &'a [(Timestamp, u64)],
+    /// Now, for the badges and the chart.
+    pub now: Timestamp,
+}
+
+/// A workspace's credentials, with their health and the last day's leases.
+pub fn credentials(chrome: &Chrome, workspace: &WorkspaceId, all: &[Credential], view: CredentialsView<'_>) -> Markup {
+    let needing: Vec<&Credential> = all.iter().filter(|c| health::needs_attention(c, view.now)).collect();
+    let list: Vec<&Credential> = if view.attention_only { needing.clone() } else { all.iter().collect() };
     page(
         &format!("Credentials of {workspace}"),
         Some(chrome),
         html! {
-            @if can_manage {
+            @if view.can_manage {
                 p.actions {
                     a.button href=(to::add(workspace)) { "Add credential" }
                     " "
                     a.button.secondary href=(to::import(workspace)) { "Import docker config.json" }
                 }
             }
+            (lease_chart(view.leases_per_hour, view.now))
+            nav.filters aria-label="Filter credentials" {
+                a href=(to::credentials(workspace)) aria-current=[(!view.attention_only).then_some("page")] { "All (" (all.len()) ")" }
+                " · "
+                a href=(format!("{}?attention=1", to::credentials(workspace))) aria-current=[view.attention_only.then_some("page")] {
+                    "Needs attention (" (needing.len()) ")"
+                }
+            }
             table {
-                caption { "Registry credentials of " (workspace) }
+                caption { "Registry credentials of " (workspace) @if view.attention_only { " that need attention" } }
                 thead {
                     tr {
                         th scope="col" { "Name" } th scope="col" { "Provider" } th scope="col" { "Registry server" }
                         th scope="col" { "User name" } th scope="col" { "Projects" } th scope="col" { "Secret version" }
+                        th scope="col" { "Health" }
                         th scope="col" { "Last used" } th scope="col" { "Created" } th scope="col" { "Updated" }
                     }
                 }
                 tbody {
-                    @for c in list {
+                    @for c in &list {
+                        @let can_manage = view.can_manage;
                         tr {
                             td {
                                 @if can_manage { a href=(to::credential(&c.name)) { (c.name.credential) } }
@@ -314,16 +340,85 @@ pub fn credentials(chrome: &Chrome, workspace: &WorkspaceId, list: &[Credential]
                                 @if c.secret_set() { (c.secret_version) }
                                 @else { span.badge.keyless title="No secret is stored: pullpass signs in with its own identity" { "keyless" } }
                             }
+                            td { (health_badges(c, view.now)) }
                             td { (time(c.last_used_time)) }
                             td { (time(Some(c.create_time))) }
                             td { (time(Some(c.update_time))) }
                         }
                     }
-                    @if list.is_empty() { tr { td colspan="9" { "No credential yet." } } }
+                    @if list.is_empty() {
+                        tr { td colspan="10" {
+                            @if view.attention_only { "No credential needs attention." } @else { "No credential yet." }
+                        } }
+                    }
                 }
             }
         },
     )
+}
+
+/// The "expires in N days" and "failing since" badges of a credential
+/// (nothing when it is healthy).
+fn health_badges(c: &Credential, now: Timestamp) -> Markup {
+    html! {
+        @if let Some(days) = health::expires_in_days(c, now) {
+            @let expiry = c.expire_time.map(Timestamp::to_rfc3339).unwrap_or_default();
+            @if days < 0 {
+                span.badge.expired title={ "The secret expired at " (expiry) } { "expired" }
+            } @else if days == 0 {
+                span.badge.expiring title={ "The secret expires at " (expiry) } { "expires today" }
+            } @else {
+                span.badge.expiring title={ "The secret expires at " (expiry) } {
+                    "expires in " (days) @if days == 1 { " day" } @else { " days" }
+                }
+            }
+            " "
+        }
+        @if let Some(failure) = c.last_failure.filter(|_| c.failing()) {
+            @let since = failure.since.to_rfc3339();
+            span.badge.failing title={ (failure.reason.describe()) " (last at " (failure.time.to_rfc3339()) ")" } {
+                "failing since " time datetime=(since) { (since.replace('T', " ")) }
+            }
+        }
+    }
+}
+
+/// Successful leases per hour over the last 24 hours, as an inline SVG bar
+/// chart drawn here (no script): one bar per hour, the current hour last,
+/// each with its count as a tooltip, and the total as the accessible name.
+fn lease_chart(per_hour: &[(Timestamp, u64)], now: Timestamp) -> Markup {
+    const HOUR: i64 = 3_600_000_000;
+    const BAR: u64 = 20;
+    const HEIGHT: u64 = 80;
+    let current = now.as_micros().div_euclid(HOUR);
+    let counts: Vec<(i64, u64)> = (0..24)
+        .map(|back| {
+            let hour = current - 23 + back;
+            let n = per_hour.iter().filter(|(t, _)| t.as_micros().div_euclid(HOUR) == hour).map(|(_, n)| n).sum();
+            (hour, n)
+        })
+        .collect();
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    let peak = counts.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
+    let width = BAR * 24;
+    html! {
+        figure.chart {
+            svg xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="leases-title"
+                width=(width) height=(HEIGHT + 16) viewBox={ "0 0 " (width) " " (HEIGHT + 16) } {
+                title id="leases-title" { (total) " leases in the last 24 hours, at most " (peak) " in an hour" }
+                @for (i, (hour, n)) in counts.iter().enumerate() {
+                    @let h = if *n == 0 { 1 } else { (n * HEIGHT).div_ceil(peak).max(2) };
+                    @let start = Timestamp::from_micros(hour * HOUR).to_rfc3339();
+                    rect.bar x=(i as u64 * BAR + 2) y=(HEIGHT - h) width=(BAR - 4) height=(h) {
+                        title { (start.get(11..16).unwrap_or("")) " UTC: " (n) @if *n == 1 { " lease" } @else { " leases" } }
+                    }
+                }
+                text x="0" y=(HEIGHT + 14) { "24 h ago" }
+                text x=(width) y=(HEIGHT + 14) text-anchor="end" { "now" }
+            }
+            figcaption { "Leases per hour, last 24 hours (" (total) " in all; most in one hour: " (peak) ")" }
+        }
+    }
 }
 
 /// What the credential form was filled with (never the secret).
@@ -349,6 +444,8 @@ pub struct CredentialForm {
     pub test_repository: String,
     /// Extra token-realm origins, comma-separated (edit form).
     pub token_realms: String,
+    /// When the upstream secret expires, `YYYY-MM-DD` (empty: never/unknown).
+    pub expires: String,
     /// ECR: the role to assume.
     pub role_arn: String,
     /// ECR: its external id.
@@ -381,6 +478,7 @@ impl CredentialForm {
             description: c.description.clone(),
             test_repository: String::new(),
             token_realms: c.token_realm_allowlist.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            expires: c.expire_time.map(|t| t.to_rfc3339().chars().take(10).collect()).unwrap_or_default(),
             ..Self::default()
         }
         .with_settings(&c.settings)
@@ -490,6 +588,9 @@ fn restrictions(form: &CredentialForm, errors: &Errors) -> Markup {
         (checkbox("restrict", "Restrict to projects", form.restrict, errors, Some("Organization workspaces: serve only the projects listed below.")))
         (text_field("projects", "Projects", &form.projects, errors, Some("Comma-separated project names, such as rnaseq, imaging.")))
         (checkbox("passthrough", "Allow passthrough", form.passthrough, errors, Some("Hand out the stored user name and password where a registry offers no token exchange (Basic-only registries).")))
+        (field("expires", "Secret expires on", errors, Some("Optional: the date the token or password itself expires (a personal access token's expiry), so the list and alerts warn before it. Leave empty if it never expires."), |described| {
+            html! { input type="date" id="expires" name="expires" value=(form.expires) aria-describedby=[described] aria-invalid=[errors.of("expires").map(|_| "true")]; }
+        }))
         (text_field("description", "Description", &form.description, errors, None))
     }
 }
@@ -540,6 +641,21 @@ pub fn edit(
                     @else { span.badge.keyless { "keyless" } " (no secret stored)" }
                 }
                 dt { "Last used" } dd { (time(credential.last_used_time)) }
+                dt { "Secret expires" } dd id="expires-fact" {
+                    @match credential.expire_time {
+                        Some(t) => { (time(Some(t))) " " (health_badges(&Credential { last_failure: None, ..credential.clone() }, Timestamp::now())) }
+                        None => span.none { "not known" },
+                    }
+                }
+                dt { "Last failure" } dd id="last-failure" {
+                    @match credential.last_failure {
+                        Some(f) => {
+                            (time(Some(f.time))) ": " (f.reason.describe())
+                            @if credential.failing() { " " span.badge.failing { "failing since " (f.since.to_rfc3339().replace('T', " ")) } }
+                        }
+                        None => span.none { "none" },
+                    }
+                }
                 dt { "Updated" } dd { (time(Some(credential.update_time))) }
             }
             (general_errors(errors))
