@@ -358,7 +358,8 @@ fn every_relative_link_in_the_docs_resolves_to_a_file_and_its_anchor_to_a_headin
             }
         }
     }
-    assert!(checked > 50, "only {checked} relative links found: is the link parser broken?");
+    eprintln!("{checked} relative links checked in {} files", docs.len());
+    assert!(checked > 20, "only {checked} relative links found: is the link parser broken?");
     assert!(offenders.is_empty(), "{} broken links in the docs:\n{}", offenders.len(), offenders.join("\n"));
 }
 
@@ -671,6 +672,7 @@ fn every_flag_named_in_the_docs_exists_in_the_binarys_help() {
             }
         }
     }
+    eprintln!("{checked} flags checked against {} --help texts", tree.commands.len());
     assert!(checked > 100, "only {checked} flags found in the docs: is the parser broken?");
     let unused: Vec<&str> = FOREIGN_FLAGS
         .iter()
@@ -871,6 +873,7 @@ fn every_pullpass_v1_name_in_the_docs_exists_in_the_contract() {
             }
         }
     }
+    eprintln!("{checked} contract names checked");
     assert!(checked > 30, "only {checked} contract names found in the docs: is the parser broken?");
     assert!(
         offenders.is_empty(),
