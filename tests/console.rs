@@ -939,3 +939,87 @@ async fn bindings_are_edited_and_deleted_and_a_provider_is_deleted_with_its_bind
     assert_eq!(root.get("/console/identityProviders/k8s").await.status, 404);
     assert_eq!(admin.get("/console/workspaces/acme/identityBindings/ci").await.status, 404, "its binding went too");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credential_list_badges_expiring_and_failing_credentials_filters_them_and_charts_the_days_leases() {
+    use pullpass_tests::registry::world::{World, ok};
+    let world = World::start().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let in_three_days = prost_types::Timestamp { seconds: now + 3 * 86_400 + 3600, nanos: 0 };
+    world.add("fine", world.credential("team", "alice", ALICE_PASSWORD)).await;
+    world
+        .add(
+            "soon",
+            Credential { expire_time: Some(in_three_days), ..world.credential("other", "alice", ALICE_PASSWORD) },
+        )
+        .await;
+    // A credential the realm refuses: its lease fails, and it is failing.
+    let closed = free_port();
+    let refused = Credential {
+        registry_server: format!("127.0.0.1:{closed}"),
+        ..world.credential("", "alice", "console-CANARY-wrong")
+    };
+    let server = &world.server;
+    world.add("broken", refused).await;
+    for image in ["team/app:1.0", "team/app:1.0", "team/app:1.0"] {
+        ok(&world.issue(&[&world.registry.image(image)], &[]).await[0]);
+    }
+    let broken = format!("127.0.0.1:{closed}/team/app:1.0");
+    let _ =
+        world.issue_with(pullpass::v1::IssueRegistryAuthRequest { images: vec![broken], ..Default::default() }).await;
+    pullpass_tests::eventually("the refusal to be recorded", Duration::from_secs(10), || async {
+        world.client.get_credential("acme", "broken").await.ok()?.last_failure
+    })
+    .await;
+
+    let mut root = Visitor::new(server);
+    assert_eq!(root.sign_in(&server.root_token).await.status, 303);
+    // The lease events are group-committed a few milliseconds after the calls.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let list = loop {
+        let page = root.get("/console/workspaces/acme/credentials").await;
+        if page.text.contains("3 leases in the last 24 hours") || Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(list.status, 200);
+    let row = |id: &str| {
+        let start = list.text.find(&format!(">{id}</a>")).unwrap_or_else(|| panic!("{id} listed"));
+        list.text[start..].split("</tr>").next().unwrap().to_owned()
+    };
+    assert!(row("soon").contains("expires in 3 days"), "{}", row("soon"));
+    assert!(row("broken").contains("failing since"), "{}", row("broken"));
+    assert!(!row("fine").contains("badge expiring") && !row("fine").contains("failing"), "{}", row("fine"));
+    // The chart is drawn here: an SVG with a bar per hour, no script.
+    let svg = list.text.split_once("<svg").map(|(_, rest)| rest.split_once("</svg>").unwrap().0).expect("a chart");
+    assert_eq!(svg.matches("<rect").count(), 24, "{svg}");
+    assert!(svg.contains("3 leases"), "{svg}");
+    assert!(list.text.contains("Needs attention (2)"), "the filter counts the two");
+
+    let attention = root.get("/console/workspaces/acme/credentials?attention=1").await;
+    assert_eq!(attention.status, 200);
+    assert!(attention.text.contains(">soon</a>") && attention.text.contains(">broken</a>"));
+    assert!(!attention.text.contains(">fine</a>"), "a healthy credential is filtered out");
+
+    // The edit page shows the expiry and the failure, and the form takes a new date.
+    let edit = root.get("/console/workspaces/acme/credentials/broken").await;
+    assert!(edit.text.contains("the registry was unavailable"), "{}", edit.text);
+    let soon = root.get("/console/workspaces/acme/credentials/soon").await;
+    let date = {
+        let days = (now + 3 * 86_400 + 3600).div_euclid(86_400);
+        // Civil date of a day count (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!("{y:04}-{m:02}-{d:02}")
+    };
+    assert!(soon.text.contains(&format!(r#"name="expires" value="{date}""#)), "{}", soon.text);
+    assert!(!list.text.contains("console-CANARY-wrong") && !edit.text.contains("console-CANARY-wrong"));
+}

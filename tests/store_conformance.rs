@@ -100,7 +100,82 @@ conformance!(
     identity_bindings_need_their_workspace_and_provider_list_in_order_and_go_with_their_workspace,
     provider_settings_are_stored_with_their_credential,
     the_signing_key_set_is_replaced_only_as_it_was_read,
+    credential_health_is_recorded_forward_only_counted_and_leases_are_counted_per_hour,
 );
+
+async fn credential_health_is_recorded_forward_only_counted_and_leases_are_counted_per_hour(subject: Subject) {
+    use pullpass_server::domain::credential::{CredentialFailure, FailureReason};
+    let store = subject.open().await;
+    with_workspace(&store, "acme").await;
+    let t = |seconds: i64| Timestamp::from_micros(1_800_000_000_000_000 + seconds * 1_000_000);
+    let mut soon = stored("acme", "soon", "registry.example.com", 1);
+    soon.credential.expire_time = Some(t(3 * 86_400));
+    let mut later = stored("acme", "later", "registry.example.com", 2);
+    later.credential.expire_time = Some(t(20 * 86_400));
+    let failing = stored("acme", "failing", "registry.example.com", 3);
+    let rows: Vec<_> = [&soon, &later, &failing].iter().map(|s| ((*s).clone(), create_event(s))).collect();
+    store.insert_credentials(&ws("acme"), &rows, false).await.unwrap();
+    assert_eq!(
+        store.credential(&soon.credential.name).await.unwrap().unwrap().credential.expire_time,
+        soon.credential.expire_time
+    );
+
+    // A refusal: recorded with its reason; it starts the failing streak.
+    let head = store.audit_head().await.unwrap();
+    let failure = |at: i64, reason| CredentialFailure { time: t(at), reason, since: t(at) };
+    let record = |at, reason| vec![(failing.credential.name.clone(), failing.credential.uid, failure(at, reason))];
+    store.record_credential_failures(&record(10, FailureReason::Rejected)).await.unwrap();
+    // A later one keeps the streak's start; an older one is ignored; another uid is left alone.
+    store.record_credential_failures(&record(20, FailureReason::RateLimited)).await.unwrap();
+    store.record_credential_failures(&record(5, FailureReason::Timeout)).await.unwrap();
+    let other_uid =
+        vec![(failing.credential.name.clone(), CredentialUid([9; 16]), failure(99, FailureReason::NoAccess))];
+    store.record_credential_failures(&other_uid).await.unwrap();
+    let read = store.credential(&failing.credential.name).await.unwrap().unwrap().credential;
+    assert_eq!(
+        read.last_failure,
+        Some(CredentialFailure { time: t(20), reason: FailureReason::RateLimited, since: t(10) })
+    );
+    assert_eq!(read.update_time, failing.credential.update_time, "a failure is not a change");
+    assert_eq!(store.audit_head().await.unwrap(), head, "and leaves no audit event");
+
+    let deadlines = [t(7 * 86_400), t(30 * 86_400)];
+    let health = store.credential_health(&deadlines).await.unwrap();
+    assert_eq!((health.expiring.clone(), health.failing), (vec![1, 2], 1));
+
+    // A use after the refusal heals it; the next refusal starts a new streak.
+    store.touch_credentials(&[(failing.credential.name.clone(), failing.credential.uid, t(30))]).await.unwrap();
+    assert_eq!(store.credential_health(&deadlines).await.unwrap().failing, 0);
+    store.record_credential_failures(&record(40, FailureReason::Unavailable)).await.unwrap();
+    let read = store.credential(&failing.credential.name).await.unwrap().unwrap().credential;
+    assert_eq!(read.last_failure.map(|f| (f.since, f.reason)), Some((t(40), FailureReason::Unavailable)));
+    assert_eq!(store.credential_health(&deadlines).await.unwrap().failing, 1);
+
+    // Leases per hour: successful IssueRegistryAuth and GatewayPull events,
+    // aggregated ones counted per call, of this workspace only.
+    let hour = 3_600i64;
+    let base = (1_800_000_000i64 / hour + 1) * hour;
+    let at = |seconds: i64| Timestamp::from_micros((base + seconds) * 1_000_000);
+    let mut events = Vec::new();
+    for (seconds, action, status, count, workspace) in [
+        (10, "IssueRegistryAuth", 0, 3, "acme"),
+        (20, "GatewayPull", 0, 1, "acme"),
+        (30, "IssueRegistryAuth", 7, 1, "acme"),
+        (40, "CreateCredential", 0, 1, "acme"),
+        (50, "IssueRegistryAuth", 0, 5, "other"),
+        (hour + 5, "IssueRegistryAuth", 0, 2, "acme"),
+    ] {
+        let mut e = event(action, workspace, "workspaces/acme/credentials/soon");
+        e.event_time = at(seconds);
+        e.status_code = status;
+        e.count = count;
+        events.push(e);
+    }
+    store.append_audit(&events).await.unwrap();
+    let per_hour = store.leases_per_hour(&ws("acme"), at(0)).await.unwrap();
+    assert_eq!(per_hour, vec![(at(0), 4), (at(hour), 2)]);
+    assert_eq!(store.leases_per_hour(&ws("acme"), at(hour)).await.unwrap(), vec![(at(hour), 2)]);
+}
 
 async fn provider_settings_are_stored_with_their_credential(subject: Subject) {
     let store = subject.open().await;
@@ -259,6 +334,8 @@ fn stored(workspace: &str, id: &str, registry: &str, uid: u8) -> StoredCredentia
             create_time: time,
             update_time: time,
             last_used_time: None,
+            expire_time: None,
+            last_failure: None,
         },
         sealed: SealedSecret { kek_id: "k1".into(), wrapped_dek: vec![1, uid, 2], ciphertext: vec![3, uid, 4, 0, 255] },
     }

@@ -334,6 +334,11 @@ pub struct ServeArgs {
     #[arg(long, hide = true)]
     pub issuer_reload_seconds: Option<u64>,
 
+    /// Testing hook: how often the credential health gauges are counted
+    /// again, in seconds (default 30).
+    #[arg(long, hide = true)]
+    pub health_refresh_seconds: Option<u64>,
+
     /// Testing hook: make audit appends for this action (or `*`) fail.
     #[arg(long, env = "PULLPASS_FAULT_AUDIT_FAIL", hide = true)]
     pub fault_audit_fail: Option<String>,
@@ -442,6 +447,8 @@ pub struct Settings {
     pub database_password_file: Option<PathBuf>,
     /// pullpass as an OIDC issuer, if it is one.
     pub issuer: Option<IssuerSettings>,
+    /// How often the credential health gauges are counted.
+    pub health_refresh: std::time::Duration,
     /// Testing hook (see `--fault-audit-fail`).
     pub fault_audit_fail: Option<String>,
 }
@@ -617,6 +624,7 @@ impl Settings {
             max_connections: console_max_connections,
         });
         Ok(Self {
+            health_refresh: std::time::Duration::from_secs(serve.health_refresh_seconds.unwrap_or(30).clamp(1, 3600)),
             keys,
             gateway,
             metrics_listen,

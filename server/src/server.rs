@@ -387,7 +387,7 @@ async fn serve(
     let Listeners { grpc: listener, tls, gateway, metrics, console, issuer: issuer_listener } = listeners;
     if metrics.is_some() {
         crate::metrics::enable();
-        tokio::spawn(crate::credentials::health::keep_gauges(opened.store.clone()));
+        tokio::spawn(crate::credentials::health::keep_gauges(opened.store.clone(), settings.health_refresh));
     }
     let address = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
     let grace = settings.shutdown_grace;

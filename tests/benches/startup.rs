@@ -158,6 +158,8 @@ async fn write_workspace(store: &Store, sealer: &Sealer, index: usize, count: us
                 create_time: now,
                 update_time: now,
                 last_used_time: None,
+                expire_time: None,
+                last_failure: None,
             };
             (StoredCredential { credential, sealed }, event("CreateCredential", &id, &name.to_string()))
         })

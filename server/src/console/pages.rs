@@ -795,3 +795,21 @@ mod audit_filter_tests {
         assert_eq!(audit_filter(&AuditQuery::default()), "");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_expiry_date_is_the_start_of_that_day_utc_and_anything_else_is_a_field_error() {
+        use super::expiry_of;
+        assert_eq!(expiry_of("").unwrap(), None);
+        assert_eq!(expiry_of("2027-01-31").unwrap().unwrap().to_rfc3339(), "2027-01-31T00:00:00Z");
+        for bad in ["31/01/2027", "2027-1-31", "2027-13-01", "tomorrow", "2027-01-31T00:00:00Z"] {
+            match expiry_of(bad) {
+                Err(crate::error::Error::InvalidArgument(v)) => {
+                    assert_eq!(v[0].field, "credential.expire_time", "{bad}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+}

@@ -16,9 +16,6 @@ use crate::store::Store;
 /// days" badge, the "needs attention" filter, the `30d` gauge).
 pub const ATTENTION_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 
-/// How often the gauges are re-counted.
-pub const REFRESH: Duration = Duration::from_secs(30);
-
 /// Whole days until the credential's upstream secret expires (negative
 /// once expired), if it has an expiry within [`ATTENTION_WINDOW`].
 pub fn expires_in_days(credential: &Credential, now: Timestamp) -> Option<i64> {
@@ -37,10 +34,11 @@ pub fn needs_attention(credential: &Credential, now: Timestamp) -> bool {
 }
 
 /// Keeps `pullpass_credentials_expiring` and `pullpass_credentials_failing`
-/// current: counted by the store every [`REFRESH`], over every workspace
-/// (each replica reports the same numbers; dashboards take the max).
-pub async fn keep_gauges(store: Store) {
-    let mut tick = tokio::time::interval(REFRESH);
+/// current: counted by the store every `refresh` (30 s by default), over
+/// every workspace (each replica reports the same numbers; dashboards take
+/// the max).
+pub async fn keep_gauges(store: Store, refresh: Duration) {
+    let mut tick = tokio::time::interval(refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
