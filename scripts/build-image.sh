@@ -20,10 +20,15 @@
 #   --tag NAME           image name (default $PULLPASS_IMAGE or localhost/pullpass:dev)
 #   --binaries DIR       take the four binaries from DIR as they are (e.g.
 #                        target/debug, already built); no cargo
-#   --profile NAME       else build them with cargo: `release` (default:
-#                        cargo build --release --locked -p pullpass-server
-#                        -p pullpass-client --bins, a no-op when up to date)
-#                        or `dev` (target/debug)
+#   --profile NAME       else build them with cargo (cargo build --profile NAME
+#                        --locked -p pullpass-server -p pullpass-client --bins,
+#                        a no-op when up to date):
+#                          image    the default, as packaging/Containerfile:
+#                                   release with fat LTO and one codegen unit
+#                                   (Cargo.toml's [profile.image]), target/image;
+#                                   the smallest binaries, the slowest build
+#                          release  cargo build --release, target/release
+#                          dev      target/debug
 #   --debug-dir DIR      where the binaries' debug info goes, NAME.debug
 #                        (default target/image/debug); the stripped binaries
 #                        link to it (.gnu_debuglink)
@@ -35,10 +40,10 @@
 #                        temporary OCI layout to measure compressed layers)
 #   -h, --help           this text
 #
-# At the end it prints the image's size and each layer's content size
-# (uncompressed, and gzip as a registry would send it). Idempotent: the tag
-# moves to the new image, and the image it named before is removed unless a
-# container uses it. Runs unattended (CI: root, no stdin). Needs buildah (Debian:
+# At the end it prints the image's size, each layer's content size
+# (uncompressed, and gzip as a registry would send it) and each binary's size
+# as built and stripped. Idempotent: the tag moves to the new image, and the
+# image it named before is removed unless a container uses it. Runs unattended (CI: root, no stdin). Needs buildah (Debian:
 # apt-get install -y buildah; scripts/install-test-deps.sh installs it),
 # binutils and ca-certificates.
 set -euo pipefail
@@ -50,13 +55,13 @@ say() { printf 'build-image: %s\n' "$*"; }
 fail() { printf 'build-image: %s\n' "$*" >&2; exit 1; }
 
 tag=${PULLPASS_IMAGE:-localhost/pullpass:dev}
-binaries='' profile=release debug_dir=$target/image/debug sizes=yes
+binaries='' profile=image debug_dir=$target/image/debug sizes=yes
 storage=()
 while [ $# -gt 0 ]; do
   case $1 in
     --tag) tag=${2:?--tag needs a name}; shift 2 ;;
     --binaries) binaries=${2:?--binaries needs a directory}; shift 2 ;;
-    --profile) profile=${2:?--profile needs release or dev}; shift 2 ;;
+    --profile) profile=${2:?--profile needs image, release or dev}; shift 2 ;;
     --debug-dir) debug_dir=${2:?--debug-dir needs a directory}; shift 2 ;;
     --root | --runroot | --storage-driver) storage+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
     --no-sizes) sizes=no; shift ;;
@@ -69,12 +74,15 @@ command -v buildah >/dev/null 2>&1 || fail "buildah is missing (apt-get install 
 # --- the binaries ------------------------------------------------------------------
 if [ -z "$binaries" ]; then
   case $profile in
+    image) cargo_profile=(--profile image); binaries=$target/image ;;
     release) cargo_profile=(--release); binaries=$target/release ;;
     dev | debug) cargo_profile=(); binaries=$target/debug ;;
-    *) fail "--profile $profile: expected release or dev" ;;
+    *) fail "--profile $profile: expected image, release or dev" ;;
   esac
   say "cargo build ${cargo_profile[*]} --locked -p pullpass-server -p pullpass-client --bins"
+  started=$SECONDS
   (cd "$root" && cargo build "${cargo_profile[@]}" --locked -p pullpass-server -p pullpass-client --bins) </dev/null
+  say "cargo build took $((SECONDS - started)) s"
 fi
 [ -d "$binaries" ] || fail "$binaries is not a directory"
 binaries=$(cd "$binaries" && pwd)
@@ -160,4 +168,7 @@ for i in "${!gz_layers[@]}"; do
   say "layer $((i + 1)): $(human "$raw") ($raw bytes), gzip $(human "$gz"): ${created_by[$i]:-}"
 done
 say "image $tag: $(human "$total") in ${#gz_layers[@]} layers ($total bytes of layer tars), $(human "$total_gz") gzip"
-say "pullpassd: $(human "$(stat -c %s "$binaries/pullpassd")") as built, $(human "$(stat -c %s "$work/bin/pullpassd")") stripped"
+for name in pullpassd pullpass docker-credential-pullpass pullpass-kubelet-credential-provider; do
+  stripped=$(stat -c %s "$work/bin/$name")
+  say "$name: $(human "$(stat -c %s "$binaries/$name")") as built, $(human "$stripped") stripped ($stripped bytes), debug file $(human "$(stat -c %s "$work/debug/$name.debug")")"
+done

@@ -680,15 +680,27 @@ def cmd_containerfile(path: str, ignorefile: str) -> int:
     wanted_bins: set[str] = set()
     if problems.check(len(cargo) == 1, "expected one RUN with cargo build in the build stage"):
         run = cargo[0]
-        for option in ("--release", "--locked", "--bins"):
+        for option in ("--locked", "--bins"):
             problems.check(option in run.split(), f"cargo build lacks {option}")
+        # The image's profile (Cargo.toml's [profile.image]: release with LTO,
+        # as scripts/build-image.sh builds by default); its binaries are in
+        # target/image.
+        named = re.search(r"(?:^|\s)--profile[\s=](\S+)", run)
+        profile = named.group(1) if named else ("release" if "--release" in run.split() else "dev")
+        problems.check(profile == "image", f"cargo build with the {profile} profile, expected --profile image")
+        profiles = tomllib.loads((ROOT / "Cargo.toml").read_text(encoding="utf-8")).get("profile", {})
+        problems.check(
+            profiles.get("image", {}).get("inherits") == "release",
+            "Cargo.toml has no [profile.image] inheriting release",
+        )
+        directory = {"dev": "debug"}.get(profile, profile)
         for package in re.findall(r"(?:^|\s)-p\s+(\S+)", run):
             if problems.check(package in packages, f"cargo build -p {package}: no such workspace package"):
                 wanted_bins.update(packages[package])
-        built = set(re.findall(r"target/release/([A-Za-z0-9_-]+)", run))
+        built = set(re.findall(rf"target/{re.escape(directory)}/([A-Za-z0-9_-]+)", run))
         problems.check(
             built == wanted_bins,
-            f"binaries taken from target/release {sorted(built)} are not the packages' binaries {sorted(wanted_bins)}",
+            f"binaries taken from target/{directory} {sorted(built)} are not the packages' binaries {sorted(wanted_bins)}",
         )
     # The runtime stage: minimal (from scratch, with the files
     # scripts/image-rootfs.sh lays out, as scripts/build-image.sh does), non-root.

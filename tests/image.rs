@@ -573,7 +573,8 @@ fn the_containerfile_and_the_script_make_the_same_image() {
     let build_stage = froms[0].split_whitespace().last().expect("the build stage's name");
     assert!(froms[1].starts_with("scratch "), "the runtime stage is FROM scratch: {}", froms[1]);
 
-    // Both build the same binaries the same way.
+    // Both build the same binaries the same way: Cargo.toml's image profile
+    // (release with LTO, for size), the script by default.
     let script = std::fs::read_to_string(repo_root().join("scripts/build-image.sh")).expect("build-image.sh");
     let cargo = "--locked -p pullpass-server -p pullpass-client --bins";
     let run = instructions
@@ -581,8 +582,13 @@ fn the_containerfile_and_the_script_make_the_same_image() {
         .find(|(w, a)| w == "RUN" && a.contains("scripts/image-rootfs.sh"))
         .map(|(_, a)| a.clone())
         .expect("the build stage runs scripts/image-rootfs.sh");
-    assert!(run.contains(&format!("cargo build --release {cargo}")), "{run}");
+    assert!(run.contains(&format!("cargo build --profile image {cargo}")), "{run}");
     assert!(script.contains(cargo), "scripts/build-image.sh builds with {cargo}");
+    assert!(script.contains("profile=image "), "scripts/build-image.sh builds with --profile image by default");
+    assert!(script.contains("image) cargo_profile=(--profile image); binaries=$target/image ;;"), "{script}");
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("Cargo.toml");
+    let profile = manifest.split("[profile.image]").nth(1).expect("Cargo.toml has [profile.image]");
+    assert!(profile.trim_start().starts_with("inherits = \"release\""), "[profile.image]{profile}");
 
     // The build stage's scripts/image-rootfs.sh command as written, its
     // /out in a directory here and --from the binaries the tests run.
