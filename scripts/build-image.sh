@@ -126,6 +126,7 @@ b config \
   --label org.opencontainers.image.licenses=Apache-2.0 \
   --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+  --env PULLPASS_DATA_DIR=/var/lib/pullpass \
   --user 65532:65532 \
   --workingdir /var/lib/pullpass \
   --volume /var/lib/pullpass \

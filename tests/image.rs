@@ -487,6 +487,38 @@ fn it_keeps_its_data_and_tokens_across_a_restart() {
 }
 
 #[test]
+fn maintenance_commands_in_the_running_container_use_the_served_database() {
+    let podman = Podman::with_image();
+    let key = podman.key_file();
+    let address = podman.start_server("pullpassd", "pullpass-data", &key);
+    // No --data-dir: the image's PULLPASS_DATA_DIR names the volume, so
+    // these act on the database the server has open, not on a new
+    // ./pullpass-data under the working directory.
+    let exec = |args: &[&str]| podman.ok(&[&["exec", "pullpassd", "pullpassd"], args].concat());
+    let minted = exec(&["tokens", "create-root", "--description", "minted by podman exec"]);
+    let token = minted.lines().find_map(|l| l.strip_prefix("PULLPASS_TOKEN=")).expect("a root token").to_owned();
+    let name = minted.split_whitespace().find(|w| w.starts_with("rootTokens/")).expect("the token's name");
+    let listed = exec(&["tokens", "list-root"]);
+    assert!(listed.lines().any(|l| l.starts_with(name) && l.contains("minted by podman exec")), "{listed}");
+    // The server accepts the token: the same database.
+    let workspaces = grpcurl_call(Some(&token), &[&address, "pullpass.v1.AccessService/ListWorkspaces"]);
+    assert!(workspaces.status.success(), "ListWorkspaces with the exec-minted token: {}", text(&workspaces));
+    let keys = exec(&["keys", "list"]);
+    assert!(!keys.trim().is_empty(), "keys list printed nothing");
+    // Nothing but the served database in the volume: no second one.
+    let volume = PathBuf::from(
+        podman.ok(&["volume", "inspect", "pullpass-data", "--format", "{{.Mountpoint}}"]).trim().to_owned(),
+    );
+    assert!(volume.join("pullpass.db").is_file(), "no database in the volume");
+    assert!(!volume.join("pullpass-data").exists(), "a second data directory in the volume: {volume:?}");
+    let env = &podman.inspect("container", "pullpassd")["Config"]["Env"];
+    assert!(
+        env.as_array().expect("Env").iter().any(|v| v == "PULLPASS_DATA_DIR=/var/lib/pullpass"),
+        "the container's environment: {env}"
+    );
+}
+
+#[test]
 fn it_has_no_shell_and_its_binaries_carry_no_debug_info() {
     let podman = Podman::with_image();
     let mut run = vec!["run", "--rm"];
