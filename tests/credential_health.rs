@@ -164,3 +164,103 @@ async fn a_refused_credential_records_why_and_since_when_and_a_working_secret_he
     let leaks = pullpass_tests::files_containing(&world.server.data_dir, wrong.as_bytes());
     assert!(leaks.is_empty(), "the secret in clear in {leaks:?}");
 }
+
+/// GitLab's token endpoint as its docs describe it, for one token: `GET
+/// /api/v4/personal_access_tokens/self` answers the token's own record.
+/// Records each request's path and `PRIVATE-TOKEN` header. (GitHub's
+/// header is tested in the server's `upstream::expiry`: a GHCR credential
+/// always serves ghcr.io, which these tests cannot reach.)
+struct GitLabApi {
+    address: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl GitLabApi {
+    fn start(token: &'static str) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let path = request_line.split(' ').nth(1).unwrap_or_default().to_owned();
+                let mut presented = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let (name, value) = line.split_once(':').unwrap_or_default();
+                    if name.eq_ignore_ascii_case("private-token") {
+                        presented = value.trim().to_owned();
+                    }
+                }
+                log.lock().unwrap().push((path.clone(), presented.clone()));
+                let (status, body) = if path == "/api/v4/personal_access_tokens/self" && presented == token {
+                    ("200 OK", r#"{"id":7,"name":"ci","revoked":false,"active":true,"expires_at":"2027-02-28"}"#)
+                } else {
+                    ("401 Unauthorized", r#"{"message":"401 Unauthorized"}"#)
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        Self { address, seen }
+    }
+
+    fn seen(&self) -> Vec<(String, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testing_a_gitlab_token_learns_its_expiry_from_gitlab_and_no_other_secret_is_sent() {
+    let api = GitLabApi::start(ALICE_PASSWORD);
+    let world = World::start_with(&[
+        "--gitlab-api-url".to_owned(),
+        format!("http://{}", api.address),
+        "--insecure-registry".to_owned(),
+        api.address.clone(),
+    ])
+    .await;
+    let as_provider = |provider: pullpass::v1::Provider, secret: &str| Credential {
+        provider: provider as i32,
+        ..world.credential("", "alice", secret)
+    };
+    world.add("gitlab", as_provider(pullpass::v1::Provider::Gitlab, ALICE_PASSWORD)).await;
+    world.add("generic", as_provider(pullpass::v1::Provider::Generic, ALICE_PASSWORD)).await;
+    world.add("wrong", as_provider(pullpass::v1::Provider::Gitlab, "health-CANARY-not-alice")).await;
+
+    let report = world.client.test_credential("acme", "gitlab", "team/app", false).await.unwrap();
+    assert!(report.success, "{report:?}");
+    let expiry = prost_types::Timestamp { seconds: 1_803_772_800, nanos: 0 }; // 2027-02-28T00:00:00Z
+    assert_eq!(report.secret_expire_time, Some(expiry));
+    let stored = world.client.get_credential("acme", "gitlab").await.unwrap();
+    assert_eq!(stored.expire_time, Some(expiry));
+
+    // A registry nobody reports for, and a test the registry refuses: GitLab
+    // is not asked, and nothing is stored.
+    let report = world.client.test_credential("acme", "generic", "team/app", false).await.unwrap();
+    assert!(report.success && report.secret_expire_time.is_none());
+    let report = world.client.test_credential("acme", "wrong", "team/app", false).await.unwrap();
+    assert!(!report.success && report.secret_expire_time.is_none());
+    assert_eq!(world.client.get_credential("acme", "wrong").await.unwrap().expire_time, None);
+    assert_eq!(
+        api.seen(),
+        [("/api/v4/personal_access_tokens/self".to_owned(), ALICE_PASSWORD.to_owned())],
+        "the token went to GitLab once, and no other secret went there"
+    );
+
+    // Tested again with the same answer: no change is written.
+    world.client.test_credential("acme", "gitlab", "team/app", false).await.unwrap();
+    assert_eq!(world.client.get_credential("acme", "gitlab").await.unwrap().update_time, stored.update_time);
+}

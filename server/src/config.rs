@@ -151,6 +151,20 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLPASS_ENTRA_AUTHORITY_HOST", value_name = "URL")]
     pub entra_authority_host: Option<String>,
 
+    /// GitHub's REST API, asked when a tested GHCR token expires (the
+    /// `GitHub-Authentication-Token-Expiration` header). Unset: api.github.com,
+    /// for ghcr.io credentials only; set (GitHub Enterprise Server,
+    /// https://HOST/api/v3), for every GHCR credential.
+    #[arg(long, env = "PULLPASS_GITHUB_API_URL", value_name = "URL")]
+    pub github_api_url: Option<String>,
+
+    /// GitLab's URL, asked when a tested GITLAB token expires
+    /// (`/api/v4/personal_access_tokens/self`). Unset: gitlab.com, for
+    /// registry.gitlab.com credentials only; set (self-managed GitLab,
+    /// https://gitlab.example.com), for every GITLAB credential.
+    #[arg(long, env = "PULLPASS_GITLAB_API_URL", value_name = "URL")]
+    pub gitlab_api_url: Option<String>,
+
     /// Google's Security Token Service endpoint, for GOOGLE credentials
     /// that federate. [default: https://sts.googleapis.com/v1/token]
     #[arg(long, env = "PULLPASS_GOOGLE_STS_ENDPOINT", value_name = "URL")]
@@ -362,6 +376,8 @@ pub struct FileSettings {
     google_token_uris: Option<Vec<String>>,
     ecr_endpoint: Option<String>,
     entra_authority_host: Option<String>,
+    github_api_url: Option<String>,
+    gitlab_api_url: Option<String>,
     aws_own_identity_roles: Option<Vec<String>>,
     google_sts_endpoint: Option<String>,
     google_iam_credentials_endpoint: Option<String>,
@@ -760,6 +776,14 @@ fn upstream_config(serve: &ServeArgs, file: &FileSettings) -> Result<crate::upst
                 serve.google_iam_credentials_endpoint.clone().or(file.google_iam_credentials_endpoint.clone()),
                 crate::upstream::DEFAULT_GOOGLE_IAM_CREDENTIALS,
             )?,
+            github_api: match serve.github_api_url.clone().or(file.github_api_url.clone()) {
+                Some(url) => Some(endpoint_url("--github-api-url", Some(url), "")?),
+                None => None,
+            },
+            gitlab_api: match serve.gitlab_api_url.clone().or(file.gitlab_api_url.clone()) {
+                Some(url) => Some(endpoint_url("--gitlab-api-url", Some(url), "")?),
+                None => None,
+            },
         },
         aws: crate::upstream::AwsConfig {
             sts_endpoint: aws_endpoint("STS")?,

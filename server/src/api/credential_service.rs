@@ -114,6 +114,7 @@ impl CredentialService for CredentialApi {
             let mut response = TestCredentialResponse {
                 requested_scope: report.requested.to_string(),
                 registry: report.registry,
+                secret_expire_time: report.learned_expiry.map(convert::timestamp),
                 ..Default::default()
             };
             match report.outcome {

@@ -101,6 +101,9 @@ pub struct TestReport {
     pub outcome: Result<Lease, Error>,
     /// The registry host tried.
     pub registry: String,
+    /// The secret's own expiry, where the registry's owner reported it
+    /// (now stored on the credential).
+    pub learned_expiry: Option<crate::domain::Timestamp>,
 }
 
 /// The shape of a request for `image` (see [`recent`]).
@@ -502,8 +505,12 @@ impl Broker {
         let outcome = self.inner.upstream.exchange(exchange, &secret).await;
         // A test that passes is a use (the credential works); one the
         // registry refuses is a failure, as a lease's would be.
+        let mut learned_expiry = None;
         match &outcome {
-            Ok(_) => self.inner.usage.used(&self.inner.usage.slot(&stored), &stored),
+            Ok(_) => {
+                self.inner.usage.used(&self.inner.usage.slot(&stored), &stored);
+                learned_expiry = self.learn_expiry(actor, &stored, &secret, deadline).await;
+            }
             Err(failure) => {
                 if let Some(reason) = failure.reason() {
                     self.inner.usage.failed(&stored.credential, reason);
@@ -521,6 +528,28 @@ impl Broker {
         event.granted_scope =
             outcome.as_ref().ok().and_then(|l| l.granted.as_ref()).map(ToString::to_string).unwrap_or_default();
         self.inner.auditor.record_lease(event);
-        Ok(TestReport { requested, outcome, registry: image.endpoint().to_owned() })
+        Ok(TestReport { requested, outcome, registry: image.endpoint().to_owned(), learned_expiry })
+    }
+
+    /// After a passing test: the token's own expiry, where the registry's
+    /// owner reports it (GitHub, GitLab); stored on the credential, as an
+    /// audited update by the tester, when it differs from what it holds.
+    async fn learn_expiry(
+        &self,
+        actor: &Actor,
+        stored: &StoredCredential,
+        secret: &crate::secret::SecretBytes,
+        deadline: Instant,
+    ) -> Option<crate::domain::Timestamp> {
+        let learned =
+            crate::upstream::expiry::learn(&self.inner.upstream, &stored.credential, secret, deadline).await?;
+        if stored.credential.expire_time != Some(learned) {
+            let input = crate::credentials::CredentialInput { expire_time: Some(learned), ..Default::default() };
+            let name = stored.credential.name.clone();
+            if let Err(e) = self.inner.credentials.update(actor, name, input, Some(vec!["expire_time".into()])).await {
+                tracing::warn!(error = %e, "could not store the expiry the registry reported");
+            }
+        }
+        Some(learned)
     }
 }

@@ -469,6 +469,8 @@ pub enum UpstreamKind {
     GoogleFederation,
     /// Quay's robot federation endpoint.
     QuayFederation,
+    /// GitHub's or GitLab's API, asked when a tested token expires.
+    TokenExpiry,
 }
 
 impl UpstreamKind {
@@ -486,6 +488,7 @@ impl UpstreamKind {
             UpstreamKind::Entra => "upstream.entra",
             UpstreamKind::GoogleFederation => "upstream.google_federation",
             UpstreamKind::QuayFederation => "upstream.quay_federation",
+            UpstreamKind::TokenExpiry => "upstream.token_expiry",
         }
     }
 
@@ -502,6 +505,7 @@ impl UpstreamKind {
             UpstreamKind::Entra => "entra",
             UpstreamKind::GoogleFederation => "google_federation",
             UpstreamKind::QuayFederation => "quay_federation",
+            UpstreamKind::TokenExpiry => "token_expiry",
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod budget;
 pub mod challenge;
 pub mod content;
 pub mod ecr;
+pub mod expiry;
 pub mod google;
 pub mod http;
 pub mod quay;
@@ -87,6 +88,14 @@ pub struct CloudEndpoints {
     pub google_sts: String,
     /// `https://iamcredentials.googleapis.com`, without a trailing slash.
     pub google_iam_credentials: String,
+    /// GitHub's REST API, asked when a GHCR token expires: None for
+    /// `https://api.github.com` and ghcr.io credentials only; set (GitHub
+    /// Enterprise Server), for every GHCR credential.
+    pub github_api: Option<String>,
+    /// GitLab's instance, asked when a GITLAB token expires: None for
+    /// `https://gitlab.com` and registry.gitlab.com credentials only; set
+    /// (self-managed GitLab), for every GITLAB credential.
+    pub gitlab_api: Option<String>,
 }
 
 impl Default for CloudEndpoints {
@@ -95,6 +104,8 @@ impl Default for CloudEndpoints {
             entra_authority_host: DEFAULT_ENTRA_AUTHORITY_HOST.into(),
             google_sts: DEFAULT_GOOGLE_STS.into(),
             google_iam_credentials: DEFAULT_GOOGLE_IAM_CREDENTIALS.into(),
+            github_api: None,
+            gitlab_api: None,
         }
     }
 }
