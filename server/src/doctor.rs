@@ -127,7 +127,21 @@ async fn database(settings: &Settings, keyring: Option<Keyring>) -> Result<Strin
         Location::Sqlite(_) => store::sqlite::SCHEMA_VERSION,
         Location::Postgres(_) => store::postgres::SCHEMA_VERSION,
     };
-    let facts = match store::inspect(location).await {
+    // A PostgreSQL that accepts the connection and never answers (a hung
+    // server, a proxy whose backend is gone) passes the connect timeout:
+    // the whole inspection gets the URL's query_timeout.
+    let inspected = match location {
+        Location::Postgres(config) => {
+            tokio::time::timeout(config.query_timeout, store::inspect(location)).await.unwrap_or_else(|_| {
+                Err(store::StoreError::Unreachable(format!(
+                    "no answer within {} s (the URL's query_timeout)",
+                    config.query_timeout.as_secs()
+                )))
+            })
+        }
+        Location::Sqlite(_) => store::inspect(location).await,
+    };
+    let facts = match inspected {
         Ok(Some(facts)) => facts,
         Ok(None) => {
             return Ok(format!("{}: no database yet; it is created at start (schema {known})", location.describe()));
