@@ -7,7 +7,7 @@
 //!
 //! And `pullpassd --dev`'s last lines, the three things to try: run as
 //! printed (through bash, with the root token exported as PULLPASS_TOKEN),
-//! each works.
+//! each works; over TLS too, for a machine that trusts the certificate.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -506,6 +506,11 @@ fn a_reachable_postgresql_database_passes_before_and_after_the_server_creates_it
 /// Runs `script` with bash the way a person pastes it into a shell: with
 /// grpcurl on the PATH and none of this process's PULLPASS_* variables.
 fn bash(script: &str) -> std::process::Output {
+    bash_with(script, &[])
+}
+
+/// [`bash`] with more environment variables.
+fn bash_with(script: &str, env: &[(&str, &Path)]) -> std::process::Output {
     let tools = tempfile::Builder::new().prefix("pullpass-path-").tempdir().expect("temp dir");
     std::os::unix::fs::symlink(grpcurl(), tools.path().join("grpcurl")).expect("grpcurl on the PATH");
     let path = format!("{}:{}", tools.path().display(), std::env::var("PATH").unwrap_or_default());
@@ -516,6 +521,7 @@ fn bash(script: &str) -> std::process::Output {
             command.env_remove(name);
         }
     }
+    command.envs(env.iter().copied());
     command.output().expect("run bash")
 }
 
@@ -575,6 +581,43 @@ async fn dev_start_up_ends_with_three_lines_to_try_that_work_as_printed() {
 
     // The curl line prints the gateway's `{}`.
     let answered = bash(&format!("export {token_line}\n{curl_line}"));
+    assert!(answered.status.success(), "{curl_line}: {answered:?}");
+    assert_eq!(String::from_utf8_lossy(&answered.stdout), "{}", "{answered:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_over_tls_prints_lines_to_try_that_use_tls() {
+    let (_pki, ca, cert, key) = private_ca();
+    let server = Pullpassd::start_with(Options {
+        args: vec!["--tls-cert".into(), cert.display().to_string(), "--tls-key".into(), key.display().to_string()],
+        ..Default::default()
+    })
+    .unwrap_or_else(|f| panic!("pullpassd did not start: {f:?}"));
+    let stdout = eventually("--dev's lines to try", Duration::from_secs(20), || {
+        let out = server.stdout();
+        let done = out.ends_with('\n') && out.lines().last().is_some_and(|l| l.starts_with("  curl "));
+        std::future::ready(done.then_some(out))
+    })
+    .await;
+    let lines: Vec<&str> = stdout.lines().collect();
+    let token_line = lines.iter().find(|l| l.starts_with("PULLPASS_TOKEN=")).expect("the root token");
+    let [grpcurl_line, console_line, curl_line] = [3, 2, 1].map(|back| lines[lines.len() - back].trim());
+    assert!(!grpcurl_line.contains("-plaintext") && grpcurl_line.contains("-cacert"), "{stdout}");
+    assert!(console_line.starts_with("https://"), "{stdout}");
+    assert!(curl_line.contains(&format!("https://{}/v2/", server.gateway)), "{stdout}");
+
+    // As printed, by someone whose machine trusts the CA (Go's grpcurl reads
+    // SSL_CERT_FILE, curl CURL_CA_BUNDLE).
+    let trusted = [("SSL_CERT_FILE", ca.as_path()), ("CURL_CA_BUNDLE", ca.as_path())];
+    let listed = bash_with(&format!("export {token_line}\n{grpcurl_line}"), &trusted);
+    assert!(listed.status.success(), "{grpcurl_line}: {listed:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("grpcurl prints JSON");
+    assert_eq!(answer, serde_json::json!({}), "no workspaces yet");
+    let console_url = console_line.split_whitespace().next().unwrap();
+    let page = bash_with(&format!("curl -sS -o /dev/null -w '%{{http_code}}' '{console_url}'"), &trusted);
+    let code = String::from_utf8_lossy(&page.stdout).into_owned();
+    assert!(code == "200" || code.starts_with('3'), "GET {console_url}: {page:?}");
+    let answered = bash_with(&format!("export {token_line}\n{curl_line}"), &trusted);
     assert!(answered.status.success(), "{curl_line}: {answered:?}");
     assert_eq!(String::from_utf8_lossy(&answered.stdout), "{}", "{answered:?}");
 }

@@ -94,25 +94,34 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
     }
     println!("pullpassd: serving on {address}");
     if settings.dev {
-        print_next_steps(address, gateway.as_ref().map(|g| g.address), console.as_ref().map(|c| c.public_url.as_str()));
+        print_next_steps(
+            (address, tls.is_some()),
+            gateway.as_ref().map(|g| (g.address, g.tls.is_some())),
+            console.as_ref().map(|c| c.public_url.as_str()),
+        );
     }
     let listeners = Listeners { grpc: listener, tls, gateway, metrics, console, issuer };
     serve(prepared.opened, listeners, started, &settings, wait_for_signal()).await
 }
 
 /// `--dev`'s last words: three things to try, each copy-pasteable as
-/// printed (the root token is printed on first start; export it).
-fn print_next_steps(grpc: SocketAddr, gateway: Option<SocketAddr>, console: Option<&str>) {
+/// printed (the root token is printed on first start; export it). Over TLS
+/// (`--tls-cert`) they use TLS too, and need a certificate the tools trust.
+fn print_next_steps(grpc: (SocketAddr, bool), gateway: Option<(SocketAddr, bool)>, console: Option<&str>) {
+    const PRIVATE_CA: &str = "   # a private CA: add -cacert CA.pem";
     println!("pullpassd: try next, in another shell, with the root token above exported as PULLPASS_TOKEN:");
+    let (address, tls) = grpc;
+    let (plaintext, note) = if tls { ("", PRIVATE_CA) } else { ("-plaintext ", "") };
     println!(
-        "  grpcurl -plaintext -H \"authorization: Bearer $PULLPASS_TOKEN\" {grpc} pullpass.v1.AccessService/ListWorkspaces"
+        "  grpcurl {plaintext}-H \"authorization: Bearer $PULLPASS_TOKEN\" {address} pullpass.v1.AccessService/ListWorkspaces{note}"
     );
     if let Some(console) = console {
         println!("  {console}/console/   # open in a browser; sign in with the root token");
     }
-    if let Some(gateway) = gateway {
+    if let Some((address, tls)) = gateway {
+        let (scheme, note) = if tls { ("https", " (a private CA: add --cacert CA.pem)") } else { ("http", "") };
         println!(
-            "  curl -sS -u \"pullpass:$PULLPASS_TOKEN\" http://{gateway}/v2/   # the pull gateway answers {{}}; pulls: docs/gateway.md"
+            "  curl -sS -u \"pullpass:$PULLPASS_TOKEN\" {scheme}://{address}/v2/   # the pull gateway answers {{}}{note}; pulls: docs/gateway.md"
         );
     }
 }
