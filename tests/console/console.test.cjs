@@ -186,11 +186,12 @@ test("the console", async (t0) => {
   await t.test("the Add form has exactly the expected fields, and Docker Hub, GHCR and Quay fill in their registry", async () => {
     await page.goto("/console/workspaces/acme/add");
     for (const label of ["Name", "Provider", "User name", "Password", "Registry server", "Restrict to projects",
-      "Projects", "Allow passthrough", "Description", "Role ARN", "External id", "Tenant id", "Client id",
+      "Projects", "Allow passthrough", "Secret expires on", "Description", "Role ARN", "External id", "Tenant id", "Client id",
       "Workload identity provider", "Service account", "Robot"]) {
       assert.equal(await page.getByLabel(label, { exact: true }).count(), 1, label);
     }
     assert.equal(await page.getByLabel("Restrict to projects", { exact: true }).getAttribute("type"), "checkbox");
+    assert.equal(await page.getByLabel("Secret expires on", { exact: true }).getAttribute("type"), "date");
     assert.equal(await page.getByLabel("Password", { exact: true }).getAttribute("type"), "password");
     assert.equal(await page.getByLabel("Password", { exact: true }).getAttribute("autocomplete"), "off");
     assert.match(await page.locator("#registry_server-hint").innerText(), /https:\/\/ is removed/);
@@ -211,15 +212,24 @@ test("the console", async (t0) => {
     await page.getByLabel("Restrict to projects", { exact: true }).check();
     await page.getByLabel("Projects", { exact: true }).fill("rnaseq");
     await page.getByLabel("Description", { exact: true }).fill("CI pulls");
+    // The PAT expires in ten days (and a half, so no clock edge rounds it).
+    const expires = new Date(Date.now() + 10.5 * 86400e3).toISOString().slice(0, 10);
+    await page.getByLabel("Secret expires on", { exact: true }).fill(expires);
     await page.getByRole("button", { name: "Add credential" }).click();
     await page.waitForURL(/\/credentials\/ghcr$/);
+    assert.equal(await page.getByLabel("Secret expires on", { exact: true }).inputValue(), expires, "the date is kept");
     await keep(page);
     await axe(page, "edit form");
     await page.goto("/console/workspaces/acme/credentials");
     const row = page.getByRole("row").filter({ hasText: "ghcr.io" });
     const cells = await row.getByRole("cell").allInnerTexts();
     assert.deepEqual(cells.slice(0, 6), ["ghcr", "GHCR", "ghcr.io", "octocat", "rnaseq", "1"]);
-    assert.equal(cells[6], "never", "not used yet");
+    assert.match(cells[6], /^expires in (9|10) days$/, "the health badge");
+    assert.equal(cells[7], "never", "not used yet");
+    assert.equal(await page.getByRole("img", { name: /leases in the last 24 hours/ }).count(), 1, "the chart");
+    await page.getByRole("link", { name: /Needs attention \(1\)/ }).click();
+    assert.equal(await page.getByRole("row").filter({ hasText: "ghcr.io" }).count(), 1, "it needs attention");
+    await page.goto("/console/workspaces/acme/credentials");
     await keep(page);
     await axe(page, "credential list");
   });

@@ -410,6 +410,11 @@ async fn credential(console: &Console, call: &Call<'_>, name: CredentialName, te
         }
         let deadline = Instant::now() + services.upstream_timeout.min(Duration::from_secs(30));
         let report = services.broker.test(&call.actor, name.clone(), &repository, &[Action::Pull], deadline).await;
+        // A learned expiry was stored: show the credential as it is now.
+        let current = match &report {
+            Ok(report) if report.learned_expiry.is_some() => services.credentials.get(name.clone()).await?,
+            _ => current,
+        };
         return Ok(match report {
             Ok(report) => {
                 let outcome = match report.outcome {
@@ -421,6 +426,7 @@ async fn credential(console: &Console, call: &Call<'_>, name: CredentialName, te
                             crate::domain::Grant::Basic { .. } => "BASIC",
                         },
                         expires: lease.expire_time,
+                        secret_expires: report.learned_expiry,
                     },
                     Err(error) => TestOutcome::Refused { reason: test_reason(&error), message: error.message() },
                 };

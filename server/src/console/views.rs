@@ -608,6 +608,9 @@ pub enum TestOutcome {
         kind: &'static str,
         /// When it would have expired.
         expires: Timestamp,
+        /// When the secret itself expires, where its registry's owner said
+        /// so during the test.
+        secret_expires: Option<Timestamp>,
     },
     /// It did not, for a typed reason.
     Refused {
@@ -684,11 +687,14 @@ pub fn edit(
 
 fn test_result(outcome: &TestOutcome) -> Markup {
     match outcome {
-        TestOutcome::Granted { requested, granted, kind, expires } => html! {
+        TestOutcome::Granted { requested, granted, kind, expires, secret_expires } => html! {
             div.notice role="status" id="test-result" {
                 p { strong { "Test passed." } " The registry issued " (kind) " auth." }
                 p { "Granted scope: " code id="granted-scope" { @if granted.is_empty() { "(not stated by the registry)" } @else { (granted) } } }
                 p { "Requested: " code { (requested) } "; it would expire at " (time(Some(*expires))) "." }
+                @if let Some(at) = secret_expires {
+                    p id="secret-expiry" { "The registry's owner reports that this token itself expires at " (time(Some(*at))) "; that is now the credential's expiry." }
+                }
             }
         },
         TestOutcome::Refused { reason, message } => html! {
