@@ -165,6 +165,9 @@ async fn database(settings: &Settings, keyring: Option<Keyring>) -> Result<Strin
         }
     };
     let version = facts.schema_version;
+    if version == 0 {
+        return Ok(format!("{}: empty; the schema ({known}) is created at start", location.describe()));
+    }
     if version > known {
         return fail(
             format!("{}: schema {version} is newer than this binary knows ({known})", location.describe()),
@@ -174,8 +177,10 @@ async fn database(settings: &Settings, keyring: Option<Keyring>) -> Result<Strin
     if let Some(keyring) = keyring
         && let Err(e) = crate::startup::verify_keys(&facts, &Sealer::new(keyring))
     {
+        // The start-up wording ("refusing to start") does not fit a check.
+        let problem = e.0.replace("; refusing to start, nothing was written", "").replace("; refusing to start", "");
         return fail(
-            e.0,
+            problem,
             "pass the key file this database was sealed with (--key-file); `pullpassd keys list` shows the ids it needs",
         );
     }

@@ -92,6 +92,7 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         let scheme = if issuer.tls.is_some() { "https" } else { "http" };
         println!("pullpassd: issuer documents also on {scheme}://{}", issuer.address);
     }
+    let stop = wait_for_signal();
     println!("pullpassd: serving on {address}");
     if settings.dev {
         print_next_steps(
@@ -101,7 +102,7 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         );
     }
     let listeners = Listeners { grpc: listener, tls, gateway, metrics, console, issuer };
-    serve(prepared.opened, listeners, started, &settings, wait_for_signal()).await
+    serve(prepared.opened, listeners, started, &settings, stop).await
 }
 
 /// `--dev`'s last words: three things to try, each copy-pasteable as
@@ -192,7 +193,8 @@ fn issuer_url(settings: &Settings, gateway: Option<&GatewayListener>) -> Option<
     let issuer = settings.issuer.as_ref()?;
     match gateway {
         Some(gateway) if issuer.follows_gateway => {
-            crate::issuer::IssuerUrl::parse(&format!("http://{}", gateway.address)).ok()
+            let scheme = if gateway.tls.is_some() { "https" } else { "http" };
+            crate::issuer::IssuerUrl::parse(&format!("{scheme}://{}", gateway.address)).ok()
         }
         _ => Some(issuer.url.clone()),
     }
@@ -779,15 +781,21 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
-async fn wait_for_signal() {
+/// SIGTERM or SIGINT. The handlers are installed here, before the future
+/// is first polled: a signal that comes right after "serving on" is printed
+/// drains the server rather than killing it.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }
