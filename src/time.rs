@@ -55,6 +55,16 @@ pub fn parse_rfc3339_micros(text: &str) -> Option<i64> {
     if bytes[13] != b':' || bytes[16] != b':' || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         return None;
     }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if day > days_in_month {
+        return None;
+    }
     if hour > 23 || minute > 59 || second > 60 {
         return None;
     }
@@ -99,6 +109,9 @@ mod tests {
             "",
             "2026-11-23",
             "2026-13-01T00:00:00Z",
+            "2027-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "1900-02-29T00:00:00Z",
             "2026-11-23T19:30:00",
             "1700000000",
             "2026-01-01T00:00:00+0\u{e9}:0",

@@ -942,7 +942,7 @@ async fn bindings_are_edited_and_deleted_and_a_provider_is_deleted_with_its_bind
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_credential_list_badges_expiring_and_failing_credentials_filters_them_and_charts_the_days_leases() {
-    use pullpass_tests::registry::world::{World, ok};
+    use pullpass_tests::registry::world::{World, code_and_reason, ok};
     let world = World::start().await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let in_three_days = prost_types::Timestamp { seconds: now + 3 * 86_400 + 3600, nanos: 0 };
@@ -950,23 +950,17 @@ async fn the_credential_list_badges_expiring_and_failing_credentials_filters_the
     world
         .add(
             "soon",
-            Credential { expire_time: Some(in_three_days), ..world.credential("other", "alice", ALICE_PASSWORD) },
+            Credential { expire_time: Some(in_three_days), ..world.credential("zzz", "alice", ALICE_PASSWORD) },
         )
         .await;
     // A credential the realm refuses: its lease fails, and it is failing.
-    let closed = free_port();
-    let refused = Credential {
-        registry_server: format!("127.0.0.1:{closed}"),
-        ..world.credential("", "alice", "console-CANARY-wrong")
-    };
     let server = &world.server;
-    world.add("broken", refused).await;
+    world.add("broken", world.credential("other", "alice", "console-CANARY-wrong")).await;
     for image in ["team/app:1.0", "team/app:1.0", "team/app:1.0"] {
         ok(&world.issue(&[&world.registry.image(image)], &[]).await[0]);
     }
-    let broken = format!("127.0.0.1:{closed}/team/app:1.0");
-    let _ =
-        world.issue_with(pullpass::v1::IssueRegistryAuthRequest { images: vec![broken], ..Default::default() }).await;
+    let refused = world.issue(&[&world.registry.image("other/tool:1.0")], &[]).await;
+    assert_eq!(code_and_reason(&refused[0]).1, "UPSTREAM_REJECTED_CREDENTIAL");
     pullpass_tests::eventually("the refusal to be recorded", Duration::from_secs(10), || async {
         world.client.get_credential("acme", "broken").await.ok()?.last_failure
     })
@@ -1004,7 +998,7 @@ async fn the_credential_list_badges_expiring_and_failing_credentials_filters_the
 
     // The edit page shows the expiry and the failure, and the form takes a new date.
     let edit = root.get("/console/workspaces/acme/credentials/broken").await;
-    assert!(edit.text.contains("the registry was unavailable"), "{}", edit.text);
+    assert!(edit.text.contains("the registry rejected the secret"), "{}", edit.text);
     let soon = root.get("/console/workspaces/acme/credentials/soon").await;
     let date = {
         let days = (now + 3 * 86_400 + 3600).div_euclid(86_400);

@@ -62,6 +62,16 @@ async fn expire_time_is_stored_changed_and_cleared_and_a_bad_date_is_refused_on_
     eventually("the 30-day gauge to count the credential", Duration::from_secs(20), expiring("30d")).await;
     assert_eq!(metric(&world, "pullpass_credentials_failing").await, Some(0.0));
 
+    // A caller asking for a repository the credential does not reach is
+    // counted, but does not make the credential failing.
+    let auth = world.issue(&[&world.registry.image("other/tool:1.0")], &[]).await;
+    assert_eq!(code_and_reason(&auth[0]).1, "UPSTREAM_REJECTED_CREDENTIAL", "NoAccess maps to this reason");
+    eventually("the no_access refusal to be counted", Duration::from_secs(10), || async {
+        metric(&world, "pullpass_upstream_refusals_total{reason=\"no_access\"}").await.filter(|v| *v == 1.0)
+    })
+    .await;
+    assert_eq!(world.client.get_credential("acme", "pat").await.unwrap().last_failure, None);
+
     // Moved past a week: only the 30-day window holds it.
     let in_twenty_days = now() + 20 * DAY;
     let later = Credential { expire_time: Some(at(in_twenty_days)), ..stored.clone() };

@@ -151,19 +151,21 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLPASS_ENTRA_AUTHORITY_HOST", value_name = "URL")]
     pub entra_authority_host: Option<String>,
 
-    /// GitHub's REST API, asked when a tested GHCR token expires (the
-    /// `GitHub-Authentication-Token-Expiration` header). Unset: api.github.com,
-    /// for ghcr.io credentials only; set (GitHub Enterprise Server,
-    /// https://HOST/api/v3), for every GHCR credential.
+    /// GitHub's REST API, asked when a tested GHCR (ghcr.io) token expires
+    /// (the `GitHub-Authentication-Token-Expiration` header). GHCR tokens
+    /// are sent there: point it only at GitHub's API (or your proxy of it).
+    /// [default: https://api.github.com]
     #[arg(long, env = "PULLPASS_GITHUB_API_URL", value_name = "URL")]
     pub github_api_url: Option<String>,
 
-    /// GitLab's URL, asked when a tested GITLAB token expires
-    /// (`/api/v4/personal_access_tokens/self`). Unset: gitlab.com, for
-    /// registry.gitlab.com credentials only; set (self-managed GitLab,
-    /// https://gitlab.example.com), for every GITLAB credential.
-    #[arg(long, env = "PULLPASS_GITLAB_API_URL", value_name = "URL")]
-    pub gitlab_api_url: Option<String>,
+    /// GitLab instances asked when a tested GITLAB token expires
+    /// (`/api/v4/personal_access_tokens/self`), repeatable or
+    /// comma-separated. A credential's token goes only to the instance whose
+    /// host its registry is on: the same host (any port: GitLab's
+    /// `gitlab.example.com:5050`) or `registry.` + that host. [default:
+    /// https://gitlab.com, for registry.gitlab.com]
+    #[arg(long = "gitlab-api-url", env = "PULLPASS_GITLAB_API_URLS", value_delimiter = ',', value_name = "URL")]
+    pub gitlab_api_urls: Vec<String>,
 
     /// Google's Security Token Service endpoint, for GOOGLE credentials
     /// that federate. [default: https://sts.googleapis.com/v1/token]
@@ -377,7 +379,7 @@ pub struct FileSettings {
     ecr_endpoint: Option<String>,
     entra_authority_host: Option<String>,
     github_api_url: Option<String>,
-    gitlab_api_url: Option<String>,
+    gitlab_api_urls: Option<Vec<String>>,
     aws_own_identity_roles: Option<Vec<String>>,
     google_sts_endpoint: Option<String>,
     google_iam_credentials_endpoint: Option<String>,
@@ -780,9 +782,12 @@ fn upstream_config(serve: &ServeArgs, file: &FileSettings) -> Result<crate::upst
                 Some(url) => Some(endpoint_url("--github-api-url", Some(url), "")?),
                 None => None,
             },
-            gitlab_api: match serve.gitlab_api_url.clone().or(file.gitlab_api_url.clone()) {
-                Some(url) => Some(endpoint_url("--gitlab-api-url", Some(url), "")?),
-                None => None,
+            gitlab_apis: {
+                let mut urls = pick(&serve.gitlab_api_urls, &file.gitlab_api_urls);
+                if urls.is_empty() {
+                    urls.push(crate::upstream::expiry::GITLAB_API.to_owned());
+                }
+                urls.into_iter().map(|url| endpoint_url("--gitlab-api-url", Some(url), "")).collect::<Result<_, _>>()?
             },
         },
         aws: crate::upstream::AwsConfig {

@@ -162,6 +162,16 @@ enum Queued {
     Issued(IssuedNote),
 }
 
+impl Queued {
+    /// When it was queued (its event's time).
+    fn time(&self) -> Timestamp {
+        match self {
+            Queued::Event(event) => event.event_time,
+            Queued::Issued(note) => note.time,
+        }
+    }
+}
+
 /// The audit service: the lease queue, failed attempts, queries.
 #[derive(Debug, Clone)]
 pub struct Auditor {
@@ -296,6 +306,9 @@ impl Auditor {
 
 async fn flush_leases(store: Store, mut receiver: mpsc::Receiver<Queued>) {
     while let Some(first) = receiver.recv().await {
+        // Until this batch is committed, its first event is the oldest one
+        // waiting (the queue is FIFO: everything behind it is newer).
+        crate::metrics::audit_pending(Some(first.time()));
         // Let events gather without waiting on the queue: a task parked in
         // `recv` is woken by every send, one wake-up per lease under load.
         tokio::time::sleep(LEASE_FLUSH).await;
@@ -308,7 +321,6 @@ async fn flush_leases(store: Store, mut receiver: mpsc::Receiver<Queued>) {
         }
         let count = batch.len();
         let batch = aggregate(written_out(batch));
-        let last_time = batch.last().map(|e| e.event_time);
         match store.append_audit(&batch).await {
             Ok(()) => crate::metrics::audit_written(count),
             Err(e) => {
@@ -316,9 +328,7 @@ async fn flush_leases(store: Store, mut receiver: mpsc::Receiver<Queued>) {
                 tracing::error!(error = %e, events = count, "lease audit events could not be written");
             }
         }
-        // What is still queued came after this batch (the queue is FIFO):
-        // its oldest event has waited at most since the batch's last one.
-        crate::metrics::audit_pending(if receiver.is_empty() { None } else { last_time });
+        crate::metrics::audit_pending(None);
     }
 }
 

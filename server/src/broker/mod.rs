@@ -543,12 +543,10 @@ impl Broker {
     ) -> Option<crate::domain::Timestamp> {
         let learned =
             crate::upstream::expiry::learn(&self.inner.upstream, &stored.credential, secret, deadline).await?;
-        if stored.credential.expire_time != Some(learned) {
-            let input = crate::credentials::CredentialInput { expire_time: Some(learned), ..Default::default() };
-            let name = stored.credential.name.clone();
-            if let Err(e) = self.inner.credentials.update(actor, name, input, Some(vec!["expire_time".into()])).await {
-                tracing::warn!(error = %e, "could not store the expiry the registry reported");
-            }
+        if stored.credential.expire_time != Some(learned)
+            && let Err(e) = self.inner.credentials.record_learned_expiry(actor, &stored.credential, learned).await
+        {
+            tracing::warn!(error = %e, "could not store the expiry the registry reported");
         }
         Some(learned)
     }

@@ -62,11 +62,13 @@ impl Usage {
         });
     }
 
-    /// The registry refused `credential` now, for `reason`: counted, and
-    /// written in the background unless a refusal was within [`RESOLUTION`].
+    /// An exchange with `credential` failed now, for `reason`: counted; and,
+    /// when the reason says something about the credential
+    /// ([`FailureReason::marks_credential`]), written in the background
+    /// unless a failure was within [`RESOLUTION`].
     pub fn failed(&self, credential: &Credential, reason: FailureReason) {
         crate::metrics::upstream_refusal(reason);
-        if !due(&slot_in(&self.failures, credential.uid)) {
+        if !reason.marks_credential() || !due(&slot_in(&self.failures, credential.uid)) {
             return;
         }
         let store = self.store.clone();

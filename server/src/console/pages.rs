@@ -30,6 +30,8 @@ use crate::secret::SecretBytes;
 
 /// Most rows a list page shows.
 pub(super) const PAGE_SIZE: i32 = 100;
+/// Most credentials the credentials page lists.
+const MAX_LISTED: usize = 10_000;
 
 /// What a signed-in request carries into a handler.
 #[derive(Debug)]
@@ -217,7 +219,15 @@ const CREDENTIAL_FIELDS: [(&str, &str); 20] = [
 async fn credentials(console: &Console, call: &Call<'_>, workspace: WorkspaceId) -> Result<Reply, Error> {
     call.allowed(Permission::ReadCredentials(&workspace))?;
     let can_manage = call.allowed(Permission::ManageCredentials(&workspace)).is_ok();
-    let page = console.inner.credentials.list(workspace.clone(), PAGE_SIZE, "", "").await?;
+    // Every credential (health is judged over all of them, not a page),
+    // up to a bound no workspace should reach.
+    let mut page = console.inner.credentials.list(workspace.clone(), 1000, "", "").await?;
+    let mut token = std::mem::take(&mut page.next_page_token);
+    while !token.is_empty() && page.items.len() < MAX_LISTED {
+        let next = console.inner.credentials.list(workspace.clone(), 1000, &token, "").await?;
+        page.items.extend(next.items);
+        token = next.next_page_token;
+    }
     let attention_only = form_urlencoded::parse(call.query.as_bytes()).any(|(k, v)| k == "attention" && v == "1");
     let now = Timestamp::now();
     let leases_per_hour =
@@ -456,14 +466,13 @@ async fn credential(console: &Console, call: &Call<'_>, name: CredentialName, te
     };
     // Leaving the password blank keeps the stored secret; a Google user
     // name comes from its key.
-    let mut mask = vec![
-        "registry_server",
-        "allowed_projects",
-        "allow_passthrough",
-        "description",
-        "token_realm_allowlist",
-        "expire_time",
-    ];
+    let mut mask =
+        vec!["registry_server", "allowed_projects", "allow_passthrough", "description", "token_realm_allowlist"];
+    // The form shows the expiry's date only: saving an unchanged date keeps
+    // the stored time (a learned 09:00 UTC stays 09:00).
+    if form.text("expires") != CredentialForm::of(&current).expires {
+        mask.push("expire_time");
+    }
     if current.provider != Provider::Google {
         mask.push("username");
     }

@@ -224,6 +224,49 @@ impl Credentials {
         })
     }
 
+    /// Stores `expiry`, which the registry's owner reported for the secret
+    /// `tested` holds, as the credential's `expire_time`: only while it is
+    /// still that credential with that secret (same uid and secret
+    /// version), checked again by the store's compare-and-set, so a secret
+    /// replaced meanwhile never gets the old one's expiry. Audited as
+    /// `UpdateCredential` by `actor`. False when it changed or went away.
+    pub async fn record_learned_expiry(
+        &self,
+        actor: &Actor,
+        tested: &Credential,
+        expiry: Timestamp,
+    ) -> Result<bool, Error> {
+        let name = &tested.name;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(current) = self.store.credential(name).await? else { return Ok(false) };
+            let same =
+                current.credential.uid == tested.uid && current.credential.secret_version == tested.secret_version;
+            if !same {
+                return Ok(false);
+            }
+            if current.credential.expire_time == Some(expiry) {
+                return Ok(true);
+            }
+            let now = Timestamp::now().max(current.credential.update_time.plus(Duration::from_micros(1)));
+            let credential = Credential { expire_time: Some(expiry), update_time: now, ..current.credential.clone() };
+            let replacement = StoredCredential { credential, sealed: current.sealed.clone() };
+            let event = actor.event("UpdateCredential", name.workspace.as_str(), &name.to_string(), 0);
+            match self.store.replace_credential(&current.credential, &replacement, &[event]).await? {
+                Replaced::Done => {
+                    self.changed(name);
+                    return Ok(true);
+                }
+                Replaced::Stale => continue,
+                Replaced::Missing => return Ok(false),
+            }
+        }
+        Err(Error::Unavailable {
+            reason: "CONCURRENT_UPDATES",
+            message: format!("{name} kept changing while its expiry was recorded; retry"),
+            retry_after: None,
+        })
+    }
+
     /// Deletes a credential and its sealed secret.
     pub async fn delete(&self, actor: &Actor, name: CredentialName) -> Result<(), Error> {
         let event = actor.event("DeleteCredential", name.workspace.as_str(), &name.to_string(), 0);

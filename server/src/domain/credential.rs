@@ -344,6 +344,18 @@ impl FailureReason {
         self as i32
     }
 
+    /// Does a failure for this reason say something about the credential,
+    /// so that it becomes its `last_failure`? The registry refused the
+    /// secret, rate-limited its account, or pointed where it may not go,
+    /// or the credential cannot be used as configured. Not when a caller
+    /// asked for a repository the credential does not reach (`NoAccess`),
+    /// gave up early (`Timeout`), or the registry was down (`Unavailable`):
+    /// those are counted in the metrics only, so no caller can mark a
+    /// credential failing and an outage is not a pile of failing credentials.
+    pub fn marks_credential(self) -> bool {
+        matches!(self, Self::Rejected | Self::RateLimited | Self::RealmRefused | Self::Misconfigured)
+    }
+
     /// What a person reads in the console ("rejected the secret").
     pub fn describe(self) -> &'static str {
         match self {

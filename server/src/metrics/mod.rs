@@ -588,22 +588,20 @@ pub fn lease_cache_entries(entries: usize) {
     }
 }
 
-/// Lease audit events: one queued (the oldest pending one's time is kept
-/// for `pullpass_audit_flush_lag_seconds`).
+/// Lease audit events: one queued.
 pub fn audit_queued() {
     if let Some(m) = on() {
         m.audit_queued.inc();
-        let now = crate::domain::Timestamp::now().as_micros();
-        let _ = AUDIT_PENDING_SINCE.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
-/// The lease audit flusher finished a batch: `oldest_left` is when the
-/// oldest event still queued was queued at the latest (None: the queue is
-/// empty).
-pub fn audit_pending(oldest_left: Option<crate::domain::Timestamp>) {
+/// The lease audit flusher took a batch whose oldest event was queued at
+/// `oldest` (the oldest of all waiting: the queue is first in, first out),
+/// or committed it (None), for `pullpass_audit_flush_lag_seconds`. A commit
+/// that hangs keeps the gauge growing.
+pub fn audit_pending(oldest: Option<crate::domain::Timestamp>) {
     if on().is_some() {
-        AUDIT_PENDING_SINCE.store(oldest_left.map_or(0, |t| t.as_micros().max(1)), Ordering::Relaxed);
+        AUDIT_PENDING_SINCE.store(oldest.map_or(0, |t| t.as_micros().max(1)), Ordering::Relaxed);
     }
 }
 

@@ -7,10 +7,12 @@
 //!   token's own record, with `expires_at` (a date, or null).
 //!
 //! The token goes only to the API of the registry's owner: api.github.com
-//! for ghcr.io credentials and gitlab.com for registry.gitlab.com ones, or
-//! the API an operator names for their GitHub Enterprise Server or
-//! self-managed GitLab (`--github-api-url`, `--gitlab-api-url`), over https
-//! unless the host is an `--insecure-registry`. Never through a redirect.
+//! for GHCR (always ghcr.io; `--github-api-url` is an operator's endpoint
+//! override, trusted like `--entra-authority-host`), and, for GITLAB, the
+//! instance its registry is on (`--gitlab-api-url`, default gitlab.com for
+//! registry.gitlab.com), over https unless the host is an
+//! `--insecure-registry`. Never through a redirect; the header is marked
+//! sensitive.
 //! Any failure only means the expiry stays unknown: the test's outcome is
 //! the registry's.
 
@@ -44,22 +46,18 @@ pub async fn learn(
     let host = credential.registry.host().as_str();
     match credential.provider {
         Provider::Ghcr => {
-            let api = match &clouds.github_api {
-                Some(api) => api.as_str(),
-                None if host == "ghcr.io" => GITHUB_API,
-                None => return None,
-            };
+            if host != "ghcr.io" {
+                return None;
+            }
+            let api = clouds.github_api.as_deref().unwrap_or(GITHUB_API);
             let url = Url::parse(&format!("{api}/user")).ok()?;
-            let reply = get(upstream, &url, &[("authorization", &format!("Bearer {token}"))], deadline).await?;
+            let bearer = zeroize::Zeroizing::new(format!("Bearer {token}"));
+            let reply = get(upstream, &url, &[("authorization", bearer.as_str())], deadline).await?;
             let header = reply.headers.get("github-authentication-token-expiration")?.to_str().ok()?;
             github_expiry(header)
         }
         Provider::Gitlab => {
-            let api = match &clouds.gitlab_api {
-                Some(api) => api.as_str(),
-                None if host == "registry.gitlab.com" => GITLAB_API,
-                None => return None,
-            };
+            let api = clouds.gitlab_apis.iter().find(|api| on_instance(host, api))?;
             let url = Url::parse(&format!("{api}/api/v4/personal_access_tokens/self")).ok()?;
             let reply = get(upstream, &url, &[("private-token", token)], deadline).await?;
             if !reply.status.is_success() {
@@ -74,6 +72,22 @@ pub async fn learn(
         }
         _ => None,
     }
+}
+
+/// Is a registry on `host` (`host[:port]`) part of the GitLab instance at
+/// `api`: the same host on any port (`gitlab.example.com:5050`), or
+/// `registry.` + its host (`registry.gitlab.com` for gitlab.com)?
+fn on_instance(host: &str, api: &str) -> bool {
+    let Some(instance) = Url::parse(api).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase)) else {
+        return false;
+    };
+    let instance = instance.trim_start_matches('[').trim_end_matches(']');
+    let registry = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    }
+    .to_ascii_lowercase();
+    registry == instance || registry.strip_prefix("registry.") == Some(instance)
 }
 
 /// One GET with the public roots (and no redirect: the HTTP clients never
@@ -92,7 +106,10 @@ async fn get(
             .header("accept", "application/json")
             .header("user-agent", concat!("pullpass/", env!("CARGO_PKG_VERSION")));
         for (name, value) in headers {
-            request = request.header(*name, *value);
+            if let Ok(mut value) = reqwest::header::HeaderValue::from_str(value) {
+                value.set_sensitive(true);
+                request = request.header(*name, value);
+            }
         }
         request
     };
@@ -212,6 +229,23 @@ mod tests {
         assert_eq!(github_expiry("2027-01-31 02:00:00 -0700"), Some(utc));
         for bad in ["", "2027-01-31", "2027-01-31T09:00:00Z", "2027-01-31 09:00:00 PST", "soon"] {
             assert_eq!(github_expiry(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_gitlab_token_goes_only_to_the_instance_its_registry_is_on() {
+        assert!(on_instance("registry.gitlab.com", GITLAB_API));
+        assert!(on_instance("gitlab.example.com:5050", "https://gitlab.example.com"));
+        assert!(on_instance("registry.gitlab.example.com", "https://gitlab.example.com/"));
+        assert!(on_instance("127.0.0.1:5000", "http://127.0.0.1:8080"));
+        for (host, api) in [
+            ("registry.example.org", "https://gitlab.example.com"),
+            ("gitlab.com", "https://evil.example"),
+            ("registry.gitlab.com.evil.example", GITLAB_API),
+            ("notregistry.gitlab.com", GITLAB_API),
+            ("registry.gitlab.com", "https://registry.gitlab.com.evil.example"),
+        ] {
+            assert!(!on_instance(host, api), "{host} → {api}");
         }
     }
 

@@ -88,14 +88,13 @@ pub struct CloudEndpoints {
     pub google_sts: String,
     /// `https://iamcredentials.googleapis.com`, without a trailing slash.
     pub google_iam_credentials: String,
-    /// GitHub's REST API, asked when a GHCR token expires: None for
-    /// `https://api.github.com` and ghcr.io credentials only; set (GitHub
-    /// Enterprise Server), for every GHCR credential.
+    /// GitHub's REST API, asked when a GHCR (ghcr.io) token expires; None
+    /// for `https://api.github.com`.
     pub github_api: Option<String>,
-    /// GitLab's instance, asked when a GITLAB token expires: None for
-    /// `https://gitlab.com` and registry.gitlab.com credentials only; set
-    /// (self-managed GitLab), for every GITLAB credential.
-    pub gitlab_api: Option<String>,
+    /// GitLab instances asked when a GITLAB token expires (each
+    /// credential's token only to the one its registry is on; see
+    /// `upstream::expiry`).
+    pub gitlab_apis: Vec<String>,
 }
 
 impl Default for CloudEndpoints {
@@ -105,7 +104,7 @@ impl Default for CloudEndpoints {
             google_sts: DEFAULT_GOOGLE_STS.into(),
             google_iam_credentials: DEFAULT_GOOGLE_IAM_CREDENTIALS.into(),
             github_api: None,
-            gitlab_api: None,
+            gitlab_apis: vec![expiry::GITLAB_API.to_owned()],
         }
     }
 }

@@ -80,8 +80,12 @@ impl PgConfig {
         let mut pool_size = DEFAULT_POOL_SIZE;
         let mut query_timeout = DEFAULT_QUERY_TIMEOUT;
         let mut kept: Vec<(String, String)> = Vec::new();
+        // libpq also takes `?password=`: used like the URL's own password,
+        // and kept out of the URL that logs and messages show.
+        let mut query_password = None;
         for (key, value) in parsed.query_pairs() {
             match key.as_ref() {
+                "password" => query_password = Some(Zeroizing::new(value.into_owned())),
                 "sslmode" => {
                     tls = match value.as_ref() {
                         "disable" => TlsUse::Disable,
@@ -114,7 +118,8 @@ impl PgConfig {
         }
         let url_password = parsed
             .password()
-            .map(|p| Zeroizing::new(percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned()));
+            .map(|p| Zeroizing::new(percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned()))
+            .or(query_password);
         let _ = parsed.set_password(None);
         parsed.set_query(None);
         if !kept.is_empty() {
@@ -375,6 +380,15 @@ mod tests {
         assert_eq!(config.connection().get_password(), Some("s3cr:t-CANARY".as_bytes()));
         assert!(!config.describe().contains("CANARY") && !format!("{config:?}").contains("CANARY"));
         assert!(config.describe().starts_with("postgres://pullpass@db.example:6543/pullpass"), "{}", config.describe());
+        // libpq's `?password=` is a password too: used, never shown.
+        let config =
+            PgConfig::parse("postgres://pullpass@db.example/pullpass?password=q-CANARY&sslmode=disable", None).unwrap();
+        assert_eq!(config.connection().get_password(), Some("q-CANARY".as_bytes()));
+        assert!(
+            !config.describe().contains("CANARY") && !format!("{config:?}").contains("CANARY"),
+            "{}",
+            config.describe()
+        );
         for bad in [
             "mysql://x/y",
             "not a url",
