@@ -621,3 +621,20 @@ async fn dev_over_tls_prints_lines_to_try_that_use_tls() {
     assert!(answered.status.success(), "{curl_line}: {answered:?}");
     assert_eq!(String::from_utf8_lossy(&answered.stdout), "{}", "{answered:?}");
 }
+
+#[test]
+fn server_options_before_doctor_are_refused_rather_than_silently_left_unchecked() {
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new(binary("pullpassd"))
+        .args(["--dev", "--listen", "127.0.0.1:0", "doctor"])
+        .current_dir(home.path())
+        .env_remove("PULLPASS_DEV")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pullpassd");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--dev, --listen before `doctor` would not be checked"), "{stderr}");
+    assert!(stderr.contains("pullpassd doctor --dev"), "{stderr}");
+    assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 0, "nothing was written");
+}

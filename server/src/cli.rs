@@ -298,6 +298,36 @@ pub fn write_man_pages(command: clap::Command, dir: &std::path::Path) -> i32 {
     }
 }
 
+/// The command line of this process. Server options given before a
+/// subcommand are the server's, not the subcommand's: for `doctor`, whose
+/// own options come after it, that is refused with a usage error rather
+/// than silently checking another configuration than the one written.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if matches!(cli.command, Some(Command::Doctor { .. })) {
+        let serve = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+        let before: Vec<String> = serve
+            .get_arguments()
+            .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine))
+            .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+            .collect();
+        if !before.is_empty() {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "{} before `doctor` would not be checked: put the server's options after it (`pullpassd doctor [OPTIONS]`, e.g. `pullpassd doctor --dev`)",
+                        before.join(", ")
+                    ),
+                )
+                .exit();
+        }
+    }
+    cli
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,6 @@
 //! `pullpassd`: see `pullpassd --help`.
 
-use clap::Parser;
-
 fn main() {
-    let cli = pullpass_server::cli::Cli::parse();
+    let cli = pullpass_server::cli::parse();
     std::process::exit(pullpass_server::main_with(cli));
 }
