@@ -1000,20 +1000,10 @@ async fn the_credential_list_badges_expiring_and_failing_credentials_filters_the
     let edit = root.get("/console/workspaces/acme/credentials/broken").await;
     assert!(edit.text.contains("the registry rejected the secret"), "{}", edit.text);
     let soon = root.get("/console/workspaces/acme/credentials/soon").await;
-    let date = {
-        let days = (now + 3 * 86_400 + 3600).div_euclid(86_400);
-        // Civil date of a day count (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        format!("{y:04}-{m:02}-{d:02}")
-    };
+    let date = pullpass::time::format_rfc3339(now + 3 * 86_400 + 3600)[..10].to_owned();
     assert!(soon.text.contains(&format!(r#"name="expires" value="{date}""#)), "{}", soon.text);
     assert!(!list.text.contains("console-CANARY-wrong") && !edit.text.contains("console-CANARY-wrong"));
+    assert!(!server.logs().contains("console-CANARY-wrong"), "the secret in the log");
+    let leaks = pullpass_tests::files_containing(&server.data_dir, b"console-CANARY-wrong");
+    assert!(leaks.is_empty(), "the secret in clear in {leaks:?}");
 }

@@ -273,4 +273,11 @@ async fn testing_a_gitlab_token_learns_its_expiry_from_gitlab_and_no_other_secre
     // Tested again with the same answer: no change is written.
     world.client.test_credential("acme", "gitlab", "team/app", false).await.unwrap();
     assert_eq!(world.client.get_credential("acme", "gitlab").await.unwrap().update_time, stored.update_time);
+
+    // Neither token is in the log or in clear in the database and its WAL.
+    for secret in [ALICE_PASSWORD, "health-CANARY-not-alice"] {
+        assert!(!world.server.logs().contains(secret), "{secret} in the log");
+        let leaks = pullpass_tests::files_containing(&world.server.data_dir, secret.as_bytes());
+        assert!(leaks.is_empty(), "{secret} in clear in {leaks:?}");
+    }
 }
